@@ -1,0 +1,69 @@
+/* ffn — HDF5 datasets: reading rows, and writing the layout.
+ *
+ * Layout (readable from h5py without ffn):
+ *   /x  [N, D]  float32, or uint8 with float attribute "scale" (x * scale on read;
+ *               an optional "offset" attribute is added after scaling)
+ *   /y  [N]     int32 class labels in [0, num_classes)   or
+ *       [N, K]  float32 targets
+ * Root attributes: "num_classes" (int, for labels), "source", "created_by",
+ * free-form provenance strings. Both datasets chunked by rows.
+ * A dataset may be a virtual dataset joining shard files; HDF5 resolves it. */
+#ifndef FFN_DATA_H
+#define FFN_DATA_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "ffn/status.h"
+
+typedef struct ffn_dataset ffn_dataset;
+
+typedef struct {
+    size_t rows;        /* N */
+    size_t features;    /* D */
+    int has_labels;     /* /y is int labels [N] (else float targets [N, K]) */
+    size_t target_cols; /* K for float targets; 1 for labels */
+    size_t num_classes; /* labels: from the attribute, else max label + 1 */
+    int x_is_uint8;
+    float x_scale, x_offset;
+} ffn_dataset_info;
+
+/* Opens and validates the layout: shapes, dtypes, matching row counts, at least
+ * one row, labels in range. Every failure names the file and the field. */
+ffn_status ffn_dataset_open(ffn_dataset **out, const char *path);
+void ffn_dataset_close(ffn_dataset *ds);
+const ffn_dataset_info *ffn_dataset_get_info(const ffn_dataset *ds);
+const char *ffn_dataset_path(const ffn_dataset *ds);
+
+/* Reads rows idx[0..n) (strictly increasing) into x [n, D] and either labels [n]
+ * or values [n, K] (the other may be NULL). Non-finite features are an error
+ * naming the row. Safe to call from one thread while another computes. */
+ffn_status ffn_dataset_read_rows(ffn_dataset *ds, const uint64_t *idx, size_t n,
+                                 float *x, int32_t *labels, float *values);
+/* Reads the contiguous rows [start, start + n). */
+ffn_status ffn_dataset_read_range(ffn_dataset *ds, uint64_t start, size_t n,
+                                  float *x, int32_t *labels, float *values);
+
+/* Writer: creates PATH.tmp, rows are written in any order, close flushes and
+ * renames onto PATH (an existing PATH is only replaced by a complete file). */
+typedef struct ffn_dataset_writer ffn_dataset_writer;
+typedef struct {
+    size_t rows, features;
+    int x_uint8;        /* store x as uint8 (values given as uint8) */
+    float x_scale;      /* for uint8 */
+    int has_labels;     /* y int32 [N]; else float32 [N, target_cols] */
+    size_t target_cols;
+    size_t num_classes; /* written as the "num_classes" attribute when > 0 */
+} ffn_dataset_layout;
+
+ffn_status ffn_dataset_writer_create(ffn_dataset_writer **out, const char *path,
+                                     const ffn_dataset_layout *layout);
+/* x is float* or uint8_t* per layout.x_uint8; y is int32_t* or float*. */
+ffn_status ffn_dataset_writer_rows(ffn_dataset_writer *w, uint64_t start, size_t n,
+                                   const void *x, const void *y);
+ffn_status ffn_dataset_writer_attr(ffn_dataset_writer *w, const char *name, const char *value);
+/* Finishes and renames; on error removes the temporary. Always frees w. */
+ffn_status ffn_dataset_writer_close(ffn_dataset_writer *w);
+/* Frees w and removes the temporary without touching PATH. */
+void ffn_dataset_writer_abort(ffn_dataset_writer *w);
+
+#endif
