@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Converts Debian's Fashion-MNIST (package dataset-fashion-mnist: IDX, gzip) to
+# ffn's HDF5 layout: train.h5 (55000 rows), val.h5 (5000 rows, a seeded random
+# split of the 60000 training images) and test.h5 (the 10000 test images).
+# Pixels stay uint8 with scale 1/255, so each file is ~1/4 the size of float32.
+#   usage: datasets/fashion-mnist.sh [OUTDIR (default data/fashion-mnist)] [FFN_DATA binary]
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+out=${1:-data/fashion-mnist}
+ffn_data=${2:-${FFN_DATA:-$here/build/ffn-data}}
+src=${FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}
+for f in train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-ubyte.gz t10k-labels-idx1-ubyte.gz; do
+  [[ -r $src/$f ]] || { echo "fashion-mnist.sh: $src/$f is missing (apt-get install dataset-fashion-mnist)" >&2; exit 1; }
+done
+mkdir -p "$out"
+if [[ -s $out/train.h5 && -s $out/val.h5 && -s $out/test.h5 ]]; then
+  echo "fashion-mnist.sh: $out/{train,val,test}.h5 already there"
+  exit 0
+fi
+"$ffn_data" idx --images "$src/train-images-idx3-ubyte.gz" --labels "$src/train-labels-idx1-ubyte.gz" \
+  --out "$out/train.h5" --val-out "$out/val.h5" --val-count 5000 --seed 0
+"$ffn_data" idx --images "$src/t10k-images-idx3-ubyte.gz" --labels "$src/t10k-labels-idx1-ubyte.gz" \
+  --out "$out/test.h5"
+echo "fashion-mnist.sh: wrote $out/train.h5 (55000), $out/val.h5 (5000), $out/test.h5 (10000)"

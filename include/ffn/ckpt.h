@@ -1,0 +1,66 @@
+/* ffn — HDF5 checkpoints: everything needed to continue a run exactly, or to
+ * start fine-tuning from its weights.
+ *
+ * Layout (format_version 1; readable with h5py alone):
+ *   root attributes  format = "ffn-checkpoint", format_version (int),
+ *                    ffn_version, model_spec (canonical), input_dim, loss,
+ *                    config_json (the run's full configuration)
+ *   /model/<i>/W     float32 [out, in]   layer i's weights (i from 0)
+ *   /model/<i>/b     float32 [out]       layer i's biases
+ *   /optimizer       attributes kind, step_count; datasets named after the
+ *                    state buffers (m, v, momentum, square_avg), each float32
+ *                    [P] in the flat parameter order (layer 0 W, b, layer 1 W ...)
+ *   /train           attributes step (optimizer steps taken), epoch and
+ *                    step_in_epoch (the next batch to train on), seed
+ *   /masks/<i>/W     (present only when pruning) uint8 masks
+ * Every dataset is chunked with HDF5's Fletcher32 checksum filter, so a
+ * corrupted byte fails the read instead of loading silently.
+ *
+ * Saving writes PATH.tmp, flushes and fsyncs it, then renames it onto PATH
+ * (and fsyncs the directory): a crash at any moment leaves the old file or the
+ * new one under PATH, never a partial one. */
+#ifndef FFN_CKPT_H
+#define FFN_CKPT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "ffn/status.h"
+
+#define FFN_CKPT_FORMAT_VERSION 1
+
+/* A checkpoint's content in memory. Loading fills it; saving writes it. */
+typedef struct {
+    int format_version;
+    char *model_spec;      /* canonical spec text */
+    size_t input_dim;
+    char *loss;            /* loss name */
+    char *config_json;     /* may be NULL */
+    size_t layer_count;
+    size_t *layer_in, *layer_out;   /* [layer_count] */
+    size_t param_count;
+    float *params;         /* [param_count], flat order */
+    char *optimizer;       /* optimizer kind name, or NULL when no state */
+    uint64_t optimizer_steps;
+    size_t state_count;
+    char *state_names[2];
+    float *state[2];       /* [param_count] each */
+    uint64_t step, epoch, step_in_epoch, seed;
+} ffn_checkpoint;
+
+/* Reads and validates the whole file (every failure names the file and the
+ * field). Free with ffn_checkpoint_free. */
+ffn_status ffn_checkpoint_load(ffn_checkpoint *out, const char *path);
+void ffn_checkpoint_free(ffn_checkpoint *c);
+
+/* Writes c atomically to path (see above). The buffers are only read. */
+ffn_status ffn_checkpoint_save(const ffn_checkpoint *c, const char *path);
+
+/* Checkpoint files in dir are named ckpt-<step, 10 digits>.h5. */
+void ffn_checkpoint_name(char *out, size_t cap, const char *dir, uint64_t step);
+/* The newest complete checkpoint in dir (largest step), malloc'd; NULL with
+ * FFN_ERR_IO set when there is none. */
+char *ffn_checkpoint_latest(const char *dir);
+/* Deletes all but the newest keep checkpoints in dir (keep 0: none deleted). */
+ffn_status ffn_checkpoint_prune(const char *dir, size_t keep);
+
+#endif

@@ -1,0 +1,64 @@
+/* ffn — everything that crosses ranks: MPI setup, broadcast of the initial
+ * parameters, the gradient allreduce, metric reductions and collective error
+ * agreement. Nothing else in ffn calls MPI. */
+#ifndef FFN_COMM_H
+#define FFN_COMM_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "ffn/status.h"
+
+typedef struct ffn_comm ffn_comm;
+
+/* MPI_Init_thread (FUNNELED: only the main thread calls MPI; the data
+ * prefetch thread touches HDF5 only), or wraps an MPI already initialised.
+ * Works without mpirun (a singleton run is one rank). */
+ffn_status ffn_comm_init(ffn_comm **out, int *argc, char ***argv);
+/* Frees and finalises MPI if ffn_comm_init initialised it. */
+void ffn_comm_finalize(ffn_comm *c);
+/* Ends every rank at once (MPI_Abort): only for tools, on the error path
+ * where ranks may not reach the same collective. */
+void ffn_comm_abort(ffn_comm *c, int code);
+
+int ffn_comm_rank(const ffn_comm *c);
+int ffn_comm_size(const ffn_comm *c);
+/* Ranks sharing this node (MPI_Comm_split_type SHARED) and this rank's place among them. */
+int ffn_comm_local_rank(const ffn_comm *c);
+int ffn_comm_local_size(const ffn_comm *c);
+
+/* Collective: every rank passes its own status. Returns FFN_OK if all
+ * succeeded; otherwise every rank returns the status of the lowest failing
+ * rank, with that rank's message as ffn_last_error() (so rank 0 can print
+ * the one message). */
+ffn_status ffn_comm_agree(ffn_comm *c, ffn_status local);
+
+void ffn_comm_barrier(ffn_comm *c);
+ffn_status ffn_comm_bcast_floats(ffn_comm *c, float *buf, size_t n, int root);
+ffn_status ffn_comm_bcast_bytes(ffn_comm *c, void *buf, size_t n, int root);
+/* In-place sums, split into calls of at most bucket_bytes. */
+ffn_status ffn_comm_sum_floats(ffn_comm *c, float *buf, size_t n);
+ffn_status ffn_comm_sum_doubles(ffn_comm *c, double *buf, size_t n);
+ffn_status ffn_comm_max_u64(ffn_comm *c, uint64_t *buf, size_t n);
+/* All ranks' value of x gathered on every rank (out has size() entries). */
+ffn_status ffn_comm_allgather_u64(ffn_comm *c, uint64_t x, uint64_t *out);
+
+/* Gradient exchange in contiguous buckets, started while backward runs.
+ * Backward reports gradient ranges as they become final (from the end of the
+ * buffer towards the start); a bucket's allreduce starts as soon as the
+ * ranges ready above it reach bucket_bytes. Ranges never reported (frozen
+ * layers) are never sent. finish() starts the rest and waits. */
+typedef struct ffn_grad_sync ffn_grad_sync;
+ffn_status ffn_grad_sync_create(ffn_grad_sync **out, ffn_comm *c, float *grads, size_t n,
+                                size_t bucket_bytes);
+void ffn_grad_sync_free(ffn_grad_sync *s);
+void ffn_grad_sync_begin(ffn_grad_sync *s);
+/* The ffn_grad_ready_fn of ffn_model_backward (user = the ffn_grad_sync). */
+void ffn_grad_sync_ready(void *sync, size_t offset, size_t count);
+ffn_status ffn_grad_sync_finish(ffn_grad_sync *s);
+/* Seconds spent blocked in finish() and the bytes sent, since creation. */
+double ffn_grad_sync_wait_seconds(const ffn_grad_sync *s);
+uint64_t ffn_grad_sync_bytes(const ffn_grad_sync *s);
+
+#define FFN_DEFAULT_BUCKET_BYTES (4u << 20)
+
+#endif

@@ -1,0 +1,75 @@
+/* ffn — the run configuration and its command-line parser.
+ *
+ * One table describes every flag (name, value, default, help), so parsing,
+ * --help and the copy of the configuration saved in checkpoints and metrics
+ * can never disagree. */
+#ifndef FFN_CONFIG_H
+#define FFN_CONFIG_H
+
+#include <stdint.h>
+#include <stdio.h>
+#include "ffn/loss.h"
+#include "ffn/optim.h"
+#include "ffn/status.h"
+
+#define FFN_DEFAULT_MODEL_SPEC "dense:128:relu,dense:10"
+
+typedef struct {
+    /* data and model */
+    const char *train_path, *val_path, *test_path;
+    const char *model_spec;    /* NULL: the default, or the checkpoint's */
+    int loss;                  /* ffn_loss */
+    /* optimisation */
+    int optimizer;             /* ffn_opt_kind */
+    float lr;
+    float momentum;
+    int nesterov;
+    float beta1, beta2, eps;
+    float rmsprop_alpha;
+    float weight_decay;        /* < 0: the optimizer's default */
+    float clip_norm;           /* 0 = off */
+    int lr_schedule;           /* ffn_lr_kind */
+    uint64_t warmup_steps, lr_step_size;
+    float lr_gamma, min_lr;
+    /* schedule of the run */
+    uint64_t batch_size;       /* global, across all ranks */
+    uint64_t eval_batch_size;
+    uint64_t epochs;
+    uint64_t max_steps;        /* 0 = no limit */
+    uint64_t seed;
+    int no_shuffle;
+    /* execution */
+    int threads;               /* BLAS threads per rank; 0 = auto */
+    double bucket_mb;          /* gradient allreduce bucket */
+    uint64_t check_replicas;   /* compare parameter hashes every K steps; 0 = off */
+    /* checkpoints and fine-tuning */
+    const char *checkpoint_dir;
+    const char *checkpoint_every; /* "N" or "Nsteps" (steps), "Nepochs" (epochs) */
+    uint64_t checkpoint_every_steps, checkpoint_every_epochs; /* parsed by validate */
+    uint64_t keep;             /* checkpoints kept in the directory; 0 = all */
+    const char *resume;        /* FILE or "latest" (in checkpoint_dir) */
+    const char *init_from;     /* checkpoint whose weights start a new run */
+    uint64_t replace_head;     /* > 0: the last layer gets this many outputs, fresh */
+    const char *freeze;        /* layers kept fixed: "0,1", "0-2", "all-but-last" */
+    /* output */
+    const char *metrics_path;  /* .csv or JSON lines */
+    uint64_t log_every;        /* steps between step records; 0 = per epoch only */
+    int progress;              /* -1 auto (stderr is a terminal), 0 off, 1 on */
+    int quiet;
+} ffn_train_config;
+
+void ffn_config_defaults(ffn_train_config *cfg);
+
+/* Parses argv[1..argc). Errors name the flag and what it expects.
+ * Sets *help when --help was given (nothing else is checked then). */
+ffn_status ffn_config_parse(ffn_train_config *cfg, int argc, char **argv, int *help);
+/* Cross-field checks after parsing (required flags, ranges). */
+ffn_status ffn_config_validate(ffn_train_config *cfg);
+/* Parses a layer list ("0,2", "0-3", "all-but-last") for a model of n layers
+ * into frozen[0..n). */
+ffn_status ffn_config_parse_layers(const char *text, size_t n, int *frozen);
+void ffn_config_print_help(FILE *out, const char *program);
+/* The configuration as JSON (malloc'd), for checkpoints and metrics files. */
+char *ffn_config_to_json(const ffn_train_config *cfg);
+
+#endif

@@ -1,0 +1,52 @@
+/* ffn — the training-data pipeline: this rank's rows of each global batch,
+ * read by a background thread one batch ahead of the step that uses it.
+ *
+ * The loader walks steps (epoch, step-in-epoch) from a start position and
+ * hands out batches in order. Batches come from ffn_sampler, so the global
+ * batch at a step depends on (seed, epoch) alone, never on the rank count. A
+ * read error is carried by the batch it belongs to; the caller agrees on it
+ * with the other ranks before acting. */
+#ifndef FFN_LOADER_H
+#define FFN_LOADER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "ffn/data.h"
+#include "ffn/status.h"
+
+typedef struct {
+    uint64_t epoch, step;    /* position: epoch from 0, step within the epoch from 0 */
+    size_t local_count;      /* rows on this rank (may be 0 for a tiny last batch) */
+    size_t global_count;     /* rows in the global batch */
+    const uint64_t *indices; /* [local_count] row indices, ascending */
+    float *x;                /* [local_count, features] */
+    int32_t *labels;         /* [local_count] or NULL */
+    float *values;           /* [local_count, target_cols] or NULL */
+    ffn_status status;       /* read result; on error see message */
+    const char *message;
+} ffn_batch;
+
+typedef struct {
+    size_t batch_size;       /* global */
+    uint64_t seed;
+    int shuffle;
+    int rank, nranks;
+    uint64_t start_epoch, start_step;
+    uint64_t total_steps;    /* batches to produce in all (across epochs) */
+    int prefetch;            /* 0: read in next() on the caller's thread */
+} ffn_loader_config;
+
+typedef struct ffn_loader ffn_loader;
+
+/* The loader borrows ds (one thread uses it at a time: the loader's). */
+ffn_status ffn_loader_create(ffn_loader **out, ffn_dataset *ds, const ffn_loader_config *cfg);
+/* Stops the thread and frees. */
+void ffn_loader_free(ffn_loader *l);
+/* The next batch (valid until the following call); NULL after total_steps.
+ * Blocks while the batch is still being read. */
+const ffn_batch *ffn_loader_next(ffn_loader *l);
+size_t ffn_loader_steps_per_epoch(const ffn_loader *l);
+/* Seconds the caller spent blocked in next(), since creation. */
+double ffn_loader_wait_seconds(const ffn_loader *l);
+
+#endif

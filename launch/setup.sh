@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs the Debian packages ffn needs (only those missing), then configures
+# and builds into build/ (or $FFN_BUILD_DIR). Safe to run again: it only does
+# what is not done yet. Extra arguments go to cmake's configure step,
+# e.g. launch/setup.sh -DFFN_SANITIZE=ON.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(
+  build-essential cmake pkg-config   # compiler and build
+  libopenmpi-dev openmpi-bin         # MPI: the data-parallel runtime
+  libopenblas-dev                    # sgemm for the dense layers
+  libhdf5-dev hdf5-tools             # datasets and checkpoints (h5dump for inspection)
+  zlib1g-dev                         # gzip'd IDX files, CRC32 replica hashes
+  libcjson-dev                       # JSON metrics and the config saved in checkpoints
+  dataset-fashion-mnist              # the default real dataset
+  python3-h5py python3-numpy         # tests cross-check files with h5py
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  sudo=""
+  if [[ $(id -u) -ne 0 ]]; then
+    command -v sudo >/dev/null || { echo "setup: need root (or sudo) to install: ${missing[*]}" >&2; exit 1; }
+    sudo=sudo
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -qq
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+build=${FFN_BUILD_DIR:-build}
+cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=${FFN_BUILD_TYPE:-Release} "$@" >/dev/null
+cmake --build "$build" -j"$(nproc)"
+echo "setup: built into $build/"

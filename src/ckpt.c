@@ -1,0 +1,476 @@
+/* ffn — HDF5 checkpoints: atomic save, validated load, latest and pruning. */
+#include "ffn/ckpt.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <hdf5.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ffn/mem.h"
+#include "ffn/model.h"
+
+#define FFN_VERSION_TEXT "0.1.0"
+
+/* ---- small HDF5 helpers --------------------------------------------------- */
+
+static hid_t string_type(void)
+{
+    hid_t t = H5Tcopy(H5T_C_S1);
+    H5Tset_size(t, H5T_VARIABLE);
+    H5Tset_cset(t, H5T_CSET_UTF8);
+    return t;
+}
+
+static int write_string_attr(hid_t loc, const char *name, const char *value)
+{
+    hid_t t = string_type(), s = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(loc, name, t, s, H5P_DEFAULT, H5P_DEFAULT);
+    int ok = a >= 0 && H5Awrite(a, t, &value) >= 0;
+    if (a >= 0) H5Aclose(a);
+    H5Sclose(s);
+    H5Tclose(t);
+    return ok ? 0 : -1;
+}
+
+static int write_u64_attr(hid_t loc, const char *name, uint64_t value)
+{
+    hid_t s = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(loc, name, H5T_STD_U64LE, s, H5P_DEFAULT, H5P_DEFAULT);
+    int ok = a >= 0 && H5Awrite(a, H5T_NATIVE_UINT64, &value) >= 0;
+    if (a >= 0) H5Aclose(a);
+    H5Sclose(s);
+    return ok ? 0 : -1;
+}
+
+/* Chunked (at most ~1 MiB per chunk) with the Fletcher32 checksum filter. */
+static int write_floats(hid_t loc, const char *name, const float *data, int rank, const hsize_t *dims)
+{
+    hsize_t chunk[2] = {dims[0], rank == 2 ? dims[1] : 1};
+    hsize_t row = rank == 2 ? dims[1] : 1, max_rows = (1u << 18) / (row ? row : 1);
+    if (max_rows == 0) max_rows = 1;
+    if (chunk[0] > max_rows) chunk[0] = max_rows;
+    if (chunk[0] == 0) chunk[0] = 1;
+    if (rank == 2 && chunk[1] == 0) chunk[1] = 1;
+    hid_t space = H5Screate_simple(rank, dims, NULL);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(dcpl, rank, chunk);
+    H5Pset_fletcher32(dcpl);
+    hid_t d = H5Dcreate2(loc, name, H5T_IEEE_F32LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    int ok = d >= 0 && H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0;
+    if (d >= 0) H5Dclose(d);
+    H5Pclose(dcpl);
+    H5Sclose(space);
+    return ok ? 0 : -1;
+}
+
+static int fsync_path(const char *path, int directory)
+{
+    int fd = open(path, directory ? O_RDONLY | O_DIRECTORY : O_RDONLY);
+    if (fd < 0) return -1;
+    int rc = fsync(fd);
+    close(fd);
+    return rc;
+}
+
+/* ---- save ----------------------------------------------------------------- */
+
+static int write_contents(hid_t f, const ffn_checkpoint *c)
+{
+    if (write_string_attr(f, "format", "ffn-checkpoint") || write_u64_attr(f, "format_version", FFN_CKPT_FORMAT_VERSION) ||
+        write_string_attr(f, "ffn_version", FFN_VERSION_TEXT) ||
+        write_string_attr(f, "model_spec", c->model_spec) || write_u64_attr(f, "input_dim", c->input_dim) ||
+        write_string_attr(f, "loss", c->loss ? c->loss : "") ||
+        write_string_attr(f, "config_json", c->config_json ? c->config_json : "{}"))
+        return -1;
+    hid_t model = H5Gcreate2(f, "model", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (model < 0) return -1;
+    size_t offset = 0;
+    int bad = 0;
+    for (size_t i = 0; i < c->layer_count && !bad; i++) {
+        char name[32];
+        snprintf(name, sizeof name, "%zu", i);
+        hid_t g = H5Gcreate2(model, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        if (g < 0) {
+            bad = 1;
+            break;
+        }
+        hsize_t wd[2] = {c->layer_out[i], c->layer_in[i]}, bd[1] = {c->layer_out[i]};
+        bad = write_floats(g, "W", c->params + offset, 2, wd) ||
+              write_floats(g, "b", c->params + offset + wd[0] * wd[1], 1, bd);
+        offset += (size_t)(wd[0] * wd[1] + bd[0]);
+        H5Gclose(g);
+    }
+    H5Gclose(model);
+    if (bad) return -1;
+
+    if (c->optimizer) {
+        hid_t g = H5Gcreate2(f, "optimizer", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        if (g < 0) return -1;
+        hsize_t n[1] = {c->param_count};
+        bad = write_string_attr(g, "kind", c->optimizer) || write_u64_attr(g, "step_count", c->optimizer_steps);
+        for (size_t i = 0; i < c->state_count && !bad; i++)
+            bad = write_floats(g, c->state_names[i], c->state[i], 1, n);
+        H5Gclose(g);
+        if (bad) return -1;
+    }
+    hid_t t = H5Gcreate2(f, "train", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    if (t < 0) return -1;
+    bad = write_u64_attr(t, "step", c->step) || write_u64_attr(t, "epoch", c->epoch) ||
+          write_u64_attr(t, "step_in_epoch", c->step_in_epoch) || write_u64_attr(t, "seed", c->seed);
+    H5Gclose(t);
+    return bad ? -1 : 0;
+}
+
+ffn_status ffn_checkpoint_save(const ffn_checkpoint *c, const char *path)
+{
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    size_t len = strlen(path);
+    char *tmp = malloc(len + 5);
+    if (!tmp) return ffn_fail(FFN_ERR_NOMEM, "out of memory");
+    memcpy(tmp, path, len);
+    memcpy(tmp + len, ".tmp", 5);
+    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (f < 0) {
+        ffn_status st = ffn_fail(FFN_ERR_IO, "checkpoint %s: cannot create (is the directory writable?)", tmp);
+        free(tmp);
+        return st;
+    }
+    int bad = write_contents(f, c);
+    if (!bad) bad = H5Fflush(f, H5F_SCOPE_GLOBAL) < 0;
+    if (H5Fclose(f) < 0) bad = 1;
+    if (!bad) bad = fsync_path(tmp, 0) != 0;
+    if (bad) {
+        int err = errno;
+        unlink(tmp);
+        ffn_status st = ffn_fail(FFN_ERR_IO, "checkpoint %s: write failed (%s); the previous checkpoint is kept",
+                                 path, err == ENOSPC ? "disk full" : err ? strerror(err) : "HDF5 error");
+        free(tmp);
+        return st;
+    }
+    if (rename(tmp, path) != 0) {
+        ffn_status st = ffn_fail(FFN_ERR_IO, "checkpoint %s: cannot rename %s onto it: %s", path, tmp, strerror(errno));
+        unlink(tmp);
+        free(tmp);
+        return st;
+    }
+    free(tmp);
+    /* The rename itself must reach the disk. */
+    char *dir = strdup(path);
+    if (dir) {
+        char *slash = strrchr(dir, '/');
+        if (slash) {
+            *slash = '\0';
+            fsync_path(*dir ? dir : "/", 1);
+        } else {
+            fsync_path(".", 1);
+        }
+        free(dir);
+    }
+    return FFN_OK;
+}
+
+/* ---- load ----------------------------------------------------------------- */
+
+static ffn_status read_string_attr(hid_t loc, const char *name, const char *path, char **out)
+{
+    *out = NULL;
+    if (H5Aexists(loc, name) <= 0)
+        return ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: attribute '%s' is missing", path, name);
+    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
+    hid_t ft = H5Aget_type(a);
+    ffn_status st = FFN_OK;
+    if (H5Tget_class(ft) != H5T_STRING) {
+        st = ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: attribute '%s' should be a string", path, name);
+    } else if (H5Tis_variable_str(ft) > 0) {
+        hid_t t = string_type();
+        char *value = NULL;
+        if (H5Aread(a, t, &value) < 0 || !value)
+            st = ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: attribute '%s' is unreadable", path, name);
+        else {
+            *out = strdup(value);
+            H5free_memory(value);
+        }
+        H5Tclose(t);
+    } else {
+        size_t n = H5Tget_size(ft);
+        char *value = calloc(n + 1, 1);
+        hid_t t = H5Tcopy(H5T_C_S1);
+        H5Tset_size(t, n + 1);
+        if (!value || H5Aread(a, t, value) < 0) {
+            free(value);
+            st = ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: attribute '%s' is unreadable", path, name);
+        } else {
+            *out = value;
+        }
+        H5Tclose(t);
+    }
+    H5Tclose(ft);
+    H5Aclose(a);
+    if (st == FFN_OK && !*out) st = ffn_fail(FFN_ERR_NOMEM, "out of memory");
+    return st;
+}
+
+static ffn_status read_u64_attr(hid_t loc, const char *name, const char *path, uint64_t *out)
+{
+    if (H5Aexists(loc, name) <= 0)
+        return ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: attribute '%s' is missing", path, name);
+    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
+    hid_t ft = H5Aget_type(a);
+    hid_t s = H5Aget_space(a);
+    int ok = H5Tget_class(ft) == H5T_INTEGER && H5Sget_simple_extent_npoints(s) == 1 &&
+             H5Aread(a, H5T_NATIVE_UINT64, out) >= 0;
+    H5Sclose(s);
+    H5Tclose(ft);
+    H5Aclose(a);
+    return ok ? FFN_OK
+              : ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: attribute '%s' should be one integer", path, name);
+}
+
+/* Reads a float dataset whose shape must be exactly dims. */
+static ffn_status read_floats(hid_t loc, const char *name, const char *path, const char *where,
+                              float *out, int rank, const hsize_t *dims)
+{
+    if (H5Lexists(loc, name, H5P_DEFAULT) <= 0)
+        return ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: dataset %s/%s is missing", path, where, name);
+    hid_t d = H5Dopen2(loc, name, H5P_DEFAULT);
+    if (d < 0) return ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: %s/%s is not a dataset", path, where, name);
+    hid_t s = H5Dget_space(d), t = H5Dget_type(d);
+    hsize_t got[2] = {0, 0};
+    int r = H5Sget_simple_extent_ndims(s);
+    if (r == rank) H5Sget_simple_extent_dims(s, got, NULL);
+    ffn_status st = FFN_OK;
+    if (H5Tget_class(t) != H5T_FLOAT)
+        st = ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: %s/%s should be float32", path, where, name);
+    else if (r != rank || got[0] != dims[0] || (rank == 2 && got[1] != dims[1])) {
+        if (rank == 2)
+            st = ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: %s/%s has shape [%llu, %llu], expected [%llu, %llu]",
+                          path, where, name, (unsigned long long)got[0], (unsigned long long)got[1],
+                          (unsigned long long)dims[0], (unsigned long long)dims[1]);
+        else
+            st = ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: %s/%s has %d dims / %llu rows, expected [%llu]",
+                          path, where, name, r, (unsigned long long)got[0], (unsigned long long)dims[0]);
+    } else if (H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0)
+        st = ffn_fail(FFN_ERR_FORMAT,
+                      "checkpoint %s: %s/%s failed its checksum or could not be read (file corrupted)",
+                      path, where, name);
+    H5Tclose(t);
+    H5Sclose(s);
+    H5Dclose(d);
+    return st;
+}
+
+static ffn_status load_contents(hid_t f, ffn_checkpoint *c, const char *path)
+{
+    ffn_status st;
+    char *format = NULL;
+    if ((st = read_string_attr(f, "format", path, &format)) != FFN_OK) return st;
+    int is_ckpt = strcmp(format, "ffn-checkpoint") == 0;
+    free(format);
+    if (!is_ckpt) return ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: attribute 'format' is not 'ffn-checkpoint'", path);
+    uint64_t v;
+    if ((st = read_u64_attr(f, "format_version", path, &v)) != FFN_OK) return st;
+    if (v > FFN_CKPT_FORMAT_VERSION || v == 0)
+        return ffn_fail(FFN_ERR_FORMAT,
+                        "checkpoint %s: format_version %llu is newer than this ffn reads (up to %d); "
+                        "upgrade ffn",
+                        path, (unsigned long long)v, FFN_CKPT_FORMAT_VERSION);
+    c->format_version = (int)v;
+    uint64_t input_dim;
+    if ((st = read_string_attr(f, "model_spec", path, &c->model_spec)) != FFN_OK ||
+        (st = read_u64_attr(f, "input_dim", path, &input_dim)) != FFN_OK ||
+        (st = read_string_attr(f, "loss", path, &c->loss)) != FFN_OK)
+        return st;
+    if (H5Aexists(f, "config_json") > 0 && (st = read_string_attr(f, "config_json", path, &c->config_json)) != FFN_OK)
+        return st;
+    c->input_dim = (size_t)input_dim;
+    /* The spec decides every shape; a model built from it checks the sizes. */
+    ffn_model *m = NULL;
+    if (input_dim == 0 || input_dim > (1ull << 31))
+        return ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: input_dim %llu is out of range", path,
+                        (unsigned long long)input_dim);
+    if ((st = ffn_model_create_from_text(&m, c->model_spec, c->input_dim)) != FFN_OK)
+        return ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: model_spec: %s", path, ffn_last_error());
+    c->layer_count = ffn_model_layer_count(m);
+    c->param_count = ffn_model_param_count(m);
+    c->layer_in = calloc(c->layer_count, sizeof *c->layer_in);
+    c->layer_out = calloc(c->layer_count, sizeof *c->layer_out);
+    c->params = ffn_alloc_floats(c->param_count);
+    for (size_t i = 0; c->layer_in && c->layer_out && i < c->layer_count; i++) {
+        c->layer_in[i] = ffn_model_layer(m, i)->in;
+        c->layer_out[i] = ffn_model_layer(m, i)->out;
+    }
+    ffn_model_free(m);
+    if (!c->layer_in || !c->layer_out || !c->params) return ffn_fail(FFN_ERR_NOMEM, "out of memory");
+
+    if (H5Lexists(f, "model", H5P_DEFAULT) <= 0)
+        return ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: group /model is missing", path);
+    hid_t model = H5Gopen2(f, "model", H5P_DEFAULT);
+    size_t offset = 0;
+    for (size_t i = 0; i < c->layer_count && st == FFN_OK; i++) {
+        char name[32], where[48];
+        snprintf(name, sizeof name, "%zu", i);
+        snprintf(where, sizeof where, "/model/%zu", i);
+        if (H5Lexists(model, name, H5P_DEFAULT) <= 0) {
+            st = ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: group %s is missing", path, where);
+            break;
+        }
+        hid_t g = H5Gopen2(model, name, H5P_DEFAULT);
+        hsize_t wd[2] = {c->layer_out[i], c->layer_in[i]}, bd[1] = {c->layer_out[i]};
+        st = read_floats(g, "W", path, where, c->params + offset, 2, wd);
+        if (st == FFN_OK) st = read_floats(g, "b", path, where, c->params + offset + wd[0] * wd[1], 1, bd);
+        offset += (size_t)(wd[0] * wd[1] + bd[0]);
+        H5Gclose(g);
+    }
+    H5Gclose(model);
+    if (st != FFN_OK) return st;
+
+    if (H5Lexists(f, "optimizer", H5P_DEFAULT) > 0) {
+        hid_t g = H5Gopen2(f, "optimizer", H5P_DEFAULT);
+        st = read_string_attr(g, "kind", path, &c->optimizer);
+        if (st == FFN_OK) st = read_u64_attr(g, "step_count", path, &c->optimizer_steps);
+        static const char *names[] = {"m", "v", "momentum", "square_avg"};
+        hsize_t n[1] = {c->param_count};
+        for (size_t k = 0; k < 4 && st == FFN_OK; k++) {
+            if (H5Lexists(g, names[k], H5P_DEFAULT) <= 0) continue;
+            if (c->state_count == 2) {
+                st = ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: /optimizer holds too many state buffers", path);
+                break;
+            }
+            size_t i = c->state_count++;
+            c->state_names[i] = strdup(names[k]);
+            c->state[i] = ffn_alloc_floats(c->param_count);
+            if (!c->state_names[i] || !c->state[i]) st = ffn_fail(FFN_ERR_NOMEM, "out of memory");
+            else st = read_floats(g, names[k], path, "/optimizer", c->state[i], 1, n);
+        }
+        H5Gclose(g);
+        if (st != FFN_OK) return st;
+    }
+    if (H5Lexists(f, "train", H5P_DEFAULT) <= 0)
+        return ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: group /train is missing", path);
+    hid_t t = H5Gopen2(f, "train", H5P_DEFAULT);
+    if ((st = read_u64_attr(t, "step", path, &c->step)) == FFN_OK &&
+        (st = read_u64_attr(t, "epoch", path, &c->epoch)) == FFN_OK &&
+        (st = read_u64_attr(t, "step_in_epoch", path, &c->step_in_epoch)) == FFN_OK)
+        st = read_u64_attr(t, "seed", path, &c->seed);
+    H5Gclose(t);
+    return st;
+}
+
+ffn_status ffn_checkpoint_load(ffn_checkpoint *c, const char *path)
+{
+    memset(c, 0, sizeof *c);
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    if (access(path, R_OK) != 0)
+        return ffn_fail(FFN_ERR_IO, "checkpoint %s: cannot read: %s", path, strerror(errno));
+    if (H5Fis_hdf5(path) <= 0)
+        return ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: not an HDF5 file (or truncated)", path);
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) return ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: HDF5 cannot open it (truncated or corrupted?)", path);
+    ffn_status st = load_contents(f, c, path);
+    H5Fclose(f);
+    if (st != FFN_OK) ffn_checkpoint_free(c);
+    return st;
+}
+
+void ffn_checkpoint_free(ffn_checkpoint *c)
+{
+    free(c->model_spec);
+    free(c->loss);
+    free(c->config_json);
+    free(c->layer_in);
+    free(c->layer_out);
+    ffn_free(c->params);
+    free(c->optimizer);
+    for (int i = 0; i < 2; i++) {
+        free(c->state_names[i]);
+        ffn_free(c->state[i]);
+    }
+    memset(c, 0, sizeof *c);
+}
+
+/* ---- the checkpoint directory ---------------------------------------------- */
+
+void ffn_checkpoint_name(char *out, size_t cap, const char *dir, uint64_t step)
+{
+    snprintf(out, cap, "%s/ckpt-%010" PRIu64 ".h5", dir, step);
+}
+
+/* Steps of the complete checkpoints in dir (names ckpt-<digits>.h5 exactly). */
+static size_t list_steps(const char *dir, uint64_t **steps)
+{
+    *steps = NULL;
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    size_t n = 0, cap = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        const char *s = e->d_name;
+        size_t len = strlen(s);
+        if (len != 18 || strncmp(s, "ckpt-", 5) != 0 || strcmp(s + 15, ".h5") != 0) continue;
+        uint64_t step = 0;
+        int ok = 1;
+        for (int i = 5; i < 15; i++) {
+            if (s[i] < '0' || s[i] > '9') ok = 0;
+            step = step * 10 + (uint64_t)(s[i] - '0');
+        }
+        if (!ok) continue;
+        if (n == cap) {
+            cap = cap ? 2 * cap : 16;
+            uint64_t *grown = realloc(*steps, cap * sizeof *grown);
+            if (!grown) break;
+            *steps = grown;
+        }
+        (*steps)[n++] = step;
+    }
+    closedir(d);
+    return n;
+}
+
+char *ffn_checkpoint_latest(const char *dir)
+{
+    uint64_t *steps;
+    size_t n = list_steps(dir, &steps);
+    if (n == 0) {
+        free(steps);
+        ffn_fail(FFN_ERR_IO, "--resume latest: no checkpoint (ckpt-*.h5) in %s", dir);
+        return NULL;
+    }
+    uint64_t best = steps[0];
+    for (size_t i = 1; i < n; i++)
+        if (steps[i] > best) best = steps[i];
+    free(steps);
+    size_t cap = strlen(dir) + 32;
+    char *path = malloc(cap);
+    if (path) ffn_checkpoint_name(path, cap, dir, best);
+    return path;
+}
+
+static int compare_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x > y) - (x < y);
+}
+
+ffn_status ffn_checkpoint_prune(const char *dir, size_t keep)
+{
+    if (keep == 0) return FFN_OK;
+    uint64_t *steps;
+    size_t n = list_steps(dir, &steps);
+    if (n > keep) {
+        qsort(steps, n, sizeof *steps, compare_u64);
+        size_t cap = strlen(dir) + 32;
+        char *path = malloc(cap);
+        for (size_t i = 0; path && i + keep < n; i++) {
+            ffn_checkpoint_name(path, cap, dir, steps[i]);
+            unlink(path);
+        }
+        free(path);
+    }
+    free(steps);
+    return FFN_OK;
+}

@@ -1,0 +1,271 @@
+/* ffn — MPI: setup, error agreement, broadcasts, reductions, bucketed gradient allreduce. */
+#include "ffn/comm.h"
+
+#include <limits.h>
+#include <mpi.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ffn/mem.h"
+
+struct ffn_comm {
+    MPI_Comm world, node;
+    int rank, size, local_rank, local_size;
+    int we_initialised;
+};
+
+static ffn_status mpi_error(int code, const char *what)
+{
+    char text[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    MPI_Error_string(code, text, &len);
+    return ffn_fail(FFN_ERR_MPI, "%s failed: %.*s", what, len, text);
+}
+
+ffn_status ffn_comm_init(ffn_comm **out, int *argc, char ***argv)
+{
+    *out = NULL;
+    ffn_comm *c = calloc(1, sizeof *c);
+    if (!c) return ffn_fail(FFN_ERR_NOMEM, "out of memory");
+    int initialised = 0;
+    MPI_Initialized(&initialised);
+    if (!initialised) {
+        int provided;
+        int rc = MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
+        if (rc != MPI_SUCCESS) {
+            free(c);
+            return ffn_fail(FFN_ERR_MPI, "MPI_Init_thread failed (code %d)", rc);
+        }
+        c->we_initialised = 1;
+    }
+    MPI_Comm_dup(MPI_COMM_WORLD, &c->world);
+    /* Errors come back as codes so that ffn can report them and agree on them. */
+    MPI_Comm_set_errhandler(c->world, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(c->world, &c->rank);
+    MPI_Comm_size(c->world, &c->size);
+    MPI_Comm_split_type(c->world, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &c->node);
+    MPI_Comm_rank(c->node, &c->local_rank);
+    MPI_Comm_size(c->node, &c->local_size);
+    *out = c;
+    return FFN_OK;
+}
+
+void ffn_comm_finalize(ffn_comm *c)
+{
+    if (!c) return;
+    MPI_Comm_free(&c->node);
+    MPI_Comm_free(&c->world);
+    if (c->we_initialised) MPI_Finalize();
+    free(c);
+}
+
+void ffn_comm_abort(ffn_comm *c, int code)
+{
+    MPI_Abort(c ? c->world : MPI_COMM_WORLD, code);
+}
+
+int ffn_comm_rank(const ffn_comm *c) { return c->rank; }
+int ffn_comm_size(const ffn_comm *c) { return c->size; }
+int ffn_comm_local_rank(const ffn_comm *c) { return c->local_rank; }
+int ffn_comm_local_size(const ffn_comm *c) { return c->local_size; }
+
+ffn_status ffn_comm_agree(ffn_comm *c, ffn_status local)
+{
+    if (c->size == 1) return local;
+    int mine = local != FFN_OK ? c->rank : INT_MAX, first = INT_MAX;
+    int rc = MPI_Allreduce(&mine, &first, 1, MPI_INT, MPI_MIN, c->world);
+    if (rc != MPI_SUCCESS) return mpi_error(rc, "MPI_Allreduce (error agreement)");
+    if (first == INT_MAX) return FFN_OK;
+    /* Every rank learns the first failing rank's status and message. */
+    struct {
+        int status;
+        char message[1000];
+    } report;
+    memset(&report, 0, sizeof report);
+    if (c->rank == first) {
+        report.status = (int)local;
+        strncpy(report.message, ffn_last_error(), sizeof report.message - 1);
+    }
+    rc = MPI_Bcast(&report, (int)sizeof report, MPI_BYTE, first, c->world);
+    if (rc != MPI_SUCCESS) return mpi_error(rc, "MPI_Bcast (error report)");
+    if (first == 0)
+        ffn_fail((ffn_status)report.status, "%s", report.message);
+    else
+        ffn_fail((ffn_status)report.status, "rank %d: %s", first, report.message);
+    return (ffn_status)report.status;
+}
+
+void ffn_comm_barrier(ffn_comm *c) { MPI_Barrier(c->world); }
+
+/* MPI counts are int: move big buffers in pieces. */
+#define MAX_CHUNK_BYTES ((size_t)1 << 30)
+
+ffn_status ffn_comm_bcast_bytes(ffn_comm *c, void *buf, size_t n, int root)
+{
+    if (c->size == 1) return FFN_OK;
+    for (size_t done = 0; done < n;) {
+        size_t len = n - done < MAX_CHUNK_BYTES ? n - done : MAX_CHUNK_BYTES;
+        int rc = MPI_Bcast((char *)buf + done, (int)len, MPI_BYTE, root, c->world);
+        if (rc != MPI_SUCCESS) return mpi_error(rc, "MPI_Bcast");
+        done += len;
+    }
+    return FFN_OK;
+}
+
+ffn_status ffn_comm_bcast_floats(ffn_comm *c, float *buf, size_t n, int root)
+{
+    return ffn_comm_bcast_bytes(c, buf, n * sizeof *buf, root);
+}
+
+static ffn_status sum_in_place(ffn_comm *c, void *buf, size_t n, size_t elem, MPI_Datatype type,
+                               MPI_Op op)
+{
+    if (c->size == 1) return FFN_OK;
+    size_t per_call = FFN_DEFAULT_BUCKET_BYTES / elem;
+    for (size_t done = 0; done < n;) {
+        size_t len = n - done < per_call ? n - done : per_call;
+        int rc = MPI_Allreduce(MPI_IN_PLACE, (char *)buf + done * elem, (int)len, type, op,
+                               c->world);
+        if (rc != MPI_SUCCESS) return mpi_error(rc, "MPI_Allreduce");
+        done += len;
+    }
+    return FFN_OK;
+}
+
+ffn_status ffn_comm_sum_floats(ffn_comm *c, float *buf, size_t n)
+{
+    return sum_in_place(c, buf, n, sizeof *buf, MPI_FLOAT, MPI_SUM);
+}
+
+ffn_status ffn_comm_sum_doubles(ffn_comm *c, double *buf, size_t n)
+{
+    return sum_in_place(c, buf, n, sizeof *buf, MPI_DOUBLE, MPI_SUM);
+}
+
+ffn_status ffn_comm_max_u64(ffn_comm *c, uint64_t *buf, size_t n)
+{
+    return sum_in_place(c, buf, n, sizeof *buf, MPI_UINT64_T, MPI_MAX);
+}
+
+ffn_status ffn_comm_allgather_u64(ffn_comm *c, uint64_t x, uint64_t *out)
+{
+    if (c->size == 1) {
+        out[0] = x;
+        return FFN_OK;
+    }
+    int rc = MPI_Allgather(&x, 1, MPI_UINT64_T, out, 1, MPI_UINT64_T, c->world);
+    return rc == MPI_SUCCESS ? FFN_OK : mpi_error(rc, "MPI_Allgather");
+}
+
+/* ---- bucketed gradient exchange ----------------------------------------- */
+
+struct ffn_grad_sync {
+    ffn_comm *comm;
+    float *grads;
+    size_t n, bucket_floats;
+    size_t pending_lo, pending_hi; /* ready, not yet started: [lo, hi) */
+    MPI_Request *requests;
+    size_t request_count, request_cap;
+    double wait_seconds;
+    uint64_t bytes;
+    ffn_status error;
+};
+
+ffn_status ffn_grad_sync_create(ffn_grad_sync **out, ffn_comm *c, float *grads, size_t n,
+                                size_t bucket_bytes)
+{
+    *out = NULL;
+    ffn_grad_sync *s = calloc(1, sizeof *s);
+    if (!s) return ffn_fail(FFN_ERR_NOMEM, "out of memory");
+    s->comm = c;
+    s->grads = grads;
+    s->n = n;
+    s->bucket_floats = bucket_bytes / sizeof(float);
+    if (s->bucket_floats == 0) s->bucket_floats = 1;
+    if (s->bucket_floats > INT_MAX) s->bucket_floats = INT_MAX;
+    /* Every ready range starts at most ceil(count / bucket) + 1 buckets. */
+    s->request_cap = 2 * (n / s->bucket_floats + 1) + 256;
+    s->requests = calloc(s->request_cap, sizeof *s->requests);
+    if (!s->requests) {
+        free(s);
+        return ffn_fail(FFN_ERR_NOMEM, "out of memory");
+    }
+    *out = s;
+    return FFN_OK;
+}
+
+void ffn_grad_sync_free(ffn_grad_sync *s)
+{
+    if (!s) return;
+    free(s->requests);
+    free(s);
+}
+
+void ffn_grad_sync_begin(ffn_grad_sync *s)
+{
+    s->pending_lo = s->pending_hi = 0;
+    s->request_count = 0;
+    s->error = FFN_OK;
+}
+
+static void wait_all(ffn_grad_sync *s)
+{
+    if (s->request_count == 0) return;
+    double t0 = MPI_Wtime();
+    int rc = MPI_Waitall((int)s->request_count, s->requests, MPI_STATUSES_IGNORE);
+    if (rc != MPI_SUCCESS && s->error == FFN_OK) s->error = mpi_error(rc, "gradient allreduce");
+    s->wait_seconds += MPI_Wtime() - t0;
+    s->request_count = 0;
+}
+
+static void start_bucket(ffn_grad_sync *s, size_t lo, size_t hi)
+{
+    if (s->request_count == s->request_cap) wait_all(s); /* never expected; stay correct */
+    int rc = MPI_Iallreduce(MPI_IN_PLACE, s->grads + lo, (int)(hi - lo), MPI_FLOAT, MPI_SUM,
+                            s->comm->world, &s->requests[s->request_count]);
+    if (rc != MPI_SUCCESS) {
+        if (s->error == FFN_OK) s->error = mpi_error(rc, "MPI_Iallreduce");
+        return;
+    }
+    s->request_count++;
+    s->bytes += (hi - lo) * sizeof(float);
+}
+
+/* Starts whole buckets from the top of the pending range; with flush, the rest too. */
+static void start_pending(ffn_grad_sync *s, int flush)
+{
+    while (s->pending_hi - s->pending_lo >= s->bucket_floats) {
+        start_bucket(s, s->pending_hi - s->bucket_floats, s->pending_hi);
+        s->pending_hi -= s->bucket_floats;
+    }
+    if (flush && s->pending_hi > s->pending_lo) start_bucket(s, s->pending_lo, s->pending_hi);
+    if (flush) s->pending_hi = s->pending_lo;
+}
+
+void ffn_grad_sync_ready(void *sync, size_t offset, size_t count)
+{
+    ffn_grad_sync *s = sync;
+    if (s->comm->size == 1 || count == 0) return;
+    if (s->pending_hi != s->pending_lo && offset + count != s->pending_lo)
+        start_pending(s, 1); /* a gap (frozen layer): the pending range is complete */
+    if (s->pending_hi == s->pending_lo) s->pending_hi = offset + count;
+    s->pending_lo = offset;
+    start_pending(s, 0);
+    /* Open MPI progresses non-blocking collectives only inside MPI calls. */
+    if (s->request_count) {
+        int done;
+        MPI_Testall((int)s->request_count, s->requests, &done, MPI_STATUSES_IGNORE);
+        if (done) s->request_count = 0;
+    }
+}
+
+ffn_status ffn_grad_sync_finish(ffn_grad_sync *s)
+{
+    if (s->comm->size == 1) return FFN_OK;
+    start_pending(s, 1);
+    wait_all(s);
+    return s->error;
+}
+
+double ffn_grad_sync_wait_seconds(const ffn_grad_sync *s) { return s->wait_seconds; }
+uint64_t ffn_grad_sync_bytes(const ffn_grad_sync *s) { return s->bytes; }

@@ -1,0 +1,367 @@
+/* ffn — the flag table: parsing, validation, --help and JSON from one description. */
+#include "ffn/config.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <math.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef enum { T_STR, T_U64, T_INT, T_FLOAT, T_DOUBLE, T_FLAG, T_LOSS, T_OPT, T_LR, T_PROGRESS } value_type;
+typedef enum { ANY, POSITIVE, NONNEG, OPEN_UNIT } range;
+
+typedef struct {
+    const char *name; /* without the leading -- */
+    value_type type;
+    size_t offset;
+    range check;
+    const char *metavar;
+    const char *help;
+} flag;
+
+#define F(field) offsetof(ffn_train_config, field)
+
+static const flag flags[] = {
+    {"train", T_STR, F(train_path), ANY, "FILE", "training set (HDF5: /x, /y; see README)"},
+    {"val", T_STR, F(val_path), ANY, "FILE", "validation set, evaluated after every epoch"},
+    {"test", T_STR, F(test_path), ANY, "FILE", "test set, evaluated once at the end"},
+    {"model", T_STR, F(model_spec), ANY, "SPEC",
+     "layers, e.g. dense:128:relu,dense:10; the output activation is implied by the loss "
+     "[default: " FFN_DEFAULT_MODEL_SPEC ", or the checkpoint's with --resume/--init-from]"},
+    {"loss", T_LOSS, F(loss), ANY, "NAME", "mse | bce | softmax_ce"},
+    {"optimizer", T_OPT, F(optimizer), ANY, "NAME", "sgd | adam | adamw | rmsprop"},
+    {"lr", T_FLOAT, F(lr), POSITIVE, "X", "learning rate"},
+    {"momentum", T_FLOAT, F(momentum), NONNEG, "X", "sgd momentum"},
+    {"nesterov", T_FLAG, F(nesterov), ANY, NULL, "sgd: Nesterov momentum (needs --momentum > 0)"},
+    {"beta1", T_FLOAT, F(beta1), OPEN_UNIT, "X", "adam/adamw first-moment decay"},
+    {"beta2", T_FLOAT, F(beta2), OPEN_UNIT, "X", "adam/adamw second-moment decay"},
+    {"eps", T_FLOAT, F(eps), POSITIVE, "X", "adam/adamw/rmsprop denominator epsilon"},
+    {"rmsprop-alpha", T_FLOAT, F(rmsprop_alpha), OPEN_UNIT, "X", "rmsprop smoothing constant"},
+    {"weight-decay", T_FLOAT, F(weight_decay), ANY, "X",
+     "L2 (sgd/adam/rmsprop) or decoupled (adamw) decay on weights, not biases; "
+     "negative = the optimizer's default (adamw 0.01, others 0)"},
+    {"clip-norm", T_FLOAT, F(clip_norm), NONNEG, "X", "clip gradients to this global L2 norm; 0 = off"},
+    {"lr-schedule", T_LR, F(lr_schedule), ANY, "NAME", "constant | step | cosine"},
+    {"warmup-steps", T_U64, F(warmup_steps), NONNEG, "N", "linear learning-rate warmup steps"},
+    {"lr-step-size", T_U64, F(lr_step_size), NONNEG, "N", "step schedule: steps between decays (0 = one epoch)"},
+    {"lr-gamma", T_FLOAT, F(lr_gamma), POSITIVE, "X", "step schedule: decay factor"},
+    {"min-lr", T_FLOAT, F(min_lr), NONNEG, "X", "cosine schedule: final learning rate"},
+    {"batch-size", T_U64, F(batch_size), POSITIVE, "N", "global batch, split across all ranks"},
+    {"eval-batch-size", T_U64, F(eval_batch_size), POSITIVE, "N", "rows per rank per evaluation batch"},
+    {"epochs", T_U64, F(epochs), POSITIVE, "N", "passes over the training set"},
+    {"max-steps", T_U64, F(max_steps), NONNEG, "N", "stop after this many steps in all; 0 = no limit"},
+    {"seed", T_U64, F(seed), ANY, "N", "seed of initialisation and data order"},
+    {"no-shuffle", T_FLAG, F(no_shuffle), ANY, NULL, "keep the file's row order every epoch"},
+    {"threads", T_INT, F(threads), NONNEG, "N", "BLAS threads per rank; 0 = cores on the node / ranks on the node"},
+    {"bucket-mb", T_DOUBLE, F(bucket_mb), POSITIVE, "X", "gradient allreduce bucket size in MiB"},
+    {"check-replicas", T_U64, F(check_replicas), NONNEG, "K",
+     "compare a hash of the parameters across ranks every K steps; 0 = off"},
+    {"checkpoint-dir", T_STR, F(checkpoint_dir), ANY, "DIR",
+     "write checkpoints ckpt-<step>.h5 here (at the end, on SIGTERM/SIGUSR1, and per --checkpoint-every)"},
+    {"checkpoint-every", T_STR, F(checkpoint_every), ANY, "N[steps]|Nepochs",
+     "checkpoint cadence: every N optimizer steps (500 or 500steps) or N epochs (1epochs)"},
+    {"keep", T_U64, F(keep), NONNEG, "K", "keep only the newest K checkpoints in --checkpoint-dir; 0 = all"},
+    {"resume", T_STR, F(resume), ANY, "FILE|latest",
+     "continue a run exactly from a checkpoint (latest: the newest in --checkpoint-dir)"},
+    {"init-from", T_STR, F(init_from), ANY, "FILE",
+     "start a new run from a checkpoint's weights (fresh optimizer state and step)"},
+    {"replace-head", T_U64, F(replace_head), NONNEG, "K",
+     "with --init-from: the last layer gets K outputs, freshly initialised; 0 = keep"},
+    {"freeze", T_STR, F(freeze), ANY, "LAYERS",
+     "layers kept fixed (no gradient computed or sent): e.g. 0 | 0,1 | 0-2 | all-but-last"},
+    {"metrics", T_STR, F(metrics_path), ANY, "FILE", "write metrics records (.csv, else JSON lines)"},
+    {"log-every", T_U64, F(log_every), NONNEG, "N", "also record training loss every N steps; 0 = per epoch only"},
+    {"progress", T_PROGRESS, F(progress), ANY, "WHEN", "progress bar: auto (when stderr is a terminal) | on | off"},
+    {"quiet", T_FLAG, F(quiet), ANY, NULL, "print only errors and the final test line"},
+};
+#define FLAG_COUNT (sizeof flags / sizeof flags[0])
+
+void ffn_config_defaults(ffn_train_config *cfg)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->loss = FFN_LOSS_SOFTMAX_CE;
+    cfg->optimizer = FFN_OPT_ADAM;
+    cfg->lr = 1e-3f;
+    cfg->beta1 = 0.9f;
+    cfg->beta2 = 0.999f;
+    cfg->eps = 1e-8f;
+    cfg->rmsprop_alpha = 0.99f;
+    cfg->weight_decay = -1.0f;
+    cfg->lr_schedule = FFN_LR_CONSTANT;
+    cfg->lr_gamma = 0.1f;
+    cfg->batch_size = 32;
+    cfg->eval_batch_size = 1024;
+    cfg->epochs = 10;
+    cfg->seed = 42;
+    cfg->bucket_mb = 4.0;
+    cfg->progress = -1;
+    cfg->checkpoint_every = "1epochs";
+    cfg->keep = 3;
+}
+
+static const char *progress_name(int p) { return p < 0 ? "auto" : p ? "on" : "off"; }
+
+static int progress_from_name(const char *s)
+{
+    if (strcmp(s, "auto") == 0) return -1;
+    if (strcmp(s, "on") == 0) return 1;
+    if (strcmp(s, "off") == 0) return 0;
+    return -2;
+}
+
+static ffn_status bad_value(const flag *f, const char *value, const char *expected)
+{
+    return ffn_fail(FFN_ERR_ARG, "--%s: expected %s, got '%s'", f->name, expected, value);
+}
+
+static ffn_status set_value(ffn_train_config *cfg, const flag *f, const char *value)
+{
+    char *field = (char *)cfg + f->offset;
+    char *end;
+    errno = 0;
+    switch (f->type) {
+    case T_STR:
+        if (!*value) return bad_value(f, value, "a non-empty value");
+        *(const char **)field = value;
+        return FFN_OK;
+    case T_U64: {
+        if (value[0] == '-' || !*value) return bad_value(f, value, "a non-negative integer");
+        unsigned long long v = strtoull(value, &end, 10);
+        if (errno || *end) return bad_value(f, value, "a non-negative integer");
+        if (f->check == POSITIVE && v == 0) return bad_value(f, value, "a positive integer");
+        *(uint64_t *)field = v;
+        return FFN_OK;
+    }
+    case T_INT: {
+        long v = strtol(value, &end, 10);
+        if (errno || *end || !*value || v < 0 || v > 4096)
+            return bad_value(f, value, "an integer in [0, 4096]");
+        *(int *)field = (int)v;
+        return FFN_OK;
+    }
+    case T_FLOAT:
+    case T_DOUBLE: {
+        double v = strtod(value, &end);
+        if (errno || *end || !*value || !isfinite(v)) return bad_value(f, value, "a finite number");
+        if (f->check == POSITIVE && !(v > 0)) return bad_value(f, value, "a positive number");
+        if (f->check == NONNEG && !(v >= 0)) return bad_value(f, value, "a number >= 0");
+        if (f->check == OPEN_UNIT && !(v > 0 && v < 1)) return bad_value(f, value, "a number in (0, 1)");
+        if (f->type == T_FLOAT) {
+            if (fabs(v) > 3.0e38) return bad_value(f, value, "a number within float range");
+            *(float *)field = (float)v;
+        } else {
+            *(double *)field = v;
+        }
+        return FFN_OK;
+    }
+    case T_FLAG: return FFN_OK; /* flags take no value; handled by the caller */
+    case T_LOSS: {
+        int v = ffn_loss_from_name(value);
+        if (v < 0) return bad_value(f, value, "mse, bce or softmax_ce");
+        *(int *)field = v;
+        return FFN_OK;
+    }
+    case T_OPT: {
+        int v = ffn_opt_from_name(value);
+        if (v < 0) return bad_value(f, value, "sgd, adam, adamw or rmsprop");
+        *(int *)field = v;
+        return FFN_OK;
+    }
+    case T_LR: {
+        int v = ffn_lr_from_name(value);
+        if (v < 0) return bad_value(f, value, "constant, step or cosine");
+        *(int *)field = v;
+        return FFN_OK;
+    }
+    case T_PROGRESS: {
+        int v = progress_from_name(value);
+        if (v == -2) return bad_value(f, value, "auto, on or off");
+        *(int *)field = v;
+        return FFN_OK;
+    }
+    }
+    return FFN_OK;
+}
+
+static const flag *find_flag(const char *name, size_t len)
+{
+    for (size_t i = 0; i < FLAG_COUNT; i++)
+        if (strlen(flags[i].name) == len && strncmp(flags[i].name, name, len) == 0) return &flags[i];
+    return NULL;
+}
+
+ffn_status ffn_config_parse(ffn_train_config *cfg, int argc, char **argv, int *help)
+{
+    *help = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
+            *help = 1;
+            return FFN_OK;
+        }
+        if (strncmp(arg, "--", 2) != 0)
+            return ffn_fail(FFN_ERR_ARG, "unexpected argument '%s' (flags start with --; see --help)", arg);
+        const char *name = arg + 2, *eq = strchr(name, '=');
+        size_t len = eq ? (size_t)(eq - name) : strlen(name);
+        const flag *f = find_flag(name, len);
+        if (!f) return ffn_fail(FFN_ERR_ARG, "unknown flag '--%.*s' (see --help)", (int)len, name);
+        if (f->type == T_FLAG) {
+            if (eq) return ffn_fail(FFN_ERR_ARG, "--%s takes no value", f->name);
+            *(int *)((char *)cfg + f->offset) = 1;
+            continue;
+        }
+        const char *value = eq ? eq + 1 : NULL;
+        if (!value) {
+            if (i + 1 >= argc)
+                return ffn_fail(FFN_ERR_ARG, "--%s: missing value (expected %s)", f->name, f->metavar);
+            value = argv[++i];
+        }
+        ffn_status st = set_value(cfg, f, value);
+        if (st != FFN_OK) return st;
+    }
+    return FFN_OK;
+}
+
+static ffn_status parse_every(ffn_train_config *cfg)
+{
+    const char *s = cfg->checkpoint_every;
+    char *end;
+    errno = 0;
+    if (!s || s[0] < '0' || s[0] > '9') goto bad;
+    unsigned long long n = strtoull(s, &end, 10);
+    if (errno || n == 0) goto bad;
+    if (*end == '\0' || strcmp(end, "steps") == 0 || strcmp(end, "step") == 0) {
+        cfg->checkpoint_every_steps = n;
+        cfg->checkpoint_every_epochs = 0;
+        return FFN_OK;
+    }
+    if (strcmp(end, "epochs") == 0 || strcmp(end, "epoch") == 0) {
+        cfg->checkpoint_every_epochs = n;
+        cfg->checkpoint_every_steps = 0;
+        return FFN_OK;
+    }
+bad:
+    return ffn_fail(FFN_ERR_ARG, "--checkpoint-every: expected N, Nsteps or Nepochs with N > 0, got '%s'",
+                    s ? s : "");
+}
+
+ffn_status ffn_config_parse_layers(const char *text, size_t n, int *frozen)
+{
+    for (size_t i = 0; i < n; i++) frozen[i] = 0;
+    if (strcmp(text, "all-but-last") == 0) {
+        for (size_t i = 0; i + 1 < n; i++) frozen[i] = 1;
+        return FFN_OK;
+    }
+    const char *p = text;
+    while (*p) {
+        char *end;
+        errno = 0;
+        if (*p < '0' || *p > '9') goto bad;
+        unsigned long long lo = strtoull(p, &end, 10), hi = lo;
+        if (errno) goto bad;
+        if (*end == '-') {
+            p = end + 1;
+            if (*p < '0' || *p > '9') goto bad;
+            hi = strtoull(p, &end, 10);
+            if (errno || hi < lo) goto bad;
+        }
+        if (hi >= n)
+            return ffn_fail(FFN_ERR_ARG, "--freeze: layer %llu does not exist (the model has layers 0-%zu)",
+                            hi, n - 1);
+        for (unsigned long long i = lo; i <= hi; i++) frozen[i] = 1;
+        if (*end == ',') end++;
+        else if (*end) goto bad;
+        p = end;
+    }
+    return FFN_OK;
+bad:
+    return ffn_fail(FFN_ERR_ARG, "--freeze: expected layer indices like 0 | 0,1 | 0-2 | all-but-last, got '%s'",
+                    text);
+}
+
+ffn_status ffn_config_validate(ffn_train_config *cfg)
+{
+    ffn_status st = parse_every(cfg);
+    if (st != FFN_OK) return st;
+    if (cfg->resume && cfg->init_from)
+        return ffn_fail(FFN_ERR_ARG, "--resume and --init-from: give one (resume continues a run; init-from starts a new one)");
+    if (cfg->resume && strcmp(cfg->resume, "latest") == 0 && !cfg->checkpoint_dir)
+        return ffn_fail(FFN_ERR_ARG, "--resume latest: needs --checkpoint-dir");
+    if (cfg->replace_head && !cfg->init_from)
+        return ffn_fail(FFN_ERR_ARG, "--replace-head: only with --init-from");
+    if (!cfg->train_path) return ffn_fail(FFN_ERR_ARG, "--train: missing (expected an HDF5 dataset file)");
+    if (cfg->nesterov && cfg->optimizer == FFN_OPT_SGD && !(cfg->momentum > 0))
+        return ffn_fail(FFN_ERR_ARG, "--nesterov: needs --momentum > 0");
+    if (cfg->lr_schedule == FFN_LR_COSINE && cfg->min_lr > cfg->lr)
+        return ffn_fail(FFN_ERR_ARG, "--min-lr: expected at most --lr (%g), got %g", (double)cfg->lr,
+                        (double)cfg->min_lr);
+    return FFN_OK;
+}
+
+static void format_value(const ffn_train_config *cfg, const flag *f, char *out, size_t cap)
+{
+    const char *field = (const char *)cfg + f->offset;
+    switch (f->type) {
+    case T_STR: snprintf(out, cap, "%s", *(const char *const *)field ? *(const char *const *)field : ""); break;
+    case T_U64: snprintf(out, cap, "%llu", (unsigned long long)*(const uint64_t *)field); break;
+    case T_INT: snprintf(out, cap, "%d", *(const int *)field); break;
+    case T_FLOAT: snprintf(out, cap, "%g", (double)*(const float *)field); break;
+    case T_DOUBLE: snprintf(out, cap, "%g", *(const double *)field); break;
+    case T_FLAG: snprintf(out, cap, "%s", *(const int *)field ? "true" : "false"); break;
+    case T_LOSS: snprintf(out, cap, "%s", ffn_loss_name((ffn_loss) * (const int *)field)); break;
+    case T_OPT: snprintf(out, cap, "%s", ffn_opt_name((ffn_opt_kind) * (const int *)field)); break;
+    case T_LR: snprintf(out, cap, "%s", ffn_lr_name((ffn_lr_kind) * (const int *)field)); break;
+    case T_PROGRESS: snprintf(out, cap, "%s", progress_name(*(const int *)field)); break;
+    }
+}
+
+void ffn_config_print_help(FILE *out, const char *program)
+{
+    ffn_train_config defaults;
+    ffn_config_defaults(&defaults);
+    fprintf(out,
+            "usage: %s --train FILE [flags]\n"
+            "       mpirun -np N %s --train FILE [flags]\n\n"
+            "Trains a feedforward network data-parallel over MPI ranks. Flags take\n"
+            "'--flag value' or '--flag=value'.\n\n",
+            program, program);
+    for (size_t i = 0; i < FLAG_COUNT; i++) {
+        const flag *f = &flags[i];
+        char name[64], def[256];
+        snprintf(name, sizeof name, "--%s%s%s", f->name, f->metavar ? " " : "", f->metavar ? f->metavar : "");
+        format_value(&defaults, f, def, sizeof def);
+        fprintf(out, "  %-24s %s", name, f->help);
+        if (f->type != T_FLAG && def[0]) fprintf(out, " [default: %s]", def);
+        fputc('\n', out);
+    }
+    fprintf(out, "\nThe last line printed is 'test: loss X accuracy Y' when --test is given.\n");
+}
+
+char *ffn_config_to_json(const ffn_train_config *cfg)
+{
+    cJSON *root = cJSON_CreateObject();
+    if (!root) return NULL;
+    for (size_t i = 0; i < FLAG_COUNT; i++) {
+        const flag *f = &flags[i];
+        const char *field = (const char *)cfg + f->offset;
+        char text[256];
+        switch (f->type) {
+        case T_U64: cJSON_AddNumberToObject(root, f->name, (double)*(const uint64_t *)field); break;
+        case T_INT: cJSON_AddNumberToObject(root, f->name, *(const int *)field); break;
+        case T_FLOAT: cJSON_AddNumberToObject(root, f->name, *(const float *)field); break;
+        case T_DOUBLE: cJSON_AddNumberToObject(root, f->name, *(const double *)field); break;
+        case T_FLAG: cJSON_AddBoolToObject(root, f->name, *(const int *)field); break;
+        case T_STR:
+            if (*(const char *const *)field) cJSON_AddStringToObject(root, f->name, *(const char *const *)field);
+            else cJSON_AddNullToObject(root, f->name);
+            break;
+        default:
+            format_value(cfg, f, text, sizeof text);
+            cJSON_AddStringToObject(root, f->name, text);
+        }
+    }
+    char *json = cJSON_PrintUnformatted(root);
+    cJSON_Delete(root);
+    return json;
+}

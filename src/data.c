@@ -1,0 +1,963 @@
+/* ffn — HDF5 datasets: opening and validating the layout, reading rows, writing.
+ *
+ * Reading. ffn_dataset_open checks everything once (types, ranks, row counts,
+ * the scale of uint8 features, num_classes, every label, and for a virtual
+ * dataset that each source file is there and large enough: HDF5 would
+ * silently read zeros for a missing one). The read functions then build one
+ * hyperslab selection per call (runs of consecutive rows joined with
+ * H5S_SELECT_OR) and do one H5Dread per dataset.
+ *
+ * Threads. The HDF5 library is built threadsafe (one global lock), so reads may
+ * run on a background thread while another thread computes. One ffn_dataset is
+ * used by one thread at a time: its dataspaces and scratch buffer are reused
+ * by every call, which keeps the steady state free of our own allocations
+ * (the scratch only grows when a larger read comes along).
+ *
+ * Chunk cache. Datasets are chunked by rows (about 1 MiB a chunk). With a
+ * chunk cache, HDF5 would read whole chunks to serve a few scattered rows; for
+ * unfiltered data the cache is switched off so that only the selected rows are
+ * read from the file. Compressed data (made by other tools) keeps a cache.
+ *
+ * Writing. The writer creates PATH.tmp, checks every row it is given (finite
+ * values, labels in range), records which rows were written, and on close
+ * flushes, closes, fsyncs and renames onto PATH; any failure removes the
+ * temporary, so PATH only ever holds a complete file. */
+#include "ffn/data.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <hdf5.h>
+
+#include "ffn/mem.h"
+
+#define LABEL_SCAN_ROWS ((size_t)1 << 16) /* rows of /y read at a time by open */
+#define CHUNK_TARGET_BYTES ((size_t)1 << 20)
+#define FILTERED_CACHE_BYTES ((size_t)32 << 20)
+#define FILTERED_CACHE_SLOTS 12421
+
+struct ffn_dataset {
+    char *path;
+    hid_t file, dx, dy;
+    hid_t fspace_x, fspace_y; /* file dataspaces, reselected by every read */
+    hid_t mspace_x, mspace_y; /* memory dataspaces, re-extended by every read */
+    ffn_dataset_info info;
+    uint8_t *scratch;         /* raw uint8 rows before scaling */
+    size_t scratch_bytes;
+};
+
+/* HDF5 prints its error stack by default; ffn reports its own messages. The
+ * setting belongs to the calling thread's error stack in a threadsafe build,
+ * so every entry point repeats it (it is cheap). */
+static void quiet_hdf5(void) { H5Eset_auto2(H5E_DEFAULT, NULL, NULL); }
+
+static void close_id(hid_t *id, herr_t (*fn)(hid_t))
+{
+    if (*id >= 0) fn(*id);
+    *id = H5I_INVALID_HID;
+}
+
+static char *copy_string(const char *s)
+{
+    size_t n = strlen(s);
+    char *p = malloc(n + 1);
+    if (p) memcpy(p, s, n + 1);
+    return p;
+}
+
+/* A short name for an HDF5 datatype, for messages ("int16", "float64", ...). */
+static const char *type_name(hid_t t, char *buf, size_t cap)
+{
+    size_t size = H5Tget_size(t);
+    switch (H5Tget_class(t)) {
+    case H5T_INTEGER:
+        snprintf(buf, cap, "%s%zu", H5Tget_sign(t) == H5T_SGN_NONE ? "uint" : "int", size * 8);
+        break;
+    case H5T_FLOAT: snprintf(buf, cap, "float%zu", size * 8); break;
+    case H5T_STRING: snprintf(buf, cap, "string"); break;
+    case H5T_COMPOUND: snprintf(buf, cap, "compound"); break;
+    case H5T_ENUM: snprintf(buf, cap, "enum"); break;
+    case H5T_ARRAY: snprintf(buf, cap, "array"); break;
+    default: snprintf(buf, cap, "an unsupported type"); break;
+    }
+    return buf;
+}
+
+/* ---- reading ------------------------------------------------------------ */
+
+void ffn_dataset_close(ffn_dataset *ds)
+{
+    if (!ds) return;
+    quiet_hdf5();
+    close_id(&ds->mspace_x, H5Sclose);
+    close_id(&ds->mspace_y, H5Sclose);
+    close_id(&ds->fspace_x, H5Sclose);
+    close_id(&ds->fspace_y, H5Sclose);
+    close_id(&ds->dx, H5Dclose);
+    close_id(&ds->dy, H5Dclose);
+    close_id(&ds->file, H5Fclose);
+    ffn_free(ds->scratch);
+    free(ds->path);
+    free(ds);
+}
+
+const ffn_dataset_info *ffn_dataset_get_info(const ffn_dataset *ds) { return &ds->info; }
+const char *ffn_dataset_path(const ffn_dataset *ds) { return ds->path; }
+
+/* A scalar numeric attribute of obj as a double; *found = 0 when absent. */
+static ffn_status read_number_attr(hid_t obj, const char *path, const char *field,
+                                   const char *name, int integer_only, double *value, int *found)
+{
+    *found = 0;
+    htri_t exists = H5Aexists(obj, name);
+    if (exists < 0)
+        return ffn_fail(FFN_ERR_FORMAT, "%s: %s: cannot look up attribute \"%s\"", path, field, name);
+    if (!exists) return FFN_OK;
+    ffn_status st = FFN_OK;
+    hid_t a = H5Aopen(obj, name, H5P_DEFAULT);
+    hid_t t = a >= 0 ? H5Aget_type(a) : H5I_INVALID_HID;
+    hid_t s = a >= 0 ? H5Aget_space(a) : H5I_INVALID_HID;
+    char tn[32];
+    if (a < 0 || t < 0 || s < 0) {
+        st = ffn_fail(FFN_ERR_FORMAT, "%s: %s: cannot open attribute \"%s\"", path, field, name);
+    } else if (H5Tget_class(t) != H5T_INTEGER && (integer_only || H5Tget_class(t) != H5T_FLOAT)) {
+        st = ffn_fail(FFN_ERR_FORMAT, "%s: %s: attribute \"%s\" has type %s, expected %s", path,
+                      field, name, type_name(t, tn, sizeof tn),
+                      integer_only ? "an integer" : "a number");
+    } else if (H5Sget_simple_extent_npoints(s) != 1) {
+        st = ffn_fail(FFN_ERR_FORMAT, "%s: %s: attribute \"%s\" holds %lld values, expected one",
+                      path, field, name, (long long)H5Sget_simple_extent_npoints(s));
+    } else if (H5Aread(a, H5T_NATIVE_DOUBLE, value) < 0) {
+        st = ffn_fail(FFN_ERR_FORMAT, "%s: %s: cannot read attribute \"%s\"", path, field, name);
+    } else {
+        *found = 1;
+    }
+    if (s >= 0) H5Sclose(s);
+    if (t >= 0) H5Tclose(t);
+    if (a >= 0) H5Aclose(a);
+    return st;
+}
+
+/* Opens /name as a dataset and reads its rank and dims (rank <= 2 kept). */
+static ffn_status open_member(hid_t file, const char *path, const char *name, const char *expect,
+                              hid_t *out, int *rank, hsize_t dims[2])
+{
+    htri_t exists = H5Lexists(file, name, H5P_DEFAULT);
+    if (exists <= 0)
+        return ffn_fail(FFN_ERR_FORMAT, "%s: missing dataset /%s (expected %s)", path, name, expect);
+    hid_t o = H5Oopen(file, name, H5P_DEFAULT);
+    H5I_type_t kind = o >= 0 ? H5Iget_type(o) : H5I_BADID;
+    if (o >= 0) H5Oclose(o);
+    if (kind != H5I_DATASET)
+        return ffn_fail(FFN_ERR_FORMAT, "%s: /%s is not a dataset (expected %s)", path, name, expect);
+    hid_t d = H5Dopen2(file, name, H5P_DEFAULT);
+    if (d < 0) return ffn_fail(FFN_ERR_FORMAT, "%s: cannot open dataset /%s", path, name);
+    hid_t s = H5Dget_space(d);
+    int r = s >= 0 ? H5Sget_simple_extent_ndims(s) : -1;
+    hsize_t all[H5S_MAX_RANK];
+    if (r < 0 || H5Sget_simple_extent_dims(s, all, NULL) < 0) {
+        if (s >= 0) H5Sclose(s);
+        H5Dclose(d);
+        return ffn_fail(FFN_ERR_FORMAT, "%s: cannot read the shape of /%s", path, name);
+    }
+    H5Sclose(s);
+    dims[0] = r > 0 ? all[0] : 0;
+    dims[1] = r > 1 ? all[1] : 0;
+    *rank = r;
+    *out = d;
+    return FFN_OK;
+}
+
+/* The directory part of path ("." when there is none), into buf. */
+static void dir_of(const char *path, char *buf, size_t cap)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash) {
+        snprintf(buf, cap, ".");
+    } else if (slash == path) {
+        snprintf(buf, cap, "/");
+    } else {
+        snprintf(buf, cap, "%.*s", (int)(slash - path), path);
+    }
+}
+
+/* The source dataset sd must hold what mapping i of dcpl reads from it. An
+ * "all" source selection is stored without an extent in the file, so it is
+ * checked by count against the virtual selection; a hyperslab by its bounds. */
+static ffn_status check_source_size(hid_t dcpl, size_t i, hid_t sd, const char *path,
+                                    const char *field, const char *file, const char *dset)
+{
+    ffn_status st = FFN_OK;
+    hid_t vsp = H5Pget_virtual_vspace(dcpl, i), ssp = H5Pget_virtual_srcspace(dcpl, i);
+    hid_t dsp = H5Dget_space(sd);
+    hsize_t sdims[H5S_MAX_RANK], lo[H5S_MAX_RANK], hi[H5S_MAX_RANK];
+    int srank = dsp >= 0 ? H5Sget_simple_extent_dims(dsp, sdims, NULL) : -1;
+    hssize_t need = vsp >= 0 ? H5Sget_select_npoints(vsp) : -1;
+    hssize_t have = dsp >= 0 ? H5Sget_simple_extent_npoints(dsp) : -1;
+    if (vsp < 0 || ssp < 0 || srank < 0 || need < 0 || have < 0) {
+        st = ffn_fail(FFN_ERR_FORMAT, "%s: %s: cannot read virtual mapping %zu (source %s)", path,
+                      field, i, file);
+    } else if (H5Sget_select_type(ssp) == H5S_SEL_ALL) {
+        if (have != need)
+            st = ffn_fail(FFN_ERR_FORMAT,
+                          "%s: %s: virtual source %s %s holds %lld values, the mapping needs %lld",
+                          path, field, file, dset, (long long)have, (long long)need);
+    } else if (H5Sget_select_bounds(ssp, lo, hi) < 0) {
+        st = ffn_fail(FFN_ERR_FORMAT, "%s: %s: virtual mapping %zu has an unreadable source selection",
+                      path, field, i);
+    } else {
+        int r = H5Sget_simple_extent_ndims(ssp);
+        if (r > 0 && r != srank)
+            st = ffn_fail(FFN_ERR_FORMAT, "%s: %s: virtual source %s %s has rank %d, the mapping %d",
+                          path, field, file, dset, srank, r);
+        for (int k = 0; k < srank && st == FFN_OK; k++)
+            if (hi[k] >= sdims[k])
+                st = ffn_fail(FFN_ERR_FORMAT,
+                              "%s: %s: virtual source %s %s has %llu entries in dimension %d, the "
+                              "mapping needs %llu",
+                              path, field, file, dset, (unsigned long long)sdims[k], k,
+                              (unsigned long long)hi[k] + 1);
+    }
+    if (dsp >= 0) H5Sclose(dsp);
+    if (ssp >= 0) H5Sclose(ssp);
+    if (vsp >= 0) H5Sclose(vsp);
+    return st;
+}
+
+/* For a virtual dataset, checks every mapping's source: the file is found where
+ * HDF5 looks for it (absolute, or relative to the virtual file's directory, or
+ * to the working directory), holds the source dataset, and that dataset is large
+ * enough for the mapped selection. Sets *filtered when any source is filtered. */
+static ffn_status check_virtual_sources(hid_t d, const char *path, const char *field,
+                                        int *filtered)
+{
+    hid_t dcpl = H5Dget_create_plist(d);
+    if (dcpl < 0) return ffn_fail(FFN_ERR_FORMAT, "%s: %s: cannot read its creation properties", path, field);
+    ffn_status st = FFN_OK;
+    H5D_layout_t layout = H5Pget_layout(dcpl);
+    if (layout == H5D_CHUNKED) {
+        if (H5Pget_nfilters(dcpl) > 0) *filtered = 1;
+    } else if (layout == H5D_VIRTUAL) {
+        size_t count = 0;
+        if (H5Pget_virtual_count(dcpl, &count) < 0)
+            st = ffn_fail(FFN_ERR_FORMAT, "%s: %s: cannot read the virtual mappings", path, field);
+        char dir[4096], src[4096], dset[1024], full[8192];
+        dir_of(path, dir, sizeof dir);
+        for (size_t i = 0; i < count && st == FFN_OK; i++) {
+            ssize_t fl = H5Pget_virtual_filename(dcpl, i, src, sizeof src);
+            ssize_t dl = H5Pget_virtual_dsetname(dcpl, i, dset, sizeof dset);
+            if (fl < 0 || dl < 0 || (size_t)fl >= sizeof src || (size_t)dl >= sizeof dset) {
+                st = ffn_fail(FFN_ERR_FORMAT, "%s: %s: virtual mapping %zu has an unreadable source name",
+                              path, field, i);
+                break;
+            }
+            const char *found = NULL;
+            if (strcmp(src, ".") == 0) {
+                found = path;
+            } else if (src[0] == '/') {
+                if (access(src, R_OK) == 0) found = src;
+            } else {
+                snprintf(full, sizeof full, "%s/%s", dir, src);
+                if (access(full, R_OK) == 0) found = full;
+                else if (access(src, R_OK) == 0) found = src;
+            }
+            if (!found) {
+                st = ffn_fail(FFN_ERR_FORMAT,
+                              "%s: %s is a virtual dataset whose source file %s is missing (looked in %s)",
+                              path, field, src, src[0] == '/' ? "/" : dir);
+                break;
+            }
+            if (found == path) continue; /* the same file: checked with the dataset itself */
+            hid_t f = H5Fis_hdf5(found) > 0 ? H5Fopen(found, H5F_ACC_RDONLY, H5P_DEFAULT) : -1;
+            if (f < 0) {
+                st = ffn_fail(FFN_ERR_FORMAT, "%s: %s: virtual source %s is not a readable HDF5 file",
+                              path, field, found);
+                break;
+            }
+            hid_t sd = H5Lexists(f, dset, H5P_DEFAULT) > 0 ? H5Dopen2(f, dset, H5P_DEFAULT) : -1;
+            if (sd < 0) {
+                st = ffn_fail(FFN_ERR_FORMAT, "%s: %s: virtual source %s has no dataset %s", path,
+                              field, found, dset);
+            } else {
+                st = check_source_size(dcpl, i, sd, path, field, found, dset);
+                hid_t scpl = H5Dget_create_plist(sd);
+                if (scpl >= 0) {
+                    if (H5Pget_layout(scpl) == H5D_CHUNKED && H5Pget_nfilters(scpl) > 0) *filtered = 1;
+                    H5Pclose(scpl);
+                }
+                H5Dclose(sd);
+            }
+            H5Fclose(f);
+        }
+    }
+    H5Pclose(dcpl);
+    return st;
+}
+
+/* Reopens d with a chunk cache that suits row reads (see the top of the file). */
+static ffn_status reopen_with_cache(hid_t file, const char *name, hid_t *d, int filtered,
+                                    const char *path)
+{
+    hid_t dapl = H5Pcreate(H5P_DATASET_ACCESS);
+    if (dapl < 0) return ffn_fail(FFN_ERR_IO, "%s: /%s: cannot create access properties", path, name);
+    if (filtered)
+        H5Pset_chunk_cache(dapl, FILTERED_CACHE_SLOTS, FILTERED_CACHE_BYTES, 1.0);
+    else
+        H5Pset_chunk_cache(dapl, 0, 0, 1.0);
+    hid_t nd = H5Dopen2(file, name, dapl);
+    H5Pclose(dapl);
+    if (nd < 0) return ffn_fail(FFN_ERR_IO, "%s: cannot reopen dataset /%s", path, name);
+    H5Dclose(*d);
+    *d = nd;
+    return FFN_OK;
+}
+
+/* Reads rows [start, start + n) of a 1-D integer /y into buf. */
+static ffn_status read_label_block(ffn_dataset *ds, hsize_t start, size_t n, int32_t *buf)
+{
+    hsize_t s[1] = { start }, c[1] = { n };
+    if (H5Sselect_hyperslab(ds->fspace_y, H5S_SELECT_SET, s, NULL, c, NULL) < 0 ||
+        H5Sset_extent_simple(ds->mspace_y, 1, c, NULL) < 0 ||
+        H5Dread(ds->dy, H5T_NATIVE_INT32, ds->mspace_y, ds->fspace_y, H5P_DEFAULT, buf) < 0)
+        return ffn_fail(FFN_ERR_IO, "%s: /y: read of rows %llu..%llu failed", ds->path,
+                        (unsigned long long)start, (unsigned long long)(start + n - 1));
+    return FFN_OK;
+}
+
+/* Reads every label once, in bounded blocks, checking the range. */
+static ffn_status scan_labels(ffn_dataset *ds, int have_attr, long long attr_classes)
+{
+    size_t rows = ds->info.rows;
+    size_t block = rows < LABEL_SCAN_ROWS ? rows : LABEL_SCAN_ROWS;
+    int32_t *buf = ffn_alloc(block, sizeof *buf);
+    if (!buf) return FFN_ERR_NOMEM;
+    ffn_status st = FFN_OK;
+    int32_t max = -1;
+    for (size_t at = 0; at < rows && st == FFN_OK; at += block) {
+        size_t n = rows - at < block ? rows - at : block;
+        st = read_label_block(ds, at, n, buf);
+        for (size_t i = 0; i < n && st == FFN_OK; i++) {
+            int32_t v = buf[i];
+            if (v < 0) {
+                st = ffn_fail(FFN_ERR_FORMAT, "%s: /y row %zu has label %d, expected a label >= 0",
+                              ds->path, at + i, (int)v);
+            } else if (have_attr && (long long)v >= attr_classes) {
+                st = ffn_fail(FFN_ERR_FORMAT,
+                              "%s: /y row %zu has label %d, expected 0 <= label < %lld (num_classes)",
+                              ds->path, at + i, (int)v, attr_classes);
+            } else if (v == INT32_MAX) {
+                st = ffn_fail(FFN_ERR_FORMAT, "%s: /y row %zu has label %d, expected a label < %d",
+                              ds->path, at + i, (int)v, INT32_MAX);
+            }
+            if (v > max) max = v;
+        }
+    }
+    ffn_free(buf);
+    if (st != FFN_OK) return st;
+    ds->info.num_classes = have_attr ? (size_t)attr_classes : (size_t)max + 1;
+    return FFN_OK;
+}
+
+static ffn_status open_checked(ffn_dataset *ds)
+{
+    const char *path = ds->path;
+    char tn[32];
+    ffn_status st;
+
+    struct stat sb;
+    if (stat(path, &sb) != 0)
+        return ffn_fail(FFN_ERR_IO, "%s: cannot open dataset file: %s", path, strerror(errno));
+    if (S_ISDIR(sb.st_mode))
+        return ffn_fail(FFN_ERR_IO, "%s: is a directory, expected an HDF5 dataset file", path);
+    if (access(path, R_OK) != 0)
+        return ffn_fail(FFN_ERR_IO, "%s: cannot read dataset file: %s", path, strerror(errno));
+    if (H5Fis_hdf5(path) <= 0)
+        return ffn_fail(FFN_ERR_FORMAT, "%s: not an HDF5 file (no HDF5 signature found)", path);
+    ds->file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (ds->file < 0)
+        return ffn_fail(FFN_ERR_FORMAT,
+                        "%s: cannot open as HDF5 (the file is truncated or corrupt)", path);
+
+    /* /x */
+    int xr, yr;
+    hsize_t xd[2], yd[2];
+    st = open_member(ds->file, path, "x", "[N, D] float32 or uint8", &ds->dx, &xr, xd);
+    if (st != FFN_OK) return st;
+    hid_t xt = H5Dget_type(ds->dx);
+    if (xt < 0) return ffn_fail(FFN_ERR_FORMAT, "%s: /x: cannot read its datatype", path);
+    H5T_class_t xc = H5Tget_class(xt);
+    size_t xs = H5Tget_size(xt);
+    int x_float = xc == H5T_FLOAT && xs == 4;
+    int x_u8 = xc == H5T_INTEGER && xs == 1 && H5Tget_sign(xt) == H5T_SGN_NONE;
+    type_name(xt, tn, sizeof tn);
+    H5Tclose(xt);
+    if (!x_float && !x_u8)
+        return ffn_fail(FFN_ERR_FORMAT,
+                        "%s: /x has type %s, expected float32, or uint8 with a \"scale\" attribute",
+                        path, tn);
+    if (xr != 2)
+        return ffn_fail(FFN_ERR_FORMAT, "%s: /x has rank %d, expected 2 ([N, D])", path, xr);
+    if (xd[0] == 0) return ffn_fail(FFN_ERR_FORMAT, "%s: /x has 0 rows, expected at least one", path);
+    if (xd[1] == 0) return ffn_fail(FFN_ERR_FORMAT, "%s: /x has 0 features, expected at least one", path);
+    if (xd[0] > SIZE_MAX || xd[1] > SIZE_MAX || xd[0] >= INT64_MAX) /* hsize_t is 64-bit */
+        return ffn_fail(FFN_ERR_FORMAT, "%s: /x shape is too large", path);
+    size_t cells;
+    if (ffn_size_mul((size_t)xd[0], (size_t)xd[1], &cells) != 0 ||
+        ffn_size_mul(cells, sizeof(float), &cells) != 0)
+        return ffn_fail(FFN_ERR_FORMAT, "%s: /x shape %llu x %llu overflows", path,
+                        (unsigned long long)xd[0], (unsigned long long)xd[1]);
+    ds->info.rows = (size_t)xd[0];
+    ds->info.features = (size_t)xd[1];
+    ds->info.x_is_uint8 = x_u8;
+    ds->info.x_scale = 1.0f;
+    ds->info.x_offset = 0.0f;
+    if (x_u8) {
+        double scale = 0, offset = 0;
+        int found = 0, has_offset = 0;
+        st = read_number_attr(ds->dx, path, "/x", "scale", 0, &scale, &found);
+        if (st != FFN_OK) return st;
+        if (!found)
+            return ffn_fail(FFN_ERR_FORMAT,
+                            "%s: /x is uint8 but has no \"scale\" attribute (expected a finite "
+                            "non-zero number, e.g. 1/255)", path);
+        if (!isfinite(scale) || scale == 0 || !isfinite((float)scale))
+            return ffn_fail(FFN_ERR_FORMAT,
+                            "%s: /x attribute \"scale\" is %g, expected a finite non-zero number",
+                            path, scale);
+        st = read_number_attr(ds->dx, path, "/x", "offset", 0, &offset, &has_offset);
+        if (st != FFN_OK) return st;
+        if (has_offset && (!isfinite(offset) || !isfinite((float)offset)))
+            return ffn_fail(FFN_ERR_FORMAT, "%s: /x attribute \"offset\" is %g, expected a finite number",
+                            path, offset);
+        ds->info.x_scale = (float)scale;
+        ds->info.x_offset = (float)offset;
+        if (!isfinite(255.0f * ds->info.x_scale + ds->info.x_offset))
+            return ffn_fail(FFN_ERR_FORMAT, "%s: /x attributes scale %g and offset %g overflow float32",
+                            path, scale, offset);
+    }
+
+    /* /y */
+    st = open_member(ds->file, path, "y", "[N] int32 labels or [N, K] float32 targets", &ds->dy, &yr, yd);
+    if (st != FFN_OK) return st;
+    hid_t yt = H5Dget_type(ds->dy);
+    if (yt < 0) return ffn_fail(FFN_ERR_FORMAT, "%s: /y: cannot read its datatype", path);
+    H5T_class_t yc = H5Tget_class(yt);
+    size_t ys = H5Tget_size(yt);
+    type_name(yt, tn, sizeof tn);
+    H5Tclose(yt);
+    /* Labels of another integer width are accepted: they are read as int32 and
+     * the range check below rejects any value that does not fit. */
+    if (yc == H5T_INTEGER && ys <= 8) {
+        if (yr != 1)
+            return ffn_fail(FFN_ERR_FORMAT, "%s: /y holds integer labels with rank %d, expected rank 1 ([N])",
+                            path, yr);
+        ds->info.has_labels = 1;
+        ds->info.target_cols = 1;
+    } else if (yc == H5T_FLOAT && ys == 4) {
+        if (yr != 2)
+            return ffn_fail(FFN_ERR_FORMAT,
+                            "%s: /y holds float32 targets with rank %d, expected rank 2 ([N, K]; "
+                            "use [N, 1] for one target)", path, yr);
+        if (yd[1] == 0 || yd[1] > SIZE_MAX)
+            return ffn_fail(FFN_ERR_FORMAT, "%s: /y has %llu target columns, expected at least one",
+                            path, (unsigned long long)yd[1]);
+        ds->info.has_labels = 0;
+        ds->info.target_cols = (size_t)yd[1];
+    } else {
+        return ffn_fail(FFN_ERR_FORMAT,
+                        "%s: /y has type %s, expected int32 labels [N] or float32 targets [N, K]",
+                        path, tn);
+    }
+    if (yd[0] != xd[0])
+        return ffn_fail(FFN_ERR_FORMAT, "%s: /y has %llu rows but /x has %llu, expected the same",
+                        path, (unsigned long long)yd[0], (unsigned long long)xd[0]);
+
+    /* num_classes */
+    double nc = 0;
+    int have_nc = 0;
+    st = read_number_attr(ds->file, path, "root", "num_classes", 1, &nc, &have_nc);
+    if (st != FFN_OK) return st;
+    if (have_nc && !(nc >= 1 && nc <= (double)INT32_MAX))
+        return ffn_fail(FFN_ERR_FORMAT,
+                        "%s: attribute num_classes is %.0f, expected an integer from 1 to %d", path,
+                        nc, INT32_MAX);
+
+    /* Virtual sources, then the chunk cache. */
+    int xf = 0, yf = 0;
+    st = check_virtual_sources(ds->dx, path, "/x", &xf);
+    if (st == FFN_OK) st = check_virtual_sources(ds->dy, path, "/y", &yf);
+    if (st == FFN_OK) st = reopen_with_cache(ds->file, "x", &ds->dx, xf, path);
+    if (st == FFN_OK) st = reopen_with_cache(ds->file, "y", &ds->dy, yf, path);
+    if (st != FFN_OK) return st;
+
+    ds->fspace_x = H5Dget_space(ds->dx);
+    ds->fspace_y = H5Dget_space(ds->dy);
+    hsize_t one[2] = { 1, 1 };
+    ds->mspace_x = H5Screate_simple(2, one, NULL);
+    ds->mspace_y = H5Screate_simple(1, one, NULL);
+    if (ds->fspace_x < 0 || ds->fspace_y < 0 || ds->mspace_x < 0 || ds->mspace_y < 0)
+        return ffn_fail(FFN_ERR_IO, "%s: cannot create dataspaces", path);
+
+    if (ds->info.has_labels) return scan_labels(ds, have_nc, (long long)nc);
+    ds->info.num_classes = 0;
+    return FFN_OK;
+}
+
+ffn_status ffn_dataset_open(ffn_dataset **out, const char *path)
+{
+    *out = NULL;
+    quiet_hdf5();
+    if (!path || !*path) return ffn_fail(FFN_ERR_ARG, "dataset: no file name given");
+    ffn_dataset *ds = calloc(1, sizeof *ds);
+    if (!ds) return ffn_fail(FFN_ERR_NOMEM, "%s: out of memory", path);
+    ds->file = ds->dx = ds->dy = H5I_INVALID_HID;
+    ds->fspace_x = ds->fspace_y = ds->mspace_x = ds->mspace_y = H5I_INVALID_HID;
+    ds->path = copy_string(path);
+    if (!ds->path) {
+        free(ds);
+        return ffn_fail(FFN_ERR_NOMEM, "%s: out of memory", path);
+    }
+    ffn_status st = open_checked(ds);
+    if (st != FFN_OK) {
+        ffn_dataset_close(ds);
+        return st;
+    }
+    *out = ds;
+    return FFN_OK;
+}
+
+/* Selects the rows idx[0..n) (strictly increasing, checked by the caller) of a
+ * rank-1 or rank-2 file dataspace as a union of runs of consecutive rows. */
+static herr_t select_rows(hid_t fspace, int rank, hsize_t cols, const uint64_t *idx, size_t n)
+{
+    (void)rank; /* a rank-1 dataspace reads only the first entry of each array */
+    H5S_seloper_t op = H5S_SELECT_SET;
+    size_t i = 0;
+    while (i < n) {
+        size_t j = i + 1;
+        while (j < n && idx[j] == idx[j - 1] + 1) j++;
+        hsize_t start[2] = { idx[i], 0 }, count[2] = { 1, 1 }, block[2] = { j - i, cols };
+        if (H5Sselect_hyperslab(fspace, op, start, NULL, count, block) < 0) return -1;
+        op = H5S_SELECT_OR;
+        i = j;
+    }
+    return 0;
+}
+
+static herr_t select_range(hid_t fspace, int rank, hsize_t cols, uint64_t start, size_t n)
+{
+    (void)rank;
+    hsize_t s[2] = { start, 0 }, c[2] = { 1, 1 }, b[2] = { n, cols };
+    return H5Sselect_hyperslab(fspace, H5S_SELECT_SET, s, NULL, c, b);
+}
+
+/* The row a position of this read came from. */
+static uint64_t row_of(const uint64_t *idx, uint64_t start, size_t i)
+{
+    return idx ? idx[i] : start + i;
+}
+
+/* One read of n rows, either idx (sorted) or the range [start, start + n). */
+static ffn_status read_common(ffn_dataset *ds, const uint64_t *idx, uint64_t start, size_t n,
+                              float *x, int32_t *labels, float *values)
+{
+    quiet_hdf5();
+    const ffn_dataset_info *in = &ds->info;
+    if (n == 0) return FFN_OK;
+    if (idx) {
+        for (size_t i = 0; i < n; i++) {
+            if (idx[i] >= in->rows)
+                return ffn_fail(FFN_ERR_ARG, "%s: row %llu requested, the dataset has %zu rows",
+                                ds->path, (unsigned long long)idx[i], in->rows);
+            if (i > 0 && idx[i] <= idx[i - 1])
+                return ffn_fail(FFN_ERR_ARG,
+                                "%s: row indices must be strictly increasing (position %zu: %llu after %llu)",
+                                ds->path, i, (unsigned long long)idx[i], (unsigned long long)idx[i - 1]);
+        }
+    } else if (start > in->rows || n > in->rows - start) {
+        return ffn_fail(FFN_ERR_ARG, "%s: rows %llu..%llu requested, the dataset has %zu rows",
+                        ds->path, (unsigned long long)start, (unsigned long long)start + n - 1,
+                        in->rows);
+    }
+    size_t cells;
+    if (ffn_size_mul(n, in->features, &cells) != 0)
+        return ffn_fail(FFN_ERR_NOMEM, "%s: a read of %zu rows overflows", ds->path, n);
+
+    if (x) {
+        hsize_t mdims[2] = { n, in->features };
+        herr_t sel = idx ? select_rows(ds->fspace_x, 2, in->features, idx, n)
+                         : select_range(ds->fspace_x, 2, in->features, start, n);
+        if (sel < 0 || H5Sset_extent_simple(ds->mspace_x, 2, mdims, NULL) < 0)
+            return ffn_fail(FFN_ERR_IO, "%s: /x: cannot select %zu rows", ds->path, n);
+        if (in->x_is_uint8) {
+            if (cells > ds->scratch_bytes) {
+                uint8_t *grown = ffn_alloc(cells, 1);
+                if (!grown) return FFN_ERR_NOMEM;
+                ffn_free(ds->scratch);
+                ds->scratch = grown;
+                ds->scratch_bytes = cells;
+            }
+            if (H5Dread(ds->dx, H5T_NATIVE_UINT8, ds->mspace_x, ds->fspace_x, H5P_DEFAULT,
+                        ds->scratch) < 0)
+                return ffn_fail(FFN_ERR_IO, "%s: /x: read of %zu rows failed", ds->path, n);
+            const float scale = in->x_scale, offset = in->x_offset;
+            const uint8_t *raw = ds->scratch;
+            for (size_t i = 0; i < cells; i++) x[i] = (float)raw[i] * scale + offset;
+        } else {
+            if (H5Dread(ds->dx, H5T_NATIVE_FLOAT, ds->mspace_x, ds->fspace_x, H5P_DEFAULT, x) < 0)
+                return ffn_fail(FFN_ERR_IO, "%s: /x: read of %zu rows failed", ds->path, n);
+            for (size_t i = 0; i < cells; i++) {
+                if (!isfinite(x[i])) {
+                    size_t r = i / in->features;
+                    return ffn_fail(FFN_ERR_NUMERIC, "%s: /x row %llu feature %zu is %s, expected a finite value",
+                                    ds->path, (unsigned long long)row_of(idx, start, r),
+                                    i % in->features, isnan(x[i]) ? "NaN" : "infinite");
+                }
+            }
+        }
+    }
+
+    /* /y into the buffer that matches its kind; the other one is not touched. */
+    void *ybuf = in->has_labels ? (void *)labels : (void *)values;
+    if (ybuf) {
+        int rank = in->has_labels ? 1 : 2;
+        hsize_t cols = in->has_labels ? 1 : in->target_cols;
+        hsize_t mdims[2] = { n, cols };
+        herr_t sel = idx ? select_rows(ds->fspace_y, rank, cols, idx, n)
+                         : select_range(ds->fspace_y, rank, cols, start, n);
+        if (sel < 0 || H5Sset_extent_simple(ds->mspace_y, rank, mdims, NULL) < 0)
+            return ffn_fail(FFN_ERR_IO, "%s: /y: cannot select %zu rows", ds->path, n);
+        hid_t mt = in->has_labels ? H5T_NATIVE_INT32 : H5T_NATIVE_FLOAT;
+        if (H5Dread(ds->dy, mt, ds->mspace_y, ds->fspace_y, H5P_DEFAULT, ybuf) < 0)
+            return ffn_fail(FFN_ERR_IO, "%s: /y: read of %zu rows failed", ds->path, n);
+        if (!in->has_labels) {
+            size_t vcells = n * in->target_cols; /* fits: the caller holds that many floats */
+            for (size_t i = 0; i < vcells; i++) {
+                if (!isfinite(values[i]))
+                    return ffn_fail(FFN_ERR_NUMERIC, "%s: /y row %llu target %zu is %s, expected a finite value",
+                                    ds->path, (unsigned long long)row_of(idx, start, i / in->target_cols),
+                                    i % in->target_cols, isnan(values[i]) ? "NaN" : "infinite");
+            }
+        }
+    }
+    return FFN_OK;
+}
+
+ffn_status ffn_dataset_read_rows(ffn_dataset *ds, const uint64_t *idx, size_t n, float *x,
+                                 int32_t *labels, float *values)
+{
+    if (n > 0 && !idx) return ffn_fail(FFN_ERR_ARG, "%s: read_rows without row indices", ds->path);
+    return read_common(ds, idx, 0, n, x, labels, values);
+}
+
+ffn_status ffn_dataset_read_range(ffn_dataset *ds, uint64_t start, size_t n, float *x,
+                                  int32_t *labels, float *values)
+{
+    return read_common(ds, NULL, start, n, x, labels, values);
+}
+
+/* ---- writing ------------------------------------------------------------ */
+
+struct ffn_dataset_writer {
+    char *path, *tmp;
+    hid_t file, dx, dy, fspace_x, fspace_y;
+    ffn_dataset_layout layout;
+    uint8_t *written; /* one bit a row */
+    size_t written_rows;
+    int broken;       /* an HDF5 write failed: the file cannot be trusted */
+    int tmp_created;  /* PATH.tmp is ours to remove */
+};
+
+static void writer_release(ffn_dataset_writer *w)
+{
+    quiet_hdf5();
+    close_id(&w->fspace_x, H5Sclose);
+    close_id(&w->fspace_y, H5Sclose);
+    close_id(&w->dx, H5Dclose);
+    close_id(&w->dy, H5Dclose);
+    close_id(&w->file, H5Fclose);
+}
+
+static void writer_free(ffn_dataset_writer *w)
+{
+    ffn_free(w->written);
+    free(w->path);
+    free(w->tmp);
+    free(w);
+}
+
+void ffn_dataset_writer_abort(ffn_dataset_writer *w)
+{
+    if (!w) return;
+    writer_release(w);
+    if (w->tmp && w->tmp_created) unlink(w->tmp);
+    writer_free(w);
+}
+
+/* A chunk of about CHUNK_TARGET_BYTES, at least one row. */
+static hsize_t chunk_rows(size_t rows, size_t row_bytes)
+{
+    size_t r = row_bytes > 0 ? CHUNK_TARGET_BYTES / row_bytes : rows;
+    if (r < 1) r = 1;
+    if (r > rows) r = rows;
+    return (hsize_t)r;
+}
+
+static hid_t create_member(hid_t file, const char *name, hid_t type, int rank, const hsize_t *dims,
+                           size_t row_bytes)
+{
+    hid_t space = H5Screate_simple(rank, dims, NULL);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    hsize_t chunk[2] = { chunk_rows((size_t)dims[0], row_bytes), rank > 1 ? dims[1] : 1 };
+    hid_t d = H5I_INVALID_HID;
+    if (space >= 0 && dcpl >= 0 && H5Pset_chunk(dcpl, rank, chunk) >= 0 &&
+        H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER) >= 0)
+        d = H5Dcreate2(file, name, type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    if (dcpl >= 0) H5Pclose(dcpl);
+    if (space >= 0) H5Sclose(space);
+    return d;
+}
+
+static herr_t write_scalar_attr(hid_t obj, const char *name, hid_t file_type, hid_t mem_type,
+                                const void *value)
+{
+    hid_t s = H5Screate(H5S_SCALAR);
+    if (s < 0) return -1;
+    if (H5Aexists(obj, name) > 0) H5Adelete(obj, name);
+    hid_t a = H5Acreate2(obj, name, file_type, s, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t r = a >= 0 ? H5Awrite(a, mem_type, value) : -1;
+    if (a >= 0) H5Aclose(a);
+    H5Sclose(s);
+    return r;
+}
+
+static ffn_status writer_setup(ffn_dataset_writer *w)
+{
+    const ffn_dataset_layout *L = &w->layout;
+    const char *path = w->path;
+    size_t xrow, yrow, total;
+    if (L->rows == 0) return ffn_fail(FFN_ERR_ARG, "%s: writer: rows must be at least 1", path);
+    if (L->features == 0) return ffn_fail(FFN_ERR_ARG, "%s: writer: features must be at least 1", path);
+    if (!L->has_labels && L->target_cols == 0)
+        return ffn_fail(FFN_ERR_ARG, "%s: writer: target_cols must be at least 1 for float targets", path);
+    if (L->has_labels && L->num_classes > (size_t)INT32_MAX)
+        return ffn_fail(FFN_ERR_ARG, "%s: writer: num_classes %zu is larger than %d", path,
+                        L->num_classes, INT32_MAX);
+    if (L->x_uint8 && (!isfinite(L->x_scale) || L->x_scale == 0))
+        return ffn_fail(FFN_ERR_ARG, "%s: writer: x_scale is %g, expected a finite non-zero number",
+                        path, (double)L->x_scale);
+    if (ffn_size_mul(L->features, L->x_uint8 ? 1 : sizeof(float), &xrow) != 0 ||
+        ffn_size_mul(L->has_labels ? 1 : L->target_cols, 4, &yrow) != 0 ||
+        ffn_size_add(xrow, yrow, &total) != 0 || ffn_size_mul(total, L->rows, &total) != 0 ||
+        L->rows > (size_t)INT64_MAX)
+        return ffn_fail(FFN_ERR_NOMEM, "%s: writer: %zu rows of %zu features overflow", path,
+                        L->rows, L->features);
+    w->written = ffn_alloc(L->rows / 8 + 1, 1);
+    if (!w->written) return FFN_ERR_NOMEM;
+
+    /* Create the temporary with open() first for a clear errno message. */
+    int fd = open(w->tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) return ffn_fail(FFN_ERR_IO, "%s: cannot create %s: %s", path, w->tmp, strerror(errno));
+    close(fd);
+    w->tmp_created = 1;
+    w->file = H5Fcreate(w->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (w->file < 0) return ffn_fail(FFN_ERR_IO, "%s: cannot create HDF5 file %s", path, w->tmp);
+
+    hsize_t xd[2] = { L->rows, L->features };
+    w->dx = create_member(w->file, "x", L->x_uint8 ? H5T_STD_U8LE : H5T_IEEE_F32LE, 2, xd, xrow);
+    if (w->dx < 0) return ffn_fail(FFN_ERR_IO, "%s: cannot create dataset /x", path);
+    if (L->has_labels) {
+        hsize_t yd[1] = { L->rows };
+        w->dy = create_member(w->file, "y", H5T_STD_I32LE, 1, yd, xrow);
+    } else {
+        hsize_t yd[2] = { L->rows, L->target_cols };
+        w->dy = create_member(w->file, "y", H5T_IEEE_F32LE, 2, yd, xrow);
+    }
+    if (w->dy < 0) return ffn_fail(FFN_ERR_IO, "%s: cannot create dataset /y", path);
+    if (L->x_uint8 &&
+        write_scalar_attr(w->dx, "scale", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, &L->x_scale) < 0)
+        return ffn_fail(FFN_ERR_IO, "%s: cannot write attribute /x scale", path);
+    if (L->has_labels && L->num_classes > 0) {
+        int32_t nc = (int32_t)L->num_classes;
+        if (write_scalar_attr(w->file, "num_classes", H5T_STD_I32LE, H5T_NATIVE_INT32, &nc) < 0)
+            return ffn_fail(FFN_ERR_IO, "%s: cannot write attribute num_classes", path);
+    }
+    w->fspace_x = H5Dget_space(w->dx);
+    w->fspace_y = H5Dget_space(w->dy);
+    if (w->fspace_x < 0 || w->fspace_y < 0)
+        return ffn_fail(FFN_ERR_IO, "%s: cannot get dataspaces", path);
+    return FFN_OK;
+}
+
+ffn_status ffn_dataset_writer_create(ffn_dataset_writer **out, const char *path,
+                                     const ffn_dataset_layout *layout)
+{
+    *out = NULL;
+    quiet_hdf5();
+    if (!path || !*path) return ffn_fail(FFN_ERR_ARG, "dataset writer: no file name given");
+    if (!layout) return ffn_fail(FFN_ERR_ARG, "%s: dataset writer: no layout given", path);
+    ffn_dataset_writer *w = calloc(1, sizeof *w);
+    if (!w) return ffn_fail(FFN_ERR_NOMEM, "%s: out of memory", path);
+    w->file = w->dx = w->dy = w->fspace_x = w->fspace_y = H5I_INVALID_HID;
+    w->layout = *layout;
+    size_t n = strlen(path), tn;
+    w->path = copy_string(path);
+    w->tmp = ffn_size_add(n, 5, &tn) == 0 ? malloc(tn) : NULL;
+    if (!w->path || !w->tmp) {
+        writer_free(w);
+        return ffn_fail(FFN_ERR_NOMEM, "%s: out of memory", path);
+    }
+    memcpy(w->tmp, path, n);
+    memcpy(w->tmp + n, ".tmp", 5);
+    struct stat sb;
+    if (stat(path, &sb) == 0 && S_ISDIR(sb.st_mode)) {
+        writer_free(w);
+        return ffn_fail(FFN_ERR_IO, "%s: is a directory, expected a file name to write", path);
+    }
+    ffn_status st = writer_setup(w);
+    if (st != FFN_OK) {
+        ffn_dataset_writer_abort(w);
+        return st;
+    }
+    *out = w;
+    return FFN_OK;
+}
+
+ffn_status ffn_dataset_writer_rows(ffn_dataset_writer *w, uint64_t start, size_t n, const void *x,
+                                   const void *y)
+{
+    quiet_hdf5();
+    const ffn_dataset_layout *L = &w->layout;
+    if (n == 0) return FFN_OK;
+    if (!x || !y) return ffn_fail(FFN_ERR_ARG, "%s: writer: rows need both x and y", w->path);
+    if (w->broken) return ffn_fail(FFN_ERR_IO, "%s: writer: an earlier write failed", w->path);
+    if (start > L->rows || n > L->rows - start)
+        return ffn_fail(FFN_ERR_ARG, "%s: writer: rows %llu..%llu are outside [0, %zu)", w->path,
+                        (unsigned long long)start, (unsigned long long)start + n - 1, L->rows);
+    size_t cells = n * L->features; /* fits: n <= rows and rows * features was checked */
+    if (!L->x_uint8) {
+        const float *xf = x;
+        for (size_t i = 0; i < cells; i++)
+            if (!isfinite(xf[i]))
+                return ffn_fail(FFN_ERR_NUMERIC, "%s: /x row %llu feature %zu is not finite", w->path,
+                                (unsigned long long)(start + i / L->features), i % L->features);
+    }
+    if (L->has_labels) {
+        const int32_t *lab = y;
+        for (size_t i = 0; i < n; i++) {
+            if (lab[i] < 0 || (L->num_classes > 0 && (size_t)lab[i] >= L->num_classes))
+                return ffn_fail(FFN_ERR_ARG, "%s: /y row %llu has label %d, expected 0 <= label < %zu",
+                                w->path, (unsigned long long)(start + i), (int)lab[i],
+                                L->num_classes > 0 ? L->num_classes : (size_t)INT32_MAX);
+        }
+    } else {
+        const float *v = y;
+        for (size_t i = 0; i < n * L->target_cols; i++)
+            if (!isfinite(v[i]))
+                return ffn_fail(FFN_ERR_NUMERIC, "%s: /y row %llu target %zu is not finite", w->path,
+                                (unsigned long long)(start + i / L->target_cols), i % L->target_cols);
+    }
+    hsize_t xm[2] = { n, L->features }, ym[2] = { n, L->target_cols };
+    int yrank = L->has_labels ? 1 : 2;
+    hid_t mx = H5Screate_simple(2, xm, NULL), my = H5Screate_simple(yrank, ym, NULL);
+    herr_t r = mx >= 0 && my >= 0 ? 0 : -1;
+    if (r >= 0) r = select_range(w->fspace_x, 2, L->features, start, n);
+    if (r >= 0)
+        r = H5Dwrite(w->dx, L->x_uint8 ? H5T_NATIVE_UINT8 : H5T_NATIVE_FLOAT, mx, w->fspace_x,
+                     H5P_DEFAULT, x);
+    if (r >= 0) r = select_range(w->fspace_y, yrank, L->target_cols, start, n);
+    if (r >= 0)
+        r = H5Dwrite(w->dy, L->has_labels ? H5T_NATIVE_INT32 : H5T_NATIVE_FLOAT, my, w->fspace_y,
+                     H5P_DEFAULT, y);
+    if (mx >= 0) H5Sclose(mx);
+    if (my >= 0) H5Sclose(my);
+    if (r < 0) {
+        w->broken = 1;
+        return ffn_fail(FFN_ERR_IO, "%s: write of rows %llu..%llu to %s failed", w->path,
+                        (unsigned long long)start, (unsigned long long)start + n - 1, w->tmp);
+    }
+    for (size_t i = 0; i < n; i++) {
+        size_t row = (size_t)start + i;
+        uint8_t bit = (uint8_t)(1u << (row & 7));
+        if (!(w->written[row >> 3] & bit)) {
+            w->written[row >> 3] |= bit;
+            w->written_rows++;
+        }
+    }
+    return FFN_OK;
+}
+
+ffn_status ffn_dataset_writer_attr(ffn_dataset_writer *w, const char *name, const char *value)
+{
+    quiet_hdf5();
+    if (!name || !*name || !value)
+        return ffn_fail(FFN_ERR_ARG, "%s: writer: attribute needs a name and a value", w->path);
+    if (strcmp(name, "num_classes") == 0)
+        return ffn_fail(FFN_ERR_ARG, "%s: writer: num_classes is set by the layout, not as a string",
+                        w->path);
+    hid_t t = H5Tcopy(H5T_C_S1);
+    herr_t r = t >= 0 ? 0 : -1;
+    if (r >= 0) r = H5Tset_size(t, H5T_VARIABLE);
+    if (r >= 0) r = H5Tset_cset(t, H5T_CSET_UTF8);
+    if (r >= 0) r = write_scalar_attr(w->file, name, t, t, &value);
+    if (t >= 0) H5Tclose(t);
+    if (r < 0) return ffn_fail(FFN_ERR_IO, "%s: cannot write attribute %s", w->path, name);
+    return FFN_OK;
+}
+
+/* fsync a file, then its directory so that the rename is durable too. */
+static int sync_path(const char *p)
+{
+    int fd = open(p, O_RDONLY);
+    if (fd < 0) return -1;
+    int r = fsync(fd);
+    close(fd);
+    return r;
+}
+
+ffn_status ffn_dataset_writer_close(ffn_dataset_writer *w)
+{
+    if (!w) return FFN_OK;
+    quiet_hdf5();
+    ffn_status st = FFN_OK;
+    if (w->broken) {
+        st = ffn_fail(FFN_ERR_IO, "%s: not written: an earlier write failed", w->path);
+    } else if (w->written_rows != w->layout.rows) {
+        st = ffn_fail(FFN_ERR_ARG, "%s: not written: only %zu of %zu rows were given", w->path,
+                      w->written_rows, w->layout.rows);
+    } else if (H5Fflush(w->file, H5F_SCOPE_GLOBAL) < 0) {
+        st = ffn_fail(FFN_ERR_IO, "%s: flushing %s failed", w->path, w->tmp);
+    }
+    if (st != FFN_OK) {
+        ffn_dataset_writer_abort(w);
+        return st;
+    }
+    close_id(&w->fspace_x, H5Sclose);
+    close_id(&w->fspace_y, H5Sclose);
+    close_id(&w->dx, H5Dclose);
+    close_id(&w->dy, H5Dclose);
+    herr_t r = H5Fclose(w->file);
+    w->file = H5I_INVALID_HID;
+    if (r < 0) {
+        st = ffn_fail(FFN_ERR_IO, "%s: closing %s failed", w->path, w->tmp);
+    } else if (sync_path(w->tmp) != 0) {
+        st = ffn_fail(FFN_ERR_IO, "%s: fsync of %s failed: %s", w->path, w->tmp, strerror(errno));
+    } else if (rename(w->tmp, w->path) != 0) {
+        st = ffn_fail(FFN_ERR_IO, "%s: rename from %s failed: %s", w->path, w->tmp, strerror(errno));
+    } else {
+        char dir[4096];
+        dir_of(w->path, dir, sizeof dir);
+        (void)sync_path(dir); /* best effort: some file systems refuse fsync on a directory */
+        free(w->tmp);
+        w->tmp = NULL; /* nothing left to remove */
+    }
+    ffn_dataset_writer_abort(w);
+    return st;
+}

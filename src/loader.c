@@ -1,0 +1,190 @@
+/* ffn — batches read one step ahead by a background thread (two slots). */
+#include "ffn/loader.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "ffn/mem.h"
+#include "ffn/sampler.h"
+
+enum { SLOTS = 2 };
+
+typedef struct {
+    ffn_batch batch;
+    uint64_t *indices;
+    char message[512];
+    int full;
+} slot;
+
+struct ffn_loader {
+    ffn_dataset *ds;
+    ffn_loader_config cfg;
+    ffn_sampler sampler;
+    slot slots[SLOTS];
+    uint64_t produced, consumed; /* batches filled / handed out */
+    uint64_t next_epoch, next_step;
+    pthread_t thread;
+    int thread_started, stop;
+    pthread_mutex_t lock;
+    pthread_cond_t changed;
+    double wait_seconds;
+};
+
+static double now_seconds(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* Reads the batch at the loader's next position into s and advances. */
+static void fill(ffn_loader *l, slot *s)
+{
+    if (l->next_step == ffn_sampler_steps_per_epoch(&l->sampler)) {
+        l->next_epoch++;
+        l->next_step = 0;
+    }
+    ffn_sampler_set_epoch(&l->sampler, l->next_epoch);
+    ffn_batch *b = &s->batch;
+    b->epoch = l->next_epoch;
+    b->step = l->next_step;
+    b->local_count = ffn_sampler_local(&l->sampler, l->next_step, l->cfg.rank, l->cfg.nranks,
+                                       s->indices, &b->global_count);
+    b->status = FFN_OK;
+    b->message = "";
+    if (b->local_count > 0) {
+        b->status = ffn_dataset_read_rows(l->ds, s->indices, b->local_count, b->x, b->labels,
+                                          b->values);
+        if (b->status != FFN_OK) {
+            snprintf(s->message, sizeof s->message, "%s", ffn_last_error());
+            b->message = s->message;
+        }
+    }
+    l->next_step++;
+}
+
+static void *producer(void *arg)
+{
+    ffn_loader *l = arg;
+    pthread_mutex_lock(&l->lock);
+    while (!l->stop && l->produced < l->cfg.total_steps) {
+        slot *s = &l->slots[l->produced % SLOTS];
+        if (s->full) {
+            pthread_cond_wait(&l->changed, &l->lock);
+            continue;
+        }
+        pthread_mutex_unlock(&l->lock);
+        fill(l, s);
+        pthread_mutex_lock(&l->lock);
+        s->full = 1;
+        l->produced++;
+        pthread_cond_broadcast(&l->changed);
+    }
+    pthread_mutex_unlock(&l->lock);
+    return NULL;
+}
+
+ffn_status ffn_loader_create(ffn_loader **out, ffn_dataset *ds, const ffn_loader_config *cfg)
+{
+    *out = NULL;
+    if (cfg->nranks < 1 || cfg->rank < 0 || cfg->rank >= cfg->nranks)
+        return ffn_fail(FFN_ERR_ARG, "loader: rank %d of %d is out of range", cfg->rank, cfg->nranks);
+    const ffn_dataset_info *info = ffn_dataset_get_info(ds);
+    ffn_loader *l = calloc(1, sizeof *l);
+    if (!l) return ffn_fail(FFN_ERR_NOMEM, "out of memory creating the data loader");
+    l->ds = ds;
+    l->cfg = *cfg;
+    pthread_mutex_init(&l->lock, NULL);
+    pthread_cond_init(&l->changed, NULL);
+    ffn_status st = ffn_sampler_init(&l->sampler, info->rows, cfg->batch_size, cfg->seed, cfg->shuffle);
+    if (st != FFN_OK) {
+        ffn_loader_free(l);
+        return st;
+    }
+    size_t steps = ffn_sampler_steps_per_epoch(&l->sampler);
+    if (cfg->start_step > steps) {
+        ffn_loader_free(l);
+        return ffn_fail(FFN_ERR_ARG, "loader: start step %llu is past the epoch's %zu steps",
+                        (unsigned long long)cfg->start_step, steps);
+    }
+    l->next_epoch = cfg->start_epoch;
+    l->next_step = cfg->start_step;
+    size_t max_local = ffn_sampler_max_local(cfg->batch_size, cfg->nranks);
+    if (max_local > info->rows) max_local = info->rows;
+    for (int i = 0; i < SLOTS; i++) {
+        slot *s = &l->slots[i];
+        s->indices = ffn_alloc(max_local, sizeof *s->indices);
+        s->batch.indices = s->indices;
+        s->batch.x = ffn_alloc(max_local, info->features * sizeof(float));
+        if (info->has_labels)
+            s->batch.labels = ffn_alloc(max_local, sizeof(int32_t));
+        else
+            s->batch.values = ffn_alloc(max_local, info->target_cols * sizeof(float));
+        if (!s->indices || !s->batch.x || (!s->batch.labels && !s->batch.values)) {
+            ffn_loader_free(l);
+            return ffn_fail(FFN_ERR_NOMEM, "out of memory for %zu-row data batches", max_local);
+        }
+    }
+    if (cfg->prefetch) {
+        if (pthread_create(&l->thread, NULL, producer, l) != 0) {
+            ffn_loader_free(l);
+            return ffn_fail(FFN_ERR_IO, "could not start the data prefetch thread");
+        }
+        l->thread_started = 1;
+    }
+    *out = l;
+    return FFN_OK;
+}
+
+void ffn_loader_free(ffn_loader *l)
+{
+    if (!l) return;
+    if (l->thread_started) {
+        pthread_mutex_lock(&l->lock);
+        l->stop = 1;
+        pthread_cond_broadcast(&l->changed);
+        pthread_mutex_unlock(&l->lock);
+        pthread_join(l->thread, NULL);
+    }
+    pthread_mutex_destroy(&l->lock);
+    pthread_cond_destroy(&l->changed);
+    for (int i = 0; i < SLOTS; i++) {
+        ffn_free(l->slots[i].indices);
+        ffn_free(l->slots[i].batch.x);
+        ffn_free(l->slots[i].batch.labels);
+        ffn_free(l->slots[i].batch.values);
+    }
+    ffn_sampler_free(&l->sampler);
+    free(l);
+}
+
+const ffn_batch *ffn_loader_next(ffn_loader *l)
+{
+    if (l->consumed >= l->cfg.total_steps) return NULL;
+    if (!l->thread_started) {
+        slot *s = &l->slots[0];
+        fill(l, s);
+        l->consumed++;
+        return &s->batch;
+    }
+    double t0 = now_seconds();
+    pthread_mutex_lock(&l->lock);
+    /* The slot handed out last time is free again. */
+    if (l->consumed > 0) {
+        l->slots[(l->consumed - 1) % SLOTS].full = 0;
+        pthread_cond_broadcast(&l->changed);
+    }
+    slot *s = &l->slots[l->consumed % SLOTS];
+    while (!s->full) pthread_cond_wait(&l->changed, &l->lock);
+    l->consumed++;
+    pthread_mutex_unlock(&l->lock);
+    l->wait_seconds += now_seconds() - t0;
+    return &s->batch;
+}
+
+size_t ffn_loader_steps_per_epoch(const ffn_loader *l) { return ffn_sampler_steps_per_epoch(&l->sampler); }
+
+double ffn_loader_wait_seconds(const ffn_loader *l) { return l->wait_seconds; }

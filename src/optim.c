@@ -1,0 +1,361 @@
+/* ffn — optimizers (sgd, adam, adamw, rmsprop), lr schedules and gradient clipping. */
+#include "ffn/optim.h"
+
+#include <math.h>
+#include <string.h>
+
+#include "ffn/mem.h"
+#include "ffn/status.h"
+
+#ifndef M_PI
+#define M_PI 3.14159265358979323846
+#endif
+
+struct ffn_optim {
+    ffn_optim_config cfg;
+    size_t n;               /* length of params, grads and every state buffer */
+    uint64_t t;             /* steps begun so far; the current step is t (from 1) */
+    size_t nstate;          /* 0, 1 or 2 */
+    float *state[2];
+    const char *state_name[2];
+    /* Adam bias corrections for step t, computed in double once per step:
+     * inv_bc1 = 1/(1-b1^t), inv_sqrt_bc2 = 1/sqrt(1-b2^t). */
+    double inv_bc1, inv_sqrt_bc2;
+};
+
+static const char *const opt_names[FFN_OPT_COUNT] = {"sgd", "adam", "adamw", "rmsprop"};
+static const char *const lr_names[FFN_LR_COUNT] = {"constant", "step", "cosine"};
+
+ffn_optim_config ffn_optim_defaults(ffn_opt_kind kind)
+{
+    ffn_optim_config c;
+    memset(&c, 0, sizeof c);
+    c.kind = kind;
+    /* Every field gets its documented default whatever the kind, so switching
+     * kind on a config later still leaves sane values behind. */
+    c.momentum = 0.0f;
+    c.nesterov = 0;
+    c.beta1 = 0.9f;
+    c.beta2 = 0.999f;
+    c.eps = 1e-8f;
+    c.alpha = 0.99f;
+    c.weight_decay = kind == FFN_OPT_ADAMW ? 0.01f : 0.0f;
+    return c;
+}
+
+int ffn_opt_from_name(const char *name)
+{
+    if (!name) return -1;
+    for (int k = 0; k < FFN_OPT_COUNT; k++)
+        if (strcmp(name, opt_names[k]) == 0) return k;
+    return -1;
+}
+
+const char *ffn_opt_name(ffn_opt_kind kind)
+{
+    return (unsigned)kind < FFN_OPT_COUNT ? opt_names[kind] : "unknown";
+}
+
+/* Bias corrections for step t; t == 0 (no begin_step yet) is treated as t == 1
+ * so that a stray update never divides by zero. */
+static void compute_bias_corrections(ffn_optim *opt)
+{
+    double t = opt->t ? (double)opt->t : 1.0;
+    double bc1 = 1.0 - pow((double)opt->cfg.beta1, t);
+    double bc2 = 1.0 - pow((double)opt->cfg.beta2, t);
+    opt->inv_bc1 = 1.0 / bc1;
+    opt->inv_sqrt_bc2 = 1.0 / sqrt(bc2);
+}
+
+/* Rejects settings that would make a step meaningless (PyTorch raises on the same). */
+static int check_config(const ffn_optim_config *c)
+{
+    if ((unsigned)c->kind >= FFN_OPT_COUNT)
+        return ffn_fail(FFN_ERR_ARG, "optimizer: unknown kind %d", (int)c->kind);
+    if (!(c->weight_decay >= 0.0f))
+        return ffn_fail(FFN_ERR_ARG, "optimizer: weight_decay must be >= 0, got %g",
+                        (double)c->weight_decay);
+    switch (c->kind) {
+    case FFN_OPT_SGD:
+        if (!(c->momentum >= 0.0f))
+            return ffn_fail(FFN_ERR_ARG, "sgd: momentum must be >= 0, got %g", (double)c->momentum);
+        if (c->nesterov && !(c->momentum > 0.0f))
+            return ffn_fail(FFN_ERR_ARG, "sgd: nesterov needs momentum > 0");
+        break;
+    case FFN_OPT_ADAM:
+    case FFN_OPT_ADAMW:
+        if (!(c->beta1 >= 0.0f && c->beta1 < 1.0f) || !(c->beta2 >= 0.0f && c->beta2 < 1.0f))
+            return ffn_fail(FFN_ERR_ARG, "%s: betas must be in [0, 1), got %g, %g",
+                            opt_names[c->kind], (double)c->beta1, (double)c->beta2);
+        if (!(c->eps >= 0.0f))
+            return ffn_fail(FFN_ERR_ARG, "%s: eps must be >= 0, got %g", opt_names[c->kind],
+                            (double)c->eps);
+        break;
+    case FFN_OPT_RMSPROP:
+        if (!(c->alpha >= 0.0f && c->alpha <= 1.0f))
+            return ffn_fail(FFN_ERR_ARG, "rmsprop: alpha must be in [0, 1], got %g", (double)c->alpha);
+        if (!(c->eps >= 0.0f))
+            return ffn_fail(FFN_ERR_ARG, "rmsprop: eps must be >= 0, got %g", (double)c->eps);
+        break;
+    default:
+        break;
+    }
+    return FFN_OK;
+}
+
+ffn_optim *ffn_optim_create(const ffn_optim_config *cfg, size_t n)
+{
+    if (!cfg) {
+        ffn_fail(FFN_ERR_ARG, "optimizer: no config");
+        return NULL;
+    }
+    if (check_config(cfg) != FFN_OK) return NULL;
+    ffn_optim *opt = ffn_alloc(1, sizeof *opt);
+    if (!opt) return NULL;
+    opt->cfg = *cfg;
+    opt->n = n;
+    switch (cfg->kind) {
+    case FFN_OPT_SGD:
+        /* Plain SGD keeps no state; momentum keeps one buffer. */
+        if (cfg->momentum > 0.0f) opt->state_name[opt->nstate++] = "momentum";
+        break;
+    case FFN_OPT_ADAM:
+    case FFN_OPT_ADAMW:
+        opt->state_name[opt->nstate++] = "m";
+        opt->state_name[opt->nstate++] = "v";
+        break;
+    case FFN_OPT_RMSPROP:
+        opt->state_name[opt->nstate++] = "square_avg";
+        break;
+    default:
+        break;
+    }
+    for (size_t i = 0; i < opt->nstate; i++) {
+        /* Zeroed: a zero momentum buffer gives PyTorch's buf = g on the first step. */
+        opt->state[i] = ffn_alloc_floats(n);
+        if (!opt->state[i]) {
+            ffn_optim_free(opt);
+            return NULL;
+        }
+    }
+    compute_bias_corrections(opt);
+    return opt;
+}
+
+void ffn_optim_free(ffn_optim *opt)
+{
+    if (!opt) return;
+    for (size_t i = 0; i < 2; i++) ffn_free(opt->state[i]);
+    ffn_free(opt);
+}
+
+void ffn_optim_begin_step(ffn_optim *opt)
+{
+    opt->t++;
+    compute_bias_corrections(opt);
+}
+
+/* ---- the inner loops: one per rule, branch-free, over one segment ---- */
+
+static void sgd_plain(float *restrict w, const float *restrict g, size_t count, float lr, float wd)
+{
+    for (size_t i = 0; i < count; i++) w[i] -= lr * (g[i] + wd * w[i]);
+}
+
+static void sgd_momentum(float *restrict w, const float *restrict g, float *restrict buf,
+                         size_t count, float lr, float wd, float mu)
+{
+    for (size_t i = 0; i < count; i++) {
+        float gi = g[i] + wd * w[i];
+        float b = mu * buf[i] + gi;
+        buf[i] = b;
+        w[i] -= lr * b;
+    }
+}
+
+static void sgd_nesterov(float *restrict w, const float *restrict g, float *restrict buf,
+                         size_t count, float lr, float wd, float mu)
+{
+    for (size_t i = 0; i < count; i++) {
+        float gi = g[i] + wd * w[i];
+        float b = mu * buf[i] + gi;
+        buf[i] = b;
+        w[i] -= lr * (gi + mu * b);
+    }
+}
+
+/* Adam and AdamW share this loop: adam passes l2 = wd and shrink = 1,
+ * adamw passes l2 = 0 and shrink = 1 - lr*wd (PyTorch's param.mul_(1 - lr*wd)).
+ * step_size = lr / (1 - b1^t); the denominator is sqrt(v)/sqrt(1 - b2^t) + eps. */
+static void adam_loop(float *restrict w, const float *restrict g, float *restrict m,
+                      float *restrict v, size_t count, float b1, float b2, float eps,
+                      float l2, float shrink, float step_size, float inv_sqrt_bc2)
+{
+    const float one_minus_b1 = 1.0f - b1, one_minus_b2 = 1.0f - b2;
+    for (size_t i = 0; i < count; i++) {
+        float gi = g[i] + l2 * w[i];
+        float mi = b1 * m[i] + one_minus_b1 * gi;
+        float vi = b2 * v[i] + one_minus_b2 * gi * gi;
+        m[i] = mi;
+        v[i] = vi;
+        w[i] = w[i] * shrink - step_size * mi / (sqrtf(vi) * inv_sqrt_bc2 + eps);
+    }
+}
+
+static void rmsprop_loop(float *restrict w, const float *restrict g, float *restrict sq,
+                         size_t count, float lr, float wd, float alpha, float eps)
+{
+    const float one_minus_alpha = 1.0f - alpha;
+    for (size_t i = 0; i < count; i++) {
+        float gi = g[i] + wd * w[i];
+        float s = alpha * sq[i] + one_minus_alpha * gi * gi;
+        sq[i] = s;
+        w[i] -= lr * gi / (sqrtf(s) + eps);
+    }
+}
+
+void ffn_optim_update(ffn_optim *opt, float lr, float *params, const float *grads,
+                      size_t offset, size_t count, int decay)
+{
+    if (count == 0) return;
+    if (offset > opt->n || count > opt->n - offset) {
+        /* A caller bug; touching memory past the state buffers would be worse. */
+        ffn_fail(FFN_ERR_ARG, "optimizer: segment [%zu, +%zu) outside buffer of %zu",
+                 offset, count, opt->n);
+        return;
+    }
+    const ffn_optim_config *c = &opt->cfg;
+    const float wd = decay ? c->weight_decay : 0.0f;
+    float *w = params + offset;
+    const float *g = grads + offset;
+    switch (c->kind) {
+    case FFN_OPT_SGD:
+        if (opt->nstate == 0)
+            sgd_plain(w, g, count, lr, wd);
+        else if (c->nesterov)
+            sgd_nesterov(w, g, opt->state[0] + offset, count, lr, wd, c->momentum);
+        else
+            sgd_momentum(w, g, opt->state[0] + offset, count, lr, wd, c->momentum);
+        break;
+    case FFN_OPT_ADAM:
+    case FFN_OPT_ADAMW: {
+        const int decoupled = c->kind == FFN_OPT_ADAMW;
+        const float l2 = decoupled ? 0.0f : wd;
+        const float shrink = decoupled ? (float)(1.0 - (double)lr * wd) : 1.0f;
+        const float step_size = (float)((double)lr * opt->inv_bc1);
+        adam_loop(w, g, opt->state[0] + offset, opt->state[1] + offset, count, c->beta1,
+                  c->beta2, c->eps, l2, shrink, step_size, (float)opt->inv_sqrt_bc2);
+        break;
+    }
+    case FFN_OPT_RMSPROP:
+        rmsprop_loop(w, g, opt->state[0] + offset, count, lr, wd, c->alpha, c->eps);
+        break;
+    default:
+        break;
+    }
+}
+
+size_t ffn_optim_state_count(const ffn_optim *opt) { return opt->nstate; }
+
+float *ffn_optim_state(ffn_optim *opt, size_t i) { return i < opt->nstate ? opt->state[i] : NULL; }
+
+const char *ffn_optim_state_name(const ffn_optim *opt, size_t i)
+{
+    return i < opt->nstate ? opt->state_name[i] : NULL;
+}
+
+uint64_t ffn_optim_step_count(const ffn_optim *opt) { return opt->t; }
+
+void ffn_optim_set_step_count(ffn_optim *opt, uint64_t t)
+{
+    opt->t = t;
+    compute_bias_corrections(opt);
+}
+
+const ffn_optim_config *ffn_optim_get_config(const ffn_optim *opt) { return &opt->cfg; }
+
+/* ---- learning-rate schedules ---- */
+
+int ffn_lr_from_name(const char *name)
+{
+    if (!name) return -1;
+    for (int k = 0; k < FFN_LR_COUNT; k++)
+        if (strcmp(name, lr_names[k]) == 0) return k;
+    return -1;
+}
+
+const char *ffn_lr_name(ffn_lr_kind kind)
+{
+    return (unsigned)kind < FFN_LR_COUNT ? lr_names[kind] : "unknown";
+}
+
+/* The rate at `step` (counting from 0), with W = warmup_steps:
+ *
+ *   warmup(step) = (step + 1) / W      for step < W   (so step W-1 reaches base)
+ *                = 1                   otherwise, and always when W == 0
+ *   s            = step - W            for step >= W, else 0 (decay holds during warmup)
+ *   decayed(s)   = base                                            constant
+ *                = base * gamma^floor(s / step_size)               step (step_size 0: no decay)
+ *                = min_lr + (base - min_lr) * 0.5 * (1 + cos(pi * min(s, T) / T))
+ *                                                                  cosine, T = total_steps - W
+ *                  (T = 0, i.e. total_steps <= W: decay is already over, decayed = min_lr)
+ *   lr(step)     = warmup(step) * decayed(s)
+ *
+ * So cosine runs from base at step W to min_lr at step total_steps and stays there. */
+float ffn_lr_at(const ffn_lr_schedule *sc, uint64_t step)
+{
+    const uint64_t w = sc->warmup_steps;
+    const double base = sc->base_lr;
+    double warm = 1.0;
+    uint64_t s = 0;
+    if (step < w)
+        warm = (double)(step + 1) / (double)w;
+    else
+        s = step - w;
+
+    double lr = base;
+    switch (sc->kind) {
+    case FFN_LR_STEP:
+        if (sc->step_size > 0) lr = base * pow((double)sc->gamma, (double)(s / sc->step_size));
+        break;
+    case FFN_LR_COSINE: {
+        const uint64_t T = sc->total_steps > w ? sc->total_steps - w : 0;
+        const double min_lr = sc->min_lr;
+        const double frac = T == 0 ? 1.0 : (double)(s < T ? s : T) / (double)T;
+        lr = min_lr + (base - min_lr) * 0.5 * (1.0 + cos(M_PI * frac));
+        break;
+    }
+    case FFN_LR_CONSTANT:
+    default:
+        break;
+    }
+    return (float)(warm * lr);
+}
+
+/* ---- clipping ---- */
+
+double ffn_grad_norm(const float *g, size_t n)
+{
+    /* Eight independent double accumulators: precise, deterministic (fixed
+     * order), and free of the serial dependency that stalls a single sum. */
+    double acc[8] = {0};
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (size_t k = 0; k < 8; k++) acc[k] += (double)g[i + k] * (double)g[i + k];
+    for (; i < n; i++) acc[0] += (double)g[i] * (double)g[i];
+    double sum = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    return sqrt(sum);
+}
+
+float ffn_clip_scale(double norm, float max_norm)
+{
+    /* NaN norms compare false and give 1: clipping cannot repair a NaN, and the
+     * caller's finiteness check is the place to catch it. */
+    if (max_norm > 0.0f && norm > (double)max_norm) return (float)((double)max_norm / norm);
+    return 1.0f;
+}
+
+void ffn_scale(float *g, size_t n, float s)
+{
+    for (size_t i = 0; i < n; i++) g[i] *= s;
+}

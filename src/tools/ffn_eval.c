@@ -1,0 +1,204 @@
+/* ffn-eval: evaluate a checkpoint on a dataset, or describe a checkpoint.
+ *
+ *   ffn-eval --checkpoint FILE --data FILE [--batch-size N] [--json]
+ *       loss, accuracy and (for class labels) the confusion matrix
+ *   ffn-eval --info FILE
+ *       what the checkpoint holds: model, shapes, optimizer, position, config
+ *
+ * Exit codes: 0 success, 1 a run-time error, 2 a usage error. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ffn/ckpt.h"
+#include "ffn/data.h"
+#include "ffn/loss.h"
+#include "ffn/mem.h"
+#include "ffn/model.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out,
+            "usage: ffn-eval --checkpoint FILE --data FILE [--batch-size N]\n"
+            "       ffn-eval --info FILE\n\n"
+            "  --checkpoint FILE  checkpoint written by ffn-train (--checkpoint-dir)\n"
+            "  --data FILE        dataset in ffn's HDF5 layout (see README)\n"
+            "  --batch-size N     rows per forward pass [default: 1024]\n"
+            "  --info FILE        print what a checkpoint holds\n");
+}
+
+static int info(const char *path)
+{
+    ffn_checkpoint c;
+    if (ffn_checkpoint_load(&c, path) != FFN_OK) {
+        fprintf(stderr, "ffn-eval: error: %s\n", ffn_last_error());
+        return 1;
+    }
+    printf("checkpoint: %s\n", path);
+    printf("format_version: %d\n", c.format_version);
+    printf("model: %zu -> %s\n", c.input_dim, c.model_spec);
+    printf("parameters: %zu\n", c.param_count);
+    for (size_t i = 0; i < c.layer_count; i++)
+        printf("  /model/%zu/W [%zu, %zu]  /model/%zu/b [%zu]\n", i, c.layer_out[i], c.layer_in[i], i,
+               c.layer_out[i]);
+    printf("loss: %s\n", c.loss);
+    if (c.optimizer) {
+        printf("optimizer: %s, %llu steps, state:", c.optimizer, (unsigned long long)c.optimizer_steps);
+        for (size_t i = 0; i < c.state_count; i++) printf(" %s", c.state_names[i]);
+        printf("\n");
+    }
+    printf("position: step %llu, epoch %llu, step_in_epoch %llu, seed %llu\n", (unsigned long long)c.step,
+           (unsigned long long)c.epoch, (unsigned long long)c.step_in_epoch, (unsigned long long)c.seed);
+    if (c.config_json) printf("config: %s\n", c.config_json);
+    ffn_checkpoint_free(&c);
+    return 0;
+}
+
+static int evaluate(const char *ckpt_path, const char *data_path, size_t batch)
+{
+    ffn_checkpoint c;
+    ffn_dataset *ds = NULL;
+    ffn_model *m = NULL;
+    float *x = NULL, *values = NULL;
+    int32_t *labels = NULL;
+    size_t *confusion = NULL;
+    int rc = 1;
+    if (ffn_checkpoint_load(&c, ckpt_path) != FFN_OK) {
+        fprintf(stderr, "ffn-eval: error: %s\n", ffn_last_error());
+        return 1;
+    }
+    int loss_kind = ffn_loss_from_name(c.loss);
+    if (loss_kind < 0) {
+        fprintf(stderr, "ffn-eval: error: checkpoint %s: unknown loss '%s'\n", ckpt_path, c.loss);
+        goto done;
+    }
+    if (ffn_dataset_open(&ds, data_path) != FFN_OK) {
+        fprintf(stderr, "ffn-eval: error: %s\n", ffn_last_error());
+        goto done;
+    }
+    const ffn_dataset_info *di = ffn_dataset_get_info(ds);
+    if (di->features != c.input_dim) {
+        fprintf(stderr, "ffn-eval: error: %s: /x has %zu features, but the model takes %zu\n", data_path,
+                di->features, c.input_dim);
+        goto done;
+    }
+    if (ffn_model_create_from_text(&m, c.model_spec, c.input_dim) != FFN_OK ||
+        ffn_model_reserve(m, batch) != FFN_OK) {
+        fprintf(stderr, "ffn-eval: error: %s\n", ffn_last_error());
+        goto done;
+    }
+    memcpy(ffn_model_params(m), c.params, c.param_count * sizeof(float));
+    size_t out = ffn_model_output_dim(m);
+    size_t classes = di->has_labels ? (out > 1 ? out : 2) : 0;
+    if (di->has_labels && di->num_classes > classes) {
+        fprintf(stderr, "ffn-eval: error: %s: labels have %zu classes, but the model outputs %zu\n", data_path,
+                di->num_classes, out);
+        goto done;
+    }
+    if (!di->has_labels && di->target_cols != out) {
+        fprintf(stderr, "ffn-eval: error: %s: /y has %zu target columns, but the model outputs %zu\n",
+                data_path, di->target_cols, out);
+        goto done;
+    }
+    x = ffn_alloc(batch, di->features * sizeof(float));
+    labels = ffn_alloc(batch, sizeof(int32_t));
+    values = ffn_alloc(batch, out * sizeof(float));
+    if (classes) confusion = calloc(classes * classes, sizeof *confusion);
+    if (!x || !labels || !values || (classes && !confusion)) {
+        fprintf(stderr, "ffn-eval: error: out of memory\n");
+        goto done;
+    }
+    double loss = 0, correct = 0;
+    for (size_t at = 0; at < di->rows; at += batch) {
+        size_t n = di->rows - at < batch ? di->rows - at : batch;
+        if (ffn_dataset_read_range(ds, at, n, x, di->has_labels ? labels : NULL,
+                                   di->has_labels ? NULL : values) != FFN_OK) {
+            fprintf(stderr, "ffn-eval: error: %s\n", ffn_last_error());
+            goto done;
+        }
+        const float *y = ffn_model_forward(m, x, n);
+        ffn_targets t = {di->has_labels ? labels : NULL, values};
+        loss += ffn_loss_forward((ffn_loss)loss_kind, y, t, n, out);
+        correct += (double)ffn_count_correct((ffn_loss)loss_kind, y, t, n, out);
+        for (size_t i = 0; classes && i < n; i++) {
+            size_t pred = 0;
+            if (out == 1) {
+                pred = y[i] > 0;
+            } else {
+                for (size_t k = 1; k < out; k++)
+                    if (y[i * out + k] > y[i * out + pred]) pred = k;
+            }
+            confusion[(size_t)labels[i] * classes + pred]++;
+        }
+    }
+    printf("checkpoint: %s (step %llu)\ndata: %s (%zu rows)\n", ckpt_path, (unsigned long long)c.step,
+           data_path, di->rows);
+    if (confusion) {
+        printf("confusion matrix (rows: true class, columns: predicted):\n      ");
+        for (size_t k = 0; k < classes; k++) printf(" %6zu", k);
+        printf("\n");
+        for (size_t r = 0; r < classes; r++) {
+            printf("  %3zu ", r);
+            for (size_t k = 0; k < classes; k++) printf(" %6zu", confusion[r * classes + k]);
+            printf("\n");
+        }
+    }
+    printf("eval: loss %.4f accuracy %.4f\n", loss / (double)di->rows, correct / (double)di->rows);
+    rc = 0;
+done:
+    free(confusion);
+    ffn_free(x);
+    ffn_free(labels);
+    ffn_free(values);
+    ffn_model_free(m);
+    ffn_dataset_close(ds);
+    ffn_checkpoint_free(&c);
+    return rc;
+}
+
+int main(int argc, char **argv)
+{
+    const char *ckpt = NULL, *data = NULL, *info_path = NULL;
+    size_t batch = 1024;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+            usage(stdout);
+            return 0;
+        }
+        const char **target = strcmp(a, "--checkpoint") == 0 ? &ckpt
+                              : strcmp(a, "--data") == 0     ? &data
+                              : strcmp(a, "--info") == 0     ? &info_path
+                                                             : NULL;
+        int is_batch = strcmp(a, "--batch-size") == 0;
+        if (!target && !is_batch) {
+            fprintf(stderr, "ffn-eval: error: unknown argument '%s' (see --help)\n", a);
+            return 2;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "ffn-eval: error: %s: missing value\n", a);
+            return 2;
+        }
+        const char *v = argv[++i];
+        if (target) {
+            *target = v;
+        } else {
+            char *end;
+            errno = 0;
+            unsigned long long n = strtoull(v, &end, 10);
+            if (errno || *end || v[0] == '-' || n == 0 || n > (1u << 24)) {
+                fprintf(stderr, "ffn-eval: error: --batch-size: expected an integer in [1, 16777216], got '%s'\n", v);
+                return 2;
+            }
+            batch = (size_t)n;
+        }
+    }
+    if (info_path) return info(info_path);
+    if (!ckpt || !data) {
+        fprintf(stderr, "ffn-eval: error: give --checkpoint FILE and --data FILE, or --info FILE\n");
+        usage(stderr);
+        return 2;
+    }
+    return evaluate(ckpt, data, batch);
+}

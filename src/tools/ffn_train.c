@@ -1,0 +1,55 @@
+/* ffn-train: train a feedforward network, data-parallel over MPI ranks.
+ *
+ * Exit codes: 0 success, 1 a run-time error (data, numerics, I/O, MPI),
+ * 2 a usage error (flags, model spec), 75 stopped by SIGTERM/SIGUSR1 after
+ * writing a checkpoint (EX_TEMPFAIL: resume with --resume latest). */
+#include <stdio.h>
+#include <string.h>
+
+#include "ffn/comm.h"
+#include "ffn/config.h"
+#include "ffn/train.h"
+
+enum { EXIT_RUNTIME = 1, EXIT_USAGE = 2, EXIT_STOPPED = 75 };
+
+int main(int argc, char **argv)
+{
+    ffn_comm *comm = NULL;
+    if (ffn_comm_init(&comm, &argc, &argv) != FFN_OK) {
+        fprintf(stderr, "ffn-train: error: %s\n", ffn_last_error());
+        return EXIT_RUNTIME;
+    }
+    int rank = ffn_comm_rank(comm);
+    ffn_train_config cfg;
+    ffn_config_defaults(&cfg);
+    int help = 0;
+    /* Every rank parses the same argv, so every rank reaches the same verdict. */
+    ffn_status st = ffn_config_parse(&cfg, argc, argv, &help);
+    if (st == FFN_OK && help) {
+        if (rank == 0) ffn_config_print_help(stdout, "ffn-train");
+        ffn_comm_finalize(comm);
+        return 0;
+    }
+    if (st == FFN_OK) st = ffn_config_validate(&cfg);
+    if (st != FFN_OK) {
+        if (rank == 0) fprintf(stderr, "ffn-train: error: %s (see ffn-train --help)\n", ffn_last_error());
+        ffn_comm_finalize(comm);
+        return EXIT_USAGE;
+    }
+    ffn_train_result result;
+    st = ffn_train_run(&cfg, comm, &result);
+    int code = 0;
+    if (st == FFN_ERR_STOPPED) {
+        if (rank == 0) fprintf(stderr, "ffn-train: %s\n", ffn_last_error());
+        code = EXIT_STOPPED;
+    } else if (st != FFN_OK) {
+        if (rank == 0) fprintf(stderr, "ffn-train: error: %s\n", ffn_last_error());
+        code = st == FFN_ERR_ARG ? EXIT_USAGE : EXIT_RUNTIME;
+    } else if (rank == 0 && result.has_final) {
+        /* The one line scripts parse. */
+        printf("%s: loss %.4f accuracy %.4f\n", result.final_split, result.final_loss,
+               result.final_accuracy);
+    }
+    ffn_comm_finalize(comm);
+    return code;
+}

@@ -1,0 +1,817 @@
+/* ffn — the training loop. */
+#define _GNU_SOURCE /* sched_getaffinity */
+#include "ffn/train.h"
+
+#include <cblas.h>
+#include <cjson/cJSON.h>
+#include <math.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#include "ffn/ckpt.h"
+#include "ffn/data.h"
+#include "ffn/loader.h"
+#include "ffn/loss.h"
+#include "ffn/mem.h"
+#include "ffn/model.h"
+#include "ffn/optim.h"
+#include "ffn/sampler.h"
+
+typedef struct {
+    const ffn_train_config *cfg;
+    ffn_comm *comm;
+    int rank, size;
+    int print;             /* this rank prints progress */
+    ffn_dataset *train, *val, *test;
+    ffn_model *model;
+    ffn_optim *optim;
+    ffn_grad_sync *sync;
+    ffn_loader *loader;
+    ffn_lr_schedule schedule;
+    size_t out_dim, target_cols;
+    float *dout;           /* [max local batch, out] */
+    float *eval_x;         /* [eval batch, features] */
+    int32_t *eval_labels;
+    float *eval_values;
+    size_t eval_rows;
+    FILE *metrics;
+    int metrics_csv;
+    int progress;
+    int threads;
+    uint64_t steps_per_epoch, total_steps;
+    uint64_t seed;         /* the run's seed (a resumed run keeps its checkpoint's) */
+    uint64_t start_step, start_epoch, start_step_in_epoch;
+    ffn_checkpoint ckpt;   /* the checkpoint resumed or fine-tuned from, during setup */
+    int have_ckpt;
+    char *config_json;
+    char *spec_text;
+    size_t *layer_in, *layer_out;
+    uint64_t last_saved_step;
+    int saved_any;
+} run_state;
+
+static volatile sig_atomic_t stop_signal;
+
+static void on_stop_signal(int sig) { stop_signal = sig; }
+
+static double now_seconds(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+/* ---- setup -------------------------------------------------------------- */
+
+/* Opens an optional dataset on every rank; all ranks agree on the outcome. */
+static ffn_status open_dataset(run_state *r, const char *path, ffn_dataset **out)
+{
+    *out = NULL;
+    if (!path) return FFN_OK;
+    ffn_status st = ffn_dataset_open(out, path);
+    return ffn_comm_agree(r->comm, st);
+}
+
+/* The targets a dataset holds must fit the loss and the model's output. */
+static ffn_status check_targets(const run_state *r, const ffn_dataset *ds, const char *flag)
+{
+    const ffn_dataset_info *info = ffn_dataset_get_info(ds);
+    const char *path = ffn_dataset_path(ds);
+    ffn_loss loss = (ffn_loss)r->cfg->loss;
+    size_t out = r->out_dim;
+    if (info->features != ffn_model_input_dim(r->model))
+        return ffn_fail(FFN_ERR_FORMAT, "%s %s: /x has %zu features, expected %zu (as the training set)",
+                        flag, path, info->features, ffn_model_input_dim(r->model));
+    if (!info->has_labels) {
+        if (loss == FFN_LOSS_SOFTMAX_CE)
+            return ffn_fail(FFN_ERR_FORMAT,
+                            "%s %s: /y holds float targets, but softmax_ce expects int32 class labels",
+                            flag, path);
+        if (info->target_cols != out)
+            return ffn_fail(FFN_ERR_FORMAT,
+                            "%s %s: /y has %zu target columns, but the model outputs %zu", flag, path,
+                            info->target_cols, out);
+        return FFN_OK;
+    }
+    if (loss == FFN_LOSS_BCE && out == 1) {
+        if (info->num_classes > 2)
+            return ffn_fail(FFN_ERR_FORMAT,
+                            "%s %s: bce with one output needs labels 0/1, but num_classes is %zu",
+                            flag, path, info->num_classes);
+        return FFN_OK;
+    }
+    if (info->num_classes > out)
+        return ffn_fail(FFN_ERR_FORMAT,
+                        "%s %s: labels go up to %zu classes, but the model outputs %zu (last layer "
+                        "units must be the class count)",
+                        flag, path, info->num_classes, out);
+    return FFN_OK;
+}
+
+static int cpus_available(void)
+{
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) == 0) return CPU_COUNT(&set);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+/* BLAS threads per rank: the node's cores shared among the ranks on it, and
+ * never more than the CPUs this rank may run on. */
+static int choose_threads(run_state *r)
+{
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cores < 1) cores = 1;
+    int local = ffn_comm_local_size(r->comm);
+    int allowed = cpus_available();
+    int threads = r->cfg->threads;
+    if (threads == 0) {
+        threads = (int)(cores / local);
+        if (threads > allowed) threads = allowed;
+        if (threads < 1) threads = 1;
+    } else if ((long)threads * local > cores && r->print) {
+        fprintf(stderr,
+                "ffn-train: warning: --threads %d x %d ranks on this node exceeds its %ld cores "
+                "(oversubscribed; expect a slowdown)\n",
+                threads, local, cores);
+    }
+    openblas_set_num_threads(threads);
+    return threads;
+}
+
+static ffn_status open_metrics(run_state *r)
+{
+    ffn_status st = FFN_OK;
+    if (r->cfg->metrics_path && r->rank == 0) {
+        const char *p = r->cfg->metrics_path;
+        size_t n = strlen(p);
+        r->metrics_csv = n >= 4 && strcmp(p + n - 4, ".csv") == 0;
+        r->metrics = fopen(p, "w");
+        if (!r->metrics)
+            st = ffn_fail(FFN_ERR_IO, "--metrics %s: cannot open for writing", p);
+        else if (r->metrics_csv)
+            fprintf(r->metrics, "kind,epoch,step,loss,accuracy,val_loss,val_accuracy,lr,"
+                                "samples_per_s,elapsed_s\n");
+    }
+    return ffn_comm_agree(r->comm, st);
+}
+
+/* ---- checkpoints: the one resumed or fine-tuned from, and saving ---------- */
+
+static ffn_status load_start_checkpoint(run_state *r)
+{
+    const ffn_train_config *cfg = r->cfg;
+    r->seed = cfg->seed;
+    const char *path = cfg->resume ? cfg->resume : cfg->init_from;
+    if (!path) return FFN_OK;
+    char *latest = NULL;
+    if (cfg->resume && strcmp(cfg->resume, "latest") == 0) {
+        latest = ffn_checkpoint_latest(cfg->checkpoint_dir);
+        if (!latest) return FFN_ERR_IO;
+        path = latest;
+    }
+    /* Every rank reads the file (checkpoints live on a filesystem all ranks see). */
+    ffn_status st = ffn_checkpoint_load(&r->ckpt, path);
+    if (st == FFN_OK) r->have_ckpt = 1;
+    if (st == FFN_OK && r->rank == 0 && !cfg->quiet)
+        printf("%s: %s (step %llu, epoch %llu)\n", cfg->resume ? "resuming from" : "initialising from", path,
+               (unsigned long long)r->ckpt.step, (unsigned long long)r->ckpt.epoch);
+    free(latest);
+    if (st != FFN_OK || !cfg->resume) return st;
+    if (strcmp(r->ckpt.loss, ffn_loss_name((ffn_loss)cfg->loss)) != 0)
+        return ffn_fail(FFN_ERR_ARG, "--resume: the checkpoint was trained with loss %s, but --loss is %s",
+                        r->ckpt.loss, ffn_loss_name((ffn_loss)cfg->loss));
+    r->seed = r->ckpt.seed;
+    r->start_step = r->ckpt.step;
+    r->start_epoch = r->ckpt.epoch;
+    r->start_step_in_epoch = r->ckpt.step_in_epoch;
+    return FFN_OK;
+}
+
+/* Builds the model from --model (or the default), or from the checkpoint
+ * being resumed or fine-tuned from (with a replaced head), and fills it. */
+static ffn_status build_model(run_state *r, size_t input_dim)
+{
+    const ffn_train_config *cfg = r->cfg;
+    const ffn_checkpoint *ck = r->have_ckpt ? &r->ckpt : NULL;
+    const char *spec = cfg->model_spec ? cfg->model_spec : ck ? ck->model_spec : FFN_DEFAULT_MODEL_SPEC;
+    ffn_layer_spec *layers;
+    size_t count;
+    ffn_status st = ffn_spec_parse(spec, &layers, &count);
+    if (st != FFN_OK) return ffn_fail(st, "--model: %s", ffn_last_error());
+    if (cfg->init_from && cfg->replace_head) layers[count - 1].units = cfg->replace_head;
+    st = ffn_model_create(&r->model, layers, count, input_dim);
+    free(layers);
+    if (st != FFN_OK) return ffn_fail(st, "--model: %s", ffn_last_error());
+    ffn_model_init_params(r->model, r->seed);
+
+    if (ck && cfg->resume) {
+        char *text = ffn_model_spec_text(r->model);
+        int same = text && strcmp(text, ck->model_spec) == 0 && ck->input_dim == input_dim;
+        if (!same)
+            st = ffn_fail(FFN_ERR_ARG,
+                          "--resume: the model %zu -> %s differs from the checkpoint's %zu -> %s (a resumed "
+                          "run keeps its model; use --init-from to start a new run from its weights)",
+                          input_dim, text ? text : "?", ck->input_dim, ck->model_spec);
+        free(text);
+        if (st != FFN_OK) return st;
+        memcpy(ffn_model_params(r->model), ck->params, ck->param_count * sizeof(float));
+    } else if (ck) {
+        size_t n = ffn_model_layer_count(r->model), ck_offset = 0;
+        for (size_t i = 0; i < n; i++) {
+            ffn_layer *l = ffn_model_layer(r->model, i);
+            int fresh_head = cfg->replace_head && i + 1 == n;
+            if (i >= ck->layer_count) {
+                if (fresh_head) break;
+                return ffn_fail(FFN_ERR_ARG, "--init-from %s: layer %zu [%zu, %zu] has no counterpart in the "
+                                "checkpoint, which has %zu layers",
+                                cfg->init_from, i, l->out, l->in, ck->layer_count);
+            }
+            size_t ck_w = ck->layer_out[i] * ck->layer_in[i];
+            if (!fresh_head) {
+                if (ck->layer_out[i] != l->out || ck->layer_in[i] != l->in)
+                    return ffn_fail(FFN_ERR_ARG,
+                                    "--init-from %s: layer %zu has weights [%zu, %zu] in the model but [%zu, %zu] "
+                                    "in the checkpoint%s",
+                                    cfg->init_from, i, l->out, l->in, ck->layer_out[i], ck->layer_in[i],
+                                    i + 1 == n ? " (use --replace-head K for a new output layer)" : "");
+                memcpy(l->W, ck->params + ck_offset, ck_w * sizeof(float));
+                memcpy(l->b, ck->params + ck_offset + ck_w, l->bias_count * sizeof(float));
+            }
+            ck_offset += ck_w + ck->layer_out[i];
+        }
+        if (n < ck->layer_count && r->rank == 0 && !cfg->quiet)
+            printf("init-from: the checkpoint's last %zu layer(s) are not used by this model\n",
+                   ck->layer_count - n);
+    }
+    if (cfg->freeze) {
+        size_t n = ffn_model_layer_count(r->model);
+        int *frozen = calloc(n, sizeof *frozen);
+        if (!frozen) return ffn_fail(FFN_ERR_NOMEM, "out of memory");
+        st = ffn_config_parse_layers(cfg->freeze, n, frozen);
+        size_t count_frozen = 0;
+        for (size_t i = 0; st == FFN_OK && i < n; i++) {
+            ffn_model_set_frozen(r->model, i, frozen[i]);
+            count_frozen += frozen[i] != 0;
+        }
+        free(frozen);
+        if (st == FFN_OK && count_frozen == n)
+            st = ffn_fail(FFN_ERR_ARG, "--freeze %s: every layer is frozen; nothing would train", cfg->freeze);
+    }
+    return st;
+}
+
+static ffn_status restore_optimizer(run_state *r)
+{
+    const ffn_checkpoint *ck = &r->ckpt;
+    const char *kind = ffn_opt_name((ffn_opt_kind)r->cfg->optimizer);
+    if (!ck->optimizer)
+        return ffn_fail(FFN_ERR_FORMAT, "--resume %s: the checkpoint holds no optimizer state", r->cfg->resume);
+    if (strcmp(ck->optimizer, kind) != 0)
+        return ffn_fail(FFN_ERR_ARG, "--resume: the checkpoint's optimizer is %s, but --optimizer is %s",
+                        ck->optimizer, kind);
+    for (size_t i = 0; i < ffn_optim_state_count(r->optim); i++) {
+        const char *name = ffn_optim_state_name(r->optim, i);
+        size_t k = 0;
+        while (k < ck->state_count && strcmp(ck->state_names[k], name) != 0) k++;
+        if (k == ck->state_count)
+            return ffn_fail(FFN_ERR_FORMAT, "--resume: the checkpoint lacks optimizer state /optimizer/%s", name);
+        memcpy(ffn_optim_state(r->optim, i), ck->state[k], ck->param_count * sizeof(float));
+    }
+    ffn_optim_set_step_count(r->optim, ck->optimizer_steps);
+    return FFN_OK;
+}
+
+/* Rank 0 creates the directory and proves it writable before any training. */
+static ffn_status prepare_checkpoint_dir(run_state *r)
+{
+    if (r->rank != 0) return FFN_OK;
+    const char *dir = r->cfg->checkpoint_dir;
+    if (mkdir(dir, 0777) != 0 && errno != EEXIST)
+        return ffn_fail(FFN_ERR_IO, "--checkpoint-dir %s: cannot create: %s", dir, strerror(errno));
+    char probe[4096];
+    snprintf(probe, sizeof probe, "%s/.ffn-write-test", dir);
+    FILE *f = fopen(probe, "w");
+    if (!f) return ffn_fail(FFN_ERR_IO, "--checkpoint-dir %s: not writable: %s", dir, strerror(errno));
+    fclose(f);
+    unlink(probe);
+    return FFN_OK;
+}
+
+/* Collective: rank 0 writes; all ranks agree on the outcome. (epoch,
+ * step_in_epoch) is the next batch to train on. */
+static ffn_status save_checkpoint(run_state *r, uint64_t step, uint64_t epoch, uint64_t step_in_epoch)
+{
+    if (r->saved_any && r->last_saved_step == step) return FFN_OK;
+    if (step_in_epoch == r->steps_per_epoch) {
+        epoch++;
+        step_in_epoch = 0;
+    }
+    ffn_status st = FFN_OK;
+    if (r->rank == 0) {
+        char path[4096];
+        ffn_checkpoint_name(path, sizeof path, r->cfg->checkpoint_dir, step);
+        ffn_checkpoint c = {
+            .format_version = FFN_CKPT_FORMAT_VERSION, .model_spec = r->spec_text,
+            .input_dim = ffn_model_input_dim(r->model), .loss = (char *)ffn_loss_name((ffn_loss)r->cfg->loss),
+            .config_json = r->config_json, .layer_count = ffn_model_layer_count(r->model),
+            .layer_in = r->layer_in, .layer_out = r->layer_out,
+            .param_count = ffn_model_param_count(r->model), .params = ffn_model_params(r->model),
+            .optimizer = (char *)ffn_opt_name((ffn_opt_kind)r->cfg->optimizer),
+            .optimizer_steps = ffn_optim_step_count(r->optim), .state_count = ffn_optim_state_count(r->optim),
+            .step = step, .epoch = epoch, .step_in_epoch = step_in_epoch, .seed = r->seed};
+        for (size_t i = 0; i < c.state_count; i++) {
+            c.state_names[i] = (char *)ffn_optim_state_name(r->optim, i);
+            c.state[i] = ffn_optim_state(r->optim, i);
+        }
+        st = ffn_checkpoint_save(&c, path);
+        if (st == FFN_OK) ffn_checkpoint_prune(r->cfg->checkpoint_dir, r->cfg->keep);
+    }
+    st = ffn_comm_agree(r->comm, st);
+    if (st == FFN_OK) {
+        r->saved_any = 1;
+        r->last_saved_step = step;
+    }
+    return st;
+}
+
+static ffn_status setup(run_state *r)
+{
+    const ffn_train_config *cfg = r->cfg;
+    ffn_status st;
+    if ((st = open_dataset(r, cfg->train_path, &r->train)) != FFN_OK) return st;
+    if ((st = open_dataset(r, cfg->val_path, &r->val)) != FFN_OK) return st;
+    if ((st = open_dataset(r, cfg->test_path, &r->test)) != FFN_OK) return st;
+    const ffn_dataset_info *info = ffn_dataset_get_info(r->train);
+    if (info->rows < (size_t)r->size)
+        return ffn_fail(FFN_ERR_ARG, "--train %s: %zu rows is fewer than the %d ranks", cfg->train_path,
+                        info->rows, r->size);
+
+    if ((st = load_start_checkpoint(r)) != FFN_OK) return st;
+    if ((st = build_model(r, info->features)) != FFN_OK) return st;
+    size_t layers = ffn_model_layer_count(r->model);
+    const ffn_layer *last = ffn_model_layer_const(r->model, layers - 1);
+    if (last->spec.act != FFN_ACT_IDENTITY && cfg->loss != FFN_LOSS_MSE)
+        return ffn_fail(FFN_ERR_ARG,
+                        "--model: the last layer's activation must be identity for %s (the loss "
+                        "applies %s itself); got %s",
+                        ffn_loss_name((ffn_loss)cfg->loss),
+                        cfg->loss == FFN_LOSS_BCE ? "sigmoid" : "softmax", ffn_act_name(last->spec.act));
+    r->out_dim = ffn_model_output_dim(r->model);
+    if ((st = check_targets(r, r->train, "--train")) != FFN_OK) return st;
+    if (r->val && (st = check_targets(r, r->val, "--val")) != FFN_OK) return st;
+    if (r->test && (st = check_targets(r, r->test, "--test")) != FFN_OK) return st;
+
+    size_t max_local = ffn_sampler_max_local(cfg->batch_size, r->size);
+    if (max_local > info->rows) max_local = info->rows;
+    r->eval_rows = cfg->eval_batch_size;
+    size_t reserve = max_local > r->eval_rows ? max_local : r->eval_rows;
+    if ((st = ffn_model_reserve(r->model, reserve)) != FFN_OK) return st;
+    r->target_cols = info->has_labels ? 1 : info->target_cols;
+    r->dout = ffn_alloc(max_local, r->out_dim * sizeof(float));
+    r->eval_x = ffn_alloc(r->eval_rows, info->features * sizeof(float));
+    r->eval_labels = ffn_alloc(r->eval_rows, sizeof(int32_t));
+    r->eval_values = ffn_alloc(r->eval_rows, r->out_dim * sizeof(float));
+    if (!r->dout || !r->eval_x || !r->eval_labels || !r->eval_values)
+        return ffn_fail(FFN_ERR_NOMEM, "out of memory for batch buffers");
+
+    ffn_optim_config oc = ffn_optim_defaults((ffn_opt_kind)cfg->optimizer);
+    oc.momentum = cfg->momentum;
+    oc.nesterov = cfg->nesterov;
+    oc.beta1 = cfg->beta1;
+    oc.beta2 = cfg->beta2;
+    oc.eps = cfg->eps;
+    oc.alpha = cfg->rmsprop_alpha;
+    if (cfg->weight_decay >= 0) oc.weight_decay = cfg->weight_decay;
+    r->optim = ffn_optim_create(&oc, ffn_model_param_count(r->model));
+    if (!r->optim) return ffn_fail(FFN_ERR_ARG, "optimizer: %s", ffn_last_error());
+    if (cfg->resume && (st = restore_optimizer(r)) != FFN_OK) return st;
+
+    size_t bucket = (size_t)(cfg->bucket_mb * 1048576.0);
+    st = ffn_grad_sync_create(&r->sync, r->comm, ffn_model_grads(r->model),
+                              ffn_model_param_count(r->model), bucket);
+    if (st != FFN_OK) return st;
+
+    r->steps_per_epoch = (info->rows + cfg->batch_size - 1) / cfg->batch_size;
+    r->total_steps = r->steps_per_epoch * cfg->epochs;
+    if (cfg->max_steps && cfg->max_steps < r->total_steps) r->total_steps = cfg->max_steps;
+    if (r->start_step > r->total_steps) r->start_step = r->total_steps;
+    if (r->start_step_in_epoch > r->steps_per_epoch)
+        return ffn_fail(FFN_ERR_FORMAT,
+                        "--resume: the checkpoint is at step %llu of an epoch, but this training set has "
+                        "%llu steps per epoch (a different dataset or batch size?)",
+                        (unsigned long long)r->start_step_in_epoch, (unsigned long long)r->steps_per_epoch);
+
+    r->schedule = (ffn_lr_schedule){
+        .kind = (ffn_lr_kind)cfg->lr_schedule, .base_lr = cfg->lr, .warmup_steps = cfg->warmup_steps,
+        .step_size = cfg->lr_step_size ? cfg->lr_step_size : r->steps_per_epoch,
+        .gamma = cfg->lr_gamma, .total_steps = r->total_steps, .min_lr = cfg->min_lr};
+
+    ffn_loader_config lc = {.batch_size = cfg->batch_size, .seed = r->seed,
+                            .shuffle = !cfg->no_shuffle, .rank = r->rank, .nranks = r->size,
+                            .start_epoch = r->start_epoch, .start_step = r->start_step_in_epoch,
+                            .total_steps = r->total_steps - r->start_step, .prefetch = 1};
+    if ((st = ffn_loader_create(&r->loader, r->train, &lc)) != FFN_OK) return st;
+
+    if (cfg->checkpoint_dir && (st = prepare_checkpoint_dir(r)) != FFN_OK) return st;
+    r->config_json = ffn_config_to_json(cfg);
+    r->spec_text = ffn_model_spec_text(r->model);
+    size_t nl = ffn_model_layer_count(r->model);
+    r->layer_in = calloc(nl, sizeof *r->layer_in);
+    r->layer_out = calloc(nl, sizeof *r->layer_out);
+    if (!r->config_json || !r->spec_text || !r->layer_in || !r->layer_out)
+        return ffn_fail(FFN_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < nl; i++) {
+        r->layer_in[i] = ffn_model_layer(r->model, i)->in;
+        r->layer_out[i] = ffn_model_layer(r->model, i)->out;
+    }
+    r->threads = choose_threads(r);
+    r->progress = r->print && (cfg->progress == 1 || (cfg->progress < 0 && isatty(2)));
+    return FFN_OK;
+}
+
+static void teardown(run_state *r)
+{
+    ffn_checkpoint_free(&r->ckpt);
+    free(r->config_json);
+    free(r->spec_text);
+    free(r->layer_in);
+    free(r->layer_out);
+    ffn_loader_free(r->loader);
+    ffn_grad_sync_free(r->sync);
+    ffn_optim_free(r->optim);
+    ffn_model_free(r->model);
+    ffn_free(r->dout);
+    ffn_free(r->eval_x);
+    ffn_free(r->eval_labels);
+    ffn_free(r->eval_values);
+    ffn_dataset_close(r->train);
+    ffn_dataset_close(r->val);
+    ffn_dataset_close(r->test);
+    if (r->metrics) fclose(r->metrics);
+}
+
+/* ---- reporting ---------------------------------------------------------- */
+
+static void print_banner(const run_state *r)
+{
+    const ffn_train_config *cfg = r->cfg;
+    const ffn_dataset_info *info = ffn_dataset_get_info(r->train);
+    char *spec = ffn_model_spec_text(r->model);
+    size_t max_local = ffn_sampler_max_local(cfg->batch_size, r->size);
+    printf("ffn-train: %d rank%s x %d BLAS thread%s (OpenBLAS %s)\n", r->size, r->size == 1 ? "" : "s",
+           r->threads, r->threads == 1 ? "" : "s", openblas_get_corename());
+    printf("model: %zu -> %s, %zu parameters, loss %s, optimizer %s lr %g\n",
+           ffn_model_input_dim(r->model), spec ? spec : "?", ffn_model_param_count(r->model),
+           ffn_loss_name((ffn_loss)cfg->loss), ffn_opt_name((ffn_opt_kind)cfg->optimizer), (double)cfg->lr);
+    printf("train: %s, %zu rows; global batch %llu (up to %zu per rank), %llu steps/epoch, %llu steps\n",
+           cfg->train_path, info->rows, (unsigned long long)cfg->batch_size, max_local,
+           (unsigned long long)r->steps_per_epoch, (unsigned long long)r->total_steps);
+    fflush(stdout);
+    free(spec);
+}
+
+static void write_record(run_state *r, const char *kind, uint64_t epoch, uint64_t step, double loss,
+                         double acc, double val_loss, double val_acc, double lr, double sps,
+                         double elapsed)
+{
+    if (!r->metrics) return;
+    if (r->metrics_csv) {
+        fprintf(r->metrics, "%s,%llu,%llu,%.9g,%.9g,%.9g,%.9g,%.9g,%.6g,%.6g\n", kind,
+                (unsigned long long)epoch, (unsigned long long)step, loss, acc, val_loss, val_acc,
+                lr, sps, elapsed);
+    } else {
+        cJSON *o = cJSON_CreateObject();
+        cJSON_AddStringToObject(o, "kind", kind);
+        cJSON_AddNumberToObject(o, "epoch", (double)epoch);
+        cJSON_AddNumberToObject(o, "step", (double)step);
+        cJSON_AddNumberToObject(o, "loss", loss);
+        if (!isnan(acc)) cJSON_AddNumberToObject(o, "accuracy", acc);
+        if (!isnan(val_loss)) cJSON_AddNumberToObject(o, "val_loss", val_loss);
+        if (!isnan(val_acc)) cJSON_AddNumberToObject(o, "val_accuracy", val_acc);
+        cJSON_AddNumberToObject(o, "lr", lr);
+        if (!isnan(sps)) cJSON_AddNumberToObject(o, "samples_per_s", sps);
+        cJSON_AddNumberToObject(o, "elapsed_s", elapsed);
+        char *text = cJSON_PrintUnformatted(o);
+        if (text) fprintf(r->metrics, "%s\n", text);
+        free(text);
+        cJSON_Delete(o);
+    }
+    fflush(r->metrics);
+}
+
+static void print_progress(const run_state *r, uint64_t epoch, uint64_t step, double loss,
+                           double epoch_start)
+{
+    double elapsed = now_seconds() - epoch_start;
+    double frac = (double)step / (double)r->steps_per_epoch;
+    double eta = frac > 0 ? elapsed * (1 - frac) / frac : 0;
+    enum { WIDTH = 30 };
+    char bar[WIDTH + 1];
+    int filled = (int)(frac * WIDTH);
+    for (int i = 0; i < WIDTH; i++) bar[i] = i < filled ? '=' : i == filled ? '>' : ' ';
+    bar[WIDTH] = '\0';
+    fprintf(stderr, "\repoch %llu/%llu [%s] %3.0f%% loss %.4f ETA %4.0fs ",
+            (unsigned long long)epoch + 1, (unsigned long long)r->cfg->epochs, bar, 100 * frac, loss, eta);
+    fflush(stderr);
+}
+
+/* ---- evaluation ---------------------------------------------------------- */
+
+/* Loss and accuracy over a whole dataset: each rank takes a contiguous slice
+ * and the sums are reduced. Collective. */
+static ffn_status evaluate(run_state *r, ffn_dataset *ds, double *loss, double *accuracy)
+{
+    const ffn_dataset_info *info = ffn_dataset_get_info(ds);
+    size_t lo = (size_t)((unsigned __int128)info->rows * (unsigned)r->rank / (unsigned)r->size);
+    size_t hi = (size_t)((unsigned __int128)info->rows * (unsigned)(r->rank + 1) / (unsigned)r->size);
+    double sums[4] = {0, 0, 0, 0}; /* error, loss, correct, rows */
+    ffn_status st = FFN_OK;
+    for (size_t at = lo; at < hi && st == FFN_OK; at += r->eval_rows) {
+        size_t n = hi - at < r->eval_rows ? hi - at : r->eval_rows;
+        st = ffn_dataset_read_range(ds, at, n, r->eval_x, info->has_labels ? r->eval_labels : NULL,
+                                    info->has_labels ? NULL : r->eval_values);
+        if (st != FFN_OK) break;
+        const float *out = ffn_model_forward(r->model, r->eval_x, n);
+        ffn_targets t = {info->has_labels ? r->eval_labels : NULL, r->eval_values};
+        sums[1] += ffn_loss_forward((ffn_loss)r->cfg->loss, out, t, n, r->out_dim);
+        sums[2] += (double)ffn_count_correct((ffn_loss)r->cfg->loss, out, t, n, r->out_dim);
+        sums[3] += (double)n;
+    }
+    sums[0] = st != FFN_OK;
+    ffn_status cst = ffn_comm_sum_doubles(r->comm, sums, 4);
+    if (cst != FFN_OK) return cst;
+    if (sums[0] > 0) return ffn_comm_agree(r->comm, st);
+    *loss = sums[1] / sums[3];
+    *accuracy = sums[2] / sums[3];
+    return FFN_OK;
+}
+
+/* ---- one step ------------------------------------------------------------ */
+
+/* A rank with no rows this step still joins the exchange, with zero gradients. */
+static void zero_gradients(run_state *r)
+{
+    for (size_t i = ffn_model_layer_count(r->model); i-- > 0;) {
+        ffn_layer *l = ffn_model_layer(r->model, i);
+        if (l->frozen) continue;
+        memset(l->dW, 0, l->weight_count * sizeof(float));
+        memset(l->db, 0, l->bias_count * sizeof(float));
+        ffn_grad_sync_ready(r->sync, l->param_offset, l->weight_count + l->bias_count);
+    }
+}
+
+/* The first layer holding a non-finite parameter or gradient, for the error message. */
+static void describe_nonfinite(run_state *r, char *out, size_t cap)
+{
+    for (size_t i = 0; i < ffn_model_layer_count(r->model); i++) {
+        const ffn_layer *l = ffn_model_layer_const(r->model, i);
+        const struct { const float *p; size_t n; const char *what; } parts[] = {
+            {l->W, l->weight_count, "weights"}, {l->b, l->bias_count, "biases"},
+            {l->dW, l->weight_count, "weight gradients"}, {l->db, l->bias_count, "bias gradients"}};
+        for (size_t k = 0; k < 4; k++)
+            for (size_t j = 0; j < parts[k].n; j++)
+                if (!isfinite(parts[k].p[j])) {
+                    snprintf(out, cap, "; first non-finite values in layer %zu's %s", i + 1, parts[k].what);
+                    return;
+                }
+    }
+    snprintf(out, cap, "; parameters and gradients are still finite");
+}
+
+static uint64_t params_hash(run_state *r)
+{
+    const unsigned char *p = (const unsigned char *)ffn_model_params(r->model);
+    size_t bytes = ffn_model_param_count(r->model) * sizeof(float);
+    uLong crc = crc32(0L, Z_NULL, 0);
+    for (size_t done = 0; done < bytes;) {
+        size_t n = bytes - done < (1u << 30) ? bytes - done : (1u << 30);
+        crc = crc32(crc, p + done, (uInt)n);
+        done += n;
+    }
+    return (uint64_t)crc ^ ((uint64_t)bytes << 32);
+}
+
+static ffn_status check_replicas(run_state *r, uint64_t step)
+{
+    uint64_t *all = malloc((size_t)r->size * sizeof *all);
+    ffn_status st = all ? FFN_OK : ffn_fail(FFN_ERR_NOMEM, "out of memory");
+    st = ffn_comm_agree(r->comm, st);
+    if (st != FFN_OK) {
+        free(all);
+        return st;
+    }
+    st = ffn_comm_allgather_u64(r->comm, params_hash(r), all);
+    for (int i = 1; st == FFN_OK && i < r->size; i++)
+        if (all[i] != all[0])
+            st = ffn_fail(FFN_ERR_NUMERIC,
+                          "--check-replicas: parameters of rank %d differ from rank 0 after step %llu "
+                          "(hash %016llx vs %016llx); replicas are no longer identical",
+                          i, (unsigned long long)step, (unsigned long long)all[i],
+                          (unsigned long long)all[0]);
+    free(all);
+    return st;
+}
+
+/* Test hook: FFN_DEBUG_PERTURB_RANK=R nudges rank R's parameters once, so that
+ * the replica check can be shown to fire. */
+static void maybe_perturb(run_state *r, uint64_t step)
+{
+    static int done;
+    const char *env = getenv("FFN_DEBUG_PERTURB_RANK");
+    if (done || !env || step != 1 || atoi(env) != r->rank) return;
+    ffn_model_params(r->model)[0] += 1e-3f;
+    done = 1;
+}
+
+static void optimizer_step(run_state *r, float lr)
+{
+    float *params = ffn_model_params(r->model), *grads = ffn_model_grads(r->model);
+    size_t n = ffn_model_param_count(r->model);
+    if (r->cfg->clip_norm > 0) {
+        double norm = ffn_grad_norm(grads, n); /* frozen layers hold zeros */
+        float s = ffn_clip_scale(norm, r->cfg->clip_norm);
+        if (s != 1.0f) ffn_scale(grads, n, s);
+    }
+    ffn_optim_begin_step(r->optim);
+    for (size_t i = 0; i < ffn_model_layer_count(r->model); i++) {
+        const ffn_layer *l = ffn_model_layer_const(r->model, i);
+        if (l->frozen) continue;
+        ffn_optim_update(r->optim, lr, params, grads, l->param_offset, l->weight_count, 1);
+        ffn_optim_update(r->optim, lr, params, grads, l->param_offset + l->weight_count,
+                         l->bias_count, 0);
+    }
+}
+
+/* ---- the loop ------------------------------------------------------------ */
+
+static ffn_status train_loop(run_state *r, ffn_train_result *res)
+{
+    const ffn_train_config *cfg = r->cfg;
+    ffn_loss loss_kind = (ffn_loss)cfg->loss;
+    double start = now_seconds(), epoch_start = start, other_seconds = 0, last_progress = 0;
+    double epoch_loss = 0, epoch_correct = 0, epoch_rows = 0;
+    ffn_status st = FFN_OK;
+    uint64_t step = r->start_step;
+    const ffn_batch *b;
+    while ((b = ffn_loader_next(r->loader)) != NULL) {
+        /* error, loss sum, correct, rows, stop signal seen */
+        double stats[5] = {b->status != FFN_OK, 0, 0, 0, stop_signal != 0};
+        ffn_grad_sync_begin(r->sync);
+        if (b->status == FFN_OK && b->local_count > 0) {
+            const float *out = ffn_model_forward(r->model, b->x, b->local_count);
+            ffn_targets t = {b->labels, b->values};
+            stats[2] = (double)ffn_count_correct(loss_kind, out, t, b->local_count, r->out_dim);
+            stats[1] = ffn_loss_backward(loss_kind, out, t, b->local_count, r->out_dim,
+                                         1.0f / (float)b->global_count, r->dout);
+            stats[3] = (double)b->local_count;
+            ffn_model_backward(r->model, b->x, b->local_count, r->dout, 0, ffn_grad_sync_ready, r->sync);
+        } else {
+            zero_gradients(r);
+        }
+        if ((st = ffn_grad_sync_finish(r->sync)) != FFN_OK) return st;
+        if ((st = ffn_comm_sum_doubles(r->comm, stats, 5)) != FFN_OK) return st;
+        if (stats[0] > 0) {
+            ffn_fail(b->status, "%s", b->message);
+            return ffn_comm_agree(r->comm, b->status);
+        }
+        double loss = stats[1] / stats[3];
+        if (!isfinite(loss)) {
+            char where[128];
+            describe_nonfinite(r, where, sizeof where);
+            return ffn_fail(FFN_ERR_NUMERIC,
+                            "step %llu (epoch %llu): training loss is %g%s; the last checkpoint is kept; "
+                            "lower --lr or set --clip-norm",
+                            (unsigned long long)step + 1, (unsigned long long)b->epoch + 1, loss, where);
+        }
+        float lr = ffn_lr_at(&r->schedule, step);
+        optimizer_step(r, lr);
+        step++;
+        res->steps++;
+        maybe_perturb(r, step);
+        if (cfg->check_replicas && step % cfg->check_replicas == 0 &&
+            (st = check_replicas(r, step)) != FFN_OK)
+            return st;
+
+        res->samples += stats[3];
+        epoch_loss += stats[1];
+        epoch_correct += stats[2];
+        epoch_rows += stats[3];
+        if (cfg->log_every && step % cfg->log_every == 0)
+            write_record(r, "step", b->epoch + 1, step, loss, stats[2] / stats[3], NAN, NAN, lr, NAN,
+                         now_seconds() - start - other_seconds);
+        if (stats[4] > 0) {
+            if (r->progress) fprintf(stderr, "\n");
+            if (cfg->checkpoint_dir) {
+                if ((st = save_checkpoint(r, step, b->epoch, b->step + 1)) != FFN_OK) return st;
+                char path[4096];
+                ffn_checkpoint_name(path, sizeof path, cfg->checkpoint_dir, step);
+                return ffn_fail(FFN_ERR_STOPPED, "stopped by a signal after step %llu; checkpoint %s written",
+                                (unsigned long long)step, path);
+            }
+            return ffn_fail(FFN_ERR_STOPPED, "stopped by a signal after step %llu (no --checkpoint-dir: nothing saved)",
+                            (unsigned long long)step);
+        }
+        int epoch_end = b->step + 1 == r->steps_per_epoch || step == r->total_steps;
+        double t_end = now_seconds();
+        if (cfg->checkpoint_dir && cfg->checkpoint_every_steps && step % cfg->checkpoint_every_steps == 0) {
+            if ((st = save_checkpoint(r, step, b->epoch, b->step + 1)) != FFN_OK) return st;
+            other_seconds += now_seconds() - t_end;
+            t_end = now_seconds();
+        }
+        if (r->progress && !epoch_end && t_end - last_progress > 0.2) {
+            last_progress = t_end;
+            print_progress(r, b->epoch, b->step + 1, epoch_loss / epoch_rows, epoch_start);
+        }
+        if (!epoch_end) continue;
+
+        double epoch_time = t_end - epoch_start;
+        double val_loss = NAN, val_acc = NAN;
+        if (r->val && (st = evaluate(r, r->val, &val_loss, &val_acc)) != FFN_OK) return st;
+        double sps = epoch_rows / epoch_time;
+        if (r->print) {
+            if (r->progress) fprintf(stderr, "\r%*s\r", 78, "");
+            printf("epoch %llu/%llu  train loss %.4f acc %.4f", (unsigned long long)b->epoch + 1,
+                   (unsigned long long)cfg->epochs, epoch_loss / epoch_rows, epoch_correct / epoch_rows);
+            if (r->val) printf("  val loss %.4f acc %.4f", val_loss, val_acc);
+            printf("  lr %.3g  %.0f samples/s  %.1f s\n", (double)lr, sps, epoch_time);
+            fflush(stdout);
+        }
+        write_record(r, "epoch", b->epoch + 1, step, epoch_loss / epoch_rows, epoch_correct / epoch_rows,
+                     val_loss, val_acc, lr, sps, t_end - start - other_seconds);
+        res->final_loss = epoch_loss / epoch_rows;
+        res->final_accuracy = epoch_correct / epoch_rows;
+        if (cfg->checkpoint_dir && cfg->checkpoint_every_epochs && b->step + 1 == r->steps_per_epoch &&
+            (b->epoch + 1) % cfg->checkpoint_every_epochs == 0 &&
+            (st = save_checkpoint(r, step, b->epoch, b->step + 1)) != FFN_OK)
+            return st;
+        epoch_loss = epoch_correct = epoch_rows = 0;
+        other_seconds += now_seconds() - t_end;
+        epoch_start = now_seconds();
+    }
+    /* The end of training always leaves a checkpoint to resume or fine-tune from. */
+    if (cfg->checkpoint_dir && step > 0) {
+        uint64_t epoch = step / r->steps_per_epoch, in_epoch = step % r->steps_per_epoch;
+        double t0 = now_seconds();
+        if ((st = save_checkpoint(r, step, epoch, in_epoch)) != FFN_OK) return st;
+        other_seconds += now_seconds() - t0;
+    }
+    res->seconds = now_seconds() - start - other_seconds;
+    return FFN_OK;
+}
+
+ffn_status ffn_train_run(const ffn_train_config *cfg, ffn_comm *comm, ffn_train_result *result)
+{
+    run_state r = {.cfg = cfg, .comm = comm, .rank = ffn_comm_rank(comm), .size = ffn_comm_size(comm)};
+    r.print = r.rank == 0 && !cfg->quiet;
+    ffn_train_result res = {.final_split = "train"};
+    struct sigaction sa, old_term, old_usr1;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    stop_signal = 0;
+    sigaction(SIGTERM, &sa, &old_term);
+    sigaction(SIGUSR1, &sa, &old_usr1);
+    ffn_status st = ffn_comm_agree(comm, setup(&r));
+    /* Same seed gives the same weights everywhere; the broadcast makes it certain. */
+    if (st == FFN_OK)
+        st = ffn_comm_bcast_floats(comm, ffn_model_params(r.model), ffn_model_param_count(r.model), 0);
+    if (st == FFN_OK) st = open_metrics(&r);
+    if (st == FFN_OK) {
+        if (r.print) print_banner(&r);
+        st = train_loop(&r, &res);
+    }
+    if (st == FFN_OK) {
+        res.samples_per_second = res.seconds > 0 ? res.samples / res.seconds : 0;
+        res.data_wait_fraction = res.seconds > 0 ? ffn_loader_wait_seconds(r.loader) / res.seconds : 0;
+        res.comm_wait_fraction = res.seconds > 0 ? ffn_grad_sync_wait_seconds(r.sync) / res.seconds : 0;
+        ffn_dataset *final = r.test ? r.test : r.val;
+        if (final) {
+            res.final_split = r.test ? "test" : "val";
+            st = evaluate(&r, final, &res.final_loss, &res.final_accuracy);
+        }
+        res.has_final = st == FFN_OK;
+        if (r.print && st == FFN_OK)
+            printf("done: %llu steps in %.1f s, %.0f samples/s, data wait %.1f%%, gradient wait %.1f%%\n",
+                   (unsigned long long)res.steps, res.seconds, res.samples_per_second,
+                   100 * res.data_wait_fraction, 100 * res.comm_wait_fraction);
+        if (r.rank == 0 && st == FFN_OK && r.metrics) {
+            write_record(&r, res.final_split, cfg->epochs, res.steps, res.final_loss, res.final_accuracy,
+                         NAN, NAN, 0, res.samples_per_second, res.seconds);
+        }
+    }
+    teardown(&r);
+    sigaction(SIGTERM, &old_term, NULL);
+    sigaction(SIGUSR1, &old_usr1, NULL);
+    if (result) *result = res;
+    return st;
+}
