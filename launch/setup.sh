@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Installs the Debian packages ffn needs (only those missing), then configures
 # and builds into build/ (or $FFN_BUILD_DIR). Safe to run again: it only does
-# what is not done yet. Extra arguments go to cmake's configure step,
-# e.g. launch/setup.sh -DFFN_SANITIZE=ON.
+# what is not done yet. --test-deps also installs what the test suite uses
+# beyond the build (Slurm and munge, iproute2, valgrind, clang for fuzzing).
+# Other arguments go to cmake's configure step, e.g. -DFFN_SANITIZE=ON.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+test_deps=0
+if [[ ${1:-} == --test-deps ]]; then test_deps=1; shift; fi
 
 packages=(
   build-essential cmake pkg-config   # compiler and build
@@ -16,6 +19,14 @@ packages=(
   dataset-fashion-mnist              # the default real dataset
   python3-h5py python3-numpy         # tests cross-check files with h5py
 )
+if ((test_deps)); then
+  packages+=(
+    slurm-wlm munge                  # the batch-job test runs a real single-node Slurm
+    iproute2                         # the two-"node" test joins network namespaces
+    valgrind                         # memcheck run of a short training
+    clang libclang-rt-14-dev         # libFuzzer targets and sanitizers
+  )
+fi
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
