@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <hdf5.h>
 #include <inttypes.h>
 #include <stdio.h>
@@ -134,21 +135,58 @@ ffn_status ffn_checkpoint_save(const ffn_checkpoint *c, const char *path)
     if (!tmp) return ffn_fail(FFN_ERR_NOMEM, "out of memory");
     memcpy(tmp, path, len);
     memcpy(tmp + len, ".tmp", 5);
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    /* HDF5 builds the file in memory (core driver, no backing store); we then
+     * write the image ourselves. A full disk or an I/O error is then a plain
+     * write() failure we can clean up after, rather than an HDF5 file handle
+     * left half-closed. */
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    H5Pset_fapl_core(fapl, 1 << 20, 0);
+    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    H5Pclose(fapl);
     if (f < 0) {
-        ffn_status st = ffn_fail(FFN_ERR_IO, "checkpoint %s: cannot create (is the directory writable?)", tmp);
+        free(tmp);
+        return ffn_fail(FFN_ERR_IO, "checkpoint %s: HDF5 cannot create the file image", path);
+    }
+    int bad = write_contents(f, c) || H5Fflush(f, H5F_SCOPE_GLOBAL) < 0;
+    ssize_t image_size = bad ? -1 : H5Fget_file_image(f, NULL, 0);
+    void *image = image_size > 0 ? malloc((size_t)image_size) : NULL;
+    if (!image || H5Fget_file_image(f, image, (size_t)image_size) != image_size) bad = 1;
+    H5Fclose(f);
+    if (bad) {
+        free(image);
+        free(tmp);
+        return ffn_fail(FFN_ERR_IO, "checkpoint %s: HDF5 could not build the checkpoint", path);
+    }
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) {
+        ffn_status st = ffn_fail(FFN_ERR_IO, "checkpoint %s: cannot create: %s", tmp, strerror(errno));
+        free(image);
         free(tmp);
         return st;
     }
-    int bad = write_contents(f, c);
-    if (!bad) bad = H5Fflush(f, H5F_SCOPE_GLOBAL) < 0;
-    if (H5Fclose(f) < 0) bad = 1;
-    if (!bad) bad = fsync_path(tmp, 0) != 0;
-    if (bad) {
-        int err = errno;
+    /* Test hook: FFN_DEBUG_KILL_IN_SAVE=K kills the process half way through
+     * writing its K-th checkpoint. */
+    static int saves;
+    const char *hook = getenv("FFN_DEBUG_KILL_IN_SAVE");
+    size_t total = (size_t)image_size, limit = total;
+    if (hook && ++saves == atoi(hook)) limit = total / 2;
+    int err = 0;
+    for (size_t done = 0; done < total && !err;) {
+        if (done >= limit) raise(SIGKILL);
+        size_t chunk = total - done < ((size_t)1 << 30) ? total - done : ((size_t)1 << 30);
+        if (limit < total && done + chunk > limit) chunk = limit - done;
+        ssize_t n = write(fd, (const char *)image + done, chunk);
+        if (n < 0 && errno == EINTR) continue;
+        if (n <= 0) err = n < 0 ? errno : EIO;
+        else done += (size_t)n;
+    }
+    free(image);
+    if (!err && fsync(fd) != 0) err = errno;
+    if (close(fd) != 0 && !err) err = errno;
+    if (err) {
         unlink(tmp);
         ffn_status st = ffn_fail(FFN_ERR_IO, "checkpoint %s: write failed (%s); the previous checkpoint is kept",
-                                 path, err == ENOSPC ? "disk full" : err ? strerror(err) : "HDF5 error");
+                                 path, err == ENOSPC ? "disk full" : strerror(err));
         free(tmp);
         return st;
     }

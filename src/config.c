@@ -126,9 +126,11 @@ static ffn_status set_value(ffn_train_config *cfg, const flag *f, const char *va
         *(const char **)field = value;
         return FFN_OK;
     case T_U64: {
-        if (value[0] == '-' || !*value) return bad_value(f, value, "a non-negative integer");
+        const char *want = f->check == POSITIVE ? "a positive integer" : "a non-negative integer";
+        if (value[0] == '-' || !*value) return bad_value(f, value, want);
         unsigned long long v = strtoull(value, &end, 10);
-        if (errno || *end) return bad_value(f, value, "a non-negative integer");
+        if (errno == ERANGE) return bad_value(f, value, "an integer below 2^64");
+        if (errno || *end) return bad_value(f, value, want);
         if (f->check == POSITIVE && v == 0) return bad_value(f, value, "a positive integer");
         *(uint64_t *)field = v;
         return FFN_OK;

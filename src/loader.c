@@ -31,6 +31,7 @@ struct ffn_loader {
     pthread_mutex_t lock;
     pthread_cond_t changed;
     double wait_seconds;
+    uint64_t fail_step; /* test hook: fail the read of this global step (from 1) */
 };
 
 static double now_seconds(void)
@@ -55,7 +56,13 @@ static void fill(ffn_loader *l, slot *s)
                                        s->indices, &b->global_count);
     b->status = FFN_OK;
     b->message = "";
-    if (b->local_count > 0) {
+    if (l->fail_step && l->next_epoch * ffn_sampler_steps_per_epoch(&l->sampler) + l->next_step + 1 ==
+                            l->fail_step) {
+        b->status = ffn_fail(FFN_ERR_IO, "%s: read of this rank's rows failed (injected by FFN_DEBUG_FAIL_READ)",
+                             ffn_dataset_path(l->ds));
+        snprintf(s->message, sizeof s->message, "%s", ffn_last_error());
+        b->message = s->message;
+    } else if (b->local_count > 0) {
         b->status = ffn_dataset_read_rows(l->ds, s->indices, b->local_count, b->x, b->labels,
                                           b->values);
         if (b->status != FFN_OK) {
@@ -110,6 +117,12 @@ ffn_status ffn_loader_create(ffn_loader **out, ffn_dataset *ds, const ffn_loader
         return ffn_fail(FFN_ERR_ARG, "loader: start step %llu is past the epoch's %zu steps",
                         (unsigned long long)cfg->start_step, steps);
     }
+    /* Test hook for the one-rank-fails path: FFN_DEBUG_FAIL_READ=RANK:STEP. */
+    const char *hook = getenv("FFN_DEBUG_FAIL_READ");
+    int hook_rank;
+    unsigned long long hook_step;
+    if (hook && sscanf(hook, "%d:%llu", &hook_rank, &hook_step) == 2 && hook_rank == cfg->rank)
+        l->fail_step = hook_step;
     l->next_epoch = cfg->start_epoch;
     l->next_step = cfg->start_step;
     size_t max_local = ffn_sampler_max_local(cfg->batch_size, cfg->nranks);

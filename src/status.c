@@ -4,15 +4,20 @@
 #include <stdarg.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 
 static _Thread_local char last_message[1024];
 
 ffn_status ffn_fail(ffn_status code, const char *fmt, ...)
 {
+    /* Format aside first: callers often wrap the previous message
+     * (ffn_fail(st, "--model: %s", ffn_last_error())). */
+    char text[sizeof last_message];
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(last_message, sizeof last_message, fmt, ap);
+    vsnprintf(text, sizeof text, fmt, ap);
     va_end(ap);
+    memcpy(last_message, text, sizeof text);
     return code;
 }
 

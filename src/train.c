@@ -353,8 +353,8 @@ static ffn_status setup(run_state *r)
     if ((st = open_dataset(r, cfg->test_path, &r->test)) != FFN_OK) return st;
     const ffn_dataset_info *info = ffn_dataset_get_info(r->train);
     if (info->rows < (size_t)r->size)
-        return ffn_fail(FFN_ERR_ARG, "--train %s: %zu rows is fewer than the %d ranks", cfg->train_path,
-                        info->rows, r->size);
+        return ffn_fail(FFN_ERR_FORMAT, "--train %s: %zu row%s, fewer than the %d ranks (each rank needs data)",
+                        cfg->train_path, info->rows, info->rows == 1 ? "" : "s", r->size);
 
     if ((st = load_start_checkpoint(r)) != FFN_OK) return st;
     if ((st = build_model(r, info->features)) != FFN_OK) return st;
@@ -581,7 +581,7 @@ static void describe_nonfinite(run_state *r, char *out, size_t cap)
         for (size_t k = 0; k < 4; k++)
             for (size_t j = 0; j < parts[k].n; j++)
                 if (!isfinite(parts[k].p[j])) {
-                    snprintf(out, cap, "; first non-finite values in layer %zu's %s", i + 1, parts[k].what);
+                    snprintf(out, cap, "; first non-finite values in layer %zu's %s", i, parts[k].what);
                     return;
                 }
     }
@@ -689,9 +689,10 @@ static ffn_status train_loop(run_state *r, ffn_train_result *res)
             char where[128];
             describe_nonfinite(r, where, sizeof where);
             return ffn_fail(FFN_ERR_NUMERIC,
-                            "step %llu (epoch %llu): training loss is %g%s; the last checkpoint is kept; "
+                            "step %llu (epoch %llu): training loss is %s%s; the last checkpoint is kept; "
                             "lower --lr or set --clip-norm",
-                            (unsigned long long)step + 1, (unsigned long long)b->epoch + 1, loss, where);
+                            (unsigned long long)step + 1, (unsigned long long)b->epoch + 1,
+                            isnan(loss) ? "NaN" : "infinite", where);
         }
         float lr = ffn_lr_at(&r->schedule, step);
         optimizer_step(r, lr);

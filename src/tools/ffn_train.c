@@ -32,7 +32,7 @@ int main(int argc, char **argv)
     }
     if (st == FFN_OK) st = ffn_config_validate(&cfg);
     if (st != FFN_OK) {
-        if (rank == 0) fprintf(stderr, "ffn-train: error: %s (see ffn-train --help)\n", ffn_last_error());
+        if (rank == 0) fprintf(stderr, "ffn-train: error: %s\n", ffn_last_error());
         ffn_comm_finalize(comm);
         return EXIT_USAGE;
     }
