@@ -1,0 +1,68 @@
+/* ffn-data: converters and dataset operations, one concern per file.
+ *
+ * Every command returns a process exit code (0 ok, 1 a data/IO error, 2 a
+ * usage error) after printing one message naming the file or flag. Outputs go
+ * through ffn's dataset writer, which writes PATH.tmp and renames it only when
+ * complete. */
+#ifndef FFN_CONVERT_H
+#define FFN_CONVERT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum { EXIT_DATA = 1, EXIT_USAGE = 2 };
+
+/* A whole dataset in memory: x as uint8 (with scale) or float32; labels or targets. */
+typedef struct {
+    size_t rows, cols;
+    int x_uint8;
+    float scale;
+    uint8_t *xu;
+    float *xf;
+    int has_labels;
+    int32_t *labels;
+    size_t num_classes;
+    size_t target_cols;
+    float *targets;
+} table;
+
+void table_free(table *t);
+/* Reads a dataset file (validated by ffn_dataset_open first). */
+int table_read(table *t, const char *path);
+/* Writes rows sel[0..n) of t (all rows when sel is NULL) to path. relabel, if
+ * not NULL, maps each label; num_classes 0 keeps t's. */
+int table_write(const table *t, const char *path, const uint64_t *sel, size_t n,
+                const int32_t *relabel, size_t num_classes, const char *source);
+
+/* Command-line flags: name=value pairs and positionals, checked against a list. */
+typedef struct {
+    const char *names[16];
+    const char *values[16];
+    int count;
+    const char *positional[4];
+    int npos;
+} args;
+/* Parses argv[from..argc): known is a NULL-terminated list of "--flag" (takes a
+ * value) or "--flag!" (no value). Returns 0, or prints and returns EXIT_USAGE. */
+int args_parse(args *a, int argc, char **argv, int from, const char *const *known, const char *cmd);
+const char *arg_str(const args *a, const char *name);
+int arg_has(const args *a, const char *name);
+/* Parses an unsigned integer / a number flag; returns 0 or EXIT_USAGE with a message. */
+int arg_u64(const args *a, const char *name, uint64_t def, uint64_t min, uint64_t max, uint64_t *out, const char *cmd);
+int arg_double(const args *a, const char *name, double def, double min, double max, double *out, const char *cmd);
+int usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int data_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Split helper: a seeded choice of k of n rows; out_val[i] = 1 for chosen rows. */
+void choose_rows(uint64_t seed, size_t n, size_t k, unsigned char *chosen);
+
+int cmd_idx(int argc, char **argv);
+int cmd_csv(int argc, char **argv);
+int cmd_npy(int argc, char **argv);
+int cmd_synth(int argc, char **argv);
+int cmd_split(int argc, char **argv);
+int cmd_subset(int argc, char **argv);
+int cmd_shard(int argc, char **argv);
+int cmd_info(int argc, char **argv);
+
+#endif
