@@ -1,0 +1,599 @@
+/* Tests for the HDF5 dataset reader and writer: values read back, every
+ * validation failure with its status and a message naming file and field,
+ * virtual datasets, reads from a second thread, and the writer's atomicity. */
+#include <errno.h>
+#include <math.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <hdf5.h>
+
+#include "ffn/data.h"
+#include "check.h"
+
+static char dir[64];
+
+static const char *tmp_path(const char *name)
+{
+    static char buf[8][256];
+    static int next;
+    char *p = buf[next++ % 8];
+    snprintf(p, 256, "%s/%s", dir, name);
+    return p;
+}
+
+static int exists(const char *p) { return access(p, F_OK) == 0; }
+
+static int contains(const char *hay, const char *needle) { return strstr(hay, needle) != NULL; }
+
+/* Expects open to fail with code and a message that names the file and each
+ * of the given fragments. */
+static void expect_open_fail(const char *path, ffn_status code, const char *frag1, const char *frag2)
+{
+    ffn_dataset *ds = (ffn_dataset *)1;
+    ffn_status st = ffn_dataset_open(&ds, path);
+    const char *m = ffn_last_error();
+    CHECK_MSG(st == code, "%s: status %s, expected %s (%s)", path, ffn_status_name(st),
+              ffn_status_name(code), m);
+    CHECK(ds == NULL);
+    CHECK_MSG(contains(m, path), "message does not name the file: %s", m);
+    if (frag1) CHECK_MSG(contains(m, frag1), "message lacks \"%s\": %s", frag1, m);
+    if (frag2) CHECK_MSG(contains(m, frag2), "message lacks \"%s\": %s", frag2, m);
+    if (st == FFN_OK) ffn_dataset_close(ds);
+}
+
+/* A file made directly with HDF5: x and y are optional (NULL type skips). */
+typedef struct {
+    hid_t xtype;   /* file and memory type of x, or -1 */
+    int xrank;
+    hsize_t xd[2];
+    const void *x;
+    hid_t ytype;
+    int yrank;
+    hsize_t yd[2];
+    const void *y;
+    int num_classes; /* < 0: no attribute */
+    double scale;    /* > 0: "scale" attribute on /x */
+} raw_spec;
+
+static void write_raw(const char *path, const raw_spec *s)
+{
+    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    if (s->xtype >= 0) {
+        hid_t sp = H5Screate_simple(s->xrank, s->xd, NULL);
+        hid_t d = H5Dcreate2(f, "x", s->xtype, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        if (s->x) H5Dwrite(d, s->xtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, s->x);
+        if (s->scale > 0) {
+            hid_t as = H5Screate(H5S_SCALAR);
+            hid_t a = H5Acreate2(d, "scale", H5T_IEEE_F64LE, as, H5P_DEFAULT, H5P_DEFAULT);
+            H5Awrite(a, H5T_NATIVE_DOUBLE, &s->scale);
+            H5Aclose(a);
+            H5Sclose(as);
+        }
+        H5Dclose(d);
+        H5Sclose(sp);
+    }
+    if (s->ytype >= 0) {
+        hid_t sp = H5Screate_simple(s->yrank, s->yd, NULL);
+        hid_t d = H5Dcreate2(f, "y", s->ytype, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        if (s->y) H5Dwrite(d, s->ytype, H5S_ALL, H5S_ALL, H5P_DEFAULT, s->y);
+        H5Dclose(d);
+        H5Sclose(sp);
+    }
+    if (s->num_classes >= 0) {
+        hid_t as = H5Screate(H5S_SCALAR);
+        hid_t a = H5Acreate2(f, "num_classes", H5T_STD_I64LE, as, H5P_DEFAULT, H5P_DEFAULT);
+        long long v = s->num_classes;
+        H5Awrite(a, H5T_NATIVE_LLONG, &v);
+        H5Aclose(a);
+        H5Sclose(as);
+    }
+    H5Fclose(f);
+}
+
+/* x[r][c] = r * 10 + c, labels r % classes. */
+static ffn_status write_float_labels(const char *path, size_t rows, size_t feats, size_t classes)
+{
+    ffn_dataset_layout L = { .rows = rows, .features = feats, .has_labels = 1, .target_cols = 1,
+                             .num_classes = classes };
+    ffn_dataset_writer *w;
+    ffn_status st = ffn_dataset_writer_create(&w, path, &L);
+    if (st != FFN_OK) return st;
+    float *x = malloc(rows * feats * sizeof *x);
+    int32_t *y = malloc(rows * sizeof *y);
+    for (size_t r = 0; r < rows; r++) {
+        for (size_t c = 0; c < feats; c++) x[r * feats + c] = (float)(r * 10 + c);
+        y[r] = (int32_t)(r % classes);
+    }
+    /* Written in two pieces, the second first: any order is allowed. */
+    size_t half = rows / 2;
+    st = ffn_dataset_writer_rows(w, half, rows - half, x + half * feats, y + half);
+    if (st == FFN_OK) st = ffn_dataset_writer_rows(w, 0, half, x, y);
+    if (st == FFN_OK) st = ffn_dataset_writer_attr(w, "source", "test_data");
+    free(x);
+    free(y);
+    if (st != FFN_OK) {
+        ffn_dataset_writer_abort(w);
+        return st;
+    }
+    return ffn_dataset_writer_close(w);
+}
+
+static void test_float_labels(void)
+{
+    const char *p = tmp_path("float.h5");
+    CHECK(write_float_labels(p, 11, 3, 4) == FFN_OK);
+    CHECK(!exists(tmp_path("float.h5.tmp")));
+    ffn_dataset *ds;
+    ffn_status st = ffn_dataset_open(&ds, p);
+    CHECK_MSG(st == FFN_OK, "%s", ffn_last_error());
+    if (st != FFN_OK) return;
+    const ffn_dataset_info *in = ffn_dataset_get_info(ds);
+    CHECK(in->rows == 11 && in->features == 3 && in->has_labels && in->target_cols == 1);
+    CHECK(in->num_classes == 4 && !in->x_is_uint8);
+    CHECK(strcmp(ffn_dataset_path(ds), p) == 0);
+
+    const uint64_t idx[] = { 0, 2, 3, 4, 7, 9, 10 };
+    size_t n = sizeof idx / sizeof idx[0];
+    float x[7 * 3];
+    int32_t y[7];
+    CHECK(ffn_dataset_read_rows(ds, idx, n, x, y, NULL) == FFN_OK);
+    int ok = 1;
+    for (size_t i = 0; i < n; i++) {
+        for (size_t c = 0; c < 3; c++) ok &= x[i * 3 + c] == (float)(idx[i] * 10 + c);
+        ok &= y[i] == (int32_t)(idx[i] % 4);
+    }
+    CHECK(ok);
+
+    CHECK(ffn_dataset_read_range(ds, 5, 4, x, y, NULL) == FFN_OK);
+    ok = 1;
+    for (size_t i = 0; i < 4; i++) {
+        for (size_t c = 0; c < 3; c++) ok &= x[i * 3 + c] == (float)((5 + i) * 10 + c);
+        ok &= y[i] == (int32_t)((5 + i) % 4);
+    }
+    CHECK(ok);
+
+    /* Labels only, x only. */
+    memset(y, 0xff, sizeof y);
+    CHECK(ffn_dataset_read_rows(ds, idx, 2, NULL, y, NULL) == FFN_OK);
+    CHECK(y[0] == 0 && y[1] == 2);
+    CHECK(ffn_dataset_read_range(ds, 10, 1, x, NULL, NULL) == FFN_OK);
+    CHECK(x[0] == 100.0f && x[2] == 102.0f);
+    /* Nothing to read is fine. */
+    CHECK(ffn_dataset_read_rows(ds, NULL, 0, x, y, NULL) == FFN_OK);
+
+    /* Bad requests. */
+    const uint64_t unsorted[] = { 3, 2 }, dup[] = { 4, 4 }, out[] = { 1, 11 };
+    CHECK(ffn_dataset_read_rows(ds, unsorted, 2, x, y, NULL) == FFN_ERR_ARG);
+    CHECK(contains(ffn_last_error(), p) && contains(ffn_last_error(), "increasing"));
+    CHECK(ffn_dataset_read_rows(ds, dup, 2, x, y, NULL) == FFN_ERR_ARG);
+    CHECK(ffn_dataset_read_rows(ds, out, 2, x, y, NULL) == FFN_ERR_ARG);
+    CHECK(contains(ffn_last_error(), "row 11"));
+    CHECK(ffn_dataset_read_range(ds, 9, 3, x, y, NULL) == FFN_ERR_ARG);
+    CHECK(ffn_dataset_read_range(ds, UINT64_MAX, 2, x, y, NULL) == FFN_ERR_ARG);
+    ffn_dataset_close(ds);
+    ffn_dataset_close(NULL);
+}
+
+static void test_uint8_scale(void)
+{
+    const char *p = tmp_path("u8.h5");
+    ffn_dataset_layout L = { .rows = 6, .features = 4, .x_uint8 = 1, .x_scale = 0.5f,
+                             .has_labels = 1, .target_cols = 1, .num_classes = 0 };
+    ffn_dataset_writer *w;
+    CHECK(ffn_dataset_writer_create(&w, p, &L) == FFN_OK);
+    uint8_t x[24];
+    int32_t y[6] = { 0, 5, 1, 2, 0, 3 };
+    for (int i = 0; i < 24; i++) x[i] = (uint8_t)(i * 10 + 5);
+    CHECK(ffn_dataset_writer_rows(w, 0, 6, x, y) == FFN_OK);
+    CHECK(ffn_dataset_writer_close(w) == FFN_OK);
+
+    ffn_dataset *ds;
+    CHECK(ffn_dataset_open(&ds, p) == FFN_OK);
+    if (!ds) return;
+    const ffn_dataset_info *in = ffn_dataset_get_info(ds);
+    CHECK(in->x_is_uint8 && in->x_scale == 0.5f && in->x_offset == 0.0f);
+    CHECK_MSG(in->num_classes == 6, "no attribute: max label + 1, got %zu", in->num_classes);
+    const uint64_t idx[] = { 1, 4, 5 };
+    float xf[12];
+    int32_t lab[3];
+    CHECK(ffn_dataset_read_rows(ds, idx, 3, xf, lab, NULL) == FFN_OK);
+    int ok = 1;
+    for (int i = 0; i < 3; i++)
+        for (int c = 0; c < 4; c++) ok &= xf[i * 4 + c] == 0.5f * (float)x[idx[i] * 4 + c];
+    CHECK(ok);
+    CHECK(lab[0] == 5 && lab[1] == 0 && lab[2] == 3);
+    /* A bigger read grows the scratch; a smaller one reuses it. */
+    float all[24];
+    CHECK(ffn_dataset_read_range(ds, 0, 6, all, NULL, NULL) == FFN_OK);
+    CHECK(all[23] == 0.5f * 235.0f);
+    CHECK(ffn_dataset_read_range(ds, 5, 1, all, NULL, NULL) == FFN_OK);
+    CHECK(all[0] == 0.5f * 205.0f);
+    ffn_dataset_close(ds);
+
+    /* A uint8 /x with an offset attribute (written by another tool). */
+    const char *q = tmp_path("u8off.h5");
+    int32_t y2[2] = { 0, 1 };
+    uint8_t x2[4] = { 0, 1, 2, 255 };
+    raw_spec s = { H5T_NATIVE_UINT8, 2, { 2, 2 }, x2, H5T_NATIVE_INT32, 1, { 2, 0 }, y2, 2, 2.0 };
+    write_raw(q, &s);
+    hid_t f = H5Fopen(q, H5F_ACC_RDWR, H5P_DEFAULT);
+    hid_t d = H5Dopen2(f, "x", H5P_DEFAULT);
+    hid_t as = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(d, "offset", H5T_IEEE_F32LE, as, H5P_DEFAULT, H5P_DEFAULT);
+    float off = -1.0f;
+    H5Awrite(a, H5T_NATIVE_FLOAT, &off);
+    H5Aclose(a);
+    H5Sclose(as);
+    H5Dclose(d);
+    H5Fclose(f);
+    CHECK(ffn_dataset_open(&ds, q) == FFN_OK);
+    if (!ds) return;
+    CHECK(ffn_dataset_read_range(ds, 0, 2, xf, NULL, NULL) == FFN_OK);
+    CHECK(xf[0] == -1.0f && xf[1] == 1.0f && xf[2] == 3.0f && xf[3] == 509.0f);
+    ffn_dataset_close(ds);
+    /* uint8 without a scale attribute. */
+    s.scale = 0;
+    write_raw(q, &s);
+    expect_open_fail(q, FFN_ERR_FORMAT, "/x", "scale");
+}
+
+static void test_float_targets(void)
+{
+    const char *p = tmp_path("targets.h5");
+    ffn_dataset_layout L = { .rows = 5, .features = 2, .has_labels = 0, .target_cols = 3 };
+    ffn_dataset_writer *w;
+    CHECK(ffn_dataset_writer_create(&w, p, &L) == FFN_OK);
+    float x[10], y[15];
+    for (int i = 0; i < 10; i++) x[i] = (float)i * 0.25f;
+    for (int i = 0; i < 15; i++) y[i] = (float)i - 7.5f;
+    for (int r = 0; r < 5; r++) CHECK(ffn_dataset_writer_rows(w, (uint64_t)r, 1, x + 2 * r, y + 3 * r) == FFN_OK);
+    CHECK(ffn_dataset_writer_close(w) == FFN_OK);
+    ffn_dataset *ds;
+    CHECK(ffn_dataset_open(&ds, p) == FFN_OK);
+    if (!ds) return;
+    const ffn_dataset_info *in = ffn_dataset_get_info(ds);
+    CHECK(!in->has_labels && in->target_cols == 3 && in->num_classes == 0);
+    const uint64_t idx[] = { 0, 3, 4 };
+    float xr[6], yr[9];
+    int32_t unused[3] = { 7, 7, 7 };
+    CHECK(ffn_dataset_read_rows(ds, idx, 3, xr, unused, yr) == FFN_OK);
+    int ok = 1;
+    for (int i = 0; i < 3; i++) {
+        for (int c = 0; c < 2; c++) ok &= xr[i * 2 + c] == x[idx[i] * 2 + c];
+        for (int c = 0; c < 3; c++) ok &= yr[i * 3 + c] == y[idx[i] * 3 + c];
+    }
+    CHECK(ok);
+    CHECK(unused[0] == 7); /* labels buffer untouched for a targets dataset */
+    ffn_dataset_close(ds);
+}
+
+static void test_validation(void)
+{
+    float xf[6] = { 1, 2, 3, 4, 5, 6 };
+    int32_t y3[3] = { 0, 1, 1 };
+    int16_t xs[6] = { 1, 2, 3, 4, 5, 6 };
+
+    expect_open_fail(tmp_path("does-not-exist.h5"), FFN_ERR_IO, "No such file", NULL);
+
+    const char *txt = tmp_path("text.h5");
+    FILE *f = fopen(txt, "w");
+    fputs("this is not an HDF5 file\n", f);
+    fclose(f);
+    expect_open_fail(txt, FFN_ERR_FORMAT, "not an HDF5 file", NULL);
+
+    expect_open_fail(dir, FFN_ERR_IO, "directory", NULL);
+
+    /* Truncated: a valid file cut in half. */
+    const char *tr = tmp_path("truncated.h5");
+    CHECK(write_float_labels(tr, 2000, 8, 3) == FFN_OK);
+    struct stat sb;
+    CHECK(stat(tr, &sb) == 0);
+    CHECK(truncate(tr, sb.st_size / 2) == 0);
+    expect_open_fail(tr, FFN_ERR_FORMAT, "truncated", NULL);
+
+    const char *p = tmp_path("bad.h5");
+    raw_spec s = { H5T_NATIVE_FLOAT, 2, { 3, 2 }, xf, -1, 0, { 0, 0 }, NULL, -1, 0 };
+    write_raw(p, &s);
+    expect_open_fail(p, FFN_ERR_FORMAT, "missing dataset /y", NULL);
+
+    raw_spec nox = { -1, 0, { 0, 0 }, NULL, H5T_NATIVE_INT32, 1, { 3, 0 }, y3, -1, 0 };
+    write_raw(p, &nox);
+    expect_open_fail(p, FFN_ERR_FORMAT, "missing dataset /x", NULL);
+
+    s = (raw_spec){ H5T_NATIVE_INT16, 2, { 3, 2 }, xs, H5T_NATIVE_INT32, 1, { 3, 0 }, y3, -1, 0 };
+    write_raw(p, &s);
+    expect_open_fail(p, FFN_ERR_FORMAT, "/x has type int16", "expected float32");
+
+    double xd[6] = { 1, 2, 3, 4, 5, 6 };
+    s = (raw_spec){ H5T_NATIVE_DOUBLE, 2, { 3, 2 }, xd, H5T_NATIVE_INT32, 1, { 3, 0 }, y3, -1, 0 };
+    write_raw(p, &s);
+    expect_open_fail(p, FFN_ERR_FORMAT, "/x has type float64", NULL);
+
+    s = (raw_spec){ H5T_NATIVE_FLOAT, 1, { 6, 0 }, xf, H5T_NATIVE_INT32, 1, { 3, 0 }, y3, -1, 0 };
+    write_raw(p, &s);
+    expect_open_fail(p, FFN_ERR_FORMAT, "/x has rank 1", "expected 2");
+
+    s = (raw_spec){ H5T_NATIVE_FLOAT, 2, { 3, 2 }, xf, H5T_NATIVE_INT32, 2, { 3, 1 }, y3, -1, 0 };
+    write_raw(p, &s);
+    expect_open_fail(p, FFN_ERR_FORMAT, "/y", "rank 2");
+
+    s = (raw_spec){ H5T_NATIVE_FLOAT, 2, { 3, 2 }, xf, H5T_NATIVE_DOUBLE, 2, { 3, 1 }, xd, -1, 0 };
+    write_raw(p, &s);
+    expect_open_fail(p, FFN_ERR_FORMAT, "/y has type float64", NULL);
+
+    s = (raw_spec){ H5T_NATIVE_FLOAT, 2, { 3, 2 }, xf, H5T_NATIVE_INT32, 1, { 2, 0 }, y3, -1, 0 };
+    write_raw(p, &s);
+    expect_open_fail(p, FFN_ERR_FORMAT, "/y has 2 rows but /x has 3", NULL);
+
+    s = (raw_spec){ H5T_NATIVE_FLOAT, 2, { 0, 2 }, NULL, H5T_NATIVE_INT32, 1, { 0, 0 }, NULL, -1, 0 };
+    write_raw(p, &s);
+    expect_open_fail(p, FFN_ERR_FORMAT, "/x has 0 rows", NULL);
+
+    int32_t neg[3] = { 0, 1, -2 };
+    s = (raw_spec){ H5T_NATIVE_FLOAT, 2, { 3, 2 }, xf, H5T_NATIVE_INT32, 1, { 3, 0 }, neg, -1, 0 };
+    write_raw(p, &s);
+    expect_open_fail(p, FFN_ERR_FORMAT, "/y row 2", "label -2");
+
+    int32_t big[3] = { 0, 3, 1 };
+    s = (raw_spec){ H5T_NATIVE_FLOAT, 2, { 3, 2 }, xf, H5T_NATIVE_INT32, 1, { 3, 0 }, big, 3, 0 };
+    write_raw(p, &s);
+    expect_open_fail(p, FFN_ERR_FORMAT, "/y row 1", "num_classes");
+
+    s.num_classes = 0;
+    write_raw(p, &s);
+    expect_open_fail(p, FFN_ERR_FORMAT, "num_classes", "expected an integer");
+
+    /* int64 labels are read as int32; one that does not fit is rejected. */
+    int64_t wide[3] = { 0, 1, (int64_t)1 << 40 };
+    s = (raw_spec){ H5T_NATIVE_FLOAT, 2, { 3, 2 }, xf, H5T_NATIVE_INT64, 1, { 3, 0 }, wide, -1, 0 };
+    write_raw(p, &s);
+    expect_open_fail(p, FFN_ERR_FORMAT, "/y row 2", NULL);
+    wide[2] = 2;
+    write_raw(p, &s);
+    ffn_dataset *ds;
+    CHECK(ffn_dataset_open(&ds, p) == FFN_OK);
+    if (ds) {
+        CHECK(ffn_dataset_get_info(ds)->num_classes == 3);
+        ffn_dataset_close(ds);
+    }
+
+    /* NaN features are found on read, naming the row. */
+    float xn[8] = { 1, 2, 3, 4, 5, 6, NAN, 8 };
+    int32_t y4[4] = { 0, 1, 0, 1 };
+    s = (raw_spec){ H5T_NATIVE_FLOAT, 2, { 4, 2 }, xn, H5T_NATIVE_INT32, 1, { 4, 0 }, y4, 2, 0 };
+    write_raw(p, &s);
+    CHECK(ffn_dataset_open(&ds, p) == FFN_OK);
+    if (ds) {
+        float out[8];
+        int32_t lab[4];
+        const uint64_t good[] = { 0, 1, 2 }, bad[] = { 1, 3 };
+        CHECK(ffn_dataset_read_rows(ds, good, 3, out, lab, NULL) == FFN_OK);
+        CHECK(ffn_dataset_read_rows(ds, bad, 2, out, lab, NULL) == FFN_ERR_NUMERIC);
+        CHECK_MSG(contains(ffn_last_error(), "/x row 3") && contains(ffn_last_error(), p), "%s",
+                  ffn_last_error());
+        CHECK(ffn_dataset_read_range(ds, 2, 2, out, lab, NULL) == FFN_ERR_NUMERIC);
+        CHECK(contains(ffn_last_error(), "row 3"));
+        ffn_dataset_close(ds);
+    }
+}
+
+static int file_equals(const char *path, const char *text)
+{
+    char buf[64] = { 0 };
+    FILE *f = fopen(path, "r");
+    if (!f) return 0;
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    return n == strlen(text) && memcmp(buf, text, n) == 0;
+}
+
+static void test_writer_atomic(void)
+{
+    const char *p = tmp_path("atomic.h5"), *t = tmp_path("atomic.h5.tmp");
+    ffn_dataset_layout L = { .rows = 4, .features = 2, .has_labels = 1, .target_cols = 1,
+                             .num_classes = 2 };
+    float x[8] = { 0 };
+    int32_t y[4] = { 0, 1, 0, 1 };
+    ffn_dataset_writer *w;
+
+    /* Abort: nothing left. */
+    CHECK(ffn_dataset_writer_create(&w, p, &L) == FFN_OK);
+    CHECK(exists(t) && !exists(p));
+    CHECK(ffn_dataset_writer_rows(w, 0, 4, x, y) == FFN_OK);
+    ffn_dataset_writer_abort(w);
+    CHECK(!exists(t) && !exists(p));
+
+    /* An existing PATH stays until close succeeds. */
+    FILE *f = fopen(p, "w");
+    fputs("old", f);
+    fclose(f);
+    CHECK(ffn_dataset_writer_create(&w, p, &L) == FFN_OK);
+    CHECK(ffn_dataset_writer_rows(w, 0, 4, x, y) == FFN_OK);
+    CHECK(file_equals(p, "old"));
+    ffn_dataset_writer_abort(w);
+    CHECK(file_equals(p, "old") && !exists(t));
+
+    /* Rows missing: close fails, PATH untouched, temporary removed. */
+    CHECK(ffn_dataset_writer_create(&w, p, &L) == FFN_OK);
+    CHECK(ffn_dataset_writer_rows(w, 0, 3, x, y) == FFN_OK);
+    CHECK(ffn_dataset_writer_rows(w, 1, 2, x, y) == FFN_OK); /* overlap counts once */
+    CHECK(ffn_dataset_writer_close(w) == FFN_ERR_ARG);
+    CHECK(contains(ffn_last_error(), "3 of 4 rows"));
+    CHECK(file_equals(p, "old") && !exists(t));
+
+    /* Bad rows are refused with the row named, before anything is written. */
+    CHECK(ffn_dataset_writer_create(&w, p, &L) == FFN_OK);
+    int32_t bad[4] = { 0, 1, 2, 0 };
+    CHECK(ffn_dataset_writer_rows(w, 0, 4, x, bad) == FFN_ERR_ARG);
+    CHECK(contains(ffn_last_error(), "/y row 2"));
+    float xn[8] = { 0, 0, 0, INFINITY, 0, 0, 0, 0 };
+    CHECK(ffn_dataset_writer_rows(w, 0, 4, xn, y) == FFN_ERR_NUMERIC);
+    CHECK(contains(ffn_last_error(), "/x row 1"));
+    CHECK(ffn_dataset_writer_rows(w, 3, 2, x, y) == FFN_ERR_ARG);
+    CHECK(ffn_dataset_writer_attr(w, "num_classes", "3") == FFN_ERR_ARG);
+    /* A good write still works after refused ones, then close replaces PATH. */
+    CHECK(ffn_dataset_writer_rows(w, 0, 4, x, y) == FFN_OK);
+    CHECK(ffn_dataset_writer_attr(w, "created_by", "test_data") == FFN_OK);
+    CHECK(ffn_dataset_writer_attr(w, "created_by", "test_data again") == FFN_OK);
+    CHECK(ffn_dataset_writer_close(w) == FFN_OK);
+    CHECK(exists(p) && !exists(t) && !file_equals(p, "old"));
+    ffn_dataset *ds;
+    CHECK(ffn_dataset_open(&ds, p) == FFN_OK);
+    if (ds) {
+        CHECK(ffn_dataset_get_info(ds)->rows == 4);
+        ffn_dataset_close(ds);
+    }
+
+    /* Bad layouts and an unwritable place. */
+    ffn_dataset_layout bad_layout = L;
+    bad_layout.rows = 0;
+    CHECK(ffn_dataset_writer_create(&w, p, &bad_layout) == FFN_ERR_ARG && w == NULL);
+    bad_layout = L;
+    bad_layout.features = SIZE_MAX / 2;
+    bad_layout.rows = 16;
+    CHECK(ffn_dataset_writer_create(&w, p, &bad_layout) == FFN_ERR_NOMEM);
+    bad_layout = L;
+    bad_layout.x_uint8 = 1;
+    bad_layout.x_scale = NAN;
+    CHECK(ffn_dataset_writer_create(&w, p, &bad_layout) == FFN_ERR_ARG);
+    CHECK(ffn_dataset_writer_create(&w, tmp_path("no-such-dir/out.h5"), &L) == FFN_ERR_IO);
+    CHECK(contains(ffn_last_error(), "no-such-dir/out.h5"));
+    CHECK(exists(p) && !exists(t));
+}
+
+/* Two shard files and a virtual dataset over them, made with the HDF5 API. */
+static void test_virtual(void)
+{
+    const char *a = tmp_path("part-a.h5"), *b = tmp_path("part-b.h5"), *v = tmp_path("joined.h5");
+    CHECK(write_float_labels(a, 5, 3, 4) == FFN_OK);
+    CHECK(write_float_labels(b, 4, 3, 4) == FFN_OK);
+    hid_t f = H5Fcreate(v, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    const char *names[2] = { "part-a.h5", "part-b.h5" };
+    hsize_t rows[2] = { 5, 4 }, at = 0;
+    hsize_t xd[2] = { 9, 3 }, yd[1] = { 9 };
+    hid_t xcpl = H5Pcreate(H5P_DATASET_CREATE), ycpl = H5Pcreate(H5P_DATASET_CREATE);
+    hid_t xs = H5Screate_simple(2, xd, NULL), ys = H5Screate_simple(1, yd, NULL);
+    for (int i = 0; i < 2; i++) {
+        hsize_t start[2] = { at, 0 }, cnt[2] = { rows[i], 3 };
+        H5Sselect_hyperslab(xs, H5S_SELECT_SET, start, NULL, cnt, NULL);
+        H5Sselect_hyperslab(ys, H5S_SELECT_SET, start, NULL, cnt, NULL);
+        hid_t sx = H5Screate_simple(2, cnt, NULL), sy = H5Screate_simple(1, cnt, NULL);
+        H5Pset_virtual(xcpl, xs, names[i], "/x", sx);
+        H5Pset_virtual(ycpl, ys, names[i], "/y", sy);
+        H5Sclose(sx);
+        H5Sclose(sy);
+        at += rows[i];
+    }
+    H5Sselect_all(xs);
+    H5Sselect_all(ys);
+    hid_t dx = H5Dcreate2(f, "x", H5T_IEEE_F32LE, xs, H5P_DEFAULT, xcpl, H5P_DEFAULT);
+    hid_t dy = H5Dcreate2(f, "y", H5T_STD_I32LE, ys, H5P_DEFAULT, ycpl, H5P_DEFAULT);
+    CHECK(dx >= 0 && dy >= 0);
+    H5Dclose(dx);
+    H5Dclose(dy);
+    H5Pclose(xcpl);
+    H5Pclose(ycpl);
+    H5Sclose(xs);
+    H5Sclose(ys);
+    H5Fclose(f);
+
+    ffn_dataset *ds;
+    ffn_status st = ffn_dataset_open(&ds, v);
+    CHECK_MSG(st == FFN_OK, "%s", ffn_last_error());
+    if (ds) {
+        CHECK(ffn_dataset_get_info(ds)->rows == 9 && ffn_dataset_get_info(ds)->num_classes == 4);
+        const uint64_t idx[] = { 3, 4, 5, 8 }; /* runs across the shard boundary */
+        const uint64_t src[] = { 3, 4, 0, 3 }; /* row within its shard */
+        float x[12];
+        int32_t y[4];
+        CHECK(ffn_dataset_read_rows(ds, idx, 4, x, y, NULL) == FFN_OK);
+        int ok = 1;
+        for (int i = 0; i < 4; i++) {
+            for (int c = 0; c < 3; c++) ok &= x[i * 3 + c] == (float)(src[i] * 10 + (uint64_t)c);
+            ok &= y[i] == (int32_t)(src[i] % 4);
+        }
+        CHECK(ok);
+        ffn_dataset_close(ds);
+    }
+    /* A shard gone: HDF5 would read fill values; open refuses, naming it. */
+    CHECK(rename(b, tmp_path("part-b.moved")) == 0);
+    expect_open_fail(v, FFN_ERR_FORMAT, "part-b.h5", "missing");
+    /* A shard too short for its mapping. */
+    CHECK(write_float_labels(b, 3, 3, 4) == FFN_OK);
+    expect_open_fail(v, FFN_ERR_FORMAT, "part-b.h5", "the mapping needs 12");
+}
+
+typedef struct {
+    ffn_dataset *ds;
+    size_t rows;
+    int failures;
+    char message[256];
+} reader_arg;
+
+static void *reader(void *p)
+{
+    reader_arg *r = p;
+    uint64_t idx[64];
+    float x[64 * 3];
+    int32_t y[64];
+    for (int rep = 0; rep < 200; rep++) {
+        size_t n = 0;
+        for (uint64_t i = (uint64_t)rep % 5; i < r->rows && n < 64; i += 1 + (i % 3)) idx[n++] = i;
+        if (ffn_dataset_read_rows(r->ds, idx, n, x, y, NULL) != FFN_OK) {
+            snprintf(r->message, sizeof r->message, "%s", ffn_last_error());
+            r->failures++;
+            continue;
+        }
+        for (size_t i = 0; i < n; i++)
+            if (x[i * 3 + 1] != (float)(idx[i] * 10 + 1) || y[i] != (int32_t)(idx[i] % 4)) r->failures++;
+    }
+    /* An error on this thread comes back as a message, not a printed HDF5 stack. */
+    const uint64_t beyond[] = { r->rows };
+    if (ffn_dataset_read_rows(r->ds, beyond, 1, x, y, NULL) != FFN_ERR_ARG) r->failures++;
+    return NULL;
+}
+
+static void test_threads(void)
+{
+    const char *p = tmp_path("threads.h5");
+    CHECK(write_float_labels(p, 300, 3, 4) == FFN_OK);
+    ffn_dataset *a, *b;
+    CHECK(ffn_dataset_open(&a, p) == FFN_OK);
+    CHECK(ffn_dataset_open(&b, p) == FFN_OK);
+    if (!a || !b) return;
+    reader_arg ra = { a, 300, 0, "" }, rb = { b, 300, 0, "" };
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, reader, &ra) == 0);
+    reader(&rb); /* the main thread reads its own handle meanwhile */
+    pthread_join(t, NULL);
+    CHECK_MSG(ra.failures == 0, "%s", ra.message);
+    CHECK_MSG(rb.failures == 0, "%s", rb.message);
+    ffn_dataset_close(a);
+    ffn_dataset_close(b);
+}
+
+int main(void)
+{
+    snprintf(dir, sizeof dir, "/tmp/ffn_test_data_XXXXXX");
+    if (!mkdtemp(dir)) {
+        perror("mkdtemp");
+        return 1;
+    }
+    test_float_labels();
+    test_uint8_scale();
+    test_float_targets();
+    test_validation();
+    test_writer_atomic();
+    test_virtual();
+    test_threads();
+    char cmd[128];
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+    return check_done("test_data");
+}
