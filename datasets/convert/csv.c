@@ -64,12 +64,15 @@ int cmd_csv(int argc, char **argv)
     while ((len = getline(&line, &cap, f)) >= 0) {
         line_no++;
         if (line[strspn(line, " \t\r\n")] == '\0') continue; /* blank line */
-        size_t n = split_fields(line, fields, ncols);
+        if (ncols == 0) {
+            size_t commas = 0;
+            for (const char *p = line; *p; p++) commas += *p == ',';
+            fields = malloc((commas + 1) * sizeof *fields);
+            if (!fields) { rc = data_error(CMD, "out of memory"); break; }
+        }
+        size_t n = split_fields(line, fields, ncols ? ncols : (size_t)-1);
         if (ncols == 0) {
             ncols = n;
-            fields = malloc(ncols * sizeof *fields);
-            if (!fields) { rc = data_error(CMD, "out of memory"); break; }
-            split_fields(line, fields, ncols);
             double v;
             int numeric = 1;
             for (size_t k = 0; k < ncols; k++) numeric &= parse_number(fields[k], &v) == 0;
