@@ -69,6 +69,26 @@ static int write_floats(hid_t loc, const char *name, const float *data, int rank
     return ok ? 0 : -1;
 }
 
+/* A pruning mask: uint8, chunked like the floats, with Fletcher32. */
+static int write_mask(hid_t loc, const char *name, const uint8_t *data, const hsize_t *dims)
+{
+    hsize_t chunk[2] = {dims[0], dims[1]}, max_rows = (1u << 20) / (dims[1] ? dims[1] : 1);
+    if (max_rows == 0) max_rows = 1;
+    if (chunk[0] > max_rows) chunk[0] = max_rows;
+    if (chunk[0] == 0) chunk[0] = 1;
+    if (chunk[1] == 0) chunk[1] = 1;
+    hid_t space = H5Screate_simple(2, dims, NULL);
+    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(dcpl, 2, chunk);
+    H5Pset_fletcher32(dcpl);
+    hid_t d = H5Dcreate2(loc, name, H5T_STD_U8LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    int ok = d >= 0 && H5Dwrite(d, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0;
+    if (d >= 0) H5Dclose(d);
+    H5Pclose(dcpl);
+    H5Sclose(space);
+    return ok ? 0 : -1;
+}
+
 static int fsync_path(const char *path, int directory)
 {
     int fd = open(path, directory ? O_RDONLY | O_DIRECTORY : O_RDONLY);
@@ -108,6 +128,23 @@ static int write_contents(hid_t f, const ffn_checkpoint *c)
     }
     H5Gclose(model);
     if (bad) return -1;
+
+    if (c->mask) {
+        hid_t masks = H5Gcreate2(f, "masks", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        if (masks < 0) return -1;
+        offset = 0;
+        for (size_t i = 0; i < c->layer_count && !bad; i++) {
+            char name[32];
+            snprintf(name, sizeof name, "%zu", i);
+            hid_t g = H5Gcreate2(masks, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+            hsize_t wd[2] = {c->layer_out[i], c->layer_in[i]};
+            bad = g < 0 || write_mask(g, "W", c->mask + offset, wd);
+            if (g >= 0) H5Gclose(g);
+            offset += (size_t)(wd[0] * wd[1] + wd[0]);
+        }
+        H5Gclose(masks);
+        if (bad) return -1;
+    }
 
     if (c->optimizer) {
         hid_t g = H5Gcreate2(f, "optimizer", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
@@ -302,6 +339,51 @@ static ffn_status read_floats(hid_t loc, const char *name, const char *path, con
     return st;
 }
 
+/* /masks/<i>/W: uint8 [out, in] of 0/1; layers without one keep every weight. */
+static ffn_status load_masks(hid_t f, ffn_checkpoint *c, const char *path)
+{
+    c->mask = ffn_alloc(c->param_count ? c->param_count : 1, 1);
+    if (!c->mask) return ffn_fail(FFN_ERR_NOMEM, "out of memory");
+    memset(c->mask, 1, c->param_count);
+    hid_t masks = H5Gopen2(f, "masks", H5P_DEFAULT);
+    if (masks < 0) return ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: /masks is not a group", path);
+    ffn_status st = FFN_OK;
+    size_t offset = 0;
+    for (size_t i = 0; i < c->layer_count && st == FFN_OK; i++) {
+        char name[32];
+        size_t w = c->layer_out[i] * c->layer_in[i];
+        snprintf(name, sizeof name, "%zu", i);
+        if (H5Lexists(masks, name, H5P_DEFAULT) > 0) {
+            hid_t g = H5Gopen2(masks, name, H5P_DEFAULT);
+            if (H5Lexists(g, "W", H5P_DEFAULT) > 0) {
+                hid_t d = H5Dopen2(g, "W", H5P_DEFAULT);
+                hid_t sp = H5Dget_space(d), t = H5Dget_type(d);
+                hsize_t got[2] = {0, 0};
+                int r = H5Sget_simple_extent_ndims(sp);
+                if (r == 2) H5Sget_simple_extent_dims(sp, got, NULL);
+                if (H5Tget_class(t) != H5T_INTEGER || r != 2 || got[0] != c->layer_out[i] || got[1] != c->layer_in[i])
+                    st = ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: /masks/%zu/W should be integer [%zu, %zu]", path, i,
+                                  c->layer_out[i], c->layer_in[i]);
+                else if (H5Dread(d, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, c->mask + offset) < 0)
+                    st = ffn_fail(FFN_ERR_FORMAT,
+                                  "checkpoint %s: /masks/%zu/W failed its checksum or could not be read (file corrupted)",
+                                  path, i);
+                for (size_t k = 0; st == FFN_OK && k < w; k++)
+                    if (c->mask[offset + k] > 1)
+                        st = ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: /masks/%zu/W holds %u; expected 0 or 1", path, i,
+                                      (unsigned)c->mask[offset + k]);
+                H5Tclose(t);
+                H5Sclose(sp);
+                H5Dclose(d);
+            }
+            H5Gclose(g);
+        }
+        offset += w + c->layer_out[i];
+    }
+    H5Gclose(masks);
+    return st;
+}
+
 static ffn_status load_contents(hid_t f, ffn_checkpoint *c, const char *path)
 {
     ffn_status st;
@@ -367,6 +449,8 @@ static ffn_status load_contents(hid_t f, ffn_checkpoint *c, const char *path)
     H5Gclose(model);
     if (st != FFN_OK) return st;
 
+    if (H5Lexists(f, "masks", H5P_DEFAULT) > 0 && (st = load_masks(f, c, path)) != FFN_OK) return st;
+
     if (H5Lexists(f, "optimizer", H5P_DEFAULT) > 0) {
         hid_t g = H5Gopen2(f, "optimizer", H5P_DEFAULT);
         st = read_string_attr(g, "kind", path, &c->optimizer);
@@ -423,6 +507,7 @@ void ffn_checkpoint_free(ffn_checkpoint *c)
     free(c->layer_in);
     free(c->layer_out);
     ffn_free(c->params);
+    ffn_free(c->mask);
     free(c->optimizer);
     for (int i = 0; i < 2; i++) {
         free(c->state_names[i]);

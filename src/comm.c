@@ -12,6 +12,7 @@ struct ffn_comm {
     MPI_Comm world, node;
     int rank, size, local_rank, local_size;
     int we_initialised;
+    int *counts, *displs; /* [size] each: per-rank layout of one slice collective */
 };
 
 static ffn_status mpi_error(int code, const char *what)
@@ -46,6 +47,12 @@ ffn_status ffn_comm_init(ffn_comm **out, int *argc, char ***argv)
     MPI_Comm_split_type(c->world, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &c->node);
     MPI_Comm_rank(c->node, &c->local_rank);
     MPI_Comm_size(c->node, &c->local_size);
+    c->counts = calloc((size_t)c->size, sizeof *c->counts);
+    c->displs = calloc((size_t)c->size, sizeof *c->displs);
+    if (!c->counts || !c->displs) {
+        ffn_comm_finalize(c);
+        return ffn_fail(FFN_ERR_NOMEM, "out of memory");
+    }
     *out = c;
     return FFN_OK;
 }
@@ -53,6 +60,8 @@ ffn_status ffn_comm_init(ffn_comm **out, int *argc, char ***argv)
 void ffn_comm_finalize(ffn_comm *c)
 {
     if (!c) return;
+    free(c->counts);
+    free(c->displs);
     MPI_Comm_free(&c->node);
     MPI_Comm_free(&c->world);
     if (c->we_initialised) MPI_Finalize();
@@ -157,6 +166,73 @@ ffn_status ffn_comm_allgather_u64(ffn_comm *c, uint64_t x, uint64_t *out)
     return rc == MPI_SUCCESS ? FFN_OK : mpi_error(rc, "MPI_Allgather");
 }
 
+/* ---- ZeRO slices ------------------------------------------------------------ */
+
+void ffn_comm_slice(const ffn_comm *c, size_t n, int rank, size_t *lo, size_t *hi)
+{
+    *lo = (size_t)((unsigned __int128)n * (unsigned)rank / (unsigned)c->size);
+    *hi = (size_t)((unsigned __int128)n * (unsigned)(rank + 1) / (unsigned)c->size);
+}
+
+/* counts[q], displs[q]: rank q's part of the chunk [lo, hi), relative to lo. */
+static void chunk_layout(const ffn_comm *c, size_t n, size_t lo, size_t hi, int *counts, int *displs)
+{
+    for (int q = 0; q < c->size; q++) {
+        size_t a, b;
+        ffn_comm_slice(c, n, q, &a, &b);
+        if (a < lo) a = lo;
+        if (b > hi) b = hi;
+        if (b < a) b = a;
+        counts[q] = (int)(b - a);
+        if (displs) displs[q] = (int)(a - lo);
+    }
+}
+
+static size_t chunk_floats(size_t bucket_bytes)
+{
+    size_t per = bucket_bytes / sizeof(float);
+    if (per == 0) per = 1;
+    if (per > INT_MAX) per = INT_MAX;
+    return per;
+}
+
+ffn_status ffn_comm_allgather_slices(ffn_comm *c, float *buf, size_t n, size_t bucket_bytes)
+{
+    if (c->size == 1) return FFN_OK;
+    size_t per = chunk_floats(bucket_bytes);
+    for (size_t lo = 0; lo < n; lo += per) {
+        size_t hi = n - lo < per ? n : lo + per;
+        chunk_layout(c, n, lo, hi, c->counts, c->displs);
+        int rc = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf + lo, c->counts, c->displs, MPI_FLOAT,
+                                c->world);
+        if (rc != MPI_SUCCESS) return mpi_error(rc, "MPI_Allgatherv (parameter slices)");
+    }
+    return FFN_OK;
+}
+
+ffn_status ffn_comm_gather_slices(ffn_comm *c, const float *slice, float *full, size_t n, int root,
+                                  size_t bucket_bytes)
+{
+    size_t own_lo, own_hi;
+    ffn_comm_slice(c, n, c->rank, &own_lo, &own_hi);
+    if (c->size == 1) {
+        memcpy(full, slice, n * sizeof *full);
+        return FFN_OK;
+    }
+    size_t per = chunk_floats(bucket_bytes);
+    for (size_t lo = 0; lo < n; lo += per) {
+        size_t hi = n - lo < per ? n : lo + per;
+        chunk_layout(c, n, lo, hi, c->counts, c->displs);
+        size_t from = own_lo > lo ? own_lo : lo;
+        if (from > own_hi) from = own_hi;
+        int rc = MPI_Gatherv(slice + (from - own_lo), c->counts[c->rank], MPI_FLOAT,
+                             c->rank == root ? full + lo : NULL, c->counts, c->displs, MPI_FLOAT, root,
+                             c->world);
+        if (rc != MPI_SUCCESS) return mpi_error(rc, "MPI_Gatherv (optimizer state slices)");
+    }
+    return FFN_OK;
+}
+
 /* ---- bucketed gradient exchange ----------------------------------------- */
 
 struct ffn_grad_sync {
@@ -169,6 +245,10 @@ struct ffn_grad_sync {
     double wait_seconds;
     uint64_t bytes;
     ffn_status error;
+    /* sharded (reduce-scatter) mode: */
+    float *slice;         /* [own_hi - own_lo], or NULL for allreduce */
+    size_t own_lo, own_hi;
+    int *counts;          /* [request_cap * size]: each request's recvcounts, kept until it completes */
 };
 
 ffn_status ffn_grad_sync_create(ffn_grad_sync **out, ffn_comm *c, float *grads, size_t n,
@@ -194,9 +274,27 @@ ffn_status ffn_grad_sync_create(ffn_grad_sync **out, ffn_comm *c, float *grads, 
     return FFN_OK;
 }
 
+ffn_status ffn_grad_sync_create_sharded(ffn_grad_sync **out, ffn_comm *c, float *grads, size_t n,
+                                        size_t bucket_bytes, float *slice)
+{
+    ffn_status st = ffn_grad_sync_create(out, c, grads, n, bucket_bytes);
+    if (st != FFN_OK) return st;
+    ffn_grad_sync *s = *out;
+    s->slice = slice;
+    ffn_comm_slice(c, n, c->rank, &s->own_lo, &s->own_hi);
+    s->counts = calloc(s->request_cap * (size_t)c->size, sizeof *s->counts);
+    if (!s->counts) {
+        ffn_grad_sync_free(s);
+        *out = NULL;
+        return ffn_fail(FFN_ERR_NOMEM, "out of memory");
+    }
+    return FFN_OK;
+}
+
 void ffn_grad_sync_free(ffn_grad_sync *s)
 {
     if (!s) return;
+    free(s->counts);
     free(s->requests);
     free(s);
 }
@@ -221,8 +319,19 @@ static void wait_all(ffn_grad_sync *s)
 static void start_bucket(ffn_grad_sync *s, size_t lo, size_t hi)
 {
     if (s->request_count == s->request_cap) wait_all(s); /* never expected; stay correct */
-    int rc = MPI_Iallreduce(MPI_IN_PLACE, s->grads + lo, (int)(hi - lo), MPI_FLOAT, MPI_SUM,
+    int rc;
+    if (s->slice) {
+        /* The bucket's parts go to the ranks owning them, in rank order (slices ascend). */
+        int *counts = s->counts + s->request_count * (size_t)s->comm->size;
+        chunk_layout(s->comm, s->n, lo, hi, counts, NULL);
+        size_t from = s->own_lo > lo ? s->own_lo : lo;
+        if (from > s->own_hi) from = s->own_hi;
+        rc = MPI_Ireduce_scatter(s->grads + lo, s->slice + (from - s->own_lo), counts, MPI_FLOAT, MPI_SUM,
+                                 s->comm->world, &s->requests[s->request_count]);
+    } else {
+        rc = MPI_Iallreduce(MPI_IN_PLACE, s->grads + lo, (int)(hi - lo), MPI_FLOAT, MPI_SUM,
                             s->comm->world, &s->requests[s->request_count]);
+    }
     if (rc != MPI_SUCCESS) {
         if (s->error == FFN_OK) s->error = mpi_error(rc, "MPI_Iallreduce");
         return;
@@ -261,7 +370,10 @@ void ffn_grad_sync_ready(void *sync, size_t offset, size_t count)
 
 ffn_status ffn_grad_sync_finish(ffn_grad_sync *s)
 {
-    if (s->comm->size == 1) return FFN_OK;
+    if (s->comm->size == 1) {
+        if (s->slice) memcpy(s->slice, s->grads, s->n * sizeof *s->grads);
+        return FFN_OK;
+    }
     start_pending(s, 1);
     wait_all(s);
     return s->error;

@@ -8,6 +8,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ffn/prune.h"
+
 typedef enum { T_STR, T_U64, T_INT, T_FLOAT, T_DOUBLE, T_FLAG, T_LOSS, T_OPT, T_LR, T_PROGRESS } value_type;
 typedef enum { ANY, POSITIVE, NONNEG, OPEN_UNIT } range;
 
@@ -70,6 +72,28 @@ static const flag flags[] = {
      "with --init-from: the last layer gets K outputs, freshly initialised; 0 = keep"},
     {"freeze", T_STR, F(freeze), ANY, "LAYERS",
      "layers kept fixed (no gradient computed or sent): e.g. 0 | 0,1 | 0-2 | all-but-last"},
+    {"accumulate", T_U64, F(accumulate), POSITIVE, "K",
+     "gradient accumulation: each optimizer step sums the gradients of K consecutive global batches of "
+     "--batch-size (effective batch K x --batch-size; one gradient exchange per step)"},
+    {"shard-optimizer", T_FLAG, F(shard_optimizer), ANY, NULL,
+     "ZeRO stage 1: each rank keeps 1/N of the optimizer state; gradients are reduce-scattered and "
+     "parameters all-gathered"},
+    {"teacher", T_STR, F(teacher), ANY, "FILE",
+     "distillation: a checkpoint whose model (forward only) teaches the one trained; softmax_ce only"},
+    {"distill-temperature", T_FLOAT, F(distill_temperature), POSITIVE, "T",
+     "distillation: softmax temperature of teacher and student"},
+    {"distill-alpha", T_FLOAT, F(distill_alpha), NONNEG, "A",
+     "distillation: loss = A T^2 KL(teacher/T || student/T) + (1 - A) label cross-entropy; A in [0, 1]"},
+    {"prune", T_FLOAT, F(prune), NONNEG, "S",
+     "magnitude pruning: fraction of the weights (not biases) zeroed and kept at 0, in [0, 1); 0 = off"},
+    {"prune-scope", T_STR, F(prune_scope), ANY, "layer|global",
+     "prune each layer's weights to the sparsity, or all weights together"},
+    {"prune-start-step", T_U64, F(prune_start_step), NONNEG, "N",
+     "pruning starts after this many optimizer steps (0: before the first)"},
+    {"prune-end-step", T_U64, F(prune_end_step), NONNEG, "N",
+     "gradual pruning: the sparsity rises on a cubic schedule to --prune at this step; 0 = all at once "
+     "at --prune-start-step"},
+    {"prune-every", T_U64, F(prune_every), POSITIVE, "N", "gradual pruning: recompute the masks every N steps"},
     {"metrics", T_STR, F(metrics_path), ANY, "FILE", "write metrics records (.csv, else JSON lines)"},
     {"log-every", T_U64, F(log_every), NONNEG, "N", "also record training loss every N steps; 0 = per epoch only"},
     {"progress", T_PROGRESS, F(progress), ANY, "WHEN", "progress bar: auto (when stderr is a terminal) | on | off"},
@@ -98,6 +122,11 @@ void ffn_config_defaults(ffn_train_config *cfg)
     cfg->progress = -1;
     cfg->checkpoint_every = "1epochs";
     cfg->keep = 3;
+    cfg->accumulate = 1;
+    cfg->distill_temperature = 4.0f;
+    cfg->distill_alpha = 0.5f;
+    cfg->prune_scope = "layer";
+    cfg->prune_every = 100;
 }
 
 static const char *progress_name(int p) { return p < 0 ? "auto" : p ? "on" : "off"; }
@@ -295,6 +324,19 @@ ffn_status ffn_config_validate(ffn_train_config *cfg)
     if (!cfg->train_path) return ffn_fail(FFN_ERR_ARG, "--train: missing (expected an HDF5 dataset file)");
     if (cfg->nesterov && cfg->optimizer == FFN_OPT_SGD && !(cfg->momentum > 0))
         return ffn_fail(FFN_ERR_ARG, "--nesterov: needs --momentum > 0");
+    if (!(cfg->distill_alpha <= 1))
+        return ffn_fail(FFN_ERR_ARG, "--distill-alpha: expected a number in [0, 1], got %g", (double)cfg->distill_alpha);
+    if (cfg->teacher && cfg->loss != FFN_LOSS_SOFTMAX_CE)
+        return ffn_fail(FFN_ERR_ARG, "--teacher: distillation needs --loss softmax_ce (got %s)",
+                        ffn_loss_name((ffn_loss)cfg->loss));
+    if (!(cfg->prune < 1))
+        return ffn_fail(FFN_ERR_ARG, "--prune: expected a sparsity in [0, 1), got %g", (double)cfg->prune);
+    cfg->prune_scope_kind = ffn_prune_scope_from_name(cfg->prune_scope);
+    if (cfg->prune_scope_kind < 0)
+        return ffn_fail(FFN_ERR_ARG, "--prune-scope: expected layer or global, got '%s'", cfg->prune_scope);
+    if (cfg->prune_end_step && cfg->prune_end_step < cfg->prune_start_step)
+        return ffn_fail(FFN_ERR_ARG, "--prune-end-step %llu: expected at least --prune-start-step %llu",
+                        (unsigned long long)cfg->prune_end_step, (unsigned long long)cfg->prune_start_step);
     if (cfg->lr_schedule == FFN_LR_COSINE && cfg->min_lr > cfg->lr)
         return ffn_fail(FFN_ERR_ARG, "--min-lr: expected at most --lr (%g), got %g", (double)cfg->lr,
                         (double)cfg->min_lr);

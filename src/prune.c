@@ -230,14 +230,21 @@ void ffn_pruner_update(ffn_pruner *p, const float *params, double sparsity, ffn_
     }
 }
 
-void ffn_pruner_apply(const ffn_pruner *p, float *params)
+void ffn_pruner_apply_range(const ffn_pruner *p, float *base, size_t lo, size_t hi)
 {
     for (size_t s = 0; s < p->segment_count; s++) {
         const ffn_prune_segment *sg = &p->segments[s];
-        float *restrict w = params + sg->offset;
-        const uint8_t *restrict m = p->mask + sg->offset;
-        for (size_t i = 0; i < sg->count; i++) w[i] = m[i] ? w[i] : 0.0f;
+        size_t a = sg->offset > lo ? sg->offset : lo, e = sg->offset + sg->count < hi ? sg->offset + sg->count : hi;
+        if (a >= e) continue;
+        float *restrict w = base + (a - lo);
+        const uint8_t *restrict m = p->mask + a;
+        for (size_t i = 0; i < e - a; i++) w[i] = m[i] ? w[i] : 0.0f;
     }
+}
+
+void ffn_pruner_apply(const ffn_pruner *p, float *params)
+{
+    ffn_pruner_apply_range(p, params, 0, p->param_count);
 }
 
 /* ---- the schedule ------------------------------------------------------------ */

@@ -18,11 +18,13 @@
 
 #include "ffn/ckpt.h"
 #include "ffn/data.h"
+#include "ffn/distill.h"
 #include "ffn/loader.h"
 #include "ffn/loss.h"
 #include "ffn/mem.h"
 #include "ffn/model.h"
 #include "ffn/optim.h"
+#include "ffn/prune.h"
 #include "ffn/sampler.h"
 
 typedef struct {
@@ -46,7 +48,14 @@ typedef struct {
     int metrics_csv;
     int progress;
     int threads;
-    uint64_t steps_per_epoch, total_steps;
+    uint64_t steps_per_epoch, total_steps; /* optimizer steps */
+    uint64_t micro_per_epoch;  /* loader batches per epoch (--accumulate of them make a step) */
+    ffn_model *teacher;        /* --teacher: forward only */
+    size_t own_lo, own_hi;     /* the parameters this rank updates: all, or its ZeRO slice */
+    float *grad_slice;         /* --shard-optimizer: summed gradients of [own_lo, own_hi) */
+    ffn_pruner *pruner;        /* --prune, or masks inherited from the checkpoint */
+    ffn_status batch_status;   /* the first failed read among a step's micro-batches */
+    char batch_message[512];
     uint64_t seed;         /* the run's seed (a resumed run keeps its checkpoint's) */
     uint64_t start_step, start_epoch, start_step_in_epoch;
     ffn_checkpoint ckpt;   /* the checkpoint resumed or fine-tuned from, during setup */
@@ -285,9 +294,14 @@ static ffn_status restore_optimizer(run_state *r)
         while (k < ck->state_count && strcmp(ck->state_names[k], name) != 0) k++;
         if (k == ck->state_count)
             return ffn_fail(FFN_ERR_FORMAT, "--resume: the checkpoint lacks optimizer state /optimizer/%s", name);
-        memcpy(ffn_optim_state(r->optim, i), ck->state[k], ck->param_count * sizeof(float));
+        memcpy(ffn_optim_state(r->optim, i), ck->state[k] + r->own_lo, (r->own_hi - r->own_lo) * sizeof(float));
     }
     ffn_optim_set_step_count(r->optim, ck->optimizer_steps);
+    /* The full state was only needed for this rank's slice (ZeRO keeps 1/N). */
+    for (size_t k = 0; k < ck->state_count; k++) {
+        ffn_free(ck->state[k]);
+        r->ckpt.state[k] = NULL;
+    }
     return FFN_OK;
 }
 
@@ -312,11 +326,28 @@ static ffn_status prepare_checkpoint_dir(run_state *r)
 static ffn_status save_checkpoint(run_state *r, uint64_t step, uint64_t epoch, uint64_t step_in_epoch)
 {
     if (r->saved_any && r->last_saved_step == step) return FFN_OK;
-    if (step_in_epoch == r->steps_per_epoch) {
+    if (step_in_epoch == r->micro_per_epoch) {
         epoch++;
         step_in_epoch = 0;
     }
     ffn_status st = FFN_OK;
+    /* ZeRO: rank 0 gathers the whole optimizer state, so that the file does not
+     * depend on the rank count. */
+    float *full_state[2] = {NULL, NULL};
+    size_t nstate = ffn_optim_state_count(r->optim), nparams = ffn_model_param_count(r->model);
+    if (r->grad_slice) {
+        for (size_t i = 0; i < nstate && r->rank == 0 && st == FFN_OK; i++)
+            if (!(full_state[i] = ffn_alloc_floats(nparams)))
+                st = ffn_fail(FFN_ERR_NOMEM, "checkpoint: out of memory gathering the optimizer state");
+        st = ffn_comm_agree(r->comm, st);
+        for (size_t i = 0; i < nstate && st == FFN_OK; i++)
+            st = ffn_comm_gather_slices(r->comm, ffn_optim_state(r->optim, i), full_state[i], nparams, 0,
+                                        (size_t)(r->cfg->bucket_mb * 1048576.0));
+        if (st != FFN_OK) {
+            for (size_t i = 0; i < 2; i++) ffn_free(full_state[i]);
+            return st;
+        }
+    }
     if (r->rank == 0) {
         char path[4096];
         ffn_checkpoint_name(path, sizeof path, r->cfg->checkpoint_dir, step);
@@ -328,20 +359,100 @@ static ffn_status save_checkpoint(run_state *r, uint64_t step, uint64_t epoch, u
             .param_count = ffn_model_param_count(r->model), .params = ffn_model_params(r->model),
             .optimizer = (char *)ffn_opt_name((ffn_opt_kind)r->cfg->optimizer),
             .optimizer_steps = ffn_optim_step_count(r->optim), .state_count = ffn_optim_state_count(r->optim),
-            .step = step, .epoch = epoch, .step_in_epoch = step_in_epoch, .seed = r->seed};
+            .step = step, .epoch = epoch, .step_in_epoch = step_in_epoch, .seed = r->seed,
+            .mask = r->pruner ? ffn_pruner_mask(r->pruner) : NULL};
         for (size_t i = 0; i < c.state_count; i++) {
             c.state_names[i] = (char *)ffn_optim_state_name(r->optim, i);
-            c.state[i] = ffn_optim_state(r->optim, i);
+            c.state[i] = full_state[i] ? full_state[i] : ffn_optim_state(r->optim, i);
         }
         st = ffn_checkpoint_save(&c, path);
         if (st == FFN_OK) ffn_checkpoint_prune(r->cfg->checkpoint_dir, r->cfg->keep);
     }
+    for (size_t i = 0; i < 2; i++) ffn_free(full_state[i]);
     st = ffn_comm_agree(r->comm, st);
     if (st == FFN_OK) {
         r->saved_any = 1;
         r->last_saved_step = step;
     }
     return st;
+}
+
+/* --teacher: the checkpoint's model, forward only, on every rank. */
+static ffn_status load_teacher(run_state *r, size_t input_dim, size_t max_batch)
+{
+    const char *path = r->cfg->teacher;
+    ffn_checkpoint ck;
+    ffn_status st = ffn_checkpoint_load(&ck, path);
+    if (st != FFN_OK) return ffn_fail(st, "--teacher: %s", ffn_last_error());
+    if (strcmp(ck.loss, "softmax_ce") != 0)
+        st = ffn_fail(FFN_ERR_ARG, "--teacher %s: trained with loss %s; distillation needs a softmax_ce teacher",
+                      path, ck.loss);
+    else if (ck.input_dim != input_dim)
+        st = ffn_fail(FFN_ERR_ARG, "--teacher %s: the teacher reads %zu features, the training set has %zu", path,
+                      ck.input_dim, input_dim);
+    else if ((st = ffn_model_create_from_text(&r->teacher, ck.model_spec, ck.input_dim)) != FFN_OK)
+        st = ffn_fail(st, "--teacher %s: %s", path, ffn_last_error());
+    else if (ffn_model_output_dim(r->teacher) != r->out_dim)
+        st = ffn_fail(FFN_ERR_ARG, "--teacher %s: the teacher has %zu outputs, the model trained has %zu", path,
+                      ffn_model_output_dim(r->teacher), r->out_dim);
+    if (st == FFN_OK) {
+        memcpy(ffn_model_params(r->teacher), ck.params, ck.param_count * sizeof(float));
+        st = ffn_model_reserve(r->teacher, max_batch);
+    }
+    ffn_checkpoint_free(&ck);
+    return st;
+}
+
+/* Pruning masks: one segment per layer's weights. Masks found in the
+ * checkpoint are kept (resume: all of them; init-from: those of the layers
+ * loaded), with or without --prune. */
+static ffn_status setup_pruning(run_state *r)
+{
+    const ffn_train_config *cfg = r->cfg;
+    const ffn_checkpoint *ck = r->have_ckpt ? &r->ckpt : NULL;
+    int inherited = ck && ck->mask;
+    if (!(cfg->prune > 0) && !inherited) return FFN_OK;
+    size_t n = ffn_model_layer_count(r->model);
+    ffn_prune_segment *segs = calloc(n, sizeof *segs);
+    if (!segs) return ffn_fail(FFN_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        const ffn_layer *l = ffn_model_layer_const(r->model, i);
+        segs[i] = (ffn_prune_segment){l->param_offset, l->weight_count};
+    }
+    ffn_status st = ffn_pruner_create(&r->pruner, segs, n, ffn_model_param_count(r->model));
+    free(segs);
+    if (st != FFN_OK || !inherited) return st;
+    uint8_t *mask = ffn_pruner_mask(r->pruner);
+    if (cfg->resume) {
+        memcpy(mask, ck->mask, ck->param_count);
+        return FFN_OK;
+    }
+    size_t ck_offset = 0;
+    for (size_t i = 0; i < n && i < ck->layer_count; i++) {
+        const ffn_layer *l = ffn_model_layer_const(r->model, i);
+        if (!(cfg->replace_head && i + 1 == n))
+            memcpy(mask + l->param_offset, ck->mask + ck_offset, l->weight_count);
+        ck_offset += ck->layer_out[i] * ck->layer_in[i] + ck->layer_out[i];
+    }
+    return FFN_OK;
+}
+
+/* --accumulate of the run that wrote the checkpoint (1 when not recorded). */
+static uint64_t checkpoint_accumulate(const ffn_checkpoint *ck)
+{
+    uint64_t k = 1;
+    cJSON *o = ck->config_json ? cJSON_Parse(ck->config_json) : NULL;
+    const cJSON *v = o ? cJSON_GetObjectItemCaseSensitive(o, "accumulate") : NULL;
+    if (cJSON_IsNumber(v) && v->valuedouble >= 1) k = (uint64_t)v->valuedouble;
+    cJSON_Delete(o);
+    return k;
+}
+
+/* The loader position (batches from the start of training) after `step` optimizer steps. */
+static uint64_t micro_index(const run_state *r, uint64_t step)
+{
+    uint64_t epoch = step / r->steps_per_epoch, in = (step % r->steps_per_epoch) * r->cfg->accumulate;
+    return epoch * r->micro_per_epoch + (in < r->micro_per_epoch ? in : r->micro_per_epoch);
 }
 
 static ffn_status setup(run_state *r)
@@ -383,6 +494,18 @@ static ffn_status setup(run_state *r)
     r->eval_values = ffn_alloc(r->eval_rows, r->out_dim * sizeof(float));
     if (!r->dout || !r->eval_x || !r->eval_labels || !r->eval_values)
         return ffn_fail(FFN_ERR_NOMEM, "out of memory for batch buffers");
+    if (cfg->teacher && (st = load_teacher(r, info->features, max_local)) != FFN_OK) return st;
+    if ((st = setup_pruning(r)) != FFN_OK) return st;
+
+    /* The parameters this rank updates: all of them, or its ZeRO slice. */
+    size_t nparams = ffn_model_param_count(r->model);
+    r->own_lo = 0;
+    r->own_hi = nparams;
+    if (cfg->shard_optimizer) {
+        ffn_comm_slice(r->comm, nparams, r->rank, &r->own_lo, &r->own_hi);
+        r->grad_slice = ffn_alloc_floats(r->own_hi > r->own_lo ? r->own_hi - r->own_lo : 1);
+        if (!r->grad_slice) return ffn_fail(FFN_ERR_NOMEM, "out of memory for the gradient slice");
+    }
 
     ffn_optim_config oc = ffn_optim_defaults((ffn_opt_kind)cfg->optimizer);
     oc.momentum = cfg->momentum;
@@ -392,24 +515,34 @@ static ffn_status setup(run_state *r)
     oc.eps = cfg->eps;
     oc.alpha = cfg->rmsprop_alpha;
     if (cfg->weight_decay >= 0) oc.weight_decay = cfg->weight_decay;
-    r->optim = ffn_optim_create(&oc, ffn_model_param_count(r->model));
+    r->optim = ffn_optim_create(&oc, r->own_hi - r->own_lo);
     if (!r->optim) return ffn_fail(FFN_ERR_ARG, "optimizer: %s", ffn_last_error());
     if (cfg->resume && (st = restore_optimizer(r)) != FFN_OK) return st;
 
     size_t bucket = (size_t)(cfg->bucket_mb * 1048576.0);
-    st = ffn_grad_sync_create(&r->sync, r->comm, ffn_model_grads(r->model),
-                              ffn_model_param_count(r->model), bucket);
+    if (r->grad_slice)
+        st = ffn_grad_sync_create_sharded(&r->sync, r->comm, ffn_model_grads(r->model), nparams, bucket,
+                                          r->grad_slice);
+    else
+        st = ffn_grad_sync_create(&r->sync, r->comm, ffn_model_grads(r->model), nparams, bucket);
     if (st != FFN_OK) return st;
 
-    r->steps_per_epoch = (info->rows + cfg->batch_size - 1) / cfg->batch_size;
+    /* An optimizer step takes --accumulate loader batches, never across an epoch's end. */
+    r->micro_per_epoch = (info->rows + cfg->batch_size - 1) / cfg->batch_size;
+    r->steps_per_epoch = (r->micro_per_epoch + cfg->accumulate - 1) / cfg->accumulate;
     r->total_steps = r->steps_per_epoch * cfg->epochs;
     if (cfg->max_steps && cfg->max_steps < r->total_steps) r->total_steps = cfg->max_steps;
     if (r->start_step > r->total_steps) r->start_step = r->total_steps;
-    if (r->start_step_in_epoch > r->steps_per_epoch)
+    if (r->start_step_in_epoch > r->micro_per_epoch)
         return ffn_fail(FFN_ERR_FORMAT,
-                        "--resume: the checkpoint is at step %llu of an epoch, but this training set has "
-                        "%llu steps per epoch (a different dataset or batch size?)",
-                        (unsigned long long)r->start_step_in_epoch, (unsigned long long)r->steps_per_epoch);
+                        "--resume: the checkpoint is at batch %llu of an epoch, but this training set has "
+                        "%llu batches per epoch (a different dataset or batch size?)",
+                        (unsigned long long)r->start_step_in_epoch, (unsigned long long)r->micro_per_epoch);
+    if (cfg->resume && checkpoint_accumulate(&r->ckpt) != cfg->accumulate)
+        return ffn_fail(FFN_ERR_ARG, "--resume: the checkpoint was trained with --accumulate %llu, but --accumulate is %llu",
+                        (unsigned long long)checkpoint_accumulate(&r->ckpt), (unsigned long long)cfg->accumulate);
+    uint64_t first_batch = r->start_epoch * r->micro_per_epoch + r->start_step_in_epoch;
+    uint64_t last_batch = micro_index(r, r->total_steps);
 
     r->schedule = (ffn_lr_schedule){
         .kind = (ffn_lr_kind)cfg->lr_schedule, .base_lr = cfg->lr, .warmup_steps = cfg->warmup_steps,
@@ -419,7 +552,7 @@ static ffn_status setup(run_state *r)
     ffn_loader_config lc = {.batch_size = cfg->batch_size, .seed = r->seed,
                             .shuffle = !cfg->no_shuffle, .rank = r->rank, .nranks = r->size,
                             .start_epoch = r->start_epoch, .start_step = r->start_step_in_epoch,
-                            .total_steps = r->total_steps - r->start_step, .prefetch = 1};
+                            .total_steps = last_batch > first_batch ? last_batch - first_batch : 0, .prefetch = 1};
     if ((st = ffn_loader_create(&r->loader, r->train, &lc)) != FFN_OK) return st;
 
     if (cfg->checkpoint_dir && (st = prepare_checkpoint_dir(r)) != FFN_OK) return st;
@@ -448,6 +581,9 @@ static void teardown(run_state *r)
     free(r->layer_out);
     ffn_loader_free(r->loader);
     ffn_grad_sync_free(r->sync);
+    ffn_free(r->grad_slice);
+    ffn_pruner_free(r->pruner);
+    ffn_model_free(r->teacher);
     ffn_optim_free(r->optim);
     ffn_model_free(r->model);
     ffn_free(r->dout);
@@ -476,6 +612,40 @@ static void print_banner(const run_state *r)
     printf("train: %s, %zu rows; global batch %llu (up to %zu per rank), %llu steps/epoch, %llu steps\n",
            cfg->train_path, info->rows, (unsigned long long)cfg->batch_size, max_local,
            (unsigned long long)r->steps_per_epoch, (unsigned long long)r->total_steps);
+    if (cfg->accumulate > 1)
+        printf("accumulate: %llu batches of %llu per optimizer step (effective batch %llu), one gradient exchange "
+               "per step\n",
+               (unsigned long long)cfg->accumulate, (unsigned long long)cfg->batch_size,
+               (unsigned long long)(cfg->accumulate * cfg->batch_size));
+    size_t nstate = ffn_optim_state_count(r->optim), nparams = ffn_model_param_count(r->model);
+    double own_mib = (double)nstate * (double)(r->own_hi - r->own_lo) * sizeof(float) / 1048576.0;
+    double all_mib = (double)nstate * (double)nparams * sizeof(float) / 1048576.0;
+    if (cfg->shard_optimizer)
+        printf("optimizer state: %.3f MiB per rank on rank 0 (%zu of %zu parameters; %.3f MiB unsharded) "
+               "--shard-optimizer over %d rank%s\n",
+               own_mib, r->own_hi - r->own_lo, nparams, all_mib, r->size, r->size == 1 ? "" : "s");
+    else
+        printf("optimizer state: %.3f MiB per rank\n", all_mib);
+    if (r->teacher) {
+        char *ts = ffn_model_spec_text(r->teacher);
+        printf("distillation: teacher %s (%zu -> %s, %zu parameters), T %g, alpha %g\n", cfg->teacher,
+               ffn_model_input_dim(r->teacher), ts ? ts : "?", ffn_model_param_count(r->teacher),
+               (double)cfg->distill_temperature, (double)cfg->distill_alpha);
+        free(ts);
+    }
+    if (r->pruner) {
+        if (cfg->prune > 0 && cfg->prune_end_step > cfg->prune_start_step)
+            printf("pruning: %zu weights to sparsity %g (%s), cubic from step %llu to %llu, masks every %llu steps\n",
+                   ffn_pruner_prunable(r->pruner), (double)cfg->prune, cfg->prune_scope,
+                   (unsigned long long)cfg->prune_start_step, (unsigned long long)cfg->prune_end_step,
+                   (unsigned long long)cfg->prune_every);
+        else if (cfg->prune > 0)
+            printf("pruning: %zu weights to sparsity %g (%s) at step %llu\n", ffn_pruner_prunable(r->pruner),
+                   (double)cfg->prune, cfg->prune_scope, (unsigned long long)cfg->prune_start_step);
+        else
+            printf("pruning: the checkpoint's masks are kept (%zu of %zu weights pruned)\n",
+                   ffn_pruner_pruned_total(r->pruner), ffn_pruner_prunable(r->pruner));
+    }
     fflush(stdout);
     free(spec);
 }
@@ -513,7 +683,7 @@ static void print_progress(const run_state *r, uint64_t epoch, uint64_t step, do
                            double epoch_start)
 {
     double elapsed = now_seconds() - epoch_start;
-    double frac = (double)step / (double)r->steps_per_epoch;
+    double frac = (double)step / (double)r->micro_per_epoch;
     double eta = frac > 0 ? elapsed * (1 - frac) / frac : 0;
     enum { WIDTH = 30 };
     char bar[WIDTH + 1];
@@ -633,23 +803,64 @@ static void maybe_perturb(run_state *r, uint64_t step)
     done = 1;
 }
 
-static void optimizer_step(run_state *r, float lr)
+/* Updates the part of the segment [offset, offset + count) that this rank
+ * owns; w and g hold the owned range [own_lo, own_hi) from their index 0. */
+static void update_owned(run_state *r, float lr, float *w, const float *g, size_t offset, size_t count,
+                         int decay)
 {
-    float *params = ffn_model_params(r->model), *grads = ffn_model_grads(r->model);
-    size_t n = ffn_model_param_count(r->model);
+    size_t lo = offset > r->own_lo ? offset : r->own_lo;
+    size_t hi = offset + count < r->own_hi ? offset + count : r->own_hi;
+    if (lo < hi) ffn_optim_update(r->optim, lr, w, g, lo - r->own_lo, hi - lo, decay);
+}
+
+/* Every rank updates the parameters it owns (all of them, or its ZeRO slice,
+ * whose summed gradients the reduce-scatter left in grad_slice); sharded
+ * slices are then all-gathered. Collective when sharded. */
+static ffn_status optimizer_step(run_state *r, float lr)
+{
+    float *params = ffn_model_params(r->model);
+    const size_t own = r->own_hi - r->own_lo;
+    float *w = params + r->own_lo;
+    float *g = r->grad_slice ? r->grad_slice : ffn_model_grads(r->model);
+    ffn_status st = FFN_OK;
+    /* A pruned weight gets no gradient: it neither counts in the norm nor moves the optimizer state. */
+    if (r->pruner) ffn_pruner_apply_range(r->pruner, g, r->own_lo, r->own_hi);
     if (r->cfg->clip_norm > 0) {
-        double norm = ffn_grad_norm(grads, n); /* frozen layers hold zeros */
+        double norm = ffn_grad_norm(g, own); /* frozen layers hold zeros */
+        if (r->grad_slice) { /* the global norm from the slices' squared norms */
+            double sq = norm * norm;
+            if ((st = ffn_comm_sum_doubles(r->comm, &sq, 1)) != FFN_OK) return st;
+            norm = sqrt(sq);
+        }
         float s = ffn_clip_scale(norm, r->cfg->clip_norm);
-        if (s != 1.0f) ffn_scale(grads, n, s);
+        if (s != 1.0f) ffn_scale(g, own, s);
     }
     ffn_optim_begin_step(r->optim);
     for (size_t i = 0; i < ffn_model_layer_count(r->model); i++) {
         const ffn_layer *l = ffn_model_layer_const(r->model, i);
         if (l->frozen) continue;
-        ffn_optim_update(r->optim, lr, params, grads, l->param_offset, l->weight_count, 1);
-        ffn_optim_update(r->optim, lr, params, grads, l->param_offset + l->weight_count,
-                         l->bias_count, 0);
+        update_owned(r, lr, w, g, l->param_offset, l->weight_count, 1);
+        update_owned(r, lr, w, g, l->param_offset + l->weight_count, l->bias_count, 0);
     }
+    if (r->pruner) ffn_pruner_apply_range(r->pruner, w, r->own_lo, r->own_hi); /* pruned weights stay exactly 0 */
+    if (r->grad_slice)
+        st = ffn_comm_allgather_slices(r->comm, params, ffn_model_param_count(r->model),
+                                       (size_t)(r->cfg->bucket_mb * 1048576.0));
+    return st;
+}
+
+/* The pruning schedule after `step` optimizer steps: new masks when due, on
+ * every rank alike (same parameters, same selection). */
+static void prune_after(run_state *r, uint64_t step)
+{
+    const ffn_train_config *cfg = r->cfg;
+    if (!r->pruner || !(cfg->prune > 0)) return;
+    uint64_t end = cfg->prune_end_step > cfg->prune_start_step ? cfg->prune_end_step : cfg->prune_start_step;
+    if (!ffn_prune_due(cfg->prune_start_step, end, cfg->prune_every, step)) return;
+    double sparsity = ffn_prune_schedule(cfg->prune, cfg->prune_start_step, end, step);
+    float *params = ffn_model_params(r->model);
+    ffn_pruner_update(r->pruner, params, sparsity, (ffn_prune_scope)cfg->prune_scope_kind);
+    ffn_pruner_apply(r->pruner, params);
 }
 
 /* ---- the loop ------------------------------------------------------------ */
@@ -659,30 +870,71 @@ static ffn_status train_loop(run_state *r, ffn_train_result *res)
     const ffn_train_config *cfg = r->cfg;
     ffn_loss loss_kind = (ffn_loss)cfg->loss;
     double start = now_seconds(), epoch_start = start, other_seconds = 0, last_progress = 0;
-    double epoch_loss = 0, epoch_correct = 0, epoch_rows = 0;
+    double epoch_loss = 0, epoch_correct = 0, epoch_rows = 0, epoch_kl = 0;
     ffn_status st = FFN_OK;
     uint64_t step = r->start_step;
+    const uint64_t accumulate = cfg->accumulate;
+    const size_t train_rows = ffn_dataset_get_info(r->train)->rows;
+    /* Summed over the micro-batches of a step: error, loss sum, correct, rows,
+     * stop signal seen, distillation KL sum. */
+    double stats[6] = {0, 0, 0, 0, 0, 0};
+    float scale = 1.0f;
+    int have_grads = 0;
     const ffn_batch *b;
+    /* A fresh run prunes before its first step when the schedule says so. */
+    if (!cfg->resume) prune_after(r, step);
+    if (r->pruner) ffn_pruner_apply(r->pruner, ffn_model_params(r->model));
     while ((b = ffn_loader_next(r->loader)) != NULL) {
-        /* error, loss sum, correct, rows, stop signal seen */
-        double stats[5] = {b->status != FFN_OK, 0, 0, 0, stop_signal != 0};
-        ffn_grad_sync_begin(r->sync);
+        /* --accumulate K: K loader batches make one optimizer step, their
+         * gradients summed locally and exchanged once, after the last. */
+        const uint64_t in_step = b->step % accumulate;
+        const int last = in_step + 1 == accumulate || b->step + 1 == r->micro_per_epoch;
+        if (in_step == 0) {
+            /* The step's rows: K global batches, or what is left of the epoch. */
+            uint64_t first_row = b->step * cfg->batch_size, rows = accumulate * cfg->batch_size;
+            if (rows > train_rows - first_row) rows = train_rows - first_row;
+            scale = 1.0f / (float)rows;
+            memset(stats, 0, sizeof stats);
+            have_grads = 0;
+            r->batch_status = FFN_OK;
+            ffn_grad_sync_begin(r->sync);
+        }
+        if (b->status != FFN_OK && r->batch_status == FFN_OK) {
+            r->batch_status = b->status;
+            snprintf(r->batch_message, sizeof r->batch_message, "%s", b->message ? b->message : "read failed");
+            stats[0] = 1;
+        }
         if (b->status == FFN_OK && b->local_count > 0) {
             const float *out = ffn_model_forward(r->model, b->x, b->local_count);
             ffn_targets t = {b->labels, b->values};
-            stats[2] = (double)ffn_count_correct(loss_kind, out, t, b->local_count, r->out_dim);
-            stats[1] = ffn_loss_backward(loss_kind, out, t, b->local_count, r->out_dim,
-                                         1.0f / (float)b->global_count, r->dout);
-            stats[3] = (double)b->local_count;
-            ffn_model_backward(r->model, b->x, b->local_count, r->dout, 0, ffn_grad_sync_ready, r->sync);
-        } else {
-            zero_gradients(r);
+            stats[2] += (double)ffn_count_correct(loss_kind, out, t, b->local_count, r->out_dim);
+            if (r->teacher) {
+                const float *soft = ffn_model_forward(r->teacher, b->x, b->local_count);
+                ffn_distill_sums d = ffn_distill_loss(out, soft, b->labels, b->local_count, r->out_dim,
+                                                      cfg->distill_temperature, cfg->distill_alpha, scale, r->dout);
+                stats[1] += d.loss;
+                stats[5] += d.kl;
+            } else {
+                stats[1] += ffn_loss_backward(loss_kind, out, t, b->local_count, r->out_dim, scale, r->dout);
+            }
+            stats[3] += (double)b->local_count;
+            /* Only the last micro-batch's backward hands gradients to the exchange. */
+            ffn_model_backward(r->model, b->x, b->local_count, r->dout, have_grads,
+                               last ? ffn_grad_sync_ready : NULL, r->sync);
+            have_grads = 1;
+        } else if (last) {
+            if (have_grads) /* earlier micro-batches hold this rank's gradients: send them */
+                ffn_grad_sync_ready(r->sync, 0, ffn_model_param_count(r->model));
+            else
+                zero_gradients(r);
         }
+        if (!last) continue;
+        stats[4] = stop_signal != 0;
         if ((st = ffn_grad_sync_finish(r->sync)) != FFN_OK) return st;
-        if ((st = ffn_comm_sum_doubles(r->comm, stats, 5)) != FFN_OK) return st;
+        if ((st = ffn_comm_sum_doubles(r->comm, stats, 6)) != FFN_OK) return st;
         if (stats[0] > 0) {
-            ffn_fail(b->status, "%s", b->message);
-            return ffn_comm_agree(r->comm, b->status);
+            if (r->batch_status != FFN_OK) ffn_fail(r->batch_status, "%s", r->batch_message);
+            return ffn_comm_agree(r->comm, r->batch_status);
         }
         double loss = stats[1] / stats[3];
         if (!isfinite(loss)) {
@@ -695,9 +947,10 @@ static ffn_status train_loop(run_state *r, ffn_train_result *res)
                             isnan(loss) ? "NaN" : "infinite", where);
         }
         float lr = ffn_lr_at(&r->schedule, step);
-        optimizer_step(r, lr);
+        if ((st = optimizer_step(r, lr)) != FFN_OK) return st;
         step++;
         res->steps++;
+        prune_after(r, step);
         maybe_perturb(r, step);
         if (cfg->check_replicas && step % cfg->check_replicas == 0 &&
             (st = check_replicas(r, step)) != FFN_OK)
@@ -707,6 +960,7 @@ static ffn_status train_loop(run_state *r, ffn_train_result *res)
         epoch_loss += stats[1];
         epoch_correct += stats[2];
         epoch_rows += stats[3];
+        epoch_kl += stats[5];
         if (cfg->log_every && step % cfg->log_every == 0)
             write_record(r, "step", b->epoch + 1, step, loss, stats[2] / stats[3], NAN, NAN, lr, NAN,
                          now_seconds() - start - other_seconds);
@@ -722,7 +976,7 @@ static ffn_status train_loop(run_state *r, ffn_train_result *res)
             return ffn_fail(FFN_ERR_STOPPED, "stopped by a signal after step %llu (no --checkpoint-dir: nothing saved)",
                             (unsigned long long)step);
         }
-        int epoch_end = b->step + 1 == r->steps_per_epoch || step == r->total_steps;
+        int epoch_end = b->step + 1 == r->micro_per_epoch || step == r->total_steps;
         double t_end = now_seconds();
         if (cfg->checkpoint_dir && cfg->checkpoint_every_steps && step % cfg->checkpoint_every_steps == 0) {
             if ((st = save_checkpoint(r, step, b->epoch, b->step + 1)) != FFN_OK) return st;
@@ -744,6 +998,7 @@ static ffn_status train_loop(run_state *r, ffn_train_result *res)
             printf("epoch %llu/%llu  train loss %.4f acc %.4f", (unsigned long long)b->epoch + 1,
                    (unsigned long long)cfg->epochs, epoch_loss / epoch_rows, epoch_correct / epoch_rows);
             if (r->val) printf("  val loss %.4f acc %.4f", val_loss, val_acc);
+            if (r->teacher) printf("  kl %.4f", epoch_kl / epoch_rows);
             printf("  lr %.3g  %.0f samples/s  %.1f s\n", (double)lr, sps, epoch_time);
             fflush(stdout);
         }
@@ -751,17 +1006,18 @@ static ffn_status train_loop(run_state *r, ffn_train_result *res)
                      val_loss, val_acc, lr, sps, t_end - start - other_seconds);
         res->final_loss = epoch_loss / epoch_rows;
         res->final_accuracy = epoch_correct / epoch_rows;
-        if (cfg->checkpoint_dir && cfg->checkpoint_every_epochs && b->step + 1 == r->steps_per_epoch &&
+        if (cfg->checkpoint_dir && cfg->checkpoint_every_epochs && b->step + 1 == r->micro_per_epoch &&
             (b->epoch + 1) % cfg->checkpoint_every_epochs == 0 &&
             (st = save_checkpoint(r, step, b->epoch, b->step + 1)) != FFN_OK)
             return st;
-        epoch_loss = epoch_correct = epoch_rows = 0;
+        epoch_loss = epoch_correct = epoch_rows = epoch_kl = 0;
         other_seconds += now_seconds() - t_end;
         epoch_start = now_seconds();
     }
     /* The end of training always leaves a checkpoint to resume or fine-tune from. */
     if (cfg->checkpoint_dir && step > 0) {
-        uint64_t epoch = step / r->steps_per_epoch, in_epoch = step % r->steps_per_epoch;
+        uint64_t batch = micro_index(r, step);
+        uint64_t epoch = batch / r->micro_per_epoch, in_epoch = batch % r->micro_per_epoch;
         double t0 = now_seconds();
         if ((st = save_checkpoint(r, step, epoch, in_epoch)) != FFN_OK) return st;
         other_seconds += now_seconds() - t0;
@@ -805,6 +1061,11 @@ ffn_status ffn_train_run(const ffn_train_config *cfg, ffn_comm *comm, ffn_train_
             printf("done: %llu steps in %.1f s, %.0f samples/s, data wait %.1f%%, gradient wait %.1f%%\n",
                    (unsigned long long)res.steps, res.seconds, res.samples_per_second,
                    100 * res.data_wait_fraction, 100 * res.comm_wait_fraction);
+        if (r.print && st == FFN_OK && r.pruner) {
+            size_t pruned = ffn_pruner_pruned_total(r.pruner), all = ffn_pruner_prunable(r.pruner);
+            printf("pruned: %zu of %zu weights are 0 (sparsity %.4f)\n", pruned, all,
+                   all ? (double)pruned / (double)all : 0.0);
+        }
         if (r.rank == 0 && st == FFN_OK && r.metrics) {
             write_record(&r, res.final_split, cfg->epochs, res.steps, res.final_loss, res.final_accuracy,
                          NAN, NAN, 0, res.samples_per_second, res.seconds);

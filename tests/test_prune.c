@@ -146,6 +146,10 @@ static void test_ties_and_revival(void)
     CHECK(ffn_pruner_pruned_total(p) == 5);
     ffn_pruner_apply(p, w);
     CHECK(w[0] == 0.0f && w[4] == 0.0f && w[5] == 6.0f);
+    /* apply_range touches only its range, through a buffer that starts at lo. */
+    float part[4] = {7, 7, 7, 7}; /* entries 2..5: masks 0, 0, 0, 1 */
+    ffn_pruner_apply_range(p, part, 2, 6);
+    CHECK(part[0] == 0.0f && part[1] == 0.0f && part[2] == 0.0f && part[3] == 7.0f);
     /* Sparsity 1 prunes everything; round(0.05 * 10) = 1 would be a no-op now. */
     ffn_pruner_update(p, w, 1.0, FFN_PRUNE_LAYER);
     CHECK(ffn_pruner_pruned_total(p) == 10);

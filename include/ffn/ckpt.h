@@ -12,7 +12,8 @@
  *                    [P] in the flat parameter order (layer 0 W, b, layer 1 W ...)
  *   /train           attributes step (optimizer steps taken), epoch and
  *                    step_in_epoch (the next batch to train on), seed
- *   /masks/<i>/W     (present only when pruning) uint8 masks
+ *   /masks/<i>/W     uint8 [out, in], present only for a pruned model: 1 where
+ *                    layer i's weight is kept, 0 where it is pruned (held at 0)
  * Every dataset is chunked with HDF5's Fletcher32 checksum filter, so a
  * corrupted byte fails the read instead of loading silently.
  *
@@ -45,6 +46,7 @@ typedef struct {
     char *state_names[2];
     float *state[2];       /* [param_count] each */
     uint64_t step, epoch, step_in_epoch, seed;
+    uint8_t *mask;         /* [param_count] pruning mask (1 kept, 0 pruned; biases 1), or NULL */
 } ffn_checkpoint;
 
 /* Reads and validates the whole file (every failure names the file and the

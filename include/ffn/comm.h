@@ -42,6 +42,20 @@ ffn_status ffn_comm_max_u64(ffn_comm *c, uint64_t *buf, size_t n);
 /* All ranks' value of x gathered on every rank (out has size() entries). */
 ffn_status ffn_comm_allgather_u64(ffn_comm *c, uint64_t x, uint64_t *out);
 
+/* ---- ZeRO stage 1: the parameter buffer [0, n) is cut into size()
+ * contiguous slices, rank r owning [n*r/R, n*(r+1)/R). Each rank keeps the
+ * optimizer state of its slice only, receives the summed gradients of its
+ * slice (reduce-scatter, see ffn_grad_sync_create_sharded), updates that
+ * slice of the parameters, and the slices are then all-gathered. */
+void ffn_comm_slice(const ffn_comm *c, size_t n, int rank, size_t *lo, size_t *hi);
+/* buf [n] on every rank holds its own slice up to date; afterwards every rank
+ * holds all of them. In place, in calls of at most bucket_bytes (MPI_Allgatherv). */
+ffn_status ffn_comm_allgather_slices(ffn_comm *c, float *buf, size_t n, size_t bucket_bytes);
+/* Rank root receives into full [n] every rank's slice [hi - lo] (others pass
+ * full = NULL); in calls of at most bucket_bytes (MPI_Gatherv). */
+ffn_status ffn_comm_gather_slices(ffn_comm *c, const float *slice, float *full, size_t n, int root,
+                                  size_t bucket_bytes);
+
 /* Gradient exchange in contiguous buckets, started while backward runs.
  * Backward reports gradient ranges as they become final (from the end of the
  * buffer towards the start); a bucket's allreduce starts as soon as the
@@ -50,6 +64,12 @@ ffn_status ffn_comm_allgather_u64(ffn_comm *c, uint64_t x, uint64_t *out);
 typedef struct ffn_grad_sync ffn_grad_sync;
 ffn_status ffn_grad_sync_create(ffn_grad_sync **out, ffn_comm *c, float *grads, size_t n,
                                 size_t bucket_bytes);
+/* The sharded (ZeRO) variant: each bucket is reduce-scattered
+ * (MPI_Ireduce_scatter) instead of all-reduced, and finish() leaves the summed
+ * gradients of this rank's slice (ffn_comm_slice) in slice [hi - lo]; grads
+ * then holds only this rank's own contribution. */
+ffn_status ffn_grad_sync_create_sharded(ffn_grad_sync **out, ffn_comm *c, float *grads, size_t n,
+                                        size_t bucket_bytes, float *slice);
 void ffn_grad_sync_free(ffn_grad_sync *s);
 void ffn_grad_sync_begin(ffn_grad_sync *s);
 /* The ffn_grad_ready_fn of ffn_model_backward (user = the ffn_grad_sync). */

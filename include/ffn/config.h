@@ -51,6 +51,15 @@ typedef struct {
     const char *init_from;     /* checkpoint whose weights start a new run */
     uint64_t replace_head;     /* > 0: the last layer gets this many outputs, fresh */
     const char *freeze;        /* layers kept fixed: "0,1", "0-2", "all-but-last" */
+    /* scale and compression */
+    uint64_t accumulate;       /* micro-batches (of batch_size) summed per optimizer step */
+    int shard_optimizer;       /* ZeRO stage 1: optimizer state split across ranks */
+    const char *teacher;       /* checkpoint whose model teaches (distillation) */
+    float distill_temperature, distill_alpha;
+    float prune;               /* target sparsity of the weights; 0 = off */
+    const char *prune_scope;   /* "layer" | "global" */
+    int prune_scope_kind;      /* ffn_prune_scope, parsed by validate */
+    uint64_t prune_start_step, prune_end_step, prune_every;
     /* output */
     const char *metrics_path;  /* .csv or JSON lines */
     uint64_t log_every;        /* steps between step records; 0 = per epoch only */

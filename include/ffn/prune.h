@@ -48,6 +48,10 @@ size_t ffn_pruner_prunable(const ffn_pruner *p); /* total entries of all segment
 void ffn_pruner_update(ffn_pruner *p, const float *params, double sparsity, ffn_prune_scope scope);
 /* params[i] = 0 wherever the mask is 0 (in the segments). */
 void ffn_pruner_apply(const ffn_pruner *p, float *params);
+/* The same over the range [lo, hi) of the parameter buffer only, for a buffer
+ * base holding that range (base[0] is entry lo): a ZeRO slice of the
+ * parameters or of the gradients. */
+void ffn_pruner_apply_range(const ffn_pruner *p, float *base, size_t lo, size_t hi);
 
 /* The cubic schedule: the sparsity to hold after optimizer step t, rising
  * from 0 at t = start to final at t = end (and final after):
