@@ -51,6 +51,7 @@ struct ffn_dataset {
     ffn_dataset_info info;
     uint8_t *scratch;         /* raw uint8 rows before scaling */
     size_t scratch_bytes;
+    void *cache_x, *cache_y;  /* ffn_dataset_cache: all of /x (as stored) and /y */
 };
 
 /* HDF5 prints its error stack by default; ffn reports its own messages. The
@@ -104,6 +105,8 @@ void ffn_dataset_close(ffn_dataset *ds)
     close_id(&ds->dy, H5Dclose);
     close_id(&ds->file, H5Fclose);
     ffn_free(ds->scratch);
+    ffn_free(ds->cache_x);
+    ffn_free(ds->cache_y);
     free(ds->path);
     free(ds);
 }
@@ -564,6 +567,131 @@ static uint64_t row_of(const uint64_t *idx, uint64_t start, size_t i)
     return idx ? idx[i] : start + i;
 }
 
+/* Index of the first non-finite value of v[0..n), or n. A branch-free pass
+ * over the exponent bits (vectorised), then a search only when one was seen. */
+static size_t first_nonfinite(const float *v, size_t n)
+{
+    const uint32_t *bits = (const uint32_t *)(const void *)v;
+    uint32_t any = 0;
+    for (size_t i = 0; i < n; i++) any |= (uint32_t)((bits[i] & 0x7f800000u) == 0x7f800000u);
+    if (!any) return n;
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(v[i])) return i;
+    return n;
+}
+
+/* read_common served from memory (ffn_dataset_cache): the same values and the
+ * same checks and messages as a read from the file. */
+static ffn_status gather_cached(ffn_dataset *ds, const uint64_t *idx, uint64_t start, size_t n,
+                                float *x, int32_t *labels, float *values)
+{
+    const ffn_dataset_info *in = &ds->info;
+    const size_t d = in->features;
+    if (x) {
+        if (in->x_is_uint8) {
+            const float scale = in->x_scale, offset = in->x_offset;
+            for (size_t i = 0; i < n; i++) {
+                const uint8_t *src = (const uint8_t *)ds->cache_x + (size_t)row_of(idx, start, i) * d;
+                float *dst = x + i * d;
+                for (size_t j = 0; j < d; j++) dst[j] = (float)src[j] * scale + offset;
+            }
+        } else {
+            for (size_t i = 0; i < n; i++)
+                memcpy(x + i * d, (const float *)ds->cache_x + (size_t)row_of(idx, start, i) * d,
+                       d * sizeof *x);
+            size_t bad = first_nonfinite(x, n * d);
+            if (bad < n * d)
+                return ffn_fail(FFN_ERR_NUMERIC, "%s: /x row %llu feature %zu is %s, expected a finite value",
+                                ds->path, (unsigned long long)row_of(idx, start, bad / d), bad % d,
+                                isnan(x[bad]) ? "NaN" : "infinite");
+        }
+    }
+    if (in->has_labels && labels) {
+        for (size_t i = 0; i < n; i++) labels[i] = ((const int32_t *)ds->cache_y)[row_of(idx, start, i)];
+    } else if (!in->has_labels && values) {
+        const size_t k = in->target_cols;
+        for (size_t i = 0; i < n; i++)
+            memcpy(values + i * k, (const float *)ds->cache_y + (size_t)row_of(idx, start, i) * k,
+                   k * sizeof *values);
+        size_t bad = first_nonfinite(values, n * k);
+        if (bad < n * k)
+            return ffn_fail(FFN_ERR_NUMERIC, "%s: /y row %llu target %zu is %s, expected a finite value",
+                            ds->path, (unsigned long long)row_of(idx, start, bad / k), bad % k,
+                            isnan(values[bad]) ? "NaN" : "infinite");
+    }
+    return FFN_OK;
+}
+
+ffn_status ffn_dataset_cache(ffn_dataset *ds, size_t max_bytes, int *cached)
+{
+    quiet_hdf5();
+    if (cached) *cached = ds->cache_x != NULL;
+    if (ds->cache_x) return FFN_OK;
+    const ffn_dataset_info *in = &ds->info;
+    size_t xb, yb, total;
+    if (ffn_size_mul(in->rows, in->features, &xb) != 0 ||
+        ffn_size_mul(xb, in->x_is_uint8 ? 1 : sizeof(float), &xb) != 0 ||
+        ffn_size_mul(in->rows, in->has_labels ? sizeof(int32_t) : in->target_cols * sizeof(float), &yb) != 0 ||
+        ffn_size_add(xb, yb, &total) != 0 || total > max_bytes)
+        return FFN_OK;
+    void *cx = ffn_alloc(xb, 1), *cy = ffn_alloc(yb, 1);
+    ffn_status st = FFN_OK;
+    if (!cx || !cy) {
+        ffn_clear_error(); /* too big to hold after all: keep reading from the file */
+        ffn_free(cx);
+        ffn_free(cy);
+        return FFN_OK;
+    }
+    /* Whole blocks of contiguous rows: one large sequential read each. */
+    const size_t xrow = xb / in->rows, yrow = yb / in->rows;
+    size_t block = ((size_t)64 << 20) / (xrow + yrow);
+    if (block == 0) block = 1;
+    for (size_t at = 0; at < in->rows && st == FFN_OK; at += block) {
+        size_t n = in->rows - at < block ? in->rows - at : block;
+        hsize_t mdims[2] = { n, in->features };
+        if (select_range(ds->fspace_x, 2, in->features, at, n) < 0 ||
+            H5Sset_extent_simple(ds->mspace_x, 2, mdims, NULL) < 0 ||
+            H5Dread(ds->dx, in->x_is_uint8 ? H5T_NATIVE_UINT8 : H5T_NATIVE_FLOAT, ds->mspace_x,
+                    ds->fspace_x, H5P_DEFAULT, (char *)cx + at * xrow) < 0) {
+            st = ffn_fail(FFN_ERR_IO, "%s: /x: read of rows %zu..%zu failed", ds->path, at, at + n - 1);
+            break;
+        }
+        int rank = in->has_labels ? 1 : 2;
+        hsize_t cols = in->has_labels ? 1 : in->target_cols;
+        hsize_t ydims[2] = { n, cols };
+        if (select_range(ds->fspace_y, rank, cols, at, n) < 0 ||
+            H5Sset_extent_simple(ds->mspace_y, rank, ydims, NULL) < 0 ||
+            H5Dread(ds->dy, in->has_labels ? H5T_NATIVE_INT32 : H5T_NATIVE_FLOAT, ds->mspace_y,
+                    ds->fspace_y, H5P_DEFAULT, (char *)cy + at * yrow) < 0)
+            st = ffn_fail(FFN_ERR_IO, "%s: /y: read of rows %zu..%zu failed", ds->path, at, at + n - 1);
+    }
+    if (st != FFN_OK) {
+        ffn_free(cx);
+        ffn_free(cy);
+        return st;
+    }
+    ds->cache_x = cx;
+    ds->cache_y = cy;
+    if (cached) *cached = 1;
+    return FFN_OK;
+}
+
+void ffn_dataset_prefetch_rows(const ffn_dataset *ds, const uint64_t *idx, size_t n)
+{
+    if (!ds->cache_x) return;
+    const ffn_dataset_info *in = &ds->info;
+    const size_t xrow = in->features * (in->x_is_uint8 ? 1 : sizeof(float));
+    const size_t yrow = in->has_labels ? sizeof(int32_t) : in->target_cols * sizeof(float);
+    for (size_t i = 0; i < n; i++) {
+        if (idx[i] >= in->rows) continue;
+        const char *x = (const char *)ds->cache_x + (size_t)idx[i] * xrow;
+        for (size_t b = 0; b < xrow; b += 64) __builtin_prefetch(x + b, 0, 1);
+        __builtin_prefetch(x + xrow - 1, 0, 1);
+        const char *y = (const char *)ds->cache_y + (size_t)idx[i] * yrow;
+        for (size_t b = 0; b < yrow; b += 64) __builtin_prefetch(y + b, 0, 1);
+    }
+}
+
 /* One read of n rows, either idx (sorted) or the range [start, start + n). */
 static ffn_status read_common(ffn_dataset *ds, const uint64_t *idx, uint64_t start, size_t n,
                               float *x, int32_t *labels, float *values)
@@ -589,6 +717,7 @@ static ffn_status read_common(ffn_dataset *ds, const uint64_t *idx, uint64_t sta
     size_t cells;
     if (ffn_size_mul(n, in->features, &cells) != 0)
         return ffn_fail(FFN_ERR_NOMEM, "%s: a read of %zu rows overflows", ds->path, n);
+    if (ds->cache_x) return gather_cached(ds, idx, start, n, x, labels, values);
 
     if (x) {
         hsize_t mdims[2] = { n, in->features };

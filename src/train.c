@@ -552,7 +552,8 @@ static ffn_status setup(run_state *r)
     ffn_loader_config lc = {.batch_size = cfg->batch_size, .seed = r->seed,
                             .shuffle = !cfg->no_shuffle, .rank = r->rank, .nranks = r->size,
                             .start_epoch = r->start_epoch, .start_step = r->start_step_in_epoch,
-                            .total_steps = last_batch > first_batch ? last_batch - first_batch : 0, .prefetch = 1};
+                            .total_steps = last_batch > first_batch ? last_batch - first_batch : 0, .prefetch = 1,
+                            .local_ranks = ffn_comm_local_size(r->comm)};
     if ((st = ffn_loader_create(&r->loader, r->train, &lc)) != FFN_OK) return st;
 
     if (cfg->checkpoint_dir && (st = prepare_checkpoint_dir(r)) != FFN_OK) return st;

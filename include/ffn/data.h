@@ -43,6 +43,19 @@ ffn_status ffn_dataset_read_rows(ffn_dataset *ds, const uint64_t *idx, size_t n,
 ffn_status ffn_dataset_read_range(ffn_dataset *ds, uint64_t start, size_t n,
                                   float *x, int32_t *labels, float *values);
 
+/* Holds all of /x (as stored: uint8 stays uint8) and /y in memory when together
+ * they take at most max_bytes, reading the file once in large sequential
+ * blocks; later reads are served from memory with the same values, checks and
+ * messages. A scattered batch from HDF5 costs about 50 us a row here (one
+ * selection block and one small read each); from memory it is a copy.
+ * *cached (may be NULL) tells whether the data is held. Too large, or memory
+ * refused: FFN_OK, not cached. A failed read: the error, not cached. */
+ffn_status ffn_dataset_cache(ffn_dataset *ds, size_t max_bytes, int *cached);
+/* A hint: starts moving rows idx[0..n) of a cached dataset towards the CPU
+ * caches, so that the read of the next batch finds them there. No-op when the
+ * dataset is not cached. */
+void ffn_dataset_prefetch_rows(const ffn_dataset *ds, const uint64_t *idx, size_t n);
+
 /* Writer: creates PATH.tmp, rows are written in any order, close flushes and
  * renames onto PATH (an existing PATH is only replaced by a complete file). */
 typedef struct ffn_dataset_writer ffn_dataset_writer;

@@ -34,7 +34,15 @@ typedef struct {
     uint64_t start_epoch, start_step;
     uint64_t total_steps;    /* batches to produce in all (across epochs) */
     int prefetch;            /* 0: read in next() on the caller's thread */
+    int local_ranks;         /* ranks sharing this node's memory (0 counts as 1) */
 } ffn_loader_config;
+
+/* Memory. When the whole dataset fits in a budget (a quarter of the node's
+ * physical memory shared among local_ranks, or FFN_DATA_CACHE_MB from the
+ * environment; 0 there turns it off), the loader reads it once at creation
+ * (ffn_dataset_cache) and serves every batch from memory on the caller's
+ * thread: a copy costs microseconds, less than handing the batch over from a
+ * thread. Otherwise a background thread reads from HDF5 one batch ahead. */
 
 typedef struct ffn_loader ffn_loader;
 

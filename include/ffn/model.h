@@ -1,13 +1,29 @@
 /* ffn — the model: an ordered stack of layers over three flat buffers.
  *
  * Parameters, gradients (and, in the optimizer, its state) each live in one
- * contiguous float buffer; a layer's W and b are views into it, laid out in
- * layer order (W then b). One buffer makes the gradient allreduce a few
- * contiguous calls, the optimizer one loop and the checkpoint a few datasets.
+ * contiguous float buffer. Every layer owns a list of named parameter tensors
+ * (a dense layer: W then b), laid out in layer order and, within a layer, in
+ * tensor order; each tensor is a view into the buffers with its shape, whether
+ * weight decay applies and whether it trains. One buffer makes the gradient
+ * allreduce a few contiguous calls, the optimizer one loop over the tensors and
+ * the checkpoint one dataset per tensor (/model/<layer>/<tensor name>).
  *
- * Spec text: comma-separated items, each kind:field[:field...]
- *   dense:UNITS[:ACT][:init=NAME][:init_param=X][:slope=X]
- * e.g. "dense:128:relu,dense:10". The input width comes from the data. */
+ * Spec text: comma-separated items, each kind[:field...]
+ *   dense:UNITS[:ACT][:init=NAME][:init_param=X][:slope=X][:lora=R][:lora_alpha=A]
+ *       z = x·Wᵀ + b, y = act(z). With lora=R (R > 0) a low-rank adapter is
+ *       added: z = x·Wᵀ + (A/R)·(x·lora_Aᵀ)·lora_Bᵀ + b, lora_A [R, in] random,
+ *       lora_B [out, R] zeros (so it starts as the plain layer); W and b are
+ *       then fixed and only lora_A, lora_B train. lora_alpha defaults to R.
+ *   dropout:P       inverted dropout with drop probability P in [0, 1);
+ *                   identity in evaluation
+ *   layernorm       y = gamma ⊙ (x - mean) / sqrt(var + 1e-5) + beta per row
+ *   ffn:HIDDEN[:ACT][:init=NAME][:init_param=X]
+ *                   transformer feed-forward block, output width = input width:
+ *                   y = x + W2·act(W1·LN(x) + b1) + b2, ACT default gelu
+ *   swiglu:HIDDEN[:init=NAME][:init_param=X]
+ *                   y = x + W2·(silu(W1·LN(x)) ⊙ (W3·LN(x)))
+ * e.g. "dense:128:relu,dropout:0.1,ffn:512,layernorm,dense:10". The input
+ * width comes from the data. */
 #ifndef FFN_MODEL_H
 #define FFN_MODEL_H
 
@@ -17,25 +33,55 @@
 #include "ffn/init.h"
 #include "ffn/status.h"
 
-typedef enum { FFN_LAYER_DENSE = 0, FFN_LAYER_KIND_COUNT } ffn_layer_kind;
+typedef enum {
+    FFN_LAYER_DENSE = 0,
+    FFN_LAYER_DROPOUT,
+    FFN_LAYER_LAYERNORM,
+    FFN_LAYER_FFN,
+    FFN_LAYER_SWIGLU,
+    FFN_LAYER_KIND_COUNT
+} ffn_layer_kind;
+
+#define FFN_LAYERNORM_EPS 1e-5f
 
 typedef struct {
     ffn_layer_kind kind;
-    size_t units;
-    ffn_act act;
-    float act_param;  /* leaky_relu slope */
-    int init;         /* ffn_init, or -1 for the default for act */
-    float init_param; /* uniform range / normal std */
+    size_t units;      /* dense: outputs; ffn, swiglu: hidden width; else 0 */
+    ffn_act act;       /* dense: output activation; ffn: hidden activation */
+    float act_param;   /* leaky_relu slope */
+    int init;          /* ffn_init, or -1 for the default for act */
+    float init_param;  /* uniform range / normal std */
+    float rate;        /* dropout: drop probability */
+    size_t lora_rank;  /* dense: 0 = no adapter */
+    float lora_alpha;  /* dense with lora: the adapter's output is scaled by alpha / rank */
 } ffn_layer_spec;
+
+/* A named parameter tensor of a layer: a view into the flat buffers. */
+#define FFN_TENSOR_NAME_MAX 16
+typedef struct {
+    char name[FFN_TENSOR_NAME_MAX]; /* "W", "b", "gamma", "W1", "lora_A", ... */
+    size_t layer;        /* index of the layer that owns it */
+    int ndim;            /* 1 or 2 */
+    size_t shape[2];     /* [rows, cols] (ndim 2) or [n] (ndim 1) */
+    size_t offset, count;/* [offset, offset + count) of the flat buffers */
+    int decay;           /* weight decay applies (weights yes; biases, norms no) */
+    int trainable;       /* gradient computed, reported, sent and applied */
+    float *data, *grad;  /* views: params + offset, grads + offset */
+} ffn_tensor;
 
 typedef struct {
     ffn_layer_spec spec;
     size_t in, out;
-    int frozen;                 /* no gradient computed, sent or applied */
-    size_t param_offset;        /* W at params + param_offset, b right after */
+    int frozen;                 /* no tensor of the layer trains (ffn_model_set_frozen) */
+    size_t param_offset;        /* first tensor's offset */
+    size_t param_count;         /* all tensors of the layer, contiguous */
+    ffn_tensor *tensors;        /* [tensor_count], in buffer order */
+    size_t tensor_count;
+    /* Dense layers: views of W [out, in] and b [out] (NULL, 0 for other kinds). */
     size_t weight_count, bias_count;
-    float *W, *b, *dW, *db;     /* views into the flat buffers */
+    float *W, *b, *dW, *db;
     float *z, *y;               /* activations [max_batch, out]; z == y unless needed */
+    float *cache;               /* kind-specific values kept from forward for backward */
 } ffn_layer;
 
 typedef struct ffn_model ffn_model;
@@ -60,30 +106,67 @@ float *ffn_model_params(ffn_model *m);
 float *ffn_model_grads(ffn_model *m);
 char *ffn_model_spec_text(const ffn_model *m); /* malloc'd canonical spec */
 
-/* Draws every layer's weights from (seed, FFN_STREAM_INIT + layer << 8); biases 0. */
+/* Every tensor of every layer, in buffer order (k from 0). */
+size_t ffn_model_tensor_count(const ffn_model *m);
+const ffn_tensor *ffn_model_tensor(const ffn_model *m, size_t k);
+/* The tensor of layer i named name, or NULL. */
+const ffn_tensor *ffn_model_find_tensor(const ffn_model *m, size_t layer, const char *name);
+/* Parameters that train (sum of the trainable tensors' counts). */
+size_t ffn_model_trainable_count(const ffn_model *m);
+
+/* Draws every layer's weights from (seed, FFN_STREAM_INIT + layer << 8), the
+ * layer's tensors one after another from that stream (a dense layer's W first,
+ * so adding an adapter never changes W); biases 0, norm gains 1. */
 void ffn_model_init_params(ffn_model *m, uint64_t seed);
 /* Re-draws one layer only (a replaced head). */
 void ffn_model_init_layer(ffn_model *m, size_t layer, uint64_t seed);
 
-/* Allocates activations and backward scratch for batches up to max_batch
- * (done once, before the first step). */
+/* Allocates activations, per-layer caches and backward scratch for batches up
+ * to max_batch (done once, before the first step). */
 ffn_status ffn_model_reserve(ffn_model *m, size_t max_batch);
 size_t ffn_model_max_batch(const ffn_model *m);
 
-/* Returns the output [batch, out] (owned by the model, valid until the next forward). */
+/* Evaluation forward (dropout is the identity). Returns the output
+ * [batch, out] (owned by the model, valid until the next forward). */
 const float *ffn_model_forward(ffn_model *m, const float *x, size_t batch);
 
-/* Called during backward each time a layer's gradients are final, from the last
- * layer to the first: [offset, offset + count) of the gradient buffer is ready. */
+/* Training forward: dropout draws its masks. rows[r] is the global index of
+ * row r of the batch in the dataset (NULL: 0, 1, ...), step the optimizer
+ * step: layer i's mask of a row comes from the counter-based generator
+ * (seed, stream FFN_STREAM_DROPOUT + (i << 8) + (step << 32), counter
+ * row << 32 | column / 4) alone, so every rank count draws the same masks for
+ * the same global batch. */
+const float *ffn_model_forward_train(ffn_model *m, const float *x, size_t batch, uint64_t seed,
+                                     uint64_t step, const uint64_t *rows);
+
+/* Called during backward each time gradients are final, from the end of the
+ * buffer towards the start: [offset, offset + count) of the gradient buffer
+ * is ready. Only trainable tensors are reported (a layer reports each run of
+ * adjacent trainable tensors once). */
 typedef void (*ffn_grad_ready_fn)(void *user, size_t offset, size_t count);
 
-/* dout [batch, out]: gradient of the loss w.r.t. the output (overwritten).
- * Gradients are written (accumulate 0) or added (accumulate 1). Frozen layers
- * get no gradient; no dx is computed below the lowest trainable layer. */
+/* dout [batch, out]: gradient of the loss w.r.t. the output of the last
+ * forward (overwritten). Gradients of trainable tensors are written
+ * (accumulate 0) or added (accumulate 1); other tensors get none; no dx is
+ * computed below the lowest layer with a trainable tensor. */
 void ffn_model_backward(ffn_model *m, const float *x, size_t batch, float *dout,
                         int accumulate, ffn_grad_ready_fn ready, void *user);
+/* The same, and also the gradient w.r.t. the input, dx [batch, input_dim]
+ * (written; NULL: as ffn_model_backward). */
+void ffn_model_backward_dx(ffn_model *m, const float *x, size_t batch, float *dout, int accumulate,
+                           ffn_grad_ready_fn ready, void *user, float *dx);
 
-/* Sets/clears the frozen flag of a layer. */
+/* Zeroes every trainable gradient and reports the ranges as backward would
+ * (a rank with no rows still joins the exchange). */
+void ffn_model_zero_grads(ffn_model *m, ffn_grad_ready_fn ready, void *user);
+
+/* Freezes a layer (no tensor trains) or restores its kind's default (every
+ * tensor trains, except W and b of a dense layer with an adapter). */
 void ffn_model_set_frozen(ffn_model *m, size_t layer, int frozen);
+
+/* A new model in which every dense layer's adapter is merged into its
+ * weights, W += (alpha / rank)·lora_B·lora_A, and removed from the spec; the
+ * other tensors are copied. Frozen flags are not carried over. */
+ffn_status ffn_model_merge_lora(ffn_model **out, const ffn_model *m);
 
 #endif
