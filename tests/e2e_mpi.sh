@@ -29,10 +29,10 @@ for np_ in (2, 4):
     for i in range(3):
         for k in ("W", "b"):
             d = np.max(np.abs(a[f"model/{i}/{k}"][()] - b[f"model/{i}/{k}"][()]))
-            # Adam normalises each step, so summation-order noise stays ~1e-6 per step.
-            assert d < 2e-3, (np_, i, k, d)
+            # Summation-order noise: observed ~2e-7 after 303 Adam steps; bound 1e-5.
+            assert d < 1e-5, (np_, i, k, d)
             worst = max(worst, d)
-    print(f"-np {np_}: final parameters differ from -np 1 by at most {worst:.1e} (bound 2e-3)")
+    print(f"-np {np_}: final parameters differ from -np 1 by at most {worst:.1e} (bound 1e-5)")
 PY
 pass "-np 1/2/4 follow the same loss curve"
 
