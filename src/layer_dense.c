@@ -1,0 +1,128 @@
+/* ffn — the dense layer kind, with an optional LoRA adapter.
+ *
+ * Plain: z = x·Wᵀ + b, y = act(z) (ffn_dense_forward/backward).
+ * With lora=R: z = x·Wᵀ + s·u·Bᵀ + b, u = x·Aᵀ [batch, R], s = alpha / R;
+ * A = lora_A [R, in], B = lora_B [out, R]. W and b are fixed; backward gives
+ *   dB = s·dzᵀ·u,  du = s·dz·B,  dA = duᵀ·x,  dx = dz·W + du·A.
+ * Cache: u [batch, R]; work: du [batch, R]. */
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#include "ffn/dense.h"
+#include "ffn/init.h"
+#include "layer.h"
+
+ffn_init ffn_layer_default_init(ffn_act act)
+{
+    switch (act) {
+    case FFN_ACT_RELU:
+    case FFN_ACT_LEAKY_RELU:
+    case FFN_ACT_GELU: return FFN_INIT_HE_UNIFORM;
+    default: return FFN_INIT_XAVIER_UNIFORM;
+    }
+}
+
+static int dense_setup(const ffn_layer_spec *s, size_t in, size_t *out, ffn_tensor_decl *d)
+{
+    *out = s->units;
+    d[0] = (ffn_tensor_decl){"W", 2, {s->units, in}, 1};
+    d[1] = (ffn_tensor_decl){"b", 1, {s->units, 0}, 0};
+    if (!s->lora_rank) return 2;
+    d[2] = (ffn_tensor_decl){"lora_A", 2, {s->lora_rank, in}, 1};
+    d[3] = (ffn_tensor_decl){"lora_B", 2, {s->units, s->lora_rank}, 1};
+    return 4;
+}
+
+static int dense_default_trainable(const ffn_layer_spec *s, const char *tensor)
+{
+    return s->lora_rank == 0 || strncmp(tensor, "lora_", 5) == 0;
+}
+
+static size_t dense_cache_per_row(const ffn_layer *l) { return l->spec.lora_rank; }
+static size_t dense_work_per_row(const ffn_layer *l) { return l->spec.lora_rank; }
+static int dense_needs_z(const ffn_layer *l) { return ffn_act_backward_needs_z(l->spec.act, l->spec.act_param); }
+
+/* W as the spec says; lora_A uniform in ±1/sqrt(in) (PyTorch's kaiming_uniform
+ * with a = sqrt(5), as LoRA's reference code), drawn after W from the same
+ * stream; lora_B zeros, so a fresh adapter leaves the layer unchanged. */
+static void dense_init(ffn_layer *l, ffn_rng *rng)
+{
+    const ffn_layer_spec *s = &l->spec;
+    ffn_init kind = s->init >= 0 ? (ffn_init)s->init : ffn_layer_default_init(s->act);
+    ffn_init_fill(kind, s->init_param, l->W, l->out, l->in, rng);
+    memset(l->b, 0, l->bias_count * sizeof *l->b);
+    if (!s->lora_rank) return;
+    ffn_tensor *A = &l->tensors[2], *B = &l->tensors[3];
+    float bound = 1.0f / sqrtf((float)l->in);
+    ffn_rng_fill_uniform(rng, A->data, A->count, -bound, bound);
+    memset(B->data, 0, B->count * sizeof *B->data);
+}
+
+static float lora_scale(const ffn_layer_spec *s) { return s->lora_alpha / (float)s->lora_rank; }
+
+static void dense_forward(ffn_layer *l, const float *x, size_t batch, const ffn_forward_ctx *ctx)
+{
+    (void)ctx;
+    const ffn_layer_spec *s = &l->spec;
+    if (!s->lora_rank) {
+        ffn_dense_forward(l->z, l->y, x, l->W, l->b, batch, l->in, l->out, s->act, s->act_param);
+        return;
+    }
+    if (batch == 0) return;
+    int b = (int)batch, in = (int)l->in, out = (int)l->out, R = (int)s->lora_rank;
+    const float *A = l->tensors[2].data, *B = l->tensors[3].data;
+    float *u = l->cache;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b, out, in, 1.0f, x, in, l->W, in, 0.0f, l->z, out);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b, R, in, 1.0f, x, in, A, in, 0.0f, u, R);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b, out, R, lora_scale(s), u, R, B, R, 1.0f, l->z, out);
+    ffn_bias_act_forward(s->act, s->act_param, l->b, l->z, l->y, batch, out);
+}
+
+static void dense_backward(ffn_layer *l, float *dx, float *dy, const float *x, size_t batch,
+                           int accumulate, float *work, const ffn_forward_ctx *ctx)
+{
+    (void)ctx;
+    const ffn_layer_spec *s = &l->spec;
+    ffn_tensor *tW = &l->tensors[0], *tb = &l->tensors[1];
+    /* Activation, dW, db and dx = dz·W; dy holds dz afterwards. */
+    ffn_dense_backward(dx, tW->trainable ? l->dW : NULL, tb->trainable ? l->db : NULL, dy, x, l->W,
+                       l->z, l->y, batch, l->in, l->out, s->act, s->act_param, accumulate);
+    if (!s->lora_rank) return;
+    ffn_tensor *tA = &l->tensors[2], *tB = &l->tensors[3];
+    if (batch == 0) {
+        if (!accumulate) {
+            if (tA->trainable) memset(tA->grad, 0, tA->count * sizeof(float));
+            if (tB->trainable) memset(tB->grad, 0, tB->count * sizeof(float));
+        }
+        return;
+    }
+    int b = (int)batch, in = (int)l->in, out = (int)l->out, R = (int)s->lora_rank;
+    float scale = lora_scale(s), beta = accumulate ? 1.0f : 0.0f;
+    const float *dz = dy, *u = l->cache;
+    if (tB->trainable) /* dB [out, R] = s·dzᵀ·u */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, R, b, scale, dz, out, u, R, beta,
+                    tB->grad, R);
+    if (!tA->trainable && !dx) return;
+    float *du = work; /* [batch, R] = s·dz·B */
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, R, out, scale, dz, out, tB->data, R, 0.0f,
+                du, R);
+    if (tA->trainable) /* dA [R, in] = duᵀ·x */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, R, in, b, 1.0f, du, R, x, in, beta,
+                    tA->grad, in);
+    if (dx) /* dx += du·A */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, in, R, 1.0f, du, R, tA->data, in, 1.0f,
+                    dx, in);
+}
+
+const ffn_layer_ops ffn_layer_dense_ops = {
+    .name = "dense",
+    .setup = dense_setup,
+    .default_trainable = dense_default_trainable,
+    .cache_per_row = dense_cache_per_row,
+    .work_per_row = dense_work_per_row,
+    .needs_z = dense_needs_z,
+    .init = dense_init,
+    .forward = dense_forward,
+    .backward = dense_backward,
+};

@@ -1,0 +1,149 @@
+/* ffn — the SwiGLU feed-forward block (pre-norm, residual, no biases):
+ *
+ *   n = LN(x), a = n·W1ᵀ, g = n·W3ᵀ, p = silu(a) ⊙ g, y = x + p·W2ᵀ
+ *
+ * silu(a) = a·σ(a). W1, W3 [hidden, in], W2 [in, hidden]; ln_gamma, ln_beta
+ * [in]. Backward, with σ = σ(a):
+ *   dW2 = dyᵀ·p, dp = dy·W2, dg = dp ⊙ silu(a),
+ *   da = dp ⊙ g ⊙ σ·(1 + a·(1 - σ)), dW1 = daᵀ·n, dW3 = dgᵀ·n,
+ *   dn = da·W1 + dg·W3, dx = dy + LN'(dn).
+ * Cache: xhat, n [batch, in], rstd [batch], a, g, p [batch, hidden].
+ * Work: da, dg [batch, hidden], dn [batch, in]. */
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#include "layer.h"
+
+enum { T_GAMMA, T_BETA, T_W1, T_W3, T_W2 };
+
+static int swiglu_setup(const ffn_layer_spec *s, size_t in, size_t *out, ffn_tensor_decl *d)
+{
+    size_t h = s->units;
+    *out = in;
+    d[T_GAMMA] = (ffn_tensor_decl){"ln_gamma", 1, {in, 0}, 0};
+    d[T_BETA] = (ffn_tensor_decl){"ln_beta", 1, {in, 0}, 0};
+    d[T_W1] = (ffn_tensor_decl){"W1", 2, {h, in}, 1};
+    d[T_W3] = (ffn_tensor_decl){"W3", 2, {h, in}, 1};
+    d[T_W2] = (ffn_tensor_decl){"W2", 2, {in, h}, 1};
+    return 5;
+}
+
+static int swiglu_default_trainable(const ffn_layer_spec *s, const char *tensor)
+{
+    (void)s;
+    (void)tensor;
+    return 1;
+}
+
+static size_t swiglu_cache_per_row(const ffn_layer *l) { return 2 * l->in + 1 + 3 * l->spec.units; }
+static size_t swiglu_work_per_row(const ffn_layer *l) { return 2 * l->spec.units + l->in; }
+static int swiglu_needs_z(const ffn_layer *l) { (void)l; return 0; }
+
+static void swiglu_init(ffn_layer *l, ffn_rng *rng)
+{
+    const ffn_layer_spec *s = &l->spec;
+    ffn_tensor *t = l->tensors;
+    for (size_t c = 0; c < l->in; c++) t[T_GAMMA].data[c] = 1.0f;
+    memset(t[T_BETA].data, 0, l->in * sizeof(float));
+    ffn_init k = s->init >= 0 ? (ffn_init)s->init : FFN_INIT_XAVIER_UNIFORM;
+    ffn_init_fill(k, s->init_param, t[T_W1].data, s->units, l->in, rng);
+    ffn_init_fill(k, s->init_param, t[T_W3].data, s->units, l->in, rng);
+    ffn_init_fill(k, s->init_param, t[T_W2].data, l->in, s->units, rng);
+}
+
+typedef struct {
+    float *xhat, *n, *rstd, *a, *g, *p;
+} swiglu_parts;
+
+static swiglu_parts parts_of(const ffn_layer *l, size_t batch)
+{
+    swiglu_parts p;
+    size_t h = batch * l->spec.units;
+    p.xhat = l->cache;
+    p.n = p.xhat + batch * l->in;
+    p.rstd = p.n + batch * l->in;
+    p.a = p.rstd + batch;
+    p.g = p.a + h;
+    p.p = p.g + h;
+    return p;
+}
+
+/* σ(a) without overflow for any a. */
+static inline float sigmoidf(float a)
+{
+    float e = expf(-fabsf(a));
+    float s = 1.0f / (1.0f + e);
+    return a >= 0.0f ? s : e * s;
+}
+
+static void swiglu_forward(ffn_layer *l, const float *x, size_t batch, const ffn_forward_ctx *ctx)
+{
+    (void)ctx;
+    const ffn_tensor *t = l->tensors;
+    swiglu_parts p = parts_of(l, batch);
+    ffn_layernorm_rows_forward(p.n, p.xhat, p.rstd, x, t[T_GAMMA].data, t[T_BETA].data, batch, l->in);
+    if (batch == 0) return;
+    int b = (int)batch, in = (int)l->in, h = (int)l->spec.units;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b, h, in, 1.0f, p.n, in, t[T_W1].data, in, 0.0f, p.a, h);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b, h, in, 1.0f, p.n, in, t[T_W3].data, in, 0.0f, p.g, h);
+    size_t total = batch * l->spec.units;
+    for (size_t i = 0; i < total; i++) p.p[i] = p.a[i] * sigmoidf(p.a[i]) * p.g[i];
+    memcpy(l->y, x, batch * l->in * sizeof *x);
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b, in, h, 1.0f, p.p, h, t[T_W2].data, h, 1.0f, l->y, in);
+}
+
+static void swiglu_backward(ffn_layer *l, float *dx, float *dy, const float *x, size_t batch,
+                            int accumulate, float *work, const ffn_forward_ctx *ctx)
+{
+    (void)x;
+    (void)ctx;
+    ffn_tensor *t = l->tensors;
+    swiglu_parts p = parts_of(l, batch);
+    float *da = work, *dg = work + batch * l->spec.units, *dn = dg + batch * l->spec.units;
+    int need_dn = dx || t[T_GAMMA].trainable || t[T_BETA].trainable;
+    int need_dp = need_dn || t[T_W1].trainable || t[T_W3].trainable;
+    if (batch == 0) {
+        for (int k = T_GAMMA; k <= T_W2 && !accumulate; k++)
+            if (t[k].trainable) memset(t[k].grad, 0, t[k].count * sizeof(float));
+        return;
+    }
+    int b = (int)batch, in = (int)l->in, h = (int)l->spec.units;
+    float beta = accumulate ? 1.0f : 0.0f;
+    if (t[T_W2].trainable) /* dW2 [in, h] = dyᵀ·p */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, in, h, b, 1.0f, dy, in, p.p, h, beta, t[T_W2].grad, h);
+    if (need_dp) {
+        /* dp [b, h] = dy·W2, into da; then split into da and dg in place. */
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, h, in, 1.0f, dy, in, t[T_W2].data, h, 0.0f, da, h);
+        size_t total = batch * l->spec.units;
+        for (size_t i = 0; i < total; i++) {
+            float a = p.a[i], s = sigmoidf(a), dp = da[i];
+            dg[i] = dp * a * s;
+            da[i] = dp * p.g[i] * s * (1.0f + a * (1.0f - s));
+        }
+        if (t[T_W1].trainable)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, h, in, b, 1.0f, da, h, p.n, in, beta, t[T_W1].grad, in);
+        if (t[T_W3].trainable)
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, h, in, b, 1.0f, dg, h, p.n, in, beta, t[T_W3].grad, in);
+    }
+    if (dx) memcpy(dx, dy, batch * l->in * sizeof *dx); /* the residual path */
+    if (need_dn) {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, in, h, 1.0f, da, h, t[T_W1].data, in, 0.0f, dn, in);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, in, h, 1.0f, dg, h, t[T_W3].data, in, 1.0f, dn, in);
+        ffn_layernorm_rows_backward(dx, t[T_GAMMA].trainable ? t[T_GAMMA].grad : NULL,
+                                    t[T_BETA].trainable ? t[T_BETA].grad : NULL, dn, p.xhat, p.rstd,
+                                    t[T_GAMMA].data, batch, l->in, accumulate, 1);
+    }
+}
+
+const ffn_layer_ops ffn_layer_swiglu_ops = {
+    .name = "swiglu",
+    .setup = swiglu_setup,
+    .default_trainable = swiglu_default_trainable,
+    .cache_per_row = swiglu_cache_per_row,
+    .work_per_row = swiglu_work_per_row,
+    .needs_z = swiglu_needs_z,
+    .init = swiglu_init,
+    .forward = swiglu_forward,
+    .backward = swiglu_backward,
+};
