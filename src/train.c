@@ -599,6 +599,17 @@ static void teardown(run_state *r)
 
 /* ---- reporting ---------------------------------------------------------- */
 
+static void format_bytes(char *out, size_t cap, double bytes)
+{
+    const char *unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
+    int u = 0;
+    while (bytes >= 1024 && u < 4) {
+        bytes /= 1024;
+        u++;
+    }
+    snprintf(out, cap, u ? "%.2f %s" : "%.0f %s", bytes, unit[u]);
+}
+
 static void print_banner(const run_state *r)
 {
     const ffn_train_config *cfg = r->cfg;
@@ -619,14 +630,15 @@ static void print_banner(const run_state *r)
                (unsigned long long)cfg->accumulate, (unsigned long long)cfg->batch_size,
                (unsigned long long)(cfg->accumulate * cfg->batch_size));
     size_t nstate = ffn_optim_state_count(r->optim), nparams = ffn_model_param_count(r->model);
-    double own_mib = (double)nstate * (double)(r->own_hi - r->own_lo) * sizeof(float) / 1048576.0;
-    double all_mib = (double)nstate * (double)nparams * sizeof(float) / 1048576.0;
+    char own[32], all[32];
+    format_bytes(own, sizeof own, (double)nstate * (double)(r->own_hi - r->own_lo) * sizeof(float));
+    format_bytes(all, sizeof all, (double)nstate * (double)nparams * sizeof(float));
     if (cfg->shard_optimizer)
-        printf("optimizer state: %.3f MiB per rank on rank 0 (%zu of %zu parameters; %.3f MiB unsharded) "
+        printf("optimizer state: %s per rank (rank 0: %zu of %zu parameters x %zu buffers; %s unsharded), "
                "--shard-optimizer over %d rank%s\n",
-               own_mib, r->own_hi - r->own_lo, nparams, all_mib, r->size, r->size == 1 ? "" : "s");
+               own, r->own_hi - r->own_lo, nparams, nstate, all, r->size, r->size == 1 ? "" : "s");
     else
-        printf("optimizer state: %.3f MiB per rank\n", all_mib);
+        printf("optimizer state: %s per rank (%zu parameters x %zu buffers)\n", all, nparams, nstate);
     if (r->teacher) {
         char *ts = ffn_model_spec_text(r->teacher);
         printf("distillation: teacher %s (%zu -> %s, %zu parameters), T %g, alpha %g\n", cfg->teacher,
