@@ -15,10 +15,12 @@ WORK=$(mktemp -d /tmp/ffn-e2e.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 cd "$WORK"
 
+# A command failing under set -e says which, instead of ending the test silently.
+trap 'rc=$?; [[ $- == *e* ]] && echo "FAIL: line $LINENO: \"$BASH_COMMAND\" exited with status $rc" >&2' ERR
 fail() { echo "FAIL: $*" >&2; exit 1; }
 pass() { echo "ok: $*"; }
 # mpi NP CMD...: runs under mpirun with a hard timeout so a hang fails the test.
-mpi() { local np=$1; shift; timeout -k 5 "${MPI_TIMEOUT:-120}" "$MPIRUN" -np "$np" "$@"; }
+mpi() { local np=$1; shift; timeout -k 5 "${MPI_TIMEOUT:-240}" "$MPIRUN" -np "$np" "$@"; }
 # The value after KEY in the last line matching PATTERN of FILE.
 field() { grep -E "$2" "$1" | tail -1 | sed -E "s/.*$3 ([-0-9.e+naif]+).*/\1/"; }
 # ge A B: A >= B as floats.
