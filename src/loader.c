@@ -37,8 +37,7 @@ struct ffn_loader {
     uint64_t fail_step; /* test hook: fail the read of this global step (from 1) */
 };
 
-/* The in-memory budget of one rank (see loader.h). */
-static size_t cache_budget(const ffn_loader_config *cfg)
+size_t ffn_loader_cache_budget(const ffn_loader_config *cfg)
 {
     const char *env = getenv("FFN_DATA_CACHE_MB");
     if (env && *env) {
@@ -175,7 +174,7 @@ ffn_status ffn_loader_create(ffn_loader **out, ffn_dataset *ds, const ffn_loader
         }
     }
     int cached = 0;
-    ffn_status cst = ffn_dataset_cache(ds, cache_budget(cfg), &cached);
+    ffn_status cst = ffn_dataset_cache(ds, ffn_loader_cache_budget(cfg), &cached);
     if (cst != FFN_OK) {
         ffn_loader_free(l);
         return cst;

@@ -54,6 +54,8 @@ void ffn_loader_free(ffn_loader *l);
  * Blocks while the batch is still being read. */
 const ffn_batch *ffn_loader_next(ffn_loader *l);
 size_t ffn_loader_steps_per_epoch(const ffn_loader *l);
+/* The bytes of dataset one rank may hold in memory under cfg (see above). */
+size_t ffn_loader_cache_budget(const ffn_loader_config *cfg);
 /* Seconds the caller spent blocked in next(), since creation. */
 double ffn_loader_wait_seconds(const ffn_loader *l);
 

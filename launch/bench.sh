@@ -1,0 +1,218 @@
+#!/usr/bin/env bash
+# The benchmark of issue 7: ffn side by side with PyTorch on this machine, every
+# figure a ratio measured in the same run with the same threads, shapes and data.
+#
+#   launch/bench.sh [--quick] [--repeats N] [--keep DIR]
+#
+# Runs ffn-bench (micro measures: training step from memory, the sgemm bound of
+# the same shapes, gradient exchange vs a bare MPI_Allreduce, checkpoint writes),
+# ffn-train's own run through `ffn-bench train` (end to end from HDF5: samples/s,
+# data wait, peak RSS) and launch/bench_torch.py (PyTorch, and DDP with gloo in
+# two processes), then prints one table of ratios. Installs python3-torch when it
+# is missing and it can (root, apt); otherwise the PyTorch columns say why they
+# are empty. About 3-4 minutes; --quick is a fast pass over the same rows.
+#
+# Timing: rates are the best of five timed repeats inside each tool (ffn and
+# PyTorch alike), and end-to-end runs the best of --repeats runs (default 3):
+# this machine is shared, and the fastest repeat is the steadiest measure of
+# the code (timeit's advice). The load average is printed with the table.
+#
+# Environment: FFN_BUILD_DIR (default build; built by launch/setup.sh when
+# ffn-bench is missing), PYTHON (default /usr/bin/python3, Debian's).
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+cd "$here"
+quick=0 repeats=3 keep=""
+while (($#)); do
+  case $1 in
+    --quick) quick=1; repeats=1 ;;
+    --repeats) repeats=$2; shift ;;
+    --keep) keep=$2; shift ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "bench.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+build=${FFN_BUILD_DIR:-build}
+[[ $build = /* ]] || build=$here/$build
+if [[ ! -x $build/ffn-bench || ! -x $build/ffn-train ]]; then
+  echo "bench.sh: building into $build (launch/setup.sh)"
+  FFN_BUILD_DIR=$build bash launch/setup.sh >/dev/null
+fi
+BENCH=$build/ffn-bench
+PY=${PYTHON:-/usr/bin/python3}
+
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+MPIRUN=(mpirun -np 2)
+
+work=${keep:-$(mktemp -d /tmp/ffn-bench.XXXXXX)}
+mkdir -p "$work"
+[[ -n $keep ]] || trap 'rm -rf "$work"' EXIT
+log=$work/results.txt
+: >"$log"
+
+# ---- PyTorch: installed, installable, or skipped with the reason
+torch=1 torch_why=""
+if ! "$PY" -c 'import torch' 2>/dev/null; then
+  if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+    echo "bench.sh: installing python3-torch (Debian's, CPU) for the PyTorch columns"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -qq python3-torch >/dev/null 2>&1 ||
+      { apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq python3-torch >/dev/null 2>&1; } || true
+  fi
+  if ! "$PY" -c 'import torch' 2>/dev/null; then
+    torch=0
+    torch_why="PyTorch not available to $PY (apt-get install python3-torch needs root and the Debian archive); PyTorch columns skipped"
+    echo "bench.sh: $torch_why" >&2
+  fi
+fi
+if ((torch)) && ! "$PY" -c 'import h5py' 2>/dev/null; then
+  torch=0 torch_why="h5py missing for $PY (apt-get install python3-h5py); PyTorch columns skipped"
+  echo "bench.sh: $torch_why" >&2
+fi
+
+# ---- data: Fashion-MNIST for the small MLP when it can be had, synthetic otherwise
+mlp_data=$work/mlp.h5 mlp_what=""
+if [[ -s $here/data/fashion-mnist/train.h5 ]]; then
+  mlp_data=$here/data/fashion-mnist/train.h5 mlp_what="Fashion-MNIST train.h5 (55000 x 784 uint8)"
+elif [[ -x $build/ffn-data && -r /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]] &&
+     bash datasets/fashion-mnist.sh "$work/fmnist" "$build/ffn-data" >/dev/null 2>&1; then
+  mlp_data=$work/fmnist/train.h5 mlp_what="Fashion-MNIST train.h5 (55000 x 784 uint8)"
+else
+  "$BENCH" make-data classes --rows 60000 --features 784 --classes 10 --out "$mlp_data" >/dev/null
+  mlp_what="synthetic 60000 x 784 uint8, 10 classes (Fashion-MNIST not available)"
+fi
+ffn_rows=$((quick ? 2048 : 4096))
+ffn_data=$work/ffn.h5
+"$BENCH" make-data regression --rows $ffn_rows --features 1024 --targets 1024 --out "$ffn_data" >/dev/null
+
+secs=$((quick ? 1 : 2))
+MLP=dense:128:relu,dense:10 FFN=dense:4096:gelu,dense:1024
+run() { echo "+ $*" >>"$work/commands.txt"; "$@" 2>>"$work/stderr.txt" | tee -a "$log" | grep '^RESULT' || true; }
+# best_of N CMD...: runs CMD N times, keeps the RESULT line with the highest samples_per_s
+best_of() {
+  local n=$1; shift
+  local best="" bv=-1 line v
+  for ((i = 0; i < n; i++)); do
+    line=$("$@" 2>>"$work/stderr.txt" | tee -a "$work/train-output.txt" | grep '^RESULT' | tail -1) || true
+    echo "+ $*" >>"$work/commands.txt"
+    v=$(sed -n 's/.* samples_per_s=\([0-9.]*\).*/\1/p' <<<"$line")
+    if [[ -n $v ]] && awk -v a="$v" -v b="$bv" 'BEGIN{exit !(a>b)}'; then best=$line bv=$v; fi
+  done
+  echo "$best" | tee -a "$log"
+}
+
+echo "bench.sh: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) at start; results in $work" >&2
+
+# ---- 1. ffn training step from memory, and the sgemm bound of the same shapes (1 rank)
+R_mlp32=$(run "$BENCH" step --name mlp32 --model $MLP --input 784 --loss softmax_ce --batch 32 --threads 1 --data "$mlp_data" --seconds $secs)
+R_mlp256=$(run "$BENCH" step --name mlp256 --model $MLP --input 784 --loss softmax_ce --batch 256 --threads 1 --data "$mlp_data" --seconds $secs)
+R_ffn1=$(run "$BENCH" step --name ffn-t1 --model $FFN --input 1024 --loss mse --batch 256 --threads 1 --data "$ffn_data" --seconds $secs)
+R_ffn2=$(run "$BENCH" step --name ffn-t2 --model $FFN --input 1024 --loss mse --batch 256 --threads 2 --data "$ffn_data" --seconds $secs)
+# ---- 3/4. two ranks: step, compute alone, and a bare MPI_Allreduce of the gradient bytes
+R2_mlp32=$(run "${MPIRUN[@]}" "$BENCH" step --name mlp32-2r --model $MLP --input 784 --loss softmax_ce --batch 32 --threads 1 --data "$mlp_data" --seconds $secs)
+R2_mlp256=$(run "${MPIRUN[@]}" "$BENCH" step --name mlp256-2r --model $MLP --input 784 --loss softmax_ce --batch 256 --threads 1 --data "$mlp_data" --seconds $secs)
+R2_ffn=$(run "${MPIRUN[@]}" "$BENCH" step --name ffn-2r --model $FFN --input 1024 --loss mse --batch 256 --threads 1 --data "$ffn_data" --seconds $secs)
+
+# ---- 2/3. PyTorch, same models, data, threads; DDP with gloo in two processes
+T_mlp32="" T_mlp256="" T_ffn1="" T_ffn2="" D_mlp32="" D_mlp256="" D_ffn=""
+if ((torch)); then
+  TP=("$PY" launch/bench_torch.py --seconds $secs)
+  T_mlp32=$(run "${TP[@]}" --model mlp --data "$mlp_data" --batch 32 --threads 1)
+  T_mlp256=$(run "${TP[@]}" --model mlp --data "$mlp_data" --batch 256 --threads 1)
+  T_ffn1=$(run "${TP[@]}" --model ffn --data "$ffn_data" --batch 256 --threads 1)
+  T_ffn2=$(run "${TP[@]}" --model ffn --data "$ffn_data" --batch 256 --threads 2)
+  D_mlp32=$(run "${TP[@]}" --model mlp --data "$mlp_data" --batch 32 --threads 1 --ranks 2)
+  D_mlp256=$(run "${TP[@]}" --model mlp --data "$mlp_data" --batch 256 --threads 1 --ranks 2)
+  D_ffn=$(run "${TP[@]}" --model ffn --data "$ffn_data" --batch 256 --threads 1 --ranks 2)
+fi
+
+# ---- end to end: ffn-train's run from HDF5 (ffn-bench train = ffn_train_run + peak RSS)
+TR=(train --loss softmax_ce --optimizer adam --lr 1e-3 --model $MLP --train "$mlp_data" --progress off --quiet)
+ep=(--epochs 1); ((quick)) && ep=(--max-steps 300)
+E_mlp32=$(best_of "$repeats" "$BENCH" "${TR[@]}" --batch-size 32 --threads 1 "${ep[@]}")
+E2_mlp32=$(best_of "$repeats" "${MPIRUN[@]}" "$BENCH" "${TR[@]}" --batch-size 32 --threads 1 "${ep[@]}")
+E2_mlp256=$(best_of "$repeats" "${MPIRUN[@]}" "$BENCH" "${TR[@]}" --batch-size 256 --threads 1 --epochs 2)
+E_stream=$(FFN_DATA_CACHE_MB=0 best_of 1 "$BENCH" "${TR[@]}" --batch-size 32 --threads 1 --max-steps 300)
+TF=(train --loss mse --optimizer adam --lr 1e-4 --model $FFN --train "$ffn_data" --progress off --quiet --batch-size 256 --epochs 1)
+E_ffn1=$(best_of "$repeats" "$BENCH" "${TF[@]}" --threads 1)
+E2_ffn=$(best_of "$repeats" "${MPIRUN[@]}" "$BENCH" "${TF[@]}" --threads 1)
+
+# ---- 6. checkpoint write (large FFN with Adam state) vs raw write + fsync
+C_ck=$(run "$BENCH" ckpt --model $FFN --input 1024 --dir "$work")
+
+# ---- the table
+get() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<"$1" | head -1; }
+num() { [[ -n $1 ]] && awk -v v="$1" 'BEGIN{exit !(v == v + 0)}'; }
+div() { if num "$1" && num "$2" && awk -v b="$2" 'BEGIN{exit !(b != 0)}'; then awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a / b}'; else echo "-"; fi; }
+fmt() { if num "$1"; then awk -v v="$1" -v d="${2:-0}" 'BEGIN{printf "%.*f", d, v}'; else echo "${1:--}"; fi; }
+met() { # met VALUE OP TARGET
+  if [[ $1 == - || -z $1 ]]; then echo "n/a"; return; fi
+  if awk -v a="$1" -v b="$3" -v op="$2" 'BEGIN{exit !((op == ">=" && a >= b) || (op == "<=" && a <= b) || (op == "<" && a < b))}'; then echo "yes"; else echo "**no**"; fi
+}
+pct() { if num "$1"; then awk -v v="$1" 'BEGIN{printf "%.1f%%", 100 * v}'; else echo "-"; fi; }
+row() { printf '| %s | %s | %s | %s | %s | %s |\n' "$@"; }
+nt="PyTorch -"; ((torch)) || nt="(skipped)"
+
+core=$(get "$R_mlp32" corename)
+echo
+echo "ffn benchmark: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), OpenBLAS kernel $core, torch $(get "$T_mlp32" torch) (OpenBLAS $(get "$T_mlp32" openblas_core)), load average $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "data: MLP on $mlp_what; FFN on synthetic $ffn_rows x 1024 float32 -> 1024 targets; Adam; rates: best of 5 timed repeats (micro) / best of $repeats runs (ffn-train)"
+((torch)) || echo "note: $torch_why"
+echo
+row "measure" "ffn" "reference" "ratio" "target" "met"
+row "---" "---:" "---:" "---:" "---" "---"
+# 1a/2: small MLP, one rank, one thread
+for b in 32 256; do
+  R=R_mlp$b T=T_mlp$b
+  r=$(div "$(get "${!R}" samples_per_s)" "$(get "${!T}" samples_per_s)")
+  row "MLP 784-128-10 b$b, 1 rank x 1 thread: step samples/s (memory) vs PyTorch" "$(fmt "$(get "${!R}" samples_per_s)")" "$(fmt "$(get "${!T}" samples_per_s)")" "$r" "$([[ $b == 32 ]] && echo '>= 2' || echo '-')" "$([[ $b == 32 ]] && met "$r" '>=' 2 || echo '')"
+  row "  GFLOP/s (6 x params x samples) vs sgemm on the same shapes" "$(fmt "$(get "${!R}" gflops)" 1)" "$(fmt "$(get "${!R}" sgemm_gflops)" 1)" "$(fmt "$(get "${!R}" of_bound)" 2)" "-" ""
+done
+r=$(div "$(get "$E_mlp32" samples_per_s)" "$(get "$T_mlp32" samples_per_s)")
+row "MLP b32, 1 rank: ffn-train end to end (HDF5) vs PyTorch step (memory)" "$(fmt "$(get "$E_mlp32" samples_per_s)")" "$(fmt "$(get "$T_mlp32" samples_per_s)")" "$r" ">= 2" "$(met "$r" '>=' 2)"
+# 1b: large FFN
+for t in 1 2; do
+  R=R_ffn$t T=T_ffn$t
+  fb=$(get "${!R}" of_bound)
+  row "FFN 1024-4096-1024 b256, 1 rank x $t thread$([[ $t == 2 ]] && echo s): GFLOP/s vs sgemm bound" "$(fmt "$(get "${!R}" gflops)" 1)" "$(fmt "$(get "${!R}" sgemm_gflops)" 1)" "$(fmt "$fb" 2)" ">= 0.85" "$(met "$fb" '>=' 0.85)"
+  r=$(div "$(get "${!R}" samples_per_s)" "$(get "${!T}" samples_per_s)")
+  row "  samples/s vs PyTorch ($t thread$([[ $t == 2 ]] && echo s))" "$(fmt "$(get "${!R}" samples_per_s)" 1)" "$(fmt "$(get "${!T}" samples_per_s)" 1)" "$r" ">= 1" "$(met "$r" '>=' 1)"
+done
+# 3: two ranks
+for b in 32 256; do
+  E=E2_mlp$b D=D_mlp$b M=R2_mlp$b
+  r=$(div "$(get "${!E}" samples_per_s)" "$(get "${!D}" samples_per_s)")
+  row "MLP b$b, 2 ranks x 1 thread: ffn-train end to end vs PyTorch DDP gloo" "$(fmt "$(get "${!E}" samples_per_s)")" "$(fmt "$(get "${!D}" samples_per_s)")" "$r" ">= 5" "$(met "$r" '>=' 5)"
+  r=$(div "$(get "${!M}" samples_per_s)" "$(get "${!D}" samples_per_s)")
+  row "  step from memory (ffn-bench) vs PyTorch DDP gloo" "$(fmt "$(get "${!M}" samples_per_s)")" "$(fmt "$(get "${!D}" samples_per_s)")" "$r" ">= 5" "$(met "$r" '>=' 5)"
+done
+r=$(div "$(get "$R2_ffn" samples_per_s)" "$(get "$R_ffn1" samples_per_s)")
+row "FFN b256: 2 ranks x 1 thread vs 1 rank x 1 thread (step, memory)" "$(fmt "$(get "$R2_ffn" samples_per_s)" 1)" "$(fmt "$(get "$R_ffn1" samples_per_s)" 1)" "$r" ">= 1.8" "$(met "$r" '>=' 1.8)"
+r=$(div "$(get "$E2_ffn" samples_per_s)" "$(get "$E_ffn1" samples_per_s)")
+row "  the same, ffn-train end to end" "$(fmt "$(get "$E2_ffn" samples_per_s)" 1)" "$(fmt "$(get "$E_ffn1" samples_per_s)" 1)" "$r" ">= 1.8" "$(met "$r" '>=' 1.8)"
+row "  2 ranks vs 1 rank x 2 threads (same two cores)" "$(fmt "$(get "$R2_ffn" samples_per_s)" 1)" "$(fmt "$(get "$R_ffn2" samples_per_s)" 1)" "$(div "$(get "$R2_ffn" samples_per_s)" "$(get "$R_ffn2" samples_per_s)")" "-" ""
+r=$(div "$(get "$R2_ffn" samples_per_s)" "$(get "$D_ffn" samples_per_s)")
+row "  2 ranks vs PyTorch DDP gloo" "$(fmt "$(get "$R2_ffn" samples_per_s)" 1)" "$(fmt "$(get "$D_ffn" samples_per_s)" 1)" "$r" "-" ""
+# 4: gradient exchange
+for v in R2_mlp32 R2_ffn; do
+  x=$(get "${!v}" exchange_vs_bare)
+  row "gradient exchange ms per step ($(get "${!v}" grad_mb) MB, $(get "${!v}" name)) vs bare MPI_Allreduce ms" "$(fmt "$(get "${!v}" exchange_ms)" 2)" "$(fmt "$(get "${!v}" bare_allreduce_ms)" 2)" "$(fmt "$x" 2)" "<= 1.05" "$(met "$x" '<=' 1.05)"
+  row "  share of the exchange hidden behind backward" "$(pct "$(get "${!v}" hidden)")" "-" "-" "-" ""
+done
+# 5: data
+for v in E_mlp32 E2_mlp32 E_ffn1; do
+  w=$(get "${!v}" data_wait)
+  row "data wait, ffn-train $(get "${!v}" ranks) rank(s), $([[ $v == E_ffn1 ]] && echo FFN b256 || echo MLP b32) (dataset held in memory)" "$(pct "$w")" "-" "-" "< 5%" "$(met "$w" '<' 0.05)"
+done
+row "  data wait reading every batch from HDF5 (FFN_DATA_CACHE_MB=0), MLP b32" "$(pct "$(get "$E_stream" data_wait)")" "-" "-" "-" ""
+# 6: checkpoint
+row "checkpoint write MB/s ($(fmt "$(awk -v b="$(get "$C_ck" bytes)" 'BEGIN{print b / 1048576}')" 1) MB, FFN + Adam) vs raw write + fsync" "$(fmt "$(get "$C_ck" ckpt_mb_s)")" "$(fmt "$(get "$C_ck" raw_mb_s)")" "$(fmt "$(get "$C_ck" ratio)" 2)" "-" ""
+# 7: memory
+for v in E_ffn1 E_mlp32; do
+  x=$(get "${!v}" rss_ratio)
+  row "peak RSS MB vs state + activations + data held, $([[ $v == E_ffn1 ]] && echo FFN || echo MLP) 1 rank" "$(fmt "$(get "${!v}" peak_rss_mb)" 1)" "$(fmt "$(get "${!v}" accounted_mb)" 1)" "$(fmt "$x" 2)" "<= 1.3" "$(met "$x" '<=' 1.3)"
+done
+echo
+echo "(runtime alone, MPI + OpenBLAS + HDF5 before any ffn buffer: $(fmt "$(get "$E_mlp32" runtime_rss_mb)" 1) MB; load average at the end $(cut -d' ' -f1-3 /proc/loadavg))"

@@ -1,0 +1,174 @@
+#!/usr/bin/python3
+"""The PyTorch side of launch/bench.sh: the same models, shapes, data, optimizer
+and threads as ffn-bench, so that every ffn figure has its PyTorch counterpart.
+
+  bench_torch.py --model mlp|ffn --data FILE.h5 --batch B --threads T [--seconds S] [--ranks 2]
+
+mlp: 784 -> 128 ReLU -> 10, cross-entropy on int labels
+ffn: 1024 -> 4096 GELU (exact erf form) -> 1024, MSE on float targets
+Adam (lr 1e-4 as in ffn-bench), one step = zero_grad, forward, loss, backward,
+optimizer step and loss.item() (ffn reduces its loss and accuracy every step).
+The data: the first rows of FILE (uint8 features times their scale), held in
+memory and cycled batch by batch, as ffn-bench step does. --ranks 2 runs
+DistributedDataParallel with gloo in two processes (B is the global batch,
+B/2 a process), each with T threads.
+
+Rates come from the fastest of five timed repeats (the slowest rank's time in
+each), as in ffn-bench. Prints one line: RESULT torch name=... key=value ..."""
+import argparse
+import os
+import sys
+import time
+
+
+def parse():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", choices=["mlp", "ffn"], required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--batch", type=int, required=True)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--seconds", type=float, default=3.0)
+    p.add_argument("--ranks", type=int, default=1)
+    p.add_argument("--name", default=None)
+    return p.parse_args()
+
+
+def set_threads(n):
+    # Before torch loads: its OpenMP pool and OpenBLAS's own pthreads both obey these.
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(n)
+
+
+def load_pool(path, rows, start):
+    import h5py
+    import numpy as np
+    with h5py.File(path, "r") as f:
+        n = f["x"].shape[0]
+        if start + rows > n:
+            start = 0
+        x = f["x"][start:start + rows]
+        if x.dtype == np.uint8:
+            scale = float(f["x"].attrs["scale"])
+            offset = float(f["x"].attrs.get("offset", 0.0))
+            x = x.astype(np.float32) * np.float32(scale) + np.float32(offset)
+        y = f["y"][start:start + rows]
+    return x.astype(np.float32), y
+
+
+def build(kind, torch):
+    nn = torch.nn
+    if kind == "mlp":
+        model = nn.Sequential(nn.Linear(784, 128), nn.ReLU(), nn.Linear(128, 10))
+        return model, nn.CrossEntropyLoss(), 784
+    model = nn.Sequential(nn.Linear(1024, 4096), nn.GELU(), nn.Linear(4096, 1024))
+    return model, nn.MSELoss(), 1024
+
+
+def run(args, rank, world):
+    set_threads(args.threads)
+    import numpy as np
+    import torch
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(1)
+    if world > 1:
+        import torch.distributed as dist
+        dist.init_process_group("gloo", rank=rank, world_size=world)
+    model, lossf, _ = build(args.model, torch)
+    if world > 1:
+        model = torch.nn.parallel.DistributedDataParallel(model)
+    local = args.batch // world
+    # Up to 16 batches (64 MiB at most) cycled from memory, this rank's own rows, as ffn-bench.
+    import h5py
+    with h5py.File(args.data, "r") as f:
+        rows, features = f["x"].shape
+    pool_batches = max(1, min(16, (64 << 20) // (local * features * 4), rows // (local * world)))
+    x, y = load_pool(args.data, pool_batches * local, rank * pool_batches * local)
+    xs = torch.from_numpy(x)
+    ys = torch.from_numpy(y.astype(np.int64) if args.model == "mlp" else y.astype(np.float32))
+    batches = [(xs[i * local:(i + 1) * local], ys[i * local:(i + 1) * local]) for i in range(pool_batches)]
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+    at = [0]
+
+    def step():
+        bx, by = batches[at[0] % pool_batches]
+        at[0] += 1
+        opt.zero_grad(set_to_none=True)
+        loss = lossf(model(bx), by)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    def slowest(t):
+        if world == 1:
+            return t
+        v = torch.tensor([t], dtype=torch.float64)
+        dist.all_reduce(v, op=dist.ReduceOp.MAX)
+        return float(v[0])
+
+    for _ in range(2):
+        step()
+    t0 = time.perf_counter()
+    step()
+    one = slowest(time.perf_counter() - t0)
+    calls = max(3, min(1000000, int(args.seconds / 5 / one))) if one > 0 else 3
+    if world > 1:
+        c = torch.tensor([calls])
+        dist.broadcast(c, 0)
+        calls = int(c[0])
+    reps = []
+    for _ in range(5):
+        if world > 1:
+            dist.barrier()
+        s = time.perf_counter()
+        for _ in range(calls):
+            step()
+        reps.append(slowest((time.perf_counter() - s) / calls))
+    reps.sort()
+    med, best = reps[2], reps[0]
+    params = sum(p.numel() for p in model.parameters())
+    if rank == 0:
+        blas = "unknown"
+        try:
+            import ctypes
+            for lib in ("libopenblas.so.0", "libblas.so.3"):
+                try:
+                    h = ctypes.CDLL(lib)
+                    h.openblas_get_corename.restype = ctypes.c_char_p
+                    blas = h.openblas_get_corename().decode()
+                    break
+                except (OSError, AttributeError):
+                    continue
+        except Exception:
+            pass
+        print(f"RESULT torch name={args.name or args.model} model={args.model} batch={args.batch} ranks={world} "
+              f"threads={args.threads} params={params} step_ms={1e3 * best:.4f} median_step_ms={1e3 * med:.4f} "
+              f"samples_per_s={args.batch / best:.1f} gflops={6.0 * params * local / best / 1e9:.3f} "
+              f"torch={torch.__version__} openblas_core={blas}", flush=True)
+    if world > 1:
+        dist.destroy_process_group()
+
+
+def ddp_child(rank, args, world, port):
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    run(args, rank, world)
+
+
+def main():
+    args = parse()
+    if args.batch % args.ranks:
+        sys.exit("bench_torch.py: --batch must be a multiple of --ranks")
+    if args.ranks == 1:
+        run(args, 0, 1)
+        return
+    set_threads(args.threads)
+    import socket
+    import torch.multiprocessing as mp
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(ddp_child, args=(args, args.ranks, port), nprocs=args.ranks, join=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,737 @@
+/* ffn-bench: the micro measures behind launch/bench.sh (issue 7).
+ *
+ *   ffn-bench [--quick] [--threads N]
+ *       the suite: training-step speed of the benchmark models against the
+ *       sgemm-bound time of the same shapes, the gradient exchange against a
+ *       bare MPI_Allreduce (under mpirun -np 2), checkpoint writes against a raw
+ *       fsync'd write; prints one table row per measure
+ *   ffn-bench step --model SPEC --input D --loss L --batch B [--threads N]
+ *                  [--data FILE] [--seconds S] [--bucket-mb X]
+ *       one model: samples/s, GFLOP/s (6 x params x samples), sgemm bound and,
+ *       with more than one rank, the gradient exchange
+ *   ffn-bench ckpt --model SPEC --input D [--dir DIR]
+ *       checkpoint write MB/s (Adam state included) vs raw write + fsync
+ *   ffn-bench train FFN-TRAIN-FLAGS...
+ *       exactly ffn-train's run (ffn_train_run), then the peak RSS of every
+ *       rank against the bytes the run must hold
+ *   ffn-bench make-data classes|regression --rows N --features D --out FILE
+ *                  [--classes K] [--targets K] [--seed S]
+ *       synthetic datasets in ffn's layout (uint8 features for classes)
+ *
+ * Every line that bench.sh reads starts with "RESULT name key=value ...".
+ * Rates are the median of three timed repeats; under MPI, a rank's figure is
+ * the slowest rank's (every rank waits for it each step). */
+#include <errno.h>
+#include <fcntl.h>
+#include <math.h>
+#include <mpi.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cblas.h>
+
+#include "ffn/ckpt.h"
+#include "ffn/comm.h"
+#include "ffn/config.h"
+#include "ffn/data.h"
+#include "ffn/dense.h"
+#include "ffn/loader.h"
+#include "ffn/loss.h"
+#include "ffn/mem.h"
+#include "ffn/model.h"
+#include "ffn/optim.h"
+#include "ffn/rng.h"
+#include "ffn/sampler.h"
+#include "ffn/train.h"
+
+static ffn_comm *comm;
+static int rank, nranks;
+
+static double now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
+static double max_over_ranks(double v)
+{
+    double out = v;
+    if (nranks > 1) MPI_Allreduce(&v, &out, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
+    return out;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+static double median3(double a, double b, double c)
+{
+    double v[3] = {a, b, c};
+    qsort(v, 3, sizeof v[0], cmp_double);
+    return v[1];
+}
+
+/* Peak resident set of this process, bytes. */
+static double peak_rss_bytes(void)
+{
+    struct rusage u;
+    getrusage(RUSAGE_SELF, &u);
+    return (double)u.ru_maxrss * 1024.0;
+}
+
+static void die(const char *what)
+{
+    if (rank == 0) fprintf(stderr, "ffn-bench: error: %s%s%s\n", what, *ffn_last_error() ? ": " : "",
+                           ffn_last_error());
+    ffn_comm_abort(comm, 1);
+}
+
+/* ---- timing a repeated action on every rank ------------------------------- */
+
+typedef void (*action_fn)(void *ctx);
+
+/* Seconds per call of fn: the fastest of five repeats, each about `seconds`/5
+ * long (at least `min_calls` calls), all ranks running together; the slowest
+ * rank's time counts. Every rank makes the same number of calls (fn may be
+ * collective). The fastest repeat is the steadiest measure of the code on a
+ * shared machine (timeit's advice); bench_torch.py does the same. The median
+ * repeat is kept in g_median. */
+enum { REPEATS = 5 };
+static double g_median; /* the last time_per_call's median repeat */
+static int g_quick;     /* --quick: one warm-up call, one call a repeat at least */
+
+static double time_per_call(action_fn fn, void *ctx, double seconds, int min_calls)
+{
+    fn(ctx); /* warm up: first touch, BLAS buffers */
+    if (!g_quick) fn(ctx);
+    if (g_quick) min_calls = 1;
+    double t0 = now();
+    fn(ctx);
+    double one = max_over_ranks(now() - t0);
+    double per = one > 0 ? seconds / REPEATS / one : min_calls;
+    long calls = per < min_calls ? min_calls : per > 1e6 ? 1000000 : (long)per;
+    if (nranks > 1) MPI_Bcast(&calls, 1, MPI_LONG, 0, MPI_COMM_WORLD);
+    double rep[REPEATS];
+    for (int r = 0; r < REPEATS; r++) {
+        if (nranks > 1) MPI_Barrier(MPI_COMM_WORLD);
+        double s = now();
+        for (long i = 0; i < calls; i++) fn(ctx);
+        rep[r] = max_over_ranks((now() - s) / (double)calls);
+    }
+    qsort(rep, REPEATS, sizeof rep[0], cmp_double);
+    g_median = rep[REPEATS / 2];
+    return rep[0];
+}
+
+/* ---- the training step, as train.c's loop runs it (one micro-batch a step) ---- */
+
+typedef struct {
+    ffn_model *model;
+    ffn_optim *optim;
+    ffn_grad_sync *sync;
+    ffn_loss loss;
+    size_t input, out_dim, local, global;
+    size_t pool_batches, at;   /* in-memory batches, cycled */
+    float *x, *values, *dout;
+    int32_t *labels;
+    int exchange;              /* 0: no gradient exchange (compute only) */
+    double loss_sum;
+    /* sgemm-bound buffers */
+    float *ga, *gb, *gc;
+} step_ctx;
+
+static void train_step(void *p)
+{
+    step_ctx *s = p;
+    size_t b = s->at++ % s->pool_batches;
+    const float *x = s->x + b * s->local * s->input;
+    ffn_targets t = {s->labels ? s->labels + b * s->local : NULL,
+                     s->values ? s->values + b * s->local * s->out_dim : NULL};
+    double stats[6] = {0, 0, 0, 0, 0, 0};
+    if (s->exchange) ffn_grad_sync_begin(s->sync);
+    const float *out = ffn_model_forward_train(s->model, x, s->local, 1, s->at, NULL);
+    stats[2] = (double)ffn_count_correct(s->loss, out, t, s->local, s->out_dim);
+    stats[1] = ffn_loss_backward(s->loss, out, t, s->local, s->out_dim, 1.0f / (float)s->global,
+                                 s->dout);
+    stats[3] = (double)s->local;
+    ffn_model_backward(s->model, x, s->local, s->dout, 0, s->exchange ? ffn_grad_sync_ready : NULL,
+                       s->sync);
+    if (s->exchange && ffn_grad_sync_finish(s->sync) != FFN_OK) die("gradient exchange");
+    if (ffn_comm_sum_doubles(comm, stats, 6) != FFN_OK) die("metrics reduction");
+    s->loss_sum += stats[1];
+    float *params = ffn_model_params(s->model), *grads = ffn_model_grads(s->model);
+    ffn_optim_begin_step(s->optim);
+    for (size_t k = 0; k < ffn_model_tensor_count(s->model); k++) {
+        const ffn_tensor *tn = ffn_model_tensor(s->model, k);
+        if (tn->trainable) ffn_optim_update(s->optim, 1e-4f, params, grads, tn->offset, tn->count, tn->decay);
+    }
+}
+
+/* The GEMMs one training step cannot avoid, on the same shapes and with the
+ * same transposes as dense.c: forward x·Wᵀ per layer, dW = dzᵀ·x per layer,
+ * dx = dz·W for every layer but the first. */
+static void sgemm_step(void *p)
+{
+    step_ctx *s = p;
+    size_t n = s->local;
+    for (size_t i = 0; i < ffn_model_layer_count(s->model); i++) {
+        const ffn_layer *l = ffn_model_layer_const(s->model, i);
+        int in = (int)l->in, out = (int)l->out, b = (int)n;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b, out, in, 1.0f, s->ga, in, s->gb, in,
+                    0.0f, s->gc, out);
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, b, 1.0f, s->gc, out, s->ga, in,
+                    0.0f, s->gb, in);
+        if (i > 0)
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, in, out, 1.0f, s->gc, out, s->gb,
+                        in, 0.0f, s->ga, in);
+    }
+}
+
+typedef struct {
+    float *buf;
+    size_t n, bucket;
+} allreduce_ctx;
+
+/* A bare blocking MPI_Allreduce of the gradient bytes, in buckets as ffn's
+ * exchange sends them (one call above 32 MiB is slower in Open MPI). */
+static void bare_allreduce_buckets(void *p)
+{
+    allreduce_ctx *a = p;
+    for (size_t done = 0; done < a->n;) {
+        size_t len = a->n - done < a->bucket ? a->n - done : a->bucket;
+        MPI_Allreduce(MPI_IN_PLACE, a->buf + done, (int)len, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+        done += len;
+    }
+}
+
+static void bare_allreduce_one(void *p)
+{
+    allreduce_ctx *a = p;
+    MPI_Allreduce(MPI_IN_PLACE, a->buf, (int)a->n, MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD);
+}
+
+typedef struct {
+    const char *name, *model, *loss, *data;
+    size_t input, batch;
+    int threads;
+    double seconds, bucket_mb;
+} step_args;
+
+/* Loads the in-memory pool: this rank's share of the first rows of --data,
+ * or synthetic values (uniform features, random labels / normal targets). */
+static void fill_pool(step_ctx *s, const step_args *a)
+{
+    size_t rows = s->pool_batches * s->local;
+    if (a->data) {
+        ffn_dataset *ds;
+        if (ffn_dataset_open(&ds, a->data) != FFN_OK) die("--data");
+        const ffn_dataset_info *info = ffn_dataset_get_info(ds);
+        if (info->features != s->input) die("--data: feature count differs from --input");
+        size_t start = (size_t)rank * rows; /* fits: see run_step */
+        if (ffn_dataset_read_range(ds, start, rows, s->x, s->labels, s->values) != FFN_OK) die("--data");
+        ffn_dataset_close(ds);
+        return;
+    }
+    ffn_rng rng = ffn_rng_make(7, 1000 + (uint64_t)rank);
+    ffn_rng_fill_uniform(&rng, s->x, rows * s->input, 0.0f, 1.0f);
+    if (s->labels)
+        for (size_t i = 0; i < rows; i++) s->labels[i] = (int32_t)ffn_rng_below(&rng, s->out_dim);
+    else
+        ffn_rng_fill_normal(&rng, s->values, rows * s->out_dim, 0.0f, 1.0f);
+}
+
+typedef struct {
+    double params, step_s, samples_s, gflops, bound_s, bound_gflops;
+    double nosync_s, bare_s, wait_s, median_s;
+} step_result;
+
+static step_result run_step(const step_args *a, int quiet)
+{
+    step_result r;
+    memset(&r, 0, sizeof r);
+    openblas_set_num_threads(a->threads);
+    step_ctx s;
+    memset(&s, 0, sizeof s);
+    s.loss = (ffn_loss)ffn_loss_from_name(a->loss);
+    if ((int)s.loss < 0) die("--loss: expected mse, bce or softmax_ce");
+    if (ffn_model_create_from_text(&s.model, a->model, a->input) != FFN_OK) die("--model");
+    ffn_model_init_params(s.model, 1);
+    s.input = a->input;
+    s.out_dim = ffn_model_output_dim(s.model);
+    s.global = a->batch;
+    s.local = ffn_sampler_max_local(a->batch, nranks);
+    if (a->batch % (size_t)nranks) die("--batch must be a multiple of the rank count");
+    /* Up to 16 batches (64 MiB at most) cycled from memory, this rank's own rows. */
+    size_t per_batch = s.local * a->input * sizeof(float);
+    s.pool_batches = ((size_t)64 << 20) / per_batch;
+    if (s.pool_batches > 16) s.pool_batches = 16;
+    if (a->data) {
+        ffn_dataset *ds;
+        if (ffn_dataset_open(&ds, a->data) != FFN_OK) die("--data");
+        size_t fit = ffn_dataset_get_info(ds)->rows / (s.local * (size_t)nranks);
+        ffn_dataset_close(ds);
+        if (fit < s.pool_batches) s.pool_batches = fit;
+        if (s.pool_batches == 0) die("--data: fewer rows than one global batch");
+    }
+    if (s.pool_batches == 0) s.pool_batches = 1;
+    if (ffn_model_reserve(s.model, s.local) != FFN_OK) die("reserve");
+    size_t rows = s.pool_batches * s.local;
+    s.x = ffn_alloc(rows, a->input * sizeof(float));
+    if (s.loss == FFN_LOSS_SOFTMAX_CE)
+        s.labels = ffn_alloc(rows, sizeof(int32_t));
+    else
+        s.values = ffn_alloc(rows, s.out_dim * sizeof(float));
+    s.dout = ffn_alloc(s.local, s.out_dim * sizeof(float));
+    if (!s.x || (!s.labels && !s.values) || !s.dout) die("out of memory");
+    fill_pool(&s, a);
+    ffn_optim_config oc = ffn_optim_defaults(FFN_OPT_ADAM);
+    s.optim = ffn_optim_create(&oc, ffn_model_param_count(s.model));
+    if (!s.optim) die("optimizer");
+    size_t bucket = (size_t)(a->bucket_mb * 1048576.0);
+    if (ffn_grad_sync_create(&s.sync, comm, ffn_model_grads(s.model), ffn_model_param_count(s.model),
+                             bucket) != FFN_OK)
+        die("gradient sync");
+    r.params = (double)ffn_model_param_count(s.model);
+    double flops = 6.0 * r.params * (double)s.local;
+
+    /* sgemm bound: the step's unavoidable GEMMs, every rank at once. */
+    size_t widest = a->input;
+    for (size_t i = 0; i < ffn_model_layer_count(s.model); i++)
+        if (ffn_model_layer(s.model, i)->out > widest) widest = ffn_model_layer(s.model, i)->out;
+    size_t wmax = 0;
+    for (size_t i = 0; i < ffn_model_layer_count(s.model); i++)
+        if (ffn_model_layer(s.model, i)->weight_count > wmax) wmax = ffn_model_layer(s.model, i)->weight_count;
+    s.ga = ffn_alloc_floats(s.local * widest);
+    s.gb = ffn_alloc_floats(wmax);
+    s.gc = ffn_alloc_floats(s.local * widest);
+    if (!s.ga || !s.gb || !s.gc) die("out of memory");
+    ffn_rng rng = ffn_rng_make(3, 77);
+    ffn_rng_fill_uniform(&rng, s.ga, s.local * widest, -1, 1);
+    ffn_rng_fill_uniform(&rng, s.gb, wmax, -0.01f, 0.01f);
+    r.bound_s = time_per_call(sgemm_step, &s, a->seconds * 0.5, 3);
+    r.bound_gflops = flops / r.bound_s / 1e9;
+
+    s.exchange = 1;
+    r.step_s = time_per_call(train_step, &s, a->seconds, 3);
+    r.median_s = g_median;
+    r.samples_s = (double)s.global / r.step_s;
+    r.gflops = flops / r.step_s / 1e9;
+    if (!isfinite(s.loss_sum)) die("the benchmark's training loss is not finite");
+
+    if (nranks > 1) {
+        double w0 = ffn_grad_sync_wait_seconds(s.sync);
+        double t0 = now();
+        for (int i = 0; i < 5; i++) train_step(&s);
+        r.wait_s = max_over_ranks((ffn_grad_sync_wait_seconds(s.sync) - w0) / 5.0);
+        (void)t0;
+        s.exchange = 0;
+        r.nosync_s = time_per_call(train_step, &s, a->seconds * 0.5, 3);
+        allreduce_ctx ac = {ffn_model_grads(s.model), ffn_model_param_count(s.model),
+                            bucket / sizeof(float) ? bucket / sizeof(float) : 1};
+        double bucketed = time_per_call(bare_allreduce_buckets, &ac, a->seconds * 0.5, 3);
+        double one = ac.n <= (size_t)1 << 30 ? time_per_call(bare_allreduce_one, &ac, a->seconds * 0.5, 3)
+                                             : bucketed;
+        r.bare_s = bucketed < one ? bucketed : one; /* the faster is the baseline */
+    }
+
+    if (rank == 0 && !quiet) {
+        printf("RESULT step name=%s model=%s input=%zu loss=%s batch=%zu ranks=%d threads=%d "
+               "params=%.0f step_ms=%.4f median_step_ms=%.4f samples_per_s=%.1f gflops=%.3f sgemm_bound_ms=%.4f "
+               "sgemm_gflops=%.3f of_bound=%.4f",
+               a->name, a->model, a->input, a->loss, a->batch, nranks, a->threads, r.params,
+               1e3 * r.step_s, 1e3 * r.median_s, r.samples_s, r.gflops, 1e3 * r.bound_s, r.bound_gflops,
+               r.bound_s / r.step_s);
+        if (nranks > 1)
+            printf(" compute_only_ms=%.4f exchange_ms=%.4f bare_allreduce_ms=%.4f wait_ms=%.4f "
+                   "exchange_vs_bare=%.4f hidden=%.4f grad_mb=%.3f",
+                   1e3 * r.nosync_s, 1e3 * (r.step_s - r.nosync_s), 1e3 * r.bare_s, 1e3 * r.wait_s,
+                   (r.step_s - r.nosync_s) / r.bare_s,
+                   fmax(0.0, fmin(1.0, 1.0 - (r.step_s - r.nosync_s) / r.bare_s)),
+                   r.params * 4.0 / 1048576.0);
+        printf(" corename=%s\n", openblas_get_corename());
+        fflush(stdout);
+    }
+    ffn_free(s.ga);
+    ffn_free(s.gb);
+    ffn_free(s.gc);
+    ffn_free(s.x);
+    ffn_free(s.labels);
+    ffn_free(s.values);
+    ffn_free(s.dout);
+    ffn_grad_sync_free(s.sync);
+    ffn_optim_free(s.optim);
+    ffn_model_free(s.model);
+    return r;
+}
+
+/* ---- checkpoint writes ------------------------------------------------------ */
+
+typedef struct {
+    double bytes, ckpt_mbs, raw_mbs;
+} ckpt_result;
+
+static double raw_write(const char *path, size_t bytes)
+{
+    size_t chunk = (size_t)4 << 20;
+    char *buf = ffn_alloc(chunk, 1);
+    if (!buf) die("out of memory");
+    for (size_t i = 0; i < chunk; i++) buf[i] = (char)(i * 2654435761u >> 13);
+    double t0 = now();
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) die("raw write: cannot open");
+    for (size_t done = 0; done < bytes;) {
+        size_t n = bytes - done < chunk ? bytes - done : chunk;
+        ssize_t w = write(fd, buf, n);
+        if (w <= 0) die("raw write failed");
+        done += (size_t)w;
+    }
+    if (fsync(fd) != 0) die("raw fsync failed");
+    close(fd);
+    double t = now() - t0;
+    unlink(path);
+    ffn_free(buf);
+    return t;
+}
+
+static ckpt_result run_ckpt(const char *model_spec, size_t input, const char *dir, int repeats, int quiet)
+{
+    ckpt_result r = {0, 0, 0};
+    if (rank != 0) return r;
+    ffn_model *m;
+    if (ffn_model_create_from_text(&m, model_spec, input) != FFN_OK) die("--model");
+    ffn_model_init_params(m, 1);
+    ffn_optim_config oc = ffn_optim_defaults(FFN_OPT_ADAM);
+    size_t P = ffn_model_param_count(m);
+    ffn_optim *opt = ffn_optim_create(&oc, P);
+    if (!opt) die("optimizer");
+    ffn_rng rng = ffn_rng_make(5, 5);
+    for (size_t i = 0; i < ffn_optim_state_count(opt); i++)
+        ffn_rng_fill_uniform(&rng, ffn_optim_state(opt, i), P, 0, 1e-3f);
+    size_t nl = ffn_model_layer_count(m);
+    size_t *lin = calloc(nl, sizeof *lin), *lout = calloc(nl, sizeof *lout);
+    for (size_t i = 0; i < nl; i++) {
+        lin[i] = ffn_model_layer(m, i)->in;
+        lout[i] = ffn_model_layer(m, i)->out;
+    }
+    char *spec = ffn_model_spec_text(m);
+    ffn_checkpoint c = {.format_version = FFN_CKPT_FORMAT_VERSION, .model_spec = spec, .input_dim = input,
+                        .loss = "mse", .config_json = "{}", .layer_count = nl, .layer_in = lin,
+                        .layer_out = lout, .param_count = P, .params = ffn_model_params(m),
+                        .optimizer = "adam", .optimizer_steps = 1, .state_count = ffn_optim_state_count(opt),
+                        .step = 1, .epoch = 0, .step_in_epoch = 1, .seed = 1};
+    for (size_t i = 0; i < c.state_count; i++) {
+        c.state_names[i] = (char *)ffn_optim_state_name(opt, i);
+        c.state[i] = ffn_optim_state(opt, i);
+    }
+    char path[4096], raw[4096];
+    snprintf(path, sizeof path, "%s/ffn-bench-ckpt-%ld.h5", dir, (long)getpid());
+    snprintf(raw, sizeof raw, "%s/ffn-bench-raw-%ld.bin", dir, (long)getpid());
+    double tc[3] = {0, 0, 0}, tr[3] = {0, 0, 0};
+    struct stat stt;
+    for (int i = 0; i < repeats && i < 3; i++) {
+        double t0 = now();
+        if (ffn_checkpoint_save(&c, path) != FFN_OK) die("checkpoint save");
+        tc[i] = now() - t0;
+        if (stat(path, &stt) != 0) die("checkpoint stat");
+        r.bytes = (double)stt.st_size;
+        unlink(path);
+        tr[i] = raw_write(raw, (size_t)stt.st_size);
+    }
+    double c_s = repeats >= 3 ? median3(tc[0], tc[1], tc[2]) : tc[0];
+    double r_s = repeats >= 3 ? median3(tr[0], tr[1], tr[2]) : tr[0];
+    r.ckpt_mbs = r.bytes / 1048576.0 / c_s;
+    r.raw_mbs = r.bytes / 1048576.0 / r_s;
+    if (!quiet)
+        printf("RESULT ckpt model=%s input=%zu bytes=%.0f ckpt_ms=%.2f ckpt_mb_s=%.1f raw_ms=%.2f raw_mb_s=%.1f "
+               "ratio=%.4f\n",
+               model_spec, input, r.bytes, 1e3 * c_s, r.ckpt_mbs, 1e3 * r_s, r.raw_mbs, r.ckpt_mbs / r.raw_mbs);
+    free(spec);
+    free(lin);
+    free(lout);
+    ffn_optim_free(opt);
+    ffn_model_free(m);
+    return r;
+}
+
+/* ---- ffn-train's run, with its memory accounted ------------------------------ */
+
+static double vm_rss_bytes(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    if (!f) return 0;
+    char line[256];
+    double kb = 0;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "VmRSS:", 6) == 0) kb = atof(line + 6);
+    fclose(f);
+    return kb * 1024.0;
+}
+
+static int run_train(int argc, char **argv)
+{
+    double base_rss = vm_rss_bytes(); /* MPI and the libraries, before any ffn allocation */
+    ffn_train_config cfg;
+    ffn_config_defaults(&cfg);
+    int help = 0;
+    ffn_status st = ffn_config_parse(&cfg, argc, argv, &help);
+    if (st == FFN_OK) st = ffn_config_validate(&cfg);
+    if (st != FFN_OK || help) {
+        if (rank == 0) fprintf(stderr, "ffn-bench train: %s\n", help ? "takes ffn-train's flags" : ffn_last_error());
+        return 2;
+    }
+    ffn_train_result res;
+    st = ffn_train_run(&cfg, comm, &res);
+    if (st != FFN_OK) {
+        if (rank == 0) fprintf(stderr, "ffn-bench train: error: %s\n", ffn_last_error());
+        return 1;
+    }
+    if (rank == 0 && res.has_final)
+        printf("%s: loss %.4f accuracy %.4f\n", res.final_split, res.final_loss, res.final_accuracy);
+    double rss = max_over_ranks(peak_rss_bytes());
+    double base = max_over_ranks(base_rss);
+
+    /* What the run has to hold (see train.c's setup and the loader). */
+    ffn_dataset *ds;
+    if (ffn_dataset_open(&ds, cfg.train_path) != FFN_OK) die("--train");
+    ffn_dataset_info info = *ffn_dataset_get_info(ds);
+    ffn_dataset_close(ds);
+    ffn_model *m;
+    if (ffn_model_create_from_text(&m, cfg.model_spec ? cfg.model_spec : FFN_DEFAULT_MODEL_SPEC,
+                                   info.features) != FFN_OK)
+        die("--model");
+    double P = (double)ffn_model_param_count(m);
+    int nstate = cfg.optimizer == FFN_OPT_ADAM || cfg.optimizer == FFN_OPT_ADAMW ? 2
+                 : cfg.optimizer == FFN_OPT_RMSPROP || cfg.momentum > 0 ? 1 : 0;
+    double state = P * 4.0 * (2 + nstate);
+    size_t local = ffn_sampler_max_local(cfg.batch_size, nranks);
+    size_t reserve = local > cfg.eval_batch_size ? local : cfg.eval_batch_size;
+    double act = 0, widest = (double)info.features;
+    for (size_t i = 0; i < ffn_model_layer_count(m); i++) {
+        const ffn_layer *l = ffn_model_layer(m, i);
+        act += (double)reserve * (double)l->out * 4.0 *
+               (ffn_act_backward_needs_z(l->spec.act, l->spec.act_param) ? 2 : 1);
+        if ((double)l->out > widest) widest = (double)l->out;
+    }
+    act += 2.0 * (double)reserve * widest * 4.0 + (double)local * (double)ffn_model_output_dim(m) * 4.0;
+    double tcols = info.has_labels ? 1 : (double)info.target_cols;
+    /* The loader holds the whole dataset when it fits its budget. */
+    ffn_loader_config lc = {.local_ranks = ffn_comm_local_size(comm)};
+    double raw = (double)info.rows * ((double)info.features * (info.x_is_uint8 ? 1.0 : 4.0) + tcols * 4.0);
+    double held = raw <= (double)ffn_loader_cache_budget(&lc) ? raw : 0.0;
+    double data = held + 2.0 * (double)local * ((double)info.features * 4.0 + tcols * 4.0 + 8.0) /* loader slots */
+                  + (double)cfg.eval_batch_size * ((double)info.features + (double)ffn_model_output_dim(m) + 1) * 4.0
+                  + (double)info.rows * 8.0; /* the sampler's epoch order */
+    ffn_model_free(m);
+    if (rank == 0)
+        printf("RESULT train ranks=%d samples_per_s=%.1f seconds=%.3f steps=%llu data_wait=%.4f "
+               "grad_wait=%.4f peak_rss_mb=%.2f runtime_rss_mb=%.2f state_mb=%.2f activations_mb=%.2f "
+               "data_mb=%.2f dataset_held_mb=%.2f accounted_mb=%.2f rss_ratio=%.4f rss_over_runtime_ratio=%.4f\n",
+               nranks, res.samples_per_second, res.seconds, (unsigned long long)res.steps,
+               res.data_wait_fraction, res.comm_wait_fraction, rss / 1048576.0, base / 1048576.0,
+               state / 1048576.0, act / 1048576.0, data / 1048576.0, held / 1048576.0, (state + act + data) / 1048576.0,
+               rss / (state + act + data), (rss - base) / (state + act + data));
+    return 0;
+}
+
+/* ---- synthetic datasets ------------------------------------------------------- */
+
+static int make_data(int argc, char **argv)
+{
+    const char *kind = argc > 1 ? argv[1] : "", *out = NULL;
+    size_t rows = 0, features = 0, classes = 10, targets = 0;
+    uint64_t seed = 1;
+    for (int i = 2; i + 1 < argc; i += 2) {
+        const char *k = argv[i], *v = argv[i + 1];
+        if (!strcmp(k, "--rows")) rows = strtoull(v, NULL, 10);
+        else if (!strcmp(k, "--features")) features = strtoull(v, NULL, 10);
+        else if (!strcmp(k, "--classes")) classes = strtoull(v, NULL, 10);
+        else if (!strcmp(k, "--targets")) targets = strtoull(v, NULL, 10);
+        else if (!strcmp(k, "--seed")) seed = strtoull(v, NULL, 10);
+        else if (!strcmp(k, "--out")) out = v;
+        else {
+            fprintf(stderr, "ffn-bench make-data: unknown flag %s\n", k);
+            return 2;
+        }
+    }
+    int cls = strcmp(kind, "classes") == 0;
+    if ((!cls && strcmp(kind, "regression") != 0) || !out || !rows || !features || (cls && classes < 2)) {
+        fprintf(stderr, "usage: ffn-bench make-data classes|regression --rows N --features D --out FILE "
+                        "[--classes K] [--targets K] [--seed S]\n");
+        return 2;
+    }
+    if (!cls && !targets) targets = features;
+    ffn_dataset_layout lay = {.rows = rows, .features = features, .x_uint8 = cls, .x_scale = 1.0f / 255.0f,
+                              .has_labels = cls, .target_cols = cls ? 1 : targets,
+                              .num_classes = cls ? classes : 0};
+    ffn_dataset_writer *w;
+    if (ffn_dataset_writer_create(&w, out, &lay) != FFN_OK) die("make-data");
+    ffn_rng rng = ffn_rng_make(seed, 99);
+    size_t block = 4096;
+    /* classes: a random prototype per class plus noise; regression: y is a
+     * fixed mixing of x (tanh of a sum of two features), learnable by the FFN. */
+    uint8_t *proto = cls ? malloc(classes * features) : NULL;
+    if (proto)
+        for (size_t i = 0; i < classes * features; i++) proto[i] = (uint8_t)ffn_rng_below(&rng, 200);
+    void *x = malloc(block * features * (cls ? 1 : 4));
+    void *y = malloc(block * (cls ? 4 : targets * 4));
+    if (!x || !y || (cls && !proto)) die("out of memory");
+    for (size_t at = 0; at < rows; at += block) {
+        size_t n = rows - at < block ? rows - at : block;
+        for (size_t r = 0; r < n; r++) {
+            if (cls) {
+                int32_t label = (int32_t)ffn_rng_below(&rng, classes);
+                ((int32_t *)y)[r] = label;
+                uint8_t *xr = (uint8_t *)x + r * features;
+                for (size_t j = 0; j < features; j++)
+                    xr[j] = (uint8_t)(proto[(size_t)label * features + j] + ffn_rng_below(&rng, 56));
+            } else {
+                float *xr = (float *)x + r * features, *yr = (float *)y + r * targets;
+                ffn_rng_fill_normal(&rng, xr, features, 0, 1);
+                for (size_t j = 0; j < targets; j++)
+                    yr[j] = tanhf(0.7f * xr[j % features] - 0.5f * xr[(j * 7 + 3) % features]);
+            }
+        }
+        if (ffn_dataset_writer_rows(w, at, n, x, y) != FFN_OK) {
+            ffn_dataset_writer_abort(w);
+            die("make-data");
+        }
+    }
+    ffn_dataset_writer_attr(w, "source", "ffn-bench make-data (synthetic)");
+    if (ffn_dataset_writer_close(w) != FFN_OK) die("make-data");
+    free(proto);
+    free(x);
+    free(y);
+    printf("make-data: wrote %s (%zu rows, %zu features)\n", out, rows, features);
+    return 0;
+}
+
+/* ---- the suite ---------------------------------------------------------------- */
+
+static int finite_row(double v) { return isfinite(v) && v > 0; }
+
+static int suite(int quick, int threads, const char *dir)
+{
+    g_quick = quick;
+    double sec = quick ? 0.3 : 3.0;
+    if (threads <= 0) threads = 1;
+    if (rank == 0) {
+        printf("ffn-bench: %d rank%s x %d BLAS thread%s, OpenBLAS %s (%s)%s\n", nranks, nranks > 1 ? "s" : "",
+               threads, threads > 1 ? "s" : "", openblas_get_corename(), openblas_get_config(),
+               quick ? ", quick" : "");
+        printf("| measure | ffn | reference | ratio |\n|---|---:|---:|---:|\n");
+    }
+    step_args runs[3] = {
+        {"mlp-b32", "dense:128:relu,dense:10", "softmax_ce", NULL, 784, 32, threads, sec, 4},
+        {"mlp-b256", "dense:128:relu,dense:10", "softmax_ce", NULL, 784, 256, threads, sec, 4},
+        {"ffn-b256", "dense:4096:gelu,dense:1024", "mse", NULL, 1024, 256, threads, sec, 4},
+    };
+    int bad = 0;
+    for (int i = 0; i < 3; i++) {
+        step_result r = run_step(&runs[i], 0);
+        bad |= !finite_row(r.samples_s) || !finite_row(r.bound_gflops);
+        if (rank == 0) {
+            printf("| %s step, samples/s (per rank %.0f) | %.0f | - | - |\n", runs[i].name,
+                   r.samples_s / nranks, r.samples_s);
+            printf("| %s GFLOP/s per rank vs sgemm on the same shapes | %.2f | %.2f | %.3f |\n", runs[i].name,
+                   r.gflops, r.bound_gflops, r.bound_s / r.step_s);
+            if (nranks > 1) {
+                double ex = r.step_s - r.nosync_s;
+                printf("| %s gradient exchange ms vs bare MPI_Allreduce ms | %.3f | %.3f | %.3f |\n",
+                       runs[i].name, 1e3 * ex, 1e3 * r.bare_s, ex / r.bare_s);
+                bad |= !isfinite(ex / r.bare_s);
+            }
+            fflush(stdout);
+        }
+    }
+    ckpt_result c = run_ckpt(quick ? "dense:128:relu,dense:10" : "dense:4096:gelu,dense:1024",
+                             quick ? 784 : 1024, dir, quick ? 1 : 3, 0);
+    if (rank == 0) {
+        printf("| checkpoint write MB/s (%.1f MB) vs raw write+fsync | %.1f | %.1f | %.3f |\n",
+               c.bytes / 1048576.0, c.ckpt_mbs, c.raw_mbs, c.ckpt_mbs / c.raw_mbs);
+        bad |= !finite_row(c.ckpt_mbs) || !finite_row(c.raw_mbs);
+        printf("| peak RSS MB (this process) | %.1f | - | - |\n", peak_rss_bytes() / 1048576.0);
+    }
+    return bad ? 1 : 0;
+}
+
+/* ---- main ---------------------------------------------------------------------- */
+
+static const char *flag_value(int argc, char **argv, const char *name, const char *def)
+{
+    for (int i = 1; i + 1 < argc; i++)
+        if (strcmp(argv[i], name) == 0) return argv[i + 1];
+    return def;
+}
+
+static int has_flag(int argc, char **argv, const char *name)
+{
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], name) == 0) return 1;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (ffn_comm_init(&comm, &argc, &argv) != FFN_OK) {
+        fprintf(stderr, "ffn-bench: error: %s\n", ffn_last_error());
+        return 1;
+    }
+    rank = ffn_comm_rank(comm);
+    nranks = ffn_comm_size(comm);
+    int rc = 0;
+    const char *cmd = argc > 1 && argv[1][0] != '-' ? argv[1] : "";
+    if (has_flag(argc, argv, "--help") && strcmp(cmd, "train") != 0) {
+        if (rank == 0)
+            printf("usage: ffn-bench [--quick] [--threads N] [--dir DIR]\n"
+                   "       ffn-bench step --model SPEC --input D --loss L --batch B [--threads N] [--data FILE]\n"
+                   "                      [--seconds S] [--bucket-mb X] [--name NAME]\n"
+                   "       ffn-bench ckpt --model SPEC --input D [--dir DIR]\n"
+                   "       ffn-bench train FFN-TRAIN-FLAGS...\n"
+                   "       ffn-bench make-data classes|regression --rows N --features D --out FILE\n"
+                   "                      [--classes K] [--targets K] [--seed S]\n");
+    } else if (!strcmp(cmd, "step")) {
+        step_args a = {flag_value(argc, argv, "--name", "step"), flag_value(argc, argv, "--model", NULL),
+                       flag_value(argc, argv, "--loss", "softmax_ce"), flag_value(argc, argv, "--data", NULL),
+                       strtoull(flag_value(argc, argv, "--input", "0"), NULL, 10),
+                       strtoull(flag_value(argc, argv, "--batch", "32"), NULL, 10),
+                       atoi(flag_value(argc, argv, "--threads", "1")),
+                       atof(flag_value(argc, argv, "--seconds", "3")),
+                       atof(flag_value(argc, argv, "--bucket-mb", "4"))};
+        if (!a.model || !a.input || !a.batch || a.threads < 1) {
+            if (rank == 0) fprintf(stderr, "ffn-bench step: --model, --input and --batch are required\n");
+            rc = 2;
+        } else {
+            run_step(&a, 0);
+        }
+    } else if (!strcmp(cmd, "ckpt")) {
+        const char *model = flag_value(argc, argv, "--model", NULL);
+        size_t input = strtoull(flag_value(argc, argv, "--input", "0"), NULL, 10);
+        if (!model || !input) {
+            if (rank == 0) fprintf(stderr, "ffn-bench ckpt: --model and --input are required\n");
+            rc = 2;
+        } else {
+            run_ckpt(model, input, flag_value(argc, argv, "--dir", "."), 3, 0);
+        }
+    } else if (!strcmp(cmd, "train")) {
+        rc = run_train(argc - 1, argv + 1);
+    } else if (!strcmp(cmd, "make-data")) {
+        rc = rank == 0 ? make_data(argc - 1, argv + 1) : 0;
+    } else if (!*cmd) {
+        rc = suite(has_flag(argc, argv, "--quick"), atoi(flag_value(argc, argv, "--threads", "1")),
+                   flag_value(argc, argv, "--dir", "."));
+    } else {
+        if (rank == 0) fprintf(stderr, "ffn-bench: unknown command '%s' (see --help)\n", cmd);
+        rc = 2;
+    }
+    fflush(stdout);
+    ffn_comm_finalize(comm);
+    return rc;
+}

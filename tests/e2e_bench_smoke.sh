@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# ffn-bench cannot rot: its quick suite prints every table row with finite
+# numbers, and the two-rank step measure prints the gradient exchange figures.
+# (Timings are not checked: the benchmark proper is launch/bench.sh, not a test.)
+source "$(dirname "$0")/lib/common.sh"
+BENCH=$BUILD/ffn-bench
+[[ -x $BENCH ]] || { echo "skip: $BENCH not built"; exit 77; }
+
+# Every cell of a row that should hold a number is a finite number (ratios may be "-").
+check_row() {
+  local name=$1 line
+  line=$(grep -F "| $name" out.txt | head -1) || fail "ffn-bench --quick printed no row '$name'"
+  awk -F'|' -v row="$name" '{
+    for (i = 3; i < NF; i++) {
+      v = $i; gsub(/ /, "", v)
+      if (v == "-") continue
+      if (v !~ /^-?[0-9]+(\.[0-9]+)?$/) { print "FAIL: row " row ": cell " i - 2 " is \"" v "\"" > "/dev/stderr"; exit 1 }
+    }
+  }' <<<"$line" || exit 1
+}
+
+timeout -k 5 240 "$BENCH" --quick --dir "$WORK" >out.txt 2>err.txt || { cat out.txt err.txt; fail "ffn-bench --quick exited with an error"; }
+grep -q "OpenBLAS" out.txt || fail "the header does not name the OpenBLAS kernel"
+for row in "mlp-b32 step" "mlp-b32 GFLOP/s" "mlp-b256 step" "mlp-b256 GFLOP/s" "ffn-b256 step" \
+           "ffn-b256 GFLOP/s" "checkpoint write" "peak RSS"; do
+  check_row "$row"
+done
+pass "ffn-bench --quick prints every row with finite numbers"
+
+mpi 2 "$BENCH" step --model dense:128:relu,dense:10 --input 784 --batch 32 --seconds 0.2 >step2.txt 2>&1 ||
+  { cat step2.txt; fail "ffn-bench step on 2 ranks failed"; }
+line=$(grep '^RESULT step' step2.txt) || fail "no RESULT line from the 2-rank step"
+for key in samples_per_s gflops sgemm_gflops exchange_ms bare_allreduce_ms exchange_vs_bare; do
+  v=$(sed -n "s/.* $key=\([^ ]*\).*/\1/p" <<<"$line")
+  awk -v v="$v" 'BEGIN { exit !(v == v + 0 && v > -1e300 && v < 1e300) }' || fail "2-rank $key is '$v'"
+done
+pass "ffn-bench step on 2 ranks reports the exchange against a bare allreduce"
