@@ -1,0 +1,145 @@
+#!/usr/bin/env bash
+# One job across two "nodes": two network namespaces joined by a veth pair, one rank in each,
+# Open MPI's TCP transport (btl tcp + oob tcp on the veth subnet) between them, launched by
+# launch/mpirun-hosts.sh with a hostfile and an rsh agent that "logs in" with ip netns exec.
+#  1. A one-node run trains a base model and writes a checkpoint.
+#  2. The two-node job fine-tunes it (--init-from, a new 5-class head, layer 0 frozen), is
+#     stopped mid-run by SIGUSR1 to the launcher (mpirun forwards it to the rank in the other
+#     namespace): exit 75 with a checkpoint. The same command again resumes from that
+#     checkpoint (the launcher adds --resume latest) and finishes.
+#  3. The same fine-tuning on 2 local ranks (launch/local.sh), uninterrupted: the two-node
+#     loss curve equals it within 1e-4, and the final parameters agree.
+# Skipped (exit 77) with the reason where namespaces or veth pairs cannot be made.
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+source "$(dirname "$0")/lib/common.sh"
+LAUNCH=$REPO/launch
+
+skip() { echo "SKIP: $*" >&2; exit 77; }
+command -v ip >/dev/null || skip "ip not installed (apt-get install iproute2)"
+[[ $(id -u) -eq 0 ]] || skip "network namespaces need root"
+NSA=ffn-a-$$ NSB=ffn-b-$$ VA=ffa$$ VB=ffb$$
+NET=10.77.0 # private to the two namespaces
+cleanup() {
+  set +e
+  # Processes still inside the namespaces (a failed run) go first, then the namespaces.
+  for ns in "$NSA" "$NSB"; do
+    for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
+    ip netns del "$ns" 2>/dev/null
+  done
+  ip link del "$VA" 2>/dev/null
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+ip netns add "$NSA" 2>err.txt || skip "cannot create a network namespace: $(cat err.txt)"
+ip netns add "$NSB" 2>err.txt || skip "cannot create a network namespace: $(cat err.txt)"
+ip link add "$VA" type veth peer name "$VB" 2>err.txt || skip "cannot create a veth pair: $(cat err.txt)"
+ip link set "$VA" netns "$NSA" && ip link set "$VB" netns "$NSB" &&
+  ip -n "$NSA" addr add $NET.1/24 dev "$VA" && ip -n "$NSB" addr add $NET.2/24 dev "$VB" &&
+  ip -n "$NSA" link set lo up && ip -n "$NSB" link set lo up &&
+  ip -n "$NSA" link set "$VA" up && ip -n "$NSB" link set "$VB" up 2>err.txt ||
+  skip "cannot configure the veth pair: $(cat err.txt)"
+# The link must carry TCP before MPI can (a listener in B, a connection from A).
+ip netns exec "$NSB" "$PY" -c "
+import socket; s = socket.socket(); s.bind(('$NET.2', 5999)); s.listen(1); s.settimeout(10)
+c, _ = s.accept(); c.sendall(c.recv(4))" &
+sleep 0.3
+reply=$(ip netns exec "$NSA" "$PY" -c "
+import socket, time
+for _ in range(50):
+    try: s = socket.create_connection(('$NET.2', 5999), timeout=5); break
+    except OSError: time.sleep(0.1)
+s.sendall(b'ping'); print(s.recv(4).decode())" 2>&1) || true
+wait || true
+[[ $reply == ping ]] || skip "no TCP between the namespaces: $reply"
+pass "namespaces $NSA ($NET.1) and $NSB ($NET.2) joined by $VA/$VB"
+
+# "ssh" for mpirun: the host names a namespace; the rest is a shell command (like ssh's).
+cat >rsh.sh <<EOF
+#!/bin/sh
+while [ "\${1#-}" != "\$1" ]; do shift; done
+host=\$1; shift
+echo "\$host: \$*" >>$WORK/rsh.log
+case \$host in
+  $NET.1) ns=$NSA ;;
+  $NET.2) ns=$NSB ;;
+  *) echo "rsh.sh: unknown host \$host" >&2; exit 255 ;;
+esac
+exec ip netns exec "\$ns" /bin/sh -c "\$*"
+EOF
+chmod +x rsh.sh
+printf '%s slots=1\n%s slots=1\n' $NET.1 $NET.2 >hosts
+export FFN_BIN=$FFN_TRAIN
+
+# 1. The base model, on one node.
+"$FFN_DATA" synth blobs --rows 2000 --features 16 --classes 3 --noise 2 --seed 41 --out base.h5 >/dev/null
+"$FFN_DATA" synth blobs --rows 3200 --features 16 --classes 5 --noise 2 --seed 42 --out five.h5 >/dev/null
+mpi 1 "$FFN_TRAIN" --train base.h5 --model dense:48:relu,dense:24:tanh,dense:3 --epochs 3 --batch-size 32 \
+  --seed 3 --threads 1 --quiet --checkpoint-dir base >/dev/null
+BASE=base/ckpt-0000000189.h5
+[[ -f $BASE ]] || fail "no base checkpoint: $(ls base)"
+pass "one-node base run: $BASE"
+
+# 2. Fine-tuning across the two namespaces: 3200 / 16 = 200 steps an epoch, 15 epochs.
+STEPS=3000
+FT=(--train five.h5 --init-from "$BASE" --replace-head 5 --freeze 0 --epochs 15 --batch-size 16 --lr 0.003
+    --seed 8 --log-every 1 --checkpoint-dir ft2)
+rx_before=$(ip -n "$NSB" -s -j link show "$VB" | "$PY" -c "import json,sys; print(json.load(sys.stdin)[0]['stats64']['rx']['bytes'])")
+two_nodes() { # the launcher in namespace A; mpirun reaches B through rsh.sh
+  FFN_MPIRUN_ARGS="--mca plm_rsh_agent $WORK/rsh.sh" timeout -k 5 120 \
+    ip netns exec "$NSA" "$LAUNCH/mpirun-hosts.sh" -f hosts -N 1 -t 1 -i $NET.0/24 -- "$@"
+}
+FFN_MPIRUN_ARGS="--mca plm_rsh_agent $WORK/rsh.sh" timeout -k 5 120 \
+  ip netns exec "$NSA" "$LAUNCH/mpirun-hosts.sh" -f hosts -N 1 -t 1 -i $NET.0/24 -- "${FT[@]}" --metrics ft2-part1.csv \
+  >part1.out 2>part1.err &
+tpid=$! # timeout's; its child is the launcher
+have_ckpt() { compgen -G "ft2/ckpt-*.h5" >/dev/null; }
+for _ in $(seq 600); do have_ckpt && break; kill -0 $tpid 2>/dev/null || break; sleep 0.1; done
+have_ckpt || { cat part1.err >&2; fail "the two-node run wrote no checkpoint"; }
+# SIGUSR1 to the launcher (timeout's child) asks every rank, in both namespaces, to stop.
+launcher=$(pgrep -P $tpid)
+[[ -n $launcher ]] || fail "the two-node run ended before the stop signal ($(tail -3 part1.err))"
+kill -USR1 "$launcher"
+set +e; wait $tpid; rc=$?; set -e
+[[ $rc -eq 75 ]] || { cat part1.err >&2; fail "stopped two-node run: exit $rc, expected 75"; }
+grep -q "Forwarding signal 10 to job" part1.err || fail "mpirun did not forward SIGUSR1: $(cat part1.err)"
+stop_step=$(grep -oE "stopped by a signal after step [0-9]+" part1.err | grep -oE "[0-9]+$")
+((stop_step < STEPS)) || fail "stopped at step $stop_step"
+grep -q "^$NET.2: .*orted" rsh.log || fail "no orted started in $NSB: $(cat rsh.log)"
+pass "two-node fine-tuning stopped by SIGUSR1 after step $stop_step: exit 75, checkpoint written"
+
+# The same command again: it resumes from its own checkpoint and finishes.
+t0=$SECONDS
+two_nodes "${FT[@]}" --metrics ft2-part2.csv >part2.out 2>part2.err || { cat part2.err >&2; fail "resumed two-node run"; }
+grep -q "mpirun-hosts: resuming from ft2/ckpt-.*$stop_step.h5" part2.err || fail "launcher did not resume: $(cat part2.err)"
+grep -q "^resuming from: ft2/ckpt-" part2.out || fail "ffn-train did not resume: $(cat part2.out)"
+rx_after=$(ip -n "$NSB" -s -j link show "$VB" | "$PY" -c "import json,sys; print(json.load(sys.stdin)[0]['stats64']['rx']['bytes'])")
+rx_mb=$(( (rx_after - rx_before) / 1000000 ))
+((rx_after - rx_before > 1000000)) || fail "only $((rx_after - rx_before)) bytes crossed the veth pair"
+pass "resumed from its checkpoint and finished in $((SECONDS - t0)) s; $rx_mb MB crossed the veth into $NSB"
+
+# 3. The same fine-tuning on 2 local ranks, uninterrupted.
+t0=$SECONDS
+timeout -k 5 120 "$LAUNCH/local.sh" -n 2 -t 1 -- "${FT[@]/ft2/ft1}" --metrics ft1.csv >local.out 2>local.err ||
+  { cat local.err >&2; fail "local 2-rank fine-tuning"; }
+t_local=$((SECONDS - t0))
+"$PY" - "$STEPS" "$stop_step" <<'PY' || fail "the two-node run does not follow the local 2-rank run"
+import csv, sys, h5py, numpy as np
+steps, stop = int(sys.argv[1]), int(sys.argv[2])
+def curve(f): return {int(r["step"]): float(r["loss"]) for r in csv.DictReader(open(f)) if r["kind"] == "step"}
+local, p1, p2 = curve("ft1.csv"), curve("ft2-part1.csv"), curve("ft2-part2.csv")
+assert sorted(local) == list(range(1, steps + 1)), "local curve"
+assert sorted(p1) == list(range(1, stop + 1)), f"part 1 covers {min(p1)}-{max(p1)}"
+assert sorted(p2) == list(range(stop + 1, steps + 1)), f"part 2 covers {min(p2)}-{max(p2)}"
+two = {**p1, **p2}
+rel = max(abs(two[s] - local[s]) / max(abs(local[s]), 1e-12) for s in local)
+a, b = h5py.File(f"ft2/ckpt-{steps:010d}.h5"), h5py.File(f"ft1/ckpt-{steps:010d}.h5")
+names = []
+a.visit(lambda n: names.append(n) if isinstance(a[n], h5py.Dataset) else None)
+bitwise = all(np.array_equal(a[n][()], b[n][()]) for n in names)
+close = all(np.allclose(a[n][()], b[n][()], rtol=1e-4, atol=1e-6) for n in names)
+print(f"loss curves over {steps} steps: max relative difference {rel:.2e}; final parameters "
+      + ("bitwise equal" if bitwise else "equal within 1e-4"))
+assert rel < 1e-4 and close
+assert np.array_equal(a["model/0/W"][()], h5py.File("base/ckpt-0000000189.h5")["model/0/W"][()]), "frozen layer 0 moved"
+PY
+pass "two-node (TCP over veth) fine-tuning, stopped and resumed, follows the local 2-rank run (that took $t_local s)"
