@@ -188,8 +188,12 @@ pass "job $jid: USR1 at $((t_sig - t0)) s, stopped after step $stop_step (exit 7
 
 # ---- 2. Slurm's own --signal timer before the time limit, then scancel ----------------------
 # Checkpoints only when stopped (--checkpoint-every far beyond the run), so each one marks a stop.
+# This job starts its ranks with srun (Slurm's PMIx plugin) where Slurm has it, so both
+# launchers are covered: srun forwards SIGUSR1 to every task as mpirun does.
+launcher=mpirun
+srun --mpi=list 2>&1 | grep -q pmix && launcher=srun
 t0=$SECONDS
-jid=$(sbatch --parsable -J timer -D "$WORK" --ntasks-per-node=$ranks --cpus-per-task=1 --time=2 --signal=B:USR1@110 \
+jid=$(FFN_LAUNCHER=$launcher sbatch --parsable -J timer -D "$WORK" --ntasks-per-node=$ranks --cpus-per-task=1 --time=2 --signal=B:USR1@110 \
   "$SBATCH_SCRIPT" "${TRAIN[@]}" --epochs 100000 --checkpoint-every 1000000000) || fail "sbatch refused the job"
 RUN=$WORK/runs/timer
 LOG=$WORK/timer-$jid.out
@@ -214,4 +218,4 @@ grep -q "restart 1: requeueing" "$LOG" && fail "requeued after scancel"
 term_ckpt=$(latest "$RUN/checkpoints")
 term_step=$(ckpt_step "$term_ckpt")
 ((term_step > resume_step)) || { cat "$LOG" >&2; fail "no checkpoint written on scancel's SIGTERM (resumed at $resume_step)"; }
-pass "job $jid: Slurm's --signal=B:USR1@110 timer fired $((t_req - t0)) s into a 2-minute job; checkpoint, exit 75, requeue, resumed from step $resume_step; scancel: CANCELLED, not requeued, checkpoint at step $term_step on the way out"
+pass "job $jid ($launcher): Slurm's --signal=B:USR1@110 timer fired $((t_req - t0)) s into a 2-minute job; checkpoint, exit 75, requeue, resumed from step $resume_step; scancel: CANCELLED, not requeued, checkpoint at step $term_step on the way out"
