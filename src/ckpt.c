@@ -100,7 +100,14 @@ static int fsync_path(const char *path, int directory)
 
 /* ---- save ----------------------------------------------------------------- */
 
-static int write_contents(hid_t f, const ffn_checkpoint *c)
+/* The dense weight tensor of layer i whose pruning mask is stored, or NULL. */
+static const ffn_tensor *mask_tensor(const ffn_model *m, size_t i)
+{
+    const ffn_layer *l = ffn_model_layer_const(m, i);
+    return l->spec.kind == FFN_LAYER_DENSE ? ffn_model_find_tensor(m, i, "W") : NULL;
+}
+
+static int write_contents(hid_t f, const ffn_checkpoint *c, const ffn_model *m)
 {
     if (write_string_attr(f, "format", "ffn-checkpoint") || write_u64_attr(f, "format_version", FFN_CKPT_FORMAT_VERSION) ||
         write_string_attr(f, "ffn_version", FFN_VERSION_TEXT) ||
@@ -108,11 +115,12 @@ static int write_contents(hid_t f, const ffn_checkpoint *c)
         write_string_attr(f, "loss", c->loss ? c->loss : "") ||
         write_string_attr(f, "config_json", c->config_json ? c->config_json : "{}"))
         return -1;
+    /* /model/<i>/<tensor>: every tensor of every layer, shaped as the spec says. */
     hid_t model = H5Gcreate2(f, "model", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     if (model < 0) return -1;
-    size_t offset = 0;
     int bad = 0;
-    for (size_t i = 0; i < c->layer_count && !bad; i++) {
+    for (size_t i = 0; i < ffn_model_layer_count(m) && !bad; i++) {
+        const ffn_layer *l = ffn_model_layer_const(m, i);
         char name[32];
         snprintf(name, sizeof name, "%zu", i);
         hid_t g = H5Gcreate2(model, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
@@ -120,10 +128,12 @@ static int write_contents(hid_t f, const ffn_checkpoint *c)
             bad = 1;
             break;
         }
-        hsize_t wd[2] = {c->layer_out[i], c->layer_in[i]}, bd[1] = {c->layer_out[i]};
-        bad = write_floats(g, "W", c->params + offset, 2, wd) ||
-              write_floats(g, "b", c->params + offset + wd[0] * wd[1], 1, bd);
-        offset += (size_t)(wd[0] * wd[1] + bd[0]);
+        bad = write_u64_attr(g, "frozen", (uint64_t)(l->frozen != 0));
+        for (size_t k = 0; k < l->tensor_count && !bad; k++) {
+            const ffn_tensor *t = &l->tensors[k];
+            hsize_t dims[2] = {t->shape[0], t->shape[1]};
+            bad = write_floats(g, t->name, c->params + t->offset, t->ndim, dims);
+        }
         H5Gclose(g);
     }
     H5Gclose(model);
@@ -132,15 +142,15 @@ static int write_contents(hid_t f, const ffn_checkpoint *c)
     if (c->mask) {
         hid_t masks = H5Gcreate2(f, "masks", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
         if (masks < 0) return -1;
-        offset = 0;
-        for (size_t i = 0; i < c->layer_count && !bad; i++) {
+        for (size_t i = 0; i < ffn_model_layer_count(m) && !bad; i++) {
+            const ffn_tensor *w = mask_tensor(m, i);
+            if (!w) continue;
             char name[32];
             snprintf(name, sizeof name, "%zu", i);
             hid_t g = H5Gcreate2(masks, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-            hsize_t wd[2] = {c->layer_out[i], c->layer_in[i]};
-            bad = g < 0 || write_mask(g, "W", c->mask + offset, wd);
+            hsize_t wd[2] = {w->shape[0], w->shape[1]};
+            bad = g < 0 || write_mask(g, "W", c->mask + w->offset, wd);
             if (g >= 0) H5Gclose(g);
-            offset += (size_t)(wd[0] * wd[1] + wd[0]);
         }
         H5Gclose(masks);
         if (bad) return -1;
@@ -167,9 +177,23 @@ static int write_contents(hid_t f, const ffn_checkpoint *c)
 ffn_status ffn_checkpoint_save(const ffn_checkpoint *c, const char *path)
 {
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    /* The tensor layout: the caller's model, or one built from the spec. */
+    ffn_model *own = NULL;
+    const ffn_model *m = c->model;
+    if (!m && ffn_model_create_from_text(&own, c->model_spec, c->input_dim) != FFN_OK)
+        return ffn_fail(FFN_ERR_ARG, "checkpoint %s: model_spec: %s", path, ffn_last_error());
+    if (!m) m = own;
+    if (ffn_model_param_count(m) != c->param_count) {
+        ffn_model_free(own);
+        return ffn_fail(FFN_ERR_ARG, "checkpoint %s: the model has %zu parameters, the buffer given %zu", path,
+                        ffn_model_param_count(m), c->param_count);
+    }
     size_t len = strlen(path);
     char *tmp = malloc(len + 5);
-    if (!tmp) return ffn_fail(FFN_ERR_NOMEM, "out of memory");
+    if (!tmp) {
+        ffn_model_free(own);
+        return ffn_fail(FFN_ERR_NOMEM, "out of memory");
+    }
     memcpy(tmp, path, len);
     memcpy(tmp + len, ".tmp", 5);
     /* HDF5 builds the file in memory (core driver, no backing store); we then
@@ -182,13 +206,15 @@ ffn_status ffn_checkpoint_save(const ffn_checkpoint *c, const char *path)
     H5Pclose(fapl);
     if (f < 0) {
         free(tmp);
+        ffn_model_free(own);
         return ffn_fail(FFN_ERR_IO, "checkpoint %s: HDF5 cannot create the file image", path);
     }
-    int bad = write_contents(f, c) || H5Fflush(f, H5F_SCOPE_GLOBAL) < 0;
+    int bad = write_contents(f, c, m) || H5Fflush(f, H5F_SCOPE_GLOBAL) < 0;
     ssize_t image_size = bad ? -1 : H5Fget_file_image(f, NULL, 0);
     void *image = image_size > 0 ? malloc((size_t)image_size) : NULL;
     if (!image || H5Fget_file_image(f, image, (size_t)image_size) != image_size) bad = 1;
     H5Fclose(f);
+    ffn_model_free(own);
     if (bad) {
         free(image);
         free(tmp);
@@ -348,10 +374,11 @@ static ffn_status load_masks(hid_t f, ffn_checkpoint *c, const char *path)
     hid_t masks = H5Gopen2(f, "masks", H5P_DEFAULT);
     if (masks < 0) return ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: /masks is not a group", path);
     ffn_status st = FFN_OK;
-    size_t offset = 0;
     for (size_t i = 0; i < c->layer_count && st == FFN_OK; i++) {
         char name[32];
-        size_t w = c->layer_out[i] * c->layer_in[i];
+        const ffn_tensor *wt = mask_tensor(c->model, i);
+        if (!wt) continue;
+        size_t w = wt->count, offset = wt->offset, rows = wt->shape[0], cols = wt->shape[1];
         snprintf(name, sizeof name, "%zu", i);
         if (H5Lexists(masks, name, H5P_DEFAULT) > 0) {
             hid_t g = H5Gopen2(masks, name, H5P_DEFAULT);
@@ -361,9 +388,9 @@ static ffn_status load_masks(hid_t f, ffn_checkpoint *c, const char *path)
                 hsize_t got[2] = {0, 0};
                 int r = H5Sget_simple_extent_ndims(sp);
                 if (r == 2) H5Sget_simple_extent_dims(sp, got, NULL);
-                if (H5Tget_class(t) != H5T_INTEGER || r != 2 || got[0] != c->layer_out[i] || got[1] != c->layer_in[i])
+                if (H5Tget_class(t) != H5T_INTEGER || r != 2 || got[0] != rows || got[1] != cols)
                     st = ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: /masks/%zu/W should be integer [%zu, %zu]", path, i,
-                                  c->layer_out[i], c->layer_in[i]);
+                                  rows, cols);
                 else if (H5Dread(d, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, c->mask + offset) < 0)
                     st = ffn_fail(FFN_ERR_FORMAT,
                                   "checkpoint %s: /masks/%zu/W failed its checksum or could not be read (file corrupted)",
@@ -378,7 +405,6 @@ static ffn_status load_masks(hid_t f, ffn_checkpoint *c, const char *path)
             }
             H5Gclose(g);
         }
-        offset += w + c->layer_out[i];
     }
     H5Gclose(masks);
     return st;
@@ -408,29 +434,28 @@ static ffn_status load_contents(hid_t f, ffn_checkpoint *c, const char *path)
     if (H5Aexists(f, "config_json") > 0 && (st = read_string_attr(f, "config_json", path, &c->config_json)) != FFN_OK)
         return st;
     c->input_dim = (size_t)input_dim;
-    /* The spec decides every shape; a model built from it checks the sizes. */
-    ffn_model *m = NULL;
+    /* The spec decides every tensor and shape: the model built from it is kept
+     * (c->model), and the parameters are read into its buffer. */
     if (input_dim == 0 || input_dim > (1ull << 31))
         return ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: input_dim %llu is out of range", path,
                         (unsigned long long)input_dim);
-    if ((st = ffn_model_create_from_text(&m, c->model_spec, c->input_dim)) != FFN_OK)
+    if ((st = ffn_model_create_from_text(&c->model, c->model_spec, c->input_dim)) != FFN_OK)
         return ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: model_spec: %s", path, ffn_last_error());
+    ffn_model *m = c->model;
     c->layer_count = ffn_model_layer_count(m);
     c->param_count = ffn_model_param_count(m);
+    c->params = ffn_model_params(m);
     c->layer_in = calloc(c->layer_count, sizeof *c->layer_in);
     c->layer_out = calloc(c->layer_count, sizeof *c->layer_out);
-    c->params = ffn_alloc_floats(c->param_count);
     for (size_t i = 0; c->layer_in && c->layer_out && i < c->layer_count; i++) {
         c->layer_in[i] = ffn_model_layer(m, i)->in;
         c->layer_out[i] = ffn_model_layer(m, i)->out;
     }
-    ffn_model_free(m);
-    if (!c->layer_in || !c->layer_out || !c->params) return ffn_fail(FFN_ERR_NOMEM, "out of memory");
+    if (!c->layer_in || !c->layer_out) return ffn_fail(FFN_ERR_NOMEM, "out of memory");
 
     if (H5Lexists(f, "model", H5P_DEFAULT) <= 0)
         return ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: group /model is missing", path);
     hid_t model = H5Gopen2(f, "model", H5P_DEFAULT);
-    size_t offset = 0;
     for (size_t i = 0; i < c->layer_count && st == FFN_OK; i++) {
         char name[32], where[48];
         snprintf(name, sizeof name, "%zu", i);
@@ -440,10 +465,15 @@ static ffn_status load_contents(hid_t f, ffn_checkpoint *c, const char *path)
             break;
         }
         hid_t g = H5Gopen2(model, name, H5P_DEFAULT);
-        hsize_t wd[2] = {c->layer_out[i], c->layer_in[i]}, bd[1] = {c->layer_out[i]};
-        st = read_floats(g, "W", path, where, c->params + offset, 2, wd);
-        if (st == FFN_OK) st = read_floats(g, "b", path, where, c->params + offset + wd[0] * wd[1], 1, bd);
-        offset += (size_t)(wd[0] * wd[1] + bd[0]);
+        const ffn_layer *l = ffn_model_layer_const(m, i);
+        uint64_t frozen = 0; /* files before the attribute: nothing frozen */
+        if (H5Aexists(g, "frozen") > 0) st = read_u64_attr(g, "frozen", path, &frozen);
+        if (st == FFN_OK && frozen) ffn_model_set_frozen(m, i, 1);
+        for (size_t k = 0; k < l->tensor_count && st == FFN_OK; k++) {
+            const ffn_tensor *t = &l->tensors[k];
+            hsize_t dims[2] = {t->shape[0], t->shape[1]};
+            st = read_floats(g, t->name, path, where, c->params + t->offset, t->ndim, dims);
+        }
         H5Gclose(g);
     }
     H5Gclose(model);
@@ -506,7 +536,8 @@ void ffn_checkpoint_free(ffn_checkpoint *c)
     free(c->config_json);
     free(c->layer_in);
     free(c->layer_out);
-    ffn_free(c->params);
+    if (c->model) ffn_model_free(c->model); /* owns params */
+    else ffn_free(c->params);
     ffn_free(c->mask);
     free(c->optimizer);
     for (int i = 0; i < 2; i++) {

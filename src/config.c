@@ -72,6 +72,13 @@ static const flag flags[] = {
      "with --init-from: the last layer gets K outputs, freshly initialised; 0 = keep"},
     {"freeze", T_STR, F(freeze), ANY, "LAYERS",
      "layers kept fixed (no gradient computed or sent): e.g. 0 | 0,1 | 0-2 | all-but-last"},
+    {"lora", T_U64, F(lora), NONNEG, "R",
+     "with --init-from: add LoRA adapters of rank R to the --lora-layers and train only them (and a "
+     "--replace-head head); 0 = off"},
+    {"lora-alpha", T_FLOAT, F(lora_alpha), NONNEG, "A", "LoRA scale: the adapter's output is multiplied by A / R; 0 = R"},
+    {"lora-layers", T_STR, F(lora_layers), ANY, "LAYERS",
+     "dense layers that get adapters, e.g. 0 | 0,2 | 0-2 | all-but-last [default: every dense layer but a "
+     "replaced head]"},
     {"accumulate", T_U64, F(accumulate), POSITIVE, "K",
      "gradient accumulation: each optimizer step sums the gradients of K consecutive global batches of "
      "--batch-size (effective batch K x --batch-size; one gradient exchange per step)"},
@@ -279,6 +286,11 @@ bad:
 
 ffn_status ffn_config_parse_layers(const char *text, size_t n, int *frozen)
 {
+    return ffn_config_parse_layer_list("--freeze", text, n, frozen);
+}
+
+ffn_status ffn_config_parse_layer_list(const char *flag_name, const char *text, size_t n, int *frozen)
+{
     for (size_t i = 0; i < n; i++) frozen[i] = 0;
     if (strcmp(text, "all-but-last") == 0) {
         for (size_t i = 0; i + 1 < n; i++) frozen[i] = 1;
@@ -298,7 +310,7 @@ ffn_status ffn_config_parse_layers(const char *text, size_t n, int *frozen)
             if (errno || hi < lo) goto bad;
         }
         if (hi >= n)
-            return ffn_fail(FFN_ERR_ARG, "--freeze: layer %llu does not exist (the model has layers 0-%zu)",
+            return ffn_fail(FFN_ERR_ARG, "%s: layer %llu does not exist (the model has layers 0-%zu)", flag_name,
                             hi, n - 1);
         for (unsigned long long i = lo; i <= hi; i++) frozen[i] = 1;
         if (*end == ',') end++;
@@ -307,7 +319,7 @@ ffn_status ffn_config_parse_layers(const char *text, size_t n, int *frozen)
     }
     return FFN_OK;
 bad:
-    return ffn_fail(FFN_ERR_ARG, "--freeze: expected layer indices like 0 | 0,1 | 0-2 | all-but-last, got '%s'",
+    return ffn_fail(FFN_ERR_ARG, "%s: expected layer indices like 0 | 0,1 | 0-2 | all-but-last, got '%s'", flag_name,
                     text);
 }
 
@@ -321,6 +333,12 @@ ffn_status ffn_config_validate(ffn_train_config *cfg)
         return ffn_fail(FFN_ERR_ARG, "--resume latest: needs --checkpoint-dir");
     if (cfg->replace_head && !cfg->init_from)
         return ffn_fail(FFN_ERR_ARG, "--replace-head: only with --init-from");
+    if (cfg->lora && !cfg->init_from)
+        return ffn_fail(FFN_ERR_ARG, "--lora: only with --init-from (adapters fine-tune a checkpoint's weights; "
+                        "for a fresh model put lora=R in the --model spec)");
+    if (!cfg->lora && (cfg->lora_layers || cfg->lora_alpha > 0))
+        return ffn_fail(FFN_ERR_ARG, "--%s: needs --lora R", cfg->lora_layers ? "lora-layers" : "lora-alpha");
+    if (cfg->lora > (1u << 31)) return ffn_fail(FFN_ERR_ARG, "--lora: expected a rank in [1, 2^31]");
     if (!cfg->train_path) return ffn_fail(FFN_ERR_ARG, "--train: missing (expected an HDF5 dataset file)");
     if (cfg->nesterov && cfg->optimizer == FFN_OPT_SGD && !(cfg->momentum > 0))
         return ffn_fail(FFN_ERR_ARG, "--nesterov: needs --momentum > 0");

@@ -40,6 +40,12 @@ const ffn_layer_ops *ffn_layer_ops_of(ffn_layer_kind kind)
     return NULL;
 }
 
+const char *ffn_layer_kind_name(ffn_layer_kind kind)
+{
+    const ffn_layer_ops *ops = ffn_layer_ops_of(kind);
+    return ops ? ops->name : "unknown";
+}
+
 ffn_tensor *ffn_layer_tensor(ffn_layer *l, const char *name)
 {
     for (size_t k = 0; k < l->tensor_count; k++)
@@ -564,6 +570,11 @@ void ffn_model_backward(ffn_model *m, const float *x, size_t batch, float *dout,
                         int accumulate, ffn_grad_ready_fn ready, void *user)
 {
     ffn_model_backward_dx(m, x, batch, dout, accumulate, ready, user, NULL);
+}
+
+void ffn_model_report_grads(const ffn_model *m, ffn_grad_ready_fn ready, void *user)
+{
+    for (size_t i = m->layer_count; i-- > 0;) report_ready(&m->layers[i], ready, user);
 }
 
 void ffn_model_zero_grads(ffn_model *m, ffn_grad_ready_fn ready, void *user)

@@ -206,8 +206,90 @@ static ffn_status load_start_checkpoint(run_state *r)
     return FFN_OK;
 }
 
+/* --lora: which layers get adapters (dense ones only; never a replaced head). */
+static ffn_status choose_lora_layers(const ffn_train_config *cfg, const ffn_layer_spec *layers, size_t count,
+                                     int *chosen)
+{
+    int head = cfg->replace_head != 0;
+    if (!cfg->lora_layers) {
+        for (size_t i = 0; i < count; i++)
+            chosen[i] = layers[i].kind == FFN_LAYER_DENSE && !(head && i + 1 == count);
+    } else {
+        ffn_status st = ffn_config_parse_layer_list("--lora-layers", cfg->lora_layers, count, chosen);
+        if (st != FFN_OK) return st;
+        for (size_t i = 0; i < count; i++) {
+            if (!chosen[i]) continue;
+            if (layers[i].kind != FFN_LAYER_DENSE)
+                return ffn_fail(FFN_ERR_ARG, "--lora-layers %s: layer %zu is %s; adapters go on dense layers",
+                                cfg->lora_layers, i, ffn_layer_kind_name(layers[i].kind));
+            if (head && i + 1 == count)
+                return ffn_fail(FFN_ERR_ARG, "--lora-layers %s: layer %zu is the replaced head, which trains in "
+                                "full (its weights are new)", cfg->lora_layers, i);
+        }
+    }
+    size_t any = 0;
+    for (size_t i = 0; i < count; i++) any += chosen[i] != 0;
+    if (!any) return ffn_fail(FFN_ERR_ARG, "--lora: the model has no dense layer to adapt");
+    return FFN_OK;
+}
+
+static void format_shape(char *out, size_t cap, const ffn_tensor *t)
+{
+    if (t->ndim == 2) snprintf(out, cap, "[%zu, %zu]", t->shape[0], t->shape[1]);
+    else snprintf(out, cap, "[%zu]", t->shape[0]);
+}
+
+/* --init-from: every tensor of the model from the checkpoint's tensor of the
+ * same layer and name. A replaced head keeps its fresh values, and so do
+ * adapters the checkpoint lacks; anything else missing or shaped otherwise is
+ * an error naming the layer, the tensor and both shapes. */
+static ffn_status copy_init_tensors(run_state *r, const ffn_checkpoint *ck)
+{
+    const ffn_train_config *cfg = r->cfg;
+    const ffn_model *cm = ck->model;
+    size_t n = ffn_model_layer_count(r->model), cn = ffn_model_layer_count(cm);
+    for (size_t i = 0; i < n; i++) {
+        const ffn_layer *l = ffn_model_layer_const(r->model, i);
+        if (cfg->replace_head && i + 1 == n) break;
+        if (i >= cn)
+            return ffn_fail(FFN_ERR_ARG, "--init-from %s: layer %zu (%s) has no counterpart in the checkpoint, "
+                            "which has %zu layers", cfg->init_from, i, ffn_layer_kind_name(l->spec.kind), cn);
+        const ffn_layer *cl = ffn_model_layer_const(cm, i);
+        if (cl->spec.kind != l->spec.kind)
+            return ffn_fail(FFN_ERR_ARG, "--init-from %s: layer %zu is %s in the model but %s in the checkpoint",
+                            cfg->init_from, i, ffn_layer_kind_name(l->spec.kind), ffn_layer_kind_name(cl->spec.kind));
+        for (size_t k = 0; k < cl->tensor_count; k++)
+            if (!ffn_model_find_tensor(r->model, i, cl->tensors[k].name))
+                return ffn_fail(FFN_ERR_ARG, "--init-from %s: the checkpoint's layer %zu has %s, which the model "
+                                "lacks%s", cfg->init_from, i, cl->tensors[k].name,
+                                strncmp(cl->tensors[k].name, "lora_", 5) == 0
+                                    ? " (merge the adapters first: ffn-eval --merge-lora)" : "");
+        for (size_t k = 0; k < l->tensor_count; k++) {
+            const ffn_tensor *t = &l->tensors[k], *ct = ffn_model_find_tensor(cm, i, t->name);
+            if (!ct) {
+                if (strncmp(t->name, "lora_", 5) == 0) continue; /* a new adapter */
+                return ffn_fail(FFN_ERR_ARG, "--init-from %s: layer %zu's %s is missing in the checkpoint",
+                                cfg->init_from, i, t->name);
+            }
+            if (ct->ndim != t->ndim || ct->shape[0] != t->shape[0] || ct->shape[1] != t->shape[1]) {
+                char a[64], b[64];
+                format_shape(a, sizeof a, t);
+                format_shape(b, sizeof b, ct);
+                return ffn_fail(FFN_ERR_ARG, "--init-from %s: layer %zu's %s is %s in the model but %s in the "
+                                "checkpoint%s", cfg->init_from, i, t->name, a, b,
+                                i + 1 == n ? " (use --replace-head K for a new output layer)" : "");
+            }
+            memcpy(t->data, ck->params + ct->offset, t->count * sizeof(float));
+        }
+    }
+    if (n < cn && r->rank == 0 && !cfg->quiet)
+        printf("init-from: the checkpoint's last %zu layer(s) are not used by this model\n", cn - n);
+    return FFN_OK;
+}
+
 /* Builds the model from --model (or the default), or from the checkpoint
- * being resumed or fine-tuned from (with a replaced head), and fills it. */
+ * being resumed or fine-tuned from (with a replaced head and --lora
+ * adapters), fills it and marks what trains. */
 static ffn_status build_model(run_state *r, size_t input_dim)
 {
     const ffn_train_config *cfg = r->cfg;
@@ -217,10 +299,27 @@ static ffn_status build_model(run_state *r, size_t input_dim)
     size_t count;
     ffn_status st = ffn_spec_parse(spec, &layers, &count);
     if (st != FFN_OK) return ffn_fail(st, "--model: %s", ffn_last_error());
-    if (cfg->init_from && cfg->replace_head) layers[count - 1].units = cfg->replace_head;
-    st = ffn_model_create(&r->model, layers, count, input_dim);
+    int *lora = calloc(count, sizeof *lora);
+    if (!lora) st = ffn_fail(FFN_ERR_NOMEM, "out of memory");
+    if (st == FFN_OK && cfg->init_from && cfg->replace_head) {
+        if (layers[count - 1].kind != FFN_LAYER_DENSE)
+            st = ffn_fail(FFN_ERR_ARG, "--replace-head: the last layer is %s; only a dense head can be replaced",
+                          ffn_layer_kind_name(layers[count - 1].kind));
+        layers[count - 1].units = cfg->replace_head;
+    }
+    if (st == FFN_OK && cfg->lora && (st = choose_lora_layers(cfg, layers, count, lora)) == FFN_OK)
+        for (size_t i = 0; i < count; i++)
+            if (lora[i]) {
+                layers[i].lora_rank = cfg->lora;
+                layers[i].lora_alpha = cfg->lora_alpha > 0 ? cfg->lora_alpha : (float)cfg->lora;
+            }
+    if (st == FFN_OK && (st = ffn_model_create(&r->model, layers, count, input_dim)) != FFN_OK)
+        st = ffn_fail(st, "--model: %s", ffn_last_error());
     free(layers);
-    if (st != FFN_OK) return ffn_fail(st, "--model: %s", ffn_last_error());
+    if (st != FFN_OK) {
+        free(lora);
+        return st;
+    }
     ffn_model_init_params(r->model, r->seed);
 
     if (ck && cfg->resume) {
@@ -232,50 +331,34 @@ static ffn_status build_model(run_state *r, size_t input_dim)
                           "run keeps its model; use --init-from to start a new run from its weights)",
                           input_dim, text ? text : "?", ck->input_dim, ck->model_spec);
         free(text);
-        if (st != FFN_OK) return st;
-        memcpy(ffn_model_params(r->model), ck->params, ck->param_count * sizeof(float));
-    } else if (ck) {
-        size_t n = ffn_model_layer_count(r->model), ck_offset = 0;
-        for (size_t i = 0; i < n; i++) {
-            ffn_layer *l = ffn_model_layer(r->model, i);
-            int fresh_head = cfg->replace_head && i + 1 == n;
-            if (i >= ck->layer_count) {
-                if (fresh_head) break;
-                return ffn_fail(FFN_ERR_ARG, "--init-from %s: layer %zu [%zu, %zu] has no counterpart in the "
-                                "checkpoint, which has %zu layers",
-                                cfg->init_from, i, l->out, l->in, ck->layer_count);
-            }
-            size_t ck_w = ck->layer_out[i] * ck->layer_in[i];
-            if (!fresh_head) {
-                if (ck->layer_out[i] != l->out || ck->layer_in[i] != l->in)
-                    return ffn_fail(FFN_ERR_ARG,
-                                    "--init-from %s: layer %zu has weights [%zu, %zu] in the model but [%zu, %zu] "
-                                    "in the checkpoint%s",
-                                    cfg->init_from, i, l->out, l->in, ck->layer_out[i], ck->layer_in[i],
-                                    i + 1 == n ? " (use --replace-head K for a new output layer)" : "");
-                memcpy(l->W, ck->params + ck_offset, ck_w * sizeof(float));
-                memcpy(l->b, ck->params + ck_offset + ck_w, l->bias_count * sizeof(float));
-            }
-            ck_offset += ck_w + ck->layer_out[i];
+        if (st == FFN_OK) {
+            memcpy(ffn_model_params(r->model), ck->params, ck->param_count * sizeof(float));
+            /* What was frozen stays frozen (a --freeze or --lora run resumes as it ran). */
+            for (size_t i = 0; i < count; i++)
+                if (ffn_model_layer_const(ck->model, i)->frozen) ffn_model_set_frozen(r->model, i, 1);
         }
-        if (n < ck->layer_count && r->rank == 0 && !cfg->quiet)
-            printf("init-from: the checkpoint's last %zu layer(s) are not used by this model\n",
-                   ck->layer_count - n);
+    } else if (ck) {
+        st = copy_init_tensors(r, ck);
+        /* --lora: every base tensor stays fixed but a replaced head. */
+        for (size_t i = 0; st == FFN_OK && cfg->lora && i < count; i++)
+            if (!lora[i] && !(cfg->replace_head && i + 1 == count)) ffn_model_set_frozen(r->model, i, 1);
     }
-    if (cfg->freeze) {
-        size_t n = ffn_model_layer_count(r->model);
-        int *frozen = calloc(n, sizeof *frozen);
+    free(lora);
+    if (st == FFN_OK && cfg->freeze) {
+        int *frozen = calloc(count, sizeof *frozen);
         if (!frozen) return ffn_fail(FFN_ERR_NOMEM, "out of memory");
-        st = ffn_config_parse_layers(cfg->freeze, n, frozen);
+        st = ffn_config_parse_layers(cfg->freeze, count, frozen);
         size_t count_frozen = 0;
-        for (size_t i = 0; st == FFN_OK && i < n; i++) {
-            ffn_model_set_frozen(r->model, i, frozen[i]);
+        for (size_t i = 0; st == FFN_OK && i < count; i++) {
+            if (frozen[i]) ffn_model_set_frozen(r->model, i, 1);
             count_frozen += frozen[i] != 0;
         }
         free(frozen);
-        if (st == FFN_OK && count_frozen == n)
+        if (st == FFN_OK && count_frozen == count)
             st = ffn_fail(FFN_ERR_ARG, "--freeze %s: every layer is frozen; nothing would train", cfg->freeze);
     }
+    if (st == FFN_OK && ffn_model_trainable_count(r->model) == 0)
+        st = ffn_fail(FFN_ERR_ARG, "--model: no parameter would train (every layer frozen or without parameters)");
     return st;
 }
 
@@ -354,7 +437,7 @@ static ffn_status save_checkpoint(run_state *r, uint64_t step, uint64_t epoch, u
         ffn_checkpoint c = {
             .format_version = FFN_CKPT_FORMAT_VERSION, .model_spec = r->spec_text,
             .input_dim = ffn_model_input_dim(r->model), .loss = (char *)ffn_loss_name((ffn_loss)r->cfg->loss),
-            .config_json = r->config_json, .layer_count = ffn_model_layer_count(r->model),
+            .config_json = r->config_json, .model = r->model, .layer_count = ffn_model_layer_count(r->model),
             .layer_in = r->layer_in, .layer_out = r->layer_out,
             .param_count = ffn_model_param_count(r->model), .params = ffn_model_params(r->model),
             .optimizer = (char *)ffn_opt_name((ffn_opt_kind)r->cfg->optimizer),
@@ -427,12 +510,11 @@ static ffn_status setup_pruning(run_state *r)
         memcpy(mask, ck->mask, ck->param_count);
         return FFN_OK;
     }
-    size_t ck_offset = 0;
     for (size_t i = 0; i < n && i < ck->layer_count; i++) {
         const ffn_layer *l = ffn_model_layer_const(r->model, i);
-        if (!(cfg->replace_head && i + 1 == n))
-            memcpy(mask + l->param_offset, ck->mask + ck_offset, l->weight_count);
-        ck_offset += ck->layer_out[i] * ck->layer_in[i] + ck->layer_out[i];
+        const ffn_tensor *cw = ffn_model_find_tensor(ck->model, i, "W");
+        if (!(cfg->replace_head && i + 1 == n) && l->weight_count && cw && cw->count == l->weight_count)
+            memcpy(mask + l->param_offset, ck->mask + cw->offset, l->weight_count);
     }
     return FFN_OK;
 }
@@ -471,7 +553,7 @@ static ffn_status setup(run_state *r)
     if ((st = build_model(r, info->features)) != FFN_OK) return st;
     size_t layers = ffn_model_layer_count(r->model);
     const ffn_layer *last = ffn_model_layer_const(r->model, layers - 1);
-    if (last->spec.act != FFN_ACT_IDENTITY && cfg->loss != FFN_LOSS_MSE)
+    if (last->spec.kind == FFN_LAYER_DENSE && last->spec.act != FFN_ACT_IDENTITY && cfg->loss != FFN_LOSS_MSE)
         return ffn_fail(FFN_ERR_ARG,
                         "--model: the last layer's activation must be identity for %s (the loss "
                         "applies %s itself); got %s",
@@ -741,32 +823,25 @@ static ffn_status evaluate(run_state *r, ffn_dataset *ds, double *loss, double *
 
 /* ---- one step ------------------------------------------------------------ */
 
-/* A rank with no rows this step still joins the exchange, with zero gradients. */
-static void zero_gradients(run_state *r)
-{
-    for (size_t i = ffn_model_layer_count(r->model); i-- > 0;) {
-        ffn_layer *l = ffn_model_layer(r->model, i);
-        if (l->frozen) continue;
-        memset(l->dW, 0, l->weight_count * sizeof(float));
-        memset(l->db, 0, l->bias_count * sizeof(float));
-        ffn_grad_sync_ready(r->sync, l->param_offset, l->weight_count + l->bias_count);
-    }
-}
+/* A rank with no rows this step still joins the exchange, with zero gradients
+ * (of the trainable tensors: the only ones ever sent). */
+static void zero_gradients(run_state *r) { ffn_model_zero_grads(r->model, ffn_grad_sync_ready, r->sync); }
 
-/* The first layer holding a non-finite parameter or gradient, for the error message. */
+/* The first tensor holding a non-finite parameter or gradient, for the error message. */
 static void describe_nonfinite(run_state *r, char *out, size_t cap)
 {
-    for (size_t i = 0; i < ffn_model_layer_count(r->model); i++) {
-        const ffn_layer *l = ffn_model_layer_const(r->model, i);
-        const struct { const float *p; size_t n; const char *what; } parts[] = {
-            {l->W, l->weight_count, "weights"}, {l->b, l->bias_count, "biases"},
-            {l->dW, l->weight_count, "weight gradients"}, {l->db, l->bias_count, "bias gradients"}};
-        for (size_t k = 0; k < 4; k++)
-            for (size_t j = 0; j < parts[k].n; j++)
-                if (!isfinite(parts[k].p[j])) {
-                    snprintf(out, cap, "; first non-finite values in layer %zu's %s", i, parts[k].what);
+    for (size_t k = 0; k < ffn_model_tensor_count(r->model); k++) {
+        const ffn_tensor *t = ffn_model_tensor(r->model, k);
+        for (int grad = 0; grad < 2; grad++) {
+            if (grad && !t->trainable) continue;
+            const float *p = grad ? t->grad : t->data;
+            for (size_t j = 0; j < t->count; j++)
+                if (!isfinite(p[j])) {
+                    snprintf(out, cap, "; first non-finite values in layer %zu's %s%s", t->layer, t->name,
+                             grad ? " gradients" : "");
                     return;
                 }
+        }
     }
     snprintf(out, cap, "; parameters and gradients are still finite");
 }
@@ -849,11 +924,10 @@ static ffn_status optimizer_step(run_state *r, float lr)
         if (s != 1.0f) ffn_scale(g, own, s);
     }
     ffn_optim_begin_step(r->optim);
-    for (size_t i = 0; i < ffn_model_layer_count(r->model); i++) {
-        const ffn_layer *l = ffn_model_layer_const(r->model, i);
-        if (l->frozen) continue;
-        update_owned(r, lr, w, g, l->param_offset, l->weight_count, 1);
-        update_owned(r, lr, w, g, l->param_offset + l->weight_count, l->bias_count, 0);
+    /* Trainable tensors only; weight decay where the tensor says (weights, not biases or norms). */
+    for (size_t k = 0; k < ffn_model_tensor_count(r->model); k++) {
+        const ffn_tensor *t = ffn_model_tensor(r->model, k);
+        if (t->trainable) update_owned(r, lr, w, g, t->offset, t->count, t->decay);
     }
     if (r->pruner) ffn_pruner_apply_range(r->pruner, w, r->own_lo, r->own_hi); /* pruned weights stay exactly 0 */
     if (r->grad_slice)
@@ -918,7 +992,8 @@ static ffn_status train_loop(run_state *r, ffn_train_result *res)
             stats[0] = 1;
         }
         if (b->status == FFN_OK && b->local_count > 0) {
-            const float *out = ffn_model_forward(r->model, b->x, b->local_count);
+            /* Training mode: dropout's masks from (seed, step, global row ids), the same at any rank count. */
+            const float *out = ffn_model_forward_train(r->model, b->x, b->local_count, r->seed, step, b->indices);
             ffn_targets t = {b->labels, b->values};
             stats[2] += (double)ffn_count_correct(loss_kind, out, t, b->local_count, r->out_dim);
             if (r->teacher) {
@@ -937,7 +1012,7 @@ static ffn_status train_loop(run_state *r, ffn_train_result *res)
             have_grads = 1;
         } else if (last) {
             if (have_grads) /* earlier micro-batches hold this rank's gradients: send them */
-                ffn_grad_sync_ready(r->sync, 0, ffn_model_param_count(r->model));
+                ffn_model_report_grads(r->model, ffn_grad_sync_ready, r->sync);
             else
                 zero_gradients(r);
         }

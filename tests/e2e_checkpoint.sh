@@ -93,7 +93,7 @@ pass "--init-from --replace-head 5 --freeze 0"
 set +e; "$FFN_TRAIN" --train five.h5 --init-from full/ckpt-0000000076.h5 --epochs 1 >/dev/null 2>err.txt; rc=$?; set -e
 [[ $rc -ne 0 ]] && grep -q "labels go up to 5 classes, but the model outputs 3" err.txt || fail "head mismatch: rc $rc $(cat err.txt)"
 set +e; "$FFN_TRAIN" --train five.h5 --init-from full/ckpt-0000000076.h5 --model dense:20:relu,dense:5 --epochs 1 >/dev/null 2>err.txt; rc=$?; set -e
-grep -q "layer 0 has weights \[20, 10\] in the model but \[24, 10\] in the checkpoint" err.txt || fail "shape mismatch message: $(cat err.txt)"
+grep -q "layer 0's W is \[20, 10\] in the model but \[24, 10\] in the checkpoint" err.txt || fail "shape mismatch message: $(cat err.txt)"
 pass "shape mismatches name the layer and both shapes"
 
 # 6. ffn-eval reads the checkpoint and agrees with training's own evaluation.

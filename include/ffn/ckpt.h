@@ -5,11 +5,19 @@
  *   root attributes  format = "ffn-checkpoint", format_version (int),
  *                    ffn_version, model_spec (canonical), input_dim, loss,
  *                    config_json (the run's full configuration)
- *   /model/<i>/W     float32 [out, in]   layer i's weights (i from 0)
- *   /model/<i>/b     float32 [out]       layer i's biases
+ *   /model/<i>       one group per layer (i from 0), attribute frozen (0/1;
+ *                    absent in older files: 0)
+ *   /model/<i>/<t>   float32, one dataset per parameter tensor t of layer i,
+ *                    named and shaped as the spec's layer kind declares them
+ *                    (see model.h): dense W [out, in], b [out] (+ lora_A
+ *                    [R, in], lora_B [out, R]); layernorm gamma, beta [in];
+ *                    ffn ln_gamma, ln_beta [in], W1 [H, in], b1 [H], W2 [in, H],
+ *                    b2 [in]; swiglu ln_gamma, ln_beta, W1, W3 [H, in], W2 [in, H];
+ *                    dropout none
  *   /optimizer       attributes kind, step_count; datasets named after the
  *                    state buffers (m, v, momentum, square_avg), each float32
- *                    [P] in the flat parameter order (layer 0 W, b, layer 1 W ...)
+ *                    [P] in the flat parameter order (layer 0's tensors in the
+ *                    order above, then layer 1's, ...)
  *   /train           attributes step (optimizer steps taken), epoch and
  *                    step_in_epoch (the next batch to train on), seed
  *   /masks/<i>/W     uint8 [out, in], present only for a pruned model: 1 where
@@ -25,6 +33,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "ffn/model.h"
 #include "ffn/status.h"
 
 #define FFN_CKPT_FORMAT_VERSION 1
@@ -36,10 +45,15 @@ typedef struct {
     size_t input_dim;
     char *loss;            /* loss name */
     char *config_json;     /* may be NULL */
-    size_t layer_count;
-    size_t *layer_in, *layer_out;   /* [layer_count] */
+    /* The model the spec builds: its layers' tensors (names, shapes, offsets
+     * in params) and frozen flags. Load: created and owned, and params is its
+     * parameter buffer. Save: optional (read only; NULL = built from
+     * model_spec and input_dim, nothing frozen). */
+    ffn_model *model;
+    size_t layer_count;    /* load: the layers' input and output widths */
+    size_t *layer_in, *layer_out;   /* [layer_count]; not used by save */
     size_t param_count;
-    float *params;         /* [param_count], flat order */
+    float *params;         /* [param_count], flat order (the model's tensors in order) */
     char *optimizer;       /* optimizer kind name, or NULL when no state */
     uint64_t optimizer_steps;
     size_t state_count;

@@ -51,6 +51,10 @@ typedef struct {
     const char *init_from;     /* checkpoint whose weights start a new run */
     uint64_t replace_head;     /* > 0: the last layer gets this many outputs, fresh */
     const char *freeze;        /* layers kept fixed: "0,1", "0-2", "all-but-last" */
+    uint64_t lora;             /* > 0: with --init-from, LoRA adapters of this rank on the chosen dense
+                                  layers; every other base tensor fixed except a replaced head */
+    float lora_alpha;          /* adapter output scale alpha / rank; 0 = the rank (scale 1) */
+    const char *lora_layers;   /* layers given adapters; NULL = every dense layer but a replaced head */
     /* scale and compression */
     uint64_t accumulate;       /* micro-batches (of batch_size) summed per optimizer step */
     int shard_optimizer;       /* ZeRO stage 1: optimizer state split across ranks */
@@ -75,8 +79,10 @@ ffn_status ffn_config_parse(ffn_train_config *cfg, int argc, char **argv, int *h
 /* Cross-field checks after parsing (required flags, ranges). */
 ffn_status ffn_config_validate(ffn_train_config *cfg);
 /* Parses a layer list ("0,2", "0-3", "all-but-last") for a model of n layers
- * into frozen[0..n). */
+ * into frozen[0..n) (errors name --freeze). */
 ffn_status ffn_config_parse_layers(const char *text, size_t n, int *frozen);
+/* The same for any flag taking a layer list (errors name flag_name). */
+ffn_status ffn_config_parse_layer_list(const char *flag_name, const char *text, size_t n, int *chosen);
 void ffn_config_print_help(FILE *out, const char *program);
 /* The configuration as JSON (malloc'd), for checkpoints and metrics files. */
 char *ffn_config_to_json(const ffn_train_config *cfg);

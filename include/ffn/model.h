@@ -86,6 +86,9 @@ typedef struct {
 
 typedef struct ffn_model ffn_model;
 
+/* "dense", "dropout", "layernorm", "ffn", "swiglu" (the spec keywords). */
+const char *ffn_layer_kind_name(ffn_layer_kind kind);
+
 /* Parses SPEC into a malloc'd array (free with free()). Errors name the item. */
 ffn_status ffn_spec_parse(const char *text, ffn_layer_spec **layers, size_t *count);
 /* Canonical text of one layer / a whole spec (malloc'd). */
@@ -159,6 +162,9 @@ void ffn_model_backward_dx(ffn_model *m, const float *x, size_t batch, float *do
 /* Zeroes every trainable gradient and reports the ranges as backward would
  * (a rank with no rows still joins the exchange). */
 void ffn_model_zero_grads(ffn_model *m, ffn_grad_ready_fn ready, void *user);
+/* Reports the trainable ranges as backward would, without computing anything
+ * (gradients accumulated earlier are ready to send). */
+void ffn_model_report_grads(const ffn_model *m, ffn_grad_ready_fn ready, void *user);
 
 /* Freezes a layer (no tensor trains) or restores its kind's default (every
  * tensor trains, except W and b of a dense layer with an adapter). */

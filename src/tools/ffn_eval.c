@@ -3,7 +3,10 @@
  *   ffn-eval --checkpoint FILE --data FILE [--batch-size N] [--json]
  *       loss, accuracy and (for class labels) the confusion matrix
  *   ffn-eval --info FILE
- *       what the checkpoint holds: model, shapes, optimizer, position, config
+ *       what the checkpoint holds: model, tensors and shapes, optimizer, position, config
+ *   ffn-eval --merge-lora IN.h5 --out OUT.h5
+ *       a checkpoint whose dense weights are W + (alpha/R)·lora_B·lora_A, with no
+ *       adapters in its spec (for deployment, or --init-from without adapters)
  *
  * Exit codes: 0 success, 1 a run-time error, 2 a usage error. */
 #include <errno.h>
@@ -21,11 +24,14 @@ static void usage(FILE *out)
 {
     fprintf(out,
             "usage: ffn-eval --checkpoint FILE --data FILE [--batch-size N]\n"
-            "       ffn-eval --info FILE\n\n"
+            "       ffn-eval --info FILE\n"
+            "       ffn-eval --merge-lora IN.h5 --out OUT.h5\n\n"
             "  --checkpoint FILE  checkpoint written by ffn-train (--checkpoint-dir)\n"
             "  --data FILE        dataset in ffn's HDF5 layout (see README)\n"
             "  --batch-size N     rows per forward pass [default: 1024]\n"
-            "  --info FILE        print what a checkpoint holds\n");
+            "  --info FILE        print what a checkpoint holds\n"
+            "  --merge-lora FILE  merge the LoRA adapters of a checkpoint into its dense weights\n"
+            "  --out FILE         where --merge-lora writes (atomically)\n");
 }
 
 static int info(const char *path)
@@ -38,10 +44,21 @@ static int info(const char *path)
     printf("checkpoint: %s\n", path);
     printf("format_version: %d\n", c.format_version);
     printf("model: %zu -> %s\n", c.input_dim, c.model_spec);
-    printf("parameters: %zu\n", c.param_count);
-    for (size_t i = 0; i < c.layer_count; i++)
-        printf("  /model/%zu/W [%zu, %zu]  /model/%zu/b [%zu]\n", i, c.layer_out[i], c.layer_in[i], i,
-               c.layer_out[i]);
+    printf("parameters: %zu (%zu trainable when saved)\n", c.param_count, ffn_model_trainable_count(c.model));
+    for (size_t i = 0; i < c.layer_count; i++) {
+        const ffn_layer *l = ffn_model_layer_const(c.model, i);
+        printf("  layer %zu %s%s:", i, ffn_layer_kind_name(l->spec.kind), l->frozen ? " (frozen)" : "");
+        if (!l->tensor_count) printf(" no parameters");
+        for (size_t k = 0; k < l->tensor_count; k++) {
+            const ffn_tensor *t = &l->tensors[k];
+            if (t->ndim == 2)
+                printf("  /model/%zu/%s [%zu, %zu]", i, t->name, t->shape[0], t->shape[1]);
+            else
+                printf("  /model/%zu/%s [%zu]", i, t->name, t->shape[0]);
+            if (!t->trainable && !l->frozen) printf(" (fixed)");
+        }
+        printf("\n");
+    }
     printf("loss: %s\n", c.loss);
     if (c.optimizer) {
         printf("optimizer: %s, %llu steps, state:", c.optimizer, (unsigned long long)c.optimizer_steps);
@@ -53,6 +70,46 @@ static int info(const char *path)
     if (c.config_json) printf("config: %s\n", c.config_json);
     ffn_checkpoint_free(&c);
     return 0;
+}
+
+/* Writes IN's model with every adapter merged into its weights; the optimizer
+ * state (laid out for the adapted model) is dropped, the rest kept. */
+static int merge_lora(const char *in, const char *out)
+{
+    ffn_checkpoint c;
+    ffn_model *merged = NULL;
+    char *spec = NULL;
+    int rc = 1;
+    if (ffn_checkpoint_load(&c, in) != FFN_OK) {
+        fprintf(stderr, "ffn-eval: error: %s\n", ffn_last_error());
+        return 1;
+    }
+    size_t adapters = 0;
+    for (size_t i = 0; i < c.layer_count; i++) adapters += ffn_model_layer_const(c.model, i)->spec.lora_rank != 0;
+    if (!adapters) {
+        fprintf(stderr, "ffn-eval: error: --merge-lora %s: the model %s has no LoRA adapters\n", in, c.model_spec);
+        goto done;
+    }
+    if (ffn_model_merge_lora(&merged, c.model) != FFN_OK || !(spec = ffn_model_spec_text(merged))) {
+        fprintf(stderr, "ffn-eval: error: --merge-lora %s: %s\n", in, ffn_last_error());
+        goto done;
+    }
+    ffn_checkpoint m = {.format_version = FFN_CKPT_FORMAT_VERSION, .model_spec = spec, .input_dim = c.input_dim,
+                        .loss = c.loss, .config_json = c.config_json, .model = merged,
+                        .param_count = ffn_model_param_count(merged), .params = ffn_model_params(merged),
+                        .step = c.step, .epoch = c.epoch, .step_in_epoch = c.step_in_epoch, .seed = c.seed};
+    if (ffn_checkpoint_save(&m, out) != FFN_OK) {
+        fprintf(stderr, "ffn-eval: error: %s\n", ffn_last_error());
+        goto done;
+    }
+    printf("merged %zu adapter%s: %s (%zu parameters) -> %s: %s (%zu parameters)\n", adapters,
+           adapters == 1 ? "" : "s", in, c.param_count, out, spec, ffn_model_param_count(merged));
+    rc = 0;
+done:
+    free(spec);
+    ffn_model_free(merged);
+    ffn_checkpoint_free(&c);
+    return rc;
 }
 
 static int evaluate(const char *ckpt_path, const char *data_path, size_t batch)
@@ -83,12 +140,11 @@ static int evaluate(const char *ckpt_path, const char *data_path, size_t batch)
                 di->features, c.input_dim);
         goto done;
     }
-    if (ffn_model_create_from_text(&m, c.model_spec, c.input_dim) != FFN_OK ||
-        ffn_model_reserve(m, batch) != FFN_OK) {
+    m = c.model; /* the checkpoint's own model holds the parameters */
+    if (ffn_model_reserve(m, batch) != FFN_OK) {
         fprintf(stderr, "ffn-eval: error: %s\n", ffn_last_error());
         goto done;
     }
-    memcpy(ffn_model_params(m), c.params, c.param_count * sizeof(float));
     size_t out = ffn_model_output_dim(m);
     size_t classes = di->has_labels ? (out > 1 ? out : 2) : 0;
     if (di->has_labels && di->num_classes > classes) {
@@ -151,7 +207,6 @@ done:
     ffn_free(x);
     ffn_free(labels);
     ffn_free(values);
-    ffn_model_free(m);
     ffn_dataset_close(ds);
     ffn_checkpoint_free(&c);
     return rc;
@@ -159,7 +214,7 @@ done:
 
 int main(int argc, char **argv)
 {
-    const char *ckpt = NULL, *data = NULL, *info_path = NULL;
+    const char *ckpt = NULL, *data = NULL, *info_path = NULL, *merge_in = NULL, *out_path = NULL;
     size_t batch = 1024;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -170,6 +225,8 @@ int main(int argc, char **argv)
         const char **target = strcmp(a, "--checkpoint") == 0 ? &ckpt
                               : strcmp(a, "--data") == 0     ? &data
                               : strcmp(a, "--info") == 0     ? &info_path
+                              : strcmp(a, "--merge-lora") == 0 ? &merge_in
+                              : strcmp(a, "--out") == 0      ? &out_path
                                                              : NULL;
         int is_batch = strcmp(a, "--batch-size") == 0;
         if (!target && !is_batch) {
@@ -195,6 +252,13 @@ int main(int argc, char **argv)
         }
     }
     if (info_path) return info(info_path);
+    if (merge_in || out_path) {
+        if (!merge_in || !out_path) {
+            fprintf(stderr, "ffn-eval: error: --merge-lora IN.h5 and --out OUT.h5 go together\n");
+            return 2;
+        }
+        return merge_lora(merge_in, out_path);
+    }
     if (!ckpt || !data) {
         fprintf(stderr, "ffn-eval: error: give --checkpoint FILE and --data FILE, or --info FILE\n");
         usage(stderr);
