@@ -712,6 +712,13 @@ static void print_banner(const run_state *r)
                (unsigned long long)cfg->accumulate, (unsigned long long)cfg->batch_size,
                (unsigned long long)(cfg->accumulate * cfg->batch_size));
     size_t nstate = ffn_optim_state_count(r->optim), nparams = ffn_model_param_count(r->model);
+    /* Only trainable tensors' gradients are computed and exchanged (--freeze, --lora). */
+    size_t trainable = ffn_model_trainable_count(r->model);
+    char sent[32];
+    format_bytes(sent, sizeof sent, (double)trainable * sizeof(float));
+    printf("trainable: %zu of %zu parameters (%.2f%%); gradient exchange %zu bytes (%s) per step%s\n", trainable,
+           nparams, 100.0 * (double)trainable / (double)nparams, trainable * sizeof(float), sent,
+           r->size == 1 ? " (none at 1 rank)" : "");
     char own[32], all[32];
     format_bytes(own, sizeof own, (double)nstate * (double)(r->own_hi - r->own_lo) * sizeof(float));
     format_bytes(all, sizeof all, (double)nstate * (double)nparams * sizeof(float));
@@ -1149,6 +1156,9 @@ ffn_status ffn_train_run(const ffn_train_config *cfg, ffn_comm *comm, ffn_train_
             printf("done: %llu steps in %.1f s, %.0f samples/s, data wait %.1f%%, gradient wait %.1f%%\n",
                    (unsigned long long)res.steps, res.seconds, res.samples_per_second,
                    100 * res.data_wait_fraction, 100 * res.comm_wait_fraction);
+        if (r.print && st == FFN_OK && r.size > 1 && res.steps)
+            printf("gradient exchange: %.0f bytes per step measured (sent by each rank)\n",
+                   (double)ffn_grad_sync_bytes(r.sync) / (double)res.steps);
         if (r.print && st == FFN_OK && r.pruner) {
             size_t pruned = ffn_pruner_pruned_total(r.pruner), all = ffn_pruner_prunable(r.pruner);
             printf("pruned: %zu of %zu weights are 0 (sparsity %.4f)\n", pruned, all,

@@ -51,10 +51,11 @@ static int info(const char *path)
         if (!l->tensor_count) printf(" no parameters");
         for (size_t k = 0; k < l->tensor_count; k++) {
             const ffn_tensor *t = &l->tensors[k];
+            const char *sep = k ? "  " : " ";
             if (t->ndim == 2)
-                printf("  /model/%zu/%s [%zu, %zu]", i, t->name, t->shape[0], t->shape[1]);
+                printf("%s/model/%zu/%s [%zu, %zu]", sep, i, t->name, t->shape[0], t->shape[1]);
             else
-                printf("  /model/%zu/%s [%zu]", i, t->name, t->shape[0]);
+                printf("%s/model/%zu/%s [%zu]", sep, i, t->name, t->shape[0]);
             if (!t->trainable && !l->frozen) printf(" (fixed)");
         }
         printf("\n");
