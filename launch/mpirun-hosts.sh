@@ -17,7 +17,8 @@
 # More environment: FFN_BIN (ffn-train, default build/ffn-train next to this script),
 # FFN_MPIRUN (mpirun), FFN_MPIRUN_ARGS (extra mpirun arguments, split on spaces, e.g.
 # "--mca plm_rsh_agent ssh -p 2222"), FFN_CKPT_DIR (adds --checkpoint-dir when the arguments
-# have none), FFN_KILL_GRACE (seconds mpirun waits before it escalates to SIGKILL, default 5).
+# have none), FFN_KILL_GRACE (seconds mpirun waits before it escalates to SIGKILL; Open MPI's
+# default is 1).
 #
 # Resuming: when the checkpoint directory (--checkpoint-dir, or FFN_CKPT_DIR) already holds a
 # checkpoint and the arguments have no --resume, --resume latest is added (and --init-from /
@@ -114,8 +115,9 @@ fi
 [[ -n $iface ]] && cmd+=(--mca btl_tcp_if_include "$iface" --mca oob_tcp_if_include "$iface")
 read -r -a extra <<<"${FFN_MPIRUN_ARGS:-}"
 cmd+=("${extra[@]}" "$bin" "${args[@]}")
-# On SIGTERM mpirun waits this long, sends SIGTERM to the ranks, waits again and kills them.
-export OMPI_MCA_odls_base_sigkill_timeout=${FFN_KILL_GRACE:-5}
+# On SIGTERM mpirun waits this long, sends SIGTERM to the ranks, waits again and kills them; it
+# also waits about twice this long before returning after a rank exits 75 (Open MPI's default: 1).
+[[ -n ${FFN_KILL_GRACE:-} ]] && export OMPI_MCA_odls_base_sigkill_timeout=$FFN_KILL_GRACE
 
 pid=""
 stopping=0
