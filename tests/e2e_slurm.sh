@@ -20,7 +20,7 @@ done
 [[ $(id -u) -eq 0 ]] || skip "slurmd must run as root to start jobs"
 
 S=$WORK/slurm
-mkdir -p "$S"/{state,spool,log,munge}
+mkdir -p "$S"/{state,spool,log,munge,pmix}
 chmod 755 "$S" "$S/munge"
 daemons=()
 cleanup() {
@@ -104,9 +104,13 @@ JobAcctGatherType=jobacct_gather/none
 ReturnToService=2
 KillWait=15
 MinJobAge=600
+# Job ids and PMIx's directories (/tmp/spmix_appdir_<uid>_<job>.<step> by default) apart from
+# any other Slurm on this machine, such as this test running twice at once.
+FirstJobId=$((1000 + RANDOM * 30 + RANDOM % 30))
 NodeName=$host NodeAddr=127.0.0.1 $node State=UNKNOWN
 PartitionName=test Nodes=$host Default=YES MaxTime=INFINITE State=UP
 EOF
+echo "PMIxCliTmpDirBase=$S/pmix" >"$S/mpi.conf"
 export SLURM_CONF=$S/slurm.conf
 slurmctld -D -i >"$S/log/slurmctld.out" 2>&1 &
 daemons+=($!)
@@ -197,7 +201,14 @@ jid=$(FFN_LAUNCHER=$launcher sbatch --parsable -J timer -D "$WORK" --ntasks-per-
   "$SBATCH_SCRIPT" "${TRAIN[@]}" --epochs 100000 --checkpoint-every 1000000000) || fail "sbatch refused the job"
 RUN=$WORK/runs/timer
 LOG=$WORK/timer-$jid.out
-requeued() { grep -q "restart 0: requeueing job $jid" "$LOG" 2>/dev/null; }
+requeued() {
+  grep -q "restart 0: requeueing job $jid" "$LOG" 2>/dev/null && return 0
+  case $(job_state "$jid") in
+    COMPLETED | FAILED | CANCELLED | TIMEOUT | NODE_FAIL | OUT_OF_MEMORY)
+      cat "$LOG" >&2; show_logs; fail "job $jid ended $(job_state "$jid") without requeueing itself" ;;
+  esac
+  return 1
+}
 # Slurm checks for due signals every 30 s: the signal due 10 s after the start comes by ~40 s,
 # well before the limit even on a loaded machine.
 wait_for 80 "Slurm's timer to signal job $jid" requeued
