@@ -283,10 +283,15 @@ static ffn_status read_string_attr(hid_t loc, const char *name, const char *path
     if (H5Aexists(loc, name) <= 0)
         return ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: attribute '%s' is missing", path, name);
     hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
-    hid_t ft = H5Aget_type(a);
+    hid_t ft = H5Aget_type(a), sp = H5Aget_space(a);
     ffn_status st = FFN_OK;
     if (H5Tget_class(ft) != H5T_STRING) {
         st = ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: attribute '%s' should be a string", path, name);
+    } else if (H5Sget_simple_extent_npoints(sp) != 1) {
+        /* H5Aread writes every element: an array of strings would overflow the
+         * one-string buffers below. */
+        st = ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: attribute '%s' should be one string, it holds %lld",
+                      path, name, (long long)H5Sget_simple_extent_npoints(sp));
     } else if (H5Tis_variable_str(ft) > 0) {
         hid_t t = string_type();
         char *value = NULL;
@@ -310,6 +315,7 @@ static ffn_status read_string_attr(hid_t loc, const char *name, const char *path
         }
         H5Tclose(t);
     }
+    H5Sclose(sp);
     H5Tclose(ft);
     H5Aclose(a);
     if (st == FFN_OK && !*out) st = ffn_fail(FFN_ERR_NOMEM, "out of memory");
