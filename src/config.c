@@ -333,7 +333,9 @@ ffn_status ffn_config_validate(ffn_train_config *cfg)
         return ffn_fail(FFN_ERR_ARG, "--resume latest: needs --checkpoint-dir");
     if (cfg->replace_head && !cfg->init_from)
         return ffn_fail(FFN_ERR_ARG, "--replace-head: only with --init-from");
-    if (cfg->lora && !cfg->init_from)
+    /* With --resume the checkpoint already holds its adapters and frozen layers; the
+     * flags are accepted (and ignored) so that relaunching the same command resumes. */
+    if (cfg->lora && !cfg->init_from && !cfg->resume)
         return ffn_fail(FFN_ERR_ARG, "--lora: only with --init-from (adapters fine-tune a checkpoint's weights; "
                         "for a fresh model put lora=R in the --model spec)");
     if (!cfg->lora && (cfg->lora_layers || cfg->lora_alpha > 0))

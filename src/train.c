@@ -6,6 +6,7 @@
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <sched.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <errno.h>
@@ -164,10 +165,14 @@ static ffn_status open_metrics(run_state *r)
         const char *p = r->cfg->metrics_path;
         size_t n = strlen(p);
         r->metrics_csv = n >= 4 && strcmp(p + n - 4, ".csv") == 0;
-        r->metrics = fopen(p, "w");
+        /* A resumed run continues the file it was writing. */
+        FILE *existing = r->cfg->resume ? fopen(p, "r") : NULL;
+        int append = existing && fgetc(existing) != EOF;
+        if (existing) fclose(existing);
+        r->metrics = fopen(p, append ? "a" : "w");
         if (!r->metrics)
             st = ffn_fail(FFN_ERR_IO, "--metrics %s: cannot open for writing", p);
-        else if (r->metrics_csv)
+        else if (r->metrics_csv && !append)
             fprintf(r->metrics, "kind,epoch,step,loss,accuracy,val_loss,val_accuracy,lr,"
                                 "samples_per_s,elapsed_s\n");
     }
@@ -307,7 +312,7 @@ static ffn_status build_model(run_state *r, size_t input_dim)
                           ffn_layer_kind_name(layers[count - 1].kind));
         layers[count - 1].units = cfg->replace_head;
     }
-    if (st == FFN_OK && cfg->lora && (st = choose_lora_layers(cfg, layers, count, lora)) == FFN_OK)
+    if (st == FFN_OK && cfg->lora && cfg->init_from && (st = choose_lora_layers(cfg, layers, count, lora)) == FFN_OK)
         for (size_t i = 0; i < count; i++)
             if (lora[i]) {
                 layers[i].lora_rank = cfg->lora;
@@ -1133,6 +1138,13 @@ ffn_status ffn_train_run(const ffn_train_config *cfg, ffn_comm *comm, ffn_train_
     stop_signal = 0;
     sigaction(SIGTERM, &sa, &old_term);
     sigaction(SIGUSR1, &sa, &old_usr1);
+    /* ffn-train blocks these signals before MPI starts (a stop request during
+     * start-up must not kill the ranks); from here the handler takes them. */
+    sigset_t stop_set;
+    sigemptyset(&stop_set);
+    sigaddset(&stop_set, SIGTERM);
+    sigaddset(&stop_set, SIGUSR1);
+    pthread_sigmask(SIG_UNBLOCK, &stop_set, NULL);
     ffn_status st = ffn_comm_agree(comm, setup(&r));
     /* Same seed gives the same weights everywhere; the broadcast makes it certain. */
     if (st == FFN_OK)

@@ -3,6 +3,8 @@
  * Exit codes: 0 success, 1 a run-time error (data, numerics, I/O, MPI),
  * 2 a usage error (flags, model spec), 75 stopped by SIGTERM/SIGUSR1 after
  * writing a checkpoint (EX_TEMPFAIL: resume with --resume latest). */
+#include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -14,6 +16,14 @@ enum { EXIT_RUNTIME = 1, EXIT_USAGE = 2, EXIT_STOPPED = 75 };
 
 int main(int argc, char **argv)
 {
+    /* Hold SIGTERM/SIGUSR1 until the training loop installs its handler: a
+     * stop request that arrives while MPI starts then ends in a checkpoint at
+     * the first step instead of killing the rank. */
+    sigset_t stop_set;
+    sigemptyset(&stop_set);
+    sigaddset(&stop_set, SIGTERM);
+    sigaddset(&stop_set, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &stop_set, NULL);
     ffn_comm *comm = NULL;
     if (ffn_comm_init(&comm, &argc, &argv) != FFN_OK) {
         fprintf(stderr, "ffn-train: error: %s\n", ffn_last_error());
