@@ -303,9 +303,14 @@ static herr_t print_attr(hid_t loc, const char *name, const H5A_info_t *ainfo, v
 {
     (void)ainfo;
     (void)op;
-    hid_t a = H5Aopen(loc, name, H5P_DEFAULT), t = H5Aget_type(a);
+    hid_t a = H5Aopen(loc, name, H5P_DEFAULT), t = H5Aget_type(a), sp = H5Aget_space(a);
+    hssize_t points = H5Sget_simple_extent_npoints(sp);
     printf("  attribute %s = ", name);
-    if (H5Tget_class(t) == H5T_STRING) {
+    if (points != 1) {
+        /* H5Aread writes every element: only single values are read into the
+         * one-value buffers below. */
+        printf("(%lld values)", (long long)points);
+    } else if (H5Tget_class(t) == H5T_STRING) {
         if (H5Tis_variable_str(t) > 0) {
             char *s = NULL;
             hid_t mt = H5Tcopy(H5T_C_S1);
@@ -332,6 +337,7 @@ static herr_t print_attr(hid_t loc, const char *name, const H5A_info_t *ainfo, v
         printf("(type class %d)", (int)H5Tget_class(t));
     }
     printf("\n");
+    H5Sclose(sp);
     H5Tclose(t);
     H5Aclose(a);
     return 0;
@@ -360,11 +366,17 @@ int cmd_info(int argc, char **argv)
     else printf("x: float32\n");
     if (in->has_labels) {
         printf("y: int32 labels, num_classes %zu\n", in->num_classes);
+        /* Blocks of at most 64 MiB of features (and 65536 rows): open checked
+         * that one row's bytes fit in size_t, so block * features cannot overflow. */
+        size_t block = ((size_t)16 << 20) / in->features;
+        if (block == 0) block = 1;
+        if (block > 65536) block = 65536;
         size_t *counts = calloc(in->num_classes, sizeof *counts);
-        int32_t *lab = malloc(65536 * sizeof *lab);
-        float *x = malloc(65536 * in->features * sizeof *x);
-        for (size_t at = 0; counts && lab && x && at < in->rows; at += 65536) {
-            size_t n = in->rows - at < 65536 ? in->rows - at : 65536;
+        int32_t *lab = malloc(block * sizeof *lab);
+        float *x = malloc(block * in->features * sizeof *x);
+        if (!counts || !lab || !x) rc = data_error(CMD, "%s: out of memory", path);
+        for (size_t at = 0; !rc && at < in->rows; at += block) {
+            size_t n = in->rows - at < block ? in->rows - at : block;
             if (ffn_dataset_read_range(ds, at, n, x, lab, NULL) != FFN_OK) {
                 rc = data_error(CMD, "%s", ffn_last_error());
                 break;
