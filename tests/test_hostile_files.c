@@ -5,7 +5,7 @@
  *  - A checkpoint string attribute (format, model_spec, loss, optimizer kind)
  *    holding an array of strings instead of one: H5Aread wrote every element
  *    into a one-string buffer (a stack overflow for variable-length strings,
- *    a heap overflow for fixed-length ones). Found by fuzz_checkpoint. */
+ *    a heap overflow for fixed-length ones). Found while writing fuzz_checkpoint. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# ctest-labels: fuzz
+# ctest-timeout: 900
+# libFuzzer: builds the targets of tests/fuzz with clang (FFN_FUZZ=ON: libFuzzer,
+# ASan, UBSan) in BUILD/fuzz, replays each seed corpus (tests/fuzz/corpus/<target>,
+# which also holds the inputs of every crash found so far), then fuzzes each
+# target for FFN_FUZZ_SECONDS (default 30). Any crash, sanitizer report, leak,
+# timeout or failed property fails the test; the crashing input is kept in
+# BUILD/fuzz/artifacts/. Prints executions, coverage and corpus size per target.
+# Skips (77) when clang or its libFuzzer runtime is missing.
+SRC=$(cd "$(dirname "$0")/.." && pwd)
+source "$SRC/tests/lib/common.sh"
+SECONDS_EACH=${FFN_FUZZ_SECONDS:-30}
+CC=${FFN_FUZZ_CC:-clang}
+if ! command -v "$CC" >/dev/null; then
+  echo "SKIP: $CC not found (apt-get install clang libclang-rt-14-dev, or launch/setup.sh --test-deps)"
+  exit 77
+fi
+echo 'int LLVMFuzzerTestOneInput(const unsigned char *d, unsigned long n) { (void)d; (void)n; return 0; }' >probe.c
+if ! "$CC" -fsanitize=fuzzer,address,undefined probe.c -o probe >probe.log 2>&1; then
+  echo "SKIP: $CC cannot link libFuzzer with ASan/UBSan (apt-get install libclang-rt-14-dev): $(tail -1 probe.log)"
+  exit 77
+fi
+
+FB=$BUILD/fuzz
+cmake -S "$SRC" -B "$FB" -DCMAKE_C_COMPILER="$CC" -DFFN_FUZZ=ON -DFFN_BUILD_TESTS=OFF \
+  -DCMAKE_BUILD_TYPE=RelWithDebInfo >"$WORK/configure.log" 2>&1 || { cat "$WORK/configure.log"; fail "configuring the fuzz build"; }
+TARGETS=(fuzz_spec fuzz_config fuzz_dataset fuzz_checkpoint)
+cmake --build "$FB" -j"$(nproc)" --target "${TARGETS[@]}" >"$WORK/build.log" 2>&1 || { tail -40 "$WORK/build.log"; fail "building the fuzz targets"; }
+pass "built ${TARGETS[*]} with $CC (libFuzzer, ASan, UBSan)"
+
+# Single allocations above 256 MiB fail (return NULL) instead of crashing, so a
+# file that declares a huge model or dataset must end in a clean out-of-memory
+# error; leaks are reported at exit.
+export ASAN_OPTIONS=allocator_may_return_null=1:max_allocation_size_mb=256:detect_leaks=1
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+mkdir -p "$FB/artifacts"
+printf '%-16s | %9s | %7s | %5s | %6s | %s\n' target execs exec/s cov ft corpus >table.txt
+for t in "${TARGETS[@]}"; do
+  seeds=$SRC/tests/fuzz/corpus/$t
+  mkdir -p "corpus-$t"
+  dict=()
+  case $t in
+    fuzz_spec) dict=(-dict="$SRC/tests/fuzz/spec.dict") ;;
+    fuzz_config) dict=(-dict="$SRC/tests/fuzz/config.dict") ;;
+  esac
+  set +e
+  timeout -k 10 $((SECONDS_EACH + 300)) "$FB/tests/fuzz/$t" -max_total_time="$SECONDS_EACH" -timeout=30 \
+    -rss_limit_mb=2048 -print_final_stats=1 -artifact_prefix="$FB/artifacts/$t-" "${dict[@]}" \
+    "corpus-$t" "$seeds" >"$t.log" 2>&1
+  rc=$?
+  set -e
+  if [[ $rc -ne 0 ]]; then
+    tail -60 "$t.log" >&2
+    fail "$t: exit $rc; input kept as $(ls -t "$FB/artifacts/$t-"* 2>/dev/null | head -1)"
+  fi
+  execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$t.log")
+  rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$t.log")
+  last=$(grep -E '^#[0-9]+[[:space:]].*cov: ' "$t.log" | tail -1 || true)
+  cov=$(sed -E 's/.*cov: ([0-9]+).*/\1/' <<<"$last")
+  ft=$(sed -E 's/.*ft: ([0-9]+).*/\1/' <<<"$last")
+  corp=$(sed -E 's/.*corp: ([0-9]+\/[0-9a-zA-Z]+).*/\1/' <<<"$last")
+  [[ -n $execs && $execs -gt 0 ]] || fail "$t: no executions reported"
+  printf '%-16s | %9s | %7s | %5s | %6s | %s\n' "$t" "$execs" "$rate" "$cov" "$ft" "$corp" >>table.txt
+done
+cat table.txt
+pass "libFuzzer: ${#TARGETS[@]} targets, $SECONDS_EACH s each, no crash"
