@@ -1,4 +1,7 @@
 #!/usr/bin/env bash
+# ctest-labels: slow
+# (skipped in the sanitizer pass of .ci/run: its time is benchmark loops over the kernels that
+# the unit tests check under ASan)
 # ffn-bench cannot rot: its quick suite prints every table row with finite
 # numbers, and the two-rank step measure prints the gradient exchange figures.
 # (Timings are not checked: the benchmark proper is launch/bench.sh, not a test.)

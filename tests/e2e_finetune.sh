@@ -1,4 +1,7 @@
 #!/usr/bin/env bash
+# ctest-labels: slow
+# (skipped in the sanitizer pass of .ci/run: its time is Fashion-MNIST training; the init-from,
+# replace-head and resume paths it uses run under ASan in e2e_checkpoint and e2e_netns)
 # Fine-tuning pays: pretrain on Fashion-MNIST classes 0-4, fine-tune on classes
 # 5-9 from 100 labelled images per class; the fine-tuned model must beat the
 # same model trained from scratch on the same small set with the same budget.

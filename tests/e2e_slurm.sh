@@ -1,4 +1,7 @@
 #!/usr/bin/env bash
+# ctest-labels: slow
+# (skipped in the sanitizer pass of .ci/run: its time is the Slurm daemons and job timers; the
+# SIGUSR1 -> checkpoint -> exit 75 -> resume path runs under ASan in e2e_checkpoint)
 # launch/slurm.sbatch under a real single-node Slurm that this test starts on this machine
 # (munged, slurmctld and slurmd in a temporary directory, on free ports, stopped by a trap).
 #  1. A 2-rank job gets SIGUSR1 in its batch shell mid-run (scancel --signal=USR1 --batch,
