@@ -7,10 +7,87 @@
 #include "ffn/dense.h"
 
 #include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
-#define INV_SQRT2 0.70710678118654752440f
-#define INV_SQRT_2PI 0.39894228040143267794f
+#include "act_internal.h"
+
+/* ---- the vectorised kernels (act_kernels.inc), portable and AVX2 + FMA */
+
+/* -fno-trapping-math for these loops only: with it GCC turns the
+ * polynomial-piece selects into vector blends instead of branches (ffn never
+ * reads floating-point exception flags). */
+#if defined(__GNUC__) && !defined(__clang__)
+#define FFN_KERNEL_OPT __attribute__((optimize("no-trapping-math")))
+#else
+#define FFN_KERNEL_OPT
+#endif
+
+#define KSUF _base
+#define KATTR FFN_KERNEL_OPT
+#define KMADD(a, b, c) ((a) * (b) + (c))
+#include "act_kernels.inc"
+#undef KSUF
+#undef KATTR
+#undef KMADD
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define FFN_HAVE_AVX2_KERNELS 1
+#define KSUF _avx2
+#define KATTR FFN_KERNEL_OPT __attribute__((target("avx2,fma")))
+#define KMADD(a, b, c) __builtin_fmaf((a), (b), (c))
+#include "act_kernels.inc"
+#undef KSUF
+#undef KATTR
+#undef KMADD
+#endif
+
+typedef struct {
+    const char *name;
+    void (*gelu_forward)(const float *b, float *z, float *y, size_t n);
+    void (*gelu_backward)(const float *z, const float *dy, float *dz, size_t n);
+    void (*relu_forward)(const float *z, float *y, size_t n);
+    void (*relu_backward)(const float *y, const float *dy, float *dz, size_t n);
+    void (*bias_add)(const float *b, float *z, size_t n);
+    void (*column_sums)(float *db, const float *dz, size_t rows, size_t cols, int accumulate);
+} kernel_set;
+
+static const kernel_set kernels_base = {"portable", gelu_forward_base, gelu_backward_base,
+                                        relu_forward_base, relu_backward_base, bias_add_base,
+                                        column_sums_base};
+#ifdef FFN_HAVE_AVX2_KERNELS
+static const kernel_set kernels_avx2 = {"avx2+fma", gelu_forward_avx2, gelu_backward_avx2,
+                                        relu_forward_avx2, relu_backward_avx2, bias_add_avx2,
+                                        column_sums_avx2};
+#endif
+
+/* AVX2 + FMA where the CPU has them, unless FFN_KERNELS=portable. Chosen once;
+ * two threads racing here store the same pointer. */
+static const kernel_set *kernels(void)
+{
+    static const kernel_set *chosen;
+    const kernel_set *k = __atomic_load_n(&chosen, __ATOMIC_ACQUIRE);
+    if (k) return k;
+    k = &kernels_base;
+#ifdef FFN_HAVE_AVX2_KERNELS
+    const char *env = getenv("FFN_KERNELS");
+    __builtin_cpu_init();
+    if (!(env && strcmp(env, "portable") == 0) && __builtin_cpu_supports("avx2") &&
+        __builtin_cpu_supports("fma"))
+        k = &kernels_avx2;
+#endif
+    __atomic_store_n(&chosen, k, __ATOMIC_RELEASE);
+    return k;
+}
+
+const char *ffn_act_kernels(void) { return kernels()->name; }
+
+void ffn_column_sums(float *db, const float *dz, size_t rows, size_t cols, int accumulate)
+{
+    kernels()->column_sums(db, dz, rows, cols, accumulate);
+}
+
 
 static const char *const act_names[FFN_ACT_COUNT] = {
     [FFN_ACT_IDENTITY] = "identity", [FFN_ACT_RELU] = "relu",
@@ -41,11 +118,6 @@ int ffn_act_backward_needs_z(ffn_act a, float param)
 
 /* ---- element-wise forward over n values */
 
-static void relu_forward(const float *z, float *y, size_t n)
-{
-    for (size_t i = 0; i < n; i++) y[i] = z[i] > 0.0f ? z[i] : 0.0f;
-}
-
 static void leaky_relu_forward(float slope, const float *z, float *y, size_t n)
 {
     for (size_t i = 0; i < n; i++) y[i] = z[i] > 0.0f ? z[i] : slope * z[i];
@@ -64,11 +136,6 @@ static void sigmoid_forward(const float *z, float *y, size_t n)
 static void tanh_forward(const float *z, float *y, size_t n)
 {
     for (size_t i = 0; i < n; i++) y[i] = tanhf(z[i]);
-}
-
-static void gelu_forward(const float *z, float *y, size_t n)
-{
-    for (size_t i = 0; i < n; i++) y[i] = 0.5f * z[i] * (1.0f + erff(z[i] * INV_SQRT2));
 }
 
 /* One row: subtract the max so exp never overflows and the largest term is 1. */
@@ -93,11 +160,12 @@ void ffn_act_forward(ffn_act a, float param, const float *z, float *y,
     case FFN_ACT_IDENTITY:
         if (y != z) memcpy(y, z, n * sizeof *y);
         break;
-    case FFN_ACT_RELU: relu_forward(z, y, n); break;
+    case FFN_ACT_RELU: kernels()->relu_forward(z, y, n); break;
     case FFN_ACT_LEAKY_RELU: leaky_relu_forward(param, z, y, n); break;
     case FFN_ACT_SIGMOID: sigmoid_forward(z, y, n); break;
     case FFN_ACT_TANH: tanh_forward(z, y, n); break;
-    case FFN_ACT_GELU: gelu_forward(z, y, n); break;
+    /* No bias: z is only read (it may be y). */
+    case FFN_ACT_GELU: kernels()->gelu_forward(NULL, (float *)z, y, n); break;
     case FFN_ACT_SOFTMAX:
         if (cols == 0) break;
         for (size_t r = 0; r < rows; r++) softmax_row_forward(z + r * cols, y + r * cols, cols);
@@ -107,11 +175,6 @@ void ffn_act_forward(ffn_act a, float param, const float *z, float *y,
 }
 
 /* ---- element-wise backward over n values: dz = dy * act'(.) */
-
-static void relu_backward(const float *y, const float *dy, float *dz, size_t n)
-{
-    for (size_t i = 0; i < n; i++) dz[i] = y[i] > 0.0f ? dy[i] : 0.0f;
-}
 
 static void leaky_relu_backward(float slope, const float *z, const float *dy, float *dz,
                                 size_t n)
@@ -127,17 +190,6 @@ static void sigmoid_backward(const float *y, const float *dy, float *dz, size_t 
 static void tanh_backward(const float *y, const float *dy, float *dz, size_t n)
 {
     for (size_t i = 0; i < n; i++) dz[i] = dy[i] * (1.0f - y[i] * y[i]);
-}
-
-/* d/dz [z Phi(z)] = Phi(z) + z phi(z). */
-static void gelu_backward(const float *z, const float *dy, float *dz, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        float x = z[i];
-        float cdf = 0.5f * (1.0f + erff(x * INV_SQRT2));
-        float pdf = INV_SQRT_2PI * expf(-0.5f * x * x);
-        dz[i] = dy[i] * (cdf + x * pdf);
-    }
 }
 
 /* Softmax Jacobian-vector product: dz = y * (dy - <dy, y>). */
@@ -156,12 +208,13 @@ void ffn_act_backward(ffn_act a, float param, const float *z, const float *y,
     case FFN_ACT_IDENTITY:
         if (dz != dy) memcpy(dz, dy, n * sizeof *dz);
         break;
-    case FFN_ACT_RELU: relu_backward(y, dy, dz, n); break;
+    case FFN_ACT_RELU: kernels()->relu_backward(y, dy, dz, n); break;
     /* z here is the real z, or y when the slope is positive (same sign). */
     case FFN_ACT_LEAKY_RELU: leaky_relu_backward(param, z, dy, dz, n); break;
     case FFN_ACT_SIGMOID: sigmoid_backward(y, dy, dz, n); break;
     case FFN_ACT_TANH: tanh_backward(y, dy, dz, n); break;
-    case FFN_ACT_GELU: gelu_backward(z, dy, dz, n); break;
+    /* d/dz [z Phi(z)] = Phi(z) + z phi(z) */
+    case FFN_ACT_GELU: kernels()->gelu_backward(z, dy, dz, n); break;
     case FFN_ACT_SOFTMAX:
         for (size_t r = 0; r < rows; r++)
             softmax_row_backward(y + r * cols, dy + r * cols, dz + r * cols, cols);
@@ -174,10 +227,14 @@ void ffn_act_backward(ffn_act a, float param, const float *z, const float *y,
 void ffn_bias_act_forward(ffn_act a, float param, const float *b, float *z, float *y,
                           size_t rows, size_t cols)
 {
+    const kernel_set *k = kernels();
     for (size_t r = 0; r < rows; r++) {
         float *zr = z + r * cols;
-        if (b)
-            for (size_t c = 0; c < cols; c++) zr[c] += b[c];
+        if (a == FFN_ACT_GELU) {
+            k->gelu_forward(b, zr, y + r * cols, cols);
+            continue;
+        }
+        if (b) k->bias_add(b, zr, cols);
         ffn_act_forward(a, param, zr, y + r * cols, 1, cols);
     }
 }

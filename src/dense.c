@@ -4,6 +4,8 @@
 #include <cblas.h>
 #include <string.h>
 
+#include "act_internal.h"
+
 void ffn_dense_forward(float *z, float *y, const float *x, const float *W, const float *b,
                        size_t batch, size_t in, size_t out, ffn_act act, float act_param)
 {
@@ -17,11 +19,7 @@ void ffn_dense_forward(float *z, float *y, const float *x, const float *W, const
 /* db = column sums of dz [batch, out]. */
 static void bias_grad(float *db, const float *dz, size_t batch, size_t out, int accumulate)
 {
-    if (!accumulate) memset(db, 0, out * sizeof *db);
-    for (size_t r = 0; r < batch; r++) {
-        const float *row = dz + r * out;
-        for (size_t c = 0; c < out; c++) db[c] += row[c];
-    }
+    ffn_column_sums(db, dz, batch, out, accumulate);
 }
 
 void ffn_dense_backward(float *dx, float *dW, float *db, float *dy,

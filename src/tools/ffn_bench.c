@@ -59,6 +59,15 @@ static double now(void)
     return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
+/* Process CPU seconds (all threads): on a busy shared machine, the time a
+ * one-thread measure actually ran, for before/after comparisons. */
+static double cpu_now(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+
 static double max_over_ranks(double v)
 {
     double out = v;
@@ -106,6 +115,7 @@ typedef void (*action_fn)(void *ctx);
  * repeat is kept in g_median. */
 enum { REPEATS = 5 };
 static double g_median; /* the last time_per_call's median repeat */
+static double g_cpu;    /* ... and its least process CPU time a call (this rank) */
 static int g_quick;     /* --quick: one warm-up call, one call a repeat at least */
 
 static double time_per_call(action_fn fn, void *ctx, double seconds, int min_calls)
@@ -120,11 +130,14 @@ static double time_per_call(action_fn fn, void *ctx, double seconds, int min_cal
     long calls = per < min_calls ? min_calls : per > 1e6 ? 1000000 : (long)per;
     if (nranks > 1) MPI_Bcast(&calls, 1, MPI_LONG, 0, MPI_COMM_WORLD);
     double rep[REPEATS];
+    g_cpu = INFINITY;
     for (int r = 0; r < REPEATS; r++) {
         if (nranks > 1) MPI_Barrier(MPI_COMM_WORLD);
-        double s = now();
+        double s = now(), c = cpu_now();
         for (long i = 0; i < calls; i++) fn(ctx);
+        double cpu = (cpu_now() - c) / (double)calls;
         rep[r] = max_over_ranks((now() - s) / (double)calls);
+        if (cpu < g_cpu) g_cpu = cpu;
     }
     qsort(rep, REPEATS, sizeof rep[0], cmp_double);
     g_median = rep[REPEATS / 2];
@@ -250,7 +263,7 @@ static void fill_pool(step_ctx *s, const step_args *a)
 
 typedef struct {
     double params, step_s, samples_s, gflops, bound_s, bound_gflops;
-    double nosync_s, bare_s, wait_s, median_s;
+    double nosync_s, bare_s, wait_s, median_s, cpu_s, bound_cpu_s;
 } step_result;
 
 static step_result run_step(const step_args *a, int quiet)
@@ -317,11 +330,13 @@ static step_result run_step(const step_args *a, int quiet)
     ffn_rng_fill_uniform(&rng, s.ga, s.local * widest, -1, 1);
     ffn_rng_fill_uniform(&rng, s.gb, wmax, -0.01f, 0.01f);
     r.bound_s = time_per_call(sgemm_step, &s, a->seconds * 0.5, 3);
+    r.bound_cpu_s = g_cpu;
     r.bound_gflops = flops / r.bound_s / 1e9;
 
     s.exchange = 1;
     r.step_s = time_per_call(train_step, &s, a->seconds, 3);
     r.median_s = g_median;
+    r.cpu_s = g_cpu;
     r.samples_s = (double)s.global / r.step_s;
     r.gflops = flops / r.step_s / 1e9;
     if (!isfinite(s.loss_sum)) die("the benchmark's training loss is not finite");
@@ -356,7 +371,8 @@ static step_result run_step(const step_args *a, int quiet)
                    (r.step_s - r.nosync_s) / r.bare_s,
                    fmax(0.0, fmin(1.0, 1.0 - (r.step_s - r.nosync_s) / r.bare_s)),
                    r.params * 4.0 / 1048576.0);
-        printf(" corename=%s\n", openblas_get_corename());
+        printf(" cpu_step_ms=%.4f cpu_bound_ms=%.4f kernels=%s corename=%s\n", 1e3 * r.cpu_s,
+               1e3 * r.bound_cpu_s, ffn_act_kernels(), openblas_get_corename());
         fflush(stdout);
     }
     ffn_free(s.ga);
