@@ -23,6 +23,10 @@ if ! "$CC" -fsanitize=fuzzer,address,undefined probe.c -o probe >probe.log 2>&1;
 fi
 
 FB=$BUILD/fuzz
+# The targets' scratch files (HDF5 files made per input) on a RAM disk when there is one.
+FFN_FUZZ_TMPDIR=$(mktemp -d /dev/shm/ffn-e2e-fuzz.XXXXXX 2>/dev/null || mktemp -d "$WORK/tmp.XXXXXX")
+export FFN_FUZZ_TMPDIR
+trap 'rm -rf "$WORK" "$FFN_FUZZ_TMPDIR"' EXIT
 cmake -S "$SRC" -B "$FB" -DCMAKE_C_COMPILER="$CC" -DFFN_FUZZ=ON -DFFN_BUILD_TESTS=OFF \
   -DCMAKE_BUILD_TYPE=RelWithDebInfo >"$WORK/configure.log" 2>&1 || { cat "$WORK/configure.log"; fail "configuring the fuzz build"; }
 TARGETS=(fuzz_spec fuzz_config fuzz_dataset fuzz_checkpoint)
@@ -41,7 +45,7 @@ for t in "${TARGETS[@]}"; do
   mkdir -p "corpus-$t"
   dict=()
   case $t in
-    fuzz_spec) dict=(-dict="$SRC/tests/fuzz/spec.dict") ;;
+    fuzz_spec | fuzz_checkpoint) dict=(-dict="$SRC/tests/fuzz/spec.dict") ;;
     fuzz_config) dict=(-dict="$SRC/tests/fuzz/config.dict") ;;
   esac
   set +e

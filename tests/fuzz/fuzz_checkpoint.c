@@ -3,8 +3,8 @@
  *
  * Each input decodes into a small model (one of a few specs covering every
  * layer kind, input width 1-4), optimizer state (none, adam, sgd momentum,
- * rmsprop), an optional pruning mask and the training position, saved by
- * ffn_checkpoint_save; then up to 4 mutations (h5_mutate.c): any dataset
+ * rmsprop) and an optional pruning mask, saved by ffn_checkpoint_save (once
+ * per such choice, then reused); then up to 4 mutations (h5_mutate.c): any dataset
  * replaced by one of another dtype, rank, shape, layout or contents, any
  * attribute (format, format_version, model_spec, input_dim, loss, frozen,
  * kind, step, ...) given another type, shape or value (model_spec text comes
@@ -26,6 +26,7 @@
 #include "h5_mutate.h"
 
 static char path[512];
+static int verbose; /* FFN_FUZZ_VERBOSE=1: print each outcome (for looking at a corpus) */
 
 static void die(const char *what)
 {
@@ -42,6 +43,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
      * megabyte of cache structures, and fresh pages cost more than the work. */
     H5set_free_list_limits(-1, -1, -1, -1, -1, -1);
     snprintf(path, sizeof path, "%s/ckpt.h5", fz_tmpdir());
+    verbose = getenv("FFN_FUZZ_VERBOSE") != NULL;
     return 0;
 }
 
@@ -55,14 +57,47 @@ static const char *const specs[] = {
     "dense:4:lora=2,dense:2:lora=1:lora_alpha=3",
 };
 
+/* Saving is the slow part (HDF5 builds a 1 MiB in-memory image), so each of
+ * the 224 starting files is saved by ffn_checkpoint_save once and its bytes
+ * reused. */
+#define BASE_KINDS (7 * 4 * 4 * 2)
+static struct {
+    uint8_t *bytes;
+    size_t size;
+} base[BASE_KINDS];
+
+static int write_bytes(const char *p, const uint8_t *bytes, size_t size)
+{
+    FILE *f = fopen(p, "wb");
+    if (!f) return -1;
+    int ok = fwrite(bytes, 1, size, f) == size;
+    return fclose(f) == 0 && ok ? 0 : -1;
+}
+
+static void keep_bytes(int key, const char *p)
+{
+    FILE *f = fopen(p, "rb");
+    if (!f) die("cannot reopen the saved checkpoint");
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    base[key].bytes = malloc((size_t)n);
+    if (!base[key].bytes || fread(base[key].bytes, 1, (size_t)n, f) != (size_t)n) die("cannot read the saved checkpoint");
+    base[key].size = (size_t)n;
+    fclose(f);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     fz_input in = {data, size};
-    const char *spec = specs[fz_pick(&in, sizeof specs / sizeof specs[0])];
+    int spec_i = (int)fz_pick(&in, sizeof specs / sizeof specs[0]);
     size_t input_dim = 1 + fz_pick(&in, 4);
+    int opt = (int)fz_pick(&in, 4);
+    int with_mask = fz_pick(&in, 3) == 0;
+    int key = ((spec_i * 4 + (int)input_dim - 1) * 4 + opt) * 2 + with_mask;
     ffn_model *m = NULL;
-    if (ffn_model_create_from_text(&m, spec, input_dim) != FFN_OK) die("a harness spec does not build");
-    ffn_model_init_params(m, fz_u8(&in));
+    if (ffn_model_create_from_text(&m, specs[spec_i], input_dim) != FFN_OK) die("a harness spec does not build");
+    ffn_model_init_params(m, (uint64_t)key);
 
     ffn_checkpoint c;
     memset(&c, 0, sizeof c);
@@ -75,7 +110,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     c.params = ffn_model_params(m);
     static const char *const opts[][3] = {
         {NULL, NULL, NULL}, {"adam", "m", "v"}, {"sgd", "momentum", NULL}, {"rmsprop", "square_avg", NULL}};
-    int opt = (int)fz_pick(&in, 4);
     c.optimizer = (char *)opts[opt][0];
     for (int i = 1; i < 3 && opts[opt][i]; i++) {
         c.state_names[c.state_count] = (char *)opts[opt][i];
@@ -84,23 +118,28 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         for (size_t k = 0; k < c.param_count; k++) c.state[c.state_count][k] = (float)(k % 5) * 0.25f;
         c.state_count++;
     }
-    c.optimizer_steps = fz_u8(&in);
-    c.step = fz_u8(&in);
-    c.epoch = fz_u8(&in) % 4;
-    c.step_in_epoch = fz_u8(&in) % 8;
-    c.seed = fz_u8(&in);
-    if (fz_pick(&in, 3) == 0) {
+    c.optimizer_steps = 3 + (uint64_t)key % 5;
+    c.step = 10 + (uint64_t)key;
+    c.epoch = (uint64_t)key % 3;
+    c.step_in_epoch = (uint64_t)key % 5;
+    c.seed = 42 + (uint64_t)key;
+    if (with_mask) {
         c.mask = malloc(c.param_count + 1);
         if (!c.mask) die("out of memory in the harness");
         memset(c.mask, 1, c.param_count);
         for (size_t k = 0; k < ffn_model_tensor_count(m); k++) {
             const ffn_tensor *t = ffn_model_tensor(m, k);
             if (strcmp(t->name, "W") == 0)
-                for (size_t j = 0; j < t->count; j++) c.mask[t->offset + j] = fz_u8(&in) & 1;
+                for (size_t j = 0; j < t->count; j++) c.mask[t->offset + j] = (j + (size_t)key) % 3 != 0;
         }
     }
 
-    if (ffn_checkpoint_save(&c, path) != FFN_OK) die("saving a valid checkpoint failed");
+    if (!base[key].bytes) {
+        if (ffn_checkpoint_save(&c, path) != FFN_OK) die("saving a valid checkpoint failed");
+        keep_bytes(key, path);
+    } else if (write_bytes(path, base[key].bytes, base[key].size) != 0) {
+        die("cannot write the starting checkpoint");
+    }
     static const char *const attrs[] = {"format", "format_version", "ffn_version", "model_spec",
                                         "input_dim", "loss", "config_json", "frozen", "kind",
                                         "step_count", "step", "epoch", "step_in_epoch", "seed"};
@@ -109,6 +148,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     ffn_checkpoint back;
     ffn_clear_error();
     ffn_status st = ffn_checkpoint_load(&back, path);
+    if (verbose) fprintf(stderr, "fuzz_checkpoint: %d mutations, load: %s\n", mutations, st == FFN_OK ? "ok" : ffn_last_error());
     if (st != FFN_OK) {
         if (!*ffn_last_error()) die("a failed load left no message");
         if (mutations == 0) die("an untouched checkpoint does not load");

@@ -27,6 +27,7 @@
 #define MAX_READ 8
 
 static char path[512];
+static int verbose; /* FFN_FUZZ_VERBOSE=1: print each outcome (for looking at a corpus) */
 
 static void die(const char *what)
 {
@@ -43,6 +44,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
      * megabyte of cache structures, and fresh pages cost more than the work. */
     H5set_free_list_limits(-1, -1, -1, -1, -1, -1);
     snprintf(path, sizeof path, "%s/data.h5", fz_tmpdir());
+    verbose = getenv("FFN_FUZZ_VERBOSE") != NULL;
     return 0;
 }
 
@@ -132,6 +134,9 @@ static void read_three(ffn_dataset *ds, const ffn_dataset_info *info, read_resul
     if (idx[k - 1] >= info->rows && r[1].st == FFN_OK) die("rows past the end were read");
     read_one(ds, NULL, info->rows - 1, 2, &r[2]);
     if (r[2].st == FFN_OK) die("a range past the end was read");
+    if (verbose)
+        fprintf(stderr, "fuzz_dataset: reads %s, %s, %s\n", ffn_status_name(r[0].st), ffn_status_name(r[1].st),
+                ffn_status_name(r[2].st));
 }
 
 static void alloc_result(read_result *r, const ffn_dataset_info *info)
@@ -154,7 +159,9 @@ static void exercise(fz_input *in)
 {
     ffn_dataset *ds = NULL;
     ffn_clear_error();
-    if (ffn_dataset_open(&ds, path) != FFN_OK) {
+    ffn_status st = ffn_dataset_open(&ds, path);
+    if (verbose) fprintf(stderr, "fuzz_dataset: open: %s\n", st == FFN_OK ? "ok" : ffn_last_error());
+    if (st != FFN_OK) {
         if (ds) die("a failed open returned a dataset");
         if (!*ffn_last_error()) die("a failed open left no message");
         return;

@@ -24,7 +24,8 @@ const char *fz_tmpdir(void)
 {
     if (!tmpdir[0]) {
         struct stat sb;
-        const char *base = stat("/dev/shm", &sb) == 0 && S_ISDIR(sb.st_mode) ? "/dev/shm" : "/tmp";
+        const char *base = getenv("FFN_FUZZ_TMPDIR");
+        if (!base) base = stat("/dev/shm", &sb) == 0 && S_ISDIR(sb.st_mode) ? "/dev/shm" : "/tmp";
         snprintf(tmpdir, sizeof tmpdir, "%s/ffn-fuzz-XXXXXX", base);
         if (!mkdtemp(tmpdir)) {
             perror("mkdtemp");
@@ -235,7 +236,15 @@ void fz_set_attribute(fz_input *in, hid_t obj, const char *name, const char *tex
 {
     if (H5Aexists(obj, name) > 0) H5Adelete(obj, name);
     int vlen = 0;
-    hid_t type = make_type(in, &vlen);
+    hid_t type;
+    if (text && fz_pick(in, 2)) {
+        /* Text from the input as the value (a model_spec, a format name...). */
+        type = H5Tcopy(H5T_C_S1);
+        vlen = (int)fz_pick(in, 2);
+        H5Tset_size(type, vlen ? H5T_VARIABLE : strlen(text) + 1);
+    } else {
+        type = make_type(in, &vlen);
+    }
     hid_t space;
     switch (fz_pick(in, 8)) {
     case 0: space = H5Screate(H5S_NULL); break;

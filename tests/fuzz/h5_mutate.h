@@ -13,8 +13,8 @@
 
 #include "fuzz_input.h"
 
-/* A scratch directory for this process (created once, under /dev/shm when
- * it exists). */
+/* A scratch directory for this process (created once, under $FFN_FUZZ_TMPDIR,
+ * else /dev/shm when it exists, else /tmp; removed at exit). */
 const char *fz_tmpdir(void);
 /* Removes every file in it (what one input made). */
 void fz_clean_tmpdir(void);
