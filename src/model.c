@@ -20,6 +20,7 @@ struct ffn_model {
     ffn_tensor *tensors;  /* every layer's, in buffer order; layers point into it */
     size_t param_count;
     float *params, *grads;
+    int grads_borrowed;   /* grads is the caller's (ffn_model_use_grad_buffer) */
     size_t max_batch;
     float *activations;   /* every layer's y, z and cache, one arena */
     float *work;          /* backward's per-layer temporaries, [max_batch, widest need] */
@@ -385,7 +386,7 @@ void ffn_model_free(ffn_model *m)
 {
     if (!m) return;
     ffn_free(m->params);
-    ffn_free(m->grads);
+    if (!m->grads_borrowed) ffn_free(m->grads);
     ffn_free(m->activations);
     ffn_free(m->work);
     ffn_free(m->scratch[0]);
@@ -403,6 +404,22 @@ size_t ffn_model_output_dim(const ffn_model *m) { return m->layers[m->layer_coun
 size_t ffn_model_param_count(const ffn_model *m) { return m->param_count; }
 float *ffn_model_params(ffn_model *m) { return m->params; }
 float *ffn_model_grads(ffn_model *m) { return m->grads; }
+
+void ffn_model_use_grad_buffer(ffn_model *m, float *grads)
+{
+    memcpy(grads, m->grads, m->param_count * sizeof *grads);
+    if (!m->grads_borrowed) ffn_free(m->grads);
+    m->grads = grads;
+    m->grads_borrowed = 1;
+    for (size_t t = 0; t < m->tensor_count; t++) m->tensors[t].grad = m->grads + m->tensors[t].offset;
+    for (size_t i = 0; i < m->layer_count; i++) {
+        ffn_layer *l = &m->layers[i];
+        if (l->spec.kind == FFN_LAYER_DENSE) {
+            l->dW = l->tensors[0].grad;
+            l->db = l->tensors[1].grad;
+        }
+    }
+}
 size_t ffn_model_max_batch(const ffn_model *m) { return m->max_batch; }
 size_t ffn_model_tensor_count(const ffn_model *m) { return m->tensor_count; }
 const ffn_tensor *ffn_model_tensor(const ffn_model *m, size_t k) { return &m->tensors[k]; }

@@ -962,6 +962,18 @@ static void prune_after(run_state *r, uint64_t step)
     ffn_pruner_apply(r->pruner, params);
 }
 
+/* Several ranks on one node: the gradients move into node-shared memory, where
+ * the exchange sums them in place instead of copying them through MPI (see
+ * ffn_comm_alloc_shared_floats). Collective: every rank calls it after setup
+ * was agreed. Elsewhere nothing changes. */
+static void share_gradients(run_state *r)
+{
+    float *g = ffn_comm_alloc_shared_floats(r->comm, ffn_model_param_count(r->model));
+    if (!g) return;
+    ffn_model_use_grad_buffer(r->model, g);
+    ffn_grad_sync_use_buffer(r->sync, g);
+}
+
 /* ---- the loop ------------------------------------------------------------ */
 
 static ffn_status train_loop(run_state *r, ffn_train_result *res)
@@ -1149,6 +1161,7 @@ ffn_status ffn_train_run(const ffn_train_config *cfg, ffn_comm *comm, ffn_train_
     /* Same seed gives the same weights everywhere; the broadcast makes it certain. */
     if (st == FFN_OK)
         st = ffn_comm_bcast_floats(comm, ffn_model_params(r.model), ffn_model_param_count(r.model), 0);
+    if (st == FFN_OK) share_gradients(&r);
     if (st == FFN_OK) st = open_metrics(&r);
     if (st == FFN_OK) {
         if (r.print) print_banner(&r);

@@ -56,11 +56,27 @@ ffn_status ffn_comm_allgather_slices(ffn_comm *c, float *buf, size_t n, size_t b
 ffn_status ffn_comm_gather_slices(ffn_comm *c, const float *slice, float *full, size_t n, int root,
                                   size_t bucket_bytes);
 
-/* Gradient exchange in contiguous buckets, started while backward runs.
- * Backward reports gradient ranges as they become final (from the end of the
- * buffer towards the start); a bucket's allreduce starts as soon as the
- * ranges ready above it reach bucket_bytes. Ranges never reported (frozen
- * layers) are never sent. finish() starts the rest and waits. */
+/* Collective. n floats in node-shared memory (an MPI-3 shared window): every
+ * rank of the node can read and write every rank's buffer. Meant for the
+ * gradient buffer (ffn_model_use_grad_buffer): a gradient sync created on it
+ * sums the ranks' gradients in place, each rank adding up its share once and
+ * writing the sums to all, several times faster than MPI_Allreduce through
+ * Open MPI's shared-memory FIFOs. Zeroed, 64-byte aligned, freed by
+ * ffn_comm_finalize. NULL (nothing allocated, on every rank) with one rank,
+ * with ranks on several nodes, or when the window cannot be made: keep the
+ * ordinary buffer then. */
+float *ffn_comm_alloc_shared_floats(ffn_comm *c, size_t n);
+
+/* Gradient exchange in contiguous buckets. Backward reports gradient ranges
+ * as they become final (from the end of the buffer towards the start); they
+ * are cut into buckets of bucket_bytes. Ranges never reported (frozen layers)
+ * are never sent. Across nodes a bucket's MPI_Iallreduce starts as soon as it
+ * is full, while backward runs, and finish() waits for them all. Within one
+ * node finish() sends them: every rank first arrives (waiting politely, see
+ * comm.c), then the buckets are summed in place when grads is a node-shared
+ * buffer (ffn_comm_alloc_shared_floats), or all-reduced blocking otherwise;
+ * starting them earlier overlaps nothing there, since Open MPI moves
+ * shared-memory data only inside MPI calls and backward's sgemm makes none. */
 typedef struct ffn_grad_sync ffn_grad_sync;
 ffn_status ffn_grad_sync_create(ffn_grad_sync **out, ffn_comm *c, float *grads, size_t n,
                                 size_t bucket_bytes);
@@ -70,6 +86,9 @@ ffn_status ffn_grad_sync_create(ffn_grad_sync **out, ffn_comm *c, float *grads, 
  * then holds only this rank's own contribution. */
 ffn_status ffn_grad_sync_create_sharded(ffn_grad_sync **out, ffn_comm *c, float *grads, size_t n,
                                         size_t bucket_bytes, float *slice);
+/* Points the exchange at another gradient buffer of the same length (after
+ * ffn_model_use_grad_buffer moved the gradients, e.g. into shared memory). */
+void ffn_grad_sync_use_buffer(ffn_grad_sync *s, float *grads);
 void ffn_grad_sync_free(ffn_grad_sync *s);
 void ffn_grad_sync_begin(ffn_grad_sync *s);
 /* The ffn_grad_ready_fn of ffn_model_backward (user = the ffn_grad_sync). */

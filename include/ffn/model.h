@@ -107,6 +107,10 @@ size_t ffn_model_output_dim(const ffn_model *m);
 size_t ffn_model_param_count(const ffn_model *m);
 float *ffn_model_params(ffn_model *m);
 float *ffn_model_grads(ffn_model *m);
+/* Moves the gradients into grads (param_count floats, owned by the caller and
+ * outliving the model, e.g. node-shared memory from ffn_comm_alloc_shared_floats):
+ * the current values are copied, the model's own buffer freed, every view re-pointed. */
+void ffn_model_use_grad_buffer(ffn_model *m, float *grads);
 char *ffn_model_spec_text(const ffn_model *m); /* malloc'd canonical spec */
 
 /* Every tensor of every layer, in buffer order (k from 0). */

@@ -236,6 +236,7 @@ typedef struct {
     size_t input, batch;
     int threads;
     double seconds, bucket_mb;
+    int no_shared; /* exchange through MPI_Allreduce even on one node */
 } step_args;
 
 /* Loads the in-memory pool: this rank's share of the first rows of --data,
@@ -309,6 +310,9 @@ static step_result run_step(const step_args *a, int quiet)
     s.optim = ffn_optim_create(&oc, ffn_model_param_count(s.model));
     if (!s.optim) die("optimizer");
     size_t bucket = (size_t)(a->bucket_mb * 1048576.0);
+    /* As ffn-train: on one node the gradients live in node-shared memory. */
+    float *shared = a->no_shared ? NULL : ffn_comm_alloc_shared_floats(comm, ffn_model_param_count(s.model));
+    if (shared) ffn_model_use_grad_buffer(s.model, shared);
     if (ffn_grad_sync_create(&s.sync, comm, ffn_model_grads(s.model), ffn_model_param_count(s.model),
                              bucket) != FFN_OK)
         die("gradient sync");
@@ -366,11 +370,11 @@ static step_result run_step(const step_args *a, int quiet)
                r.bound_s / r.step_s);
         if (nranks > 1)
             printf(" compute_only_ms=%.4f exchange_ms=%.4f bare_allreduce_ms=%.4f wait_ms=%.4f "
-                   "exchange_vs_bare=%.4f hidden=%.4f grad_mb=%.3f",
+                   "exchange_vs_bare=%.4f hidden=%.4f grad_mb=%.3f exchange=%s",
                    1e3 * r.nosync_s, 1e3 * (r.step_s - r.nosync_s), 1e3 * r.bare_s, 1e3 * r.wait_s,
                    (r.step_s - r.nosync_s) / r.bare_s,
                    fmax(0.0, fmin(1.0, 1.0 - (r.step_s - r.nosync_s) / r.bare_s)),
-                   r.params * 4.0 / 1048576.0);
+                   r.params * 4.0 / 1048576.0, shared ? "shared-memory" : "MPI_Allreduce");
         printf(" cpu_step_ms=%.4f cpu_bound_ms=%.4f kernels=%s corename=%s\n", 1e3 * r.cpu_s,
                1e3 * r.bound_cpu_s, ffn_act_kernels(), openblas_get_corename());
         fflush(stdout);
@@ -645,9 +649,9 @@ static int suite(int quick, int threads, const char *dir)
         printf("| measure | ffn | reference | ratio |\n|---|---:|---:|---:|\n");
     }
     step_args runs[3] = {
-        {"mlp-b32", "dense:128:relu,dense:10", "softmax_ce", NULL, 784, 32, threads, sec, 4},
-        {"mlp-b256", "dense:128:relu,dense:10", "softmax_ce", NULL, 784, 256, threads, sec, 4},
-        {"ffn-b256", "dense:4096:gelu,dense:1024", "mse", NULL, 1024, 256, threads, sec, 4},
+        {"mlp-b32", "dense:128:relu,dense:10", "softmax_ce", NULL, 784, 32, threads, sec, 4, 0},
+        {"mlp-b256", "dense:128:relu,dense:10", "softmax_ce", NULL, 784, 256, threads, sec, 4, 0},
+        {"ffn-b256", "dense:4096:gelu,dense:1024", "mse", NULL, 1024, 256, threads, sec, 4, 0},
     };
     int bad = 0;
     for (int i = 0; i < 3; i++) {
@@ -708,7 +712,7 @@ int main(int argc, char **argv)
         if (rank == 0)
             printf("usage: ffn-bench [--quick] [--threads N] [--dir DIR]\n"
                    "       ffn-bench step --model SPEC --input D --loss L --batch B [--threads N] [--data FILE]\n"
-                   "                      [--seconds S] [--bucket-mb X] [--name NAME]\n"
+                   "                      [--seconds S] [--bucket-mb X] [--name NAME] [--no-shared]\n"
                    "       ffn-bench ckpt --model SPEC --input D [--dir DIR]\n"
                    "       ffn-bench train FFN-TRAIN-FLAGS...\n"
                    "       ffn-bench make-data classes|regression --rows N --features D --out FILE\n"
@@ -720,7 +724,7 @@ int main(int argc, char **argv)
                        strtoull(flag_value(argc, argv, "--batch", "32"), NULL, 10),
                        atoi(flag_value(argc, argv, "--threads", "1")),
                        atof(flag_value(argc, argv, "--seconds", "3")),
-                       atof(flag_value(argc, argv, "--bucket-mb", "4"))};
+                       atof(flag_value(argc, argv, "--bucket-mb", "4")), has_flag(argc, argv, "--no-shared")};
         if (!a.model || !a.input || !a.batch || a.threads < 1) {
             if (rank == 0) fprintf(stderr, "ffn-bench step: --model, --input and --batch are required\n");
             rc = 2;
