@@ -159,13 +159,32 @@ static void fill_raw(fz_input *in, hid_t type, void *buf, size_t points)
     for (size_t i = 0; i < bytes; i++) p[i] = in->n ? fz_u8(in) : (uint8_t)(i * 37);
 }
 
+/* The number of elements of a dataspace, or -1 when it exceeds MAX_WRITE_POINTS
+ * (H5Sget_simple_extent_npoints wraps around: [2^63 - 1, 2^63 - 1] gives 1). */
+static long long space_points(hid_t space)
+{
+    H5S_class_t cls = H5Sget_simple_extent_type(space);
+    if (cls == H5S_NULL) return 0;
+    if (cls == H5S_SCALAR) return 1;
+    hsize_t dims[H5S_MAX_RANK];
+    int rank = H5Sget_simple_extent_dims(space, dims, NULL);
+    if (rank < 0) return -1;
+    long long n = 1;
+    for (int i = 0; i < rank; i++) {
+        if (dims[i] == 0) return 0;
+        if (dims[i] > MAX_WRITE_POINTS || (unsigned long long)n * dims[i] > MAX_WRITE_POINTS) n = -1;
+        if (n < 0) continue; /* a later zero still makes it empty */
+        n *= (long long)dims[i];
+    }
+    return n;
+}
+
 /* Writes to obj (a dataset or an attribute) what fits in MAX_WRITE_POINTS. */
 static void write_values(fz_input *in, hid_t obj, int is_attr, hid_t type, int vlen_string,
                          hid_t space, const char *text)
 {
-    if (H5Sget_simple_extent_type(space) == H5S_NULL) return;
-    hssize_t points = H5Sget_simple_extent_npoints(space);
-    if (points <= 0 || points > MAX_WRITE_POINTS) return;
+    long long points = space_points(space);
+    if (points <= 0) return;
     size_t n = (size_t)points;
     if (vlen_string) {
         char **strs = calloc(n, sizeof *strs);
@@ -222,6 +241,10 @@ void fz_replace_dataset(fz_input *in, hid_t loc, const char *name)
         if (filters & 4) H5Pset_deflate(dcpl, 1);
     }
     hid_t d = H5Dcreate2(loc, name, type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    if (getenv("FFN_FUZZ_VERBOSE"))
+        fprintf(stderr, "fz_replace_dataset %s: class %d size %zu rank %d dims %llu %llu %llu layout %d -> %s\n",
+                name, (int)H5Tget_class(type), H5Tget_size(type), rank, (unsigned long long)dims[0],
+                (unsigned long long)dims[1], (unsigned long long)dims[2], layout, d >= 0 ? "made" : "refused");
     if (d >= 0) {
         if (fz_pick(in, 4) == 0) fz_set_attribute(in, d, fz_pick(in, 2) ? "scale" : "offset", NULL);
         write_values(in, d, 0, type, vlen, space, NULL);
