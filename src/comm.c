@@ -302,12 +302,16 @@ static size_t chunk_floats(size_t bucket_bytes)
     return per;
 }
 
-ffn_status ffn_comm_allgather_slices(ffn_comm *c, float *buf, size_t n, size_t bucket_bytes)
+ffn_status ffn_comm_allgather_slices(ffn_comm *c, float *buf, size_t n, size_t from, size_t to,
+                                     size_t bucket_bytes)
 {
-    if (c->size == 1) return FFN_OK;
+    if (c->size == 1 || from >= to) return FFN_OK;
+    if (to > n) to = n;
+    int arrived = arrive(c->world);
+    if (arrived != MPI_SUCCESS) return mpi_error(arrived, "MPI_Ibarrier");
     size_t per = chunk_floats(bucket_bytes);
-    for (size_t lo = 0; lo < n; lo += per) {
-        size_t hi = n - lo < per ? n : lo + per;
+    for (size_t lo = from; lo < to; lo += per) {
+        size_t hi = to - lo < per ? to : lo + per;
         chunk_layout(c, n, lo, hi, c->counts, c->displs);
         int rc = MPI_Allgatherv(MPI_IN_PLACE, 0, MPI_DATATYPE_NULL, buf + lo, c->counts, c->displs, MPI_FLOAT,
                                 c->world);

@@ -942,9 +942,17 @@ static ffn_status optimizer_step(run_state *r, float lr)
         if (t->trainable) update_owned(r, lr, w, g, t->offset, t->count, t->decay);
     }
     if (r->pruner) ffn_pruner_apply_range(r->pruner, w, r->own_lo, r->own_hi); /* pruned weights stay exactly 0 */
-    if (r->grad_slice)
-        st = ffn_comm_allgather_slices(r->comm, params, ffn_model_param_count(r->model),
-                                       (size_t)(r->cfg->bucket_mb * 1048576.0));
+    /* Sharded: every rank gets every slice back, of the trainable tensors only
+     * (each run of adjacent ones in one go; fixed tensors never changed). */
+    const size_t nt = ffn_model_tensor_count(r->model), bucket = (size_t)(r->cfg->bucket_mb * 1048576.0);
+    for (size_t k = 0; r->grad_slice && k < nt && st == FFN_OK;) {
+        const ffn_tensor *t = ffn_model_tensor(r->model, k++);
+        if (!t->trainable) continue;
+        size_t lo = t->offset, hi = t->offset + t->count;
+        for (; k < nt && ffn_model_tensor(r->model, k)->trainable && ffn_model_tensor(r->model, k)->offset == hi; k++)
+            hi += ffn_model_tensor(r->model, k)->count;
+        st = ffn_comm_allgather_slices(r->comm, params, ffn_model_param_count(r->model), lo, hi, bucket);
+    }
     return st;
 }
 

@@ -48,9 +48,12 @@ ffn_status ffn_comm_allgather_u64(ffn_comm *c, uint64_t x, uint64_t *out);
  * slice (reduce-scatter, see ffn_grad_sync_create_sharded), updates that
  * slice of the parameters, and the slices are then all-gathered. */
 void ffn_comm_slice(const ffn_comm *c, size_t n, int rank, size_t *lo, size_t *hi);
-/* buf [n] on every rank holds its own slice up to date; afterwards every rank
- * holds all of them. In place, in calls of at most bucket_bytes (MPI_Allgatherv). */
-ffn_status ffn_comm_allgather_slices(ffn_comm *c, float *buf, size_t n, size_t bucket_bytes);
+/* buf [n] on every rank holds its own slice up to date within [from, to);
+ * afterwards every rank holds all of [from, to) (the rest of buf is not
+ * touched: ranges that did not change need not travel). In place, in calls of
+ * at most bucket_bytes (MPI_Allgatherv). */
+ffn_status ffn_comm_allgather_slices(ffn_comm *c, float *buf, size_t n, size_t from, size_t to,
+                                     size_t bucket_bytes);
 /* Rank root receives into full [n] every rank's slice [hi - lo] (others pass
  * full = NULL); in calls of at most bucket_bytes (MPI_Gatherv). */
 ffn_status ffn_comm_gather_slices(ffn_comm *c, const float *slice, float *full, size_t n, int root,
