@@ -89,44 +89,46 @@ ffn_data=$work/ffn.h5
 
 secs=$((quick ? 1 : 2))
 MLP=dense:128:relu,dense:10 FFN=dense:4096:gelu,dense:1024
-run() { echo "+ $*" >>"$work/commands.txt"; "$@" 2>>"$work/stderr.txt" | tee -a "$log" | grep '^RESULT' || true; }
+LIMIT=(timeout -k 10 600) # a stuck run fails its rows, never the benchmark
+run() {
+  echo "+ $*" >>"$work/commands.txt"
+  "${LIMIT[@]}" "$@" 2>>"$work/stderr.txt" | tee -a "$log" | grep '^RESULT' | tail -1 || true
+}
 # best_of N CMD...: runs CMD N times, keeps the RESULT line with the highest samples_per_s
 best_of() {
   local n=$1; shift
   local best="" bv=-1 line v
   for ((i = 0; i < n; i++)); do
-    line=$("$@" 2>>"$work/stderr.txt" | tee -a "$work/train-output.txt" | grep '^RESULT' | tail -1) || true
     echo "+ $*" >>"$work/commands.txt"
+    line=$("${LIMIT[@]}" "$@" 2>>"$work/stderr.txt" | tee -a "$work/train-output.txt" | grep '^RESULT' | tail -1) || true
     v=$(sed -n 's/.* samples_per_s=\([0-9.]*\).*/\1/p' <<<"$line")
     if [[ -n $v ]] && awk -v a="$v" -v b="$bv" 'BEGIN{exit !(a>b)}'; then best=$line bv=$v; fi
   done
-  echo "$best" | tee -a "$log"
+  echo "$best" | tee -a "$log" >/dev/null
+  echo "$best"
 }
+load_start=$(cut -d' ' -f1-3 /proc/loadavg)
+echo "bench.sh: $(nproc) cores, load average $load_start at start; results in $work" >&2
 
-echo "bench.sh: $(nproc) cores, load average $(cut -d' ' -f1-3 /proc/loadavg) at start; results in $work" >&2
-
-# ---- 1. ffn training step from memory, and the sgemm bound of the same shapes (1 rank)
+# Each ffn measure is followed by its PyTorch counterpart, so both see the same machine.
+TP=("$PY" launch/bench_torch.py --seconds $secs)
+torch_run() { if ((torch)); then run "${TP[@]}" "$@"; fi; }
+# ---- 1/2. one rank: the training step from memory, the sgemm bound of the same shapes, PyTorch
 R_mlp32=$(run "$BENCH" step --name mlp32 --model $MLP --input 784 --loss softmax_ce --batch 32 --threads 1 --data "$mlp_data" --seconds $secs)
+T_mlp32=$(torch_run --model mlp --data "$mlp_data" --batch 32 --threads 1)
 R_mlp256=$(run "$BENCH" step --name mlp256 --model $MLP --input 784 --loss softmax_ce --batch 256 --threads 1 --data "$mlp_data" --seconds $secs)
+T_mlp256=$(torch_run --model mlp --data "$mlp_data" --batch 256 --threads 1)
 R_ffn1=$(run "$BENCH" step --name ffn-t1 --model $FFN --input 1024 --loss mse --batch 256 --threads 1 --data "$ffn_data" --seconds $secs)
+T_ffn1=$(torch_run --model ffn --data "$ffn_data" --batch 256 --threads 1)
 R_ffn2=$(run "$BENCH" step --name ffn-t2 --model $FFN --input 1024 --loss mse --batch 256 --threads 2 --data "$ffn_data" --seconds $secs)
-# ---- 3/4. two ranks: step, compute alone, and a bare MPI_Allreduce of the gradient bytes
+T_ffn2=$(torch_run --model ffn --data "$ffn_data" --batch 256 --threads 2)
+# ---- 3/4. two ranks: the step, the step without exchange, the exchange alone, a bare MPI_Allreduce; DDP gloo
 R2_mlp32=$(run "${MPIRUN[@]}" "$BENCH" step --name mlp32-2r --model $MLP --input 784 --loss softmax_ce --batch 32 --threads 1 --data "$mlp_data" --seconds $secs)
+D_mlp32=$(torch_run --model mlp --data "$mlp_data" --batch 32 --threads 1 --ranks 2)
 R2_mlp256=$(run "${MPIRUN[@]}" "$BENCH" step --name mlp256-2r --model $MLP --input 784 --loss softmax_ce --batch 256 --threads 1 --data "$mlp_data" --seconds $secs)
+D_mlp256=$(torch_run --model mlp --data "$mlp_data" --batch 256 --threads 1 --ranks 2)
 R2_ffn=$(run "${MPIRUN[@]}" "$BENCH" step --name ffn-2r --model $FFN --input 1024 --loss mse --batch 256 --threads 1 --data "$ffn_data" --seconds $secs)
-
-# ---- 2/3. PyTorch, same models, data, threads; DDP with gloo in two processes
-T_mlp32="" T_mlp256="" T_ffn1="" T_ffn2="" D_mlp32="" D_mlp256="" D_ffn=""
-if ((torch)); then
-  TP=("$PY" launch/bench_torch.py --seconds $secs)
-  T_mlp32=$(run "${TP[@]}" --model mlp --data "$mlp_data" --batch 32 --threads 1)
-  T_mlp256=$(run "${TP[@]}" --model mlp --data "$mlp_data" --batch 256 --threads 1)
-  T_ffn1=$(run "${TP[@]}" --model ffn --data "$ffn_data" --batch 256 --threads 1)
-  T_ffn2=$(run "${TP[@]}" --model ffn --data "$ffn_data" --batch 256 --threads 2)
-  D_mlp32=$(run "${TP[@]}" --model mlp --data "$mlp_data" --batch 32 --threads 1 --ranks 2)
-  D_mlp256=$(run "${TP[@]}" --model mlp --data "$mlp_data" --batch 256 --threads 1 --ranks 2)
-  D_ffn=$(run "${TP[@]}" --model ffn --data "$ffn_data" --batch 256 --threads 1 --ranks 2)
-fi
+D_ffn=$(torch_run --model ffn --data "$ffn_data" --batch 256 --threads 1 --ranks 2)
 
 # ---- end to end: ffn-train's run from HDF5 (ffn-bench train = ffn_train_run + peak RSS)
 TR=(train --loss softmax_ce --optimizer adam --lr 1e-3 --model $MLP --train "$mlp_data" --progress off --quiet)
@@ -147,72 +149,76 @@ get() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<"$1" | head -1; }
 num() { [[ -n $1 ]] && awk -v v="$1" 'BEGIN{exit !(v == v + 0)}'; }
 div() { if num "$1" && num "$2" && awk -v b="$2" 'BEGIN{exit !(b != 0)}'; then awk -v a="$1" -v b="$2" 'BEGIN{printf "%.2f", a / b}'; else echo "-"; fi; }
 fmt() { if num "$1"; then awk -v v="$1" -v d="${2:-0}" 'BEGIN{printf "%.*f", d, v}'; else echo "${1:--}"; fi; }
+pct() { if num "$1"; then awk -v v="$1" 'BEGIN{printf "%.1f%%", 100 * v}'; else echo "-"; fi; }
 met() { # met VALUE OP TARGET
-  if [[ $1 == - || -z $1 ]]; then echo "n/a"; return; fi
+  if ! num "$1"; then echo "n/a"; return; fi
   if awk -v a="$1" -v b="$3" -v op="$2" 'BEGIN{exit !((op == ">=" && a >= b) || (op == "<=" && a <= b) || (op == "<" && a < b))}'; then echo "yes"; else echo "**no**"; fi
 }
-pct() { if num "$1"; then awk -v v="$1" 'BEGIN{printf "%.1f%%", 100 * v}'; else echo "-"; fi; }
-row() { printf '| %s | %s | %s | %s | %s | %s |\n' "$@"; }
-nt="PyTorch -"; ((torch)) || nt="(skipped)"
+row() { printf '| %s | %s | %s | %s | %s | %s | %s |\n' "$@"; }
+# cpu_ratio FFN_RESULT TORCH_RESULT: PyTorch's CPU ms per step over ffn's (higher is better for ffn)
+cpu_ratio() { div "$(get "$2" cpu_step_ms)" "$(get "$1" cpu_step_ms)"; }
 
-core=$(get "$R_mlp32" corename)
 echo
-echo "ffn benchmark: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), OpenBLAS kernel $core, torch $(get "$T_mlp32" torch) (OpenBLAS $(get "$T_mlp32" openblas_core)), load average $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "data: MLP on $mlp_what; FFN on synthetic $ffn_rows x 1024 float32 -> 1024 targets; Adam; rates: best of 5 timed repeats (micro) / best of $repeats runs (ffn-train)"
+echo "ffn benchmark: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')); OpenBLAS kernel $(get "$R_mlp32" corename), ffn kernels $(get "$R_mlp32" kernels); torch $(get "$T_mlp32" torch) on OpenBLAS $(get "$T_mlp32" openblas_core)"
+echo "load average $load_start at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end (other jobs share this machine: wall-clock figures carry their load; the CPU-time ratio is the code's own)"
+echo "data: MLP on $mlp_what; FFN on synthetic $ffn_rows x 1024 float32 -> 1024 targets; Adam; step rates: fastest of 5 timed repeats, ffn-train: best of $repeats runs"
 ((torch)) || echo "note: $torch_why"
 echo
-row "measure" "ffn" "reference" "ratio" "target" "met"
-row "---" "---:" "---:" "---:" "---" "---"
+row "measure" "ffn" "reference" "ratio" "ratio, CPU time" "target" "met"
+row "---" "---:" "---:" "---:" "---:" "---" "---"
 # 1a/2: small MLP, one rank, one thread
 for b in 32 256; do
   R=R_mlp$b T=T_mlp$b
   r=$(div "$(get "${!R}" samples_per_s)" "$(get "${!T}" samples_per_s)")
-  row "MLP 784-128-10 b$b, 1 rank x 1 thread: step samples/s (memory) vs PyTorch" "$(fmt "$(get "${!R}" samples_per_s)")" "$(fmt "$(get "${!T}" samples_per_s)")" "$r" "$([[ $b == 32 ]] && echo '>= 2' || echo '-')" "$([[ $b == 32 ]] && met "$r" '>=' 2 || echo '')"
-  row "  GFLOP/s (6 x params x samples) vs sgemm on the same shapes" "$(fmt "$(get "${!R}" gflops)" 1)" "$(fmt "$(get "${!R}" sgemm_gflops)" 1)" "$(fmt "$(get "${!R}" of_bound)" 2)" "-" ""
+  if [[ $b == 32 ]]; then tg=">= 2" m=$(met "$r" '>=' 2); else tg="-" m=""; fi
+  row "MLP 784-128-10 b$b, 1 rank x 1 thread: step samples/s vs PyTorch" "$(fmt "$(get "${!R}" samples_per_s)")" "$(fmt "$(get "${!T}" samples_per_s)")" "$r" "$(cpu_ratio "${!R}" "${!T}")" "$tg" "$m"
+  row "  GFLOP/s (6 x params x samples) vs sgemm alone on the same shapes" "$(fmt "$(get "${!R}" gflops)" 1)" "$(fmt "$(get "${!R}" sgemm_gflops)" 1)" "$(fmt "$(get "${!R}" of_bound)" 2)" "$(div "$(get "${!R}" cpu_bound_ms)" "$(get "${!R}" cpu_step_ms)")" "-" ""
 done
 r=$(div "$(get "$E_mlp32" samples_per_s)" "$(get "$T_mlp32" samples_per_s)")
-row "MLP b32, 1 rank: ffn-train end to end (HDF5) vs PyTorch step (memory)" "$(fmt "$(get "$E_mlp32" samples_per_s)")" "$(fmt "$(get "$T_mlp32" samples_per_s)")" "$r" ">= 2" "$(met "$r" '>=' 2)"
+row "MLP b32, 1 rank x 1 thread: ffn-train end to end (HDF5) vs PyTorch step" "$(fmt "$(get "$E_mlp32" samples_per_s)")" "$(fmt "$(get "$T_mlp32" samples_per_s)")" "$r" "-" ">= 2" "$(met "$r" '>=' 2)"
 # 1b: large FFN
 for t in 1 2; do
-  R=R_ffn$t T=T_ffn$t
+  R=R_ffn$t T=T_ffn$t s=""; [[ $t == 2 ]] && s=s
   fb=$(get "${!R}" of_bound)
-  row "FFN 1024-4096-1024 b256, 1 rank x $t thread$([[ $t == 2 ]] && echo s): GFLOP/s vs sgemm bound" "$(fmt "$(get "${!R}" gflops)" 1)" "$(fmt "$(get "${!R}" sgemm_gflops)" 1)" "$(fmt "$fb" 2)" ">= 0.85" "$(met "$fb" '>=' 0.85)"
+  row "FFN 1024-4096-1024 b256, 1 rank x $t thread$s: GFLOP/s vs sgemm bound" "$(fmt "$(get "${!R}" gflops)" 1)" "$(fmt "$(get "${!R}" sgemm_gflops)" 1)" "$(fmt "$fb" 2)" "$(div "$(get "${!R}" cpu_bound_ms)" "$(get "${!R}" cpu_step_ms)")" ">= 0.85" "$(met "$fb" '>=' 0.85)"
   r=$(div "$(get "${!R}" samples_per_s)" "$(get "${!T}" samples_per_s)")
-  row "  samples/s vs PyTorch ($t thread$([[ $t == 2 ]] && echo s))" "$(fmt "$(get "${!R}" samples_per_s)" 1)" "$(fmt "$(get "${!T}" samples_per_s)" 1)" "$r" ">= 1" "$(met "$r" '>=' 1)"
+  row "  samples/s vs PyTorch ($t thread$s)" "$(fmt "$(get "${!R}" samples_per_s)" 1)" "$(fmt "$(get "${!T}" samples_per_s)" 1)" "$r" "$(cpu_ratio "${!R}" "${!T}")" ">= 1" "$(met "$r" '>=' 1)"
 done
 # 3: two ranks
 for b in 32 256; do
   E=E2_mlp$b D=D_mlp$b M=R2_mlp$b
   r=$(div "$(get "${!E}" samples_per_s)" "$(get "${!D}" samples_per_s)")
-  row "MLP b$b, 2 ranks x 1 thread: ffn-train end to end vs PyTorch DDP gloo" "$(fmt "$(get "${!E}" samples_per_s)")" "$(fmt "$(get "${!D}" samples_per_s)")" "$r" ">= 5" "$(met "$r" '>=' 5)"
+  row "MLP b$b (global), 2 ranks x 1 thread: ffn-train end to end vs PyTorch DDP gloo" "$(fmt "$(get "${!E}" samples_per_s)")" "$(fmt "$(get "${!D}" samples_per_s)")" "$r" "-" ">= 5" "$(met "$r" '>=' 5)"
   r=$(div "$(get "${!M}" samples_per_s)" "$(get "${!D}" samples_per_s)")
-  row "  step from memory (ffn-bench) vs PyTorch DDP gloo" "$(fmt "$(get "${!M}" samples_per_s)")" "$(fmt "$(get "${!D}" samples_per_s)")" "$r" ">= 5" "$(met "$r" '>=' 5)"
+  row "  step from memory (ffn-bench) vs PyTorch DDP gloo" "$(fmt "$(get "${!M}" samples_per_s)")" "$(fmt "$(get "${!D}" samples_per_s)")" "$r" "$(cpu_ratio "${!M}" "${!D}")" ">= 5" "$(met "$r" '>=' 5)"
 done
 r=$(div "$(get "$R2_ffn" samples_per_s)" "$(get "$R_ffn1" samples_per_s)")
-row "FFN b256: 2 ranks x 1 thread vs 1 rank x 1 thread (step, memory)" "$(fmt "$(get "$R2_ffn" samples_per_s)" 1)" "$(fmt "$(get "$R_ffn1" samples_per_s)" 1)" "$r" ">= 1.8" "$(met "$r" '>=' 1.8)"
+row "FFN b256: 2 ranks x 1 thread vs 1 rank x 1 thread (step from memory)" "$(fmt "$(get "$R2_ffn" samples_per_s)" 1)" "$(fmt "$(get "$R_ffn1" samples_per_s)" 1)" "$r" "$(div "$(get "$R_ffn1" cpu_step_ms)" "$(get "$R2_ffn" cpu_step_ms)")" ">= 1.8" "$(met "$r" '>=' 1.8)"
 r=$(div "$(get "$E2_ffn" samples_per_s)" "$(get "$E_ffn1" samples_per_s)")
-row "  the same, ffn-train end to end" "$(fmt "$(get "$E2_ffn" samples_per_s)" 1)" "$(fmt "$(get "$E_ffn1" samples_per_s)" 1)" "$r" ">= 1.8" "$(met "$r" '>=' 1.8)"
-row "  2 ranks vs 1 rank x 2 threads (same two cores)" "$(fmt "$(get "$R2_ffn" samples_per_s)" 1)" "$(fmt "$(get "$R_ffn2" samples_per_s)" 1)" "$(div "$(get "$R2_ffn" samples_per_s)" "$(get "$R_ffn2" samples_per_s)")" "-" ""
-r=$(div "$(get "$R2_ffn" samples_per_s)" "$(get "$D_ffn" samples_per_s)")
-row "  2 ranks vs PyTorch DDP gloo" "$(fmt "$(get "$R2_ffn" samples_per_s)" 1)" "$(fmt "$(get "$D_ffn" samples_per_s)" 1)" "$r" "-" ""
+row "  the same, ffn-train end to end" "$(fmt "$(get "$E2_ffn" samples_per_s)" 1)" "$(fmt "$(get "$E_ffn1" samples_per_s)" 1)" "$r" "-" ">= 1.8" "$(met "$r" '>=' 1.8)"
+row "  2 ranks x 1 thread vs 1 rank x 2 threads (the same two cores)" "$(fmt "$(get "$R2_ffn" samples_per_s)" 1)" "$(fmt "$(get "$R_ffn2" samples_per_s)" 1)" "$(div "$(get "$R2_ffn" samples_per_s)" "$(get "$R_ffn2" samples_per_s)")" "-" "-" ""
+row "  2 ranks vs PyTorch DDP gloo" "$(fmt "$(get "$R2_ffn" samples_per_s)" 1)" "$(fmt "$(get "$D_ffn" samples_per_s)" 1)" "$(div "$(get "$R2_ffn" samples_per_s)" "$(get "$D_ffn" samples_per_s)")" "$(cpu_ratio "$R2_ffn" "$D_ffn")" "-" ""
 # 4: gradient exchange
 for v in R2_mlp32 R2_ffn; do
   x=$(get "${!v}" exchange_vs_bare)
-  row "gradient exchange ms per step ($(get "${!v}" grad_mb) MB, $(get "${!v}" name)) vs bare MPI_Allreduce ms" "$(fmt "$(get "${!v}" exchange_ms)" 2)" "$(fmt "$(get "${!v}" bare_allreduce_ms)" 2)" "$(fmt "$x" 2)" "<= 1.05" "$(met "$x" '<=' 1.05)"
-  row "  share of the exchange hidden behind backward" "$(pct "$(get "${!v}" hidden)")" "-" "-" "-" ""
+  row "gradient exchange ms ($(get "${!v}" grad_mb) MB, $(get "${!v}" name), $(get "${!v}" exchange)) vs bare MPI_Allreduce ms" "$(fmt "$(get "${!v}" exchange_ms)" 2)" "$(fmt "$(get "${!v}" bare_allreduce_ms)" 2)" "$(fmt "$x" 2)" "-" "<= 1.05" "$(met "$x" '<=' 1.05)"
+  row "  share of the exchange hidden behind backward" "$(pct "$(get "${!v}" hidden)")" "-" "-" "-" "-" ""
 done
 # 5: data
 for v in E_mlp32 E2_mlp32 E_ffn1; do
   w=$(get "${!v}" data_wait)
-  row "data wait, ffn-train $(get "${!v}" ranks) rank(s), $([[ $v == E_ffn1 ]] && echo FFN b256 || echo MLP b32) (dataset held in memory)" "$(pct "$w")" "-" "-" "< 5%" "$(met "$w" '<' 0.05)"
+  what="MLP b32"; [[ $v == E_ffn1 ]] && what="FFN b256"
+  row "data wait, ffn-train $(get "${!v}" ranks) rank(s), $what (dataset held in memory)" "$(pct "$w")" "-" "-" "-" "< 5%" "$(met "$w" '<' 0.05)"
 done
-row "  data wait reading every batch from HDF5 (FFN_DATA_CACHE_MB=0), MLP b32" "$(pct "$(get "$E_stream" data_wait)")" "-" "-" "-" ""
+row "  data wait reading every batch from HDF5 (FFN_DATA_CACHE_MB=0), MLP b32" "$(pct "$(get "$E_stream" data_wait)")" "-" "-" "-" "-" ""
 # 6: checkpoint
-row "checkpoint write MB/s ($(fmt "$(awk -v b="$(get "$C_ck" bytes)" 'BEGIN{print b / 1048576}')" 1) MB, FFN + Adam) vs raw write + fsync" "$(fmt "$(get "$C_ck" ckpt_mb_s)")" "$(fmt "$(get "$C_ck" raw_mb_s)")" "$(fmt "$(get "$C_ck" ratio)" 2)" "-" ""
+mb=$(awk -v b="$(get "$C_ck" bytes)" 'BEGIN{if (b > 0) printf "%.1f", b / 1048576; else print "-"}')
+row "checkpoint write MB/s ($mb MB, FFN + Adam state) vs raw write + fsync" "$(fmt "$(get "$C_ck" ckpt_mb_s)")" "$(fmt "$(get "$C_ck" raw_mb_s)")" "$(fmt "$(get "$C_ck" ratio)" 2)" "-" "-" ""
 # 7: memory
 for v in E_ffn1 E_mlp32; do
   x=$(get "${!v}" rss_ratio)
-  row "peak RSS MB vs state + activations + data held, $([[ $v == E_ffn1 ]] && echo FFN || echo MLP) 1 rank" "$(fmt "$(get "${!v}" peak_rss_mb)" 1)" "$(fmt "$(get "${!v}" accounted_mb)" 1)" "$(fmt "$x" 2)" "<= 1.3" "$(met "$x" '<=' 1.3)"
+  what=MLP; [[ $v == E_ffn1 ]] && what=FFN
+  row "peak RSS MB vs state + activations + data held, $what, 1 rank" "$(fmt "$(get "${!v}" peak_rss_mb)" 1)" "$(fmt "$(get "${!v}" accounted_mb)" 1)" "$(fmt "$x" 2)" "-" "<= 1.3" "$(met "$x" '<=' 1.3)"
 done
 echo
-echo "(runtime alone, MPI + OpenBLAS + HDF5 before any ffn buffer: $(fmt "$(get "$E_mlp32" runtime_rss_mb)" 1) MB; load average at the end $(cut -d' ' -f1-3 /proc/loadavg))"
+echo "(the runtime alone, MPI + OpenBLAS + HDF5 before any ffn buffer, is $(fmt "$(get "$E_mlp32" runtime_rss_mb)" 1) MB of each RSS; every line the tools printed is in $log when --keep is given)"

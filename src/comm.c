@@ -45,6 +45,15 @@ typedef struct {
     float **peers; /* [local_size]: every rank's segment, this one included */
 } shared_buffer;
 
+/* One cache line per rank of the node (in a shared window, made with the first
+ * shared buffer): the rank's barrier count and the per-step sums it brings
+ * to the exchange (ffn_grad_sync_finish_sum). */
+#define FFN_NODE_STATS_MAX 7
+typedef struct {
+    uint64_t arrived;                  /* barriers this rank has reached */
+    double stats[FFN_NODE_STATS_MAX];
+} node_slot;
+
 struct ffn_comm {
     MPI_Comm world, node;
     int rank, size, local_rank, local_size;
@@ -52,6 +61,9 @@ struct ffn_comm {
     int *counts, *displs; /* [size] each: per-rank layout of one slice collective */
     shared_buffer *shared;
     size_t shared_count;
+    MPI_Win slots_win;    /* valid while slots is set */
+    node_slot **slots;    /* [local_size] */
+    uint64_t barriers;    /* node barriers this rank has passed */
 };
 
 /* ---- waiting without taking the CPU a peer needs ---------------------------
@@ -69,6 +81,19 @@ struct ffn_comm {
 #define SPIN_SECONDS 50e-6
 #define YIELD_SECONDS 2e-3
 
+/* One pause of a polite wait that began at t0 (MPI_Wtime). */
+static void back_off(double t0)
+{
+    double waited = MPI_Wtime() - t0;
+    if (waited < SPIN_SECONDS) return;
+    if (waited < YIELD_SECONDS) {
+        sched_yield();
+    } else {
+        struct timespec nap = {0, 50000};
+        nanosleep(&nap, NULL);
+    }
+}
+
 static int polite_wait(int n, MPI_Request *reqs)
 {
     double t0 = 0;
@@ -77,14 +102,7 @@ static int polite_wait(int n, MPI_Request *reqs)
         int rc = MPI_Testall(n, reqs, &done, MPI_STATUSES_IGNORE);
         if (rc != MPI_SUCCESS || done) return rc;
         if (polls == 0) t0 = MPI_Wtime();
-        double waited = MPI_Wtime() - t0;
-        if (waited < SPIN_SECONDS) continue;
-        if (waited < YIELD_SECONDS) {
-            sched_yield();
-        } else {
-            struct timespec nap = {0, 50000};
-            nanosleep(&nap, NULL);
-        }
+        back_off(t0);
     }
 }
 
@@ -154,6 +172,11 @@ void ffn_comm_finalize(ffn_comm *c)
         free(c->shared[i].peers);
     }
     free(c->shared);
+    if (c->slots) {
+        MPI_Win_unlock_all(c->slots_win);
+        MPI_Win_free(&c->slots_win);
+        free(c->slots);
+    }
     free(c->counts);
     free(c->displs);
     MPI_Comm_free(&c->node);
@@ -382,7 +405,54 @@ float *ffn_comm_alloc_shared_floats(ffn_comm *c, size_t n)
     MPI_Win_lock_all(MPI_MODE_NOCHECK, b.win); /* passive target, synced at each exchange */
     memset(b.mine, 0, bytes);
     c->shared[c->shared_count++] = b;
+    if (!c->slots) { /* the node barrier's slots, once (every rank is here) */
+        node_slot *mine = NULL;
+        c->slots = calloc((size_t)c->local_size, sizeof *c->slots);
+        ok = c->slots != NULL;
+        MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, c->world);
+        if (all_ok) {
+            MPI_Info_create(&info);
+            MPI_Info_set(info, "alloc_shared_noncontig", "true");
+            rc = MPI_Win_allocate_shared(64, 1, info, c->node, &mine, &c->slots_win);
+            MPI_Info_free(&info);
+            ok = rc == MPI_SUCCESS;
+            MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, c->world);
+            if (!all_ok && ok) MPI_Win_free(&c->slots_win);
+        }
+        if (!all_ok) {
+            free(c->slots);
+            c->slots = NULL;
+        } else {
+            for (int q = 0; q < c->local_size; q++) {
+                MPI_Aint size;
+                int unit;
+                MPI_Win_shared_query(c->slots_win, q, &size, &unit, &c->slots[q]);
+            }
+            MPI_Win_lock_all(MPI_MODE_NOCHECK, c->slots_win);
+            memset(mine, 0, sizeof *mine);
+            MPI_Barrier(c->world); /* every slot zeroed before any barrier uses it */
+        }
+    }
     return b.mine;
+}
+
+/* A barrier of the node's ranks through shared memory: each rank publishes how
+ * many barriers it has reached (a release store; everything it wrote before is
+ * then visible to a rank that reads the count with acquire) and waits, politely,
+ * until every rank has reached as many. No MPI call: about a microsecond when
+ * every rank is running. Needs c->slots. */
+static void node_barrier(ffn_comm *c)
+{
+    uint64_t target = ++c->barriers;
+    __atomic_store_n(&c->slots[c->local_rank]->arrived, target, __ATOMIC_RELEASE);
+    double t0 = 0;
+    for (int q = 0; q < c->local_size; q++) {
+        if (q == c->local_rank) continue;
+        while (__atomic_load_n(&c->slots[q]->arrived, __ATOMIC_ACQUIRE) < target) {
+            if (t0 == 0) t0 = MPI_Wtime();
+            back_off(t0);
+        }
+    }
 }
 
 static const shared_buffer *find_shared(const ffn_comm *c, const float *p, size_t n)
@@ -623,17 +693,11 @@ ffn_status ffn_grad_sync_finish(ffn_grad_sync *s)
         return FFN_OK;
     }
     start_pending(s, 1);
-    if (s->shm) {
+    if (s->shm && s->comm->slots) {
         double t0 = MPI_Wtime();
-        MPI_Win_sync(s->shm->win); /* this rank's gradient stores, visible */
-        int rc = arrive(s->comm->world);
-        MPI_Win_sync(s->shm->win);
-        for (size_t i = 0; rc == MPI_SUCCESS && i < s->planned; i++)
-            shared_sum(s, s->plan[2 * i], s->plan[2 * i + 1]);
-        MPI_Win_sync(s->shm->win);
-        if (rc == MPI_SUCCESS) rc = arrive(s->comm->world); /* every sum written, every read done */
-        MPI_Win_sync(s->shm->win);
-        if (rc != MPI_SUCCESS && s->error == FFN_OK) s->error = mpi_error(rc, "gradient exchange (shared memory)");
+        node_barrier(s->comm); /* every rank's gradients written */
+        for (size_t i = 0; i < s->planned; i++) shared_sum(s, s->plan[2 * i], s->plan[2 * i + 1]);
+        node_barrier(s->comm); /* every sum written, every read done */
         s->planned = 0;
         s->wait_seconds += MPI_Wtime() - t0;
         return s->error;
@@ -650,6 +714,32 @@ ffn_status ffn_grad_sync_finish(ffn_grad_sync *s)
         return s->error;
     }
     wait_all(s);
+    return s->error;
+}
+
+ffn_status ffn_grad_sync_finish_sum(ffn_grad_sync *s, double *stats, size_t k)
+{
+    ffn_comm *c = s->comm;
+    if (!s->shm || !c->slots || k > FFN_NODE_STATS_MAX) {
+        ffn_status st = ffn_grad_sync_finish(s);
+        return st != FFN_OK ? st : ffn_comm_sum_doubles(c, stats, k);
+    }
+    /* The sums ride on the exchange's first barrier: each rank's are in its
+     * slot before it arrives, and are read (in rank order, the same bits on
+     * every rank) before the second, after which a slot may change again. */
+    start_pending(s, 1);
+    double t0 = MPI_Wtime();
+    memcpy(c->slots[c->local_rank]->stats, stats, k * sizeof *stats);
+    node_barrier(c);
+    for (size_t j = 0; j < k; j++) {
+        double sum = 0;
+        for (int q = 0; q < c->local_size; q++) sum += c->slots[q]->stats[j];
+        stats[j] = sum;
+    }
+    for (size_t i = 0; i < s->planned; i++) shared_sum(s, s->plan[2 * i], s->plan[2 * i + 1]);
+    node_barrier(c);
+    s->planned = 0;
+    s->wait_seconds += MPI_Wtime() - t0;
     return s->error;
 }
 

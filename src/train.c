@@ -1050,8 +1050,8 @@ static ffn_status train_loop(run_state *r, ffn_train_result *res)
         }
         if (!last) continue;
         stats[4] = stop_signal != 0;
-        if ((st = ffn_grad_sync_finish(r->sync)) != FFN_OK) return st;
-        if ((st = ffn_comm_sum_doubles(r->comm, stats, 6)) != FFN_OK) return st;
+        /* The gradients, and the step's sums riding on the same exchange. */
+        if ((st = ffn_grad_sync_finish_sum(r->sync, stats, 6)) != FFN_OK) return st;
         if (stats[0] > 0) {
             if (r->batch_status != FFN_OK) ffn_fail(r->batch_status, "%s", r->batch_message);
             return ffn_comm_agree(r->comm, r->batch_status);

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
 # ctest-labels: valgrind
+# ctest-timeout: 600
 # Valgrind memcheck of a short training and of the tools around it: ffn-train
 # on one rank without mpirun (a few steps with validation and checkpoints, then
 # a resume, then two error paths), ffn-eval and ffn-data info. Fails on any

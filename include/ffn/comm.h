@@ -97,6 +97,10 @@ void ffn_grad_sync_begin(ffn_grad_sync *s);
 /* The ffn_grad_ready_fn of ffn_model_backward (user = the ffn_grad_sync). */
 void ffn_grad_sync_ready(void *sync, size_t offset, size_t count);
 ffn_status ffn_grad_sync_finish(ffn_grad_sync *s);
+/* finish(), and stats[0..k) summed over the ranks as ffn_comm_sum_doubles
+ * would: with a node-shared gradient buffer the sums travel with the
+ * exchange (no collective of their own, one rendezvous less a step). */
+ffn_status ffn_grad_sync_finish_sum(ffn_grad_sync *s, double *stats, size_t k);
 /* Seconds spent blocked in finish() and the bytes sent, since creation. */
 double ffn_grad_sync_wait_seconds(const ffn_grad_sync *s);
 uint64_t ffn_grad_sync_bytes(const ffn_grad_sync *s);
