@@ -75,10 +75,10 @@ fi
 # ---- data: Fashion-MNIST for the small MLP when it can be had, synthetic otherwise
 mlp_data=$work/mlp.h5 mlp_what=""
 if [[ -s $here/data/fashion-mnist/train.h5 ]]; then
-  mlp_data=$here/data/fashion-mnist/train.h5 mlp_what="Fashion-MNIST train.h5 (55000 x 784 uint8)"
+  mlp_data=$here/data/fashion-mnist/train.h5 mlp_what="Fashion-MNIST train.h5 (60000 x 784 uint8)"
 elif [[ -x $build/ffn-data && -r /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ]] &&
      bash datasets/fashion-mnist.sh "$work/fmnist" "$build/ffn-data" >/dev/null 2>&1; then
-  mlp_data=$work/fmnist/train.h5 mlp_what="Fashion-MNIST train.h5 (55000 x 784 uint8)"
+  mlp_data=$work/fmnist/train.h5 mlp_what="Fashion-MNIST train.h5 (60000 x 784 uint8)"
 else
   "$BENCH" make-data classes --rows 60000 --features 784 --classes 10 --out "$mlp_data" >/dev/null
   mlp_what="synthetic 60000 x 784 uint8, 10 classes (Fashion-MNIST not available)"

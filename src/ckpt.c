@@ -1,4 +1,5 @@
 /* ffn — HDF5 checkpoints: atomic save, validated load, latest and pruning. */
+#define _GNU_SOURCE /* fallocate, FALLOC_FL_KEEP_SIZE */
 #include "ffn/ckpt.h"
 
 #include <dirent.h>
@@ -10,6 +11,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include "ffn/mem.h"
@@ -61,6 +64,7 @@ static int write_floats(hid_t loc, const char *name, const float *data, int rank
     hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
     H5Pset_chunk(dcpl, rank, chunk);
     H5Pset_fletcher32(dcpl);
+    H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER); /* every element is written: no zero-fill pass */
     hid_t d = H5Dcreate2(loc, name, H5T_IEEE_F32LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     int ok = d >= 0 && H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0;
     if (d >= 0) H5Dclose(d);
@@ -81,6 +85,7 @@ static int write_mask(hid_t loc, const char *name, const uint8_t *data, const hs
     hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
     H5Pset_chunk(dcpl, 2, chunk);
     H5Pset_fletcher32(dcpl);
+    H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER);
     hid_t d = H5Dcreate2(loc, name, H5T_STD_U8LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
     int ok = d >= 0 && H5Dwrite(d, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0;
     if (d >= 0) H5Dclose(d);
@@ -96,6 +101,32 @@ static int fsync_path(const char *path, int directory)
     int rc = fsync(fd);
     close(fd);
     return rc;
+}
+
+/* A failed write inside HDF5 (disk full, I/O error) leaves the file's
+ * metadata cache in a state HDF5 1.10 cannot close (a later close fails with
+ * "slist already enabled", and the library then crashes at exit). So the
+ * bytes a checkpoint needs are checked and reserved before HDF5 writes any:
+ * the free space of the directory's filesystem first, then fallocate() of the
+ * file (where the filesystem supports it), after which HDF5's writes cannot
+ * run out of space. Returns 0 or an errno. */
+static int reserve_space(hid_t f, const char *tmp, size_t bytes)
+{
+    struct statvfs fs;
+    if (statvfs(tmp, &fs) == 0 && (unsigned long long)fs.f_bavail * fs.f_frsize < bytes) return ENOSPC;
+    int *fd = NULL;
+    if (H5Fget_vfd_handle(f, H5P_DEFAULT, (void **)&fd) < 0 || !fd) return 0;
+    if (fallocate(*fd, FALLOC_FL_KEEP_SIZE, 0, (off_t)bytes) != 0 && (errno == ENOSPC || errno == EDQUOT))
+        return errno;
+    return 0; /* reserved, or the filesystem cannot say (then only the check above) */
+}
+
+/* Closes a file whose write failed: emptied first, so that the few metadata
+ * bytes HDF5 still writes at close find room; the caller removes it. */
+static void close_failed_file(hid_t f, const char *tmp)
+{
+    if (truncate(tmp, 0) != 0) { /* closing is all that is left to try */ }
+    H5Fclose(f);
 }
 
 /* ---- save ----------------------------------------------------------------- */
@@ -196,56 +227,49 @@ ffn_status ffn_checkpoint_save(const ffn_checkpoint *c, const char *path)
     }
     memcpy(tmp, path, len);
     memcpy(tmp + len, ".tmp", 5);
-    /* HDF5 builds the file in memory (core driver, no backing store); we then
-     * write the image ourselves. A full disk or an I/O error is then a plain
-     * write() failure we can clean up after, rather than an HDF5 file handle
-     * left half-closed. */
+    /* HDF5 writes the file under its temporary name (sec2 driver: plain
+     * write()s into the page cache; an in-memory image first cost three passes
+     * of page faults over the checkpoint's bytes); then fsync, rename, and
+     * fsync the directory. A failure at any point (disk full, I/O error)
+     * removes the temporary file and keeps the previous checkpoint. errno is
+     * read right after the failing call: HDF5's sec2 driver leaves write()'s
+     * error there. */
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-    H5Pset_fapl_core(fapl, 1 << 20, 0);
+    H5Pset_fapl_sec2(fapl);
+    errno = 0;
     hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     H5Pclose(fapl);
     if (f < 0) {
+        int e = errno;
+        ffn_status st = ffn_fail(FFN_ERR_IO, "checkpoint %s: cannot create %s: %s", path, tmp,
+                                 e ? strerror(e) : "HDF5 error");
+        unlink(tmp);
         free(tmp);
         ffn_model_free(own);
-        return ffn_fail(FFN_ERR_IO, "checkpoint %s: HDF5 cannot create the file image", path);
-    }
-    int bad = write_contents(f, c, m) || H5Fflush(f, H5F_SCOPE_GLOBAL) < 0;
-    ssize_t image_size = bad ? -1 : H5Fget_file_image(f, NULL, 0);
-    void *image = image_size > 0 ? malloc((size_t)image_size) : NULL;
-    if (!image || H5Fget_file_image(f, image, (size_t)image_size) != image_size) bad = 1;
-    H5Fclose(f);
-    ffn_model_free(own);
-    if (bad) {
-        free(image);
-        free(tmp);
-        return ffn_fail(FFN_ERR_IO, "checkpoint %s: HDF5 could not build the checkpoint", path);
-    }
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-    if (fd < 0) {
-        ffn_status st = ffn_fail(FFN_ERR_IO, "checkpoint %s: cannot create: %s", tmp, strerror(errno));
-        free(image);
-        free(tmp);
         return st;
     }
-    /* Test hook: FFN_DEBUG_KILL_IN_SAVE=K kills the process half way through
-     * writing its K-th checkpoint. */
+    /* Tensors, optimizer state and masks, plus Fletcher32 and chunk index
+     * overhead (about 1%), attributes and object headers. */
+    size_t bytes = c->param_count * sizeof(float) * (1 + c->state_count) + (c->mask ? c->param_count : 0);
+    bytes += bytes / 32 + (c->config_json ? strlen(c->config_json) : 0) + ((size_t)64 << 10);
+    int err = reserve_space(f, tmp, bytes);
+    if (!err && (write_contents(f, c, m) || H5Fflush(f, H5F_SCOPE_GLOBAL) < 0)) err = errno ? errno : EIO;
+    if (err) close_failed_file(f, tmp);
+    else if (H5Fclose(f) < 0) err = errno ? errno : EIO;
+    ffn_model_free(own);
+    /* Test hook: FFN_DEBUG_KILL_IN_SAVE=K kills the process during its K-th
+     * checkpoint, with the temporary file torn in half. */
     static int saves;
     const char *hook = getenv("FFN_DEBUG_KILL_IN_SAVE");
-    size_t total = (size_t)image_size, limit = total;
-    if (hook && ++saves == atoi(hook)) limit = total / 2;
-    int err = 0;
-    for (size_t done = 0; done < total && !err;) {
-        if (done >= limit) raise(SIGKILL);
-        size_t chunk = total - done < ((size_t)1 << 30) ? total - done : ((size_t)1 << 30);
-        if (limit < total && done + chunk > limit) chunk = limit - done;
-        ssize_t n = write(fd, (const char *)image + done, chunk);
-        if (n < 0 && errno == EINTR) continue;
-        if (n <= 0) err = n < 0 ? errno : EIO;
-        else done += (size_t)n;
+    if (!err && hook && ++saves == atoi(hook)) {
+        struct stat sb;
+        if (stat(tmp, &sb) == 0 && truncate(tmp, sb.st_size / 2) == 0) raise(SIGKILL);
     }
-    free(image);
-    if (!err && fsync(fd) != 0) err = errno;
-    if (close(fd) != 0 && !err) err = errno;
+    if (!err) {
+        int fd = open(tmp, O_RDONLY);
+        if (fd < 0 || fsync(fd) != 0) err = errno;
+        if (fd >= 0) close(fd);
+    }
     if (err) {
         unlink(tmp);
         ffn_status st = ffn_fail(FFN_ERR_IO, "checkpoint %s: write failed (%s); the previous checkpoint is kept",

@@ -52,8 +52,9 @@ printf 'ckpt-0000000070.h5\nckpt-0000000076.h5\n' | cmp -s - list.txt || fail "-
 pass "--checkpoint-every 10steps --keep 2"
 
 # 4. Stopped by a signal mid-run, then resumed: the same bits as the uninterrupted run.
+# Wide enough to run for seconds: the signal must land mid-run.
 "$FFN_DATA" synth blobs --rows 20000 --features 64 --classes 3 --noise 2 --seed 22 --out big.h5 >/dev/null
-BIG=(--train big.h5 --model dense:256:relu,dense:3 --loss softmax_ce --lr 0.001 --batch-size 16 --seed 4 --quiet --threads 1 --epochs 2 --log-every 50)
+BIG=(--train big.h5 --model dense:512:relu,dense:512:relu,dense:3 --loss softmax_ce --lr 0.001 --batch-size 16 --seed 4 --quiet --threads 1 --epochs 2 --log-every 50)
 mpi 2 "$FFN_TRAIN" "${BIG[@]}" --checkpoint-dir sigfull >/dev/null
 # wait_steps FILE: until the metrics file shows some progress (so the signal lands mid-run).
 wait_steps() { for _ in $(seq 200); do [[ $(grep -c '"step"' "$1" 2>/dev/null || true) -ge 3 ]] && return 0; sleep 0.05; done; return 1; }

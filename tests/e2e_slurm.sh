@@ -129,8 +129,9 @@ done
 [[ $state == idle ]] || { show_logs; skip "Slurm did not come up (node state '${state:-none}')"; }
 pass "Slurm $(sinfo --version | cut -d' ' -f2) up in $((SECONDS - t_start)) s: node $host ($node), ports $ctld_port/$slurmd_port"
 
-"$FFN_DATA" synth blobs --rows 20000 --features 32 --classes 3 --noise 3 --seed 31 --out train.h5 >/dev/null
-TRAIN=(--train train.h5 --model dense:64:relu,dense:3 --loss softmax_ce --optimizer adam --lr 0.002
+# Wide enough that the job runs for seconds (it is signalled after its first checkpoint).
+"$FFN_DATA" synth blobs --rows 20000 --features 256 --classes 3 --noise 3 --seed 31 --out train.h5 >/dev/null
+TRAIN=(--train train.h5 --model dense:512:relu,dense:512:relu,dense:3 --loss softmax_ce --optimizer adam --lr 0.002
        --batch-size 64 --seed 17 --threads 1 --log-every 10)
 export FFN_BIN=$FFN_TRAIN FFN_KILL_GRACE=2
 job_state() { scontrol show job "$1" 2>/dev/null | sed -nE 's/.*JobState=([A-Z_]+).*/\1/p'; }

@@ -460,7 +460,7 @@ static ckpt_result run_ckpt(const char *model_spec, size_t input, const char *di
                         .loss = "mse", .config_json = "{}", .layer_count = nl, .layer_in = lin,
                         .layer_out = lout, .param_count = P, .params = ffn_model_params(m),
                         .optimizer = "adam", .optimizer_steps = 1, .state_count = ffn_optim_state_count(opt),
-                        .step = 1, .epoch = 0, .step_in_epoch = 1, .seed = 1};
+                        .step = 1, .epoch = 0, .step_in_epoch = 1, .seed = 1, .model = m};
     for (size_t i = 0; i < c.state_count; i++) {
         c.state_names[i] = (char *)ffn_optim_state_name(opt, i);
         c.state[i] = ffn_optim_state(opt, i);
