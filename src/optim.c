@@ -187,7 +187,18 @@ static void sgd_nesterov(float *restrict w, const float *restrict g, float *rest
 /* Adam and AdamW share this loop: adam passes l2 = wd and shrink = 1,
  * adamw passes l2 = 0 and shrink = 1 - lr*wd (PyTorch's param.mul_(1 - lr*wd)).
  * step_size = lr / (1 - b1^t); the denominator is sqrt(v)/sqrt(1 - b2^t) + eps. */
-static void adam_loop(float *restrict w, const float *restrict g, float *restrict m,
+/* The update loops are built twice, for AVX2 (8 lanes: twice SSE's square
+ * root and division throughput, which bound a step of a small model) and for
+ * any x86-64, and the loader picks one for the CPU. No FMA: every element
+ * rounds exactly as in the portable build, so ranks on different CPUs stay
+ * bitwise equal. */
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__)
+#define FFN_VECTOR_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define FFN_VECTOR_CLONES
+#endif
+
+FFN_VECTOR_CLONES static void adam_loop(float *restrict w, const float *restrict g, float *restrict m,
                       float *restrict v, size_t count, float b1, float b2, float eps,
                       float l2, float shrink, float step_size, float inv_sqrt_bc2)
 {
@@ -202,7 +213,7 @@ static void adam_loop(float *restrict w, const float *restrict g, float *restric
     }
 }
 
-static void rmsprop_loop(float *restrict w, const float *restrict g, float *restrict sq,
+FFN_VECTOR_CLONES static void rmsprop_loop(float *restrict w, const float *restrict g, float *restrict sq,
                          size_t count, float lr, float wd, float alpha, float eps)
 {
     const float one_minus_alpha = 1.0f - alpha;

@@ -378,6 +378,57 @@ static void test_clipping(void)
     CHECK_NEAR(ffn_grad_norm(v, 2), 1.0, 1e-6);
 }
 
+/* The update loops run as an AVX2 clone where the CPU has one. Without FMA
+ * every element must round exactly as the same float expression does here
+ * (this file is built for plain x86-64): bitwise, over enough elements to
+ * cover the vector body and its tail, for Adam (L2 and decoupled) and RMSprop. */
+static void test_vector_loops_bitwise(void)
+{
+    enum { N = 1000 + 7 };
+    static float w[N], g[N], wref[N], m[N], v[N], sq[N];
+    for (int kind = 0; kind < 3; kind++) {
+        ffn_optim_config c = ffn_optim_defaults(kind == 2 ? FFN_OPT_RMSPROP : kind ? FFN_OPT_ADAMW : FFN_OPT_ADAM);
+        c.weight_decay = 0.01f;
+        ffn_optim *opt = ffn_optim_create(&c, N);
+        CHECK(opt != NULL);
+        memset(m, 0, sizeof m);
+        memset(v, 0, sizeof v);
+        memset(sq, 0, sizeof sq);
+        for (int i = 0; i < N; i++) w[i] = wref[i] = 0.001f * (float)((i * 37) % 101 - 50);
+        const float lr = 0.003f;
+        int mismatches = 0;
+        for (int t = 1; t <= 3; t++) {
+            for (int i = 0; i < N; i++) g[i] = 0.01f * (float)((i * 13 + t * 7) % 29 - 14) + 1e-4f * (float)t;
+            ffn_optim_begin_step(opt);
+            ffn_optim_update(opt, lr, w, g, 0, N, 1);
+            if (kind < 2) {
+                const float b1 = c.beta1, b2 = c.beta2, eps = c.eps;
+                const float l2 = kind ? 0.0f : c.weight_decay;
+                const float shrink = kind ? (float)(1.0 - (double)lr * c.weight_decay) : 1.0f;
+                const float step_size = (float)((double)lr * (1.0 / (1.0 - pow((double)b1, t))));
+                const float inv_sqrt_bc2 = (float)(1.0 / sqrt(1.0 - pow((double)b2, t)));
+                for (int i = 0; i < N; i++) {
+                    float gi = g[i] + l2 * wref[i];
+                    m[i] = b1 * m[i] + (1.0f - b1) * gi;
+                    v[i] = b2 * v[i] + (1.0f - b2) * gi * gi;
+                    wref[i] = wref[i] * shrink - step_size * m[i] / (sqrtf(v[i]) * inv_sqrt_bc2 + eps);
+                }
+            } else {
+                const float alpha = c.alpha, eps = c.eps, wd = c.weight_decay;
+                for (int i = 0; i < N; i++) {
+                    float gi = g[i] + wd * wref[i];
+                    sq[i] = alpha * sq[i] + (1.0f - alpha) * gi * gi;
+                    wref[i] -= lr * gi / (sqrtf(sq[i]) + eps);
+                }
+            }
+            for (int i = 0; i < N; i++) mismatches += memcmp(&w[i], &wref[i], sizeof(float)) != 0;
+        }
+        CHECK_MSG(mismatches == 0, "%s: %d elements differ from the plain float loop",
+                  ffn_opt_name(c.kind), mismatches);
+        ffn_optim_free(opt);
+    }
+}
+
 int main(void)
 {
     test_defaults_and_config();
@@ -385,5 +436,6 @@ int main(void)
     test_state_and_resume();
     test_schedules();
     test_clipping();
+    test_vector_loops_bitwise();
     return check_done("test_optim");
 }
