@@ -141,6 +141,14 @@ TF=(train --loss mse --optimizer adam --lr 1e-4 --model $FFN --train "$ffn_data"
 E_ffn1=$(best_of "$repeats" "$BENCH" "${TF[@]}" --threads 1)
 E2_ffn=$(best_of "$repeats" "${MPIRUN[@]}" "$BENCH" "${TF[@]}" --threads 1)
 
+# ---- OpenBLAS's own kernel for this CPU, where the environment pins another (OPENBLAS_CORETYPE)
+N_mlp32="" NT_mlp32="" N_mlp256=""
+if [[ -n ${OPENBLAS_CORETYPE:-} ]]; then
+  N_mlp32=$(run env -u OPENBLAS_CORETYPE "$BENCH" step --name mlp32-native --model $MLP --input 784 --loss softmax_ce --batch 32 --threads 1 --data "$mlp_data" --seconds $secs)
+  NT_mlp32=$(if ((torch)); then run env -u OPENBLAS_CORETYPE "${TP[@]}" --model mlp --data "$mlp_data" --batch 32 --threads 1; fi)
+  N_mlp256=$(run env -u OPENBLAS_CORETYPE "$BENCH" step --name mlp256-native --model $MLP --input 784 --loss softmax_ce --batch 256 --threads 1 --data "$mlp_data" --seconds $secs)
+fi
+
 # ---- 6. checkpoint write (large FFN with Adam state) vs raw write + fsync
 C_ck=$(run "$BENCH" ckpt --model $FFN --input 1024 --dir "$work")
 
@@ -220,5 +228,18 @@ for v in E_ffn1 E_mlp32; do
   what=MLP; [[ $v == E_ffn1 ]] && what=FFN
   row "peak RSS MB vs state + activations + data held, $what, 1 rank" "$(fmt "$(get "${!v}" peak_rss_mb)" 1)" "$(fmt "$(get "${!v}" accounted_mb)" 1)" "$(fmt "$x" 2)" "-" "<= 1.3" "$(met "$x" '<=' 1.3)"
 done
+for v in E_ffn1 E_mlp32; do
+  x=$(get "${!v}" rss_over_runtime_ratio)
+  what=MLP; [[ $v == E_ffn1 ]] && what=FFN
+  row "  the same, less the runtime's $(fmt "$(get "${!v}" runtime_rss_mb)" 1) MB (MPI, OpenBLAS, HDF5 loaded), $what" "$(fmt "$(awk -v a="$(get "${!v}" peak_rss_mb)" -v b="$(get "${!v}" runtime_rss_mb)" 'BEGIN{print a - b}')" 1)" "$(fmt "$(get "${!v}" accounted_mb)" 1)" "$(fmt "$x" 2)" "-" "<= 1.3" "$(met "$x" '<=' 1.3)"
+done
+# OpenBLAS's kernel choice
+if [[ -n $N_mlp256 ]]; then
+  env_core=$(get "$R_mlp256" corename) own_core=$(get "$N_mlp256" corename)
+  row "MLP b256, 1 rank: OpenBLAS's own kernel for this CPU ($own_core) vs OPENBLAS_CORETYPE=$OPENBLAS_CORETYPE, samples/s" "$(fmt "$(get "$N_mlp256" samples_per_s)")" "$(fmt "$(get "$R_mlp256" samples_per_s)")" "$(div "$(get "$N_mlp256" samples_per_s)" "$(get "$R_mlp256" samples_per_s)")" "-" "-" ""
+  row "  sgemm alone on the same shapes, GFLOP/s" "$(fmt "$(get "$N_mlp256" sgemm_gflops)" 1)" "$(fmt "$(get "$R_mlp256" sgemm_gflops)" 1)" "$(div "$(get "$N_mlp256" sgemm_gflops)" "$(get "$R_mlp256" sgemm_gflops)")" "-" "-" ""
+  r=$(div "$(get "$N_mlp32" samples_per_s)" "$(get "$NT_mlp32" samples_per_s)")
+  row "  MLP b32 step samples/s vs PyTorch, both on $own_core" "$(fmt "$(get "$N_mlp32" samples_per_s)")" "$(fmt "$(get "$NT_mlp32" samples_per_s)")" "$r" "$(cpu_ratio "$N_mlp32" "$NT_mlp32")" ">= 2" "$(met "$r" '>=' 2)"
+fi
 echo
 echo "(the runtime alone, MPI + OpenBLAS + HDF5 before any ffn buffer, is $(fmt "$(get "$E_mlp32" runtime_rss_mb)" 1) MB of each RSS; every line the tools printed is in $log when --keep is given)"
