@@ -154,6 +154,16 @@ def run(args, rank, world):
 
 def ddp_child(rank, args, world):
     run(args, rank, world)
+    # Tear gloo down while every rank is here, then leave without the
+    # interpreter's own teardown: PyTorch 1.13's ProcessGroupGloo destructor can
+    # deadlock at exit (its worker thread waits for the GIL the exiting thread
+    # holds), which hung a run after its result was printed.
+    import torch.distributed as dist
+    dist.barrier()
+    dist.destroy_process_group()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def main():

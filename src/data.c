@@ -36,6 +36,7 @@
 
 #include <hdf5.h>
 
+#include "data_rows.h"
 #include "ffn/mem.h"
 
 #define LABEL_SCAN_ROWS ((size_t)1 << 16) /* rows of /y read at a time by open */
@@ -52,6 +53,7 @@ struct ffn_dataset {
     uint8_t *scratch;         /* raw uint8 rows before scaling */
     size_t scratch_bytes;
     void *cache_x, *cache_y;  /* ffn_dataset_cache: all of /x (as stored) and /y */
+    ffn_row_map *rows_x, *rows_y; /* plain storage: rows read with pread (data_rows.h) */
 };
 
 /* HDF5 prints its error stack by default; ffn reports its own messages. The
@@ -107,12 +109,15 @@ void ffn_dataset_close(ffn_dataset *ds)
     ffn_free(ds->scratch);
     ffn_free(ds->cache_x);
     ffn_free(ds->cache_y);
+    ffn_row_map_free(ds->rows_x);
+    ffn_row_map_free(ds->rows_y);
     free(ds->path);
     free(ds);
 }
 
 const ffn_dataset_info *ffn_dataset_get_info(const ffn_dataset *ds) { return &ds->info; }
 const char *ffn_dataset_path(const ffn_dataset *ds) { return ds->path; }
+int ffn_dataset_direct_reads(const ffn_dataset *ds) { return ds->rows_x && ds->rows_y; }
 
 /* A scalar numeric attribute of obj as a double; *found = 0 when absent. */
 static ffn_status read_number_attr(hid_t obj, const char *path, const char *field,
@@ -508,6 +513,12 @@ static ffn_status open_checked(ffn_dataset *ds)
     if (ds->fspace_x < 0 || ds->fspace_y < 0 || ds->mspace_x < 0 || ds->mspace_y < 0)
         return ffn_fail(FFN_ERR_IO, "%s: cannot create dataspaces", path);
 
+    ds->rows_x = ffn_row_map_build(path, ds->file, ds->dx, x_u8 ? H5T_NATIVE_UINT8 : H5T_NATIVE_FLOAT,
+                                   ds->info.rows, ds->info.features * (x_u8 ? 1 : sizeof(float)));
+    ds->rows_y = ffn_row_map_build(path, ds->file, ds->dy, ds->info.has_labels ? H5T_NATIVE_INT32 : H5T_NATIVE_FLOAT,
+                                   ds->info.rows, ds->info.has_labels ? sizeof(int32_t)
+                                                                      : ds->info.target_cols * sizeof(float));
+
     if (ds->info.has_labels) return scan_labels(ds, have_nc, (long long)nc);
     ds->info.num_classes = 0;
     return FFN_OK;
@@ -720,11 +731,7 @@ static ffn_status read_common(ffn_dataset *ds, const uint64_t *idx, uint64_t sta
     if (ds->cache_x) return gather_cached(ds, idx, start, n, x, labels, values);
 
     if (x) {
-        hsize_t mdims[2] = { n, in->features };
-        herr_t sel = idx ? select_rows(ds->fspace_x, 2, in->features, idx, n)
-                         : select_range(ds->fspace_x, 2, in->features, start, n);
-        if (sel < 0 || H5Sset_extent_simple(ds->mspace_x, 2, mdims, NULL) < 0)
-            return ffn_fail(FFN_ERR_IO, "%s: /x: cannot select %zu rows", ds->path, n);
+        void *raw = x; /* float32 lands in place; uint8 in the scratch buffer, scaled below */
         if (in->x_is_uint8) {
             if (cells > ds->scratch_bytes) {
                 uint8_t *grown = ffn_alloc(cells, 1);
@@ -733,39 +740,52 @@ static ffn_status read_common(ffn_dataset *ds, const uint64_t *idx, uint64_t sta
                 ds->scratch = grown;
                 ds->scratch_bytes = cells;
             }
-            if (H5Dread(ds->dx, H5T_NATIVE_UINT8, ds->mspace_x, ds->fspace_x, H5P_DEFAULT,
-                        ds->scratch) < 0)
-                return ffn_fail(FFN_ERR_IO, "%s: /x: read of %zu rows failed", ds->path, n);
-            const float scale = in->x_scale, offset = in->x_offset;
-            const uint8_t *raw = ds->scratch;
-            for (size_t i = 0; i < cells; i++) x[i] = (float)raw[i] * scale + offset;
+            raw = ds->scratch;
+        }
+        if (ds->rows_x) {
+            int err = ffn_row_map_read(ds->rows_x, idx, start, n, raw);
+            if (err) return ffn_fail(FFN_ERR_IO, "%s: /x: read of %zu rows failed: %s", ds->path, n, strerror(err));
         } else {
-            if (H5Dread(ds->dx, H5T_NATIVE_FLOAT, ds->mspace_x, ds->fspace_x, H5P_DEFAULT, x) < 0)
+            hsize_t mdims[2] = { n, in->features };
+            herr_t sel = idx ? select_rows(ds->fspace_x, 2, in->features, idx, n)
+                             : select_range(ds->fspace_x, 2, in->features, start, n);
+            if (sel < 0 || H5Sset_extent_simple(ds->mspace_x, 2, mdims, NULL) < 0)
+                return ffn_fail(FFN_ERR_IO, "%s: /x: cannot select %zu rows", ds->path, n);
+            if (H5Dread(ds->dx, in->x_is_uint8 ? H5T_NATIVE_UINT8 : H5T_NATIVE_FLOAT, ds->mspace_x, ds->fspace_x,
+                        H5P_DEFAULT, raw) < 0)
                 return ffn_fail(FFN_ERR_IO, "%s: /x: read of %zu rows failed", ds->path, n);
-            for (size_t i = 0; i < cells; i++) {
-                if (!isfinite(x[i])) {
-                    size_t r = i / in->features;
-                    return ffn_fail(FFN_ERR_NUMERIC, "%s: /x row %llu feature %zu is %s, expected a finite value",
-                                    ds->path, (unsigned long long)row_of(idx, start, r),
-                                    i % in->features, isnan(x[i]) ? "NaN" : "infinite");
-                }
-            }
+        }
+        if (in->x_is_uint8) {
+            const float scale = in->x_scale, offset = in->x_offset;
+            const uint8_t *bytes = ds->scratch;
+            for (size_t i = 0; i < cells; i++) x[i] = (float)bytes[i] * scale + offset;
+        } else {
+            size_t bad = first_nonfinite(x, cells);
+            if (bad < cells)
+                return ffn_fail(FFN_ERR_NUMERIC, "%s: /x row %llu feature %zu is %s, expected a finite value",
+                                ds->path, (unsigned long long)row_of(idx, start, bad / in->features),
+                                bad % in->features, isnan(x[bad]) ? "NaN" : "infinite");
         }
     }
 
     /* /y into the buffer that matches its kind; the other one is not touched. */
     void *ybuf = in->has_labels ? (void *)labels : (void *)values;
     if (ybuf) {
-        int rank = in->has_labels ? 1 : 2;
-        hsize_t cols = in->has_labels ? 1 : in->target_cols;
-        hsize_t mdims[2] = { n, cols };
-        herr_t sel = idx ? select_rows(ds->fspace_y, rank, cols, idx, n)
-                         : select_range(ds->fspace_y, rank, cols, start, n);
-        if (sel < 0 || H5Sset_extent_simple(ds->mspace_y, rank, mdims, NULL) < 0)
-            return ffn_fail(FFN_ERR_IO, "%s: /y: cannot select %zu rows", ds->path, n);
-        hid_t mt = in->has_labels ? H5T_NATIVE_INT32 : H5T_NATIVE_FLOAT;
-        if (H5Dread(ds->dy, mt, ds->mspace_y, ds->fspace_y, H5P_DEFAULT, ybuf) < 0)
-            return ffn_fail(FFN_ERR_IO, "%s: /y: read of %zu rows failed", ds->path, n);
+        if (ds->rows_y) {
+            int err = ffn_row_map_read(ds->rows_y, idx, start, n, ybuf);
+            if (err) return ffn_fail(FFN_ERR_IO, "%s: /y: read of %zu rows failed: %s", ds->path, n, strerror(err));
+        } else {
+            int rank = in->has_labels ? 1 : 2;
+            hsize_t cols = in->has_labels ? 1 : in->target_cols;
+            hsize_t mdims[2] = { n, cols };
+            herr_t sel = idx ? select_rows(ds->fspace_y, rank, cols, idx, n)
+                             : select_range(ds->fspace_y, rank, cols, start, n);
+            if (sel < 0 || H5Sset_extent_simple(ds->mspace_y, rank, mdims, NULL) < 0)
+                return ffn_fail(FFN_ERR_IO, "%s: /y: cannot select %zu rows", ds->path, n);
+            hid_t mt = in->has_labels ? H5T_NATIVE_INT32 : H5T_NATIVE_FLOAT;
+            if (H5Dread(ds->dy, mt, ds->mspace_y, ds->fspace_y, H5P_DEFAULT, ybuf) < 0)
+                return ffn_fail(FFN_ERR_IO, "%s: /y: read of %zu rows failed", ds->path, n);
+        }
         if (!in->has_labels) {
             size_t vcells = n * in->target_cols; /* fits: the caller holds that many floats */
             for (size_t i = 0; i < vcells; i++) {

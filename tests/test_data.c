@@ -578,6 +578,108 @@ static void test_threads(void)
     ffn_dataset_close(b);
 }
 
+/* Rows read with pread at their file offsets (data_rows.c) against HDF5's own
+ * selections (FFN_DATA_DIRECT=0): bitwise the same values, for row-chunked
+ * files of several chunks (uint8 + labels, float32 + targets), a contiguous
+ * file, and a compressed one (which stays on HDF5's reads). Reads: sorted
+ * scattered rows (runs inside and across chunk boundaries) and ranges. */
+static int same_rows(const char *path, int want_direct)
+{
+    ffn_dataset *a = NULL, *b = NULL;
+    unsetenv("FFN_DATA_DIRECT");
+    CHECK(ffn_dataset_open(&a, path) == FFN_OK);
+    setenv("FFN_DATA_DIRECT", "0", 1);
+    CHECK(ffn_dataset_open(&b, path) == FFN_OK);
+    unsetenv("FFN_DATA_DIRECT");
+    if (!a || !b) return 0;
+    CHECK_MSG(ffn_dataset_direct_reads(a) == want_direct, "%s: direct reads %d, expected %d", path,
+              ffn_dataset_direct_reads(a), want_direct);
+    CHECK(!ffn_dataset_direct_reads(b));
+    const ffn_dataset_info *in = ffn_dataset_get_info(a);
+    size_t rows = in->rows, d = in->features, k = in->has_labels ? 1 : in->target_cols;
+    uint64_t *idx = malloc(rows * sizeof *idx);
+    float *xa = malloc(rows * d * sizeof *xa), *xb = malloc(rows * d * sizeof *xb);
+    float *va = malloc(rows * k * sizeof *va), *vb = malloc(rows * k * sizeof *vb);
+    int32_t *la = malloc(rows * sizeof *la), *lb = malloc(rows * sizeof *lb);
+    int same = idx && xa && xb && va && vb && la && lb;
+    uint32_t state = 12345;
+    for (int trial = 0; same && trial < 40; trial++) {
+        size_t n = 0;
+        int keep = 1 + trial % 7; /* every keep-th row, on average: runs of several lengths */
+        for (size_t r = 0; r < rows; r++) {
+            state = state * 1664525u + 1013904223u;
+            if ((state >> 8) % (unsigned)keep == 0) idx[n++] = r;
+        }
+        if (trial % 5 == 4) { /* a range instead */
+            size_t start = (size_t)(state >> 4) % rows, len = rows - start < 1500 ? rows - start : 1500;
+            CHECK(ffn_dataset_read_range(a, start, len, xa, la, va) == FFN_OK);
+            CHECK(ffn_dataset_read_range(b, start, len, xb, lb, vb) == FFN_OK);
+            n = len;
+        } else {
+            CHECK(ffn_dataset_read_rows(a, idx, n, xa, la, va) == FFN_OK);
+            CHECK(ffn_dataset_read_rows(b, idx, n, xb, lb, vb) == FFN_OK);
+        }
+        same &= memcmp(xa, xb, n * d * sizeof *xa) == 0;
+        same &= in->has_labels ? memcmp(la, lb, n * sizeof *la) == 0 : memcmp(va, vb, n * k * sizeof *va) == 0;
+    }
+    CHECK_MSG(same, "%s: direct and HDF5 reads differ", path);
+    free(idx), free(xa), free(xb), free(va), free(vb), free(la), free(lb);
+    ffn_dataset_close(a);
+    ffn_dataset_close(b);
+    return same;
+}
+
+static void test_direct_reads(void)
+{
+    /* uint8, 1000 bytes a row: the writer's ~1 MiB chunks hold 1048 rows, so 3001 rows are 3 chunks. */
+    const size_t rows = 3001, feats = 1000;
+    const char *p1 = tmp_path("direct-u8.h5");
+    ffn_dataset_layout L1 = { .rows = rows, .features = feats, .x_uint8 = 1, .x_scale = 1.0f / 255,
+                              .has_labels = 1, .target_cols = 1, .num_classes = 7 };
+    uint8_t *x8 = malloc(rows * feats);
+    float *xf = malloc(rows * 300 * sizeof *xf), *t = malloc(rows * 3 * sizeof *t);
+    int32_t *y = malloc(rows * sizeof *y);
+    if (!x8 || !xf || !t || !y) return;
+    for (size_t i = 0; i < rows * feats; i++) x8[i] = (uint8_t)(i * 2654435761u >> 24);
+    for (size_t r = 0; r < rows; r++) y[r] = (int32_t)(r % 7);
+    ffn_dataset_writer *w;
+    CHECK(ffn_dataset_writer_create(&w, p1, &L1) == FFN_OK);
+    CHECK(ffn_dataset_writer_rows(w, 0, rows, x8, y) == FFN_OK);
+    CHECK(ffn_dataset_writer_close(w) == FFN_OK);
+    CHECK(same_rows(p1, 1));
+    /* float32, 1200 bytes a row, with float targets [N, 3]. */
+    const char *p2 = tmp_path("direct-f32.h5");
+    ffn_dataset_layout L2 = { .rows = rows, .features = 300, .has_labels = 0, .target_cols = 3 };
+    for (size_t i = 0; i < rows * 300; i++) xf[i] = (float)(i % 977) * 0.25f - 100.0f;
+    for (size_t i = 0; i < rows * 3; i++) t[i] = (float)i * 0.5f;
+    CHECK(ffn_dataset_writer_create(&w, p2, &L2) == FFN_OK);
+    CHECK(ffn_dataset_writer_rows(w, 0, rows, xf, t) == FFN_OK);
+    CHECK(ffn_dataset_writer_close(w) == FFN_OK);
+    CHECK(same_rows(p2, 1));
+    /* Contiguous (HDF5's default layout). */
+    const char *p3 = tmp_path("direct-contig.h5");
+    raw_spec s3 = { .xtype = H5T_NATIVE_FLOAT, .xrank = 2, .xd = { rows, 300 }, .x = xf,
+                    .ytype = H5T_NATIVE_INT32, .yrank = 1, .yd = { rows, 0 }, .y = y, .num_classes = 7 };
+    write_raw(p3, &s3);
+    CHECK(same_rows(p3, 1));
+    /* Compressed: HDF5 reads it (through its chunk cache), the direct path stays off. */
+    const char *p4 = tmp_path("direct-gzip.h5");
+    hid_t f = H5Fcreate(p4, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hsize_t xd[2] = { rows, 300 }, yd[1] = { rows }, cx[2] = { 256, 300 }, cy[1] = { 256 };
+    hid_t sx = H5Screate_simple(2, xd, NULL), sy = H5Screate_simple(1, yd, NULL);
+    hid_t px = H5Pcreate(H5P_DATASET_CREATE), py = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_chunk(px, 2, cx);
+    H5Pset_deflate(px, 1);
+    H5Pset_chunk(py, 1, cy);
+    hid_t dx = H5Dcreate2(f, "x", H5T_IEEE_F32LE, sx, H5P_DEFAULT, px, H5P_DEFAULT);
+    hid_t dy = H5Dcreate2(f, "y", H5T_STD_I32LE, sy, H5P_DEFAULT, py, H5P_DEFAULT);
+    H5Dwrite(dx, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, xf);
+    H5Dwrite(dy, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, y);
+    H5Dclose(dx), H5Dclose(dy), H5Pclose(px), H5Pclose(py), H5Sclose(sx), H5Sclose(sy), H5Fclose(f);
+    CHECK(same_rows(p4, 0));
+    free(x8), free(xf), free(t), free(y);
+}
+
 int main(void)
 {
     snprintf(dir, sizeof dir, "/tmp/ffn_test_data_XXXXXX");
@@ -592,6 +694,7 @@ int main(void)
     test_writer_atomic();
     test_virtual();
     test_threads();
+    test_direct_reads();
     char cmd[128];
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);

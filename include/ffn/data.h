@@ -56,6 +56,13 @@ ffn_status ffn_dataset_cache(ffn_dataset *ds, size_t max_bytes, int *cached);
  * dataset is not cached. */
 void ffn_dataset_prefetch_rows(const ffn_dataset *ds, const uint64_t *idx, size_t n);
 
+/* 1 when /x and /y rows are read with plain pread()s at their file offsets
+ * (contiguous or row-chunked storage, no filter, native type: see
+ * src/data_rows.h), 0 when through HDF5's selections (virtual, compressed or
+ * converted data, or FFN_DATA_DIRECT=0 in the environment). The values are
+ * the same either way. */
+int ffn_dataset_direct_reads(const ffn_dataset *ds);
+
 /* Writer: creates PATH.tmp, rows are written in any order, close flushes and
  * renames onto PATH (an existing PATH is only replaced by a complete file). */
 typedef struct ffn_dataset_writer ffn_dataset_writer;
