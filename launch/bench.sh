@@ -143,11 +143,13 @@ E_ffn1=$(best_of "$repeats" "$BENCH" "${TF[@]}" --threads 1)
 E2_ffn=$(best_of "$repeats" "${MPIRUN[@]}" "$BENCH" "${TF[@]}" --threads 1)
 
 # ---- OpenBLAS's own kernel for this CPU, where the environment pins another (OPENBLAS_CORETYPE)
-N_mlp32="" NT_mlp32="" N_mlp256=""
+N_mlp32="" NT_mlp32="" N_mlp256="" N2_mlp256="" ND_mlp256=""
 if [[ -n ${OPENBLAS_CORETYPE:-} ]]; then
   N_mlp32=$(run env -u OPENBLAS_CORETYPE "$BENCH" step --name mlp32-native --model $MLP --input 784 --loss softmax_ce --batch 32 --threads 1 --data "$mlp_data" --seconds $secs)
   NT_mlp32=$(if ((torch)); then run env -u OPENBLAS_CORETYPE "${TP[@]}" --model mlp --data "$mlp_data" --batch 32 --threads 1; fi)
   N_mlp256=$(run env -u OPENBLAS_CORETYPE "$BENCH" step --name mlp256-native --model $MLP --input 784 --loss softmax_ce --batch 256 --threads 1 --data "$mlp_data" --seconds $secs)
+  N2_mlp256=$(run env -u OPENBLAS_CORETYPE "${MPIRUN[@]}" "$BENCH" step --name mlp256-2r-native --model $MLP --input 784 --loss softmax_ce --batch 256 --threads 1 --data "$mlp_data" --seconds $secs)
+  ND_mlp256=$(if ((torch)); then run env -u OPENBLAS_CORETYPE "${TP[@]}" --model mlp --data "$mlp_data" --batch 256 --threads 1 --ranks 2; fi)
 fi
 
 # ---- 6. checkpoint write (large FFN with Adam state) vs raw write + fsync
@@ -244,6 +246,8 @@ if [[ -n $N_mlp256 ]]; then
   row "  sgemm alone on the same shapes, GFLOP/s" "$(fmt "$(get "$N_mlp256" sgemm_gflops)" 1)" "$(fmt "$(get "$R_mlp256" sgemm_gflops)" 1)" "$(div "$(get "$N_mlp256" sgemm_gflops)" "$(get "$R_mlp256" sgemm_gflops)")" "-" "-" ""
   r=$(div "$(get "$N_mlp32" samples_per_s)" "$(get "$NT_mlp32" samples_per_s)")
   row "  MLP b32 step samples/s vs PyTorch, both on $own_core" "$(fmt "$(get "$N_mlp32" samples_per_s)")" "$(fmt "$(get "$NT_mlp32" samples_per_s)")" "$r" "$(cpu_ratio "$N_mlp32" "$NT_mlp32")" ">= 2" "$(met "$r" '>=' 2)"
+  r=$(div "$(get "$N2_mlp256" samples_per_s)" "$(get "$ND_mlp256" samples_per_s)")
+  row "  MLP b256 (global), 2 ranks: step samples/s vs PyTorch DDP gloo, both on $own_core" "$(fmt "$(get "$N2_mlp256" samples_per_s)")" "$(fmt "$(get "$ND_mlp256" samples_per_s)")" "$r" "$(cpu_ratio "$N2_mlp256" "$ND_mlp256")" ">= 5" "$(met "$r" '>=' 5)"
 fi
 echo
 echo "(the runtime alone, MPI + OpenBLAS + HDF5 before any ffn buffer, is $(fmt "$(get "$E_mlp32" runtime_rss_mb)" 1) MB of each RSS; every line the tools printed is in $log when --keep is given)"

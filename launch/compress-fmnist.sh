@@ -8,7 +8,7 @@
 #    on the validation split), seeds 1-3;
 # 3. pruning: 4 epochs of fine-tuning from the dense model at 0/50/80/90% sparsity, per layer
 #    and global, the sparsity rising over the first 2 epochs.
-# Prints one line per run and the summary in OUT_DIR/summary.txt. About 6 minutes on 2 cores.
+# Prints one line per run and the summary in OUT_DIR/summary.txt. About 2.5 minutes on 2 cores.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 build=$(cd "${1:-$here/build}" && pwd)

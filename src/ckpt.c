@@ -51,47 +51,38 @@ static int write_u64_attr(hid_t loc, const char *name, uint64_t value)
     return ok ? 0 : -1;
 }
 
-/* Chunked (at most ~1 MiB per chunk) with the Fletcher32 checksum filter. */
-static int write_floats(hid_t loc, const char *name, const float *data, int rank, const hsize_t *dims)
+/* One tensor: chunked by rows (at most ~1 MiB a chunk) with the Fletcher32
+ * checksum filter; every element is written, so no zero-fill pass. */
+static int write_chunked(hid_t loc, const char *name, hid_t file_type, hid_t mem_type, size_t elem_bytes,
+                         const void *data, int rank, const hsize_t *dims)
 {
-    hsize_t chunk[2] = {dims[0], rank == 2 ? dims[1] : 1};
-    hsize_t row = rank == 2 ? dims[1] : 1, max_rows = (1u << 18) / (row ? row : 1);
+    hsize_t row = rank == 2 && dims[1] ? dims[1] : 1, max_rows = ((hsize_t)1 << 20) / elem_bytes / row;
+    hsize_t chunk[2] = {dims[0], row};
     if (max_rows == 0) max_rows = 1;
     if (chunk[0] > max_rows) chunk[0] = max_rows;
     if (chunk[0] == 0) chunk[0] = 1;
-    if (rank == 2 && chunk[1] == 0) chunk[1] = 1;
     hid_t space = H5Screate_simple(rank, dims, NULL);
     hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
     H5Pset_chunk(dcpl, rank, chunk);
     H5Pset_fletcher32(dcpl);
-    H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER); /* every element is written: no zero-fill pass */
-    hid_t d = H5Dcreate2(loc, name, H5T_IEEE_F32LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-    int ok = d >= 0 && H5Dwrite(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0;
+    H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER);
+    hid_t d = H5Dcreate2(loc, name, file_type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+    int ok = d >= 0 && H5Dwrite(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0;
     if (d >= 0) H5Dclose(d);
     H5Pclose(dcpl);
     H5Sclose(space);
     return ok ? 0 : -1;
 }
 
-/* A pruning mask: uint8, chunked like the floats, with Fletcher32. */
+static int write_floats(hid_t loc, const char *name, const float *data, int rank, const hsize_t *dims)
+{
+    return write_chunked(loc, name, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, sizeof(float), data, rank, dims);
+}
+
+/* A pruning mask: uint8 [out, in]. */
 static int write_mask(hid_t loc, const char *name, const uint8_t *data, const hsize_t *dims)
 {
-    hsize_t chunk[2] = {dims[0], dims[1]}, max_rows = (1u << 20) / (dims[1] ? dims[1] : 1);
-    if (max_rows == 0) max_rows = 1;
-    if (chunk[0] > max_rows) chunk[0] = max_rows;
-    if (chunk[0] == 0) chunk[0] = 1;
-    if (chunk[1] == 0) chunk[1] = 1;
-    hid_t space = H5Screate_simple(2, dims, NULL);
-    hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
-    H5Pset_chunk(dcpl, 2, chunk);
-    H5Pset_fletcher32(dcpl);
-    H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER);
-    hid_t d = H5Dcreate2(loc, name, H5T_STD_U8LE, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-    int ok = d >= 0 && H5Dwrite(d, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0;
-    if (d >= 0) H5Dclose(d);
-    H5Pclose(dcpl);
-    H5Sclose(space);
-    return ok ? 0 : -1;
+    return write_chunked(loc, name, H5T_STD_U8LE, H5T_NATIVE_UINT8, 1, data, 2, dims);
 }
 
 static int fsync_path(const char *path, int directory)
