@@ -40,6 +40,7 @@
 #include "ffn/mem.h"
 
 #define LABEL_SCAN_ROWS ((size_t)1 << 16) /* rows of /y read at a time by open */
+#define LABELS_HELD_MAX ((size_t)64 << 20) /* bytes of labels kept in memory after open */
 #define CHUNK_TARGET_BYTES ((size_t)1 << 20)
 #define FILTERED_CACHE_BYTES ((size_t)32 << 20)
 #define FILTERED_CACHE_SLOTS 12421
@@ -52,7 +53,7 @@ struct ffn_dataset {
     ffn_dataset_info info;
     uint8_t *scratch;         /* raw uint8 rows before scaling */
     size_t scratch_bytes;
-    void *cache_x, *cache_y;  /* ffn_dataset_cache: all of /x (as stored) and /y */
+    void *cache_x, *cache_y;  /* ffn_dataset_cache: all of /x (as stored) and /y; cache_y alone: the labels, kept from open */
     ffn_row_map *rows_x, *rows_y; /* plain storage: rows read with pread (data_rows.h) */
 };
 
@@ -344,15 +345,22 @@ static ffn_status scan_labels(ffn_dataset *ds, int have_attr, long long attr_cla
 {
     size_t rows = ds->info.rows;
     size_t block = rows < LABEL_SCAN_ROWS ? rows : LABEL_SCAN_ROWS;
-    int32_t *buf = ffn_alloc(block, sizeof *buf);
-    if (!buf) return FFN_ERR_NOMEM;
+    /* Labels are 4 bytes a row: up to LABELS_HELD_MAX they are kept once read
+     * here, and batches take theirs from memory (half the reads of a batch
+     * that streams /x from the file). Beyond, one block at a time. */
+    int keep = rows <= LABELS_HELD_MAX / sizeof(int32_t);
+    int32_t *all = keep ? ffn_alloc(rows, sizeof *all) : NULL;
+    if (keep && !all) ffn_clear_error(); /* not held after all: read per batch */
+    int32_t *buf = all ? NULL : ffn_alloc(block, sizeof *buf);
+    if (!all && !buf) return FFN_ERR_NOMEM;
     ffn_status st = FFN_OK;
     int32_t max = -1;
     for (size_t at = 0; at < rows && st == FFN_OK; at += block) {
         size_t n = rows - at < block ? rows - at : block;
-        st = read_label_block(ds, at, n, buf);
+        int32_t *got = all ? all + at : buf;
+        st = read_label_block(ds, at, n, got);
         for (size_t i = 0; i < n && st == FFN_OK; i++) {
-            int32_t v = buf[i];
+            int32_t v = got[i];
             if (v < 0) {
                 st = ffn_fail(FFN_ERR_FORMAT, "%s: /y row %zu has label %d, expected a label >= 0",
                               ds->path, at + i, (int)v);
@@ -368,7 +376,11 @@ static ffn_status scan_labels(ffn_dataset *ds, int have_attr, long long attr_cla
         }
     }
     ffn_free(buf);
-    if (st != FFN_OK) return st;
+    if (st != FFN_OK) {
+        ffn_free(all);
+        return st;
+    }
+    ds->cache_y = all;
     ds->info.num_classes = have_attr ? (size_t)attr_classes : (size_t)max + 1;
     return FFN_OK;
 }
@@ -645,12 +657,13 @@ ffn_status ffn_dataset_cache(ffn_dataset *ds, size_t max_bytes, int *cached)
         ffn_size_mul(in->rows, in->has_labels ? sizeof(int32_t) : in->target_cols * sizeof(float), &yb) != 0 ||
         ffn_size_add(xb, yb, &total) != 0 || total > max_bytes)
         return FFN_OK;
-    void *cx = ffn_alloc(xb, 1), *cy = ffn_alloc(yb, 1);
+    void *held_y = ds->cache_y; /* labels kept since open: reused, not read again */
+    void *cx = ffn_alloc(xb, 1), *cy = held_y ? held_y : ffn_alloc(yb, 1);
     ffn_status st = FFN_OK;
     if (!cx || !cy) {
         ffn_clear_error(); /* too big to hold after all: keep reading from the file */
         ffn_free(cx);
-        ffn_free(cy);
+        if (cy != held_y) ffn_free(cy);
         return FFN_OK;
     }
     /* Whole blocks of contiguous rows: one large sequential read each. */
@@ -667,6 +680,7 @@ ffn_status ffn_dataset_cache(ffn_dataset *ds, size_t max_bytes, int *cached)
             st = ffn_fail(FFN_ERR_IO, "%s: /x: read of rows %zu..%zu failed", ds->path, at, at + n - 1);
             break;
         }
+        if (held_y) continue;
         int rank = in->has_labels ? 1 : 2;
         hsize_t cols = in->has_labels ? 1 : in->target_cols;
         hsize_t ydims[2] = { n, cols };
@@ -678,7 +692,7 @@ ffn_status ffn_dataset_cache(ffn_dataset *ds, size_t max_bytes, int *cached)
     }
     if (st != FFN_OK) {
         ffn_free(cx);
-        ffn_free(cy);
+        if (cy != held_y) ffn_free(cy);
         return st;
     }
     ds->cache_x = cx;
@@ -770,7 +784,9 @@ static ffn_status read_common(ffn_dataset *ds, const uint64_t *idx, uint64_t sta
 
     /* /y into the buffer that matches its kind; the other one is not touched. */
     void *ybuf = in->has_labels ? (void *)labels : (void *)values;
-    if (ybuf) {
+    if (ybuf && in->has_labels && ds->cache_y) {
+        for (size_t i = 0; i < n; i++) labels[i] = ((const int32_t *)ds->cache_y)[row_of(idx, start, i)];
+    } else if (ybuf) {
         if (ds->rows_y) {
             int err = ffn_row_map_read(ds->rows_y, idx, start, n, ybuf);
             if (err) return ffn_fail(FFN_ERR_IO, "%s: /y: read of %zu rows failed: %s", ds->path, n, strerror(err));
