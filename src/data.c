@@ -37,6 +37,7 @@
 #include <hdf5.h>
 
 #include "data_rows.h"
+#include "watchdog.h"
 #include "ffn/mem.h"
 
 #define LABEL_SCAN_ROWS ((size_t)1 << 16) /* rows of /y read at a time by open */
@@ -550,7 +551,9 @@ ffn_status ffn_dataset_open(ffn_dataset **out, const char *path)
         free(ds);
         return ffn_fail(FFN_ERR_NOMEM, "%s: out of memory", path);
     }
+    ffn_watchdog *guard = ffn_watchdog_start(path, "opening the dataset");
     ffn_status st = open_checked(ds);
+    ffn_watchdog_stop(guard);
     if (st != FFN_OK) {
         ffn_dataset_close(ds);
         return st;

@@ -38,7 +38,7 @@ static size_t plain_chunk_rows(hid_t file, hid_t d, hid_t mem_type, size_t rows)
         userblock != 0 || H5Tequal(type, mem_type) <= 0 || H5Sget_simple_extent_dims(space, dims, NULL) < 0)
         goto done;
     H5D_layout_t layout = H5Pget_layout(dcpl);
-    if (layout == H5D_CONTIGUOUS) {
+    if (layout == H5D_CONTIGUOUS && H5Pget_external_count(dcpl) == 0) { /* external raw files: not ours to pread */
         chunk_rows = rows;
     } else if (layout == H5D_CHUNKED && H5Pget_nfilters(dcpl) == 0) {
         hsize_t cdims[2] = {0, 0};

@@ -38,3 +38,23 @@ set +e
 set -e
 [[ $rc -eq 1 ]] && grep -q "error: .*out of memory" err.txt || fail "ffn-train on a 2^61-wide /x: exit $rc $(cat err.txt)"
 pass "ffn-train on a 2^61-wide /x: exit 1, $(head -1 err.txt)"
+
+# A file on which HDF5 1.10 itself loops forever while opening /x (a damaged
+# virtual-dataset mapping, found by fuzz_dataset; h5dump hangs on it too):
+# the open watchdog ends the run with one message, and a 2-rank job ends.
+LOOP=$(cd "$(dirname "$0")" && pwd)/data/hdf5-loop
+cp "$LOOP"/*.h5 .
+t0=$(date +%s)
+set +e
+FFN_OPEN_TIMEOUT=3 timeout -k 5 60 "$FFN_DATA" info data.h5 >out.txt 2>err.txt; rc=$?
+set -e
+[[ $rc -eq 1 ]] && grep -q "data.h5: opening the dataset did not finish in 3 s" err.txt \
+  || fail "ffn-data info on a file HDF5 loops on: exit $rc $(cat err.txt)"
+set +e
+FFN_OPEN_TIMEOUT=3 mpi 2 -x FFN_OPEN_TIMEOUT "$FFN_TRAIN" --train data.h5 --model dense:2 --quiet --threads 1 >out.txt 2>err.txt; rc=$?
+set -e
+secs=$(( $(date +%s) - t0 ))
+[[ $rc -ne 0 && $rc -ne 124 && $rc -ne 137 ]] && grep -q "data.h5: opening the dataset did not finish" err.txt \
+  || fail "ffn-train -np 2 on a file HDF5 loops on: exit $rc $(cat err.txt)"
+(( secs < 40 )) || fail "the looping file took $secs s to be refused"
+pass "a file HDF5 loops on: ffn-data info and a 2-rank ffn-train end in $secs s with $(head -1 err.txt | cut -c1-90)..."

@@ -55,6 +55,17 @@ static void test_gelu(void)
     float nan_in = NAN, nan_out;
     ffn_act_forward(FFN_ACT_GELU, 0, &nan_in, &nan_out, 1, 1);
     CHECK(isnan(nan_out));
+    /* NaN and infinities through the vector loops (16 lanes' worth), both
+     * ways: NaN stays NaN, and no float-to-int conversion sees a NaN (the
+     * fuzzer's UBSan report on exp_neg). */
+    float zs[16], ys[16], dys[16], dzs[16];
+    for (int i = 0; i < 16; i++) zs[i] = i % 3 == 0 ? NAN : i % 3 == 1 ? INFINITY : -INFINITY;
+    ffn_act_forward(FFN_ACT_GELU, 0, zs, ys, 1, 16);
+    for (int i = 0; i < 16; i++) dys[i] = 1.0f;
+    ffn_act_backward(FFN_ACT_GELU, 0, zs, ys, dys, dzs, 1, 16);
+    int nan_ok = 1;
+    for (int i = 0; i < 16; i += 3) nan_ok &= isnan(ys[i]) && isnan(dzs[i]);
+    CHECK(nan_ok);
 
     /* Aliased forward (y == z) gives the same values. */
     memcpy(dz, z, N * sizeof *z);

@@ -677,6 +677,20 @@ static void test_direct_reads(void)
     H5Dwrite(dy, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, y);
     H5Dclose(dx), H5Dclose(dy), H5Pclose(px), H5Pclose(py), H5Sclose(sx), H5Sclose(sy), H5Fclose(f);
     CHECK(same_rows(p4, 0));
+    /* /x in an external raw file (contiguous layout, but not in this file): HDF5 reads it. */
+    const char *p5 = tmp_path("direct-external.h5");
+    char ext[512];
+    snprintf(ext, sizeof ext, "%s", tmp_path("direct-external.bin"));
+    f = H5Fcreate(p5, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    sx = H5Screate_simple(2, xd, NULL), sy = H5Screate_simple(1, yd, NULL);
+    px = H5Pcreate(H5P_DATASET_CREATE);
+    H5Pset_external(px, ext, 0, (hsize_t)rows * 300 * sizeof(float));
+    dx = H5Dcreate2(f, "x", H5T_IEEE_F32LE, sx, H5P_DEFAULT, px, H5P_DEFAULT);
+    dy = H5Dcreate2(f, "y", H5T_STD_I32LE, sy, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+    H5Dwrite(dx, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, xf);
+    H5Dwrite(dy, H5T_NATIVE_INT32, H5S_ALL, H5S_ALL, H5P_DEFAULT, y);
+    H5Dclose(dx), H5Dclose(dy), H5Pclose(px), H5Sclose(sx), H5Sclose(sy), H5Fclose(f);
+    CHECK(same_rows(p5, 0));
     free(x8), free(xf), free(t), free(y);
 }
 
