@@ -606,6 +606,18 @@ static size_t first_nonfinite(const float *v, size_t n)
     return n;
 }
 
+/* Every value of v (n rows of `cols`) finite, or an error naming the row and
+ * column: field is "/x" (features) or "/y" (targets). */
+static ffn_status check_finite(const ffn_dataset *ds, const char *field, const char *column, const float *v,
+                               size_t n, size_t cols, const uint64_t *idx, uint64_t start)
+{
+    size_t bad = first_nonfinite(v, n * cols);
+    if (bad == n * cols) return FFN_OK;
+    return ffn_fail(FFN_ERR_NUMERIC, "%s: %s row %llu %s %zu is %s, expected a finite value", ds->path, field,
+                    (unsigned long long)row_of(idx, start, bad / cols), column, bad % cols,
+                    isnan(v[bad]) ? "NaN" : "infinite");
+}
+
 /* read_common served from memory (ffn_dataset_cache): the same values and the
  * same checks and messages as a read from the file. */
 static ffn_status gather_cached(ffn_dataset *ds, const uint64_t *idx, uint64_t start, size_t n,
@@ -625,11 +637,8 @@ static ffn_status gather_cached(ffn_dataset *ds, const uint64_t *idx, uint64_t s
             for (size_t i = 0; i < n; i++)
                 memcpy(x + i * d, (const float *)ds->cache_x + (size_t)row_of(idx, start, i) * d,
                        d * sizeof *x);
-            size_t bad = first_nonfinite(x, n * d);
-            if (bad < n * d)
-                return ffn_fail(FFN_ERR_NUMERIC, "%s: /x row %llu feature %zu is %s, expected a finite value",
-                                ds->path, (unsigned long long)row_of(idx, start, bad / d), bad % d,
-                                isnan(x[bad]) ? "NaN" : "infinite");
+            ffn_status st = check_finite(ds, "/x", "feature", x, n, d, idx, start);
+            if (st != FFN_OK) return st;
         }
     }
     if (in->has_labels && labels) {
@@ -639,11 +648,7 @@ static ffn_status gather_cached(ffn_dataset *ds, const uint64_t *idx, uint64_t s
         for (size_t i = 0; i < n; i++)
             memcpy(values + i * k, (const float *)ds->cache_y + (size_t)row_of(idx, start, i) * k,
                    k * sizeof *values);
-        size_t bad = first_nonfinite(values, n * k);
-        if (bad < n * k)
-            return ffn_fail(FFN_ERR_NUMERIC, "%s: /y row %llu target %zu is %s, expected a finite value",
-                            ds->path, (unsigned long long)row_of(idx, start, bad / k), bad % k,
-                            isnan(values[bad]) ? "NaN" : "infinite");
+        return check_finite(ds, "/y", "target", values, n, k, idx, start);
     }
     return FFN_OK;
 }
@@ -777,11 +782,8 @@ static ffn_status read_common(ffn_dataset *ds, const uint64_t *idx, uint64_t sta
             const uint8_t *bytes = ds->scratch;
             for (size_t i = 0; i < cells; i++) x[i] = (float)bytes[i] * scale + offset;
         } else {
-            size_t bad = first_nonfinite(x, cells);
-            if (bad < cells)
-                return ffn_fail(FFN_ERR_NUMERIC, "%s: /x row %llu feature %zu is %s, expected a finite value",
-                                ds->path, (unsigned long long)row_of(idx, start, bad / in->features),
-                                bad % in->features, isnan(x[bad]) ? "NaN" : "infinite");
+            ffn_status st = check_finite(ds, "/x", "feature", x, n, in->features, idx, start);
+            if (st != FFN_OK) return st;
         }
     }
 
@@ -805,15 +807,7 @@ static ffn_status read_common(ffn_dataset *ds, const uint64_t *idx, uint64_t sta
             if (H5Dread(ds->dy, mt, ds->mspace_y, ds->fspace_y, H5P_DEFAULT, ybuf) < 0)
                 return ffn_fail(FFN_ERR_IO, "%s: /y: read of %zu rows failed", ds->path, n);
         }
-        if (!in->has_labels) {
-            size_t vcells = n * in->target_cols; /* fits: the caller holds that many floats */
-            for (size_t i = 0; i < vcells; i++) {
-                if (!isfinite(values[i]))
-                    return ffn_fail(FFN_ERR_NUMERIC, "%s: /y row %llu target %zu is %s, expected a finite value",
-                                    ds->path, (unsigned long long)row_of(idx, start, i / in->target_cols),
-                                    i % in->target_cols, isnan(values[i]) ? "NaN" : "infinite");
-            }
-        }
+        if (!in->has_labels) return check_finite(ds, "/y", "target", values, n, in->target_cols, idx, start);
     }
     return FFN_OK;
 }
