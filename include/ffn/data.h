@@ -46,8 +46,9 @@ ffn_status ffn_dataset_read_range(ffn_dataset *ds, uint64_t start, size_t n,
 /* Holds all of /x (as stored: uint8 stays uint8) and /y in memory when together
  * they take at most max_bytes, reading the file once in large sequential
  * blocks; later reads are served from memory with the same values, checks and
- * messages. A scattered batch from HDF5 costs about 50 us a row here (one
- * selection block and one small read each); from memory it is a copy.
+ * messages. A scattered batch costs about 50 us a row through HDF5's
+ * selections and about 2 us a row with direct reads (ffn_dataset_direct_reads);
+ * from memory it is a copy.
  * *cached (may be NULL) tells whether the data is held. Too large, or memory
  * refused: FFN_OK, not cached. A failed read: the error, not cached. */
 ffn_status ffn_dataset_cache(ffn_dataset *ds, size_t max_bytes, int *cached);
