@@ -38,12 +38,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    /* Keep HDF5's freed blocks for reuse: every file open allocates about a
-     * megabyte of cache structures, and fresh pages cost more than the work. */
-    H5set_free_list_limits(-1, -1, -1, -1, -1, -1);
-    snprintf(path, sizeof path, "%s/ckpt.h5", fz_tmpdir());
-    verbose = getenv("FFN_FUZZ_VERBOSE") != NULL;
+    verbose = fz_hdf5_init(path, sizeof path, "ckpt.h5");
     return 0;
 }
 

@@ -36,6 +36,14 @@ const char *fz_tmpdir(void)
     return tmpdir;
 }
 
+int fz_hdf5_init(char *path, size_t cap, const char *file_name)
+{
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    H5set_free_list_limits(-1, -1, -1, -1, -1, -1);
+    snprintf(path, cap, "%s/%s", fz_tmpdir(), file_name);
+    return getenv("FFN_FUZZ_VERBOSE") != NULL;
+}
+
 void fz_clean_tmpdir(void)
 {
     const char *dir = fz_tmpdir();

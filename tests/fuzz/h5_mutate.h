@@ -18,6 +18,12 @@
 const char *fz_tmpdir(void);
 /* Removes every file in it (what one input made). */
 void fz_clean_tmpdir(void);
+/* The set-up every HDF5 target shares: HDF5's error printing off, its free
+ * lists unbounded (every file open allocates about a megabyte of cache
+ * structures, and fresh pages cost more than the work), and path set to
+ * file_name in the scratch directory. Returns whether FFN_FUZZ_VERBOSE is set
+ * (print each outcome, for looking at a corpus). */
+int fz_hdf5_init(char *path, size_t cap, const char *file_name);
 
 /* Builds a dataset named name under loc (replacing whatever is there) with a
  * type, dataspace, layout, filters and contents decoded from in. */
