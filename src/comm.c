@@ -10,6 +10,7 @@
 #include <time.h>
 
 #include "ffn/mem.h"
+#include "ffn/partition.h"
 
 /* Under LeakSanitizer (FFN_SANITIZE builds), Open MPI's own allocations must
  * not hide or fake ffn's leaks: what MPI_Init_thread allocates is ignored, and
@@ -299,8 +300,7 @@ ffn_status ffn_comm_allgather_u64(ffn_comm *c, uint64_t x, uint64_t *out)
 
 void ffn_comm_slice(const ffn_comm *c, size_t n, int rank, size_t *lo, size_t *hi)
 {
-    *lo = (size_t)((unsigned __int128)n * (unsigned)rank / (unsigned)c->size);
-    *hi = (size_t)((unsigned __int128)n * (unsigned)(rank + 1) / (unsigned)c->size);
+    ffn_partition(n, (size_t)rank, (size_t)c->size, lo, hi);
 }
 
 /* counts[q], displs[q]: rank q's part of the chunk [lo, hi), relative to lo. */
@@ -607,9 +607,10 @@ static void shared_sum(ffn_grad_sync *s, size_t lo, size_t hi)
         }
         return;
     }
-    size_t len = hi - lo;
-    size_t a = lo + (size_t)((unsigned __int128)len * (unsigned)r / (unsigned)p);
-    size_t z = lo + (size_t)((unsigned __int128)len * (unsigned)(r + 1) / (unsigned)p);
+    size_t a, z;
+    ffn_partition(hi - lo, (size_t)r, (size_t)p, &a, &z);
+    a += lo;
+    z += lo;
     /* In blocks that stay in L1 between the summing pass and the writing one. */
     enum { BLOCK = 2048 };
     for (size_t at = a; at < z; at += BLOCK) {

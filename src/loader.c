@@ -1,5 +1,6 @@
 /* ffn — batches from memory (datasets that fit), or read one step ahead by a
  * background thread (two slots). */
+#include "ffn/clock.h"
 #include "ffn/loader.h"
 
 #include <pthread.h>
@@ -49,13 +50,6 @@ size_t ffn_loader_cache_budget(const ffn_loader_config *cfg)
     if (pages <= 0 || page <= 0) return 0;
     int local = cfg->local_ranks > 0 ? cfg->local_ranks : 1;
     return (size_t)pages / 4 / (size_t)local * (size_t)page;
-}
-
-static double now_seconds(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
 }
 
 /* Reads the batch at the loader's next position into s and advances. */
@@ -217,15 +211,15 @@ const ffn_batch *ffn_loader_next(ffn_loader *l)
 {
     if (l->consumed >= l->cfg.total_steps) return NULL;
     if (!l->thread_started) {
-        double t0 = now_seconds();
+        double t0 = ffn_clock_seconds();
         slot *s = &l->slots[0];
         fill(l, s);
         l->consumed++;
         if (l->cached && l->consumed < l->cfg.total_steps) prefetch_next(l);
-        l->wait_seconds += now_seconds() - t0;
+        l->wait_seconds += ffn_clock_seconds() - t0;
         return &s->batch;
     }
-    double t0 = now_seconds();
+    double t0 = ffn_clock_seconds();
     pthread_mutex_lock(&l->lock);
     /* The slot handed out last time is free again. */
     if (l->consumed > 0) {
@@ -236,7 +230,7 @@ const ffn_batch *ffn_loader_next(ffn_loader *l)
     while (!s->full) pthread_cond_wait(&l->changed, &l->lock);
     l->consumed++;
     pthread_mutex_unlock(&l->lock);
-    l->wait_seconds += now_seconds() - t0;
+    l->wait_seconds += ffn_clock_seconds() - t0;
     return &s->batch;
 }
 

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 
 #include "ffn/mem.h"
+#include "ffn/partition.h"
 #include "ffn/rng.h"
 
 ffn_status ffn_sampler_init(ffn_sampler *s, size_t rows, size_t batch, uint64_t seed, int shuffle)
@@ -56,8 +57,8 @@ size_t ffn_sampler_local(const ffn_sampler *s, size_t step, int rank, int nranks
     size_t begin = step * s->batch;
     size_t end = begin + s->batch < s->rows ? begin + s->batch : s->rows;
     size_t len = begin < end ? end - begin : 0;
-    size_t lo = len * (size_t)rank / (size_t)nranks;
-    size_t hi = len * (size_t)(rank + 1) / (size_t)nranks;
+    size_t lo, hi;
+    ffn_partition(len, (size_t)rank, (size_t)nranks, &lo, &hi);
     for (size_t i = lo; i < hi; i++) idx[i - lo] = s->order[begin + i];
     qsort(idx, hi - lo, sizeof *idx, compare_u64);
     if (global_count) *global_count = len;

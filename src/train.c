@@ -1,5 +1,6 @@
 /* ffn — the training loop. */
 #define _GNU_SOURCE /* sched_getaffinity */
+#include "ffn/clock.h"
 #include "ffn/train.h"
 
 #include <cblas.h>
@@ -25,6 +26,7 @@
 #include "ffn/mem.h"
 #include "ffn/model.h"
 #include "ffn/optim.h"
+#include "ffn/partition.h"
 #include "ffn/prune.h"
 #include "ffn/sampler.h"
 
@@ -71,13 +73,6 @@ typedef struct {
 static volatile sig_atomic_t stop_signal;
 
 static void on_stop_signal(int sig) { stop_signal = sig; }
-
-static double now_seconds(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 /* ---- setup -------------------------------------------------------------- */
 
@@ -789,7 +784,7 @@ static void write_record(run_state *r, const char *kind, uint64_t epoch, uint64_
 static void print_progress(const run_state *r, uint64_t epoch, uint64_t step, double loss,
                            double epoch_start)
 {
-    double elapsed = now_seconds() - epoch_start;
+    double elapsed = ffn_clock_seconds() - epoch_start;
     double frac = (double)step / (double)r->micro_per_epoch;
     double eta = frac > 0 ? elapsed * (1 - frac) / frac : 0;
     enum { WIDTH = 30 };
@@ -809,8 +804,8 @@ static void print_progress(const run_state *r, uint64_t epoch, uint64_t step, do
 static ffn_status evaluate(run_state *r, ffn_dataset *ds, double *loss, double *accuracy)
 {
     const ffn_dataset_info *info = ffn_dataset_get_info(ds);
-    size_t lo = (size_t)((unsigned __int128)info->rows * (unsigned)r->rank / (unsigned)r->size);
-    size_t hi = (size_t)((unsigned __int128)info->rows * (unsigned)(r->rank + 1) / (unsigned)r->size);
+    size_t lo, hi;
+    ffn_partition(info->rows, (size_t)r->rank, (size_t)r->size, &lo, &hi);
     double sums[4] = {0, 0, 0, 0}; /* error, loss, correct, rows */
     ffn_status st = FFN_OK;
     for (size_t at = lo; at < hi && st == FFN_OK; at += r->eval_rows) {
@@ -988,7 +983,7 @@ static ffn_status train_loop(run_state *r, ffn_train_result *res)
 {
     const ffn_train_config *cfg = r->cfg;
     ffn_loss loss_kind = (ffn_loss)cfg->loss;
-    double start = now_seconds(), epoch_start = start, other_seconds = 0, last_progress = 0;
+    double start = ffn_clock_seconds(), epoch_start = start, other_seconds = 0, last_progress = 0;
     double epoch_loss = 0, epoch_correct = 0, epoch_rows = 0, epoch_kl = 0;
     ffn_status st = FFN_OK;
     uint64_t step = r->start_step;
@@ -1083,7 +1078,7 @@ static ffn_status train_loop(run_state *r, ffn_train_result *res)
         epoch_kl += stats[5];
         if (cfg->log_every && step % cfg->log_every == 0)
             write_record(r, "step", b->epoch + 1, step, loss, stats[2] / stats[3], NAN, NAN, lr, NAN,
-                         now_seconds() - start - other_seconds);
+                         ffn_clock_seconds() - start - other_seconds);
         if (stats[4] > 0) {
             if (r->progress) fprintf(stderr, "\n");
             if (cfg->checkpoint_dir) {
@@ -1097,11 +1092,11 @@ static ffn_status train_loop(run_state *r, ffn_train_result *res)
                             (unsigned long long)step);
         }
         int epoch_end = b->step + 1 == r->micro_per_epoch || step == r->total_steps;
-        double t_end = now_seconds();
+        double t_end = ffn_clock_seconds();
         if (cfg->checkpoint_dir && cfg->checkpoint_every_steps && step % cfg->checkpoint_every_steps == 0) {
             if ((st = save_checkpoint(r, step, b->epoch, b->step + 1)) != FFN_OK) return st;
-            other_seconds += now_seconds() - t_end;
-            t_end = now_seconds();
+            other_seconds += ffn_clock_seconds() - t_end;
+            t_end = ffn_clock_seconds();
         }
         if (r->progress && !epoch_end && t_end - last_progress > 0.2) {
             last_progress = t_end;
@@ -1131,18 +1126,18 @@ static ffn_status train_loop(run_state *r, ffn_train_result *res)
             (st = save_checkpoint(r, step, b->epoch, b->step + 1)) != FFN_OK)
             return st;
         epoch_loss = epoch_correct = epoch_rows = epoch_kl = 0;
-        other_seconds += now_seconds() - t_end;
-        epoch_start = now_seconds();
+        other_seconds += ffn_clock_seconds() - t_end;
+        epoch_start = ffn_clock_seconds();
     }
     /* The end of training always leaves a checkpoint to resume or fine-tune from. */
     if (cfg->checkpoint_dir && step > 0) {
         uint64_t batch = micro_index(r, step);
         uint64_t epoch = batch / r->micro_per_epoch, in_epoch = batch % r->micro_per_epoch;
-        double t0 = now_seconds();
+        double t0 = ffn_clock_seconds();
         if ((st = save_checkpoint(r, step, epoch, in_epoch)) != FFN_OK) return st;
-        other_seconds += now_seconds() - t0;
+        other_seconds += ffn_clock_seconds() - t0;
     }
-    res->seconds = now_seconds() - start - other_seconds;
+    res->seconds = ffn_clock_seconds() - start - other_seconds;
     return FFN_OK;
 }
 

@@ -35,6 +35,7 @@
 
 #include <cblas.h>
 
+#include "ffn/clock.h"
 #include "ffn/ckpt.h"
 #include "ffn/comm.h"
 #include "ffn/config.h"
@@ -51,22 +52,6 @@
 
 static ffn_comm *comm;
 static int rank, nranks;
-
-static double now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
-
-/* Process CPU seconds (all threads): on a busy shared machine, the time a
- * one-thread measure actually ran, for before/after comparisons. */
-static double cpu_now(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
-    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
-}
 
 static double max_over_ranks(double v)
 {
@@ -123,9 +108,9 @@ static double time_per_call(action_fn fn, void *ctx, double seconds, int min_cal
     fn(ctx); /* warm up: first touch, BLAS buffers */
     if (!g_quick) fn(ctx);
     if (g_quick) min_calls = 1;
-    double t0 = now();
+    double t0 = ffn_clock_seconds();
     fn(ctx);
-    double one = max_over_ranks(now() - t0);
+    double one = max_over_ranks(ffn_clock_seconds() - t0);
     double per = one > 0 ? seconds / REPEATS / one : min_calls;
     long calls = per < min_calls ? min_calls : per > 1e6 ? 1000000 : (long)per;
     if (nranks > 1) MPI_Bcast(&calls, 1, MPI_LONG, 0, MPI_COMM_WORLD);
@@ -133,10 +118,10 @@ static double time_per_call(action_fn fn, void *ctx, double seconds, int min_cal
     g_cpu = INFINITY;
     for (int r = 0; r < REPEATS; r++) {
         if (nranks > 1) MPI_Barrier(MPI_COMM_WORLD);
-        double s = now(), c = cpu_now();
+        double s = ffn_clock_seconds(), c = ffn_clock_cpu_seconds();
         for (long i = 0; i < calls; i++) fn(ctx);
-        double cpu = (cpu_now() - c) / (double)calls;
-        rep[r] = max_over_ranks((now() - s) / (double)calls);
+        double cpu = (ffn_clock_cpu_seconds() - c) / (double)calls;
+        rep[r] = max_over_ranks((ffn_clock_seconds() - s) / (double)calls);
         if (cpu < g_cpu) g_cpu = cpu;
     }
     qsort(rep, REPEATS, sizeof rep[0], cmp_double);
@@ -358,7 +343,7 @@ static step_result run_step(const step_args *a, int quiet)
 
     if (nranks > 1) {
         double w0 = ffn_grad_sync_wait_seconds(s.sync);
-        double t0 = now();
+        double t0 = ffn_clock_seconds();
         for (int i = 0; i < 5; i++) train_step(&s);
         r.wait_s = max_over_ranks((ffn_grad_sync_wait_seconds(s.sync) - w0) / 5.0);
         (void)t0;
@@ -418,7 +403,7 @@ static double raw_write(const char *path, size_t bytes)
     char *buf = ffn_alloc(chunk, 1);
     if (!buf) die("out of memory");
     for (size_t i = 0; i < chunk; i++) buf[i] = (char)(i * 2654435761u >> 13);
-    double t0 = now();
+    double t0 = ffn_clock_seconds();
     int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
     if (fd < 0) die("raw write: cannot open");
     for (size_t done = 0; done < bytes;) {
@@ -429,7 +414,7 @@ static double raw_write(const char *path, size_t bytes)
     }
     if (fsync(fd) != 0) die("raw fsync failed");
     close(fd);
-    double t = now() - t0;
+    double t = ffn_clock_seconds() - t0;
     unlink(path);
     ffn_free(buf);
     return t;
@@ -471,9 +456,9 @@ static ckpt_result run_ckpt(const char *model_spec, size_t input, const char *di
     double tc[3] = {0, 0, 0}, tr[3] = {0, 0, 0};
     struct stat stt;
     for (int i = 0; i < repeats && i < 3; i++) {
-        double t0 = now();
+        double t0 = ffn_clock_seconds();
         if (ffn_checkpoint_save(&c, path) != FFN_OK) die("checkpoint save");
-        tc[i] = now() - t0;
+        tc[i] = ffn_clock_seconds() - t0;
         if (stat(path, &stt) != 0) die("checkpoint stat");
         r.bytes = (double)stt.st_size;
         unlink(path);
