@@ -33,6 +33,9 @@ ffn_optim_config ffn_optim_defaults(ffn_opt_kind kind);
 int ffn_opt_from_name(const char *name); /* -1 for unknown */
 const char *ffn_opt_name(ffn_opt_kind kind);
 
+/* The most state buffers an optimizer keeps (Adam: m and v). */
+#define FFN_OPTIM_MAX_STATE 2
+
 typedef struct ffn_optim ffn_optim;
 
 /* n: length of the parameter buffer. NULL on allocation failure. */

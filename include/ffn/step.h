@@ -1,0 +1,114 @@
+/* ffn — one training step, the same code for ffn-train, ffn-bench and the tests.
+ *
+ * A step is one or more micro-batches (--accumulate K). Each micro-batch is a
+ * training forward, the loss (or distillation against a teacher) and a
+ * backward whose gradients add up locally. After the last one the gradients
+ * are summed across ranks (ffn_grad_sync: buckets started while backward
+ * runs, node-shared memory on one node), the global gradient norm is clipped,
+ * the optimizer updates the parameters this rank owns (all of them, or its
+ * ZeRO-1 slice, all-gathered afterwards), pruning masks hold pruned weights at
+ * 0 and the pruning schedule may draw new masks:
+ *
+ *   ffn_step_begin(s, step, rows_in_step);
+ *   for each micro-batch: ffn_step_micro(s, &batch, last) or ffn_step_micro_failed(...)
+ *   ffn_step_finish(s, step, epoch, lr, stop_requested, &stats);
+ *
+ * Every rank makes the same collectives whatever happened on it: a rank whose
+ * batch failed to read, or that has no rows, still joins the exchange (with
+ * zero gradients); the failure and the step's sums ride on the exchange, and
+ * finish returns the same status on every rank. Nothing is allocated after
+ * ffn_step_create. */
+#ifndef FFN_STEP_H
+#define FFN_STEP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "ffn/comm.h"
+#include "ffn/loss.h"
+#include "ffn/model.h"
+#include "ffn/optim.h"
+#include "ffn/prune.h"
+#include "ffn/status.h"
+
+typedef struct {
+    double sparsity;          /* final sparsity of the weights; 0 = no schedule */
+    uint64_t start, end;      /* optimizer steps: cubic ramp from start to end (end <= start: at once) */
+    uint64_t every;           /* steps between new masks during the ramp */
+    ffn_prune_scope scope;
+} ffn_prune_plan;
+
+typedef struct {
+    ffn_loss loss;
+    ffn_optim_config optim;
+    float clip_norm;          /* clip the global gradient L2 norm to this; 0 = off */
+    int shard_optimizer;      /* ZeRO-1: each rank keeps and updates 1/N of the optimizer state */
+    size_t bucket_bytes;      /* gradient exchange buckets */
+    size_t max_rows;          /* the most rows one micro-batch has on this rank */
+    uint64_t seed;            /* the run's seed: dropout masks */
+    ffn_model *teacher;       /* distillation (forward only, softmax_ce), or NULL; borrowed */
+    float distill_temperature, distill_alpha;
+    ffn_pruner *pruner;       /* masks over the parameters, or NULL; borrowed */
+    ffn_prune_plan prune;     /* when the pruner draws new masks */
+    int no_exchange;          /* measurement only (ffn-bench): gradients are not summed
+                                 across ranks, only the step's sums; replicas drift apart */
+} ffn_step_config;
+
+/* One micro-batch on this rank. */
+typedef struct {
+    const float *x;           /* [rows, input_dim] */
+    ffn_targets targets;      /* labels [rows] or values [rows, out] */
+    const uint64_t *row_ids;  /* [rows] global row ids (dropout masks), or NULL: 0, 1, ... */
+    size_t rows;              /* may be 0 (a rank with nothing of a small last batch) */
+} ffn_step_batch;
+
+/* Summed over the step's micro-batches and over every rank. */
+typedef struct {
+    double loss_sum;          /* of the per-row loss (distillation: the mixed loss) */
+    double correct;           /* rows predicted right (ffn_count_correct) */
+    double rows;
+    double kl_sum;            /* distillation: KL(teacher || student) summed over rows; else 0 */
+    int stop_requested;       /* some rank passed stop_requested to finish */
+} ffn_step_stats;
+
+typedef struct ffn_step ffn_step;
+
+/* Collective over comm (call it on every rank once they agree that setup
+ * succeeded): creates the optimizer (over this rank's parameters), the
+ * gradient exchange and the buffers; on one node the model's gradients move
+ * into node-shared memory. Returns the agreed status. The model is borrowed
+ * and must have been reserved for cfg->max_rows. */
+ffn_status ffn_step_create(ffn_step **out, ffn_model *model, ffn_comm *comm, const ffn_step_config *cfg);
+void ffn_step_free(ffn_step *s);
+
+/* Before the first step of a run (steps_done taken already): a fresh run
+ * (fresh != 0) draws masks if the schedule prunes before step 1; any run then
+ * zeroes the pruned weights. */
+void ffn_step_prepare(ffn_step *s, uint64_t steps_done, int fresh);
+
+/* Starts optimizer step `step` (0-based; dropout masks depend on it), whose
+ * micro-batches hold step_rows rows over all ranks: the loss is their mean. */
+void ffn_step_begin(ffn_step *s, uint64_t step, size_t step_rows);
+/* Forward, loss and backward of one micro-batch; `last` marks the step's
+ * last one, whose backward starts the gradient exchange. */
+void ffn_step_micro(ffn_step *s, const ffn_step_batch *b, int last);
+/* This rank's micro-batch could not be read: the step goes on (the exchange
+ * must), and finish returns status with message on every rank. */
+void ffn_step_micro_failed(ffn_step *s, ffn_status status, const char *message, int last);
+/* Collective: sums gradients and stats over the ranks, then (all ranks alike)
+ * stops with the agreed read error, or with FFN_ERR_NUMERIC naming the step,
+ * the epoch and the first non-finite tensor when the loss is not finite,
+ * leaving the parameters untouched; otherwise clips, updates at rate lr,
+ * applies the masks and the pruning schedule after step + 1 steps. */
+ffn_status ffn_step_finish(ffn_step *s, uint64_t step, uint64_t epoch, float lr, int stop_requested,
+                           ffn_step_stats *stats);
+
+/* The optimizer: its state covers this rank's parameters [lo, hi). */
+ffn_optim *ffn_step_optim(ffn_step *s);
+void ffn_step_owned_range(const ffn_step *s, size_t *lo, size_t *hi);
+/* Collective: state buffer i over all the parameters in full [param_count]
+ * on rank root (others pass NULL). Unsharded, rank root copies its own. */
+ffn_status ffn_step_gather_state(ffn_step *s, size_t i, float *full, int root);
+/* The gradient exchange (for ffn-bench's measure of it alone). */
+ffn_grad_sync *ffn_step_grad_sync(ffn_step *s);
+
+#endif

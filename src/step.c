@@ -1,0 +1,292 @@
+/* ffn — one training step: micro-batches, the gradient exchange, clipping,
+ * the optimizer update and pruning (see ffn/step.h). */
+#include "ffn/step.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ffn/distill.h"
+#include "ffn/mem.h"
+
+/* The step's sums, in the order they ride on the exchange. */
+enum { SUM_ERROR, SUM_LOSS, SUM_CORRECT, SUM_ROWS, SUM_STOP, SUM_KL, SUM_COUNT };
+
+struct ffn_step {
+    ffn_step_config cfg;
+    ffn_model *model;
+    ffn_comm *comm;
+    ffn_optim *optim;         /* state over [own_lo, own_hi) of the parameters */
+    ffn_grad_sync *sync;
+    size_t own_lo, own_hi;    /* the parameters this rank updates: all, or its ZeRO slice */
+    float *grad_slice;        /* [own_hi - own_lo] sharded: the summed gradients of the slice; else NULL */
+    float *dout;              /* [max_rows, output_dim] gradient w.r.t. the model's output */
+    size_t out_dim;
+    /* The step under way. */
+    uint64_t step;
+    float scale;              /* 1 / rows of the whole step, over all ranks */
+    int have_grads;           /* a micro-batch of this step has written this rank's gradients */
+    double sums[SUM_COUNT];
+    ffn_status batch_status;  /* the first failed read among this step's micro-batches */
+    char batch_message[512];
+};
+
+ffn_status ffn_step_create(ffn_step **out, ffn_model *model, ffn_comm *comm, const ffn_step_config *cfg)
+{
+    *out = NULL;
+    ffn_step *s = calloc(1, sizeof *s);
+    ffn_status st = s ? FFN_OK : ffn_fail(FFN_ERR_NOMEM, "out of memory");
+    const size_t nparams = ffn_model_param_count(model);
+    if (st == FFN_OK) {
+        s->cfg = *cfg;
+        s->model = model;
+        s->comm = comm;
+        s->out_dim = ffn_model_output_dim(model);
+        s->own_lo = 0;
+        s->own_hi = nparams;
+        if (cfg->shard_optimizer) {
+            ffn_comm_slice(comm, nparams, ffn_comm_rank(comm), &s->own_lo, &s->own_hi);
+            s->grad_slice = ffn_alloc_floats(s->own_hi > s->own_lo ? s->own_hi - s->own_lo : 1);
+            if (!s->grad_slice) st = ffn_fail(FFN_ERR_NOMEM, "out of memory for the gradient slice");
+        }
+    }
+    if (st == FFN_OK && !(s->dout = ffn_alloc(cfg->max_rows ? cfg->max_rows : 1, s->out_dim * sizeof(float))))
+        st = ffn_fail(FFN_ERR_NOMEM, "out of memory for the output gradient");
+    if (st == FFN_OK && !(s->optim = ffn_optim_create(&cfg->optim, s->own_hi - s->own_lo)))
+        st = ffn_fail(FFN_ERR_ARG, "optimizer: %s", ffn_last_error());
+    if (st == FFN_OK)
+        st = s->grad_slice ? ffn_grad_sync_create_sharded(&s->sync, comm, ffn_model_grads(model), nparams,
+                                                          cfg->bucket_bytes, s->grad_slice)
+                           : ffn_grad_sync_create(&s->sync, comm, ffn_model_grads(model), nparams,
+                                                  cfg->bucket_bytes);
+    st = ffn_comm_agree(comm, st);
+    if (st != FFN_OK) {
+        ffn_step_free(s);
+        return st;
+    }
+    /* Several ranks on one node: the gradients move into node-shared memory,
+     * where the exchange sums them in place instead of copying them through
+     * MPI (ffn_comm_alloc_shared_floats). Elsewhere nothing changes. */
+    float *shared = ffn_comm_alloc_shared_floats(comm, nparams);
+    if (shared) {
+        ffn_model_use_grad_buffer(model, shared);
+        ffn_grad_sync_use_buffer(s->sync, shared);
+    }
+    *out = s;
+    return FFN_OK;
+}
+
+void ffn_step_free(ffn_step *s)
+{
+    if (!s) return;
+    ffn_grad_sync_free(s->sync);
+    ffn_optim_free(s->optim);
+    ffn_free(s->grad_slice);
+    ffn_free(s->dout);
+    free(s);
+}
+
+ffn_optim *ffn_step_optim(ffn_step *s) { return s->optim; }
+ffn_grad_sync *ffn_step_grad_sync(ffn_step *s) { return s->sync; }
+
+void ffn_step_owned_range(const ffn_step *s, size_t *lo, size_t *hi)
+{
+    *lo = s->own_lo;
+    *hi = s->own_hi;
+}
+
+ffn_status ffn_step_gather_state(ffn_step *s, size_t i, float *full, int root)
+{
+    return ffn_comm_gather_slices(s->comm, ffn_optim_state(s->optim, i), full, ffn_model_param_count(s->model),
+                                  root, s->cfg.bucket_bytes);
+}
+
+/* ---- pruning ------------------------------------------------------------- */
+
+/* The schedule after `steps` optimizer steps: new masks when due, on every
+ * rank alike (same parameters, same selection). */
+static void prune_after(ffn_step *s, uint64_t steps)
+{
+    const ffn_prune_plan *p = &s->cfg.prune;
+    if (!s->cfg.pruner || !(p->sparsity > 0)) return;
+    uint64_t end = p->end > p->start ? p->end : p->start;
+    if (!ffn_prune_due(p->start, end, p->every, steps)) return;
+    float *params = ffn_model_params(s->model);
+    ffn_pruner_update(s->cfg.pruner, params, ffn_prune_schedule(p->sparsity, p->start, end, steps), p->scope);
+    ffn_pruner_apply(s->cfg.pruner, params);
+}
+
+void ffn_step_prepare(ffn_step *s, uint64_t steps_done, int fresh)
+{
+    if (fresh) prune_after(s, steps_done);
+    if (s->cfg.pruner) ffn_pruner_apply(s->cfg.pruner, ffn_model_params(s->model));
+}
+
+/* ---- micro-batches ---------------------------------------------------------- */
+
+void ffn_step_begin(ffn_step *s, uint64_t step, size_t step_rows)
+{
+    s->step = step;
+    s->scale = 1.0f / (float)step_rows;
+    memset(s->sums, 0, sizeof s->sums);
+    s->have_grads = 0;
+    s->batch_status = FFN_OK;
+    if (!s->cfg.no_exchange) ffn_grad_sync_begin(s->sync);
+}
+
+static ffn_grad_ready_fn ready_fn(const ffn_step *s, int last)
+{
+    return last && !s->cfg.no_exchange ? ffn_grad_sync_ready : NULL;
+}
+
+/* A rank without rows in the step's last micro-batch still hands the exchange
+ * its gradients: those of earlier micro-batches, or zeros (of the trainable
+ * tensors, the only ones ever sent). */
+static void report_without_rows(ffn_step *s)
+{
+    if (s->have_grads)
+        ffn_model_report_grads(s->model, ready_fn(s, 1), s->sync);
+    else
+        ffn_model_zero_grads(s->model, ready_fn(s, 1), s->sync);
+}
+
+void ffn_step_micro(ffn_step *s, const ffn_step_batch *b, int last)
+{
+    if (b->rows == 0) {
+        if (last) report_without_rows(s);
+        return;
+    }
+    const ffn_step_config *c = &s->cfg;
+    /* Dropout's masks from (seed, step, global row ids): the same at any rank count. */
+    const float *out = ffn_model_forward_train(s->model, b->x, b->rows, c->seed, s->step, b->row_ids);
+    s->sums[SUM_CORRECT] += (double)ffn_count_correct(c->loss, out, b->targets, b->rows, s->out_dim);
+    if (c->teacher) {
+        const float *soft = ffn_model_forward(c->teacher, b->x, b->rows);
+        ffn_distill_sums d = ffn_distill_loss(out, soft, b->targets.labels, b->rows, s->out_dim,
+                                              c->distill_temperature, c->distill_alpha, s->scale, s->dout);
+        s->sums[SUM_LOSS] += d.loss;
+        s->sums[SUM_KL] += d.kl;
+    } else {
+        s->sums[SUM_LOSS] += ffn_loss_backward(c->loss, out, b->targets, b->rows, s->out_dim, s->scale, s->dout);
+    }
+    s->sums[SUM_ROWS] += (double)b->rows;
+    /* Only the last micro-batch's backward hands gradients to the exchange. */
+    ffn_model_backward(s->model, b->x, b->rows, s->dout, s->have_grads, ready_fn(s, last), s->sync);
+    s->have_grads = 1;
+}
+
+void ffn_step_micro_failed(ffn_step *s, ffn_status status, const char *message, int last)
+{
+    if (s->batch_status == FFN_OK) {
+        s->batch_status = status;
+        snprintf(s->batch_message, sizeof s->batch_message, "%s", message ? message : "read failed");
+        s->sums[SUM_ERROR] = 1;
+    }
+    if (last) report_without_rows(s);
+}
+
+/* ---- the update ------------------------------------------------------------ */
+
+/* The first tensor holding a non-finite parameter or gradient, for the error message. */
+static void describe_nonfinite(const ffn_model *m, char *out, size_t cap)
+{
+    for (size_t k = 0; k < ffn_model_tensor_count(m); k++) {
+        const ffn_tensor *t = ffn_model_tensor(m, k);
+        for (int grad = 0; grad < 2; grad++) {
+            if (grad && !t->trainable) continue;
+            const float *p = grad ? t->grad : t->data;
+            for (size_t j = 0; j < t->count; j++)
+                if (!isfinite(p[j])) {
+                    snprintf(out, cap, "; first non-finite values in layer %zu's %s%s", t->layer, t->name,
+                             grad ? " gradients" : "");
+                    return;
+                }
+        }
+    }
+    snprintf(out, cap, "; parameters and gradients are still finite");
+}
+
+/* Updates the part of [offset, offset + count) that this rank owns; w and g
+ * hold the owned range [own_lo, own_hi) from their index 0. */
+static void update_owned(ffn_step *s, float lr, float *w, const float *g, size_t offset, size_t count, int decay)
+{
+    size_t lo = offset > s->own_lo ? offset : s->own_lo;
+    size_t hi = offset + count < s->own_hi ? offset + count : s->own_hi;
+    if (lo < hi) ffn_optim_update(s->optim, lr, w, g, lo - s->own_lo, hi - lo, decay);
+}
+
+/* Every rank updates the parameters it owns (all of them, or its ZeRO slice,
+ * whose summed gradients the reduce-scatter left in grad_slice); sharded
+ * slices are then all-gathered. Collective when sharded. */
+static ffn_status update(ffn_step *s, float lr)
+{
+    ffn_model *m = s->model;
+    float *params = ffn_model_params(m);
+    const size_t own = s->own_hi - s->own_lo;
+    float *w = params + s->own_lo;
+    float *g = s->grad_slice ? s->grad_slice : ffn_model_grads(m);
+    ffn_pruner *pruner = s->cfg.pruner;
+    ffn_status st = FFN_OK;
+    /* A pruned weight gets no gradient: it neither counts in the norm nor moves the optimizer state. */
+    if (pruner) ffn_pruner_apply_range(pruner, g, s->own_lo, s->own_hi);
+    if (s->cfg.clip_norm > 0) {
+        double norm = ffn_grad_norm(g, own); /* frozen layers hold zeros */
+        if (s->grad_slice) { /* the global norm from the slices' squared norms */
+            double sq = norm * norm;
+            if ((st = ffn_comm_sum_doubles(s->comm, &sq, 1)) != FFN_OK) return st;
+            norm = sqrt(sq);
+        }
+        float scale = ffn_clip_scale(norm, s->cfg.clip_norm);
+        if (scale != 1.0f) ffn_scale(g, own, scale);
+    }
+    ffn_optim_begin_step(s->optim);
+    /* Trainable tensors only; weight decay where the tensor says (weights, not biases or norms). */
+    const size_t nt = ffn_model_tensor_count(m);
+    for (size_t k = 0; k < nt; k++) {
+        const ffn_tensor *t = ffn_model_tensor(m, k);
+        if (t->trainable) update_owned(s, lr, w, g, t->offset, t->count, t->decay);
+    }
+    if (pruner) ffn_pruner_apply_range(pruner, w, s->own_lo, s->own_hi); /* pruned weights stay exactly 0 */
+    /* Sharded: every rank gets every slice back, of the trainable tensors only
+     * (each run of adjacent ones in one go; fixed tensors never changed). */
+    for (size_t k = 0; s->grad_slice && k < nt && st == FFN_OK;) {
+        const ffn_tensor *t = ffn_model_tensor(m, k++);
+        if (!t->trainable) continue;
+        size_t lo = t->offset, hi = t->offset + t->count;
+        for (; k < nt && ffn_model_tensor(m, k)->trainable && ffn_model_tensor(m, k)->offset == hi; k++)
+            hi += ffn_model_tensor(m, k)->count;
+        st = ffn_comm_allgather_slices(s->comm, params, ffn_model_param_count(m), lo, hi, s->cfg.bucket_bytes);
+    }
+    return st;
+}
+
+ffn_status ffn_step_finish(ffn_step *s, uint64_t step, uint64_t epoch, float lr, int stop_requested,
+                           ffn_step_stats *stats)
+{
+    s->sums[SUM_STOP] = stop_requested != 0;
+    /* The gradients, and the step's sums riding on the same exchange. */
+    ffn_status st = s->cfg.no_exchange ? ffn_comm_sum_doubles(s->comm, s->sums, SUM_COUNT)
+                                       : ffn_grad_sync_finish_sum(s->sync, s->sums, SUM_COUNT);
+    if (st != FFN_OK) return st;
+    *stats = (ffn_step_stats){.loss_sum = s->sums[SUM_LOSS], .correct = s->sums[SUM_CORRECT],
+                              .rows = s->sums[SUM_ROWS], .kl_sum = s->sums[SUM_KL],
+                              .stop_requested = s->sums[SUM_STOP] > 0};
+    if (s->sums[SUM_ERROR] > 0) {
+        if (s->batch_status != FFN_OK) ffn_fail(s->batch_status, "%s", s->batch_message);
+        return ffn_comm_agree(s->comm, s->batch_status);
+    }
+    double loss = stats->loss_sum / stats->rows;
+    if (!isfinite(loss)) {
+        char where[128];
+        describe_nonfinite(s->model, where, sizeof where);
+        return ffn_fail(FFN_ERR_NUMERIC,
+                        "step %llu (epoch %llu): training loss is %s%s; the last checkpoint is kept; "
+                        "lower --lr or set --clip-norm",
+                        (unsigned long long)step + 1, (unsigned long long)epoch + 1, isnan(loss) ? "NaN" : "infinite",
+                        where);
+    }
+    if ((st = update(s, lr)) != FFN_OK) return st;
+    prune_after(s, step + 1);
+    return FFN_OK;
+}

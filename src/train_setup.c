@@ -1,0 +1,430 @@
+/* ffn — a run's setup: datasets, the model (fresh, resumed or fine-tuned
+ * from a checkpoint, with a replaced head, frozen layers or LoRA adapters),
+ * the teacher, pruning masks, threads, the step and the loader. */
+#define _GNU_SOURCE /* sched_getaffinity */
+#include <cblas.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "ffn/sampler.h"
+#include "train_run.h"
+
+/* Opens an optional dataset on every rank; all ranks agree on the outcome. */
+static ffn_status open_dataset(ffn_run *r, const char *path, ffn_dataset **out)
+{
+    *out = NULL;
+    if (!path) return FFN_OK;
+    ffn_status st = ffn_dataset_open(out, path);
+    return ffn_comm_agree(r->comm, st);
+}
+
+static int cpus_available(void)
+{
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) == 0) return CPU_COUNT(&set);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)n : 1;
+}
+
+/* BLAS threads per rank: the node's cores shared among the ranks on it, and
+ * never more than the CPUs this rank may run on. */
+static int choose_threads(ffn_run *r)
+{
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cores < 1) cores = 1;
+    int local = ffn_comm_local_size(r->comm);
+    int allowed = cpus_available();
+    int threads = r->cfg->threads;
+    if (threads == 0) {
+        threads = (int)(cores / local);
+        if (threads > allowed) threads = allowed;
+        if (threads < 1) threads = 1;
+    } else if ((long)threads * local > cores && r->print) {
+        fprintf(stderr,
+                "ffn-train: warning: --threads %d x %d ranks on this node exceeds its %ld cores "
+                "(oversubscribed; expect a slowdown)\n",
+                threads, local, cores);
+    }
+    openblas_set_num_threads(threads);
+    return threads;
+}
+
+/* --lora: which layers get adapters (dense ones only; never a replaced head). */
+static ffn_status choose_lora_layers(const ffn_train_config *cfg, const ffn_layer_spec *layers, size_t count,
+                                     int *chosen)
+{
+    int head = cfg->replace_head != 0;
+    if (!cfg->lora_layers) {
+        for (size_t i = 0; i < count; i++)
+            chosen[i] = layers[i].kind == FFN_LAYER_DENSE && !(head && i + 1 == count);
+    } else {
+        ffn_status st = ffn_config_parse_layer_list("--lora-layers", cfg->lora_layers, count, chosen);
+        if (st != FFN_OK) return st;
+        for (size_t i = 0; i < count; i++) {
+            if (!chosen[i]) continue;
+            if (layers[i].kind != FFN_LAYER_DENSE)
+                return ffn_fail(FFN_ERR_ARG, "--lora-layers %s: layer %zu is %s; adapters go on dense layers",
+                                cfg->lora_layers, i, ffn_layer_kind_name(layers[i].kind));
+            if (head && i + 1 == count)
+                return ffn_fail(FFN_ERR_ARG, "--lora-layers %s: layer %zu is the replaced head, which trains in "
+                                "full (its weights are new)", cfg->lora_layers, i);
+        }
+    }
+    size_t any = 0;
+    for (size_t i = 0; i < count; i++) any += chosen[i] != 0;
+    if (!any) return ffn_fail(FFN_ERR_ARG, "--lora: the model has no dense layer to adapt");
+    return FFN_OK;
+}
+
+static void format_shape(char *out, size_t cap, const ffn_tensor *t)
+{
+    if (t->ndim == 2) snprintf(out, cap, "[%zu, %zu]", t->shape[0], t->shape[1]);
+    else snprintf(out, cap, "[%zu]", t->shape[0]);
+}
+
+/* --init-from: every tensor of the model from the checkpoint's tensor of the
+ * same layer and name. A replaced head keeps its fresh values, and so do
+ * adapters the checkpoint lacks; anything else missing or shaped otherwise is
+ * an error naming the layer, the tensor and both shapes. */
+static ffn_status copy_init_tensors(ffn_run *r, const ffn_checkpoint *ck)
+{
+    const ffn_train_config *cfg = r->cfg;
+    const ffn_model *cm = ck->model;
+    size_t n = ffn_model_layer_count(r->model), cn = ffn_model_layer_count(cm);
+    for (size_t i = 0; i < n; i++) {
+        const ffn_layer *l = ffn_model_layer_const(r->model, i);
+        if (cfg->replace_head && i + 1 == n) break;
+        if (i >= cn)
+            return ffn_fail(FFN_ERR_ARG, "--init-from %s: layer %zu (%s) has no counterpart in the checkpoint, "
+                            "which has %zu layers", cfg->init_from, i, ffn_layer_kind_name(l->spec.kind), cn);
+        const ffn_layer *cl = ffn_model_layer_const(cm, i);
+        if (cl->spec.kind != l->spec.kind)
+            return ffn_fail(FFN_ERR_ARG, "--init-from %s: layer %zu is %s in the model but %s in the checkpoint",
+                            cfg->init_from, i, ffn_layer_kind_name(l->spec.kind), ffn_layer_kind_name(cl->spec.kind));
+        for (size_t k = 0; k < cl->tensor_count; k++)
+            if (!ffn_model_find_tensor(r->model, i, cl->tensors[k].name))
+                return ffn_fail(FFN_ERR_ARG, "--init-from %s: the checkpoint's layer %zu has %s, which the model "
+                                "lacks%s", cfg->init_from, i, cl->tensors[k].name,
+                                strncmp(cl->tensors[k].name, "lora_", 5) == 0
+                                    ? " (merge the adapters first: ffn-eval --merge-lora)" : "");
+        for (size_t k = 0; k < l->tensor_count; k++) {
+            const ffn_tensor *t = &l->tensors[k], *ct = ffn_model_find_tensor(cm, i, t->name);
+            if (!ct) {
+                if (strncmp(t->name, "lora_", 5) == 0) continue; /* a new adapter */
+                return ffn_fail(FFN_ERR_ARG, "--init-from %s: layer %zu's %s is missing in the checkpoint",
+                                cfg->init_from, i, t->name);
+            }
+            if (ct->ndim != t->ndim || ct->shape[0] != t->shape[0] || ct->shape[1] != t->shape[1]) {
+                char a[64], b[64];
+                format_shape(a, sizeof a, t);
+                format_shape(b, sizeof b, ct);
+                return ffn_fail(FFN_ERR_ARG, "--init-from %s: layer %zu's %s is %s in the model but %s in the "
+                                "checkpoint%s", cfg->init_from, i, t->name, a, b,
+                                i + 1 == n ? " (use --replace-head K for a new output layer)" : "");
+            }
+            memcpy(t->data, ck->params + ct->offset, t->count * sizeof(float));
+        }
+    }
+    if (n < cn && r->rank == 0 && !cfg->quiet)
+        printf("init-from: the checkpoint's last %zu layer(s) are not used by this model\n", cn - n);
+    return FFN_OK;
+}
+
+/* Builds the model from --model (or the default), or from the checkpoint
+ * being resumed or fine-tuned from (with a replaced head and --lora
+ * adapters), fills it and marks what trains. */
+static ffn_status build_model(ffn_run *r, size_t input_dim)
+{
+    const ffn_train_config *cfg = r->cfg;
+    const ffn_checkpoint *ck = r->have_ckpt ? &r->ckpt : NULL;
+    const char *spec = cfg->model_spec ? cfg->model_spec : ck ? ck->model_spec : FFN_DEFAULT_MODEL_SPEC;
+    ffn_layer_spec *layers;
+    size_t count;
+    ffn_status st = ffn_spec_parse(spec, &layers, &count);
+    if (st != FFN_OK) return ffn_fail(st, "--model: %s", ffn_last_error());
+    int *lora = calloc(count, sizeof *lora);
+    if (!lora) st = ffn_fail(FFN_ERR_NOMEM, "out of memory");
+    if (st == FFN_OK && cfg->init_from && cfg->replace_head) {
+        if (layers[count - 1].kind != FFN_LAYER_DENSE)
+            st = ffn_fail(FFN_ERR_ARG, "--replace-head: the last layer is %s; only a dense head can be replaced",
+                          ffn_layer_kind_name(layers[count - 1].kind));
+        layers[count - 1].units = cfg->replace_head;
+    }
+    if (st == FFN_OK && cfg->lora && cfg->init_from && (st = choose_lora_layers(cfg, layers, count, lora)) == FFN_OK)
+        for (size_t i = 0; i < count; i++)
+            if (lora[i]) {
+                layers[i].lora_rank = cfg->lora;
+                layers[i].lora_alpha = cfg->lora_alpha > 0 ? cfg->lora_alpha : (float)cfg->lora;
+            }
+    if (st == FFN_OK && (st = ffn_model_create(&r->model, layers, count, input_dim)) != FFN_OK)
+        st = ffn_fail(st, "--model: %s", ffn_last_error());
+    free(layers);
+    if (st != FFN_OK) {
+        free(lora);
+        return st;
+    }
+    ffn_model_init_params(r->model, r->seed);
+
+    if (ck && cfg->resume) {
+        char *text = ffn_model_spec_text(r->model);
+        int same = text && strcmp(text, ck->model_spec) == 0 && ck->input_dim == input_dim;
+        if (!same)
+            st = ffn_fail(FFN_ERR_ARG,
+                          "--resume: the model %zu -> %s differs from the checkpoint's %zu -> %s (a resumed "
+                          "run keeps its model; use --init-from to start a new run from its weights)",
+                          input_dim, text ? text : "?", ck->input_dim, ck->model_spec);
+        free(text);
+        if (st == FFN_OK) {
+            memcpy(ffn_model_params(r->model), ck->params, ck->param_count * sizeof(float));
+            /* What was frozen stays frozen (a --freeze or --lora run resumes as it ran). */
+            for (size_t i = 0; i < count; i++)
+                if (ffn_model_layer_const(ck->model, i)->frozen) ffn_model_set_frozen(r->model, i, 1);
+        }
+    } else if (ck) {
+        st = copy_init_tensors(r, ck);
+        /* --lora: every base tensor stays fixed but a replaced head. */
+        for (size_t i = 0; st == FFN_OK && cfg->lora && i < count; i++)
+            if (!lora[i] && !(cfg->replace_head && i + 1 == count)) ffn_model_set_frozen(r->model, i, 1);
+    }
+    free(lora);
+    if (st == FFN_OK && cfg->freeze) {
+        int *frozen = calloc(count, sizeof *frozen);
+        if (!frozen) return ffn_fail(FFN_ERR_NOMEM, "out of memory");
+        st = ffn_config_parse_layers(cfg->freeze, count, frozen);
+        size_t count_frozen = 0;
+        for (size_t i = 0; st == FFN_OK && i < count; i++) {
+            if (frozen[i]) ffn_model_set_frozen(r->model, i, 1);
+            count_frozen += frozen[i] != 0;
+        }
+        free(frozen);
+        if (st == FFN_OK && count_frozen == count)
+            st = ffn_fail(FFN_ERR_ARG, "--freeze %s: every layer is frozen; nothing would train", cfg->freeze);
+    }
+    if (st == FFN_OK && ffn_model_trainable_count(r->model) == 0)
+        st = ffn_fail(FFN_ERR_ARG, "--model: no parameter would train (every layer frozen or without parameters)");
+    return st;
+}
+
+/* --teacher: the checkpoint's model, forward only, on every rank. */
+static ffn_status load_teacher(ffn_run *r, size_t input_dim, size_t max_batch)
+{
+    const char *path = r->cfg->teacher;
+    ffn_checkpoint ck;
+    ffn_status st = ffn_checkpoint_load(&ck, path);
+    if (st != FFN_OK) return ffn_fail(st, "--teacher: %s", ffn_last_error());
+    if (strcmp(ck.loss, "softmax_ce") != 0)
+        st = ffn_fail(FFN_ERR_ARG, "--teacher %s: trained with loss %s; distillation needs a softmax_ce teacher",
+                      path, ck.loss);
+    else if (ck.input_dim != input_dim)
+        st = ffn_fail(FFN_ERR_ARG, "--teacher %s: the teacher reads %zu features, the training set has %zu", path,
+                      ck.input_dim, input_dim);
+    else if ((st = ffn_model_create_from_text(&r->teacher, ck.model_spec, ck.input_dim)) != FFN_OK)
+        st = ffn_fail(st, "--teacher %s: %s", path, ffn_last_error());
+    else if (ffn_model_output_dim(r->teacher) != ffn_model_output_dim(r->model))
+        st = ffn_fail(FFN_ERR_ARG, "--teacher %s: the teacher has %zu outputs, the model trained has %zu", path,
+                      ffn_model_output_dim(r->teacher), ffn_model_output_dim(r->model));
+    if (st == FFN_OK) {
+        memcpy(ffn_model_params(r->teacher), ck.params, ck.param_count * sizeof(float));
+        st = ffn_model_reserve(r->teacher, max_batch);
+    }
+    ffn_checkpoint_free(&ck);
+    return st;
+}
+
+/* Pruning masks: one segment per layer's weights. Masks found in the
+ * checkpoint are kept (resume: all of them; init-from: those of the layers
+ * loaded), with or without --prune. */
+static ffn_status setup_pruning(ffn_run *r)
+{
+    const ffn_train_config *cfg = r->cfg;
+    const ffn_checkpoint *ck = r->have_ckpt ? &r->ckpt : NULL;
+    int inherited = ck && ck->mask;
+    if (!(cfg->prune > 0) && !inherited) return FFN_OK;
+    size_t n = ffn_model_layer_count(r->model);
+    ffn_prune_segment *segs = calloc(n, sizeof *segs);
+    if (!segs) return ffn_fail(FFN_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        const ffn_layer *l = ffn_model_layer_const(r->model, i);
+        segs[i] = (ffn_prune_segment){l->param_offset, l->weight_count};
+    }
+    ffn_status st = ffn_pruner_create(&r->pruner, segs, n, ffn_model_param_count(r->model));
+    free(segs);
+    if (st != FFN_OK || !inherited) return st;
+    uint8_t *mask = ffn_pruner_mask(r->pruner);
+    if (cfg->resume) {
+        memcpy(mask, ck->mask, ck->param_count);
+        return FFN_OK;
+    }
+    for (size_t i = 0; i < n && i < ck->layer_count; i++) {
+        const ffn_layer *l = ffn_model_layer_const(r->model, i);
+        const ffn_tensor *cw = ffn_model_find_tensor(ck->model, i, "W");
+        if (!(cfg->replace_head && i + 1 == n) && l->weight_count && cw && cw->count == l->weight_count)
+            memcpy(mask + l->param_offset, ck->mask + cw->offset, l->weight_count);
+    }
+    return FFN_OK;
+}
+
+/* The optimizer's settings from the flags. */
+static ffn_optim_config optim_config(const ffn_train_config *cfg)
+{
+    ffn_optim_config oc = ffn_optim_defaults((ffn_opt_kind)cfg->optimizer);
+    oc.momentum = cfg->momentum;
+    oc.nesterov = cfg->nesterov;
+    oc.beta1 = cfg->beta1;
+    oc.beta2 = cfg->beta2;
+    oc.eps = cfg->eps;
+    oc.alpha = cfg->rmsprop_alpha;
+    if (cfg->weight_decay >= 0) oc.weight_decay = cfg->weight_decay;
+    return oc;
+}
+
+uint64_t ffn_run_micro_index(const ffn_run *r, uint64_t step)
+{
+    uint64_t epoch = step / r->steps_per_epoch, in = (step % r->steps_per_epoch) * r->cfg->accumulate;
+    return epoch * r->micro_per_epoch + (in < r->micro_per_epoch ? in : r->micro_per_epoch);
+}
+
+/* --loss and the model's last layer: softmax_ce and bce apply their own output activation. */
+static ffn_status check_head(const ffn_run *r)
+{
+    const ffn_train_config *cfg = r->cfg;
+    const ffn_layer *last = ffn_model_layer_const(r->model, ffn_model_layer_count(r->model) - 1);
+    if (last->spec.kind == FFN_LAYER_DENSE && last->spec.act != FFN_ACT_IDENTITY && cfg->loss != FFN_LOSS_MSE)
+        return ffn_fail(FFN_ERR_ARG,
+                        "--model: the last layer's activation must be identity for %s (the loss "
+                        "applies %s itself); got %s",
+                        ffn_loss_name((ffn_loss)cfg->loss), cfg->loss == FFN_LOSS_BCE ? "sigmoid" : "softmax",
+                        ffn_act_name(last->spec.act));
+    return FFN_OK;
+}
+
+static ffn_status check_fits(const ffn_run *r, const ffn_dataset *ds, const char *flag)
+{
+    if (!ds) return FFN_OK;
+    char what[4200];
+    snprintf(what, sizeof what, "%s %s", flag, ffn_dataset_path(ds));
+    return ffn_check_dataset_fits(r->model, (ffn_loss)r->cfg->loss, ds, what);
+}
+
+/* Steps per epoch and in all, and where a resumed run starts. An optimizer
+ * step takes --accumulate loader batches, never across an epoch's end. */
+static ffn_status plan_steps(ffn_run *r, size_t rows)
+{
+    const ffn_train_config *cfg = r->cfg;
+    r->micro_per_epoch = (rows + cfg->batch_size - 1) / cfg->batch_size;
+    r->steps_per_epoch = (r->micro_per_epoch + cfg->accumulate - 1) / cfg->accumulate;
+    r->total_steps = r->steps_per_epoch * cfg->epochs;
+    if (cfg->max_steps && cfg->max_steps < r->total_steps) r->total_steps = cfg->max_steps;
+    if (r->start_step > r->total_steps) r->start_step = r->total_steps;
+    if (r->start_step_in_epoch > r->micro_per_epoch)
+        return ffn_fail(FFN_ERR_FORMAT,
+                        "--resume: the checkpoint is at batch %llu of an epoch, but this training set has "
+                        "%llu batches per epoch (a different dataset or batch size?)",
+                        (unsigned long long)r->start_step_in_epoch, (unsigned long long)r->micro_per_epoch);
+    r->schedule = (ffn_lr_schedule){
+        .kind = (ffn_lr_kind)cfg->lr_schedule, .base_lr = cfg->lr, .warmup_steps = cfg->warmup_steps,
+        .step_size = cfg->lr_step_size ? cfg->lr_step_size : r->steps_per_epoch,
+        .gamma = cfg->lr_gamma, .total_steps = r->total_steps, .min_lr = cfg->min_lr};
+    return FFN_OK;
+}
+
+/* What every checkpoint the run writes repeats. */
+static ffn_status prepare_saving(ffn_run *r)
+{
+    r->config_json = ffn_config_to_json(r->cfg);
+    r->spec_text = ffn_model_spec_text(r->model);
+    size_t nl = ffn_model_layer_count(r->model);
+    r->layer_in = calloc(nl, sizeof *r->layer_in);
+    r->layer_out = calloc(nl, sizeof *r->layer_out);
+    if (!r->config_json || !r->spec_text || !r->layer_in || !r->layer_out)
+        return ffn_fail(FFN_ERR_NOMEM, "out of memory");
+    for (size_t i = 0; i < nl; i++) {
+        r->layer_in[i] = ffn_model_layer(r->model, i)->in;
+        r->layer_out[i] = ffn_model_layer(r->model, i)->out;
+    }
+    return FFN_OK;
+}
+
+ffn_status ffn_run_setup(ffn_run *r)
+{
+    const ffn_train_config *cfg = r->cfg;
+    ffn_status st;
+    if ((st = open_dataset(r, cfg->train_path, &r->train)) != FFN_OK) return st;
+    if ((st = open_dataset(r, cfg->val_path, &r->val)) != FFN_OK) return st;
+    if ((st = open_dataset(r, cfg->test_path, &r->test)) != FFN_OK) return st;
+    const ffn_dataset_info *info = ffn_dataset_get_info(r->train);
+    if (info->rows < (size_t)r->size)
+        return ffn_fail(FFN_ERR_FORMAT, "--train %s: %zu row%s, fewer than the %d ranks (each rank needs data)",
+                        cfg->train_path, info->rows, info->rows == 1 ? "" : "s", r->size);
+
+    if ((st = ffn_run_load_start_checkpoint(r)) != FFN_OK) return st;
+    if ((st = build_model(r, info->features)) != FFN_OK) return st;
+    if ((st = check_head(r)) != FFN_OK) return st;
+    if ((st = check_fits(r, r->train, "--train")) != FFN_OK) return st;
+    if ((st = check_fits(r, r->val, "--val")) != FFN_OK) return st;
+    if ((st = check_fits(r, r->test, "--test")) != FFN_OK) return st;
+
+    r->max_local = ffn_sampler_max_local(cfg->batch_size, r->size);
+    if (r->max_local > info->rows) r->max_local = info->rows;
+    size_t eval_rows = cfg->eval_batch_size;
+    if ((st = ffn_model_reserve(r->model, r->max_local > eval_rows ? r->max_local : eval_rows)) != FFN_OK) return st;
+    if ((r->val || r->test) &&
+        (st = ffn_evaluator_create(&r->eval, r->model, (ffn_loss)cfg->loss, eval_rows)) != FFN_OK)
+        return st;
+    if (cfg->teacher && (st = load_teacher(r, info->features, r->max_local)) != FFN_OK) return st;
+    if ((st = setup_pruning(r)) != FFN_OK) return st;
+    if ((st = plan_steps(r, info->rows)) != FFN_OK) return st;
+
+    uint64_t first_batch = r->start_epoch * r->micro_per_epoch + r->start_step_in_epoch;
+    uint64_t last_batch = ffn_run_micro_index(r, r->total_steps);
+    ffn_loader_config lc = {.batch_size = cfg->batch_size, .seed = r->seed, .shuffle = !cfg->no_shuffle,
+                            .rank = r->rank, .nranks = r->size, .start_epoch = r->start_epoch,
+                            .start_step = r->start_step_in_epoch,
+                            .total_steps = last_batch > first_batch ? last_batch - first_batch : 0, .prefetch = 1,
+                            .local_ranks = ffn_comm_local_size(r->comm)};
+    if ((st = ffn_loader_create(&r->loader, r->train, &lc)) != FFN_OK) return st;
+    if (cfg->checkpoint_dir && (st = ffn_run_prepare_checkpoint_dir(r)) != FFN_OK) return st;
+    if ((st = prepare_saving(r)) != FFN_OK) return st;
+    r->threads = choose_threads(r);
+    return FFN_OK;
+}
+
+ffn_status ffn_run_start(ffn_run *r)
+{
+    const ffn_train_config *cfg = r->cfg;
+    /* Same seed gives the same weights everywhere; the broadcast makes it certain. */
+    ffn_status st = ffn_comm_bcast_floats(r->comm, ffn_model_params(r->model), ffn_model_param_count(r->model), 0);
+    if (st != FFN_OK) return st;
+    ffn_step_config sc = {
+        .loss = (ffn_loss)cfg->loss, .optim = optim_config(cfg), .clip_norm = cfg->clip_norm,
+        .shard_optimizer = cfg->shard_optimizer, .bucket_bytes = (size_t)(cfg->bucket_mb * 1048576.0),
+        .max_rows = r->max_local, .seed = r->seed, .teacher = r->teacher,
+        .distill_temperature = cfg->distill_temperature, .distill_alpha = cfg->distill_alpha, .pruner = r->pruner,
+        .prune = {.sparsity = cfg->prune, .start = cfg->prune_start_step, .end = cfg->prune_end_step,
+                  .every = cfg->prune_every, .scope = (ffn_prune_scope)cfg->prune_scope_kind}};
+    if ((st = ffn_step_create(&r->step, r->model, r->comm, &sc)) != FFN_OK) return st;
+    return ffn_comm_agree(r->comm, cfg->resume ? ffn_run_restore_optimizer(r) : FFN_OK);
+}
+
+void ffn_run_teardown(ffn_run *r)
+{
+    ffn_checkpoint_free(&r->ckpt);
+    free(r->config_json);
+    free(r->spec_text);
+    free(r->layer_in);
+    free(r->layer_out);
+    ffn_loader_free(r->loader);
+    ffn_step_free(r->step);
+    ffn_evaluator_free(r->eval);
+    ffn_pruner_free(r->pruner);
+    ffn_model_free(r->teacher);
+    ffn_model_free(r->model);
+    ffn_dataset_close(r->train);
+    ffn_dataset_close(r->val);
+    ffn_dataset_close(r->test);
+    ffn_run_close_metrics(r);
+}
