@@ -745,4 +745,12 @@ ffn_status ffn_grad_sync_finish_sum(ffn_grad_sync *s, double *stats, size_t k)
 }
 
 double ffn_grad_sync_wait_seconds(const ffn_grad_sync *s) { return s->wait_seconds; }
+
+const char *ffn_grad_sync_method(const ffn_grad_sync *s)
+{
+    if (s->comm->size == 1) return "none (one rank)";
+    if (s->shm) return "shared-memory";
+    if (s->slice) return s->deferred ? "MPI_Reduce_scatter" : "MPI_Ireduce_scatter";
+    return s->deferred ? "MPI_Allreduce" : "MPI_Iallreduce";
+}
 uint64_t ffn_grad_sync_bytes(const ffn_grad_sync *s) { return s->bytes; }

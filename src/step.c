@@ -15,6 +15,7 @@ enum { SUM_ERROR, SUM_LOSS, SUM_CORRECT, SUM_ROWS, SUM_STOP, SUM_KL, SUM_COUNT }
 
 struct ffn_step {
     ffn_step_config cfg;
+    int no_exchange;          /* ffn_step_set_exchange(s, 0) */
     ffn_model *model;
     ffn_comm *comm;
     ffn_optim *optim;         /* state over [own_lo, own_hi) of the parameters */
@@ -89,6 +90,7 @@ void ffn_step_free(ffn_step *s)
 
 ffn_optim *ffn_step_optim(ffn_step *s) { return s->optim; }
 ffn_grad_sync *ffn_step_grad_sync(ffn_step *s) { return s->sync; }
+void ffn_step_set_exchange(ffn_step *s, int exchange) { s->no_exchange = !exchange; }
 
 void ffn_step_owned_range(const ffn_step *s, size_t *lo, size_t *hi)
 {
@@ -132,12 +134,12 @@ void ffn_step_begin(ffn_step *s, uint64_t step, size_t step_rows)
     memset(s->sums, 0, sizeof s->sums);
     s->have_grads = 0;
     s->batch_status = FFN_OK;
-    if (!s->cfg.no_exchange) ffn_grad_sync_begin(s->sync);
+    if (!s->no_exchange) ffn_grad_sync_begin(s->sync);
 }
 
 static ffn_grad_ready_fn ready_fn(const ffn_step *s, int last)
 {
-    return last && !s->cfg.no_exchange ? ffn_grad_sync_ready : NULL;
+    return last && !s->no_exchange ? ffn_grad_sync_ready : NULL;
 }
 
 /* A rank without rows in the step's last micro-batch still hands the exchange
@@ -266,7 +268,7 @@ ffn_status ffn_step_finish(ffn_step *s, uint64_t step, uint64_t epoch, float lr,
 {
     s->sums[SUM_STOP] = stop_requested != 0;
     /* The gradients, and the step's sums riding on the same exchange. */
-    ffn_status st = s->cfg.no_exchange ? ffn_comm_sum_doubles(s->comm, s->sums, SUM_COUNT)
+    ffn_status st = s->no_exchange ? ffn_comm_sum_doubles(s->comm, s->sums, SUM_COUNT)
                                        : ffn_grad_sync_finish_sum(s->sync, s->sums, SUM_COUNT);
     if (st != FFN_OK) return st;
     *stats = (ffn_step_stats){.loss_sum = s->sums[SUM_LOSS], .correct = s->sums[SUM_CORRECT],

@@ -101,6 +101,10 @@ ffn_status ffn_grad_sync_finish(ffn_grad_sync *s);
  * would: with a node-shared gradient buffer the sums travel with the
  * exchange (no collective of their own, one rendezvous less a step). */
 ffn_status ffn_grad_sync_finish_sum(ffn_grad_sync *s, double *stats, size_t k);
+/* How the sums travel: "shared-memory", "MPI_Allreduce" (one node, blocking
+ * in finish), "MPI_Iallreduce" (across nodes, started during backward), the
+ * reduce-scatter variants when sharded, or "none (one rank)". */
+const char *ffn_grad_sync_method(const ffn_grad_sync *s);
 /* Seconds spent blocked in finish() and the bytes sent, since creation. */
 double ffn_grad_sync_wait_seconds(const ffn_grad_sync *s);
 uint64_t ffn_grad_sync_bytes(const ffn_grad_sync *s);

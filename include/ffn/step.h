@@ -49,8 +49,6 @@ typedef struct {
     float distill_temperature, distill_alpha;
     ffn_pruner *pruner;       /* masks over the parameters, or NULL; borrowed */
     ffn_prune_plan prune;     /* when the pruner draws new masks */
-    int no_exchange;          /* measurement only (ffn-bench): gradients are not summed
-                                 across ranks, only the step's sums; replicas drift apart */
 } ffn_step_config;
 
 /* One micro-batch on this rank. */
@@ -108,7 +106,11 @@ void ffn_step_owned_range(const ffn_step *s, size_t *lo, size_t *hi);
 /* Collective: state buffer i over all the parameters in full [param_count]
  * on rank root (others pass NULL). Unsharded, rank root copies its own. */
 ffn_status ffn_step_gather_state(ffn_step *s, size_t i, float *full, int root);
-/* The gradient exchange (for ffn-bench's measure of it alone). */
+/* The gradient exchange (its counters; ffn-bench's measure of it alone). */
 ffn_grad_sync *ffn_step_grad_sync(ffn_step *s);
+/* Measurement only (ffn-bench's compute-only step): with exchange 0 the
+ * gradients are not summed across ranks (the step's sums still are), so the
+ * replicas drift apart. On by default. */
+void ffn_step_set_exchange(ffn_step *s, int exchange);
 
 #endif

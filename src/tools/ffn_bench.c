@@ -48,6 +48,7 @@
 #include "ffn/optim.h"
 #include "ffn/rng.h"
 #include "ffn/sampler.h"
+#include "ffn/step.h"
 #include "ffn/train.h"
 
 static ffn_comm *comm;
@@ -129,49 +130,34 @@ static double time_per_call(action_fn fn, void *ctx, double seconds, int min_cal
     return rep[0];
 }
 
-/* ---- the training step, as train.c's loop runs it (one micro-batch a step) ---- */
+/* ---- the training step: the library's own (ffn/step.h), one micro-batch a step ---- */
 
 typedef struct {
     ffn_model *model;
-    ffn_optim *optim;
-    ffn_grad_sync *sync;
+    ffn_step *step;
     ffn_loss loss;
     size_t input, out_dim, local, global;
     size_t pool_batches, at;   /* in-memory batches, cycled */
-    float *x, *values, *dout;
-    int32_t *labels;
-    int exchange;              /* 0: no gradient exchange (compute only) */
+    float *x, *values;         /* [pool_batches * local, input], [.., out_dim] */
+    int32_t *labels;           /* [pool_batches * local] */
     double loss_sum;
     /* sgemm-bound buffers */
-    float *ga, *gb, *gc;
+    float *ga, *gb, *gc;       /* [local, widest], [largest weight], [local, widest] */
 } step_ctx;
 
 static void train_step(void *p)
 {
     step_ctx *s = p;
     size_t b = s->at++ % s->pool_batches;
-    const float *x = s->x + b * s->local * s->input;
-    ffn_targets t = {s->labels ? s->labels + b * s->local : NULL,
-                     s->values ? s->values + b * s->local * s->out_dim : NULL};
-    double stats[6] = {0, 0, 0, 0, 0, 0};
-    if (s->exchange) ffn_grad_sync_begin(s->sync);
-    const float *out = ffn_model_forward_train(s->model, x, s->local, 1, s->at, NULL);
-    stats[2] = (double)ffn_count_correct(s->loss, out, t, s->local, s->out_dim);
-    stats[1] = ffn_loss_backward(s->loss, out, t, s->local, s->out_dim, 1.0f / (float)s->global,
-                                 s->dout);
-    stats[3] = (double)s->local;
-    ffn_model_backward(s->model, x, s->local, s->dout, 0, s->exchange ? ffn_grad_sync_ready : NULL,
-                       s->sync);
-    if (s->exchange ? ffn_grad_sync_finish_sum(s->sync, stats, 6) != FFN_OK
-                    : ffn_comm_sum_doubles(comm, stats, 6) != FFN_OK)
-        die("gradient exchange");
-    s->loss_sum += stats[1];
-    float *params = ffn_model_params(s->model), *grads = ffn_model_grads(s->model);
-    ffn_optim_begin_step(s->optim);
-    for (size_t k = 0; k < ffn_model_tensor_count(s->model); k++) {
-        const ffn_tensor *tn = ffn_model_tensor(s->model, k);
-        if (tn->trainable) ffn_optim_update(s->optim, 1e-4f, params, grads, tn->offset, tn->count, tn->decay);
-    }
+    ffn_step_batch mb = {s->x + b * s->local * s->input,
+                         {s->labels ? s->labels + b * s->local : NULL,
+                          s->values ? s->values + b * s->local * s->out_dim : NULL},
+                         NULL, s->local};
+    ffn_step_stats stats;
+    ffn_step_begin(s->step, s->at, s->global);
+    ffn_step_micro(s->step, &mb, 1);
+    if (ffn_step_finish(s->step, s->at, 0, 1e-4f, 0, &stats) != FFN_OK) die("training step");
+    s->loss_sum += stats.loss_sum;
 }
 
 /* The gradient exchange alone, on gradients already computed: what the step
@@ -179,9 +165,10 @@ static void train_step(void *p)
 static void exchange_alone(void *p)
 {
     step_ctx *s = p;
-    ffn_grad_sync_begin(s->sync);
-    ffn_model_report_grads(s->model, ffn_grad_sync_ready, s->sync);
-    if (ffn_grad_sync_finish(s->sync) != FFN_OK) die("gradient exchange");
+    ffn_grad_sync *sync = ffn_step_grad_sync(s->step);
+    ffn_grad_sync_begin(sync);
+    ffn_model_report_grads(s->model, ffn_grad_sync_ready, sync);
+    if (ffn_grad_sync_finish(sync) != FFN_OK) die("gradient exchange");
 }
 
 /* The GEMMs one training step cannot avoid, on the same shapes and with the
@@ -232,7 +219,6 @@ typedef struct {
     size_t input, batch;
     int threads;
     double seconds, bucket_mb;
-    int no_shared; /* exchange through MPI_Allreduce even on one node */
 } step_args;
 
 /* Loads the in-memory pool: this rank's share of the first rows of --data,
@@ -299,19 +285,14 @@ static step_result run_step(const step_args *a, int quiet)
         s.labels = ffn_alloc(rows, sizeof(int32_t));
     else
         s.values = ffn_alloc(rows, s.out_dim * sizeof(float));
-    s.dout = ffn_alloc(s.local, s.out_dim * sizeof(float));
-    if (!s.x || (!s.labels && !s.values) || !s.dout) die("out of memory");
+    if (!s.x || (!s.labels && !s.values)) die("out of memory");
     fill_pool(&s, a);
-    ffn_optim_config oc = ffn_optim_defaults(FFN_OPT_ADAM);
-    s.optim = ffn_optim_create(&oc, ffn_model_param_count(s.model));
-    if (!s.optim) die("optimizer");
-    size_t bucket = (size_t)(a->bucket_mb * 1048576.0);
-    /* As ffn-train: on one node the gradients live in node-shared memory. */
-    float *shared = a->no_shared ? NULL : ffn_comm_alloc_shared_floats(comm, ffn_model_param_count(s.model));
-    if (shared) ffn_model_use_grad_buffer(s.model, shared);
-    if (ffn_grad_sync_create(&s.sync, comm, ffn_model_grads(s.model), ffn_model_param_count(s.model),
-                             bucket) != FFN_OK)
-        die("gradient sync");
+    /* As ffn-train runs it: Adam, and on one node the gradients in node-shared memory. */
+    ffn_step_config sc = {.loss = s.loss, .optim = ffn_optim_defaults(FFN_OPT_ADAM),
+                          .bucket_bytes = (size_t)(a->bucket_mb * 1048576.0), .max_rows = s.local, .seed = 1};
+    if (ffn_step_create(&s.step, s.model, comm, &sc) != FFN_OK) die("training step");
+    size_t bucket = sc.bucket_bytes;
+    ffn_grad_sync *sync = ffn_step_grad_sync(s.step);
     r.params = (double)ffn_model_param_count(s.model);
     double flops = 6.0 * r.params * (double)s.local;
 
@@ -333,7 +314,6 @@ static step_result run_step(const step_args *a, int quiet)
     r.bound_cpu_s = g_cpu;
     r.bound_gflops = flops / r.bound_s / 1e9;
 
-    s.exchange = 1;
     r.step_s = time_per_call(train_step, &s, a->seconds, 3);
     r.median_s = g_median;
     r.cpu_s = g_cpu;
@@ -342,13 +322,12 @@ static step_result run_step(const step_args *a, int quiet)
     if (!isfinite(s.loss_sum)) die("the benchmark's training loss is not finite");
 
     if (nranks > 1) {
-        double w0 = ffn_grad_sync_wait_seconds(s.sync);
-        double t0 = ffn_clock_seconds();
+        double w0 = ffn_grad_sync_wait_seconds(sync);
         for (int i = 0; i < 5; i++) train_step(&s);
-        r.wait_s = max_over_ranks((ffn_grad_sync_wait_seconds(s.sync) - w0) / 5.0);
-        (void)t0;
-        s.exchange = 0;
+        r.wait_s = max_over_ranks((ffn_grad_sync_wait_seconds(sync) - w0) / 5.0);
+        ffn_step_set_exchange(s.step, 0);
         r.nosync_s = time_per_call(train_step, &s, a->seconds * 0.5, 3);
+        ffn_step_set_exchange(s.step, 1);
         r.exchange_s = time_per_call(exchange_alone, &s, a->seconds * 0.5, 3);
         allreduce_ctx ac = {ffn_model_grads(s.model), ffn_model_param_count(s.model),
                             bucket / sizeof(float) ? bucket / sizeof(float) : 1};
@@ -373,7 +352,7 @@ static step_result run_step(const step_args *a, int quiet)
                    1e3 * r.nosync_s, 1e3 * r.exchange_s, 1e3 * (r.step_s - r.nosync_s), 1e3 * r.bare_s,
                    1e3 * r.wait_s, r.exchange_s / r.bare_s,
                    fmax(0.0, fmin(1.0, 1.0 - (r.step_s - r.nosync_s) / r.exchange_s)),
-                   r.params * 4.0 / 1048576.0, shared ? "shared-memory" : "MPI_Allreduce");
+                   r.params * 4.0 / 1048576.0, ffn_grad_sync_method(sync));
         printf(" cpu_step_ms=%.4f cpu_bound_ms=%.4f kernels=%s corename=%s\n", 1e3 * r.cpu_s,
                1e3 * r.bound_cpu_s, ffn_act_kernels(), openblas_get_corename());
         fflush(stdout);
@@ -384,9 +363,7 @@ static step_result run_step(const step_args *a, int quiet)
     ffn_free(s.x);
     ffn_free(s.labels);
     ffn_free(s.values);
-    ffn_free(s.dout);
-    ffn_grad_sync_free(s.sync);
-    ffn_optim_free(s.optim);
+    ffn_step_free(s.step);
     ffn_model_free(s.model);
     return r;
 }
@@ -648,9 +625,9 @@ static int suite(int quick, int threads, const char *dir)
         printf("| measure | ffn | reference | ratio |\n|---|---:|---:|---:|\n");
     }
     step_args runs[3] = {
-        {"mlp-b32", "dense:128:relu,dense:10", "softmax_ce", NULL, 784, 32, threads, sec, 4, 0},
-        {"mlp-b256", "dense:128:relu,dense:10", "softmax_ce", NULL, 784, 256, threads, sec, 4, 0},
-        {"ffn-b256", "dense:4096:gelu,dense:1024", "mse", NULL, 1024, 256, threads, sec, 4, 0},
+        {"mlp-b32", "dense:128:relu,dense:10", "softmax_ce", NULL, 784, 32, threads, sec, 4},
+        {"mlp-b256", "dense:128:relu,dense:10", "softmax_ce", NULL, 784, 256, threads, sec, 4},
+        {"ffn-b256", "dense:4096:gelu,dense:1024", "mse", NULL, 1024, 256, threads, sec, 4},
     };
     int bad = 0;
     for (int i = 0; i < 3; i++) {
@@ -711,7 +688,7 @@ int main(int argc, char **argv)
         if (rank == 0)
             printf("usage: ffn-bench [--quick] [--threads N] [--dir DIR]\n"
                    "       ffn-bench step --model SPEC --input D --loss L --batch B [--threads N] [--data FILE]\n"
-                   "                      [--seconds S] [--bucket-mb X] [--name NAME] [--no-shared]\n"
+                   "                      [--seconds S] [--bucket-mb X] [--name NAME]\n"
                    "       ffn-bench ckpt --model SPEC --input D [--dir DIR]\n"
                    "       ffn-bench train FFN-TRAIN-FLAGS...\n"
                    "       ffn-bench make-data classes|regression --rows N --features D --out FILE\n"
@@ -723,7 +700,7 @@ int main(int argc, char **argv)
                        strtoull(flag_value(argc, argv, "--batch", "32"), NULL, 10),
                        atoi(flag_value(argc, argv, "--threads", "1")),
                        atof(flag_value(argc, argv, "--seconds", "3")),
-                       atof(flag_value(argc, argv, "--bucket-mb", "4")), has_flag(argc, argv, "--no-shared")};
+                       atof(flag_value(argc, argv, "--bucket-mb", "4"))};
         if (!a.model || !a.input || !a.batch || a.threads < 1) {
             if (rank == 0) fprintf(stderr, "ffn-bench step: --model, --input and --batch are required\n");
             rc = 2;

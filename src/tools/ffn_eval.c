@@ -16,8 +16,8 @@
 
 #include "ffn/ckpt.h"
 #include "ffn/data.h"
+#include "ffn/eval.h"
 #include "ffn/loss.h"
-#include "ffn/mem.h"
 #include "ffn/model.h"
 
 static void usage(FILE *out)
@@ -117,77 +117,38 @@ static int evaluate(const char *ckpt_path, const char *data_path, size_t batch)
 {
     ffn_checkpoint c;
     ffn_dataset *ds = NULL;
-    ffn_model *m = NULL;
-    float *x = NULL, *values = NULL;
-    int32_t *labels = NULL;
-    size_t *confusion = NULL;
+    ffn_evaluator *ev = NULL;
+    uint64_t *confusion = NULL;
     int rc = 1;
     if (ffn_checkpoint_load(&c, ckpt_path) != FFN_OK) {
         fprintf(stderr, "ffn-eval: error: %s\n", ffn_last_error());
         return 1;
     }
     int loss_kind = ffn_loss_from_name(c.loss);
+    char what[4200];
+    snprintf(what, sizeof what, "--data %s", data_path);
+    ffn_model *m = c.model; /* the checkpoint's own model holds the parameters */
+    size_t out = ffn_model_output_dim(m);
     if (loss_kind < 0) {
         fprintf(stderr, "ffn-eval: error: checkpoint %s: unknown loss '%s'\n", ckpt_path, c.loss);
         goto done;
     }
-    if (ffn_dataset_open(&ds, data_path) != FFN_OK) {
+    if (ffn_dataset_open(&ds, data_path) != FFN_OK ||
+        ffn_check_dataset_fits(m, (ffn_loss)loss_kind, ds, what) != FFN_OK ||
+        ffn_evaluator_create(&ev, m, (ffn_loss)loss_kind, batch) != FFN_OK) {
         fprintf(stderr, "ffn-eval: error: %s\n", ffn_last_error());
         goto done;
     }
     const ffn_dataset_info *di = ffn_dataset_get_info(ds);
-    if (di->features != c.input_dim) {
-        fprintf(stderr, "ffn-eval: error: %s: /x has %zu features, but the model takes %zu\n", data_path,
-                di->features, c.input_dim);
-        goto done;
-    }
-    m = c.model; /* the checkpoint's own model holds the parameters */
-    if (ffn_model_reserve(m, batch) != FFN_OK) {
-        fprintf(stderr, "ffn-eval: error: %s\n", ffn_last_error());
-        goto done;
-    }
-    size_t out = ffn_model_output_dim(m);
     size_t classes = di->has_labels ? (out > 1 ? out : 2) : 0;
-    if (di->has_labels && di->num_classes > classes) {
-        fprintf(stderr, "ffn-eval: error: %s: labels have %zu classes, but the model outputs %zu\n", data_path,
-                di->num_classes, out);
-        goto done;
-    }
-    if (!di->has_labels && di->target_cols != out) {
-        fprintf(stderr, "ffn-eval: error: %s: /y has %zu target columns, but the model outputs %zu\n",
-                data_path, di->target_cols, out);
-        goto done;
-    }
-    x = ffn_alloc(batch, di->features * sizeof(float));
-    labels = ffn_alloc(batch, sizeof(int32_t));
-    values = ffn_alloc(batch, out * sizeof(float));
-    if (classes) confusion = calloc(classes * classes, sizeof *confusion);
-    if (!x || !labels || !values || (classes && !confusion)) {
+    if (classes && !(confusion = calloc(classes * classes, sizeof *confusion))) {
         fprintf(stderr, "ffn-eval: error: out of memory\n");
         goto done;
     }
-    double loss = 0, correct = 0;
-    for (size_t at = 0; at < di->rows; at += batch) {
-        size_t n = di->rows - at < batch ? di->rows - at : batch;
-        if (ffn_dataset_read_range(ds, at, n, x, di->has_labels ? labels : NULL,
-                                   di->has_labels ? NULL : values) != FFN_OK) {
-            fprintf(stderr, "ffn-eval: error: %s\n", ffn_last_error());
-            goto done;
-        }
-        const float *y = ffn_model_forward(m, x, n);
-        ffn_targets t = {di->has_labels ? labels : NULL, values};
-        loss += ffn_loss_forward((ffn_loss)loss_kind, y, t, n, out);
-        correct += (double)ffn_count_correct((ffn_loss)loss_kind, y, t, n, out);
-        for (size_t i = 0; classes && i < n; i++) {
-            size_t pred = 0;
-            if (out == 1) {
-                pred = y[i] > 0;
-            } else {
-                for (size_t k = 1; k < out; k++)
-                    if (y[i * out + k] > y[i * out + pred]) pred = k;
-            }
-            confusion[(size_t)labels[i] * classes + pred]++;
-        }
+    ffn_eval_result res;
+    if (ffn_evaluate(ev, ds, NULL, &res, confusion, classes) != FFN_OK) {
+        fprintf(stderr, "ffn-eval: error: %s\n", ffn_last_error());
+        goto done;
     }
     printf("checkpoint: %s (step %llu)\ndata: %s (%zu rows)\n", ckpt_path, (unsigned long long)c.step,
            data_path, di->rows);
@@ -197,17 +158,15 @@ static int evaluate(const char *ckpt_path, const char *data_path, size_t batch)
         printf("\n");
         for (size_t r = 0; r < classes; r++) {
             printf("  %3zu ", r);
-            for (size_t k = 0; k < classes; k++) printf(" %6zu", confusion[r * classes + k]);
+            for (size_t k = 0; k < classes; k++) printf(" %6llu", (unsigned long long)confusion[r * classes + k]);
             printf("\n");
         }
     }
-    printf("eval: loss %.4f accuracy %.4f\n", loss / (double)di->rows, correct / (double)di->rows);
+    printf("eval: loss %.4f accuracy %.4f\n", res.loss, res.accuracy);
     rc = 0;
 done:
     free(confusion);
-    ffn_free(x);
-    ffn_free(labels);
-    ffn_free(values);
+    ffn_evaluator_free(ev);
     ffn_dataset_close(ds);
     ffn_checkpoint_free(&c);
     return rc;
