@@ -91,9 +91,9 @@ void ffn_run_print_banner(const ffn_run *r)
     size_t trainable = ffn_model_trainable_count(r->model);
     char sent[32];
     format_bytes(sent, sizeof sent, (double)trainable * sizeof(float));
-    printf("trainable: %zu of %zu parameters (%.2f%%); gradient exchange %zu bytes (%s) per step%s\n", trainable,
-           nparams, 100.0 * (double)trainable / (double)nparams, trainable * sizeof(float), sent,
-           r->size == 1 ? " (none at 1 rank)" : "");
+    printf("trainable: %zu of %zu parameters (%.2f%%); gradient exchange %zu bytes (%s) per step (%s)\n",
+           trainable, nparams, 100.0 * (double)trainable / (double)nparams, trainable * sizeof(float), sent,
+           ffn_grad_sync_method(ffn_step_grad_sync(r->step)));
     size_t lo, hi;
     ffn_step_owned_range(r->step, &lo, &hi);
     char own[32], all[32];
