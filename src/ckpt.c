@@ -8,6 +8,7 @@
 #include <signal.h>
 #include <hdf5.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -612,46 +613,81 @@ static size_t list_steps(const char *dir, uint64_t **steps)
     return n;
 }
 
+static int newest_first(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return (x < y) - (x > y);
+}
+
+size_t ffn_checkpoint_steps(const char *dir, uint64_t **steps)
+{
+    size_t n = list_steps(dir, steps);
+    if (n) qsort(*steps, n, sizeof **steps, newest_first);
+    return n;
+}
+
 char *ffn_checkpoint_latest(const char *dir)
 {
     uint64_t *steps;
-    size_t n = list_steps(dir, &steps);
+    size_t n = ffn_checkpoint_steps(dir, &steps);
     if (n == 0) {
         free(steps);
         ffn_fail(FFN_ERR_IO, "--resume latest: no checkpoint (ckpt-*.h5) in %s", dir);
         return NULL;
     }
-    uint64_t best = steps[0];
-    for (size_t i = 1; i < n; i++)
-        if (steps[i] > best) best = steps[i];
-    free(steps);
     size_t cap = strlen(dir) + 32;
     char *path = malloc(cap);
-    if (path) ffn_checkpoint_name(path, cap, dir, best);
+    if (path) ffn_checkpoint_name(path, cap, dir, steps[0]);
+    free(steps);
     return path;
 }
 
-static int compare_u64(const void *a, const void *b)
+/* Whether a and b name the same file (device and inode), not the same string. */
+static int same_file(const char *a, const char *b)
 {
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return (x > y) - (x < y);
+    struct stat sa, sb;
+    return a && b && stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
 }
 
-ffn_status ffn_checkpoint_prune(const char *dir, size_t keep)
+ffn_status ffn_checkpoint_prune(const char *dir, size_t keep, const char *protect)
 {
     if (keep == 0) return FFN_OK;
     uint64_t *steps;
-    size_t n = list_steps(dir, &steps);
-    if (n > keep) {
-        qsort(steps, n, sizeof *steps, compare_u64);
-        size_t cap = strlen(dir) + 32;
-        char *path = malloc(cap);
-        for (size_t i = 0; path && i + keep < n; i++) {
-            ffn_checkpoint_name(path, cap, dir, steps[i]);
-            unlink(path);
-        }
-        free(path);
+    size_t n = ffn_checkpoint_steps(dir, &steps);
+    size_t cap = strlen(dir) + 32;
+    char *path = n > keep ? malloc(cap) : NULL;
+    for (size_t i = keep; path && i < n; i++) {
+        ffn_checkpoint_name(path, cap, dir, steps[i]);
+        if (!same_file(path, protect)) unlink(path);
     }
+    free(path);
     free(steps);
+    return FFN_OK;
+}
+
+static ffn_status check_finite(const float *v, size_t n, const char *path, const char *what)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(v[i]))
+            return ffn_fail(FFN_ERR_NUMERIC, "checkpoint %s: %s holds a non-finite value (%g at index %zu)", path, what,
+                            (double)v[i], i);
+    return FFN_OK;
+}
+
+ffn_status ffn_checkpoint_check_finite(const ffn_checkpoint *c, const char *path)
+{
+    char what[96];
+    for (size_t k = 0; c->model && k < ffn_model_tensor_count(c->model); k++) {
+        const ffn_tensor *t = ffn_model_tensor(c->model, k);
+        snprintf(what, sizeof what, "/model/%zu/%s", t->layer, t->name);
+        ffn_status st = check_finite(c->params + t->offset, t->count, path, what);
+        if (st != FFN_OK) return st;
+    }
+    for (size_t i = 0; i < c->state_count; i++) {
+        if (!c->state[i]) continue;
+        snprintf(what, sizeof what, "/optimizer/%s", c->state_names[i]);
+        ffn_status st = check_finite(c->state[i], c->param_count, path, what);
+        if (st != FFN_OK) return st;
+    }
     return FFN_OK;
 }

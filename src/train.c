@@ -161,8 +161,9 @@ static ffn_status train_loop(ffn_run *r, ffn_train_result *res)
         other_seconds += ffn_clock_seconds() - t_end;
         ep = (epoch_sums){.start = ffn_clock_seconds()};
     }
-    /* The end of training always leaves a checkpoint to resume or fine-tune from. */
-    if (cfg->checkpoint_dir && step > 0) {
+    /* The end of training always leaves a checkpoint to resume or fine-tune
+     * from (a resumed run that had nothing left to do has one already). */
+    if (cfg->checkpoint_dir && step > 0 && res->steps > 0) {
         uint64_t batch = ffn_run_micro_index(r, step);
         double t0 = ffn_clock_seconds();
         if ((st = ffn_run_save_checkpoint(r, step, batch / r->micro_per_epoch, batch % r->micro_per_epoch)) != FFN_OK)
@@ -196,7 +197,7 @@ static ffn_status finish_run(ffn_run *r, ffn_train_result *res)
 
 ffn_status ffn_train_run(const ffn_train_config *cfg, ffn_comm *comm, ffn_train_result *result)
 {
-    ffn_run r = {.cfg = cfg, .comm = comm, .rank = ffn_comm_rank(comm), .size = ffn_comm_size(comm)};
+    ffn_run r = {.cfg = cfg, .comm = comm, .rank = ffn_comm_rank(comm), .size = ffn_comm_size(comm), .lock_fd = -1};
     r.print = r.rank == 0 && !cfg->quiet;
     ffn_train_result res = {.final_split = "train"};
     struct sigaction sa, old_term, old_usr1;

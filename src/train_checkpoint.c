@@ -1,11 +1,15 @@
 /* ffn — a run's checkpoints: the one it resumes or fine-tunes from, and the
  * ones it writes (the file format itself is ckpt.c's). */
+#define _GNU_SOURCE /* flock */
 #include <cjson/cJSON.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "ffn/mem.h"
@@ -22,26 +26,104 @@ static uint64_t checkpoint_accumulate(const ffn_checkpoint *ck)
     return k;
 }
 
+/* Loads path and checks that every value is finite. */
+static ffn_status load_usable(ffn_checkpoint *ck, const char *path)
+{
+    ffn_status st = ffn_checkpoint_load(ck, path);
+    if (st == FFN_OK && (st = ffn_checkpoint_check_finite(ck, path)) != FFN_OK) ffn_checkpoint_free(ck);
+    return st;
+}
+
+/* --resume latest, on rank 0: the newest checkpoint of dir that loads and
+ * holds finite values (kept loaded in r->ckpt). Newer ones that do not are
+ * moved aside to NAME.bad, saying why, so that neither `latest` nor pruning
+ * ever counts them again; their bytes are kept for a post-mortem. */
+static ffn_status choose_latest(ffn_run *r, uint64_t *chosen)
+{
+    const char *dir = r->cfg->checkpoint_dir;
+    uint64_t *steps;
+    size_t n = ffn_checkpoint_steps(dir, &steps), bad = 0;
+    ffn_status st = n ? FFN_ERR_IO : ffn_fail(FFN_ERR_IO, "--resume latest: no checkpoint (ckpt-*.h5) in %s", dir);
+    char path[4096], aside[4200];
+    for (size_t i = 0; i < n && st != FFN_OK; i++) {
+        ffn_checkpoint_name(path, sizeof path, dir, steps[i]);
+        if ((st = load_usable(&r->ckpt, path)) == FFN_OK) {
+            r->have_ckpt = 1;
+            *chosen = steps[i];
+            break;
+        }
+        snprintf(aside, sizeof aside, "%s.bad", path);
+        int moved = rename(path, aside) == 0;
+        bad++;
+        fprintf(stderr, "ffn-train: warning: --resume latest: %s is unusable (%s); %s\n", path, ffn_last_error(),
+                moved ? "moved aside to .bad, trying the one before it" : "could not move it aside");
+    }
+    free(steps);
+    if (st != FFN_OK && bad)
+        st = ffn_fail(FFN_ERR_FORMAT, "--resume latest: none of the %zu checkpoint(s) in %s is usable (moved aside "
+                      "to ckpt-*.h5.bad)", bad, dir);
+    return st;
+}
+
+/* The file to continue from: --resume FILE, or (latest) the newest usable
+ * checkpoint rank 0 found, the same on every rank. Collective: every rank
+ * reaches it after the datasets were opened together. */
+static ffn_status resolve_resume(ffn_run *r, char **path)
+{
+    const ffn_train_config *cfg = r->cfg;
+    if (strcmp(cfg->resume, "latest") != 0) return (*path = strdup(cfg->resume)) ? FFN_OK : FFN_ERR_NOMEM;
+    uint64_t step = 0;
+    ffn_status st = r->rank == 0 ? choose_latest(r, &step) : FFN_OK;
+    if ((st = ffn_comm_agree(r->comm, st)) != FFN_OK) return st;
+    if ((st = ffn_comm_bcast_bytes(r->comm, &step, sizeof step, 0)) != FFN_OK) return st;
+    size_t cap = strlen(cfg->checkpoint_dir) + 32;
+    if (!(*path = malloc(cap))) return ffn_fail(FFN_ERR_NOMEM, "out of memory");
+    ffn_checkpoint_name(*path, cap, cfg->checkpoint_dir, step);
+    return FFN_OK;
+}
+
+/* Resuming from an older checkpoint of --checkpoint-dir would write over the
+ * newer ones (and --keep could then delete the branch point): refused. */
+static ffn_status check_lineage(const ffn_run *r, const char *path)
+{
+    const char *dir = r->cfg->checkpoint_dir;
+    if (!dir) return FFN_OK;
+    uint64_t *steps;
+    size_t n = ffn_checkpoint_steps(dir, &steps);
+    ffn_status st = FFN_OK;
+    if (n && steps[0] > r->ckpt.step) {
+        char newest[4096];
+        ffn_checkpoint_name(newest, sizeof newest, dir, steps[0]);
+        st = ffn_fail(FFN_ERR_ARG,
+                      "--resume %s: that checkpoint is at step %llu, but --checkpoint-dir %s already holds %s from "
+                      "later in a run; continuing would write over it. Resume the newest (--resume latest), or write "
+                      "this branch to another --checkpoint-dir",
+                      path, (unsigned long long)r->ckpt.step, dir, newest);
+    }
+    free(steps);
+    return st;
+}
+
 ffn_status ffn_run_load_start_checkpoint(ffn_run *r)
 {
     const ffn_train_config *cfg = r->cfg;
     r->seed = cfg->seed;
-    const char *path = cfg->resume ? cfg->resume : cfg->init_from;
-    if (!path) return FFN_OK;
-    char *latest = NULL;
-    if (cfg->resume && strcmp(cfg->resume, "latest") == 0) {
-        latest = ffn_checkpoint_latest(cfg->checkpoint_dir);
-        if (!latest) return FFN_ERR_IO;
-        path = latest;
-    }
+    if (!cfg->resume && !cfg->init_from) return FFN_OK;
+    ffn_status st = FFN_OK;
+    if (cfg->resume) st = resolve_resume(r, &r->start_path);
+    else if (!(r->start_path = strdup(cfg->init_from))) st = ffn_fail(FFN_ERR_NOMEM, "out of memory");
+    if (st != FFN_OK) return st;
+    const char *path = r->start_path;
     /* Every rank reads the file (checkpoints live on a filesystem all ranks see). */
-    ffn_status st = ffn_checkpoint_load(&r->ckpt, path);
-    if (st == FFN_OK) r->have_ckpt = 1;
-    if (st == FFN_OK && r->rank == 0 && !cfg->quiet)
+    if (!r->have_ckpt) {
+        if ((st = load_usable(&r->ckpt, path)) != FFN_OK) return st;
+        r->have_ckpt = 1;
+    }
+    if (r->rank == 0 && !cfg->quiet)
         printf("%s: %s (step %llu, epoch %llu)\n", cfg->resume ? "resuming from" : "initialising from", path,
                (unsigned long long)r->ckpt.step, (unsigned long long)r->ckpt.epoch);
-    free(latest);
-    if (st != FFN_OK || !cfg->resume) return st;
+    if (!cfg->resume) return FFN_OK;
+    if ((st = check_lineage(r, path)) != FFN_OK) return st;
     if (strcmp(r->ckpt.loss, ffn_loss_name((ffn_loss)cfg->loss)) != 0)
         return ffn_fail(FFN_ERR_ARG, "--resume: the checkpoint was trained with loss %s, but --loss is %s",
                         r->ckpt.loss, ffn_loss_name((ffn_loss)cfg->loss));
@@ -85,7 +167,44 @@ ffn_status ffn_run_restore_optimizer(ffn_run *r)
     return FFN_OK;
 }
 
-/* Rank 0 creates the directory and proves it writable before any training. */
+/* The lock: rank 0 holds flock(LOCK_EX) on DIR/ffn.lock for the whole run;
+ * the kernel releases it when the process ends, however it ends. The file
+ * says who holds it. */
+static ffn_status lock_dir(ffn_run *r, const char *dir)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/ffn.lock", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd < 0) return ffn_fail(FFN_ERR_IO, "--checkpoint-dir %s: cannot create ffn.lock: %s", dir, strerror(errno));
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        char holder[256] = "";
+        ssize_t n = pread(fd, holder, sizeof holder - 1, 0);
+        holder[n > 0 ? n : 0] = '\0';
+        holder[strcspn(holder, "\n")] = '\0';
+        close(fd);
+        return ffn_fail(FFN_ERR_IO, "--checkpoint-dir %s: in use by another run (%s); wait for it to end, stop it, "
+                        "or use another directory", dir, *holder ? holder : "holder unknown");
+    }
+    char host[256] = "?", when[32] = "?", line[400];
+    gethostname(host, sizeof host - 1);
+    time_t now = time(NULL);
+    struct tm utc;
+    if (gmtime_r(&now, &utc)) strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &utc);
+    int len = snprintf(line, sizeof line, "host=%s pid=%ld started=%s\n", host, (long)getpid(), when);
+    if (ftruncate(fd, 0) != 0 || pwrite(fd, line, (size_t)len, 0) != len) {
+        close(fd);
+        return ffn_fail(FFN_ERR_IO, "--checkpoint-dir %s: cannot write ffn.lock: %s", dir, strerror(errno));
+    }
+    r->lock_fd = fd;
+    return FFN_OK;
+}
+
+void ffn_run_unlock_checkpoint_dir(ffn_run *r)
+{
+    if (r->lock_fd >= 0) close(r->lock_fd); /* releases the flock; the file stays, naming the last holder */
+    r->lock_fd = -1;
+}
+
 ffn_status ffn_run_prepare_checkpoint_dir(ffn_run *r)
 {
     if (r->rank != 0) return FFN_OK;
@@ -98,7 +217,20 @@ ffn_status ffn_run_prepare_checkpoint_dir(ffn_run *r)
     if (!f) return ffn_fail(FFN_ERR_IO, "--checkpoint-dir %s: not writable: %s", dir, strerror(errno));
     fclose(f);
     unlink(probe);
-    return FFN_OK;
+    ffn_status st = lock_dir(r, dir);
+    if (st != FFN_OK || r->cfg->resume) return st;
+    /* A new run among another run's checkpoints would mix the two: `latest`
+     * would pick whichever has more steps, and --keep would delete either. */
+    uint64_t *steps;
+    size_t n = ffn_checkpoint_steps(dir, &steps);
+    if (n) {
+        char newest[4096];
+        ffn_checkpoint_name(newest, sizeof newest, dir, steps[0]);
+        st = ffn_fail(FFN_ERR_ARG, "--checkpoint-dir %s already holds the checkpoints of a run (newest %s): "
+                      "continue it with --resume latest, or start this run in an empty directory", dir, newest);
+    }
+    free(steps);
+    return st;
 }
 
 ffn_status ffn_run_save_checkpoint(ffn_run *r, uint64_t step, uint64_t epoch, uint64_t step_in_epoch)
@@ -108,8 +240,13 @@ ffn_status ffn_run_save_checkpoint(ffn_run *r, uint64_t step, uint64_t epoch, ui
         epoch++;
         step_in_epoch = 0;
     }
-    ffn_status st = FFN_OK;
     ffn_optim *optim = ffn_step_optim(r->step);
+    /* A file's name, /train/step and /optimizer/step_count always agree. */
+    ffn_status st = ffn_optim_step_count(optim) == step
+                        ? FFN_OK
+                        : ffn_fail(FFN_ERR_NUMERIC, "checkpoint at step %llu: the optimizer has taken %llu steps; "
+                                   "not written", (unsigned long long)step,
+                                   (unsigned long long)ffn_optim_step_count(optim));
     const size_t nstate = ffn_optim_state_count(optim), nparams = ffn_model_param_count(r->model);
     /* ZeRO: rank 0 gathers the whole optimizer state, so that the file does
      * not depend on the rank count. */
@@ -141,8 +278,13 @@ ffn_status ffn_run_save_checkpoint(ffn_run *r, uint64_t step, uint64_t epoch, ui
             c.state_names[i] = (char *)ffn_optim_state_name(optim, i);
             c.state[i] = full_state[i] ? full_state[i] : ffn_optim_state(optim, i);
         }
-        st = ffn_checkpoint_save(&c, path);
-        if (st == FFN_OK) ffn_checkpoint_prune(r->cfg->checkpoint_dir, r->cfg->keep);
+        /* Never a checkpoint that cannot be resumed from: non-finite values stop the run. */
+        if (st == FFN_OK && (st = ffn_checkpoint_check_finite(&c, path)) != FFN_OK)
+            st = ffn_fail(FFN_ERR_NUMERIC, "step %llu: %s; it is not written (the newest checkpoint written "
+                          "before it is kept); lower --lr or set --clip-norm", (unsigned long long)step,
+                          ffn_last_error());
+        if (st == FFN_OK) st = ffn_checkpoint_save(&c, path);
+        if (st == FFN_OK) ffn_checkpoint_prune(r->cfg->checkpoint_dir, r->cfg->keep, r->start_path);
     }
     for (size_t i = 0; i < nstate; i++) ffn_free(full_state[i]);
     st = ffn_comm_agree(r->comm, st);

@@ -50,6 +50,8 @@ typedef struct {
     uint64_t start_step, start_epoch, start_step_in_epoch;
     ffn_checkpoint ckpt;          /* the checkpoint resumed or fine-tuned from, during setup */
     int have_ckpt;
+    char *start_path;             /* that checkpoint's file (pruning never deletes it), or NULL */
+    int lock_fd;                  /* rank 0: the --checkpoint-dir lock (ffn.lock) held for the run; else -1 */
     /* What every checkpoint written repeats. */
     char *config_json, *spec_text;
     size_t *layer_in, *layer_out; /* [layer count] widths */
@@ -71,7 +73,11 @@ uint64_t ffn_run_micro_index(const ffn_run *r, uint64_t step);
 /* train_checkpoint.c */
 ffn_status ffn_run_load_start_checkpoint(ffn_run *r);
 ffn_status ffn_run_restore_optimizer(ffn_run *r);
+/* Rank 0 creates --checkpoint-dir, proves it writable and locks it for this
+ * run: a second run into the same directory is refused, naming the holder.
+ * A fresh run refuses a directory that already holds checkpoints. */
 ffn_status ffn_run_prepare_checkpoint_dir(ffn_run *r);
+void ffn_run_unlock_checkpoint_dir(ffn_run *r);
 /* Collective: rank 0 writes; all agree. (epoch, step_in_epoch) is the next batch to train on. */
 ffn_status ffn_run_save_checkpoint(ffn_run *r, uint64_t step, uint64_t epoch, uint64_t step_in_epoch);
 

@@ -319,7 +319,13 @@ static ffn_status plan_steps(ffn_run *r, size_t rows)
     r->steps_per_epoch = (r->micro_per_epoch + cfg->accumulate - 1) / cfg->accumulate;
     r->total_steps = r->steps_per_epoch * cfg->epochs;
     if (cfg->max_steps && cfg->max_steps < r->total_steps) r->total_steps = cfg->max_steps;
-    if (r->start_step > r->total_steps) r->start_step = r->total_steps;
+    if (r->start_step > r->total_steps)
+        return ffn_fail(FFN_ERR_ARG,
+                        "--resume: the checkpoint is at step %llu, past the %llu steps this run takes (--epochs %llu "
+                        "x %llu steps%s); raise --epochs or --max-steps to train further",
+                        (unsigned long long)r->start_step, (unsigned long long)r->total_steps,
+                        (unsigned long long)cfg->epochs, (unsigned long long)r->steps_per_epoch,
+                        cfg->max_steps ? ", capped by --max-steps" : "");
     if (r->start_step_in_epoch > r->micro_per_epoch)
         return ffn_fail(FFN_ERR_FORMAT,
                         "--resume: the checkpoint is at batch %llu of an epoch, but this training set has "
@@ -413,6 +419,8 @@ ffn_status ffn_run_start(ffn_run *r)
 void ffn_run_teardown(ffn_run *r)
 {
     ffn_checkpoint_free(&r->ckpt);
+    free(r->start_path);
+    ffn_run_unlock_checkpoint_dir(r);
     free(r->config_json);
     free(r->spec_text);
     free(r->layer_in);

@@ -29,6 +29,9 @@ open("text.h5", "w").write("this is not an HDF5 file\n" * 100)
 PY
 head -c 3000 good.h5 >truncated.h5
 A=(--model dense:8:relu,dense:3 --epochs 1 --batch-size 30 --quiet --checkpoint-dir ck --threads 1)
+# Failures found once training runs need a directory of their own: a fresh run
+# into ck (which holds another run's checkpoint) is refused before that.
+A2=(--model dense:8:relu,dense:3 --epochs 1 --batch-size 30 --quiet --checkpoint-dir ck2 --threads 1)
 # An existing checkpoint that no failure may touch.
 "$FFN_TRAIN" --train good.h5 "${A[@]}" >/dev/null
 sum0=$(cat ck/*.h5 | md5sum)
@@ -62,8 +65,9 @@ check "rows of /x and /y differ" 1 "mismatch.h5" -- "${T[@]}" --train mismatch.h
 check "val wider than the model input" 1 "9 features, expected 6" -- "${T[@]}" --train good.h5 --val wide.h5 "${A[@]}"
 check "label negative" 1 "neglabel.h5" -- "${T[@]}" --train neglabel.h5 "${A[@]}"
 check "label >= num_classes" 1 "biglabel.h5" -- "${T[@]}" --train biglabel.h5 "${A[@]}"
-check "NaN in features" 1 "nan.h5" -- "${T[@]}" --train nan.h5 "${A[@]}" --no-shuffle
-check "Inf in features" 1 "inf.h5" -- "${T[@]}" --train inf.h5 "${A[@]}" --no-shuffle
+check "fresh run into a used checkpoint dir" 2 "already holds the checkpoints of a run" -- "${T[@]}" --train good.h5 "${A[@]}"
+check "NaN in features" 1 "nan.h5" -- "${T[@]}" --train nan.h5 "${A2[@]}" --no-shuffle
+check "Inf in features" 1 "inf.h5" -- "${T[@]}" --train inf.h5 "${A2[@]}" --no-shuffle
 check "fewer samples than ranks (-np 2)" 1 "fewer than the 2 ranks" -- "$MPIRUN" -np 2 "${T[@]}" --train tiny.h5 "${A[@]}"
 check "unknown flag" 2 "unknown flag '--lr-max'" -- "${T[@]}" --train good.h5 --lr-max 3
 check "missing value" 2 "--seed: missing value" -- "${T[@]}" --train good.h5 --seed
@@ -81,10 +85,10 @@ check "checkpoint newer format version" 1 "format_version 7 is newer" -- "${T[@]
 check "checkpoint from another model" 2 "differs from the checkpoint's" -- "${T[@]}" --train good.h5 --resume "$(ls ck/*.h5)" --model dense:5,dense:3 --epochs 2
 check "checkpoint not HDF5" 1 "text.h5: not an HDF5 file" -- "${T[@]}" --train good.h5 --resume text.h5
 # Faults.
-check "loss goes non-finite (lr 1e30)" 1 "training loss is" -- "${T[@]}" --train good.h5 --model dense:8:relu,dense:3 --optimizer sgd --lr 1e30 --epochs 3 --quiet --checkpoint-dir ck --checkpoint-every 1000
+check "loss goes non-finite (lr 1e30)" 1 "training loss is" -- "${T[@]}" --train good.h5 --model dense:8:relu,dense:3 --optimizer sgd --lr 1e30 --epochs 3 --quiet --checkpoint-dir ck2 --checkpoint-every 1000
 grep -q "first non-finite values in layer" err.txt || fail "non-finite: no layer named: $(cat err.txt)"
-check "read error on rank 1 only (-np 2)" 1 "rank 1: " -- env FFN_DEBUG_FAIL_READ=1:3 "$MPIRUN" -np 2 "${T[@]}" --train good.h5 "${A[@]}" --checkpoint-every 1000
-check "read error on rank 2 of 3" 1 "rank 2: " -- env FFN_DEBUG_FAIL_READ=2:5 "$MPIRUN" -np 3 "${T[@]}" --train good.h5 "${A[@]}" --checkpoint-every 1000
+check "read error on rank 1 only (-np 2)" 1 "rank 1: " -- env FFN_DEBUG_FAIL_READ=1:3 "$MPIRUN" -np 2 "${T[@]}" --train good.h5 "${A2[@]}" --checkpoint-every 1000
+check "read error on rank 2 of 3" 1 "rank 2: " -- env FFN_DEBUG_FAIL_READ=2:5 "$MPIRUN" -np 3 "${T[@]}" --train good.h5 "${A2[@]}" --checkpoint-every 1000
 
 # One rank SIGKILLed mid-training: the job ends within 10 s.
 "$PY" -c "

@@ -73,10 +73,17 @@ ffn_status ffn_checkpoint_save(const ffn_checkpoint *c, const char *path);
 
 /* Checkpoint files in dir are named ckpt-<step, 10 digits>.h5. */
 void ffn_checkpoint_name(char *out, size_t cap, const char *dir, uint64_t step);
+/* The steps of the checkpoints in dir, newest first (malloc'd, free() it;
+ * NULL when there are none). */
+size_t ffn_checkpoint_steps(const char *dir, uint64_t **steps);
 /* The newest complete checkpoint in dir (largest step), malloc'd; NULL with
  * FFN_ERR_IO set when there is none. */
 char *ffn_checkpoint_latest(const char *dir);
-/* Deletes all but the newest keep checkpoints in dir (keep 0: none deleted). */
-ffn_status ffn_checkpoint_prune(const char *dir, size_t keep);
+/* Deletes all but the newest keep checkpoints in dir (keep 0: none deleted),
+ * never the file `protect` (the checkpoint a run resumed from; NULL: none). */
+ffn_status ffn_checkpoint_prune(const char *dir, size_t keep, const char *protect);
+/* FFN_OK when every parameter and optimizer state value is finite; else
+ * FFN_ERR_NUMERIC naming the file, the dataset and the first bad value. */
+ffn_status ffn_checkpoint_check_finite(const ffn_checkpoint *c, const char *path);
 
 #endif
