@@ -77,8 +77,10 @@ static void dropout_backward(ffn_layer *l, float *dx, float *dy, const float *x,
     for (size_t i = 0; i < total; i++) dx[i] = dy[i] * mask[i];
 }
 
+/* dropout:P */
 const ffn_layer_ops ffn_layer_dropout_ops = {
     .name = "dropout",
+    .field = FFN_SPEC_RATE,
     .setup = dropout_setup,
     .default_trainable = dropout_default_trainable,
     .cache_per_row = dropout_cache_per_row,

@@ -115,8 +115,16 @@ static void block_backward(ffn_layer *l, float *dx, float *dy, const float *x, s
 #undef GRAD
 }
 
+/* ffn:HIDDEN[:ACT][:init=NAME][:init_param=X][:slope=X]; ACT is the hidden
+ * one (gelu by default), so softmax, which couples a row, is refused. */
 const ffn_layer_ops ffn_layer_ffn_ops = {
     .name = "ffn",
+    .field = FFN_SPEC_UNITS,
+    .field_name = "the hidden width",
+    .activations = FFN_ACT_ALL & ~FFN_ACT_BIT(FFN_ACT_SOFTMAX),
+    .activation_role = "an ffn block's hidden activation",
+    .default_act = FFN_ACT_GELU,
+    .options = FFN_SPEC_INIT | FFN_SPEC_SLOPE,
     .setup = block_setup,
     .default_trainable = block_default_trainable,
     .cache_per_row = block_cache_per_row,

@@ -118,6 +118,7 @@ static void ln_backward(ffn_layer *l, float *dx, float *dy, const float *x, size
                                 rstd, g->data, batch, l->in, accumulate, 0);
 }
 
+/* layernorm (no field, no option) */
 const ffn_layer_ops ffn_layer_layernorm_ops = {
     .name = "layernorm",
     .setup = ln_setup,

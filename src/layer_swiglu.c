@@ -136,8 +136,12 @@ static void swiglu_backward(ffn_layer *l, float *dx, float *dy, const float *x, 
     }
 }
 
+/* swiglu:HIDDEN[:init=NAME][:init_param=X] (its gate is always silu) */
 const ffn_layer_ops ffn_layer_swiglu_ops = {
     .name = "swiglu",
+    .field = FFN_SPEC_UNITS,
+    .field_name = "the hidden width",
+    .options = FFN_SPEC_INIT,
     .setup = swiglu_setup,
     .default_trainable = swiglu_default_trainable,
     .cache_per_row = swiglu_cache_per_row,
