@@ -23,7 +23,7 @@
 typedef struct {
     int train;            /* 0: evaluation (dropout is the identity) */
     uint64_t seed, step;  /* training: the run's seed and the optimizer step */
-    const uint64_t *rows; /* training: global row ids of the batch, or NULL (0, 1, ...) */
+    const uint64_t *rows; /* training: global row ids of the batch [batch], or NULL (0, 1, ...) */
     size_t layer;         /* index of the layer being run */
 } ffn_forward_ctx;
 

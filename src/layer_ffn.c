@@ -61,9 +61,11 @@ static void block_init(ffn_layer *l, ffn_rng *rng)
     memset(t[T_B2].data, 0, l->in * sizeof(float));
 }
 
-/* The cache's parts for a batch of `batch` rows. */
+/* The cache's parts for a batch of `batch` rows (H = spec.units). */
 typedef struct {
-    float *xhat, *n, *rstd, *z, *h;
+    float *xhat, *n; /* [batch, in] */
+    float *rstd;     /* [batch] */
+    float *z, *h;    /* [batch, H]; h == z when act's backward needs only h */
 } block_parts;
 
 static block_parts parts_of(const ffn_layer *l, size_t batch)

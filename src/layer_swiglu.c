@@ -52,8 +52,11 @@ static void swiglu_init(ffn_layer *l, ffn_rng *rng)
     ffn_init_fill(k, s->init_param, t[T_W2].data, l->in, s->units, rng);
 }
 
+/* The cache's parts for a batch of `batch` rows (H = spec.units). */
 typedef struct {
-    float *xhat, *n, *rstd, *a, *g, *p;
+    float *xhat, *n;  /* [batch, in] */
+    float *rstd;      /* [batch] */
+    float *a, *g, *p; /* [batch, H] */
 } swiglu_parts;
 
 static swiglu_parts parts_of(const ffn_layer *l, size_t batch)

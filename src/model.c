@@ -15,11 +15,11 @@
 struct ffn_model {
     size_t input_dim;
     size_t layer_count;
-    ffn_layer *layers;
+    ffn_layer *layers;    /* [layer_count] */
     size_t tensor_count;
-    ffn_tensor *tensors;  /* every layer's, in buffer order; layers point into it */
+    ffn_tensor *tensors;  /* [tensor_count]: every layer's, in buffer order; layers point into it */
     size_t param_count;
-    float *params, *grads;
+    float *params, *grads; /* [param_count] each */
     int grads_borrowed;   /* grads is the caller's (ffn_model_use_grad_buffer) */
     size_t max_batch;
     float *activations;   /* every layer's y, z and cache, one arena */

@@ -39,7 +39,10 @@ const char *ffn_names_list(const ffn_names *t, char *buf, size_t cap)
         const char *sep = shown == 0 ? "" : shown + 1 == total ? " or " : ", ";
         shown++;
         int w = snprintf(buf + len, cap - len, "%s%s", sep, n);
-        if (w < 0 || (size_t)w >= cap - len) break; /* cut: buf is terminated */
+        if (w < 0 || (size_t)w >= cap - len) {
+            buf[len] = '\0'; /* cut after the last whole name */
+            break;
+        }
         len += (size_t)w;
     }
     return buf;

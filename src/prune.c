@@ -9,9 +9,9 @@
 
 struct ffn_pruner {
     size_t param_count, segment_count, prunable;
-    ffn_prune_segment *segments;
-    uint8_t *mask;  /* [param_count] */
-    float *scratch; /* [prunable]: keys for the selection */
+    ffn_prune_segment *segments; /* [segment_count] */
+    uint8_t *mask;               /* [param_count] */
+    float *scratch;              /* [prunable]: keys for the selection */
 };
 
 static const char *const scope_names[FFN_PRUNE_SCOPE_COUNT] = {"layer", "global"};

@@ -58,8 +58,8 @@ typedef struct {
     char *optimizer;       /* optimizer kind name, or NULL when no state */
     uint64_t optimizer_steps;
     size_t state_count;    /* 0 .. FFN_OPTIM_MAX_STATE */
-    char *state_names[FFN_OPTIM_MAX_STATE];
-    float *state[FFN_OPTIM_MAX_STATE]; /* [param_count] each */
+    char *state_names[FFN_OPTIM_MAX_STATE]; /* [state_count] used */
+    float *state[FFN_OPTIM_MAX_STATE]; /* [state_count] used, [param_count] each */
     uint64_t step, epoch, step_in_epoch, seed;
     uint8_t *mask;         /* [param_count] pruning mask (1 kept, 0 pruned; biases 1), or NULL */
 } ffn_checkpoint;
