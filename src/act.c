@@ -100,8 +100,7 @@ static const ffn_name_alias act_aliases[] = {
     {"none", FFN_ACT_IDENTITY},
 };
 
-const ffn_names ffn_act_names = {act_names, sizeof act_names[0], FFN_ACT_COUNT, act_aliases,
-                                 sizeof act_aliases / sizeof act_aliases[0]};
+const ffn_names ffn_act_names = FFN_NAMES_OF_ARRAY_WITH_ALIASES(act_names, act_aliases);
 
 int ffn_act_from_name(const char *name) { return ffn_names_find(&ffn_act_names, name); }
 

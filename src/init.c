@@ -32,8 +32,7 @@ static const ffn_name_alias init_aliases[] = {
     { "lecun", FFN_INIT_LECUN_NORMAL },
 };
 
-const ffn_names ffn_init_names = {init_names, sizeof init_names[0], FFN_INIT_COUNT, init_aliases,
-                                  sizeof init_aliases / sizeof init_aliases[0]};
+const ffn_names ffn_init_names = FFN_NAMES_OF_ARRAY_WITH_ALIASES(init_names, init_aliases);
 
 int ffn_init_from_name(const char *name) { return ffn_names_find(&ffn_init_names, name); }
 

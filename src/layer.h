@@ -68,17 +68,20 @@ typedef struct {
     /* Output width and tensors for spec s on input width in. Returns the
      * number of tensors written to decl (or -1 with ffn_fail set). */
     int (*setup)(const ffn_layer_spec *s, size_t in, size_t *out, ffn_tensor_decl *decl);
-    /* Whether the tensor trains by default (a dense layer with an adapter: only the adapter). */
+    /* The hooks below marked optional may be NULL: the default they name. */
+    /* Whether the tensor trains by default (a dense layer with an adapter:
+     * only the adapter). Optional: every tensor trains. */
     int (*default_trainable)(const ffn_layer_spec *s, const char *tensor);
     /* Floats per batch row of the layer's cache (kept from forward to backward)
-     * and of backward's work area; both times max_batch are reserved. */
+     * and of backward's work area; both times max_batch are reserved. Optional: 0. */
     size_t (*cache_per_row)(const ffn_layer *l);
     size_t (*work_per_row)(const ffn_layer *l);
-    /* Whether y needs a separate z buffer. */
+    /* Whether y needs a separate z buffer. Optional: no. */
     int (*needs_z)(const ffn_layer *l);
+    /* Draws or sets the parameters. Optional: the kind has none. */
     void (*init)(ffn_layer *l, ffn_rng *rng);
     /* Points the layer's own views (a dense layer's W, b, dW, db) into the
-     * tensors, once they have buffers and whenever the buffers move; NULL: none. */
+     * tensors, once they have buffers and whenever the buffers move. Optional. */
     void (*bind)(ffn_layer *l);
     /* Writes l->y (and l->z, l->cache) from x [batch, in]. */
     void (*forward)(ffn_layer *l, const float *x, size_t batch, const ffn_forward_ctx *ctx);

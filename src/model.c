@@ -47,7 +47,8 @@ static void set_layer_trainable(ffn_layer *l)
 {
     const ffn_layer_ops *ops = ffn_layer_ops_of(l->spec.kind);
     for (size_t k = 0; k < l->tensor_count; k++)
-        l->tensors[k].trainable = !l->frozen && ops->default_trainable(&l->spec, l->tensors[k].name);
+        l->tensors[k].trainable =
+            !l->frozen && (!ops->default_trainable || ops->default_trainable(&l->spec, l->tensors[k].name));
 }
 
 ffn_status ffn_model_create(ffn_model **out, const ffn_layer_spec *layers, size_t count,
@@ -212,13 +213,25 @@ void ffn_model_init_layer(ffn_model *m, size_t i, uint64_t seed)
 {
     ffn_layer *l = &m->layers[i];
     ffn_rng rng = ffn_rng_make(seed, FFN_STREAM_INIT + ((uint64_t)i << 8));
-    ffn_layer_ops_of(l->spec.kind)->init(l, &rng);
+    const ffn_layer_ops *ops = ffn_layer_ops_of(l->spec.kind);
+    if (ops->init) ops->init(l, &rng);
 }
 
 void ffn_model_init_params(ffn_model *m, uint64_t seed)
 {
     for (size_t i = 0; i < m->layer_count; i++) ffn_model_init_layer(m, i, seed);
 }
+
+/* The optional sizes of a kind (a missing hook: none). */
+static size_t cache_per_row(const ffn_layer_ops *ops, const ffn_layer *l)
+{
+    return ops->cache_per_row ? ops->cache_per_row(l) : 0;
+}
+static size_t work_per_row(const ffn_layer_ops *ops, const ffn_layer *l)
+{
+    return ops->work_per_row ? ops->work_per_row(l) : 0;
+}
+static int needs_z(const ffn_layer_ops *ops, const ffn_layer *l) { return ops->needs_z && ops->needs_z(l); }
 
 ffn_status ffn_model_reserve(ffn_model *m, size_t max_batch)
 {
@@ -233,9 +246,9 @@ ffn_status ffn_model_reserve(ffn_model *m, size_t max_batch)
     for (size_t i = 0; i < m->layer_count; i++) {
         const ffn_layer *l = &m->layers[i];
         const ffn_layer_ops *ops = ffn_layer_ops_of(l->spec.kind);
-        size_t per_row = l->out, wk = ops->work_per_row(l);
-        if ((ops->needs_z(l) && ffn_size_add(per_row, l->out, &per_row) != 0) ||
-            ffn_size_add(per_row, ops->cache_per_row(l), &per_row) != 0 ||
+        size_t per_row = l->out, wk = work_per_row(ops, l);
+        if ((needs_z(ops, l) && ffn_size_add(per_row, l->out, &per_row) != 0) ||
+            ffn_size_add(per_row, cache_per_row(ops, l), &per_row) != 0 ||
             ffn_size_mul(per_row, max_batch, &per_row) != 0 || ffn_size_add(total, per_row, &total) != 0 ||
             ffn_size_mul(wk, max_batch, &wk) != 0)
             return ffn_fail(FFN_ERR_NOMEM, "activation size overflows for batch %zu", max_batch);
@@ -257,13 +270,13 @@ ffn_status ffn_model_reserve(ffn_model *m, size_t max_batch)
         const ffn_layer_ops *ops = ffn_layer_ops_of(l->spec.kind);
         l->y = p;
         p += max_batch * l->out;
-        if (ops->needs_z(l)) {
+        if (needs_z(ops, l)) {
             l->z = p;
             p += max_batch * l->out;
         } else {
             l->z = l->y;
         }
-        size_t cache = ops->cache_per_row(l);
+        size_t cache = cache_per_row(ops, l);
         l->cache = cache ? p : NULL;
         p += max_batch * cache;
     }

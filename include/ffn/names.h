@@ -29,6 +29,9 @@ typedef struct {
     {&(array)[0], sizeof(array)[0], sizeof(array) / sizeof(array)[0], NULL, 0}
 #define FFN_NAMES_OF_FIELD(table, field) \
     {&(table)[0].field, sizeof(table)[0], sizeof(table) / sizeof(table)[0], NULL, 0}
+/* The same over an array of names, with an array of ffn_name_alias. */
+#define FFN_NAMES_OF_ARRAY_WITH_ALIASES(array, aliases) \
+    {&(array)[0], sizeof(array)[0], sizeof(array) / sizeof(array)[0], (aliases), sizeof(aliases) / sizeof(aliases)[0]}
 
 /* The value named name (a name or an alias), or -1 (also for NULL). */
 int ffn_names_find(const ffn_names *t, const char *name);
