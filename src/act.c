@@ -95,19 +95,16 @@ static const char *const act_names[FFN_ACT_COUNT] = {
     [FFN_ACT_TANH] = "tanh", [FFN_ACT_GELU] = "gelu", [FFN_ACT_SOFTMAX] = "softmax",
 };
 
-int ffn_act_from_name(const char *name)
-{
-    if (!name) return -1;
-    if (strcmp(name, "linear") == 0 || strcmp(name, "none") == 0) return FFN_ACT_IDENTITY;
-    for (int a = 0; a < FFN_ACT_COUNT; a++)
-        if (strcmp(name, act_names[a]) == 0) return a;
-    return -1;
-}
+static const ffn_name_alias act_aliases[] = {
+    {"linear", FFN_ACT_IDENTITY},
+    {"none", FFN_ACT_IDENTITY},
+};
 
-const char *ffn_act_name(ffn_act a)
-{
-    return (a >= 0 && a < FFN_ACT_COUNT) ? act_names[a] : "unknown";
-}
+const ffn_names ffn_act_names = FFN_NAMES_OF_ARRAY_WITH_ALIASES(act_names, act_aliases);
+
+int ffn_act_from_name(const char *name) { return ffn_names_find(&ffn_act_names, name); }
+
+const char *ffn_act_name(ffn_act a) { return ffn_names_name(&ffn_act_names, (int)a); }
 
 int ffn_act_backward_needs_z(ffn_act a, float param)
 {

@@ -433,6 +433,38 @@ static ffn_status load_masks(hid_t f, ffn_checkpoint *c, const char *path)
     return st;
 }
 
+/* Whether an optimizer kind before kind (in ffn_opt_kind order) may hold a
+ * state buffer named name: each name is read once. */
+static int state_name_seen(const char *name, int kind)
+{
+    for (int k = 0; k < kind; k++)
+        for (size_t i = 0; ffn_optim_kind_state_name((ffn_opt_kind)k, i); i++)
+            if (strcmp(ffn_optim_kind_state_name((ffn_opt_kind)k, i), name) == 0) return 1;
+    return 0;
+}
+
+/* Every state buffer of /optimizer (g) named as some optimizer kind names
+ * one; whoever restores them checks that they are the kind's. */
+static ffn_status load_optimizer_state(hid_t g, ffn_checkpoint *c, const char *path)
+{
+    hsize_t n[1] = {c->param_count};
+    for (int kind = 0; kind < FFN_OPT_COUNT; kind++) {
+        const char *name;
+        for (size_t k = 0; (name = ffn_optim_kind_state_name((ffn_opt_kind)kind, k)); k++) {
+            if (state_name_seen(name, kind) || H5Lexists(g, name, H5P_DEFAULT) <= 0) continue;
+            if (c->state_count == FFN_OPTIM_MAX_STATE)
+                return ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: /optimizer holds too many state buffers", path);
+            size_t i = c->state_count++;
+            c->state_names[i] = strdup(name);
+            c->state[i] = ffn_alloc_floats(c->param_count);
+            if (!c->state_names[i] || !c->state[i]) return ffn_fail(FFN_ERR_NOMEM, "out of memory");
+            ffn_status st = read_floats(g, name, path, "/optimizer", c->state[i], 1, n);
+            if (st != FFN_OK) return st;
+        }
+    }
+    return FFN_OK;
+}
+
 static ffn_status load_contents(hid_t f, ffn_checkpoint *c, const char *path)
 {
     ffn_status st;
@@ -508,20 +540,7 @@ static ffn_status load_contents(hid_t f, ffn_checkpoint *c, const char *path)
         hid_t g = H5Gopen2(f, "optimizer", H5P_DEFAULT);
         st = read_string_attr(g, "kind", path, &c->optimizer);
         if (st == FFN_OK) st = read_u64_attr(g, "step_count", path, &c->optimizer_steps);
-        static const char *names[] = {"m", "v", "momentum", "square_avg"};
-        hsize_t n[1] = {c->param_count};
-        for (size_t k = 0; k < 4 && st == FFN_OK; k++) {
-            if (H5Lexists(g, names[k], H5P_DEFAULT) <= 0) continue;
-            if (c->state_count == 2) {
-                st = ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: /optimizer holds too many state buffers", path);
-                break;
-            }
-            size_t i = c->state_count++;
-            c->state_names[i] = strdup(names[k]);
-            c->state[i] = ffn_alloc_floats(c->param_count);
-            if (!c->state_names[i] || !c->state[i]) st = ffn_fail(FFN_ERR_NOMEM, "out of memory");
-            else st = read_floats(g, names[k], path, "/optimizer", c->state[i], 1, n);
-        }
+        if (st == FFN_OK) st = load_optimizer_state(g, c, path);
         H5Gclose(g);
         if (st != FFN_OK) return st;
     }
@@ -568,7 +587,7 @@ void ffn_checkpoint_free(ffn_checkpoint *c)
     else ffn_free(c->params);
     ffn_free(c->mask);
     free(c->optimizer);
-    for (int i = 0; i < 2; i++) {
+    for (int i = 0; i < FFN_OPTIM_MAX_STATE; i++) {
         free(c->state_names[i]);
         ffn_free(c->state[i]);
     }

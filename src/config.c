@@ -10,6 +10,7 @@
 
 #include "ffn/prune.h"
 
+/* T_LOSS .. T_PROGRESS: an int named by one of the names in named_types. */
 typedef enum { T_STR, T_U64, T_INT, T_FLOAT, T_DOUBLE, T_FLAG, T_LOSS, T_OPT, T_LR, T_PROGRESS } value_type;
 typedef enum { ANY, POSITIVE, NONNEG, OPEN_UNIT } range;
 
@@ -136,15 +137,20 @@ void ffn_config_defaults(ffn_train_config *cfg)
     cfg->prune_every = 100;
 }
 
-static const char *progress_name(int p) { return p < 0 ? "auto" : p ? "on" : "off"; }
+/* --progress: auto (-1: when stderr is a terminal), on (1), off (0). */
+static const char *const progress_names[] = {"auto", "on", "off"};
+static const int progress_values[] = {-1, 1, 0};
+static const ffn_names progress_table = FFN_NAMES_OF_ARRAY(progress_names);
 
-static int progress_from_name(const char *s)
-{
-    if (strcmp(s, "auto") == 0) return -1;
-    if (strcmp(s, "on") == 0) return 1;
-    if (strcmp(s, "off") == 0) return 0;
-    return -2;
-}
+/* The names each named value type takes. */
+static const ffn_names *const named_types[] = {
+    [T_LOSS] = &ffn_loss_names,
+    [T_OPT] = &ffn_opt_names,
+    [T_LR] = &ffn_lr_names,
+    [T_PROGRESS] = &progress_table,
+};
+
+static const char *progress_name(int p) { return p < 0 ? "auto" : p ? "on" : "off"; }
 
 static ffn_status bad_value(const flag *f, const char *value, const char *expected)
 {
@@ -194,28 +200,15 @@ static ffn_status set_value(ffn_train_config *cfg, const flag *f, const char *va
         return FFN_OK;
     }
     case T_FLAG: return FFN_OK; /* flags take no value; handled by the caller */
-    case T_LOSS: {
-        int v = ffn_loss_from_name(value);
-        if (v < 0) return bad_value(f, value, "mse, bce or softmax_ce");
-        *(int *)field = v;
-        return FFN_OK;
-    }
-    case T_OPT: {
-        int v = ffn_opt_from_name(value);
-        if (v < 0) return bad_value(f, value, "sgd, adam, adamw or rmsprop");
-        *(int *)field = v;
-        return FFN_OK;
-    }
-    case T_LR: {
-        int v = ffn_lr_from_name(value);
-        if (v < 0) return bad_value(f, value, "constant, step or cosine");
-        *(int *)field = v;
-        return FFN_OK;
-    }
+    case T_LOSS:
+    case T_OPT:
+    case T_LR:
     case T_PROGRESS: {
-        int v = progress_from_name(value);
-        if (v == -2) return bad_value(f, value, "auto, on or off");
-        *(int *)field = v;
+        const ffn_names *names = named_types[f->type];
+        char list[FFN_NAMES_LIST_MAX];
+        int v = ffn_names_find(names, value);
+        if (v < 0) return bad_value(f, value, ffn_names_list(names, list, sizeof list));
+        *(int *)field = f->type == T_PROGRESS ? progress_values[v] : v;
         return FFN_OK;
     }
     }
@@ -352,8 +345,10 @@ ffn_status ffn_config_validate(ffn_train_config *cfg)
     if (!(cfg->prune < 1))
         return ffn_fail(FFN_ERR_ARG, "--prune: expected a sparsity in [0, 1), got %g", (double)cfg->prune);
     cfg->prune_scope_kind = ffn_prune_scope_from_name(cfg->prune_scope);
+    char list[FFN_NAMES_LIST_MAX];
     if (cfg->prune_scope_kind < 0)
-        return ffn_fail(FFN_ERR_ARG, "--prune-scope: expected layer or global, got '%s'", cfg->prune_scope);
+        return ffn_fail(FFN_ERR_ARG, "--prune-scope: expected %s, got '%s'",
+                        ffn_names_list(&ffn_prune_scope_names, list, sizeof list), cfg->prune_scope);
     if (cfg->prune_end_step && cfg->prune_end_step < cfg->prune_start_step)
         return ffn_fail(FFN_ERR_ARG, "--prune-end-step %llu: expected at least --prune-start-step %llu",
                         (unsigned long long)cfg->prune_end_step, (unsigned long long)cfg->prune_start_step);
@@ -361,6 +356,19 @@ ffn_status ffn_config_validate(ffn_train_config *cfg)
         return ffn_fail(FFN_ERR_ARG, "--min-lr: expected at most --lr (%g), got %g", (double)cfg->lr,
                         (double)cfg->min_lr);
     return FFN_OK;
+}
+
+ffn_optim_config ffn_config_optim(const ffn_train_config *cfg)
+{
+    ffn_optim_config oc = ffn_optim_defaults((ffn_opt_kind)cfg->optimizer);
+    oc.momentum = cfg->momentum;
+    oc.nesterov = cfg->nesterov;
+    oc.beta1 = cfg->beta1;
+    oc.beta2 = cfg->beta2;
+    oc.eps = cfg->eps;
+    oc.alpha = cfg->rmsprop_alpha;
+    if (cfg->weight_decay >= 0) oc.weight_decay = cfg->weight_decay;
+    return oc;
 }
 
 static void format_value(const ffn_train_config *cfg, const flag *f, char *out, size_t cap)
@@ -373,9 +381,9 @@ static void format_value(const ffn_train_config *cfg, const flag *f, char *out, 
     case T_FLOAT: snprintf(out, cap, "%g", (double)*(const float *)field); break;
     case T_DOUBLE: snprintf(out, cap, "%g", *(const double *)field); break;
     case T_FLAG: snprintf(out, cap, "%s", *(const int *)field ? "true" : "false"); break;
-    case T_LOSS: snprintf(out, cap, "%s", ffn_loss_name((ffn_loss) * (const int *)field)); break;
-    case T_OPT: snprintf(out, cap, "%s", ffn_opt_name((ffn_opt_kind) * (const int *)field)); break;
-    case T_LR: snprintf(out, cap, "%s", ffn_lr_name((ffn_lr_kind) * (const int *)field)); break;
+    case T_LOSS:
+    case T_OPT:
+    case T_LR: snprintf(out, cap, "%s", ffn_names_name(named_types[f->type], *(const int *)field)); break;
     case T_PROGRESS: snprintf(out, cap, "%s", progress_name(*(const int *)field)); break;
     }
 }

@@ -21,10 +21,7 @@ static const char *const init_names[FFN_INIT_COUNT] = {
     [FFN_INIT_LECUN_NORMAL] = "lecun_normal",
 };
 
-static const struct {
-    const char *name;
-    ffn_init kind;
-} init_aliases[] = {
+static const ffn_name_alias init_aliases[] = {
     { "glorot_uniform", FFN_INIT_XAVIER_UNIFORM },
     { "glorot_normal", FFN_INIT_XAVIER_NORMAL },
     { "kaiming_uniform", FFN_INIT_HE_UNIFORM },
@@ -35,20 +32,11 @@ static const struct {
     { "lecun", FFN_INIT_LECUN_NORMAL },
 };
 
-int ffn_init_from_name(const char *name)
-{
-    if (!name) return -1;
-    for (int k = 0; k < FFN_INIT_COUNT; k++)
-        if (strcmp(name, init_names[k]) == 0) return k;
-    for (size_t i = 0; i < sizeof init_aliases / sizeof init_aliases[0]; i++)
-        if (strcmp(name, init_aliases[i].name) == 0) return (int)init_aliases[i].kind;
-    return -1;
-}
+const ffn_names ffn_init_names = FFN_NAMES_OF_ARRAY_WITH_ALIASES(init_names, init_aliases);
 
-const char *ffn_init_name(ffn_init kind)
-{
-    return (unsigned)kind < FFN_INIT_COUNT ? init_names[kind] : "unknown";
-}
+int ffn_init_from_name(const char *name) { return ffn_names_find(&ffn_init_names, name); }
+
+const char *ffn_init_name(ffn_init kind) { return ffn_names_name(&ffn_init_names, (int)kind); }
 
 /* The explicit range/std of uniform and normal; a non-positive or non-finite
  * param means "not given" and falls back to the default. */

@@ -4,7 +4,12 @@
  * backward. The model owns the buffers: a layer's parameters are tensors in
  * the flat buffers (declared by setup), its output y (and z) and its cache are
  * carved from one activation arena by ffn_model_reserve, and backward borrows
- * a shared work area. Forward and backward never allocate. */
+ * a shared work area. Forward and backward never allocate.
+ *
+ * A kind also describes its spec item (kind[:field][:option...]): src/spec.c
+ * parses and formats every kind from that description alone. Adding a kind
+ * is its file, its value in ffn_layer_kind (model.h) and one line in the
+ * registry (src/layer_kinds.c). */
 #ifndef FFN_LAYER_INTERNAL_H
 #define FFN_LAYER_INTERNAL_H
 
@@ -18,7 +23,7 @@
 typedef struct {
     int train;            /* 0: evaluation (dropout is the identity) */
     uint64_t seed, step;  /* training: the run's seed and the optimizer step */
-    const uint64_t *rows; /* training: global row ids of the batch, or NULL (0, 1, ...) */
+    const uint64_t *rows; /* training: global row ids of the batch [batch], or NULL (0, 1, ...) */
     size_t layer;         /* index of the layer being run */
 } ffn_forward_ctx;
 
@@ -32,20 +37,52 @@ typedef struct {
 
 #define FFN_LAYER_MAX_TENSORS 8
 
+/* The positional field of a spec item, right after the keyword. */
+typedef enum {
+    FFN_SPEC_NO_FIELD = 0,
+    FFN_SPEC_UNITS, /* an integer in [1, 2^31] (spec.units) */
+    FFN_SPEC_RATE,  /* a probability in [0, 1) (spec.rate) */
+} ffn_spec_field;
+
+/* The option groups an item may carry after its field (bits of ffn_layer_ops.options). */
+enum {
+    FFN_SPEC_INIT = 1u << 0,  /* init=NAME, init_param=X */
+    FFN_SPEC_SLOPE = 1u << 1, /* slope=X, leaky_relu's (formatted with the activation) */
+    FFN_SPEC_LORA = 1u << 2,  /* lora=R, lora_alpha=A */
+};
+
+/* Bits of ffn_layer_ops.activations. */
+#define FFN_ACT_BIT(a) (1u << (a))
+#define FFN_ACT_ALL (FFN_ACT_BIT(FFN_ACT_COUNT) - 1u)
+
 typedef struct {
     const char *name; /* spec keyword */
+    /* ---- the spec item */
+    ffn_spec_field field;
+    const char *field_name;      /* FFN_SPEC_UNITS, in messages: "units", "the hidden width" */
+    unsigned activations;        /* the ffn_act an item may name (FFN_ACT_BIT); 0: none */
+    const char *activation_role; /* in messages: "softmax cannot be <role>" */
+    ffn_act default_act;         /* spec.act when the item names none (never printed) */
+    unsigned options;            /* FFN_SPEC_INIT | FFN_SPEC_SLOPE | FFN_SPEC_LORA */
+    /* ---- the layer */
     /* Output width and tensors for spec s on input width in. Returns the
      * number of tensors written to decl (or -1 with ffn_fail set). */
     int (*setup)(const ffn_layer_spec *s, size_t in, size_t *out, ffn_tensor_decl *decl);
-    /* Whether the tensor trains by default (a dense layer with an adapter: only the adapter). */
+    /* The hooks below marked optional may be NULL: the default they name. */
+    /* Whether the tensor trains by default (a dense layer with an adapter:
+     * only the adapter). Optional: every tensor trains. */
     int (*default_trainable)(const ffn_layer_spec *s, const char *tensor);
     /* Floats per batch row of the layer's cache (kept from forward to backward)
-     * and of backward's work area; both times max_batch are reserved. */
+     * and of backward's work area; both times max_batch are reserved. Optional: 0. */
     size_t (*cache_per_row)(const ffn_layer *l);
     size_t (*work_per_row)(const ffn_layer *l);
-    /* Whether y needs a separate z buffer. */
+    /* Whether y needs a separate z buffer. Optional: no. */
     int (*needs_z)(const ffn_layer *l);
+    /* Draws or sets the parameters. Optional: the kind has none. */
     void (*init)(ffn_layer *l, ffn_rng *rng);
+    /* Points the layer's own views (a dense layer's W, b, dW, db) into the
+     * tensors, once they have buffers and whenever the buffers move. Optional. */
+    void (*bind)(ffn_layer *l);
     /* Writes l->y (and l->z, l->cache) from x [batch, in]. */
     void (*forward)(ffn_layer *l, const float *x, size_t batch, const ffn_forward_ctx *ctx);
     /* dy [batch, out] (may be overwritten); dx [batch, in] written unless
@@ -56,11 +93,12 @@ typedef struct {
                      int accumulate, float *work, const ffn_forward_ctx *ctx);
 } ffn_layer_ops;
 
-extern const ffn_layer_ops ffn_layer_dense_ops, ffn_layer_dropout_ops, ffn_layer_layernorm_ops,
-    ffn_layer_ffn_ops, ffn_layer_swiglu_ops;
-
-/* The ops of a kind. */
+/* The ops of a kind (NULL for a value that is none). */
 const ffn_layer_ops *ffn_layer_ops_of(ffn_layer_kind kind);
+/* The kind whose keyword is name, or -1. */
+int ffn_layer_kind_from_name(const char *name);
+/* "dense, dropout, ... or swiglu" into buf (cut at cap); returns buf. */
+const char *ffn_layer_kind_list(char *buf, size_t cap);
 
 /* The tensor of l named name (NULL if none). */
 ffn_tensor *ffn_layer_tensor(ffn_layer *l, const char *name);

@@ -115,14 +115,33 @@ static void dense_backward(ffn_layer *l, float *dx, float *dy, const float *x, s
                     dx, in);
 }
 
+/* W [out, in], b [out] and their gradients: views of the first two tensors. */
+static void dense_bind(ffn_layer *l)
+{
+    l->weight_count = l->tensors[0].count;
+    l->bias_count = l->tensors[1].count;
+    l->W = l->tensors[0].data;
+    l->b = l->tensors[1].data;
+    l->dW = l->tensors[0].grad;
+    l->db = l->tensors[1].grad;
+}
+
+/* dense:UNITS[:ACT][:init=NAME][:init_param=X][:slope=X][:lora=R][:lora_alpha=A] */
 const ffn_layer_ops ffn_layer_dense_ops = {
     .name = "dense",
+    .field = FFN_SPEC_UNITS,
+    .field_name = "units",
+    .activations = FFN_ACT_ALL,
+    .activation_role = "a dense layer's activation",
+    .default_act = FFN_ACT_IDENTITY,
+    .options = FFN_SPEC_INIT | FFN_SPEC_SLOPE | FFN_SPEC_LORA,
     .setup = dense_setup,
     .default_trainable = dense_default_trainable,
     .cache_per_row = dense_cache_per_row,
     .work_per_row = dense_work_per_row,
     .needs_z = dense_needs_z,
     .init = dense_init,
+    .bind = dense_bind,
     .forward = dense_forward,
     .backward = dense_backward,
 };

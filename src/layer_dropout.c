@@ -23,17 +23,7 @@ static int dropout_setup(const ffn_layer_spec *s, size_t in, size_t *out, ffn_te
     return 0;
 }
 
-static int dropout_default_trainable(const ffn_layer_spec *s, const char *tensor)
-{
-    (void)s;
-    (void)tensor;
-    return 0;
-}
-
 static size_t dropout_cache_per_row(const ffn_layer *l) { return l->in; }
-static size_t dropout_work_per_row(const ffn_layer *l) { (void)l; return 0; }
-static int dropout_needs_z(const ffn_layer *l) { (void)l; return 0; }
-static void dropout_init(ffn_layer *l, ffn_rng *rng) { (void)l; (void)rng; }
 
 static void dropout_forward(ffn_layer *l, const float *x, size_t batch, const ffn_forward_ctx *ctx)
 {
@@ -77,14 +67,12 @@ static void dropout_backward(ffn_layer *l, float *dx, float *dy, const float *x,
     for (size_t i = 0; i < total; i++) dx[i] = dy[i] * mask[i];
 }
 
+/* dropout:P */
 const ffn_layer_ops ffn_layer_dropout_ops = {
     .name = "dropout",
+    .field = FFN_SPEC_RATE,
     .setup = dropout_setup,
-    .default_trainable = dropout_default_trainable,
     .cache_per_row = dropout_cache_per_row,
-    .work_per_row = dropout_work_per_row,
-    .needs_z = dropout_needs_z,
-    .init = dropout_init,
     .forward = dropout_forward,
     .backward = dropout_backward,
 };

@@ -30,13 +30,6 @@ static int block_setup(const ffn_layer_spec *s, size_t in, size_t *out, ffn_tens
     return 6;
 }
 
-static int block_default_trainable(const ffn_layer_spec *s, const char *tensor)
-{
-    (void)s;
-    (void)tensor;
-    return 1;
-}
-
 static int hidden_needs_z(const ffn_layer *l) { return ffn_act_backward_needs_z(l->spec.act, l->spec.act_param); }
 
 static size_t block_cache_per_row(const ffn_layer *l)
@@ -45,7 +38,6 @@ static size_t block_cache_per_row(const ffn_layer *l)
 }
 
 static size_t block_work_per_row(const ffn_layer *l) { return l->spec.units + l->in; }
-static int block_needs_z(const ffn_layer *l) { (void)l; return 0; }
 
 static void block_init(ffn_layer *l, ffn_rng *rng)
 {
@@ -61,9 +53,11 @@ static void block_init(ffn_layer *l, ffn_rng *rng)
     memset(t[T_B2].data, 0, l->in * sizeof(float));
 }
 
-/* The cache's parts for a batch of `batch` rows. */
+/* The cache's parts for a batch of `batch` rows (H = spec.units). */
 typedef struct {
-    float *xhat, *n, *rstd, *z, *h;
+    float *xhat, *n; /* [batch, in] */
+    float *rstd;     /* [batch] */
+    float *z, *h;    /* [batch, H]; h == z when act's backward needs only h */
 } block_parts;
 
 static block_parts parts_of(const ffn_layer *l, size_t batch)
@@ -115,13 +109,19 @@ static void block_backward(ffn_layer *l, float *dx, float *dy, const float *x, s
 #undef GRAD
 }
 
+/* ffn:HIDDEN[:ACT][:init=NAME][:init_param=X][:slope=X]; ACT is the hidden
+ * one (gelu by default), so softmax, which couples a row, is refused. */
 const ffn_layer_ops ffn_layer_ffn_ops = {
     .name = "ffn",
+    .field = FFN_SPEC_UNITS,
+    .field_name = "the hidden width",
+    .activations = FFN_ACT_ALL & ~FFN_ACT_BIT(FFN_ACT_SOFTMAX),
+    .activation_role = "an ffn block's hidden activation",
+    .default_act = FFN_ACT_GELU,
+    .options = FFN_SPEC_INIT | FFN_SPEC_SLOPE,
     .setup = block_setup,
-    .default_trainable = block_default_trainable,
     .cache_per_row = block_cache_per_row,
     .work_per_row = block_work_per_row,
-    .needs_z = block_needs_z,
     .init = block_init,
     .forward = block_forward,
     .backward = block_backward,

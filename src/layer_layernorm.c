@@ -81,16 +81,7 @@ static int ln_setup(const ffn_layer_spec *s, size_t in, size_t *out, ffn_tensor_
     return 2;
 }
 
-static int ln_default_trainable(const ffn_layer_spec *s, const char *tensor)
-{
-    (void)s;
-    (void)tensor;
-    return 1;
-}
-
 static size_t ln_cache_per_row(const ffn_layer *l) { return l->in + 1; }
-static size_t ln_work_per_row(const ffn_layer *l) { (void)l; return 0; }
-static int ln_needs_z(const ffn_layer *l) { (void)l; return 0; }
 
 static void ln_init(ffn_layer *l, ffn_rng *rng)
 {
@@ -118,13 +109,11 @@ static void ln_backward(ffn_layer *l, float *dx, float *dy, const float *x, size
                                 rstd, g->data, batch, l->in, accumulate, 0);
 }
 
+/* layernorm (no field, no option) */
 const ffn_layer_ops ffn_layer_layernorm_ops = {
     .name = "layernorm",
     .setup = ln_setup,
-    .default_trainable = ln_default_trainable,
     .cache_per_row = ln_cache_per_row,
-    .work_per_row = ln_work_per_row,
-    .needs_z = ln_needs_z,
     .init = ln_init,
     .forward = ln_forward,
     .backward = ln_backward,

@@ -29,16 +29,8 @@ static int swiglu_setup(const ffn_layer_spec *s, size_t in, size_t *out, ffn_ten
     return 5;
 }
 
-static int swiglu_default_trainable(const ffn_layer_spec *s, const char *tensor)
-{
-    (void)s;
-    (void)tensor;
-    return 1;
-}
-
 static size_t swiglu_cache_per_row(const ffn_layer *l) { return 2 * l->in + 1 + 3 * l->spec.units; }
 static size_t swiglu_work_per_row(const ffn_layer *l) { return 2 * l->spec.units + l->in; }
-static int swiglu_needs_z(const ffn_layer *l) { (void)l; return 0; }
 
 static void swiglu_init(ffn_layer *l, ffn_rng *rng)
 {
@@ -52,8 +44,11 @@ static void swiglu_init(ffn_layer *l, ffn_rng *rng)
     ffn_init_fill(k, s->init_param, t[T_W2].data, l->in, s->units, rng);
 }
 
+/* The cache's parts for a batch of `batch` rows (H = spec.units). */
 typedef struct {
-    float *xhat, *n, *rstd, *a, *g, *p;
+    float *xhat, *n;  /* [batch, in] */
+    float *rstd;      /* [batch] */
+    float *a, *g, *p; /* [batch, H] */
 } swiglu_parts;
 
 static swiglu_parts parts_of(const ffn_layer *l, size_t batch)
@@ -136,13 +131,15 @@ static void swiglu_backward(ffn_layer *l, float *dx, float *dy, const float *x, 
     }
 }
 
+/* swiglu:HIDDEN[:init=NAME][:init_param=X] (its gate is always silu) */
 const ffn_layer_ops ffn_layer_swiglu_ops = {
     .name = "swiglu",
+    .field = FFN_SPEC_UNITS,
+    .field_name = "the hidden width",
+    .options = FFN_SPEC_INIT,
     .setup = swiglu_setup,
-    .default_trainable = swiglu_default_trainable,
     .cache_per_row = swiglu_cache_per_row,
     .work_per_row = swiglu_work_per_row,
-    .needs_z = swiglu_needs_z,
     .init = swiglu_init,
     .forward = swiglu_forward,
     .backward = swiglu_backward,

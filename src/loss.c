@@ -12,26 +12,23 @@
 #include "ffn/loss.h"
 
 #include <math.h>
-#include <string.h>
 
-static const char *const loss_names[FFN_LOSS_COUNT] = {
-    [FFN_LOSS_MSE] = "mse",
-    [FFN_LOSS_BCE] = "bce",
-    [FFN_LOSS_SOFTMAX_CE] = "softmax_ce",
+/* Each loss by ffn_loss: its name and the activation that turns its outputs
+ * into predictions (bce is per column, multi-label, so sigmoid at any width). */
+static const struct {
+    const char *name;
+    ffn_act output_act;
+} losses[FFN_LOSS_COUNT] = {
+    [FFN_LOSS_MSE] = {"mse", FFN_ACT_IDENTITY},
+    [FFN_LOSS_BCE] = {"bce", FFN_ACT_SIGMOID},
+    [FFN_LOSS_SOFTMAX_CE] = {"softmax_ce", FFN_ACT_SOFTMAX},
 };
 
-int ffn_loss_from_name(const char *name)
-{
-    if (!name) return -1;
-    for (int k = 0; k < FFN_LOSS_COUNT; k++)
-        if (strcmp(name, loss_names[k]) == 0) return k;
-    return -1;
-}
+const ffn_names ffn_loss_names = FFN_NAMES_OF_FIELD(losses, name);
 
-const char *ffn_loss_name(ffn_loss kind)
-{
-    return (unsigned)kind < FFN_LOSS_COUNT ? loss_names[kind] : "unknown";
-}
+int ffn_loss_from_name(const char *name) { return ffn_names_find(&ffn_loss_names, name); }
+
+const char *ffn_loss_name(ffn_loss kind) { return ffn_names_name(&ffn_loss_names, (int)kind); }
 
 /* A row kernel: returns the row's loss sum (before any division by cols) and,
  * when d != NULL, writes the row's gradient times k. Always inlined so that
@@ -210,11 +207,6 @@ size_t ffn_count_correct(ffn_loss kind, const float *out, ffn_targets t, size_t 
 
 ffn_act ffn_loss_output_act(ffn_loss kind, size_t cols)
 {
-    (void)cols; /* bce is per column (multi-label), so sigmoid at any width */
-    switch (kind) {
-    case FFN_LOSS_BCE: return FFN_ACT_SIGMOID;
-    case FFN_LOSS_SOFTMAX_CE: return FFN_ACT_SOFTMAX;
-    case FFN_LOSS_MSE:
-    default: return FFN_ACT_IDENTITY;
-    }
+    (void)cols;
+    return (unsigned)kind < FFN_LOSS_COUNT ? losses[kind].output_act : FFN_ACT_IDENTITY;
 }

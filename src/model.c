@@ -1,9 +1,9 @@
-/* ffn — the model: spec parsing, the tensor layout over flat parameter and
- * gradient buffers, forward and backward over the layer kinds (src/layer_*.c). */
+/* ffn — the model: the tensor layout over flat parameter and gradient
+ * buffers, forward and backward over the layer kinds (src/layer_*.c; the
+ * spec text is src/spec.c). */
 #include "ffn/model.h"
 
 #include <cblas.h>
-#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,11 +15,11 @@
 struct ffn_model {
     size_t input_dim;
     size_t layer_count;
-    ffn_layer *layers;
+    ffn_layer *layers;    /* [layer_count] */
     size_t tensor_count;
-    ffn_tensor *tensors;  /* every layer's, in buffer order; layers point into it */
+    ffn_tensor *tensors;  /* [tensor_count]: every layer's, in buffer order; layers point into it */
     size_t param_count;
-    float *params, *grads;
+    float *params, *grads; /* [param_count] each */
     int grads_borrowed;   /* grads is the caller's (ffn_model_use_grad_buffer) */
     size_t max_batch;
     float *activations;   /* every layer's y, z and cache, one arena */
@@ -28,25 +28,6 @@ struct ffn_model {
     ffn_forward_ctx ctx;  /* of the last forward */
 };
 
-const ffn_layer_ops *ffn_layer_ops_of(ffn_layer_kind kind)
-{
-    switch (kind) {
-    case FFN_LAYER_DENSE: return &ffn_layer_dense_ops;
-    case FFN_LAYER_DROPOUT: return &ffn_layer_dropout_ops;
-    case FFN_LAYER_LAYERNORM: return &ffn_layer_layernorm_ops;
-    case FFN_LAYER_FFN: return &ffn_layer_ffn_ops;
-    case FFN_LAYER_SWIGLU: return &ffn_layer_swiglu_ops;
-    case FFN_LAYER_KIND_COUNT: break;
-    }
-    return NULL;
-}
-
-const char *ffn_layer_kind_name(ffn_layer_kind kind)
-{
-    const ffn_layer_ops *ops = ffn_layer_ops_of(kind);
-    return ops ? ops->name : "unknown";
-}
-
 ffn_tensor *ffn_layer_tensor(ffn_layer *l, const char *name)
 {
     for (size_t k = 0; k < l->tensor_count; k++)
@@ -54,232 +35,20 @@ ffn_tensor *ffn_layer_tensor(ffn_layer *l, const char *name)
     return NULL;
 }
 
-/* ---- spec text ---------------------------------------------------------- */
-
-static int parse_size(const char *s, size_t *out)
-{
-    if (!s || !*s) return -1;
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (errno || *end || s[0] == '-' || v == 0 || v > (1ull << 31)) return -1;
-    *out = (size_t)v;
-    return 0;
-}
-
-static int parse_float(const char *s, float *out)
-{
-    if (!s || !*s) return -1;
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || *end || v != v) return -1;
-    *out = (float)v;
-    return 0;
-}
-
-static ffn_layer_spec spec_defaults(ffn_layer_kind kind)
-{
-    return (ffn_layer_spec){.kind = kind, .act = kind == FFN_LAYER_FFN ? FFN_ACT_GELU : FFN_ACT_IDENTITY,
-                            .act_param = FFN_LEAKY_RELU_DEFAULT_SLOPE, .init = -1,
-                            .init_param = FFN_INIT_DEFAULT_PARAM};
-}
-
-#define ITEM_FAIL(...) ffn_fail(FFN_ERR_ARG, __VA_ARGS__)
-
-/* The options a kind accepts after its positional fields. */
-static ffn_status parse_option(ffn_layer_spec *spec, size_t index, char *field, int *alpha_given)
-{
-    const char *kind = ffn_layer_ops_of(spec->kind)->name;
-    int dense = spec->kind == FFN_LAYER_DENSE, with_act = dense || spec->kind == FFN_LAYER_FFN;
-    char *eq = strchr(field, '=');
-    if (!eq) {
-        int act = with_act ? ffn_act_from_name(field) : -1;
-        if (act < 0 && with_act)
-            return ITEM_FAIL("model spec item %zu: unknown activation '%s' (expected identity, relu, "
-                             "leaky_relu, sigmoid, tanh, gelu%s)",
-                             index + 1, field, dense ? " or softmax" : "");
-        if (act < 0) return ITEM_FAIL("model spec item %zu: %s takes no field '%s'", index + 1, kind, field);
-        if (act == FFN_ACT_SOFTMAX && !dense)
-            return ITEM_FAIL("model spec item %zu: softmax cannot be an ffn block's hidden activation", index + 1);
-        spec->act = (ffn_act)act;
-        return FFN_OK;
-    }
-    *eq = '\0';
-    const char *key = field, *value = eq + 1;
-    int has_init = dense || spec->kind == FFN_LAYER_FFN || spec->kind == FFN_LAYER_SWIGLU;
-    if (has_init && strcmp(key, "init") == 0) {
-        spec->init = ffn_init_from_name(value);
-        if (spec->init < 0) return ITEM_FAIL("model spec item %zu: unknown init '%s'", index + 1, value);
-    } else if (has_init && strcmp(key, "init_param") == 0) {
-        if (parse_float(value, &spec->init_param) != 0 || !(spec->init_param > 0))
-            return ITEM_FAIL("model spec item %zu: init_param must be a positive number, got '%s'", index + 1,
-                             value);
-    } else if (with_act && strcmp(key, "slope") == 0) {
-        if (parse_float(value, &spec->act_param) != 0)
-            return ITEM_FAIL("model spec item %zu: slope must be a number, got '%s'", index + 1, value);
-    } else if (dense && strcmp(key, "lora") == 0) {
-        if (parse_size(value, &spec->lora_rank) != 0)
-            return ITEM_FAIL("model spec item %zu: lora must be a rank in [1, 2^31], got '%s'", index + 1, value);
-    } else if (dense && strcmp(key, "lora_alpha") == 0) {
-        if (parse_float(value, &spec->lora_alpha) != 0 || !(spec->lora_alpha > 0) || spec->lora_alpha > 1e30f)
-            return ITEM_FAIL("model spec item %zu: lora_alpha must be a positive number, got '%s'", index + 1,
-                             value);
-        *alpha_given = 1;
-    } else {
-        return ITEM_FAIL("model spec item %zu: unknown option '%s' for %s (expected %s)", index + 1, key, kind,
-                         dense ? "init, init_param, slope, lora or lora_alpha"
-                         : spec->kind == FFN_LAYER_FFN ? "init, init_param or slope"
-                         : has_init ? "init or init_param" : "none");
-    }
-    return FFN_OK;
-}
-
-static ffn_status parse_item(char *item, size_t index, ffn_layer_spec *spec)
-{
-    char *save = NULL;
-    char *kind = strtok_r(item, ":", &save);
-    if (!kind)
-        return ITEM_FAIL("model spec item %zu is empty (expected e.g. dense:128:relu)", index + 1);
-    int k = 0;
-    while (k < FFN_LAYER_KIND_COUNT && strcmp(kind, ffn_layer_ops_of((ffn_layer_kind)k)->name) != 0) k++;
-    if (k == FFN_LAYER_KIND_COUNT)
-        return ITEM_FAIL("model spec item %zu: unknown layer kind '%s' (expected dense, dropout, layernorm, ffn "
-                         "or swiglu)",
-                         index + 1, kind);
-    *spec = spec_defaults((ffn_layer_kind)k);
-    if (k == FFN_LAYER_DENSE || k == FFN_LAYER_FFN || k == FFN_LAYER_SWIGLU) {
-        char *units = strtok_r(NULL, ":", &save);
-        if (parse_size(units, &spec->units) != 0)
-            return ITEM_FAIL("model spec item %zu: %s must be an integer in [1, 2^31], got '%s'", index + 1,
-                             k == FFN_LAYER_DENSE ? "units" : "the hidden width", units ? units : "");
-    } else if (k == FFN_LAYER_DROPOUT) {
-        char *rate = strtok_r(NULL, ":", &save);
-        if (parse_float(rate, &spec->rate) != 0 || !(spec->rate >= 0.0f && spec->rate < 1.0f))
-            return ITEM_FAIL("model spec item %zu: dropout needs a probability in [0, 1), got '%s'", index + 1,
-                             rate ? rate : "");
-    }
-    int alpha_given = 0;
-    for (char *field; (field = strtok_r(NULL, ":", &save));) {
-        ffn_status st = parse_option(spec, index, field, &alpha_given);
-        if (st != FFN_OK) return st;
-    }
-    if (alpha_given && !spec->lora_rank)
-        return ITEM_FAIL("model spec item %zu: lora_alpha needs lora=R", index + 1);
-    if (spec->lora_rank && !alpha_given) spec->lora_alpha = (float)spec->lora_rank;
-    return FFN_OK;
-}
-
-ffn_status ffn_spec_parse(const char *text, ffn_layer_spec **layers, size_t *count)
-{
-    *layers = NULL;
-    *count = 0;
-    if (!text || !*text) return ffn_fail(FFN_ERR_ARG, "model spec is empty (expected e.g. dense:128:relu,dense:10)");
-    size_t n = 1;
-    for (const char *p = text; *p; p++) n += *p == ',';
-    char *copy = strdup(text);
-    ffn_layer_spec *out = calloc(n, sizeof *out);
-    if (!copy || !out) {
-        free(copy);
-        free(out);
-        return ffn_fail(FFN_ERR_NOMEM, "out of memory parsing the model spec");
-    }
-    ffn_status st = FFN_OK;
-    char *item = copy;
-    for (size_t i = 0; i < n && st == FFN_OK; i++) {
-        char *comma = strchr(item, ',');
-        if (comma) *comma = '\0';
-        st = parse_item(item, i, &out[i]);
-        item = comma ? comma + 1 : item + strlen(item);
-    }
-    free(copy);
-    if (st != FFN_OK) {
-        free(out);
-        return st;
-    }
-    *layers = out;
-    *count = n;
-    return FFN_OK;
-}
-
-/* Shortest "%.Ng" that parses back (as parse_float does) to the same float:
- * "0.2" rather than "0.200000003", and never fewer digits than exactness
- * needs, so a spec saved in a checkpoint rebuilds the very same model. */
-static void format_float(char *buf, size_t size, float v)
-{
-    for (int digits = 6; digits <= 9; digits++) {
-        snprintf(buf, size, "%.*g", digits, (double)v);
-        if ((float)strtod(buf, NULL) == v) return;
-    }
-}
-
-/* Longest item: "dense:" + 10 digits + ":leaky_relu" + ":slope=" + 15 +
- * ":init=" + 14 + ":init_param=" + 15 + ":lora=" + 10 + ":lora_alpha=" + 15
- * = 150 characters, plus the comma. */
-enum { SPEC_ITEM_MAX = 200 };
-
-static size_t format_item(char *buf, const ffn_layer_spec *s)
-{
-    char num[32];
-    size_t cap = SPEC_ITEM_MAX;
-    int len = snprintf(buf, cap, "%s", ffn_layer_ops_of(s->kind)->name);
-#define APPEND(...) (len += snprintf(buf + len, cap - (size_t)len, __VA_ARGS__))
-    switch (s->kind) {
-    case FFN_LAYER_DROPOUT:
-        format_float(num, sizeof num, s->rate);
-        APPEND(":%s", num);
-        return (size_t)len;
-    case FFN_LAYER_LAYERNORM: return (size_t)len;
-    default: APPEND(":%zu", s->units); break;
-    }
-    ffn_act default_act = s->kind == FFN_LAYER_FFN ? FFN_ACT_GELU : FFN_ACT_IDENTITY;
-    if (s->kind != FFN_LAYER_SWIGLU && s->act != default_act) APPEND(":%s", ffn_act_name(s->act));
-    if (s->kind != FFN_LAYER_SWIGLU && s->act == FFN_ACT_LEAKY_RELU && s->act_param != FFN_LEAKY_RELU_DEFAULT_SLOPE) {
-        format_float(num, sizeof num, s->act_param);
-        APPEND(":slope=%s", num);
-    }
-    if (s->init >= 0) APPEND(":init=%s", ffn_init_name((ffn_init)s->init));
-    if (s->init_param != FFN_INIT_DEFAULT_PARAM) {
-        format_float(num, sizeof num, s->init_param);
-        APPEND(":init_param=%s", num);
-    }
-    if (s->kind == FFN_LAYER_DENSE && s->lora_rank) {
-        APPEND(":lora=%zu", s->lora_rank);
-        if (s->lora_alpha != (float)s->lora_rank) {
-            format_float(num, sizeof num, s->lora_alpha);
-            APPEND(":lora_alpha=%s", num);
-        }
-    }
-#undef APPEND
-    return (size_t)len;
-}
-
-char *ffn_spec_format(const ffn_layer_spec *layers, size_t count)
-{
-    size_t cap;
-    if (ffn_size_mul(count, SPEC_ITEM_MAX + 1, &cap) != 0 || ffn_size_add(cap, 1, &cap) != 0)
-        return NULL;
-    char *text = malloc(cap);
-    if (!text) return NULL;
-    size_t len = 0;
-    for (size_t i = 0; i < count; i++) {
-        char item[SPEC_ITEM_MAX];
-        if (i) text[len++] = ',';
-        size_t n = format_item(item, &layers[i]);
-        memcpy(text + len, item, n);
-        len += n;
-    }
-    text[len] = '\0';
-    return text;
-}
-
 /* ---- construction ------------------------------------------------------- */
+
+static void bind_layer(ffn_layer *l)
+{
+    const ffn_layer_ops *ops = ffn_layer_ops_of(l->spec.kind);
+    if (ops->bind) ops->bind(l);
+}
 
 static void set_layer_trainable(ffn_layer *l)
 {
     const ffn_layer_ops *ops = ffn_layer_ops_of(l->spec.kind);
     for (size_t k = 0; k < l->tensor_count; k++)
-        l->tensors[k].trainable = !l->frozen && ops->default_trainable(&l->spec, l->tensors[k].name);
+        l->tensors[k].trainable =
+            !l->frozen && (!ops->default_trainable || ops->default_trainable(&l->spec, l->tensors[k].name));
 }
 
 ffn_status ffn_model_create(ffn_model **out, const ffn_layer_spec *layers, size_t count,
@@ -357,14 +126,7 @@ ffn_status ffn_model_create(ffn_model **out, const ffn_layer_spec *layers, size_
     }
     for (size_t i = 0; i < count; i++) {
         ffn_layer *l = &m->layers[i];
-        if (l->spec.kind == FFN_LAYER_DENSE) {
-            l->weight_count = l->tensors[0].count;
-            l->bias_count = l->tensors[1].count;
-            l->W = l->tensors[0].data;
-            l->b = l->tensors[1].data;
-            l->dW = l->tensors[0].grad;
-            l->db = l->tensors[1].grad;
-        }
+        bind_layer(l);
         set_layer_trainable(l);
     }
     *out = m;
@@ -412,13 +174,7 @@ void ffn_model_use_grad_buffer(ffn_model *m, float *grads)
     m->grads = grads;
     m->grads_borrowed = 1;
     for (size_t t = 0; t < m->tensor_count; t++) m->tensors[t].grad = m->grads + m->tensors[t].offset;
-    for (size_t i = 0; i < m->layer_count; i++) {
-        ffn_layer *l = &m->layers[i];
-        if (l->spec.kind == FFN_LAYER_DENSE) {
-            l->dW = l->tensors[0].grad;
-            l->db = l->tensors[1].grad;
-        }
-    }
+    for (size_t i = 0; i < m->layer_count; i++) bind_layer(&m->layers[i]);
 }
 size_t ffn_model_max_batch(const ffn_model *m) { return m->max_batch; }
 size_t ffn_model_tensor_count(const ffn_model *m) { return m->tensor_count; }
@@ -457,13 +213,25 @@ void ffn_model_init_layer(ffn_model *m, size_t i, uint64_t seed)
 {
     ffn_layer *l = &m->layers[i];
     ffn_rng rng = ffn_rng_make(seed, FFN_STREAM_INIT + ((uint64_t)i << 8));
-    ffn_layer_ops_of(l->spec.kind)->init(l, &rng);
+    const ffn_layer_ops *ops = ffn_layer_ops_of(l->spec.kind);
+    if (ops->init) ops->init(l, &rng);
 }
 
 void ffn_model_init_params(ffn_model *m, uint64_t seed)
 {
     for (size_t i = 0; i < m->layer_count; i++) ffn_model_init_layer(m, i, seed);
 }
+
+/* The optional sizes of a kind (a missing hook: none). */
+static size_t cache_per_row(const ffn_layer_ops *ops, const ffn_layer *l)
+{
+    return ops->cache_per_row ? ops->cache_per_row(l) : 0;
+}
+static size_t work_per_row(const ffn_layer_ops *ops, const ffn_layer *l)
+{
+    return ops->work_per_row ? ops->work_per_row(l) : 0;
+}
+static int needs_z(const ffn_layer_ops *ops, const ffn_layer *l) { return ops->needs_z && ops->needs_z(l); }
 
 ffn_status ffn_model_reserve(ffn_model *m, size_t max_batch)
 {
@@ -478,9 +246,9 @@ ffn_status ffn_model_reserve(ffn_model *m, size_t max_batch)
     for (size_t i = 0; i < m->layer_count; i++) {
         const ffn_layer *l = &m->layers[i];
         const ffn_layer_ops *ops = ffn_layer_ops_of(l->spec.kind);
-        size_t per_row = l->out, wk = ops->work_per_row(l);
-        if ((ops->needs_z(l) && ffn_size_add(per_row, l->out, &per_row) != 0) ||
-            ffn_size_add(per_row, ops->cache_per_row(l), &per_row) != 0 ||
+        size_t per_row = l->out, wk = work_per_row(ops, l);
+        if ((needs_z(ops, l) && ffn_size_add(per_row, l->out, &per_row) != 0) ||
+            ffn_size_add(per_row, cache_per_row(ops, l), &per_row) != 0 ||
             ffn_size_mul(per_row, max_batch, &per_row) != 0 || ffn_size_add(total, per_row, &total) != 0 ||
             ffn_size_mul(wk, max_batch, &wk) != 0)
             return ffn_fail(FFN_ERR_NOMEM, "activation size overflows for batch %zu", max_batch);
@@ -502,13 +270,13 @@ ffn_status ffn_model_reserve(ffn_model *m, size_t max_batch)
         const ffn_layer_ops *ops = ffn_layer_ops_of(l->spec.kind);
         l->y = p;
         p += max_batch * l->out;
-        if (ops->needs_z(l)) {
+        if (needs_z(ops, l)) {
             l->z = p;
             p += max_batch * l->out;
         } else {
             l->z = l->y;
         }
-        size_t cache = ops->cache_per_row(l);
+        size_t cache = cache_per_row(ops, l);
         l->cache = cache ? p : NULL;
         p += max_batch * cache;
     }

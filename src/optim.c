@@ -1,4 +1,8 @@
-/* ffn — optimizers (sgd, adam, adamw, rmsprop), lr schedules and gradient clipping. */
+/* ffn — optimizers (sgd, adam, adamw, rmsprop), lr schedules and gradient clipping.
+ *
+ * Each optimizer kind is one entry of a table (its name, state buffers,
+ * default weight decay, config checks and update rule); the code around it
+ * is the same for every kind. */
 #include "ffn/optim.h"
 
 #include <math.h>
@@ -11,50 +15,35 @@
 #define M_PI 3.14159265358979323846
 #endif
 
+/* One optimizer kind: everything the generic code below needs to know of it. */
+typedef struct optim_kind optim_kind;
+
 struct ffn_optim {
     ffn_optim_config cfg;
+    const optim_kind *kind;
     size_t n;               /* length of params, grads and every state buffer */
     uint64_t t;             /* steps begun so far; the current step is t (from 1) */
-    size_t nstate;          /* 0, 1 or 2 */
-    float *state[2];
-    const char *state_name[2];
+    size_t nstate;          /* buffers held: 0 .. FFN_OPTIM_MAX_STATE */
+    float *state[FFN_OPTIM_MAX_STATE]; /* [n] each, named kind->state_names[i] */
     /* Adam bias corrections for step t, computed in double once per step:
      * inv_bc1 = 1/(1-b1^t), inv_sqrt_bc2 = 1/sqrt(1-b2^t). */
     double inv_bc1, inv_sqrt_bc2;
 };
 
-static const char *const opt_names[FFN_OPT_COUNT] = {"sgd", "adam", "adamw", "rmsprop"};
-static const char *const lr_names[FFN_LR_COUNT] = {"constant", "step", "cosine"};
-
-ffn_optim_config ffn_optim_defaults(ffn_opt_kind kind)
-{
-    ffn_optim_config c;
-    memset(&c, 0, sizeof c);
-    c.kind = kind;
-    /* Every field gets its documented default whatever the kind, so switching
-     * kind on a config later still leaves sane values behind. */
-    c.momentum = 0.0f;
-    c.nesterov = 0;
-    c.beta1 = 0.9f;
-    c.beta2 = 0.999f;
-    c.eps = 1e-8f;
-    c.alpha = 0.99f;
-    c.weight_decay = kind == FFN_OPT_ADAMW ? 0.01f : 0.0f;
-    return c;
-}
-
-int ffn_opt_from_name(const char *name)
-{
-    if (!name) return -1;
-    for (int k = 0; k < FFN_OPT_COUNT; k++)
-        if (strcmp(name, opt_names[k]) == 0) return k;
-    return -1;
-}
-
-const char *ffn_opt_name(ffn_opt_kind kind)
-{
-    return (unsigned)kind < FFN_OPT_COUNT ? opt_names[kind] : "unknown";
-}
+struct optim_kind {
+    const char *name;
+    /* The state buffers it may hold, in order (each [n], parallel to the params). */
+    const char *state_names[FFN_OPTIM_MAX_STATE];
+    /* How many of them (from the first) a config needs; NULL: all named. */
+    size_t (*state_used)(const ffn_optim_config *c);
+    float default_weight_decay;
+    /* Rejects settings that would make a step meaningless (PyTorch raises on the same). */
+    ffn_status (*check)(const ffn_optim_config *c);
+    /* One segment: w, g [count] and state[i] [count] at the same offset; wd is
+     * 0 where decay does not apply. */
+    void (*update)(const ffn_optim *opt, float lr, float wd, float *w, const float *g, float *const *state,
+                   size_t count);
+};
 
 /* Bias corrections for step t; t == 0 (no begin_step yet) is treated as t == 1
  * so that a stray update never divides by zero. */
@@ -65,94 +54,6 @@ static void compute_bias_corrections(ffn_optim *opt)
     double bc2 = 1.0 - pow((double)opt->cfg.beta2, t);
     opt->inv_bc1 = 1.0 / bc1;
     opt->inv_sqrt_bc2 = 1.0 / sqrt(bc2);
-}
-
-/* Rejects settings that would make a step meaningless (PyTorch raises on the same). */
-static int check_config(const ffn_optim_config *c)
-{
-    if ((unsigned)c->kind >= FFN_OPT_COUNT)
-        return ffn_fail(FFN_ERR_ARG, "optimizer: unknown kind %d", (int)c->kind);
-    if (!(c->weight_decay >= 0.0f))
-        return ffn_fail(FFN_ERR_ARG, "optimizer: weight_decay must be >= 0, got %g",
-                        (double)c->weight_decay);
-    switch (c->kind) {
-    case FFN_OPT_SGD:
-        if (!(c->momentum >= 0.0f))
-            return ffn_fail(FFN_ERR_ARG, "sgd: momentum must be >= 0, got %g", (double)c->momentum);
-        if (c->nesterov && !(c->momentum > 0.0f))
-            return ffn_fail(FFN_ERR_ARG, "sgd: nesterov needs momentum > 0");
-        break;
-    case FFN_OPT_ADAM:
-    case FFN_OPT_ADAMW:
-        if (!(c->beta1 >= 0.0f && c->beta1 < 1.0f) || !(c->beta2 >= 0.0f && c->beta2 < 1.0f))
-            return ffn_fail(FFN_ERR_ARG, "%s: betas must be in [0, 1), got %g, %g",
-                            opt_names[c->kind], (double)c->beta1, (double)c->beta2);
-        if (!(c->eps >= 0.0f))
-            return ffn_fail(FFN_ERR_ARG, "%s: eps must be >= 0, got %g", opt_names[c->kind],
-                            (double)c->eps);
-        break;
-    case FFN_OPT_RMSPROP:
-        if (!(c->alpha >= 0.0f && c->alpha <= 1.0f))
-            return ffn_fail(FFN_ERR_ARG, "rmsprop: alpha must be in [0, 1], got %g", (double)c->alpha);
-        if (!(c->eps >= 0.0f))
-            return ffn_fail(FFN_ERR_ARG, "rmsprop: eps must be >= 0, got %g", (double)c->eps);
-        break;
-    default:
-        break;
-    }
-    return FFN_OK;
-}
-
-ffn_optim *ffn_optim_create(const ffn_optim_config *cfg, size_t n)
-{
-    if (!cfg) {
-        ffn_fail(FFN_ERR_ARG, "optimizer: no config");
-        return NULL;
-    }
-    if (check_config(cfg) != FFN_OK) return NULL;
-    ffn_optim *opt = ffn_alloc(1, sizeof *opt);
-    if (!opt) return NULL;
-    opt->cfg = *cfg;
-    opt->n = n;
-    switch (cfg->kind) {
-    case FFN_OPT_SGD:
-        /* Plain SGD keeps no state; momentum keeps one buffer. */
-        if (cfg->momentum > 0.0f) opt->state_name[opt->nstate++] = "momentum";
-        break;
-    case FFN_OPT_ADAM:
-    case FFN_OPT_ADAMW:
-        opt->state_name[opt->nstate++] = "m";
-        opt->state_name[opt->nstate++] = "v";
-        break;
-    case FFN_OPT_RMSPROP:
-        opt->state_name[opt->nstate++] = "square_avg";
-        break;
-    default:
-        break;
-    }
-    for (size_t i = 0; i < opt->nstate; i++) {
-        /* Zeroed: a zero momentum buffer gives PyTorch's buf = g on the first step. */
-        opt->state[i] = ffn_alloc_floats(n);
-        if (!opt->state[i]) {
-            ffn_optim_free(opt);
-            return NULL;
-        }
-    }
-    compute_bias_corrections(opt);
-    return opt;
-}
-
-void ffn_optim_free(ffn_optim *opt)
-{
-    if (!opt) return;
-    for (size_t i = 0; i < 2; i++) ffn_free(opt->state[i]);
-    ffn_free(opt);
-}
-
-void ffn_optim_begin_step(ffn_optim *opt)
-{
-    opt->t++;
-    compute_bias_corrections(opt);
 }
 
 /* ---- the inner loops: one per rule, branch-free, over one segment ---- */
@@ -225,6 +126,180 @@ FFN_VECTOR_CLONES static void rmsprop_loop(float *restrict w, const float *restr
     }
 }
 
+/* ---- the kinds: state, checks and the step of each ---- */
+
+/* Plain SGD keeps no state; momentum keeps one buffer. */
+static size_t sgd_state_used(const ffn_optim_config *c) { return c->momentum > 0.0f ? 1 : 0; }
+
+static ffn_status sgd_check(const ffn_optim_config *c)
+{
+    if (!(c->momentum >= 0.0f))
+        return ffn_fail(FFN_ERR_ARG, "sgd: momentum must be >= 0, got %g", (double)c->momentum);
+    if (c->nesterov && !(c->momentum > 0.0f)) return ffn_fail(FFN_ERR_ARG, "sgd: nesterov needs momentum > 0");
+    return FFN_OK;
+}
+
+static void sgd_update(const ffn_optim *opt, float lr, float wd, float *w, const float *g, float *const *state,
+                       size_t count)
+{
+    const ffn_optim_config *c = &opt->cfg;
+    if (opt->nstate == 0)
+        sgd_plain(w, g, count, lr, wd);
+    else if (c->nesterov)
+        sgd_nesterov(w, g, state[0], count, lr, wd, c->momentum);
+    else
+        sgd_momentum(w, g, state[0], count, lr, wd, c->momentum);
+}
+
+static ffn_status adam_check(const ffn_optim_config *c)
+{
+    const char *name = ffn_opt_name(c->kind);
+    if (!(c->beta1 >= 0.0f && c->beta1 < 1.0f) || !(c->beta2 >= 0.0f && c->beta2 < 1.0f))
+        return ffn_fail(FFN_ERR_ARG, "%s: betas must be in [0, 1), got %g, %g", name, (double)c->beta1,
+                        (double)c->beta2);
+    if (!(c->eps >= 0.0f)) return ffn_fail(FFN_ERR_ARG, "%s: eps must be >= 0, got %g", name, (double)c->eps);
+    return FFN_OK;
+}
+
+/* decoupled: adamw's w -= lr * wd * w, applied apart from the moments. */
+static void adam_step(const ffn_optim *opt, float lr, float wd, float *w, const float *g, float *const *state,
+                      size_t count, int decoupled)
+{
+    const ffn_optim_config *c = &opt->cfg;
+    const float l2 = decoupled ? 0.0f : wd;
+    const float shrink = decoupled ? (float)(1.0 - (double)lr * wd) : 1.0f;
+    const float step_size = (float)((double)lr * opt->inv_bc1);
+    adam_loop(w, g, state[0], state[1], count, c->beta1, c->beta2, c->eps, l2, shrink, step_size,
+              (float)opt->inv_sqrt_bc2);
+}
+
+static void adam_update(const ffn_optim *opt, float lr, float wd, float *w, const float *g, float *const *state,
+                        size_t count)
+{
+    adam_step(opt, lr, wd, w, g, state, count, 0);
+}
+
+static void adamw_update(const ffn_optim *opt, float lr, float wd, float *w, const float *g, float *const *state,
+                         size_t count)
+{
+    adam_step(opt, lr, wd, w, g, state, count, 1);
+}
+
+static ffn_status rmsprop_check(const ffn_optim_config *c)
+{
+    if (!(c->alpha >= 0.0f && c->alpha <= 1.0f))
+        return ffn_fail(FFN_ERR_ARG, "rmsprop: alpha must be in [0, 1], got %g", (double)c->alpha);
+    if (!(c->eps >= 0.0f)) return ffn_fail(FFN_ERR_ARG, "rmsprop: eps must be >= 0, got %g", (double)c->eps);
+    return FFN_OK;
+}
+
+static void rmsprop_update(const ffn_optim *opt, float lr, float wd, float *w, const float *g,
+                           float *const *state, size_t count)
+{
+    const ffn_optim_config *c = &opt->cfg;
+    rmsprop_loop(w, g, state[0], count, lr, wd, c->alpha, c->eps);
+}
+
+/* The registry: a new optimizer is its functions above plus one line here
+ * (and its value in ffn_opt_kind). */
+static const optim_kind kinds[FFN_OPT_COUNT] = {
+    [FFN_OPT_SGD] = {"sgd", {"momentum"}, sgd_state_used, 0.0f, sgd_check, sgd_update},
+    [FFN_OPT_ADAM] = {"adam", {"m", "v"}, NULL, 0.0f, adam_check, adam_update},
+    [FFN_OPT_ADAMW] = {"adamw", {"m", "v"}, NULL, 0.01f, adam_check, adamw_update},
+    [FFN_OPT_RMSPROP] = {"rmsprop", {"square_avg"}, NULL, 0.0f, rmsprop_check, rmsprop_update},
+};
+
+const ffn_names ffn_opt_names = FFN_NAMES_OF_FIELD(kinds, name);
+
+static const optim_kind *kind_of(ffn_opt_kind kind)
+{
+    return (unsigned)kind < FFN_OPT_COUNT ? &kinds[kind] : NULL;
+}
+
+ffn_optim_config ffn_optim_defaults(ffn_opt_kind kind)
+{
+    ffn_optim_config c;
+    memset(&c, 0, sizeof c);
+    c.kind = kind;
+    /* Every field gets its documented default whatever the kind, so switching
+     * kind on a config later still leaves sane values behind. */
+    c.momentum = 0.0f;
+    c.nesterov = 0;
+    c.beta1 = 0.9f;
+    c.beta2 = 0.999f;
+    c.eps = 1e-8f;
+    c.alpha = 0.99f;
+    c.weight_decay = kind_of(kind) ? kind_of(kind)->default_weight_decay : 0.0f;
+    return c;
+}
+
+int ffn_opt_from_name(const char *name) { return ffn_names_find(&ffn_opt_names, name); }
+
+const char *ffn_opt_name(ffn_opt_kind kind) { return ffn_names_name(&ffn_opt_names, (int)kind); }
+
+const char *ffn_optim_kind_state_name(ffn_opt_kind kind, size_t i)
+{
+    const optim_kind *k = kind_of(kind);
+    return k && i < FFN_OPTIM_MAX_STATE ? k->state_names[i] : NULL;
+}
+
+size_t ffn_optim_state_buffers(const ffn_optim_config *cfg)
+{
+    const optim_kind *k = cfg ? kind_of(cfg->kind) : NULL;
+    if (!k) return 0;
+    if (k->state_used) return k->state_used(cfg);
+    size_t n = 0;
+    while (n < FFN_OPTIM_MAX_STATE && k->state_names[n]) n++;
+    return n;
+}
+
+static ffn_status check_config(const ffn_optim_config *c)
+{
+    const optim_kind *k = kind_of(c->kind);
+    if (!k) return ffn_fail(FFN_ERR_ARG, "optimizer: unknown kind %d", (int)c->kind);
+    if (!(c->weight_decay >= 0.0f))
+        return ffn_fail(FFN_ERR_ARG, "optimizer: weight_decay must be >= 0, got %g", (double)c->weight_decay);
+    return k->check ? k->check(c) : FFN_OK;
+}
+
+ffn_optim *ffn_optim_create(const ffn_optim_config *cfg, size_t n)
+{
+    if (!cfg) {
+        ffn_fail(FFN_ERR_ARG, "optimizer: no config");
+        return NULL;
+    }
+    if (check_config(cfg) != FFN_OK) return NULL;
+    ffn_optim *opt = ffn_alloc(1, sizeof *opt);
+    if (!opt) return NULL;
+    opt->cfg = *cfg;
+    opt->kind = kind_of(cfg->kind);
+    opt->n = n;
+    opt->nstate = ffn_optim_state_buffers(cfg);
+    for (size_t i = 0; i < opt->nstate; i++) {
+        /* Zeroed: a zero momentum buffer gives PyTorch's buf = g on the first step. */
+        opt->state[i] = ffn_alloc_floats(n);
+        if (!opt->state[i]) {
+            ffn_optim_free(opt);
+            return NULL;
+        }
+    }
+    compute_bias_corrections(opt);
+    return opt;
+}
+
+void ffn_optim_free(ffn_optim *opt)
+{
+    if (!opt) return;
+    for (size_t i = 0; i < FFN_OPTIM_MAX_STATE; i++) ffn_free(opt->state[i]);
+    ffn_free(opt);
+}
+
+void ffn_optim_begin_step(ffn_optim *opt)
+{
+    opt->t++;
+    compute_bias_corrections(opt);
+}
+
 void ffn_optim_update(ffn_optim *opt, float lr, float *params, const float *grads,
                       size_t offset, size_t count, int decay)
 {
@@ -235,35 +310,10 @@ void ffn_optim_update(ffn_optim *opt, float lr, float *params, const float *grad
                  offset, count, opt->n);
         return;
     }
-    const ffn_optim_config *c = &opt->cfg;
-    const float wd = decay ? c->weight_decay : 0.0f;
-    float *w = params + offset;
-    const float *g = grads + offset;
-    switch (c->kind) {
-    case FFN_OPT_SGD:
-        if (opt->nstate == 0)
-            sgd_plain(w, g, count, lr, wd);
-        else if (c->nesterov)
-            sgd_nesterov(w, g, opt->state[0] + offset, count, lr, wd, c->momentum);
-        else
-            sgd_momentum(w, g, opt->state[0] + offset, count, lr, wd, c->momentum);
-        break;
-    case FFN_OPT_ADAM:
-    case FFN_OPT_ADAMW: {
-        const int decoupled = c->kind == FFN_OPT_ADAMW;
-        const float l2 = decoupled ? 0.0f : wd;
-        const float shrink = decoupled ? (float)(1.0 - (double)lr * wd) : 1.0f;
-        const float step_size = (float)((double)lr * opt->inv_bc1);
-        adam_loop(w, g, opt->state[0] + offset, opt->state[1] + offset, count, c->beta1,
-                  c->beta2, c->eps, l2, shrink, step_size, (float)opt->inv_sqrt_bc2);
-        break;
-    }
-    case FFN_OPT_RMSPROP:
-        rmsprop_loop(w, g, opt->state[0] + offset, count, lr, wd, c->alpha, c->eps);
-        break;
-    default:
-        break;
-    }
+    float *state[FFN_OPTIM_MAX_STATE] = {NULL};
+    for (size_t i = 0; i < opt->nstate; i++) state[i] = opt->state[i] + offset;
+    opt->kind->update(opt, lr, decay ? opt->cfg.weight_decay : 0.0f, params + offset, grads + offset, state,
+                      count);
 }
 
 size_t ffn_optim_state_count(const ffn_optim *opt) { return opt->nstate; }
@@ -272,7 +322,7 @@ float *ffn_optim_state(ffn_optim *opt, size_t i) { return i < opt->nstate ? opt-
 
 const char *ffn_optim_state_name(const ffn_optim *opt, size_t i)
 {
-    return i < opt->nstate ? opt->state_name[i] : NULL;
+    return i < opt->nstate ? opt->kind->state_names[i] : NULL;
 }
 
 uint64_t ffn_optim_step_count(const ffn_optim *opt) { return opt->t; }
@@ -287,18 +337,13 @@ const ffn_optim_config *ffn_optim_get_config(const ffn_optim *opt) { return &opt
 
 /* ---- learning-rate schedules ---- */
 
-int ffn_lr_from_name(const char *name)
-{
-    if (!name) return -1;
-    for (int k = 0; k < FFN_LR_COUNT; k++)
-        if (strcmp(name, lr_names[k]) == 0) return k;
-    return -1;
-}
+static const char *const lr_names[FFN_LR_COUNT] = {"constant", "step", "cosine"};
 
-const char *ffn_lr_name(ffn_lr_kind kind)
-{
-    return (unsigned)kind < FFN_LR_COUNT ? lr_names[kind] : "unknown";
-}
+const ffn_names ffn_lr_names = FFN_NAMES_OF_ARRAY(lr_names);
+
+int ffn_lr_from_name(const char *name) { return ffn_names_find(&ffn_lr_names, name); }
+
+const char *ffn_lr_name(ffn_lr_kind kind) { return ffn_names_name(&ffn_lr_names, (int)kind); }
 
 /* The rate at `step` (counting from 0), with W = warmup_steps:
  *

@@ -9,24 +9,20 @@
 
 struct ffn_pruner {
     size_t param_count, segment_count, prunable;
-    ffn_prune_segment *segments;
-    uint8_t *mask;  /* [param_count] */
-    float *scratch; /* [prunable]: keys for the selection */
+    ffn_prune_segment *segments; /* [segment_count] */
+    uint8_t *mask;               /* [param_count] */
+    float *scratch;              /* [prunable]: keys for the selection */
 };
 
 static const char *const scope_names[FFN_PRUNE_SCOPE_COUNT] = {"layer", "global"};
 
-int ffn_prune_scope_from_name(const char *name)
-{
-    if (!name) return -1;
-    for (int k = 0; k < FFN_PRUNE_SCOPE_COUNT; k++)
-        if (strcmp(name, scope_names[k]) == 0) return k;
-    return -1;
-}
+const ffn_names ffn_prune_scope_names = FFN_NAMES_OF_ARRAY(scope_names);
+
+int ffn_prune_scope_from_name(const char *name) { return ffn_names_find(&ffn_prune_scope_names, name); }
 
 const char *ffn_prune_scope_name(ffn_prune_scope scope)
 {
-    return (unsigned)scope < FFN_PRUNE_SCOPE_COUNT ? scope_names[scope] : "unknown";
+    return ffn_names_name(&ffn_prune_scope_names, (int)scope);
 }
 
 /* ---- selection ------------------------------------------------------------ */

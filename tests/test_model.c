@@ -139,6 +139,113 @@ static void test_spec_format(void)
                NULL);
 }
 
+/* Every kind's items, with every option it takes: the canonical text is a
+ * fixed point of parse -> format, and names only what differs from the
+ * defaults. */
+static void test_spec_every_kind(void)
+{
+    static const struct {
+        const char *text, *canonical;
+    } cases[] = {
+        {"dense:4", "dense:4"},
+        {"dense:4:identity:slope=0.01:init_param=0.05", "dense:4"},
+        {"dense:4:leaky_relu:slope=0.3:init=kaiming_uniform:init_param=0.2:lora=2:lora_alpha=3",
+         "dense:4:leaky_relu:slope=0.3:init=he_uniform:init_param=0.2:lora=2:lora_alpha=3"},
+        {"dense:4:lora=2:lora_alpha=2", "dense:4:lora=2"},
+        {"dropout:0.25", "dropout:0.25"},
+        {"dropout:0", "dropout:0"},
+        {"layernorm", "layernorm"},
+        {"ffn:8", "ffn:8"},
+        {"ffn:8:gelu", "ffn:8"},
+        {"ffn:8:identity:init=lecun", "ffn:8:identity:init=lecun_normal"},
+        {"ffn:8:leaky_relu:slope=0.5:init_param=0.1", "ffn:8:leaky_relu:slope=0.5:init_param=0.1"},
+        {"swiglu:6", "swiglu:6"},
+        {"swiglu:6:init=normal:init_param=0.02", "swiglu:6:init=normal:init_param=0.02"},
+    };
+    int seen[FFN_LAYER_KIND_COUNT] = {0};
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        round_trip(cases[i].text, cases[i].canonical);
+        round_trip(cases[i].canonical, cases[i].canonical);
+        ffn_layer_spec *s = NULL;
+        size_t n = 0;
+        if (ffn_spec_parse(cases[i].text, &s, &n) == FFN_OK && n == 1) seen[s[0].kind] = 1;
+        free(s);
+    }
+    for (int k = 0; k < FFN_LAYER_KIND_COUNT; k++)
+        CHECK_MSG(seen[k], "kind %s has no round-trip case", ffn_layer_kind_name((ffn_layer_kind)k));
+    /* A whole spec of every kind, and its defaults filled in. */
+    ffn_layer_spec *s = NULL;
+    size_t n = 0;
+    CHECK(ffn_spec_parse("dense:3:lora=4,dropout:0.5,layernorm,ffn:5,swiglu:7", &s, &n) == FFN_OK && n == 5);
+    if (n == 5) {
+        CHECK(s[0].lora_rank == 4 && s[0].lora_alpha == 4.0f && s[0].act == FFN_ACT_IDENTITY);
+        CHECK(s[1].kind == FFN_LAYER_DROPOUT && s[1].rate == 0.5f && s[1].units == 0);
+        CHECK(s[2].kind == FFN_LAYER_LAYERNORM && s[2].units == 0);
+        CHECK(s[3].kind == FFN_LAYER_FFN && s[3].units == 5 && s[3].act == FFN_ACT_GELU && s[3].init == -1);
+        CHECK(s[4].kind == FFN_LAYER_SWIGLU && s[4].units == 7 && s[4].init_param == FFN_INIT_DEFAULT_PARAM);
+        char *text = ffn_spec_format(s, n);
+        CHECK(text && strcmp(text, "dense:3:lora=4,dropout:0.5,layernorm,ffn:5,swiglu:7") == 0);
+        free(text);
+    }
+    free(s);
+}
+
+/* The message ffn_spec_parse leaves for text (which must fail). */
+static const char *spec_error(const char *text)
+{
+    ffn_layer_spec *s = NULL;
+    size_t n = 0;
+    ffn_clear_error();
+    CHECK_MSG(ffn_spec_parse(text, &s, &n) == FFN_ERR_ARG, "'%s' parsed", text);
+    free(s);
+    return ffn_last_error();
+}
+
+static void test_spec_messages(void)
+{
+    static const struct {
+        const char *text, *message;
+    } cases[] = {
+        {"dense:3,conv:3", "model spec item 2: unknown layer kind 'conv' (expected dense, dropout, layernorm, ffn or "
+                           "swiglu)"},
+        {"dense:3:bogus=1", "model spec item 1: unknown option 'bogus' for dense (expected init, init_param, slope, "
+                            "lora or lora_alpha)"},
+        {"ffn:3:lora=2", "model spec item 1: unknown option 'lora' for ffn (expected init, init_param or slope)"},
+        {"swiglu:3:slope=2", "model spec item 1: unknown option 'slope' for swiglu (expected init or init_param)"},
+        {"dropout:0.1:init=zeros", "model spec item 1: unknown option 'init' for dropout (expected none)"},
+        {"layernorm:init=zeros", "model spec item 1: unknown option 'init' for layernorm (expected none)"},
+        {"dense:3:swish", "model spec item 1: unknown activation 'swish' (expected identity, relu, leaky_relu, "
+                          "sigmoid, tanh, gelu or softmax)"},
+        {"ffn:3:swish", "model spec item 1: unknown activation 'swish' (expected identity, relu, leaky_relu, "
+                        "sigmoid, tanh or gelu)"},
+        {"ffn:3:softmax", "model spec item 1: softmax cannot be an ffn block's hidden activation"},
+        {"swiglu:3:relu", "model spec item 1: swiglu takes no field 'relu'"},
+        {"layernorm:3", "model spec item 1: layernorm takes no field '3'"},
+        {"dropout:1", "model spec item 1: dropout needs a probability in [0, 1), got '1'"},
+        {"dropout", "model spec item 1: dropout needs a probability in [0, 1), got ''"},
+        {"dense:x", "model spec item 1: units must be an integer in [1, 2^31], got 'x'"},
+        {"ffn:0", "model spec item 1: the hidden width must be an integer in [1, 2^31], got '0'"},
+        {"swiglu", "model spec item 1: the hidden width must be an integer in [1, 2^31], got ''"},
+        {"dense:3:init=orthogonal", "model spec item 1: unknown init 'orthogonal' (expected zeros, uniform, normal, "
+                                    "xavier_uniform, xavier_normal, he_uniform, he_normal, lecun_uniform or "
+                                    "lecun_normal)"},
+        {"dense:3:lora_alpha=2", "model spec item 1: lora_alpha needs lora=R"},
+        {"dense:3:lora=0", "model spec item 1: lora must be a rank in [1, 2^31], got '0'"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        const char *got = spec_error(cases[i].text);
+        CHECK_MSG(strcmp(got, cases[i].message) == 0, "'%s': got '%s'", cases[i].text, got);
+    }
+    /* The kind list names every registered kind. */
+    const char *msg = spec_error("conv");
+    for (int k = 0; k < FFN_LAYER_KIND_COUNT; k++)
+        CHECK_MSG(strstr(msg, ffn_layer_kind_name((ffn_layer_kind)k)) != NULL, "'%s' lacks kind %d", msg, k);
+    /* The dense activation list names every activation. */
+    msg = spec_error("dense:2:swish");
+    for (int a = 0; a < FFN_ACT_COUNT; a++)
+        CHECK_MSG(strstr(msg, ffn_act_name((ffn_act)a)) != NULL, "'%s' lacks activation %d", msg, a);
+}
+
 /* ---- layout */
 
 enum { IN0 = 5, H1 = 7, H2 = 6, OUTD = 4, BATCH = 3 };
@@ -399,12 +506,40 @@ static void test_forward_matches_layers(void)
     ffn_model_free(m);
 }
 
+/* Moving the gradients re-points every view, the dense W/b ones included. */
+static void test_grad_buffer_moves_views(void)
+{
+    ffn_model *m = NULL;
+    CHECK(ffn_model_create_from_text(&m, "dense:3:relu,layernorm,dense:2", 4) == FFN_OK);
+    if (!m) return;
+    size_t P = ffn_model_param_count(m);
+    for (size_t i = 0; i < P; i++) ffn_model_grads(m)[i] = (float)i;
+    float *mine = malloc(P * sizeof *mine);
+    ffn_model_use_grad_buffer(m, mine);
+    CHECK(ffn_model_grads(m) == mine && mine[P - 1] == (float)(P - 1));
+    for (size_t i = 0; i < ffn_model_layer_count(m); i++) {
+        const ffn_layer *l = ffn_model_layer(m, i);
+        for (size_t k = 0; k < l->tensor_count; k++) CHECK(l->tensors[k].grad == mine + l->tensors[k].offset);
+        if (l->spec.kind == FFN_LAYER_DENSE) {
+            CHECK(l->dW == mine + l->param_offset && l->db == l->dW + l->weight_count);
+            CHECK(l->W == ffn_model_params(m) + l->param_offset && l->weight_count == l->out * l->in);
+        } else {
+            CHECK(l->W == NULL && l->dW == NULL && l->weight_count == 0);
+        }
+    }
+    ffn_model_free(m);
+    free(mine);
+}
+
 int main(void)
 {
     test_spec_good();
     test_spec_bad();
     test_spec_format();
+    test_spec_every_kind();
+    test_spec_messages();
     test_layout();
+    test_grad_buffer_moves_views();
     test_model_gradient();
     test_forward_matches_layers();
     return check_done("test_model");

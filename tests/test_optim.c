@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "ffn/config.h"
 #include "ffn/optim.h"
 #include "check.h"
 
@@ -429,9 +430,79 @@ static void test_vector_loops_bitwise(void)
     }
 }
 
+/* The state buffers each kind holds: counted from the config alone as the
+ * optimizer made from it holds them, named as the kind names them. */
+static void test_state_buffers(void)
+{
+    static const struct {
+        ffn_opt_kind kind;
+        float momentum;
+        size_t buffers;
+        const char *names[FFN_OPTIM_MAX_STATE];
+    } cases[] = {
+        {FFN_OPT_SGD, 0.0f, 0, {NULL}},
+        {FFN_OPT_SGD, 0.9f, 1, {"momentum"}},
+        {FFN_OPT_ADAM, 0.0f, 2, {"m", "v"}},
+        {FFN_OPT_ADAMW, 0.9f, 2, {"m", "v"}},
+        {FFN_OPT_RMSPROP, 0.0f, 1, {"square_avg"}},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        ffn_optim_config c = ffn_optim_defaults(cases[i].kind);
+        c.momentum = cases[i].momentum;
+        CHECK_MSG(ffn_optim_state_buffers(&c) == cases[i].buffers, "case %zu: %zu buffers", i,
+                  ffn_optim_state_buffers(&c));
+        ffn_optim *o = ffn_optim_create(&c, 3);
+        CHECK(o != NULL);
+        if (!o) continue;
+        CHECK(ffn_optim_state_count(o) == cases[i].buffers);
+        for (size_t k = 0; k < cases[i].buffers; k++) {
+            CHECK(strcmp(ffn_optim_state_name(o, k), cases[i].names[k]) == 0);
+            CHECK(strcmp(ffn_optim_kind_state_name(cases[i].kind, k), cases[i].names[k]) == 0);
+        }
+        CHECK(ffn_optim_state_name(o, cases[i].buffers) == NULL && ffn_optim_state(o, cases[i].buffers) == NULL);
+        ffn_optim_free(o);
+    }
+    /* sgd may hold momentum even when this config does not. */
+    CHECK(strcmp(ffn_optim_kind_state_name(FFN_OPT_SGD, 0), "momentum") == 0);
+    CHECK(ffn_optim_kind_state_name(FFN_OPT_ADAM, 2) == NULL);
+    CHECK(ffn_optim_kind_state_name((ffn_opt_kind)FFN_OPT_COUNT, 0) == NULL);
+    ffn_optim_config bad = ffn_optim_defaults(FFN_OPT_ADAM);
+    bad.kind = (ffn_opt_kind)FFN_OPT_COUNT;
+    CHECK(ffn_optim_state_buffers(&bad) == 0 && ffn_optim_state_buffers(NULL) == 0);
+    CHECK(ffn_optim_defaults(FFN_OPT_ADAMW).weight_decay == 0.01f);
+    CHECK(ffn_optim_defaults(FFN_OPT_RMSPROP).weight_decay == 0.0f);
+}
+
+/* The optimizer the flags describe: the kind's defaults, then the flags. */
+static void test_config_optim(void)
+{
+    ffn_train_config cfg;
+    ffn_config_defaults(&cfg);
+    cfg.optimizer = FFN_OPT_ADAMW;
+    ffn_optim_config c = ffn_config_optim(&cfg);
+    CHECK(c.kind == FFN_OPT_ADAMW && c.weight_decay == 0.01f); /* --weight-decay < 0: the kind's default */
+    CHECK(c.beta1 == 0.9f && c.beta2 == 0.999f && c.eps == 1e-8f && c.alpha == 0.99f && c.momentum == 0.0f);
+    cfg.optimizer = FFN_OPT_SGD;
+    cfg.momentum = 0.8f;
+    cfg.nesterov = 1;
+    cfg.beta1 = 0.5f;
+    cfg.beta2 = 0.6f;
+    cfg.eps = 1e-3f;
+    cfg.rmsprop_alpha = 0.7f;
+    cfg.weight_decay = 0.0f;
+    c = ffn_config_optim(&cfg);
+    CHECK(c.kind == FFN_OPT_SGD && c.momentum == 0.8f && c.nesterov == 1);
+    CHECK(c.beta1 == 0.5f && c.beta2 == 0.6f && c.eps == 1e-3f && c.alpha == 0.7f && c.weight_decay == 0.0f);
+    CHECK(ffn_optim_state_buffers(&c) == 1);
+    cfg.optimizer = FFN_OPT_ADAMW;
+    CHECK(ffn_config_optim(&cfg).weight_decay == 0.0f); /* an explicit 0 wins over adamw's 0.01 */
+}
+
 int main(void)
 {
     test_defaults_and_config();
+    test_state_buffers();
+    test_config_optim();
     test_rules();
     test_state_and_resume();
     test_schedules();

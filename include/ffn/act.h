@@ -7,6 +7,7 @@
 #define FFN_ACT_H
 
 #include <stddef.h>
+#include "ffn/names.h"
 
 typedef enum {
     FFN_ACT_IDENTITY = 0,
@@ -25,6 +26,7 @@ typedef enum {
  * "none" are accepted for identity. */
 int ffn_act_from_name(const char *name);
 const char *ffn_act_name(ffn_act a);
+extern const ffn_names ffn_act_names; /* every activation, by ffn_act */
 
 /* y = act(z). y may alias z. */
 void ffn_act_forward(ffn_act a, float param, const float *z, float *y,

@@ -34,6 +34,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "ffn/model.h"
+#include "ffn/optim.h"
 #include "ffn/status.h"
 
 #define FFN_CKPT_FORMAT_VERSION 1
@@ -56,9 +57,9 @@ typedef struct {
     float *params;         /* [param_count], flat order (the model's tensors in order) */
     char *optimizer;       /* optimizer kind name, or NULL when no state */
     uint64_t optimizer_steps;
-    size_t state_count;
-    char *state_names[2];
-    float *state[2];       /* [param_count] each */
+    size_t state_count;    /* 0 .. FFN_OPTIM_MAX_STATE */
+    char *state_names[FFN_OPTIM_MAX_STATE]; /* [state_count] used */
+    float *state[FFN_OPTIM_MAX_STATE]; /* [state_count] used, [param_count] each */
     uint64_t step, epoch, step_in_epoch, seed;
     uint8_t *mask;         /* [param_count] pruning mask (1 kept, 0 pruned; biases 1), or NULL */
 } ffn_checkpoint;

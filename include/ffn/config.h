@@ -84,6 +84,10 @@ ffn_status ffn_config_parse_layers(const char *text, size_t n, int *frozen);
 /* The same for any flag taking a layer list (errors name flag_name). */
 ffn_status ffn_config_parse_layer_list(const char *flag_name, const char *text, size_t n, int *chosen);
 void ffn_config_print_help(FILE *out, const char *program);
+/* The optimizer the flags ask for: the kind's defaults, then --momentum,
+ * --nesterov, --beta1, --beta2, --eps, --rmsprop-alpha, and --weight-decay
+ * when it is >= 0. */
+ffn_optim_config ffn_config_optim(const ffn_train_config *cfg);
 /* The configuration as JSON (malloc'd), for checkpoints and metrics files. */
 char *ffn_config_to_json(const ffn_train_config *cfg);
 

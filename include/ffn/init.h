@@ -6,6 +6,7 @@
 #define FFN_INIT_H
 
 #include <stddef.h>
+#include "ffn/names.h"
 #include "ffn/rng.h"
 
 typedef enum {
@@ -28,6 +29,7 @@ typedef enum {
  * "he"/"kaiming" (normal), "lecun" (normal). -1 for an unknown name. */
 int ffn_init_from_name(const char *name);
 const char *ffn_init_name(ffn_init kind);
+extern const ffn_names ffn_init_names; /* every initialiser by ffn_init, and the aliases */
 
 /* The standard deviation the initialiser targets (for tests and docs). */
 double ffn_init_std(ffn_init kind, float param, size_t fan_in, size_t fan_out);

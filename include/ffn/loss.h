@@ -16,6 +16,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "ffn/act.h"
+#include "ffn/names.h"
 
 typedef enum {
     FFN_LOSS_MSE = 0,
@@ -31,6 +32,7 @@ typedef struct {
 
 int ffn_loss_from_name(const char *name); /* -1 for unknown */
 const char *ffn_loss_name(ffn_loss kind);
+extern const ffn_names ffn_loss_names;
 
 /* Sum over rows of the per-sample loss (accumulated in double). */
 double ffn_loss_forward(ffn_loss kind, const float *out, ffn_targets t,

@@ -33,6 +33,7 @@
 #include "ffn/init.h"
 #include "ffn/status.h"
 
+/* The layer kinds; each is a src/layer_<kind>.c registered in src/layer_kinds.c. */
 typedef enum {
     FFN_LAYER_DENSE = 0,
     FFN_LAYER_DROPOUT,
@@ -66,7 +67,7 @@ typedef struct {
     size_t offset, count;/* [offset, offset + count) of the flat buffers */
     int decay;           /* weight decay applies (weights yes; biases, norms no) */
     int trainable;       /* gradient computed, reported, sent and applied */
-    float *data, *grad;  /* views: params + offset, grads + offset */
+    float *data, *grad;  /* views [count]: params + offset, grads + offset */
 } ffn_tensor;
 
 typedef struct {
@@ -81,7 +82,8 @@ typedef struct {
     size_t weight_count, bias_count;
     float *W, *b, *dW, *db;
     float *z, *y;               /* activations [max_batch, out]; z == y unless needed */
-    float *cache;               /* kind-specific values kept from forward for backward */
+    float *cache;               /* kind-specific values kept from forward for backward,
+                                   [max_batch, the kind's cache_per_row] (NULL when that is 0) */
 } ffn_layer;
 
 typedef struct ffn_model ffn_model;

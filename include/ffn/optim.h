@@ -9,6 +9,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "ffn/names.h"
 
 typedef enum {
     FFN_OPT_SGD = 0, /* with optional momentum and Nesterov */
@@ -28,10 +29,22 @@ typedef struct {
     float weight_decay; /* L2 for sgd/adam/rmsprop, decoupled for adamw */
 } ffn_optim_config;
 
+/* The most state buffers any kind holds (adam, adamw: m and v). */
+#define FFN_OPTIM_MAX_STATE 2
+
 /* Defaults for kind (adamw: weight_decay 0.01, others 0). */
 ffn_optim_config ffn_optim_defaults(ffn_opt_kind kind);
 int ffn_opt_from_name(const char *name); /* -1 for unknown */
 const char *ffn_opt_name(ffn_opt_kind kind);
+extern const ffn_names ffn_opt_names; /* "sgd", "adam", "adamw", "rmsprop" by ffn_opt_kind */
+
+/* The state buffers an optimizer made from cfg holds, each as long as the
+ * parameters (sgd: 1 with momentum > 0, else 0; adam, adamw: 2; rmsprop: 1),
+ * for memory accounting without creating one; 0 for an unknown kind. */
+size_t ffn_optim_state_buffers(const ffn_optim_config *cfg);
+/* Name of the i-th state buffer kind may hold ("momentum"; "m", "v";
+ * "square_avg"), NULL past its last or for an unknown kind. */
+const char *ffn_optim_kind_state_name(ffn_opt_kind kind, size_t i);
 
 /* The most state buffers an optimizer keeps (Adam: m and v). */
 #define FFN_OPTIM_MAX_STATE 2
@@ -51,8 +64,8 @@ void ffn_optim_begin_step(ffn_optim *opt);
 void ffn_optim_update(ffn_optim *opt, float lr, float *params, const float *grads,
                       size_t offset, size_t count, int decay);
 
-/* State access for checkpoints: the number of state buffers (0, 1 or 2), each
- * of length n, and the step counter. */
+/* State access for checkpoints: the number of state buffers (0 ..
+ * FFN_OPTIM_MAX_STATE, as ffn_optim_state_buffers), each [n], and the step counter. */
 size_t ffn_optim_state_count(const ffn_optim *opt);
 float *ffn_optim_state(ffn_optim *opt, size_t i);
 const char *ffn_optim_state_name(const ffn_optim *opt, size_t i); /* "m", "v", "momentum", "square_avg" */
@@ -80,6 +93,7 @@ typedef struct {
 
 int ffn_lr_from_name(const char *name); /* -1 for unknown */
 const char *ffn_lr_name(ffn_lr_kind kind);
+extern const ffn_names ffn_lr_names;
 /* step counts from 0 (the first update uses step 0). */
 float ffn_lr_at(const ffn_lr_schedule *s, uint64_t step);
 

@@ -15,12 +15,14 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "ffn/names.h"
 #include "ffn/status.h"
 
 typedef enum { FFN_PRUNE_LAYER = 0, FFN_PRUNE_GLOBAL, FFN_PRUNE_SCOPE_COUNT } ffn_prune_scope;
 
 int ffn_prune_scope_from_name(const char *name); /* "layer" | "global"; -1 otherwise */
 const char *ffn_prune_scope_name(ffn_prune_scope scope);
+extern const ffn_names ffn_prune_scope_names;
 
 typedef struct {
     size_t offset, count; /* a range of the parameter buffer that may be pruned */
