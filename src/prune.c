@@ -9,7 +9,7 @@
 
 struct ffn_pruner {
     size_t param_count, segment_count, prunable;
-    ffn_prune_segment *segments;
+    ffn_prune_segment *segments; /* [segment_count] */
     uint8_t *mask;  /* [param_count] */
     float *scratch; /* [prunable]: keys for the selection */
 };
