@@ -8,6 +8,7 @@
 
 #include "convert.h"
 #include "ffn/data.h"
+#include "ffn/partition.h"
 #include "ffn/rng.h"
 
 /* ---- split ------------------------------------------------------------------- */
@@ -214,7 +215,8 @@ int cmd_shard(int argc, char **argv)
     for (size_t i = 0; sel && i < t.rows; i++) sel[i] = i;
     char path[8192], rel[8192];
     for (uint64_t s = 0; sel && s < k && !rc; s++) {
-        size_t lo = t.rows * s / k, hi = t.rows * (s + 1) / k;
+        size_t lo, hi;
+        ffn_partition(t.rows, (size_t)s, (size_t)k, &lo, &hi);
         snprintf(path, sizeof path, "%s-%05llu-of-%05llu.h5", prefix, (unsigned long long)s, (unsigned long long)k);
         rc = table_write(&t, path, sel + lo, hi - lo, NULL, 0, in);
     }
@@ -237,7 +239,8 @@ int cmd_shard(int argc, char **argv)
         hid_t type = which ? (t.has_labels ? H5T_STD_I32LE : H5T_IEEE_F32LE) : (t.x_uint8 ? H5T_STD_U8LE : H5T_IEEE_F32LE);
         hid_t vspace = H5Screate_simple(rank, dims, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
         for (uint64_t s = 0; s < k && !bad; s++) {
-            size_t lo = t.rows * s / k, hi = t.rows * (s + 1) / k;
+            size_t lo, hi;
+            ffn_partition(t.rows, (size_t)s, (size_t)k, &lo, &hi);
             snprintf(rel, sizeof rel, "%s-%05llu-of-%05llu.h5", base, (unsigned long long)s, (unsigned long long)k);
             bad = add_mapping(dcpl, vspace, rank, dims, lo, hi, rel, dset) != 0;
         }
