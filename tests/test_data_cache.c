@@ -124,6 +124,20 @@ static void test_same_values(const char *path)
     ffn_dataset_close(b);
 }
 
+/* Rows idx[0..n) of write_nonfinite's file fail alike from the file (a) and
+ * from memory (b): FFN_ERR_NUMERIC, one message, naming what. */
+static void expect_same_failure(ffn_dataset *a, ffn_dataset *b, const uint64_t *idx, size_t n,
+                                const char *what)
+{
+    float x[20 * 4], v[20 * 2];
+    char msg[512];
+    CHECK(ffn_dataset_read_rows(a, idx, n, x, NULL, v) == FFN_ERR_NUMERIC);
+    snprintf(msg, sizeof msg, "%s", ffn_last_error());
+    CHECK(ffn_dataset_read_rows(b, idx, n, x, NULL, v) == FFN_ERR_NUMERIC);
+    CHECK_MSG(strcmp(msg, ffn_last_error()) == 0, "file: '%s' memory: '%s'", msg, ffn_last_error());
+    CHECK(strstr(msg, what) != NULL);
+}
+
 static void test_nonfinite(void)
 {
     const char *p = tmp_path("nonfinite.h5");
@@ -133,20 +147,11 @@ static void test_nonfinite(void)
     CHECK(ffn_dataset_open(&b, p) == FFN_OK);
     int cached = 0;
     CHECK(ffn_dataset_cache(b, (size_t)1 << 20, &cached) == FFN_OK && cached);
-    float x[20 * 4], v[20 * 2];
     uint64_t idx[3] = {2, 5, 7};
-    char msg[512];
-    CHECK(ffn_dataset_read_rows(a, idx, 3, x, NULL, v) == FFN_ERR_NUMERIC);
-    snprintf(msg, sizeof msg, "%s", ffn_last_error());
-    CHECK(ffn_dataset_read_rows(b, idx, 3, x, NULL, v) == FFN_ERR_NUMERIC);
-    CHECK_MSG(strcmp(msg, ffn_last_error()) == 0, "file: '%s' memory: '%s'", msg, ffn_last_error());
-    CHECK(strstr(msg, "row 5 feature 3 is NaN") != NULL);
+    expect_same_failure(a, b, idx, 3, "row 5 feature 3 is NaN");
     uint64_t idy[2] = {8, 9};
-    CHECK(ffn_dataset_read_rows(a, idy, 2, x, NULL, v) == FFN_ERR_NUMERIC);
-    snprintf(msg, sizeof msg, "%s", ffn_last_error());
-    CHECK(ffn_dataset_read_rows(b, idy, 2, x, NULL, v) == FFN_ERR_NUMERIC);
-    CHECK_MSG(strcmp(msg, ffn_last_error()) == 0, "file: '%s' memory: '%s'", msg, ffn_last_error());
-    CHECK(strstr(msg, "/y row 9 target 1 is infinite") != NULL);
+    expect_same_failure(a, b, idy, 2, "/y row 9 target 1 is infinite");
+    float x[20 * 4], v[20 * 2];
     /* Rows without the bad values read fine from both. */
     uint64_t ok[2] = {0, 19};
     CHECK(ffn_dataset_read_rows(a, ok, 2, x, NULL, v) == FFN_OK);
