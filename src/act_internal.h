@@ -4,8 +4,9 @@
 
 #include <stddef.h>
 
-/* db[c] = (accumulate ? db[c] : 0) + sum over rows r of dz[r, c]: a dense
- * layer's bias gradient, on the same kernels as the activations. */
+/* db[c] = (accumulate ? db[c] : 0) + sum over rows r of dz[r, c], rows in
+ * order (so every kernel set gives the same bits): a dense layer's bias
+ * gradient and layernorm's dbeta, on the same kernels as the activations. */
 void ffn_column_sums(float *db, const float *dz, size_t rows, size_t cols, int accumulate);
 
 #endif

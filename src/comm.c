@@ -60,7 +60,7 @@ struct ffn_comm {
     int rank, size, local_rank, local_size;
     int we_initialised;
     int *counts, *displs; /* [size] each: per-rank layout of one slice collective */
-    shared_buffer *shared;
+    shared_buffer *shared; /* [shared_count] */
     size_t shared_count;
     MPI_Win slots_win;    /* valid while slots is set */
     node_slot **slots;    /* [local_size] */
@@ -466,10 +466,10 @@ static const shared_buffer *find_shared(const ffn_comm *c, const float *p, size_
 
 struct ffn_grad_sync {
     ffn_comm *comm;
-    float *grads;
+    float *grads;         /* [n]: the flat gradients, summed in place (not owned) */
     size_t n, bucket_floats;
     size_t pending_lo, pending_hi; /* ready, not yet started: [lo, hi) */
-    MPI_Request *requests;
+    MPI_Request *requests; /* [request_cap]: the buckets in flight */
     size_t request_count, request_cap;
     double wait_seconds;
     uint64_t bytes;

@@ -16,12 +16,6 @@ void ffn_dense_forward(float *z, float *y, const float *x, const float *W, const
     ffn_bias_act_forward(act, act_param, b, z, y, batch, out);
 }
 
-/* db = column sums of dz [batch, out]. */
-static void bias_grad(float *db, const float *dz, size_t batch, size_t out, int accumulate)
-{
-    ffn_column_sums(db, dz, batch, out, accumulate);
-}
-
 void ffn_dense_backward(float *dx, float *dW, float *db, float *dy,
                         const float *x, const float *W, const float *z, const float *y,
                         size_t batch, size_t in, size_t out, ffn_act act, float act_param,
@@ -38,7 +32,7 @@ void ffn_dense_backward(float *dx, float *dW, float *db, float *dy,
                         1.0f, dz, (int)out, x, (int)in, accumulate ? 1.0f : 0.0f, dW, (int)in);
         }
     }
-    if (db) bias_grad(db, dz, batch, out, accumulate);
+    if (db) ffn_column_sums(db, dz, batch, out, accumulate); /* db = column sums of dz */
     if (dx && batch > 0) {
         /* dx [batch, in] = dz [batch, out] · W [out, in] */
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)batch, (int)in, (int)out,

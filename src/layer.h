@@ -119,7 +119,4 @@ void ffn_layernorm_rows_backward(float *dx, float *dgamma, float *dbeta, const f
  * for the ReLU family and GELU, Xavier uniform otherwise. */
 ffn_init ffn_layer_default_init(ffn_act act);
 
-/* Column sums of a [rows, n] block into out (written or added). */
-void ffn_col_sums(float *out, const float *a, size_t rows, size_t n, int accumulate);
-
 #endif

@@ -12,16 +12,8 @@
 #include <math.h>
 #include <string.h>
 
+#include "act_internal.h"
 #include "layer.h"
-
-void ffn_col_sums(float *out, const float *a, size_t rows, size_t n, int accumulate)
-{
-    if (!accumulate) memset(out, 0, n * sizeof *out);
-    for (size_t r = 0; r < rows; r++) {
-        const float *row = a + r * n;
-        for (size_t c = 0; c < n; c++) out[c] += row[c];
-    }
-}
 
 void ffn_layernorm_rows_forward(float *y, float *xhat, float *rstd, const float *x,
                                 const float *gamma, const float *beta, size_t rows, size_t n)
@@ -51,7 +43,7 @@ void ffn_layernorm_rows_backward(float *dx, float *dgamma, float *dbeta, const f
                                  size_t rows, size_t n, int accumulate, int add_dx)
 {
     if (dgamma && !accumulate) memset(dgamma, 0, n * sizeof *dgamma);
-    if (dbeta) ffn_col_sums(dbeta, dy, rows, n, accumulate);
+    if (dbeta) ffn_column_sums(dbeta, dy, rows, n, accumulate);
     for (size_t r = 0; r < rows; r++) {
         const float *dr = dy + r * n, *hr = xhat + r * n;
         if (dgamma)

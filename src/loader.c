@@ -16,8 +16,9 @@
 enum { SLOTS = 2 };
 
 typedef struct {
-    ffn_batch batch;
-    uint64_t *indices;
+    /* max_local: the most rows this rank reads for one batch */
+    ffn_batch batch;   /* x [max_local, features], labels [max_local] or values [max_local, target_cols] */
+    uint64_t *indices; /* [max_local]: batch.indices, writable */
     char message[512];
     int full;
 } slot;

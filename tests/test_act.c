@@ -7,40 +7,18 @@
 #include "ffn/dense.h"
 #include "ffn/rng.h"
 #include "check.h"
+#include "fixtures.h"
 
 enum { ROWS = 4, COLS = 6, N = ROWS * COLS };
 
-/* ---- double-precision reference of each activation, one row at a time */
-
-static void ref_forward(ffn_act a, double slope, const double *z, double *y, size_t cols)
-{
-    if (a == FFN_ACT_SOFTMAX) {
-        double max = z[0], sum = 0;
-        for (size_t c = 1; c < cols; c++) max = fmax(max, z[c]);
-        for (size_t c = 0; c < cols; c++) sum += exp(z[c] - max);
-        for (size_t c = 0; c < cols; c++) y[c] = exp(z[c] - max) / sum;
-        return;
-    }
-    for (size_t c = 0; c < cols; c++) {
-        double x = z[c];
-        switch (a) {
-        case FFN_ACT_IDENTITY: y[c] = x; break;
-        case FFN_ACT_RELU: y[c] = x > 0 ? x : 0; break;
-        case FFN_ACT_LEAKY_RELU: y[c] = x > 0 ? x : slope * x; break;
-        case FFN_ACT_SIGMOID: y[c] = 1 / (1 + exp(-x)); break;
-        case FFN_ACT_TANH: y[c] = tanh(x); break;
-        case FFN_ACT_GELU: y[c] = 0.5 * x * (1 + erf(x / sqrt(2.0))); break;
-        default: y[c] = NAN; break;
-        }
-    }
-}
+/* ---- double-precision reference of each activation (ref_act_row, fixtures.h) */
 
 /* L = sum_rc w[r,c] * act(z)[r,c], in double. */
 static double ref_objective(ffn_act a, double slope, const double *z, const float *w)
 {
     double y[COLS], total = 0;
     for (size_t r = 0; r < ROWS; r++) {
-        ref_forward(a, slope, z + r * COLS, y, COLS);
+        ref_act_row(a, slope, z + r * COLS, y, COLS);
         for (size_t c = 0; c < COLS; c++) total += w[r * COLS + c] * y[c];
     }
     return total;
@@ -80,7 +58,7 @@ static void gradient_check(ffn_act a, float param, int aliased, ffn_rng *rng)
         ffn_act_backward(a, param, z, y, w, dz, ROWS, COLS);
     }
     for (size_t r = 0; r < ROWS; r++) {
-        ref_forward(a, param, zd + r * COLS, yref, COLS);
+        ref_act_row(a, param, zd + r * COLS, yref, COLS);
         for (size_t c = 0; c < COLS; c++)
             fwd_err = fmax(fwd_err, fabs(y[r * COLS + c] - yref[c]));
     }

@@ -15,17 +15,7 @@
 
 #include "ffn/data.h"
 #include "check.h"
-
-static char dir[64];
-
-static const char *tmp_path(const char *name)
-{
-    static char buf[8][256];
-    static int next;
-    char *p = buf[next++ % 8];
-    snprintf(p, 256, "%s/%s", dir, name);
-    return p;
-}
+#include "fixtures.h"
 
 static int exists(const char *p) { return access(p, F_OK) == 0; }
 
@@ -45,55 +35,6 @@ static void expect_open_fail(const char *path, ffn_status code, const char *frag
     if (frag1) CHECK_MSG(contains(m, frag1), "message lacks \"%s\": %s", frag1, m);
     if (frag2) CHECK_MSG(contains(m, frag2), "message lacks \"%s\": %s", frag2, m);
     if (st == FFN_OK) ffn_dataset_close(ds);
-}
-
-/* A file made directly with HDF5: x and y are optional (NULL type skips). */
-typedef struct {
-    hid_t xtype;   /* file and memory type of x, or -1 */
-    int xrank;
-    hsize_t xd[2];
-    const void *x;
-    hid_t ytype;
-    int yrank;
-    hsize_t yd[2];
-    const void *y;
-    int num_classes; /* < 0: no attribute */
-    double scale;    /* > 0: "scale" attribute on /x */
-} raw_spec;
-
-static void write_raw(const char *path, const raw_spec *s)
-{
-    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    if (s->xtype >= 0) {
-        hid_t sp = H5Screate_simple(s->xrank, s->xd, NULL);
-        hid_t d = H5Dcreate2(f, "x", s->xtype, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-        if (s->x) H5Dwrite(d, s->xtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, s->x);
-        if (s->scale > 0) {
-            hid_t as = H5Screate(H5S_SCALAR);
-            hid_t a = H5Acreate2(d, "scale", H5T_IEEE_F64LE, as, H5P_DEFAULT, H5P_DEFAULT);
-            H5Awrite(a, H5T_NATIVE_DOUBLE, &s->scale);
-            H5Aclose(a);
-            H5Sclose(as);
-        }
-        H5Dclose(d);
-        H5Sclose(sp);
-    }
-    if (s->ytype >= 0) {
-        hid_t sp = H5Screate_simple(s->yrank, s->yd, NULL);
-        hid_t d = H5Dcreate2(f, "y", s->ytype, sp, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-        if (s->y) H5Dwrite(d, s->ytype, H5S_ALL, H5S_ALL, H5P_DEFAULT, s->y);
-        H5Dclose(d);
-        H5Sclose(sp);
-    }
-    if (s->num_classes >= 0) {
-        hid_t as = H5Screate(H5S_SCALAR);
-        hid_t a = H5Acreate2(f, "num_classes", H5T_STD_I64LE, as, H5P_DEFAULT, H5P_DEFAULT);
-        long long v = s->num_classes;
-        H5Awrite(a, H5T_NATIVE_LLONG, &v);
-        H5Aclose(a);
-        H5Sclose(as);
-    }
-    H5Fclose(f);
 }
 
 /* x[r][c] = r * 10 + c, labels r % classes. */
@@ -222,16 +163,8 @@ static void test_uint8_scale(void)
     uint8_t x2[4] = { 0, 1, 2, 255 };
     raw_spec s = { H5T_NATIVE_UINT8, 2, { 2, 2 }, x2, H5T_NATIVE_INT32, 1, { 2, 0 }, y2, 2, 2.0 };
     write_raw(q, &s);
-    hid_t f = H5Fopen(q, H5F_ACC_RDWR, H5P_DEFAULT);
-    hid_t d = H5Dopen2(f, "x", H5P_DEFAULT);
-    hid_t as = H5Screate(H5S_SCALAR);
-    hid_t a = H5Acreate2(d, "offset", H5T_IEEE_F32LE, as, H5P_DEFAULT, H5P_DEFAULT);
     float off = -1.0f;
-    H5Awrite(a, H5T_NATIVE_FLOAT, &off);
-    H5Aclose(a);
-    H5Sclose(as);
-    H5Dclose(d);
-    H5Fclose(f);
+    add_x_attr(q, "offset", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, &off);
     CHECK(ffn_dataset_open(&ds, q) == FFN_OK);
     if (!ds) return;
     CHECK(ffn_dataset_read_range(ds, 0, 2, xf, NULL, NULL) == FFN_OK);
@@ -287,7 +220,7 @@ static void test_validation(void)
     fclose(f);
     expect_open_fail(txt, FFN_ERR_FORMAT, "not an HDF5 file", NULL);
 
-    expect_open_fail(dir, FFN_ERR_IO, "directory", NULL);
+    expect_open_fail(tmp_dir(), FFN_ERR_IO, "directory", NULL);
 
     /* Truncated: a valid file cut in half. */
     const char *tr = tmp_path("truncated.h5");
@@ -696,11 +629,7 @@ static void test_direct_reads(void)
 
 int main(void)
 {
-    snprintf(dir, sizeof dir, "/tmp/ffn_test_data_XXXXXX");
-    if (!mkdtemp(dir)) {
-        perror("mkdtemp");
-        return 1;
-    }
+    if (tmp_dir_make("data") != 0) return 1;
     test_float_labels();
     test_uint8_scale();
     test_float_targets();
@@ -709,8 +638,6 @@ int main(void)
     test_virtual();
     test_threads();
     test_direct_reads();
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    if (system(cmd) != 0) fprintf(stderr, "could not remove %s\n", dir);
+    tmp_dir_remove();
     return check_done("test_data");
 }

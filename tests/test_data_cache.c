@@ -19,17 +19,7 @@
 #include "ffn/mem.h"
 #include "ffn/rng.h"
 #include "check.h"
-
-static char dir[64];
-
-static const char *tmp_path(const char *name)
-{
-    static char buf[4][256];
-    static int next;
-    char *p = buf[next++ % 4];
-    snprintf(p, 256, "%s/%s", dir, name);
-    return p;
-}
+#include "fixtures.h"
 
 enum { ROWS = 1000, FEATS = 37, COLS = 5, CLASSES = 7 };
 
@@ -37,40 +27,26 @@ static void write_uint8(const char *path)
 {
     ffn_dataset_layout L = {.rows = ROWS, .features = FEATS, .x_uint8 = 1, .x_scale = 1.0f / 255.0f,
                             .has_labels = 1, .target_cols = 1, .num_classes = CLASSES};
-    ffn_dataset_writer *w;
-    CHECK(ffn_dataset_writer_create(&w, path, &L) == FFN_OK);
     uint8_t *x = malloc(ROWS * FEATS);
     int32_t *y = malloc(ROWS * sizeof *y);
     for (size_t i = 0; i < ROWS * FEATS; i++) x[i] = (uint8_t)(i * 2654435761u >> 24);
     for (int r = 0; r < ROWS; r++) y[r] = (r * 5) % CLASSES;
-    CHECK(ffn_dataset_writer_rows(w, 0, ROWS, x, y) == FFN_OK);
-    CHECK(ffn_dataset_writer_close(w) == FFN_OK);
+    CHECK(write_dataset(path, &L, x, y) == FFN_OK);
     free(x);
     free(y);
     /* An offset as well, so the gather applies x * scale + offset as the file read does. */
-    hid_t f = H5Fopen(path, H5F_ACC_RDWR, H5P_DEFAULT);
-    hid_t d = H5Dopen2(f, "x", H5P_DEFAULT);
-    hid_t s = H5Screate(H5S_SCALAR);
-    hid_t a = H5Acreate2(d, "offset", H5T_IEEE_F64LE, s, H5P_DEFAULT, H5P_DEFAULT);
     double off = -0.5;
-    H5Awrite(a, H5T_NATIVE_DOUBLE, &off);
-    H5Aclose(a);
-    H5Sclose(s);
-    H5Dclose(d);
-    H5Fclose(f);
+    add_x_attr(path, "offset", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &off);
 }
 
 static void write_float(const char *path)
 {
     ffn_dataset_layout L = {.rows = ROWS, .features = FEATS, .has_labels = 0, .target_cols = COLS};
-    ffn_dataset_writer *w;
-    CHECK(ffn_dataset_writer_create(&w, path, &L) == FFN_OK);
     float *x = malloc(ROWS * FEATS * sizeof *x), *y = malloc(ROWS * COLS * sizeof *y);
     ffn_rng rng = ffn_rng_make(3, 4);
     ffn_rng_fill_normal(&rng, x, ROWS * FEATS, 0, 1);
     ffn_rng_fill_normal(&rng, y, ROWS * COLS, 0, 1);
-    CHECK(ffn_dataset_writer_rows(w, 0, ROWS, x, y) == FFN_OK);
-    CHECK(ffn_dataset_writer_close(w) == FFN_OK);
+    CHECK(write_dataset(path, &L, x, y) == FFN_OK);
     free(x);
     free(y);
 }
@@ -81,18 +57,8 @@ static void write_nonfinite(const char *path)
     float *x = calloc(20 * 4, sizeof *x), *y = calloc(20 * 2, sizeof *y);
     x[5 * 4 + 3] = NAN;
     y[9 * 2 + 1] = INFINITY;
-    hid_t f = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
-    hsize_t xd[2] = {20, 4}, yd[2] = {20, 2};
-    hid_t sx = H5Screate_simple(2, xd, NULL), sy = H5Screate_simple(2, yd, NULL);
-    hid_t dx = H5Dcreate2(f, "x", H5T_IEEE_F32LE, sx, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    hid_t dy = H5Dcreate2(f, "y", H5T_IEEE_F32LE, sy, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-    H5Dwrite(dx, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, x);
-    H5Dwrite(dy, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, y);
-    H5Dclose(dx);
-    H5Dclose(dy);
-    H5Sclose(sx);
-    H5Sclose(sy);
-    H5Fclose(f);
+    raw_spec s = {H5T_NATIVE_FLOAT, 2, {20, 4}, x, H5T_NATIVE_FLOAT, 2, {20, 2}, y, -1, 0};
+    write_raw(path, &s);
     free(x);
     free(y);
 }
@@ -158,6 +124,20 @@ static void test_same_values(const char *path)
     ffn_dataset_close(b);
 }
 
+/* Rows idx[0..n) of write_nonfinite's file fail alike from the file (a) and
+ * from memory (b): FFN_ERR_NUMERIC, one message, naming what. */
+static void expect_same_failure(ffn_dataset *a, ffn_dataset *b, const uint64_t *idx, size_t n,
+                                const char *what)
+{
+    float x[20 * 4], v[20 * 2];
+    char msg[512];
+    CHECK(ffn_dataset_read_rows(a, idx, n, x, NULL, v) == FFN_ERR_NUMERIC);
+    snprintf(msg, sizeof msg, "%s", ffn_last_error());
+    CHECK(ffn_dataset_read_rows(b, idx, n, x, NULL, v) == FFN_ERR_NUMERIC);
+    CHECK_MSG(strcmp(msg, ffn_last_error()) == 0, "file: '%s' memory: '%s'", msg, ffn_last_error());
+    CHECK(strstr(msg, what) != NULL);
+}
+
 static void test_nonfinite(void)
 {
     const char *p = tmp_path("nonfinite.h5");
@@ -167,20 +147,11 @@ static void test_nonfinite(void)
     CHECK(ffn_dataset_open(&b, p) == FFN_OK);
     int cached = 0;
     CHECK(ffn_dataset_cache(b, (size_t)1 << 20, &cached) == FFN_OK && cached);
-    float x[20 * 4], v[20 * 2];
     uint64_t idx[3] = {2, 5, 7};
-    char msg[512];
-    CHECK(ffn_dataset_read_rows(a, idx, 3, x, NULL, v) == FFN_ERR_NUMERIC);
-    snprintf(msg, sizeof msg, "%s", ffn_last_error());
-    CHECK(ffn_dataset_read_rows(b, idx, 3, x, NULL, v) == FFN_ERR_NUMERIC);
-    CHECK_MSG(strcmp(msg, ffn_last_error()) == 0, "file: '%s' memory: '%s'", msg, ffn_last_error());
-    CHECK(strstr(msg, "row 5 feature 3 is NaN") != NULL);
+    expect_same_failure(a, b, idx, 3, "row 5 feature 3 is NaN");
     uint64_t idy[2] = {8, 9};
-    CHECK(ffn_dataset_read_rows(a, idy, 2, x, NULL, v) == FFN_ERR_NUMERIC);
-    snprintf(msg, sizeof msg, "%s", ffn_last_error());
-    CHECK(ffn_dataset_read_rows(b, idy, 2, x, NULL, v) == FFN_ERR_NUMERIC);
-    CHECK_MSG(strcmp(msg, ffn_last_error()) == 0, "file: '%s' memory: '%s'", msg, ffn_last_error());
-    CHECK(strstr(msg, "/y row 9 target 1 is infinite") != NULL);
+    expect_same_failure(a, b, idy, 2, "/y row 9 target 1 is infinite");
+    float x[20 * 4], v[20 * 2];
     /* Rows without the bad values read fine from both. */
     uint64_t ok[2] = {0, 19};
     CHECK(ffn_dataset_read_rows(a, ok, 2, x, NULL, v) == FFN_OK);
@@ -237,10 +208,7 @@ static void test_loader(const char *path)
 int main(void)
 {
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    snprintf(dir, sizeof dir, "/tmp/ffn-test-cache-%d", (int)getpid());
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "mkdir -p %s", dir);
-    if (system(cmd) != 0) return 1;
+    if (tmp_dir_make("cache") != 0) return 1;
     const char *u8 = tmp_path("u8.h5"), *fl = tmp_path("float.h5");
     write_uint8(u8);
     write_float(fl);
@@ -248,7 +216,6 @@ int main(void)
     test_same_values(fl);
     test_nonfinite();
     test_loader(u8);
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    if (system(cmd) != 0) return 1;
+    if (tmp_dir_remove() != 0) return 1;
     return check_done("test_data_cache");
 }

@@ -9,33 +9,11 @@
 #include "ffn/dense.h"
 #include "ffn/rng.h"
 #include "check.h"
+#include "fixtures.h"
 
 enum { B = 3, IN = 5, OUT = 4, NX = B * IN, NW = OUT * IN, NY = B * OUT, GUARD = 8 };
 
 /* ---- double reference: z = x W^T + b, y = act(z); L = sum r .* y */
-
-static void ref_act_row(ffn_act a, double slope, const double *z, double *y, size_t n)
-{
-    if (a == FFN_ACT_SOFTMAX) {
-        double max = z[0], sum = 0;
-        for (size_t c = 1; c < n; c++) max = fmax(max, z[c]);
-        for (size_t c = 0; c < n; c++) sum += exp(z[c] - max);
-        for (size_t c = 0; c < n; c++) y[c] = exp(z[c] - max) / sum;
-        return;
-    }
-    for (size_t c = 0; c < n; c++) {
-        double v = z[c];
-        switch (a) {
-        case FFN_ACT_IDENTITY: y[c] = v; break;
-        case FFN_ACT_RELU: y[c] = v > 0 ? v : 0; break;
-        case FFN_ACT_LEAKY_RELU: y[c] = v > 0 ? v : slope * v; break;
-        case FFN_ACT_SIGMOID: y[c] = 1 / (1 + exp(-v)); break;
-        case FFN_ACT_TANH: y[c] = tanh(v); break;
-        case FFN_ACT_GELU: y[c] = 0.5 * v * (1 + erf(v / sqrt(2.0))); break;
-        default: y[c] = NAN; break;
-        }
-    }
-}
 
 static void ref_forward(ffn_act a, double slope, const double *x, const double *W,
                         const double *b, double *z, double *y)

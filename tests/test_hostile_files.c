@@ -16,17 +16,7 @@
 #include "ffn/ckpt.h"
 #include "ffn/model.h"
 #include "check.h"
-
-static char dir[64];
-
-static const char *tmp_path(const char *name)
-{
-    static char buf[4][256];
-    static int next;
-    char *p = buf[next++ % 4];
-    snprintf(p, 256, "%s/%s", dir, name);
-    return p;
-}
+#include "fixtures.h"
 
 /* A valid checkpoint of a small model, with adam state. */
 static void write_checkpoint(const char *path)
@@ -120,12 +110,8 @@ static void test_string_attribute_arrays(void)
 int main(void)
 {
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    snprintf(dir, sizeof dir, "/tmp/ffn-test-hostile-XXXXXX");
-    if (!mkdtemp(dir)) {
-        perror("mkdtemp");
-        return 1;
-    }
+    if (tmp_dir_make("hostile") != 0) return 1;
     test_string_attribute_arrays();
-    rmdir(dir);
+    tmp_dir_remove();
     return check_done("test_hostile_files");
 }

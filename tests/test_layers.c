@@ -12,6 +12,7 @@
 #include "ffn/model.h"
 #include "ffn/rng.h"
 #include "check.h"
+#include "fixtures.h"
 
 /* ---- spec text */
 
@@ -85,18 +86,6 @@ static void test_spec(void)
 }
 
 /* ---- double references of every kind, from the formulas */
-
-static double ref_act(ffn_act a, double slope, double v)
-{
-    switch (a) {
-    case FFN_ACT_RELU: return v > 0 ? v : 0;
-    case FFN_ACT_LEAKY_RELU: return v > 0 ? v : slope * v;
-    case FFN_ACT_SIGMOID: return 1 / (1 + exp(-v));
-    case FFN_ACT_TANH: return tanh(v);
-    case FFN_ACT_GELU: return 0.5 * v * (1 + erf(v / sqrt(2.0)));
-    default: return v;
-    }
-}
 
 static const double *P(const ffn_model *m, const double *p, size_t layer, const char *name)
 {
@@ -212,21 +201,6 @@ static double ref_objective(const ref_problem *pb, const double *p, const double
     return total;
 }
 
-typedef struct {
-    size_t n;
-    size_t offset[32], count[32];
-} ready_log;
-
-static void on_ready(void *user, size_t offset, size_t count)
-{
-    ready_log *log = user;
-    if (log->n < 32) {
-        log->offset[log->n] = offset;
-        log->count[log->n] = count;
-    }
-    log->n++;
-}
-
 /* The ranges backward must report: each run of adjacent trainable tensors,
  * highest first. */
 static void expected_ranges(const ffn_model *m, ready_log *want)
@@ -239,7 +213,7 @@ static void expected_ranges(const ffn_model *m, ready_log *want)
         while (k > 0 && ffn_model_tensor(m, k - 1)->trainable &&
                ffn_model_tensor(m, k - 1)->layer == t->layer)
             lo = ffn_model_tensor(m, --k)->offset;
-        on_ready(want, lo, hi - lo);
+        ready_log_add(want, lo, hi - lo);
     }
 }
 
@@ -277,7 +251,7 @@ static void grad_check(const char *spec, double tol)
     for (size_t i = 0; i < BATCH * out; i++) loss += (double)r[i] * y[i];
     memcpy(dout, r, BATCH * out * sizeof *dout);
     ready_log log = {0}, want;
-    ffn_model_backward_dx(m, x, BATCH, dout, 0, on_ready, &log, dx);
+    ffn_model_backward_dx(m, x, BATCH, dout, 0, ready_log_add, &log, dx);
 
     /* Dropout masks, read back from each dropout layer's input and output. */
     ref_problem pb = {.m = m, .r = r};
@@ -412,7 +386,7 @@ static void test_frozen(void)
     ready_log log = {0};
     ffn_model_forward(m, x, BATCH);
     memcpy(dout, r, sizeof dout);
-    ffn_model_backward(m, x, BATCH, dout, 0, on_ready, &log);
+    ffn_model_backward(m, x, BATCH, dout, 0, ready_log_add, &log);
     CHECK(log.n == 2);
     if (log.n == 2) {
         CHECK(log.offset[0] == l4->param_offset && log.count[0] == l4->param_count);
@@ -425,7 +399,7 @@ static void test_frozen(void)
     CHECK(memcmp(grads + l4->param_offset, g1 + l4->param_offset, l4->param_count * sizeof *g1) == 0);
     /* zero_grads: the same ranges, zeroed. */
     memset(&log, 0, sizeof log);
-    ffn_model_zero_grads(m, on_ready, &log);
+    ffn_model_zero_grads(m, ready_log_add, &log);
     CHECK(log.n == 2 && grads[0] == 0.0f && grads[l1->param_offset] == -7.0f);
     free(g1);
     ffn_model_free(m);
@@ -571,7 +545,7 @@ static void test_lora(void)
     float dout[BATCH * 3];
     for (size_t i = 0; i < BATCH * 3; i++) dout[i] = 0.1f * (float)(i + 1);
     ready_log log = {0};
-    ffn_model_backward(b, x, BATCH, dout, 0, on_ready, &log);
+    ffn_model_backward(b, x, BATCH, dout, 0, ready_log_add, &log);
     CHECK(log.n == 3);
     if (log.n == 3) {
         CHECK(log.offset[0] == A2->offset && log.count[0] == A2->count + B2->count);

@@ -15,17 +15,14 @@
 #include "ffn/data.h"
 #include "ffn/loader.h"
 #include "check.h"
+#include "fixtures.h"
 
 enum { N = 1003, D = 2, BATCH = 10, STEPS = (N + BATCH - 1) / BATCH };
 
-static char path[256];
-
-static int write_dataset(void)
+/* Row i: x = (i, -i), label i % 7. */
+static ffn_status write_traceable_rows(const char *path)
 {
-    snprintf(path, sizeof path, "/tmp/ffn-test-loader-%d.h5", (int)getpid());
     ffn_dataset_layout layout = {.rows = N, .features = D, .has_labels = 1, .target_cols = 1, .num_classes = 7};
-    ffn_dataset_writer *w = NULL;
-    if (ffn_dataset_writer_create(&w, path, &layout) != FFN_OK) return -1;
     float *x = malloc(N * D * sizeof *x);
     int32_t *y = malloc(N * sizeof *y);
     for (int i = 0; i < N; i++) {
@@ -33,14 +30,10 @@ static int write_dataset(void)
         x[i * D + 1] = (float)-i;
         y[i] = i % 7;
     }
-    ffn_status st = ffn_dataset_writer_rows(w, 0, N, x, y);
+    ffn_status st = write_dataset(path, &layout, x, y);
     free(x);
     free(y);
-    if (st != FFN_OK) {
-        ffn_dataset_writer_abort(w);
-        return -1;
-    }
-    return ffn_dataset_writer_close(w) == FFN_OK ? 0 : -1;
+    return st;
 }
 
 static ffn_loader *make_loader(ffn_dataset *ds, int rank, int nranks, uint64_t epoch, uint64_t step,
@@ -153,7 +146,9 @@ static void test_epochs_and_resume(ffn_dataset *ds)
 
 int main(void)
 {
-    CHECK(write_dataset() == 0);
+    if (tmp_dir_make("loader") != 0) return 1;
+    const char *path = tmp_path("rows.h5");
+    CHECK(write_traceable_rows(path) == FFN_OK);
     ffn_dataset *ds[4] = {0};
     for (int r = 0; r < 4; r++) CHECK(ffn_dataset_open(&ds[r], path) == FFN_OK);
     if (ds[3]) {
@@ -161,6 +156,6 @@ int main(void)
         test_epochs_and_resume(ds[0]);
     }
     for (int r = 0; r < 4; r++) ffn_dataset_close(ds[r]);
-    unlink(path);
+    tmp_dir_remove();
     return check_done("test_loader");
 }

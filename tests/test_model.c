@@ -11,6 +11,7 @@
 #include "ffn/model.h"
 #include "ffn/rng.h"
 #include "check.h"
+#include "fixtures.h"
 
 /* ---- spec text */
 
@@ -330,21 +331,6 @@ static double ref_model_loss(const double *p, const float *x, const int32_t *lab
     return total / BATCH;
 }
 
-typedef struct {
-    size_t n;
-    size_t offset[8], count[8];
-} ready_log;
-
-static void on_ready(void *user, size_t offset, size_t count)
-{
-    ready_log *log = user;
-    if (log->n < 8) {
-        log->offset[log->n] = offset;
-        log->count[log->n] = count;
-    }
-    log->n++;
-}
-
 /* Forward, loss backward, model backward; returns the loss. */
 static double run_backward(ffn_model *m, const float *x, const int32_t *labels, int accumulate,
                            ready_log *log)
@@ -353,7 +339,7 @@ static double run_backward(ffn_model *m, const float *x, const int32_t *labels, 
     const float *out = ffn_model_forward(m, x, BATCH);
     ffn_targets t = { .labels = labels, .values = NULL };
     double loss = ffn_loss_backward(FFN_LOSS_SOFTMAX_CE, out, t, BATCH, OUTD, 1.0f / BATCH, dout);
-    ffn_model_backward(m, x, BATCH, dout, accumulate, log ? on_ready : NULL, log);
+    ffn_model_backward(m, x, BATCH, dout, accumulate, log ? ready_log_add : NULL, log);
     return loss / BATCH;
 }
 

@@ -1,4 +1,4 @@
-/* ffn — HDF5 datasets: reading rows, and writing the layout.
+/* ffn — HDF5 datasets: the layout, and reading rows (writing: ffn/data_writer.h).
  *
  * Layout (readable from h5py without ffn):
  *   /x  [N, D]  float32, or uint8 with float attribute "scale" (x * scale on read;
@@ -64,27 +64,7 @@ void ffn_dataset_prefetch_rows(const ffn_dataset *ds, const uint64_t *idx, size_
  * the same either way. */
 int ffn_dataset_direct_reads(const ffn_dataset *ds);
 
-/* Writer: creates PATH.tmp, rows are written in any order, close flushes and
- * renames onto PATH (an existing PATH is only replaced by a complete file). */
-typedef struct ffn_dataset_writer ffn_dataset_writer;
-typedef struct {
-    size_t rows, features;
-    int x_uint8;        /* store x as uint8 (values given as uint8) */
-    float x_scale;      /* for uint8 */
-    int has_labels;     /* y int32 [N]; else float32 [N, target_cols] */
-    size_t target_cols;
-    size_t num_classes; /* written as the "num_classes" attribute when > 0 */
-} ffn_dataset_layout;
-
-ffn_status ffn_dataset_writer_create(ffn_dataset_writer **out, const char *path,
-                                     const ffn_dataset_layout *layout);
-/* x is float* or uint8_t* per layout.x_uint8; y is int32_t* or float*. */
-ffn_status ffn_dataset_writer_rows(ffn_dataset_writer *w, uint64_t start, size_t n,
-                                   const void *x, const void *y);
-ffn_status ffn_dataset_writer_attr(ffn_dataset_writer *w, const char *name, const char *value);
-/* Finishes and renames; on error removes the temporary. Always frees w. */
-ffn_status ffn_dataset_writer_close(ffn_dataset_writer *w);
-/* Frees w and removes the temporary without touching PATH. */
-void ffn_dataset_writer_abort(ffn_dataset_writer *w);
+/* The writer of this layout, for the callers that make datasets. */
+#include "ffn/data_writer.h"
 
 #endif

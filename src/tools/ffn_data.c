@@ -1,6 +1,6 @@
 /* ffn-data: convert, split, shard, generate and inspect datasets in ffn's HDF5
  * layout (see the README). A thin dispatcher: each command lives in
- * datasets/convert/. Exit codes: 0 ok, 1 a data or I/O error, 2 a usage error. */
+ * src/convert/. Exit codes: 0 ok, 1 a data or I/O error, 2 a usage error. */
 #include <hdf5.h>
 #include <stdio.h>
 #include <string.h>

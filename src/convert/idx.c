@@ -69,25 +69,18 @@ int cmd_idx(int argc, char **argv)
 {
     static const char *const known[] = {"--images", "--labels", "--out", "--val-out", "--val-count",
                                         "--val-fraction", "--seed", "--help!", NULL};
+    static const char usage[] = "usage: ffn-data idx --images FILE --labels FILE --out OUT.h5\n"
+                                "                    [--val-out VAL.h5 (--val-count N | --val-fraction F)] [--seed S]\n"
+                                "IDX image/label files (gzip or raw) to x uint8 [N, D] (scale 1/255), y int32 [N].\n"
+                                "With --val-out, a seeded random choice of rows goes to VAL.h5; both keep file order.\n";
     args a;
-    int rc = args_parse(&a, argc, argv, 2, known, CMD);
-    if (rc) return rc;
-    if (arg_has(&a, "--help")) {
-        printf("usage: ffn-data idx --images FILE --labels FILE --out OUT.h5\n"
-               "                    [--val-out VAL.h5 (--val-count N | --val-fraction F)] [--seed S]\n"
-               "IDX image/label files (gzip or raw) to x uint8 [N, D] (scale 1/255), y int32 [N].\n"
-               "With --val-out, a seeded random choice of rows goes to VAL.h5; both keep file order.\n");
-        return 0;
-    }
+    int rc;
+    if (args_parse(&a, argc, argv, known, usage, CMD, &rc)) return rc;
     const char *images = arg_str(&a, "--images"), *labels = arg_str(&a, "--labels"), *out = arg_str(&a, "--out");
     const char *val_out = arg_str(&a, "--val-out");
     if (!images || !labels || !out) return usage_error(CMD, "--images, --labels and --out are required");
-    uint64_t seed, val_count;
-    double val_fraction;
-    if ((rc = arg_u64(&a, "--seed", 0, 0, UINT64_MAX, &seed, CMD)) ||
-        (rc = arg_u64(&a, "--val-count", 0, 1, UINT64_MAX, &val_count, CMD)) ||
-        (rc = arg_double(&a, "--val-fraction", 0, 0, 1, &val_fraction, CMD)))
-        return rc;
+    split_flags split;
+    if ((rc = split_flags_parse(&split, &a, CMD))) return rc;
     if (val_out && !arg_has(&a, "--val-count") && !arg_has(&a, "--val-fraction"))
         return usage_error(CMD, "--val-out needs --val-count N or --val-fraction F");
     if (!val_out && (arg_has(&a, "--val-count") || arg_has(&a, "--val-fraction")))
@@ -119,32 +112,8 @@ int cmd_idx(int argc, char **argv)
         t.labels[i] = lab[i];
         if ((size_t)lab[i] + 1 > t.num_classes) t.num_classes = (size_t)lab[i] + 1;
     }
-    if (!val_out) {
-        rc = table_write(&t, out, NULL, 0, NULL, 0, images);
-    } else {
-        size_t k = arg_has(&a, "--val-count") ? (size_t)val_count : (size_t)(val_fraction * (double)t.rows + 0.5);
-        if (k == 0 || k >= t.rows) {
-            rc = usage_error(CMD, "the validation split has %zu of %zu rows; expected between 1 and N-1", k, t.rows);
-            goto done;
-        }
-        unsigned char *chosen = malloc(t.rows);
-        uint64_t *tr = malloc(t.rows * sizeof *tr), *va = malloc(k * sizeof *va);
-        if (!chosen || !tr || !va) {
-            rc = data_error(CMD, "out of memory");
-        } else {
-            choose_rows(seed, t.rows, k, chosen);
-            size_t nt = 0, nv = 0;
-            for (size_t i = 0; i < t.rows; i++) {
-                if (chosen[i]) va[nv++] = i;
-                else tr[nt++] = i;
-            }
-            rc = table_write(&t, out, tr, nt, NULL, 0, images);
-            if (!rc) rc = table_write(&t, val_out, va, nv, NULL, 0, images);
-        }
-        free(chosen);
-        free(tr);
-        free(va);
-    }
+    if (!val_out) rc = table_write(&t, out, NULL, 0, NULL, 0, images);
+    else rc = table_write_split(&t, &split, out, val_out, images, CMD);
     if (!rc) printf("ffn-data idx: wrote %s%s%s\n", out, val_out ? " and " : "", val_out ? val_out : "");
 done:
     ffn_free(lab);

@@ -37,10 +37,12 @@ int data_error(const char *cmd, const char *fmt, ...)
 
 /* ---- flags ------------------------------------------------------------------ */
 
-int args_parse(args *a, int argc, char **argv, int from, const char *const *known, const char *cmd)
+/* argv[2..argc) (after the program and the command) into a: 0, or EXIT_USAGE
+ * with a message. */
+static int parse_flags(args *a, int argc, char **argv, const char *const *known, const char *cmd)
 {
     memset(a, 0, sizeof *a);
-    for (int i = from; i < argc; i++) {
+    for (int i = 2; i < argc; i++) {
         const char *s = argv[i];
         if (strncmp(s, "--", 2) != 0 || strlen(s) == 2) {
             if (a->npos == 4) return usage_error(cmd, "unexpected argument '%s'", s);
@@ -67,6 +69,18 @@ int args_parse(args *a, int argc, char **argv, int from, const char *const *know
             a->values[a->count] = "";
         }
         a->count++;
+    }
+    return 0;
+}
+
+int args_parse(args *a, int argc, char **argv, const char *const *known, const char *usage,
+               const char *cmd, int *exit_code)
+{
+    *exit_code = parse_flags(a, argc, argv, known, cmd);
+    if (*exit_code) return 1;
+    if (arg_has(a, "--help")) {
+        fputs(usage, stdout);
+        return 1;
     }
     return 0;
 }
@@ -114,17 +128,6 @@ int arg_double(const args *a, const char *name, double def, double min, double m
         return usage_error(cmd, "%s: expected a number in [%g, %g], got '%s'", name, min, max, v);
     *out = x;
     return 0;
-}
-
-void choose_rows(uint64_t seed, size_t n, size_t k, unsigned char *chosen)
-{
-    uint64_t *perm = malloc((n ? n : 1) * sizeof *perm);
-    memset(chosen, 0, n);
-    if (!perm) return;
-    ffn_rng rng = ffn_rng_make(seed, FFN_STREAM_DATA);
-    ffn_rng_permutation(&rng, perm, n);
-    for (size_t i = 0; i < k && i < n; i++) chosen[perm[i]] = 1;
-    free(perm);
 }
 
 /* ---- the table ---------------------------------------------------------------- */

@@ -17,13 +17,13 @@ typedef struct {
     size_t rows, cols;
     int x_uint8;
     float scale;
-    uint8_t *xu;
-    float *xf;
+    uint8_t *xu;        /* [rows, cols] when x_uint8, else NULL */
+    float *xf;          /* [rows, cols] when not x_uint8, else NULL */
     int has_labels;
-    int32_t *labels;
+    int32_t *labels;    /* [rows] when has_labels, else NULL */
     size_t num_classes;
     size_t target_cols;
-    float *targets;
+    float *targets;     /* [rows, target_cols] when not has_labels, else NULL */
 } table;
 
 void table_free(table *t);
@@ -42,9 +42,13 @@ typedef struct {
     const char *positional[4];
     int npos;
 } args;
-/* Parses argv[from..argc): known is a NULL-terminated list of "--flag" (takes a
- * value) or "--flag!" (no value). Returns 0, or prints and returns EXIT_USAGE. */
-int args_parse(args *a, int argc, char **argv, int from, const char *const *known, const char *cmd);
+/* Parses a command's arguments, argv[2..argc): known is a NULL-terminated
+ * list of "--flag" (takes a value) or "--flag!" (no value), "--help!" among
+ * them; --help prints usage to stdout. Returns 1 when the command ends here
+ * (*exit_code 0 after --help, EXIT_USAGE after a message on a bad flag), 0
+ * (and *exit_code 0) to go on. */
+int args_parse(args *a, int argc, char **argv, const char *const *known, const char *usage,
+               const char *cmd, int *exit_code);
 const char *arg_str(const args *a, const char *name);
 int arg_has(const args *a, const char *name);
 /* Parses an unsigned integer / a number flag; returns 0 or EXIT_USAGE with a message. */
@@ -53,8 +57,21 @@ int arg_double(const args *a, const char *name, double def, double min, double m
 int usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int data_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-/* Split helper: a seeded choice of k of n rows; out_val[i] = 1 for chosen rows. */
-void choose_rows(uint64_t seed, size_t n, size_t k, unsigned char *chosen);
+/* A validation split's flags: --seed S, --val-count N, --val-fraction F. */
+typedef struct {
+    uint64_t seed, count;
+    double fraction;
+    int by_count; /* --val-count given (else the fraction of the rows, rounded) */
+} split_flags;
+/* Reads the flags of a (0 or EXIT_USAGE with a message). */
+int split_flags_parse(split_flags *s, const args *a, const char *cmd);
+/* How many of rows the validation side gets. */
+size_t split_val_rows(const split_flags *s, size_t rows);
+/* Writes a seeded choice of t's validation rows to val_out and the other rows
+ * to train_out, both in file order. 0; EXIT_USAGE when either side would be
+ * empty; EXIT_DATA. */
+int table_write_split(const table *t, const split_flags *s, const char *train_out,
+                      const char *val_out, const char *source, const char *cmd);
 
 int cmd_idx(int argc, char **argv);
 int cmd_csv(int argc, char **argv);

@@ -8,6 +8,7 @@
 
 #include "convert.h"
 #include "ffn/data.h"
+#include "ffn/partition.h"
 #include "ffn/rng.h"
 
 /* ---- split ------------------------------------------------------------------- */
@@ -17,50 +18,25 @@ int cmd_split(int argc, char **argv)
     static const char *const CMD = "split";
     static const char *const known[] = {"--train-out", "--val-out", "--val-count", "--val-fraction", "--seed",
                                         "--help!", NULL};
+    static const char usage[] = "usage: ffn-data split IN.h5 --train-out A.h5 --val-out B.h5 (--val-count N | --val-fraction F) [--seed S]\n"
+                                "A seeded random choice of rows goes to B.h5, the rest to A.h5; both keep file order.\n";
     args a;
-    int rc = args_parse(&a, argc, argv, 2, known, CMD);
-    if (rc) return rc;
-    if (arg_has(&a, "--help")) {
-        printf("usage: ffn-data split IN.h5 --train-out A.h5 --val-out B.h5 (--val-count N | --val-fraction F) [--seed S]\n"
-               "A seeded random choice of rows goes to B.h5, the rest to A.h5; both keep file order.\n");
-        return 0;
-    }
+    int rc;
+    if (args_parse(&a, argc, argv, known, usage, CMD, &rc)) return rc;
     const char *in = a.npos == 1 ? a.positional[0] : NULL;
     const char *to = arg_str(&a, "--train-out"), *vo = arg_str(&a, "--val-out");
     if (!in || !to || !vo) return usage_error(CMD, "give IN.h5, --train-out and --val-out");
-    uint64_t seed, count;
-    double frac;
-    if ((rc = arg_u64(&a, "--seed", 0, 0, UINT64_MAX, &seed, CMD)) ||
-        (rc = arg_u64(&a, "--val-count", 0, 1, UINT64_MAX, &count, CMD)) ||
-        (rc = arg_double(&a, "--val-fraction", 0, 0, 1, &frac, CMD)))
-        return rc;
+    split_flags split;
+    if ((rc = split_flags_parse(&split, &a, CMD))) return rc;
     if (arg_has(&a, "--val-count") == arg_has(&a, "--val-fraction"))
         return usage_error(CMD, "give exactly one of --val-count and --val-fraction");
     table t;
     if ((rc = table_read(&t, in))) return rc;
-    size_t k = arg_has(&a, "--val-count") ? (size_t)count : (size_t)(frac * (double)t.rows + 0.5);
-    if (k == 0 || k >= t.rows) {
-        table_free(&t);
-        return usage_error(CMD, "the validation split has %zu of %zu rows; expected between 1 and N-1", k, t.rows);
+    rc = table_write_split(&t, &split, to, vo, in, CMD);
+    if (!rc) {
+        size_t nv = split_val_rows(&split, t.rows);
+        printf("ffn-data split: %s (%zu rows), %s (%zu rows)\n", to, t.rows - nv, vo, nv);
     }
-    unsigned char *chosen = malloc(t.rows);
-    uint64_t *tr = malloc(t.rows * sizeof *tr), *va = malloc(k * sizeof *va);
-    if (!chosen || !tr || !va) {
-        rc = data_error(CMD, "out of memory");
-    } else {
-        choose_rows(seed, t.rows, k, chosen);
-        size_t nt = 0, nv = 0;
-        for (size_t i = 0; i < t.rows; i++) {
-            if (chosen[i]) va[nv++] = i;
-            else tr[nt++] = i;
-        }
-        rc = table_write(&t, to, tr, nt, NULL, 0, in);
-        if (!rc) rc = table_write(&t, vo, va, nv, NULL, 0, in);
-        if (!rc) printf("ffn-data split: %s (%zu rows), %s (%zu rows)\n", to, nt, vo, nv);
-    }
-    free(chosen);
-    free(tr);
-    free(va);
     table_free(&t);
     return rc;
 }
@@ -92,15 +68,12 @@ int cmd_subset(int argc, char **argv)
 {
     static const char *const CMD = "subset";
     static const char *const known[] = {"--out", "--classes", "--per-class", "--relabel!", "--seed", "--help!", NULL};
+    static const char usage[] = "usage: ffn-data subset IN.h5 --out OUT.h5 [--classes LIST] [--per-class N] [--relabel] [--seed S]\n"
+                                "Keeps the rows of the listed classes (e.g. 0-4 or 5,7,9), optionally N per class\n"
+                                "(a seeded choice; file order kept). --relabel maps the kept classes to 0..k-1.\n";
     args a;
-    int rc = args_parse(&a, argc, argv, 2, known, CMD);
-    if (rc) return rc;
-    if (arg_has(&a, "--help")) {
-        printf("usage: ffn-data subset IN.h5 --out OUT.h5 [--classes LIST] [--per-class N] [--relabel] [--seed S]\n"
-               "Keeps the rows of the listed classes (e.g. 0-4 or 5,7,9), optionally N per class\n"
-               "(a seeded choice; file order kept). --relabel maps the kept classes to 0..k-1.\n");
-        return 0;
-    }
+    int rc;
+    if (args_parse(&a, argc, argv, known, usage, CMD, &rc)) return rc;
     const char *in = a.npos == 1 ? a.positional[0] : NULL, *out = arg_str(&a, "--out");
     if (!in || !out) return usage_error(CMD, "give IN.h5 and --out");
     uint64_t per_class, seed;
@@ -203,15 +176,12 @@ int cmd_shard(int argc, char **argv)
 {
     static const char *const CMD = "shard";
     static const char *const known[] = {"--shards", "--out", "--help!", NULL};
+    static const char usage[] = "usage: ffn-data shard IN.h5 --shards K --out PREFIX\n"
+                                "Writes PREFIX-00000-of-0000K.h5 ... (contiguous row ranges) and PREFIX.h5, whose /x and /y\n"
+                                "are HDF5 virtual datasets joining the shards (names relative to PREFIX.h5's directory).\n";
     args a;
-    int rc = args_parse(&a, argc, argv, 2, known, CMD);
-    if (rc) return rc;
-    if (arg_has(&a, "--help")) {
-        printf("usage: ffn-data shard IN.h5 --shards K --out PREFIX\n"
-               "Writes PREFIX-00000-of-0000K.h5 ... (contiguous row ranges) and PREFIX.h5, whose /x and /y\n"
-               "are HDF5 virtual datasets joining the shards (names relative to PREFIX.h5's directory).\n");
-        return 0;
-    }
+    int rc;
+    if (args_parse(&a, argc, argv, known, usage, CMD, &rc)) return rc;
     const char *in = a.npos == 1 ? a.positional[0] : NULL, *prefix = arg_str(&a, "--out");
     uint64_t k;
     if (!in || !prefix) return usage_error(CMD, "give IN.h5, --shards and --out");
@@ -245,7 +215,8 @@ int cmd_shard(int argc, char **argv)
     for (size_t i = 0; sel && i < t.rows; i++) sel[i] = i;
     char path[8192], rel[8192];
     for (uint64_t s = 0; sel && s < k && !rc; s++) {
-        size_t lo = t.rows * s / k, hi = t.rows * (s + 1) / k;
+        size_t lo, hi;
+        ffn_partition(t.rows, (size_t)s, (size_t)k, &lo, &hi);
         snprintf(path, sizeof path, "%s-%05llu-of-%05llu.h5", prefix, (unsigned long long)s, (unsigned long long)k);
         rc = table_write(&t, path, sel + lo, hi - lo, NULL, 0, in);
     }
@@ -268,7 +239,8 @@ int cmd_shard(int argc, char **argv)
         hid_t type = which ? (t.has_labels ? H5T_STD_I32LE : H5T_IEEE_F32LE) : (t.x_uint8 ? H5T_STD_U8LE : H5T_IEEE_F32LE);
         hid_t vspace = H5Screate_simple(rank, dims, NULL), dcpl = H5Pcreate(H5P_DATASET_CREATE);
         for (uint64_t s = 0; s < k && !bad; s++) {
-            size_t lo = t.rows * s / k, hi = t.rows * (s + 1) / k;
+            size_t lo, hi;
+            ffn_partition(t.rows, (size_t)s, (size_t)k, &lo, &hi);
             snprintf(rel, sizeof rel, "%s-%05llu-of-%05llu.h5", base, (unsigned long long)s, (unsigned long long)k);
             bad = add_mapping(dcpl, vspace, rank, dims, lo, hi, rel, dset) != 0;
         }
@@ -347,12 +319,13 @@ int cmd_info(int argc, char **argv)
 {
     static const char *const CMD = "info";
     static const char *const known[] = {"--help!", NULL};
+    static const char usage[] = "usage: ffn-data info FILE\nPrints shape, dtype, class counts, attributes and virtual sources.\n";
     args a;
-    int rc = args_parse(&a, argc, argv, 2, known, CMD);
-    if (rc) return rc;
-    if (arg_has(&a, "--help") || a.npos != 1) {
-        printf("usage: ffn-data info FILE\nPrints shape, dtype, class counts, attributes and virtual sources.\n");
-        return arg_has(&a, "--help") ? 0 : EXIT_USAGE;
+    int rc;
+    if (args_parse(&a, argc, argv, known, usage, CMD, &rc)) return rc;
+    if (a.npos != 1) {
+        fputs(usage, stdout);
+        return EXIT_USAGE;
     }
     const char *path = a.positional[0];
     ffn_dataset *ds = NULL;

@@ -12,15 +12,16 @@ static const char *const CMD = "synth";
 int cmd_synth(int argc, char **argv)
 {
     static const char *const known[] = {"--rows", "--out", "--seed", "--noise", "--features", "--classes", "--help!", NULL};
+    static const char usage[] = "usage: ffn-data synth KIND --rows N --out OUT.h5 [--seed S] [--noise X] [--features D] [--classes C]\n"
+                                "KIND: moons (2-D, 2 classes, noise 0.1), spirals (2-D, 2 arms, noise 0.2),\n"
+                                "      xor (2-D quadrants, noise 0.1), blobs (C Gaussian clusters in D dims, noise 1),\n"
+                                "      regression (D features -> C float targets: tanh of a random linear map + noise 0.05)\n";
     args a;
-    int rc = args_parse(&a, argc, argv, 2, known, CMD);
-    if (rc) return rc;
-    if (arg_has(&a, "--help") || a.npos != 1) {
-        printf("usage: ffn-data synth KIND --rows N --out OUT.h5 [--seed S] [--noise X] [--features D] [--classes C]\n"
-               "KIND: moons (2-D, 2 classes, noise 0.1), spirals (2-D, 2 arms, noise 0.2),\n"
-               "      xor (2-D quadrants, noise 0.1), blobs (C Gaussian clusters in D dims, noise 1),\n"
-               "      regression (D features -> C float targets: tanh of a random linear map + noise 0.05)\n");
-        return arg_has(&a, "--help") ? 0 : usage_error(CMD, "give one KIND");
+    int rc;
+    if (args_parse(&a, argc, argv, known, usage, CMD, &rc)) return rc;
+    if (a.npos != 1) {
+        fputs(usage, stdout);
+        return usage_error(CMD, "give one KIND");
     }
     const char *kind = a.positional[0], *out = arg_str(&a, "--out");
     int moons = !strcmp(kind, "moons"), spirals = !strcmp(kind, "spirals"), xr = !strcmp(kind, "xor"),

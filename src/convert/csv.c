@@ -39,15 +39,16 @@ static int parse_number(const char *s, double *v)
 int cmd_csv(int argc, char **argv)
 {
     static const char *const known[] = {"--out", "--label-col", "--header!", "--no-header!", "--regression", "--help!", NULL};
+    static const char usage[] = "usage: ffn-data csv FILE --out OUT.h5 [--label-col N|NAME] [--header|--no-header] [--regression K]\n"
+                                "Numeric CSV: the label column (default: the last; N counts from 0) becomes y int32; the\n"
+                                "others x float32. --regression K: the last K columns are float targets instead.\n"
+                                "A first row that is not numeric is taken as a header unless --no-header.\n";
     args a;
-    int rc = args_parse(&a, argc, argv, 2, known, CMD);
-    if (rc) return rc;
-    if (arg_has(&a, "--help") || a.npos != 1) {
-        printf("usage: ffn-data csv FILE --out OUT.h5 [--label-col N|NAME] [--header|--no-header] [--regression K]\n"
-               "Numeric CSV: the label column (default: the last; N counts from 0) becomes y int32; the\n"
-               "others x float32. --regression K: the last K columns are float targets instead.\n"
-               "A first row that is not numeric is taken as a header unless --no-header.\n");
-        return arg_has(&a, "--help") ? 0 : usage_error(CMD, "give one CSV FILE");
+    int rc;
+    if (args_parse(&a, argc, argv, known, usage, CMD, &rc)) return rc;
+    if (a.npos != 1) {
+        fputs(usage, stdout);
+        return usage_error(CMD, "give one CSV FILE");
     }
     const char *path = a.positional[0], *out = arg_str(&a, "--out"), *label_col = arg_str(&a, "--label-col");
     if (!out) return usage_error(CMD, "--out is required");

@@ -15,7 +15,7 @@ typedef struct {
     char descr[8]; /* e.g. "<f4", "|u1" */
     int ndim;
     size_t shape[2];
-    void *data;
+    void *data;    /* [shape[0]] or [shape[0], shape[1]] elements of descr's type */
 } npy;
 
 /* Loads the header, checks it and reads the data. */
@@ -100,15 +100,12 @@ static double element(const npy *a, size_t i)
 int cmd_npy(int argc, char **argv)
 {
     static const char *const known[] = {"--x", "--y", "--out", "--help!", NULL};
+    static const char usage[] = "usage: ffn-data npy --x X.npy --y Y.npy --out OUT.h5\n"
+                                "X: [N, D] u1 (kept as uint8, scale 1/255), f4 or f8. Y: [N] integer labels (u1, i4, i8)\n"
+                                "or [N, K] f4/f8 float targets.\n";
     args a;
-    int rc = args_parse(&a, argc, argv, 2, known, CMD);
-    if (rc) return rc;
-    if (arg_has(&a, "--help")) {
-        printf("usage: ffn-data npy --x X.npy --y Y.npy --out OUT.h5\n"
-               "X: [N, D] u1 (kept as uint8, scale 1/255), f4 or f8. Y: [N] integer labels (u1, i4, i8)\n"
-               "or [N, K] f4/f8 float targets.\n");
-        return 0;
-    }
+    int rc;
+    if (args_parse(&a, argc, argv, known, usage, CMD, &rc)) return rc;
     const char *xp = arg_str(&a, "--x"), *yp = arg_str(&a, "--y"), *out = arg_str(&a, "--out");
     if (!xp || !yp || !out) return usage_error(CMD, "--x, --y and --out are required");
     npy X, Y;
