@@ -268,20 +268,6 @@ static ffn_status setup_pruning(ffn_run *r)
     return FFN_OK;
 }
 
-/* The optimizer's settings from the flags. */
-static ffn_optim_config optim_config(const ffn_train_config *cfg)
-{
-    ffn_optim_config oc = ffn_optim_defaults((ffn_opt_kind)cfg->optimizer);
-    oc.momentum = cfg->momentum;
-    oc.nesterov = cfg->nesterov;
-    oc.beta1 = cfg->beta1;
-    oc.beta2 = cfg->beta2;
-    oc.eps = cfg->eps;
-    oc.alpha = cfg->rmsprop_alpha;
-    if (cfg->weight_decay >= 0) oc.weight_decay = cfg->weight_decay;
-    return oc;
-}
-
 uint64_t ffn_run_micro_index(const ffn_run *r, uint64_t step)
 {
     uint64_t epoch = step / r->steps_per_epoch, in = (step % r->steps_per_epoch) * r->cfg->accumulate;
@@ -297,7 +283,8 @@ static ffn_status check_head(const ffn_run *r)
         return ffn_fail(FFN_ERR_ARG,
                         "--model: the last layer's activation must be identity for %s (the loss "
                         "applies %s itself); got %s",
-                        ffn_loss_name((ffn_loss)cfg->loss), cfg->loss == FFN_LOSS_BCE ? "sigmoid" : "softmax",
+                        ffn_loss_name((ffn_loss)cfg->loss),
+                        ffn_act_name(ffn_loss_output_act((ffn_loss)cfg->loss, ffn_model_output_dim(r->model))),
                         ffn_act_name(last->spec.act));
     return FFN_OK;
 }
@@ -406,7 +393,7 @@ ffn_status ffn_run_start(ffn_run *r)
     ffn_status st = ffn_comm_bcast_floats(r->comm, ffn_model_params(r->model), ffn_model_param_count(r->model), 0);
     if (st != FFN_OK) return st;
     ffn_step_config sc = {
-        .loss = (ffn_loss)cfg->loss, .optim = optim_config(cfg), .clip_norm = cfg->clip_norm,
+        .loss = (ffn_loss)cfg->loss, .optim = ffn_config_optim(cfg), .clip_norm = cfg->clip_norm,
         .shard_optimizer = cfg->shard_optimizer, .bucket_bytes = (size_t)(cfg->bucket_mb * 1048576.0),
         .max_rows = r->max_local, .seed = r->seed, .teacher = r->teacher,
         .distill_temperature = cfg->distill_temperature, .distill_alpha = cfg->distill_alpha, .pruner = r->pruner,

@@ -100,8 +100,12 @@ with h5py.File('big.h5', 'w') as f:
 "
 timeout -k 5 100 "$MPIRUN" -np 2 "$FFN_TRAIN" --train big.h5 --model dense:128:relu,dense:3 --epochs 50 --batch-size 8 --quiet --threads 1 >/dev/null 2>kill.txt &
 job=$!
-sleep 2
-victim=$(pgrep -f "^$FFN_TRAIN --train big.h5" | tail -1)
+# Both ranks up and training (on a loaded machine start-up can take seconds).
+victim=""
+for _ in $(seq 300); do
+  [[ $(pgrep -fc "^$FFN_TRAIN --train big.h5" || true) -ge 2 ]] && { sleep 1; victim=$(pgrep -f "^$FFN_TRAIN --train big.h5" | tail -1); break; }
+  sleep 0.1
+done
 [[ -n $victim ]] || fail "no rank to kill"
 t0=$(date +%s.%N); kill -KILL "$victim"
 set +e; wait $job; rc=$?; set -e

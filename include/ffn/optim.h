@@ -46,9 +46,6 @@ size_t ffn_optim_state_buffers(const ffn_optim_config *cfg);
  * "square_avg"), NULL past its last or for an unknown kind. */
 const char *ffn_optim_kind_state_name(ffn_opt_kind kind, size_t i);
 
-/* The most state buffers an optimizer keeps (Adam: m and v). */
-#define FFN_OPTIM_MAX_STATE 2
-
 typedef struct ffn_optim ffn_optim;
 
 /* n: length of the parameter buffer. NULL on allocation failure. */

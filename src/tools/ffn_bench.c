@@ -257,7 +257,11 @@ static step_result run_step(const step_args *a, int quiet)
     step_ctx s;
     memset(&s, 0, sizeof s);
     s.loss = (ffn_loss)ffn_loss_from_name(a->loss);
-    if ((int)s.loss < 0) die("--loss: expected mse, bce or softmax_ce");
+    if ((int)s.loss < 0) {
+        char list[FFN_NAMES_LIST_MAX], what[FFN_NAMES_LIST_MAX + 32];
+        snprintf(what, sizeof what, "--loss: expected %s", ffn_names_list(&ffn_loss_names, list, sizeof list));
+        die(what);
+    }
     if (ffn_model_create_from_text(&s.model, a->model, a->input) != FFN_OK) die("--model");
     ffn_model_init_params(s.model, 1);
     s.input = a->input;
@@ -421,7 +425,7 @@ static ckpt_result run_ckpt(const char *model_spec, size_t input, const char *di
     ffn_checkpoint c = {.format_version = FFN_CKPT_FORMAT_VERSION, .model_spec = spec, .input_dim = input,
                         .loss = "mse", .config_json = "{}", .layer_count = nl, .layer_in = lin,
                         .layer_out = lout, .param_count = P, .params = ffn_model_params(m),
-                        .optimizer = "adam", .optimizer_steps = 1, .state_count = ffn_optim_state_count(opt),
+                        .optimizer = (char *)ffn_opt_name(FFN_OPT_ADAM), .optimizer_steps = 1, .state_count = ffn_optim_state_count(opt),
                         .step = 1, .epoch = 0, .step_in_epoch = 1, .seed = 1, .model = m};
     for (size_t i = 0; i < c.state_count; i++) {
         c.state_names[i] = (char *)ffn_optim_state_name(opt, i);
@@ -504,8 +508,8 @@ static int run_train(int argc, char **argv)
                                    info.features) != FFN_OK)
         die("--model");
     double P = (double)ffn_model_param_count(m);
-    int nstate = cfg.optimizer == FFN_OPT_ADAM || cfg.optimizer == FFN_OPT_ADAMW ? 2
-                 : cfg.optimizer == FFN_OPT_RMSPROP || cfg.momentum > 0 ? 1 : 0;
+    ffn_optim_config oc = ffn_config_optim(&cfg);
+    double nstate = (double)ffn_optim_state_buffers(&oc);
     double state = P * 4.0 * (2 + nstate);
     size_t local = ffn_sampler_max_local(cfg.batch_size, nranks);
     size_t reserve = local > cfg.eval_batch_size ? local : cfg.eval_batch_size;
