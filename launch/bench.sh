@@ -80,12 +80,12 @@ elif [[ -x $build/ffn-data && -r /usr/share/datasets/fashion-mnist/train-images-
      bash datasets/fashion-mnist.sh "$work/fmnist" "$build/ffn-data" >/dev/null 2>&1; then
   mlp_data=$work/fmnist/train.h5 mlp_what="Fashion-MNIST train.h5 (60000 x 784 uint8)"
 else
-  "$BENCH" make-data classes --rows 60000 --features 784 --classes 10 --out "$mlp_data" >/dev/null
-  mlp_what="synthetic 60000 x 784 uint8, 10 classes (Fashion-MNIST not available)"
+  "$build/ffn-data" synth blobs --rows 60000 --features 784 --classes 10 --seed 1 --out "$mlp_data" >/dev/null
+  mlp_what="synthetic 60000 x 784 float32, 10 classes (Fashion-MNIST not available)"
 fi
 ffn_rows=$((quick ? 2048 : 4096))
 ffn_data=$work/ffn.h5
-"$BENCH" make-data regression --rows $ffn_rows --features 1024 --targets 1024 --out "$ffn_data" >/dev/null
+"$build/ffn-data" synth regression --rows $ffn_rows --features 1024 --classes 1024 --seed 1 --out "$ffn_data" >/dev/null
 
 secs=$((quick ? 1 : 2))
 MLP=dense:128:relu,dense:10 FFN=dense:4096:gelu,dense:1024

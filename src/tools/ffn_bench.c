@@ -14,9 +14,6 @@
  *   ffn-bench train FFN-TRAIN-FLAGS...
  *       exactly ffn-train's run (ffn_train_run), then the peak RSS of every
  *       rank against the bytes the run must hold
- *   ffn-bench make-data classes|regression --rows N --features D --out FILE
- *                  [--classes K] [--targets K] [--seed S]
- *       synthetic datasets in ffn's layout (uint8 features for classes)
  *
  * Every line that bench.sh reads starts with "RESULT name key=value ...".
  * Rates are the median of three timed repeats; under MPI, a rank's figure is
@@ -541,78 +538,6 @@ static int run_train(int argc, char **argv)
     return 0;
 }
 
-/* ---- synthetic datasets ------------------------------------------------------- */
-
-static int make_data(int argc, char **argv)
-{
-    const char *kind = argc > 1 ? argv[1] : "", *out = NULL;
-    size_t rows = 0, features = 0, classes = 10, targets = 0;
-    uint64_t seed = 1;
-    for (int i = 2; i + 1 < argc; i += 2) {
-        const char *k = argv[i], *v = argv[i + 1];
-        if (!strcmp(k, "--rows")) rows = strtoull(v, NULL, 10);
-        else if (!strcmp(k, "--features")) features = strtoull(v, NULL, 10);
-        else if (!strcmp(k, "--classes")) classes = strtoull(v, NULL, 10);
-        else if (!strcmp(k, "--targets")) targets = strtoull(v, NULL, 10);
-        else if (!strcmp(k, "--seed")) seed = strtoull(v, NULL, 10);
-        else if (!strcmp(k, "--out")) out = v;
-        else {
-            fprintf(stderr, "ffn-bench make-data: unknown flag %s\n", k);
-            return 2;
-        }
-    }
-    int cls = strcmp(kind, "classes") == 0;
-    if ((!cls && strcmp(kind, "regression") != 0) || !out || !rows || !features || (cls && classes < 2)) {
-        fprintf(stderr, "usage: ffn-bench make-data classes|regression --rows N --features D --out FILE "
-                        "[--classes K] [--targets K] [--seed S]\n");
-        return 2;
-    }
-    if (!cls && !targets) targets = features;
-    ffn_dataset_layout lay = {.rows = rows, .features = features, .x_uint8 = cls, .x_scale = 1.0f / 255.0f,
-                              .has_labels = cls, .target_cols = cls ? 1 : targets,
-                              .num_classes = cls ? classes : 0};
-    ffn_dataset_writer *w;
-    if (ffn_dataset_writer_create(&w, out, &lay) != FFN_OK) die("make-data");
-    ffn_rng rng = ffn_rng_make(seed, 99);
-    size_t block = 4096;
-    /* classes: a random prototype per class plus noise; regression: y is a
-     * fixed mixing of x (tanh of a sum of two features), learnable by the FFN. */
-    uint8_t *proto = cls ? malloc(classes * features) : NULL;
-    if (proto)
-        for (size_t i = 0; i < classes * features; i++) proto[i] = (uint8_t)ffn_rng_below(&rng, 200);
-    void *x = malloc(block * features * (cls ? 1 : 4));
-    void *y = malloc(block * (cls ? 4 : targets * 4));
-    if (!x || !y || (cls && !proto)) die("out of memory");
-    for (size_t at = 0; at < rows; at += block) {
-        size_t n = rows - at < block ? rows - at : block;
-        for (size_t r = 0; r < n; r++) {
-            if (cls) {
-                int32_t label = (int32_t)ffn_rng_below(&rng, classes);
-                ((int32_t *)y)[r] = label;
-                uint8_t *xr = (uint8_t *)x + r * features;
-                for (size_t j = 0; j < features; j++)
-                    xr[j] = (uint8_t)(proto[(size_t)label * features + j] + ffn_rng_below(&rng, 56));
-            } else {
-                float *xr = (float *)x + r * features, *yr = (float *)y + r * targets;
-                ffn_rng_fill_normal(&rng, xr, features, 0, 1);
-                for (size_t j = 0; j < targets; j++)
-                    yr[j] = tanhf(0.7f * xr[j % features] - 0.5f * xr[(j * 7 + 3) % features]);
-            }
-        }
-        if (ffn_dataset_writer_rows(w, at, n, x, y) != FFN_OK) {
-            ffn_dataset_writer_abort(w);
-            die("make-data");
-        }
-    }
-    ffn_dataset_writer_attr(w, "source", "ffn-bench make-data (synthetic)");
-    if (ffn_dataset_writer_close(w) != FFN_OK) die("make-data");
-    free(proto);
-    free(x);
-    free(y);
-    printf("make-data: wrote %s (%zu rows, %zu features)\n", out, rows, features);
-    return 0;
-}
-
 /* ---- the suite ---------------------------------------------------------------- */
 
 static int finite_row(double v) { return isfinite(v) && v > 0; }
@@ -695,8 +620,7 @@ int main(int argc, char **argv)
                    "                      [--seconds S] [--bucket-mb X] [--name NAME]\n"
                    "       ffn-bench ckpt --model SPEC --input D [--dir DIR]\n"
                    "       ffn-bench train FFN-TRAIN-FLAGS...\n"
-                   "       ffn-bench make-data classes|regression --rows N --features D --out FILE\n"
-                   "                      [--classes K] [--targets K] [--seed S]\n");
+                   "(synthetic datasets: ffn-data synth)\n");
     } else if (!strcmp(cmd, "step")) {
         step_args a = {flag_value(argc, argv, "--name", "step"), flag_value(argc, argv, "--model", NULL),
                        flag_value(argc, argv, "--loss", "softmax_ce"), flag_value(argc, argv, "--data", NULL),
@@ -722,8 +646,6 @@ int main(int argc, char **argv)
         }
     } else if (!strcmp(cmd, "train")) {
         rc = run_train(argc - 1, argv + 1);
-    } else if (!strcmp(cmd, "make-data")) {
-        rc = rank == 0 ? make_data(argc - 1, argv + 1) : 0;
     } else if (!*cmd) {
         rc = suite(has_flag(argc, argv, "--quick"), atoi(flag_value(argc, argv, "--threads", "1")),
                    flag_value(argc, argv, "--dir", "."));
