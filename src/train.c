@@ -67,110 +67,144 @@ static void maybe_perturb(ffn_run *r, uint64_t step)
 
 /* ---- the loop ------------------------------------------------------------ */
 
-/* Sums over the steps of the epoch under way. */
+/* Where the loop stands. */
 typedef struct {
-    double loss, correct, rows, kl;
-    double start;
-} epoch_sums;
+    uint64_t step;                      /* optimizer steps taken */
+    double start, paused;               /* wall clock at start; seconds spent checkpointing and evaluating */
+    double last_progress;               /* when the progress bar was last drawn */
+    double epoch_start;
+    double loss, correct, rows, kl;     /* sums over the epoch under way */
+} loop_state;
 
-static ffn_status stop_after(ffn_run *r, uint64_t step, const ffn_batch *b)
+static double elapsed(const loop_state *ls) { return ffn_clock_seconds() - ls->start - ls->paused; }
+
+/* Saves at (step, position of batch b) and counts the time as paused. */
+static ffn_status save_after(ffn_run *r, loop_state *ls, const ffn_batch *b)
+{
+    double t0 = ffn_clock_seconds();
+    ffn_status st = ffn_run_save_checkpoint(r, ls->step, b->epoch, b->step + 1);
+    ls->paused += ffn_clock_seconds() - t0;
+    return st;
+}
+
+static ffn_status stop_after(ffn_run *r, const loop_state *ls, const ffn_batch *b)
 {
     if (r->out.progress) fprintf(stderr, "\n");
     if (!r->cfg->checkpoint_dir)
         return ffn_fail(FFN_ERR_STOPPED, "stopped by a signal after step %llu (no --checkpoint-dir: nothing saved)",
-                        (unsigned long long)step);
-    ffn_status st = ffn_run_save_checkpoint(r, step, b->epoch, b->step + 1);
+                        (unsigned long long)ls->step);
+    ffn_status st = ffn_run_save_checkpoint(r, ls->step, b->epoch, b->step + 1);
     if (st != FFN_OK) return st;
     char path[4096];
-    ffn_checkpoint_name(path, sizeof path, r->cfg->checkpoint_dir, step);
+    ffn_checkpoint_name(path, sizeof path, r->cfg->checkpoint_dir, ls->step);
     return ffn_fail(FFN_ERR_STOPPED, "stopped by a signal after step %llu; checkpoint %s written",
-                    (unsigned long long)step, path);
+                    (unsigned long long)ls->step, path);
+}
+
+/* The batch's place in its step: the first of a step begins it. --accumulate
+ * K: K loader batches make one optimizer step, never across an epoch's end. */
+static int feed_batch(ffn_run *r, const loop_state *ls, const ffn_batch *b)
+{
+    const ffn_train_config *cfg = r->cfg;
+    const uint64_t in_step = b->step % cfg->accumulate;
+    const int last = in_step + 1 == cfg->accumulate || b->step + 1 == r->micro_per_epoch;
+    if (in_step == 0) { /* the step's rows: K global batches, or what is left of the epoch */
+        const uint64_t rows_left = ffn_dataset_get_info(r->train)->rows - b->step * cfg->batch_size;
+        const uint64_t rows = cfg->accumulate * cfg->batch_size;
+        ffn_step_begin(r->step, ls->step, rows < rows_left ? rows : rows_left);
+    }
+    if (b->status != FFN_OK) {
+        ffn_step_micro_failed(r->step, b->status, b->message, last);
+    } else {
+        ffn_step_batch mb = {b->x, {b->labels, b->values}, b->indices, b->local_count};
+        ffn_step_micro(r->step, &mb, last);
+    }
+    return last;
+}
+
+/* After a step: replica check, sums, records, stop requests, checkpoint cadence, progress. */
+static ffn_status after_step(ffn_run *r, loop_state *ls, const ffn_batch *b, const ffn_step_stats *s, float lr,
+                             ffn_train_result *res)
+{
+    const ffn_train_config *cfg = r->cfg;
+    ffn_status st = FFN_OK;
+    ls->step++;
+    res->steps++;
+    maybe_perturb(r, ls->step);
+    if (cfg->check_replicas && ls->step % cfg->check_replicas == 0 && (st = check_replicas(r, ls->step)) != FFN_OK)
+        return st;
+    res->samples += s->rows;
+    ls->loss += s->loss_sum;
+    ls->correct += s->correct;
+    ls->rows += s->rows;
+    ls->kl += s->kl_sum;
+    if (cfg->log_every && ls->step % cfg->log_every == 0)
+        ffn_run_record(r, "step", b->epoch + 1, ls->step, s->loss_sum / s->rows, s->correct / s->rows, NAN, NAN,
+                       lr, NAN, elapsed(ls));
+    if (s->stop_requested) return stop_after(r, ls, b);
+    if (cfg->checkpoint_dir && cfg->checkpoint_every_steps && ls->step % cfg->checkpoint_every_steps == 0 &&
+        (st = save_after(r, ls, b)) != FFN_OK)
+        return st;
+    double now = ffn_clock_seconds();
+    if (r->out.progress && now - ls->last_progress > 0.2) {
+        ls->last_progress = now;
+        ffn_run_progress(r, b->epoch, b->step + 1, ls->loss / ls->rows, ls->epoch_start);
+    }
+    return FFN_OK;
+}
+
+/* The end of an epoch (or of training within one): validation, the epoch's
+ * line and record, the epoch checkpoint. */
+static ffn_status end_epoch(ffn_run *r, loop_state *ls, const ffn_batch *b, float lr, ffn_train_result *res)
+{
+    const ffn_train_config *cfg = r->cfg;
+    double t_end = ffn_clock_seconds(), epoch_time = t_end - ls->epoch_start;
+    ffn_status st = FFN_OK;
+    ffn_eval_result val = {NAN, NAN, 0};
+    if (r->val && (st = ffn_evaluate(r->eval, r->val, r->comm, &val, NULL, 0)) != FFN_OK) return st;
+    double sps = ls->rows / epoch_time;
+    ffn_run_print_epoch(r, b->epoch, ls->loss / ls->rows, ls->correct / ls->rows, r->val != NULL, val.loss,
+                        val.accuracy, ls->kl / ls->rows, lr, sps, epoch_time);
+    ffn_run_record(r, "epoch", b->epoch + 1, ls->step, ls->loss / ls->rows, ls->correct / ls->rows, val.loss,
+                   val.accuracy, lr, sps, t_end - ls->start - ls->paused);
+    res->final_loss = ls->loss / ls->rows;
+    res->final_accuracy = ls->correct / ls->rows;
+    if (cfg->checkpoint_dir && cfg->checkpoint_every_epochs && b->step + 1 == r->micro_per_epoch &&
+        (b->epoch + 1) % cfg->checkpoint_every_epochs == 0 && (st = save_after(r, ls, b)) != FFN_OK)
+        return st;
+    ls->paused += ffn_clock_seconds() - t_end;
+    ls->epoch_start = ffn_clock_seconds();
+    ls->loss = ls->correct = ls->rows = ls->kl = 0;
+    return FFN_OK;
 }
 
 static ffn_status train_loop(ffn_run *r, ffn_train_result *res)
 {
-    const ffn_train_config *cfg = r->cfg;
-    const uint64_t accumulate = cfg->accumulate;
-    const size_t train_rows = ffn_dataset_get_info(r->train)->rows;
-    double start = ffn_clock_seconds(), other_seconds = 0, last_progress = 0;
-    epoch_sums ep = {.start = start};
-    uint64_t step = r->start_step;
+    loop_state ls = {.step = r->start_step, .start = ffn_clock_seconds()};
+    ls.epoch_start = ls.start;
     ffn_step_stats stats;
     ffn_status st = FFN_OK;
     const ffn_batch *b;
-    ffn_step_prepare(r->step, step, !cfg->resume);
+    ffn_step_prepare(r->step, ls.step, !r->cfg->resume);
     while ((b = ffn_loader_next(r->loader)) != NULL) {
-        /* --accumulate K: K loader batches make one optimizer step. */
-        const uint64_t in_step = b->step % accumulate;
-        const int last = in_step + 1 == accumulate || b->step + 1 == r->micro_per_epoch;
-        if (in_step == 0) { /* the step's rows: K global batches, or what is left of the epoch */
-            uint64_t first_row = b->step * cfg->batch_size, rows = accumulate * cfg->batch_size;
-            ffn_step_begin(r->step, step, rows < train_rows - first_row ? rows : train_rows - first_row);
-        }
-        if (b->status != FFN_OK) {
-            ffn_step_micro_failed(r->step, b->status, b->message, last);
-        } else {
-            ffn_step_batch mb = {b->x, {b->labels, b->values}, b->indices, b->local_count};
-            ffn_step_micro(r->step, &mb, last);
-        }
-        if (!last) continue;
-        float lr = ffn_lr_at(&r->schedule, step);
-        if ((st = ffn_step_finish(r->step, step, b->epoch, lr, stop_signal != 0, &stats)) != FFN_OK) return st;
-        step++;
-        res->steps++;
-        maybe_perturb(r, step);
-        if (cfg->check_replicas && step % cfg->check_replicas == 0 && (st = check_replicas(r, step)) != FFN_OK)
+        if (!feed_batch(r, &ls, b)) continue;
+        float lr = ffn_lr_at(&r->schedule, ls.step);
+        if ((st = ffn_step_finish(r->step, ls.step, b->epoch, lr, stop_signal != 0, &stats)) != FFN_OK) return st;
+        if ((st = after_step(r, &ls, b, &stats, lr, res)) != FFN_OK) return st;
+        if ((b->step + 1 == r->micro_per_epoch || ls.step == r->total_steps) &&
+            (st = end_epoch(r, &ls, b, lr, res)) != FFN_OK)
             return st;
-        res->samples += stats.rows;
-        ep.loss += stats.loss_sum;
-        ep.correct += stats.correct;
-        ep.rows += stats.rows;
-        ep.kl += stats.kl_sum;
-        if (cfg->log_every && step % cfg->log_every == 0)
-            ffn_run_record(r, "step", b->epoch + 1, step, stats.loss_sum / stats.rows, stats.correct / stats.rows, NAN,
-                           NAN, lr, NAN, ffn_clock_seconds() - start - other_seconds);
-        if (stats.stop_requested) return stop_after(r, step, b);
-
-        int epoch_end = b->step + 1 == r->micro_per_epoch || step == r->total_steps;
-        double t_end = ffn_clock_seconds();
-        if (cfg->checkpoint_dir && cfg->checkpoint_every_steps && step % cfg->checkpoint_every_steps == 0) {
-            if ((st = ffn_run_save_checkpoint(r, step, b->epoch, b->step + 1)) != FFN_OK) return st;
-            other_seconds += ffn_clock_seconds() - t_end;
-            t_end = ffn_clock_seconds();
-        }
-        if (r->out.progress && !epoch_end && t_end - last_progress > 0.2) {
-            last_progress = t_end;
-            ffn_run_progress(r, b->epoch, b->step + 1, ep.loss / ep.rows, ep.start);
-        }
-        if (!epoch_end) continue;
-
-        double epoch_time = t_end - ep.start;
-        ffn_eval_result val = {NAN, NAN, 0};
-        if (r->val && (st = ffn_evaluate(r->eval, r->val, r->comm, &val, NULL, 0)) != FFN_OK) return st;
-        double sps = ep.rows / epoch_time;
-        ffn_run_print_epoch(r, b->epoch, ep.loss / ep.rows, ep.correct / ep.rows, r->val != NULL, val.loss,
-                            val.accuracy, ep.kl / ep.rows, lr, sps, epoch_time);
-        ffn_run_record(r, "epoch", b->epoch + 1, step, ep.loss / ep.rows, ep.correct / ep.rows, val.loss,
-                       val.accuracy, lr, sps, t_end - start - other_seconds);
-        res->final_loss = ep.loss / ep.rows;
-        res->final_accuracy = ep.correct / ep.rows;
-        if (cfg->checkpoint_dir && cfg->checkpoint_every_epochs && b->step + 1 == r->micro_per_epoch &&
-            (b->epoch + 1) % cfg->checkpoint_every_epochs == 0 &&
-            (st = ffn_run_save_checkpoint(r, step, b->epoch, b->step + 1)) != FFN_OK)
-            return st;
-        other_seconds += ffn_clock_seconds() - t_end;
-        ep = (epoch_sums){.start = ffn_clock_seconds()};
     }
     /* The end of training always leaves a checkpoint to resume or fine-tune
      * from (a resumed run that had nothing left to do has one already). */
-    if (cfg->checkpoint_dir && step > 0 && res->steps > 0) {
-        uint64_t batch = ffn_run_micro_index(r, step);
+    if (r->cfg->checkpoint_dir && ls.step > 0 && res->steps > 0) {
+        uint64_t batch = ffn_run_micro_index(r, ls.step);
         double t0 = ffn_clock_seconds();
-        if ((st = ffn_run_save_checkpoint(r, step, batch / r->micro_per_epoch, batch % r->micro_per_epoch)) != FFN_OK)
+        if ((st = ffn_run_save_checkpoint(r, ls.step, batch / r->micro_per_epoch, batch % r->micro_per_epoch)) != FFN_OK)
             return st;
-        other_seconds += ffn_clock_seconds() - t0;
+        ls.paused += ffn_clock_seconds() - t0;
     }
-    res->seconds = ffn_clock_seconds() - start - other_seconds;
+    res->seconds = elapsed(&ls);
     return FFN_OK;
 }
 
