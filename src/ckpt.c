@@ -194,6 +194,9 @@ static int write_contents(hid_t f, const ffn_checkpoint *c, const ffn_model *m)
     if (t < 0) return -1;
     bad = write_u64_attr(t, "step", c->step) || write_u64_attr(t, "epoch", c->epoch) ||
           write_u64_attr(t, "step_in_epoch", c->step_in_epoch) || write_u64_attr(t, "seed", c->seed);
+    if (!bad && c->data_rows)
+        bad = write_u64_attr(t, "data_rows", c->data_rows) || write_u64_attr(t, "data_features", c->data_features) ||
+              write_u64_attr(t, "data_classes", c->data_classes);
     H5Gclose(t);
     return bad ? -1 : 0;
 }
@@ -551,6 +554,11 @@ static ffn_status load_contents(hid_t f, ffn_checkpoint *c, const char *path)
         (st = read_u64_attr(t, "epoch", path, &c->epoch)) == FFN_OK &&
         (st = read_u64_attr(t, "step_in_epoch", path, &c->step_in_epoch)) == FFN_OK)
         st = read_u64_attr(t, "seed", path, &c->seed);
+    /* The training set's shape: absent in files of older versions (0: unknown). */
+    if (st == FFN_OK && H5Aexists(t, "data_rows") > 0 &&
+        (st = read_u64_attr(t, "data_rows", path, &c->data_rows)) == FFN_OK &&
+        (st = read_u64_attr(t, "data_features", path, &c->data_features)) == FFN_OK)
+        st = read_u64_attr(t, "data_classes", path, &c->data_classes);
     H5Gclose(t);
     return st;
 }

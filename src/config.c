@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <math.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -24,6 +25,24 @@ typedef struct {
 } flag;
 
 #define F(field) offsetof(ffn_train_config, field)
+
+/* Counts whose products must stay far from 2^64 (rows x batches, steps x
+ * epochs): anything larger is a typo, never a real run. Other counts take any
+ * value below 2^64. */
+static const struct {
+    const char *name;
+    uint64_t max;
+} count_limits[] = {
+    {"batch-size", (uint64_t)1 << 30}, {"eval-batch-size", (uint64_t)1 << 24}, {"accumulate", (uint64_t)1 << 20},
+    {"epochs", (uint64_t)1 << 40},     {"replace-head", (uint64_t)1 << 31},    {"lora", (uint64_t)1 << 31},
+};
+
+static uint64_t count_limit(const char *name)
+{
+    for (size_t i = 0; i < sizeof count_limits / sizeof count_limits[0]; i++)
+        if (strcmp(count_limits[i].name, name) == 0) return count_limits[i].max;
+    return UINT64_MAX;
+}
 
 static const flag flags[] = {
     {"train", T_STR, F(train_path), ANY, "FILE", "training set (HDF5: /x, /y; see README)"},
@@ -67,6 +86,9 @@ static const flag flags[] = {
     {"keep", T_U64, F(keep), NONNEG, "K", "keep only the newest K checkpoints in --checkpoint-dir; 0 = all"},
     {"resume", T_STR, F(resume), ANY, "FILE|latest",
      "continue a run exactly from a checkpoint (latest: the newest in --checkpoint-dir)"},
+    {"allow-data-change", T_FLAG, F(allow_data_change), ANY, NULL,
+     "with --resume: accept a training set of another size or class count (training goes on from the next "
+     "epoch)"},
     {"init-from", T_STR, F(init_from), ANY, "FILE",
      "start a new run from a checkpoint's weights (fresh optimizer state and step)"},
     {"replace-head", T_U64, F(replace_head), NONNEG, "K",
@@ -174,6 +196,12 @@ static ffn_status set_value(ffn_train_config *cfg, const flag *f, const char *va
         if (errno == ERANGE) return bad_value(f, value, "an integer below 2^64");
         if (errno || *end) return bad_value(f, value, want);
         if (f->check == POSITIVE && v == 0) return bad_value(f, value, "a positive integer");
+        if (v > count_limit(f->name)) {
+            char range_text[64];
+            snprintf(range_text, sizeof range_text, "an integer in [%d, %llu]", f->check == POSITIVE,
+                     (unsigned long long)count_limit(f->name));
+            return bad_value(f, value, range_text);
+        }
         *(uint64_t *)field = v;
         return FFN_OK;
     }
@@ -324,6 +352,8 @@ ffn_status ffn_config_validate(ffn_train_config *cfg)
         return ffn_fail(FFN_ERR_ARG, "--resume and --init-from: give one (resume continues a run; init-from starts a new one)");
     if (cfg->resume && strcmp(cfg->resume, "latest") == 0 && !cfg->checkpoint_dir)
         return ffn_fail(FFN_ERR_ARG, "--resume latest: needs --checkpoint-dir");
+    if (cfg->allow_data_change && !cfg->resume)
+        return ffn_fail(FFN_ERR_ARG, "--allow-data-change: only with --resume");
     if (cfg->replace_head && !cfg->init_from)
         return ffn_fail(FFN_ERR_ARG, "--replace-head: only with --init-from");
     /* With --resume the checkpoint already holds its adapters and frozen layers; the

@@ -6,6 +6,7 @@
 #include "ffn/model.h"
 
 #include <errno.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,7 +31,8 @@ static int parse_float(const char *s, float *out)
     char *end;
     errno = 0;
     double v = strtod(s, &end);
-    if (errno || *end || v != v) return -1;
+    /* A value beyond float's range would turn into inf (or 0) unnoticed. */
+    if (errno || *end || !isfinite(v) || fabs(v) > 3.4e38 || (v != 0 && fabs(v) < 1e-37)) return -1;
     *out = (float)v;
     return 0;
 }

@@ -67,6 +67,17 @@ static void maybe_perturb(ffn_run *r, uint64_t step)
 
 /* ---- the loop ------------------------------------------------------------ */
 
+/* Evaluation whose loss must be finite: a run never ends well with a NaN. */
+static ffn_status evaluate_finite(ffn_run *r, ffn_dataset *ds, const char *flag, uint64_t step, ffn_eval_result *out)
+{
+    ffn_status st = ffn_evaluate(r->eval, ds, r->comm, out, NULL, 0);
+    if (st == FFN_OK && !isfinite(out->loss))
+        st = ffn_fail(FFN_ERR_NUMERIC, "%s %s: the loss after step %llu is %s; the model has diverged (lower --lr or "
+                      "set --clip-norm)", flag, ffn_dataset_path(ds), (unsigned long long)step,
+                      isnan(out->loss) ? "NaN" : "infinite");
+    return st;
+}
+
 /* Where the loop stands. */
 typedef struct {
     uint64_t step;                      /* optimizer steps taken */
@@ -74,6 +85,7 @@ typedef struct {
     double last_progress;               /* when the progress bar was last drawn */
     double epoch_start;
     double loss, correct, rows, kl;     /* sums over the epoch under way */
+    uint64_t epoch, next_batch;         /* the position after the last batch read (epoch, batch in it) */
 } loop_state;
 
 static double elapsed(const loop_state *ls) { return ffn_clock_seconds() - ls->start - ls->paused; }
@@ -161,7 +173,7 @@ static ffn_status end_epoch(ffn_run *r, loop_state *ls, const ffn_batch *b, floa
     double t_end = ffn_clock_seconds(), epoch_time = t_end - ls->epoch_start;
     ffn_status st = FFN_OK;
     ffn_eval_result val = {NAN, NAN, 0};
-    if (r->val && (st = ffn_evaluate(r->eval, r->val, r->comm, &val, NULL, 0)) != FFN_OK) return st;
+    if (r->val && (st = evaluate_finite(r, r->val, "--val", ls->step, &val)) != FFN_OK) return st;
     double sps = ls->rows / epoch_time;
     ffn_run_print_epoch(r, b->epoch, ls->loss / ls->rows, ls->correct / ls->rows, r->val != NULL, val.loss,
                         val.accuracy, ls->kl / ls->rows, lr, sps, epoch_time);
@@ -187,6 +199,8 @@ static ffn_status train_loop(ffn_run *r, ffn_train_result *res)
     const ffn_batch *b;
     ffn_step_prepare(r->step, ls.step, !r->cfg->resume);
     while ((b = ffn_loader_next(r->loader)) != NULL) {
+        ls.epoch = b->epoch;
+        ls.next_batch = b->step + 1;
         if (!feed_batch(r, &ls, b)) continue;
         float lr = ffn_lr_at(&r->schedule, ls.step);
         if ((st = ffn_step_finish(r->step, ls.step, b->epoch, lr, stop_signal != 0, &stats)) != FFN_OK) return st;
@@ -198,10 +212,8 @@ static ffn_status train_loop(ffn_run *r, ffn_train_result *res)
     /* The end of training always leaves a checkpoint to resume or fine-tune
      * from (a resumed run that had nothing left to do has one already). */
     if (r->cfg->checkpoint_dir && ls.step > 0 && res->steps > 0) {
-        uint64_t batch = ffn_run_micro_index(r, ls.step);
         double t0 = ffn_clock_seconds();
-        if ((st = ffn_run_save_checkpoint(r, ls.step, batch / r->micro_per_epoch, batch % r->micro_per_epoch)) != FFN_OK)
-            return st;
+        if ((st = ffn_run_save_checkpoint(r, ls.step, ls.epoch, ls.next_batch)) != FFN_OK) return st;
         ls.paused += ffn_clock_seconds() - t0;
     }
     res->seconds = elapsed(&ls);
@@ -218,7 +230,7 @@ static ffn_status finish_run(ffn_run *r, ffn_train_result *res)
     ffn_dataset *final = r->test ? r->test : r->val;
     if (final) {
         ffn_eval_result e;
-        ffn_status st = ffn_evaluate(r->eval, final, r->comm, &e, NULL, 0);
+        ffn_status st = evaluate_finite(r, final, r->test ? "--test" : "--val", r->start_step + res->steps, &e);
         if (st != FFN_OK) return st;
         res->final_split = r->test ? "test" : "val";
         res->final_loss = e.loss;

@@ -104,6 +104,81 @@ static ffn_status check_lineage(const ffn_run *r, const char *path)
     return st;
 }
 
+/* Settings a resumed run must share with the run that wrote its checkpoint,
+ * because they decide which rows make each step or what trains: another value
+ * would silently make another run. (The model, loss, optimizer and
+ * --accumulate are checked on their own.) */
+static const char *const same_on_resume[] = {
+    "batch-size", "no-shuffle", "freeze", "lora", "lora-alpha", "lora-layers",
+    "prune", "prune-scope", "prune-start-step", "prune-end-step", "prune-every",
+    "distill-temperature", "distill-alpha",
+};
+
+static void json_text(const cJSON *v, char *out, size_t cap)
+{
+    if (!v || cJSON_IsNull(v)) snprintf(out, cap, "(not given)");
+    else if (cJSON_IsString(v)) snprintf(out, cap, "%s", v->valuestring);
+    else if (cJSON_IsBool(v)) snprintf(out, cap, "%s", cJSON_IsTrue(v) ? "on" : "off");
+    else if (cJSON_IsNumber(v)) snprintf(out, cap, "%.9g", v->valuedouble);
+    else snprintf(out, cap, "?");
+}
+
+static ffn_status check_resume_settings(ffn_run *r)
+{
+    const ffn_checkpoint *ck = &r->ckpt;
+    cJSON *then = ck->config_json ? cJSON_Parse(ck->config_json) : NULL;
+    cJSON *now = then ? cJSON_Parse(r->config_json) : NULL;
+    ffn_status st = FFN_OK;
+    for (size_t i = 0; now && i < sizeof same_on_resume / sizeof same_on_resume[0] && st == FFN_OK; i++) {
+        const char *key = same_on_resume[i];
+        const cJSON *a = cJSON_GetObjectItemCaseSensitive(then, key), *b = cJSON_GetObjectItemCaseSensitive(now, key);
+        if (!a || cJSON_Compare(a, b, 1)) continue; /* not recorded (older file), or the same */
+        char was[256], is[256];
+        json_text(a, was, sizeof was);
+        json_text(b, is, sizeof is);
+        st = ffn_fail(FFN_ERR_ARG, "--resume: the checkpoint's run has --%s %s, but this one has --%s %s; a resumed run "
+                      "keeps them (start a new run with --init-from to change them)", key, was, key, is);
+    }
+    /* --teacher: present or not (its path may move). */
+    const cJSON *teacher = then ? cJSON_GetObjectItemCaseSensitive(then, "teacher") : NULL;
+    if (st == FFN_OK && teacher && cJSON_IsString(teacher) != (r->cfg->teacher != NULL))
+        st = ffn_fail(FFN_ERR_ARG, "--resume: the checkpoint's run %s a --teacher, but this one %s",
+                      cJSON_IsString(teacher) ? "distilled from" : "had no", r->cfg->teacher ? "has one" : "does not");
+    cJSON_Delete(then);
+    cJSON_Delete(now);
+    if (st != FFN_OK || !ck->data_rows) return st;
+    const ffn_dataset_info *info = ffn_dataset_get_info(r->train);
+    uint64_t classes = info->has_labels ? info->num_classes : 0;
+    if ((ck->data_rows != info->rows || ck->data_classes != classes) && !r->cfg->allow_data_change)
+        return ffn_fail(FFN_ERR_ARG,
+                        "--resume: the checkpoint was trained on %llu rows with %llu classes, but --train %s has %zu "
+                        "rows with %llu classes; resuming on other data is refused unless you pass "
+                        "--allow-data-change (training then goes on from the next epoch)",
+                        (unsigned long long)ck->data_rows, (unsigned long long)ck->data_classes,
+                        r->cfg->train_path, info->rows, (unsigned long long)classes);
+    return FFN_OK;
+}
+
+ffn_status ffn_run_check_resume(ffn_run *r)
+{
+    const ffn_train_config *cfg = r->cfg;
+    ffn_status st;
+    if (!(r->config_json = ffn_config_to_json(cfg))) return ffn_fail(FFN_ERR_NOMEM, "out of memory");
+    if ((st = check_resume_settings(r)) != FFN_OK) return st;
+    const ffn_dataset_info *info = ffn_dataset_get_info(r->train);
+    if (r->ckpt.data_rows && r->ckpt.data_rows != info->rows) {
+        /* --allow-data-change: positions within an epoch mean other rows now. */
+        if (r->start_step_in_epoch > 0) r->start_epoch++;
+        r->start_step_in_epoch = 0;
+        if (r->rank == 0)
+            fprintf(stderr, "ffn-train: warning: --allow-data-change: the training set changed from %llu to %zu rows; "
+                    "training goes on at step %llu from the start of epoch %llu\n",
+                    (unsigned long long)r->ckpt.data_rows, info->rows, (unsigned long long)r->start_step,
+                    (unsigned long long)r->start_epoch + 1);
+    }
+    return FFN_OK;
+}
+
 ffn_status ffn_run_load_start_checkpoint(ffn_run *r)
 {
     const ffn_train_config *cfg = r->cfg;
@@ -264,6 +339,7 @@ ffn_status ffn_run_save_checkpoint(ffn_run *r, uint64_t step, uint64_t epoch, ui
         }
     }
     if (r->rank == 0) {
+        const ffn_dataset_info *info = ffn_dataset_get_info(r->train);
         char path[4096];
         ffn_checkpoint_name(path, sizeof path, r->cfg->checkpoint_dir, step);
         ffn_checkpoint c = {
@@ -273,7 +349,9 @@ ffn_status ffn_run_save_checkpoint(ffn_run *r, uint64_t step, uint64_t epoch, ui
             .layer_in = r->layer_in, .layer_out = r->layer_out, .param_count = nparams,
             .params = ffn_model_params(r->model), .optimizer = (char *)ffn_opt_name((ffn_opt_kind)r->cfg->optimizer),
             .optimizer_steps = ffn_optim_step_count(optim), .state_count = nstate, .step = step, .epoch = epoch,
-            .step_in_epoch = step_in_epoch, .seed = r->seed, .mask = r->pruner ? ffn_pruner_mask(r->pruner) : NULL};
+            .step_in_epoch = step_in_epoch, .seed = r->seed, .mask = r->pruner ? ffn_pruner_mask(r->pruner) : NULL,
+            .data_rows = info->rows, .data_features = info->features,
+            .data_classes = info->has_labels ? info->num_classes : 0};
         for (size_t i = 0; i < nstate; i++) {
             c.state_names[i] = (char *)ffn_optim_state_name(optim, i);
             c.state[i] = full_state[i] ? full_state[i] : ffn_optim_state(optim, i);

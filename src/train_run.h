@@ -67,11 +67,12 @@ ffn_status ffn_run_setup(ffn_run *r);
  * step and restores its optimizer state when resuming. */
 ffn_status ffn_run_start(ffn_run *r);
 void ffn_run_teardown(ffn_run *r);
-/* The loader position (batches from the start of training) after `step` optimizer steps. */
-uint64_t ffn_run_micro_index(const ffn_run *r, uint64_t step);
 
 /* train_checkpoint.c */
 ffn_status ffn_run_load_start_checkpoint(ffn_run *r);
+/* --resume, once the model is built: the settings that decide what trains and
+ * which rows make a step, and the training set's shape, match the checkpoint's. */
+ffn_status ffn_run_check_resume(ffn_run *r);
 ffn_status ffn_run_restore_optimizer(ffn_run *r);
 /* Rank 0 creates --checkpoint-dir, proves it writable and locks it for this
  * run: a second run into the same directory is refused, naming the holder.

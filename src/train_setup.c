@@ -268,12 +268,6 @@ static ffn_status setup_pruning(ffn_run *r)
     return FFN_OK;
 }
 
-uint64_t ffn_run_micro_index(const ffn_run *r, uint64_t step)
-{
-    uint64_t epoch = step / r->steps_per_epoch, in = (step % r->steps_per_epoch) * r->cfg->accumulate;
-    return epoch * r->micro_per_epoch + (in < r->micro_per_epoch ? in : r->micro_per_epoch);
-}
-
 /* --loss and the model's last layer: softmax_ce and bce apply their own output activation. */
 static ffn_status check_head(const ffn_run *r)
 {
@@ -297,27 +291,57 @@ static ffn_status check_fits(const ffn_run *r, const ffn_dataset *ds, const char
     return ffn_check_dataset_fits(r->model, (ffn_loss)r->cfg->loss, ds, what);
 }
 
-/* Steps per epoch and in all, and where a resumed run starts. An optimizer
- * step takes --accumulate loader batches, never across an epoch's end. */
+/* Optimizer steps left in the epoch from loader batch `at` of it: a step takes
+ * --accumulate batches, never across an epoch's end. */
+static uint64_t steps_left_in_epoch(const ffn_run *r, uint64_t at)
+{
+    return (r->micro_per_epoch - at + r->cfg->accumulate - 1) / r->cfg->accumulate;
+}
+
+/* Loader batches that `steps` optimizer steps read from the start position. */
+static uint64_t batches_for(const ffn_run *r, uint64_t steps)
+{
+    const uint64_t k = r->cfg->accumulate, m = r->micro_per_epoch, at = r->start_step_in_epoch;
+    uint64_t first = steps_left_in_epoch(r, at);
+    if (steps <= first) return steps * k < m - at ? steps * k : m - at;
+    steps -= first;
+    uint64_t rest = steps % r->steps_per_epoch;
+    return (m - at) + steps / r->steps_per_epoch * m + (rest * k < m ? rest * k : m);
+}
+
+/* Steps per epoch, the run's last step, and where a resumed run starts. A
+ * resumed run trains from its checkpoint's position to the end of epoch
+ * --epochs (or to --max-steps steps in all). */
 static ffn_status plan_steps(ffn_run *r, size_t rows)
 {
     const ffn_train_config *cfg = r->cfg;
-    r->micro_per_epoch = (rows + cfg->batch_size - 1) / cfg->batch_size;
+    r->micro_per_epoch = rows / cfg->batch_size + (rows % cfg->batch_size != 0);
     r->steps_per_epoch = (r->micro_per_epoch + cfg->accumulate - 1) / cfg->accumulate;
-    r->total_steps = r->steps_per_epoch * cfg->epochs;
-    if (cfg->max_steps && cfg->max_steps < r->total_steps) r->total_steps = cfg->max_steps;
-    if (r->start_step > r->total_steps)
-        return ffn_fail(FFN_ERR_ARG,
-                        "--resume: the checkpoint is at step %llu, past the %llu steps this run takes (--epochs %llu "
-                        "x %llu steps%s); raise --epochs or --max-steps to train further",
-                        (unsigned long long)r->start_step, (unsigned long long)r->total_steps,
+    if (r->start_step_in_epoch >= r->micro_per_epoch && r->start_step_in_epoch > 0) {
+        /* The checkpoint's epoch was done (or, with --allow-data-change, the
+         * new training set has fewer batches): the next epoch starts afresh. */
+        r->start_epoch++;
+        r->start_step_in_epoch = 0;
+    }
+    uint64_t total = 0;
+    if (__builtin_mul_overflow(r->steps_per_epoch, cfg->epochs, &total))
+        return ffn_fail(FFN_ERR_ARG, "--epochs %llu: %llu steps per epoch x %llu epochs overflows a 64-bit count",
                         (unsigned long long)cfg->epochs, (unsigned long long)r->steps_per_epoch,
-                        cfg->max_steps ? ", capped by --max-steps" : "");
-    if (r->start_step_in_epoch > r->micro_per_epoch)
-        return ffn_fail(FFN_ERR_FORMAT,
-                        "--resume: the checkpoint is at batch %llu of an epoch, but this training set has "
-                        "%llu batches per epoch (a different dataset or batch size?)",
-                        (unsigned long long)r->start_step_in_epoch, (unsigned long long)r->micro_per_epoch);
+                        (unsigned long long)cfg->epochs);
+    if (r->start_epoch < cfg->epochs) /* from the resume position to the end of the last epoch */
+        total = r->start_step + steps_left_in_epoch(r, r->start_step_in_epoch) +
+                (cfg->epochs - r->start_epoch - 1) * r->steps_per_epoch;
+    else
+        total = r->start_step;
+    if (cfg->max_steps && cfg->max_steps < total) total = cfg->max_steps;
+    if (r->start_step > total || r->start_epoch > cfg->epochs ||
+        (r->start_epoch == cfg->epochs && r->start_step_in_epoch > 0))
+        return ffn_fail(FFN_ERR_ARG,
+                        "--resume: the checkpoint is at step %llu (epoch %llu), past the end of this run (--epochs "
+                        "%llu%s); raise --epochs or --max-steps to train further",
+                        (unsigned long long)r->start_step, (unsigned long long)r->start_epoch,
+                        (unsigned long long)cfg->epochs, cfg->max_steps ? ", --max-steps" : "");
+    r->total_steps = total;
     r->schedule = (ffn_lr_schedule){
         .kind = (ffn_lr_kind)cfg->lr_schedule, .base_lr = cfg->lr, .warmup_steps = cfg->warmup_steps,
         .step_size = cfg->lr_step_size ? cfg->lr_step_size : r->steps_per_epoch,
@@ -328,7 +352,7 @@ static ffn_status plan_steps(ffn_run *r, size_t rows)
 /* What every checkpoint the run writes repeats. */
 static ffn_status prepare_saving(ffn_run *r)
 {
-    r->config_json = ffn_config_to_json(r->cfg);
+    if (!r->config_json) r->config_json = ffn_config_to_json(r->cfg);
     r->spec_text = ffn_model_spec_text(r->model);
     size_t nl = ffn_model_layer_count(r->model);
     r->layer_in = calloc(nl, sizeof *r->layer_in);
@@ -357,6 +381,7 @@ ffn_status ffn_run_setup(ffn_run *r)
     if ((st = ffn_run_load_start_checkpoint(r)) != FFN_OK) return st;
     if ((st = build_model(r, info->features)) != FFN_OK) return st;
     if ((st = check_head(r)) != FFN_OK) return st;
+    if (cfg->resume && (st = ffn_run_check_resume(r)) != FFN_OK) return st;
     if ((st = check_fits(r, r->train, "--train")) != FFN_OK) return st;
     if ((st = check_fits(r, r->val, "--val")) != FFN_OK) return st;
     if ((st = check_fits(r, r->test, "--test")) != FFN_OK) return st;
@@ -372,12 +397,10 @@ ffn_status ffn_run_setup(ffn_run *r)
     if ((st = setup_pruning(r)) != FFN_OK) return st;
     if ((st = plan_steps(r, info->rows)) != FFN_OK) return st;
 
-    uint64_t first_batch = r->start_epoch * r->micro_per_epoch + r->start_step_in_epoch;
-    uint64_t last_batch = ffn_run_micro_index(r, r->total_steps);
     ffn_loader_config lc = {.batch_size = cfg->batch_size, .seed = r->seed, .shuffle = !cfg->no_shuffle,
                             .rank = r->rank, .nranks = r->size, .start_epoch = r->start_epoch,
                             .start_step = r->start_step_in_epoch,
-                            .total_steps = last_batch > first_batch ? last_batch - first_batch : 0, .prefetch = 1,
+                            .total_steps = batches_for(r, r->total_steps - r->start_step), .prefetch = 1,
                             .local_ranks = ffn_comm_local_size(r->comm)};
     if ((st = ffn_loader_create(&r->loader, r->train, &lc)) != FFN_OK) return st;
     if (cfg->checkpoint_dir && (st = ffn_run_prepare_checkpoint_dir(r)) != FFN_OK) return st;

@@ -19,7 +19,9 @@
  *                    [P] in the flat parameter order (layer 0's tensors in the
  *                    order above, then layer 1's, ...)
  *   /train           attributes step (optimizer steps taken), epoch and
- *                    step_in_epoch (the next batch to train on), seed
+ *                    step_in_epoch (the next batch to train on), seed, and
+ *                    data_rows, data_features, data_classes (the training
+ *                    set's shape, checked on resume; absent in older files)
  *   /masks/<i>/W     uint8 [out, in], present only for a pruned model: 1 where
  *                    layer i's weight is kept, 0 where it is pruned (held at 0)
  * Every dataset is chunked with HDF5's Fletcher32 checksum filter, so a
@@ -61,6 +63,9 @@ typedef struct {
     char *state_names[FFN_OPTIM_MAX_STATE]; /* [state_count] used */
     float *state[FFN_OPTIM_MAX_STATE]; /* [state_count] used, [param_count] each */
     uint64_t step, epoch, step_in_epoch, seed;
+    /* The training set it was trained on: rows, /x columns, num_classes (0 for
+     * float targets); 0 rows = not recorded (files before this field). */
+    uint64_t data_rows, data_features, data_classes;
     uint8_t *mask;         /* [param_count] pruning mask (1 kept, 0 pruned; biases 1), or NULL */
 } ffn_checkpoint;
 

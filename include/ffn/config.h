@@ -48,6 +48,7 @@ typedef struct {
     uint64_t checkpoint_every_steps, checkpoint_every_epochs; /* parsed by validate */
     uint64_t keep;             /* checkpoints kept in the directory; 0 = all */
     const char *resume;        /* FILE or "latest" (in checkpoint_dir) */
+    int allow_data_change;     /* resume on a training set of another shape */
     const char *init_from;     /* checkpoint whose weights start a new run */
     uint64_t replace_head;     /* > 0: the last layer gets this many outputs, fresh */
     const char *freeze;        /* layers kept fixed: "0,1", "0-2", "all-but-last" */

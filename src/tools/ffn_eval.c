@@ -10,6 +10,7 @@
  *
  * Exit codes: 0 success, 1 a run-time error, 2 a usage error. */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -133,7 +134,7 @@ static int evaluate(const char *ckpt_path, const char *data_path, size_t batch)
         fprintf(stderr, "ffn-eval: error: checkpoint %s: unknown loss '%s'\n", ckpt_path, c.loss);
         goto done;
     }
-    if (ffn_dataset_open(&ds, data_path) != FFN_OK ||
+    if (ffn_checkpoint_check_finite(&c, ckpt_path) != FFN_OK || ffn_dataset_open(&ds, data_path) != FFN_OK ||
         ffn_check_dataset_fits(m, (ffn_loss)loss_kind, ds, what) != FFN_OK ||
         ffn_evaluator_create(&ev, m, (ffn_loss)loss_kind, batch) != FFN_OK) {
         fprintf(stderr, "ffn-eval: error: %s\n", ffn_last_error());
@@ -163,7 +164,8 @@ static int evaluate(const char *ckpt_path, const char *data_path, size_t batch)
         }
     }
     printf("eval: loss %.4f accuracy %.4f\n", res.loss, res.accuracy);
-    rc = 0;
+    rc = isfinite(res.loss) ? 0 : 1;
+    if (rc) fprintf(stderr, "ffn-eval: error: --data %s: the loss is not finite\n", data_path);
 done:
     free(confusion);
     ffn_evaluator_free(ev);
