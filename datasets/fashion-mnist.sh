@@ -9,7 +9,11 @@
 # Pixels stay uint8 with scale 1/255, a quarter of the bytes of float32.
 #   usage: datasets/fashion-mnist.sh [OUTDIR (default data/fashion-mnist)] [FFN_DATA binary]
 set -euo pipefail
-here=$(cd "$(dirname "$0")/.." && pwd)
+case ${1:-} in
+  -h | --help) sed -n '2,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//'; exit 0 ;;
+  -*) echo "fashion-mnist.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
+esac
+here=$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)
 out=${1:-data/fashion-mnist}
 ffn_data=${2:-${FFN_DATA:-$here/build/ffn-data}}
 src=${FASHION_MNIST_DIR:-/usr/share/datasets/fashion-mnist}

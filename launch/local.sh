@@ -6,24 +6,37 @@
 # -n N  ranks [FFN_NP; default: this machine's cores]. More ranks than cores adds
 #       --oversubscribe; running as root adds --allow-run-as-root.
 # -t T  BLAS threads per rank [FFN_THREADS; default: ffn-train's, cores / ranks]
-# The rest is launch/mpirun-hosts.sh without a hostfile: with --checkpoint-dir, running the same
-# command again resumes from the newest checkpoint; Ctrl-C (or SIGUSR1/SIGTERM to this script)
-# checkpoints and stops (exit 75), a second Ctrl-C stops at once.
+# N and T are whole decimal numbers (digits only). The rest is launch/mpirun-hosts.sh without a
+# hostfile: with --checkpoint-dir, running the same command again resumes from the newest
+# checkpoint (and is refused while another run uses that directory); Ctrl-C, a hangup, or
+# SIGUSR1/SIGTERM to this script checkpoints and stops (exit 75), a second Ctrl-C stops at once
+# (exit 130).
 set -euo pipefail
-here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# A stop request before mpirun-hosts.sh takes over ends this script: nothing has started yet.
+for s in INT TERM USR1 HUP; do
+  trap "echo 'local.sh: SIG$s before mpirun started: not starting (nothing to checkpoint); exit 75' >&2; exit 75" "$s"
+done
+here=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
 np=${FFN_NP:-}
 threads=${FFN_THREADS:-}
 while (($#)); do
   case $1 in
     -n) np=${2:?-n needs a number}; shift 2 ;;
     -t) threads=${2:?-t needs a number}; shift 2 ;;
-    -h | --help) sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//' >&2; exit 2 ;;
+    -h | --help) sed -n '2,/^set -euo/p' "$here/local.sh" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//' >&2; exit 2 ;;
     --) shift; break ;;
     *) break ;;
   esac
 done
+for v in np threads; do
+  if [[ -n ${!v} && ! ${!v} =~ ^[0-9]{1,9}$ || ${!v} =~ ^0+$ ]]; then
+    echo "local.sh: error: -${v:0:1} ($([[ $v == np ]] && echo FFN_NP || echo FFN_THREADS)) must be a whole number >= 1, not '${!v}'" >&2
+    exit 2
+  fi
+done
 cores=$(nproc)
-np=${np:-$cores}
+np=$((10#${np:-$cores}))
+[[ -z $threads ]] || threads=$((10#$threads))
 extra=${FFN_MPIRUN_ARGS:-}
 if ((np * ${threads:-1} > cores)); then
   # Oversubscribed: let ranks share cores, without pinning them to one each.

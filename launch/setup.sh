@@ -4,8 +4,14 @@
 # what is not done yet. --test-deps also installs what the test suite uses
 # beyond the build (Slurm and munge, iproute2, valgrind, clang for fuzzing).
 # Other arguments go to cmake's configure step, e.g. -DFFN_SANITIZE=ON.
+#   usage: launch/setup.sh [--test-deps] [CMAKE-ARGS...]
+# Environment: FFN_BUILD_DIR (build), FFN_BUILD_TYPE (Release for a new build directory; an
+# existing one keeps its type unless FFN_BUILD_TYPE names another, which the script says).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+case ${1:-} in
+  -h | --help) sed -n '2,/^set -euo/p' "$0" | sed -e '/^set -euo/d' -e 's/^# \{0,1\}//'; exit 0 ;;
+esac
+cd "$(dirname "$(readlink -f "$0")")/.."
 test_deps=0
 if [[ ${1:-} == --test-deps ]]; then test_deps=1; shift; fi
 
@@ -44,6 +50,14 @@ if ((${#missing[@]})); then
 fi
 
 build=${FFN_BUILD_DIR:-build}
-cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=${FFN_BUILD_TYPE:-Release} "$@" >/dev/null
+cached=""
+[[ -f $build/CMakeCache.txt ]] && cached=$(sed -n 's/^CMAKE_BUILD_TYPE:[A-Z]*=//p' "$build/CMakeCache.txt")
+type=${FFN_BUILD_TYPE:-${cached:-Release}}
+if [[ -n $cached && $cached != "$type" ]]; then
+  echo "setup: switching $build/ from a $cached build to $type (FFN_BUILD_TYPE)"
+elif [[ -n $cached && -z ${FFN_BUILD_TYPE:-} ]]; then
+  echo "setup: $build/ is a $cached build and stays one (FFN_BUILD_TYPE=Release to switch)"
+fi
+cmake -S . -B "$build" "-DCMAKE_BUILD_TYPE=$type" "$@" >/dev/null
 cmake --build "$build" -j"$(nproc)"
 echo "setup: built into $build/"

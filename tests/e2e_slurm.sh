@@ -11,6 +11,10 @@
 #  2. A job with --time=2 --signal=B:USR1@110 gets the signal from Slurm's own timer before
 #     its limit, checkpoints and is requeued; the resumed run is then cancelled (SIGTERM to
 #     every process) and still leaves a newer checkpoint.
+#  3. A job whose --metrics file already exists gets SIGUSR1 as soon as it runs: the stop waits
+#     until the ranks take it and the job ends with exit 75 instead of training to the end.
+#  4. sbatch -J ../esc: the script refuses the name (its log says why) and writes no run
+#     directory outside runs/.
 # Skipped (exit 77) with the reason where Slurm cannot start here.
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 source "$(dirname "$0")/lib/common.sh"
@@ -234,3 +238,27 @@ term_ckpt=$(latest "$RUN/checkpoints")
 term_step=$(ckpt_step "$term_ckpt")
 ((term_step > resume_step)) || { cat "$LOG" >&2; fail "no checkpoint written on scancel's SIGTERM (resumed at $resume_step)"; }
 pass "job $jid ($launcher): Slurm's --signal=B:USR1@110 timer fired $((t_req - t0)) s into a 2-minute job; checkpoint, exit 75, requeue, resumed from step $resume_step; scancel: CANCELLED, not requeued, checkpoint at step $term_step on the way out"
+
+# ---- 3. SIGUSR1 as the job starts, its metrics file already there -----------------------------
+echo '{"kind": "old"}' >old-metrics.jsonl
+t0=$SECONDS
+jid=$(FFN_MAX_RESTARTS=0 sbatch --parsable -J early -D "$WORK" --ntasks-per-node=$ranks --cpus-per-task=1 --time=10 \
+  "$SBATCH_SCRIPT" "${TRAIN[@]}" --epochs 100000 --metrics "$WORK/old-metrics.jsonl") || fail "sbatch refused the job"
+LOG=$WORK/early-$jid.out
+job_running() { [[ $(job_state "$jid") == RUNNING && -s $LOG ]]; }
+wait_for 60 "job $jid to start" job_running
+scancel --signal=USR1 --batch "$jid"
+wait_for 90 "job $jid to end after its early SIGUSR1" job_done
+grep -q "restart 0: ffn-train stopped after a signal (exit 75)" "$LOG" || { cat "$LOG" >&2; fail "early SIGUSR1: the job did not stop with exit 75"; }
+grep -q "finished (exit 0)" "$LOG" && fail "early SIGUSR1: trained to the end"
+pass "job $jid: SIGUSR1 as it started (its --metrics file already there): stopped with exit 75 after $((SECONDS - t0)) s, $(job_state "$jid")"
+
+# ---- 4. a job name that is a path ------------------------------------------------------------
+mkdir -p "$WORK/sub"
+jid=$(sbatch --parsable -J ../esc -D "$WORK/sub" --ntasks-per-node=1 --time=1 "$SBATCH_SCRIPT" "${TRAIN[@]}" --epochs 1) ||
+  fail "sbatch refused the job"
+wait_for 60 "job $jid (named ../esc) to end" job_done
+[[ $(job_state "$jid") == FAILED ]] || fail "job ../esc ended $(job_state "$jid")"
+grep -q "is not one path component" "$WORK/esc-$jid.out" || fail "job ../esc: $(cat "$WORK/esc-$jid.out" 2>&1)"
+[[ ! -e $WORK/esc && ! -e $WORK/sub/runs ]] || fail "job ../esc wrote a run directory"
+pass "job $jid named ../esc: refused with a message in its log, no run directory written"
