@@ -16,6 +16,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include "ffn/files.h"
 #include "ffn/mem.h"
 #include "watchdog.h"
 #include "ffn/model.h"
@@ -669,13 +670,6 @@ char *ffn_checkpoint_latest(const char *dir)
     return path;
 }
 
-/* Whether a and b name the same file (device and inode), not the same string. */
-static int same_file(const char *a, const char *b)
-{
-    struct stat sa, sb;
-    return a && b && stat(a, &sa) == 0 && stat(b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
-}
-
 ffn_status ffn_checkpoint_prune(const char *dir, size_t keep, const char *protect)
 {
     if (keep == 0) return FFN_OK;
@@ -685,7 +679,7 @@ ffn_status ffn_checkpoint_prune(const char *dir, size_t keep, const char *protec
     char *path = n > keep ? malloc(cap) : NULL;
     for (size_t i = keep; path && i < n; i++) {
         ffn_checkpoint_name(path, cap, dir, steps[i]);
-        if (!same_file(path, protect)) unlink(path);
+        if (!ffn_same_file(path, protect)) unlink(path);
     }
     free(path);
     free(steps);
