@@ -5,6 +5,7 @@
 #include <mpi.h>
 #include <stdint.h>
 #include <sched.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -65,6 +66,12 @@ struct ffn_comm {
     MPI_Win slots_win;    /* valid while slots is set */
     node_slot **slots;    /* [local_size] */
     uint64_t barriers;    /* node barriers this rank has passed */
+    /* Stall detection (ffn_comm_set_stall_timeout): 0 = off. */
+    double stall_seconds;
+    uint64_t stall_step;  /* the step whose exchange is under way, for messages */
+    MPI_Request *arrivals;/* [size]: arrival notes of the exchange under way (see exchange_arrive) */
+    uint64_t *arrival_in; /* [size]: their receive buffers */
+    uint64_t arrival_out; /* the step this rank announces */
 };
 
 /* ---- waiting without taking the CPU a peer needs ---------------------------
@@ -95,7 +102,11 @@ static void back_off(double t0)
     }
 }
 
-static int polite_wait(int n, MPI_Request *reqs)
+/* Returned by the waits below when stall_seconds passed (never an MPI code). */
+#define WAIT_STALLED (-12345)
+
+/* Polls reqs until all complete, or until `stall` seconds (0: forever). */
+static int polite_wait_for(int n, MPI_Request *reqs, double stall)
 {
     double t0 = 0;
     for (unsigned polls = 0;; polls++) {
@@ -103,9 +114,12 @@ static int polite_wait(int n, MPI_Request *reqs)
         int rc = MPI_Testall(n, reqs, &done, MPI_STATUSES_IGNORE);
         if (rc != MPI_SUCCESS || done) return rc;
         if (polls == 0) t0 = MPI_Wtime();
+        if (stall > 0 && (polls & 255) == 0 && MPI_Wtime() - t0 > stall) return WAIT_STALLED;
         back_off(t0);
     }
 }
+
+static int polite_wait(int n, MPI_Request *reqs) { return polite_wait_for(n, reqs, 0); }
 
 /* Returns once every rank of comm has called it (a barrier that waits politely). */
 static int arrive(MPI_Comm comm)
@@ -180,6 +194,8 @@ void ffn_comm_finalize(ffn_comm *c)
     }
     free(c->counts);
     free(c->displs);
+    free(c->arrivals);
+    free(c->arrival_in);
     MPI_Comm_free(&c->node);
     MPI_Comm_free(&c->world);
     int we_initialised = c->we_initialised;
@@ -441,18 +457,51 @@ float *ffn_comm_alloc_shared_floats(ffn_comm *c, size_t n)
  * then visible to a rank that reads the count with acquire) and waits, politely,
  * until every rank has reached as many. No MPI call: about a microsecond when
  * every rank is running. Needs c->slots. */
-static void node_barrier(ffn_comm *c)
+/* The stall message: the ranks that did not arrive, named by the one rank
+ * that reports (the lowest that did arrive); the others get an empty message
+ * (ffn-train prints only non-empty ones). */
+static ffn_status stalled(const ffn_comm *c, const int *missing, int count, int reporter)
+{
+    if (c->rank != reporter) return ffn_fail(FFN_ERR_STALLED, "%s", "");
+    char list[512] = "";
+    size_t len = 0;
+    for (int i = 0; i < count && len + 16 < sizeof list; i++)
+        len += (size_t)snprintf(list + len, sizeof list - len, "%s%d", i ? (i + 1 == count ? " and " : ", ") : "",
+                                missing[i]);
+    if (count == 0) snprintf(list, sizeof list, "(unknown)");
+    return ffn_fail(FFN_ERR_STALLED,
+                    "rank%s %s did not reach the gradient exchange of step %llu within %g s (stopped, or stuck in "
+                    "I/O?); ending the job (--stall-timeout)",
+                    count == 1 ? "" : "s", list, (unsigned long long)c->stall_step, c->stall_seconds);
+}
+
+/* 0 once every rank of the node arrived; -1 (with the stall message set)
+ * when some did not within stall_seconds. Global ranks are node-local ones
+ * here: slots exist only when every rank is on this node. */
+static int node_barrier(ffn_comm *c)
 {
     uint64_t target = ++c->barriers;
     __atomic_store_n(&c->slots[c->local_rank]->arrived, target, __ATOMIC_RELEASE);
     double t0 = 0;
+    unsigned polls = 0;
     for (int q = 0; q < c->local_size; q++) {
         if (q == c->local_rank) continue;
         while (__atomic_load_n(&c->slots[q]->arrived, __ATOMIC_ACQUIRE) < target) {
             if (t0 == 0) t0 = MPI_Wtime();
+            if (c->stall_seconds > 0 && (++polls & 255) == 0 && MPI_Wtime() - t0 > c->stall_seconds) {
+                int missing[64], count = 0, reporter = -1;
+                for (int k = 0; k < c->local_size; k++) {
+                    int in = __atomic_load_n(&c->slots[k]->arrived, __ATOMIC_ACQUIRE) >= target;
+                    if (in && reporter < 0) reporter = k;
+                    if (!in && count < 64) missing[count++] = k;
+                }
+                stalled(c, missing, count, reporter);
+                return -1;
+            }
             back_off(t0);
         }
     }
+    return 0;
 }
 
 static const shared_buffer *find_shared(const ffn_comm *c, const float *p, size_t n)
@@ -551,22 +600,90 @@ void ffn_grad_sync_free(ffn_grad_sync *s)
     free(s);
 }
 
-void ffn_grad_sync_begin(ffn_grad_sync *s)
+void ffn_grad_sync_begin(ffn_grad_sync *s, uint64_t step)
 {
+    s->comm->stall_step = step;
     s->pending_lo = s->pending_hi = 0;
     s->request_count = 0;
     s->planned = 0;
     s->error = FFN_OK;
 }
 
+#define TAG_ARRIVE 7301
+
+/* Across nodes with stall detection on: each rank tells rank 0 that it has
+ * reached the exchange, and rank 0 tells every rank, so that at a stall rank
+ * 0 knows who is missing and every other rank knows whether rank 0 is. Two
+ * small messages a rank a step (2(N-1) on rank 0). Returns the requests posted. */
+static int exchange_arrive(ffn_comm *c)
+{
+    int n = 0;
+    c->arrival_out = c->stall_step;
+    if (c->rank == 0) {
+        for (int q = 1; q < c->size; q++) {
+            MPI_Irecv(&c->arrival_in[q], 1, MPI_UINT64_T, q, TAG_ARRIVE, c->world, &c->arrivals[n++]);
+            MPI_Isend(&c->arrival_out, 1, MPI_UINT64_T, q, TAG_ARRIVE, c->world, &c->arrivals[n++]);
+        }
+    } else {
+        MPI_Irecv(&c->arrival_in[0], 1, MPI_UINT64_T, 0, TAG_ARRIVE, c->world, &c->arrivals[n++]);
+        MPI_Isend(&c->arrival_out, 1, MPI_UINT64_T, 0, TAG_ARRIVE, c->world, &c->arrivals[n++]);
+    }
+    return n;
+}
+
+/* After a stall: who did not announce their arrival (see exchange_arrive). */
+static ffn_status name_the_missing(ffn_comm *c)
+{
+    int *missing = malloc((size_t)c->size * sizeof *missing), count = 0;
+    if (!missing) return ffn_fail(FFN_ERR_STALLED, "a rank stalled at the gradient exchange");
+    ffn_status st;
+    if (c->rank == 0) {
+        for (int q = 1; q < c->size; q++) { /* requests 2(q-1): the receive from q */
+            int done = 0;
+            MPI_Test(&c->arrivals[2 * (q - 1)], &done, MPI_STATUS_IGNORE);
+            if (!done) missing[count++] = q;
+        }
+        st = stalled(c, missing, count, 0);
+    } else {
+        int done = 0;
+        MPI_Test(&c->arrivals[0], &done, MPI_STATUS_IGNORE);
+        missing[0] = 0;
+        /* Rank 0 names the missing when it can; when it is the one missing, rank 1 does. */
+        st = done ? stalled(c, NULL, 0, 0) : stalled(c, missing, 1, 1);
+    }
+    free(missing);
+    return st;
+}
+
 static void wait_all(ffn_grad_sync *s)
 {
-    if (s->request_count == 0) return;
+    ffn_comm *c = s->comm;
     double t0 = MPI_Wtime();
-    int rc = polite_wait((int)s->request_count, s->requests);
-    if (rc != MPI_SUCCESS && s->error == FFN_OK) s->error = mpi_error(rc, "gradient allreduce");
+    int arrivals = c->stall_seconds > 0 && c->arrivals ? exchange_arrive(c) : 0;
+    int rc = s->request_count ? polite_wait_for((int)s->request_count, s->requests, c->stall_seconds) : MPI_SUCCESS;
+    if (rc == MPI_SUCCESS && arrivals) rc = polite_wait_for(arrivals, c->arrivals, c->stall_seconds);
+    if (rc == WAIT_STALLED) {
+        if (s->error == FFN_OK) s->error = name_the_missing(c);
+    } else if (rc != MPI_SUCCESS && s->error == FFN_OK) {
+        s->error = mpi_error(rc, "gradient allreduce");
+    }
     s->wait_seconds += MPI_Wtime() - t0;
     s->request_count = 0;
+}
+
+void ffn_comm_set_stall_timeout(ffn_comm *c, double seconds)
+{
+    c->stall_seconds = seconds > 0 ? seconds : 0;
+    if (c->stall_seconds > 0 && !c->arrivals && c->size > 1) {
+        c->arrivals = calloc(2 * (size_t)c->size, sizeof *c->arrivals);
+        c->arrival_in = calloc((size_t)c->size, sizeof *c->arrival_in);
+        if (!c->arrivals || !c->arrival_in) { /* then only the node barrier names the missing */
+            free(c->arrivals);
+            free(c->arrival_in);
+            c->arrivals = NULL;
+            c->arrival_in = NULL;
+        }
+    }
 }
 
 /* One bucket, blocking (deferred mode): allreduce, or reduce-scatter into the slice. */
@@ -696,16 +813,27 @@ ffn_status ffn_grad_sync_finish(ffn_grad_sync *s)
     start_pending(s, 1);
     if (s->shm && s->comm->slots) {
         double t0 = MPI_Wtime();
-        node_barrier(s->comm); /* every rank's gradients written */
+        if (node_barrier(s->comm) != 0) return FFN_ERR_STALLED; /* every rank's gradients written */
         for (size_t i = 0; i < s->planned; i++) shared_sum(s, s->plan[2 * i], s->plan[2 * i + 1]);
-        node_barrier(s->comm); /* every sum written, every read done */
+        if (node_barrier(s->comm) != 0) return FFN_ERR_STALLED; /* every sum written, every read done */
         s->planned = 0;
         s->wait_seconds += MPI_Wtime() - t0;
         return s->error;
     }
     if (s->deferred) {
         double t0 = MPI_Wtime();
-        int rc = arrive(s->comm->world);
+        ffn_comm *c = s->comm;
+        /* Every rank arrives first: through the node's slots when there are
+         * (they name a rank that never does), else a polite barrier. */
+        int rc = MPI_SUCCESS;
+        if (c->slots) {
+            if (node_barrier(c) != 0) return FFN_ERR_STALLED;
+        } else {
+            MPI_Request req;
+            rc = MPI_Ibarrier(c->world, &req);
+            if (rc == MPI_SUCCESS) rc = polite_wait_for(1, &req, c->stall_seconds);
+            if (rc == WAIT_STALLED) return stalled(c, NULL, 0, 0);
+        }
         for (size_t i = 0; rc == MPI_SUCCESS && i < s->planned; i++)
             rc = send_bucket_now(s, s->plan[2 * i], s->plan[2 * i + 1]);
         if (rc != MPI_SUCCESS && s->error == FFN_OK)
@@ -731,14 +859,14 @@ ffn_status ffn_grad_sync_finish_sum(ffn_grad_sync *s, double *stats, size_t k)
     start_pending(s, 1);
     double t0 = MPI_Wtime();
     memcpy(c->slots[c->local_rank]->stats, stats, k * sizeof *stats);
-    node_barrier(c);
+    if (node_barrier(c) != 0) return FFN_ERR_STALLED;
     for (size_t j = 0; j < k; j++) {
         double sum = 0;
         for (int q = 0; q < c->local_size; q++) sum += c->slots[q]->stats[j];
         stats[j] = sum;
     }
     for (size_t i = 0; i < s->planned; i++) shared_sum(s, s->plan[2 * i], s->plan[2 * i + 1]);
-    node_barrier(c);
+    if (node_barrier(c) != 0) return FFN_ERR_STALLED;
     s->planned = 0;
     s->wait_seconds += MPI_Wtime() - t0;
     return s->error;

@@ -77,6 +77,9 @@ static const flag flags[] = {
     {"no-shuffle", T_FLAG, F(no_shuffle), ANY, NULL, "keep the file's row order every epoch"},
     {"threads", T_INT, F(threads), NONNEG, "N", "BLAS threads per rank; 0 = cores on the node / ranks on the node"},
     {"bucket-mb", T_DOUBLE, F(bucket_mb), POSITIVE, "X", "gradient allreduce bucket size in MiB"},
+    {"stall-timeout", T_DOUBLE, F(stall_timeout), NONNEG, "SECONDS",
+     "end the job (exit 1, naming the rank) when a rank has not reached a step's gradient exchange this long "
+     "after the others; 0 = wait forever"},
     {"check-replicas", T_U64, F(check_replicas), NONNEG, "K",
      "compare a hash of the parameters across ranks every K steps; 0 = off"},
     {"checkpoint-dir", T_STR, F(checkpoint_dir), ANY, "DIR",
@@ -149,6 +152,7 @@ void ffn_config_defaults(ffn_train_config *cfg)
     cfg->epochs = 10;
     cfg->seed = 42;
     cfg->bucket_mb = 4.0;
+    cfg->stall_timeout = 600.0;
     cfg->progress = -1;
     cfg->checkpoint_every = "1epochs";
     cfg->keep = 3;

@@ -36,6 +36,7 @@ const char *ffn_status_name(ffn_status code)
     case FFN_ERR_NUMERIC: return "non-finite value";
     case FFN_ERR_MPI: return "mpi error";
     case FFN_ERR_STOPPED: return "stopped by signal";
+    case FFN_ERR_STALLED: return "a rank stalled";
     }
     return "unknown status";
 }

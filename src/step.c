@@ -134,7 +134,7 @@ void ffn_step_begin(ffn_step *s, uint64_t step, size_t step_rows)
     memset(s->sums, 0, sizeof s->sums);
     s->have_grads = 0;
     s->batch_status = FFN_OK;
-    if (!s->no_exchange) ffn_grad_sync_begin(s->sync);
+    if (!s->no_exchange) ffn_grad_sync_begin(s->sync, step + 1);
 }
 
 static ffn_grad_ready_fn ready_fn(const ffn_step *s, int last)

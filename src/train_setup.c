@@ -423,6 +423,7 @@ ffn_status ffn_run_start(ffn_run *r)
         .prune = {.sparsity = cfg->prune, .start = cfg->prune_start_step, .end = cfg->prune_end_step,
                   .every = cfg->prune_every, .scope = (ffn_prune_scope)cfg->prune_scope_kind}};
     if ((st = ffn_step_create(&r->step, r->model, r->comm, &sc)) != FFN_OK) return st;
+    ffn_comm_set_stall_timeout(r->comm, cfg->stall_timeout);
     return ffn_comm_agree(r->comm, cfg->resume ? ffn_run_restore_optimizer(r) : FFN_OK);
 }
 

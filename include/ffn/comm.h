@@ -26,6 +26,16 @@ int ffn_comm_size(const ffn_comm *c);
 int ffn_comm_local_rank(const ffn_comm *c);
 int ffn_comm_local_size(const ffn_comm *c);
 
+/* Stall detection: a rank that has not reached the gradient exchange after
+ * `seconds` (0: wait forever) makes the exchange return FFN_ERR_STALLED on
+ * the ranks that did, with a message naming the missing rank(s) and the step
+ * on one of them (the lowest that arrived; the others get an empty message).
+ * The job cannot end collectively then: the tool ends it (ffn_comm_abort).
+ * On one node the ranks are named from the node's shared slots; across
+ * nodes each rank tells rank 0 of its arrival, and rank 0 tells every rank
+ * (two small messages a rank a step, only while detection is on). */
+void ffn_comm_set_stall_timeout(ffn_comm *c, double seconds);
+
 /* Collective: every rank passes its own status. Returns FFN_OK if all
  * succeeded; otherwise every rank returns the status of the lowest failing
  * rank, with that rank's message as ffn_last_error() (so rank 0 can print
@@ -93,7 +103,8 @@ ffn_status ffn_grad_sync_create_sharded(ffn_grad_sync **out, ffn_comm *c, float 
  * ffn_model_use_grad_buffer moved the gradients, e.g. into shared memory). */
 void ffn_grad_sync_use_buffer(ffn_grad_sync *s, float *grads);
 void ffn_grad_sync_free(ffn_grad_sync *s);
-void ffn_grad_sync_begin(ffn_grad_sync *s);
+/* Starts the exchange of optimizer step `step` (named in stall messages). */
+void ffn_grad_sync_begin(ffn_grad_sync *s, uint64_t step);
 /* The ffn_grad_ready_fn of ffn_model_backward (user = the ffn_grad_sync). */
 void ffn_grad_sync_ready(void *sync, size_t offset, size_t count);
 ffn_status ffn_grad_sync_finish(ffn_grad_sync *s);

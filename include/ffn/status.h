@@ -16,7 +16,8 @@ typedef enum {
     FFN_ERR_FORMAT,   /* file content does not match the expected layout */
     FFN_ERR_NUMERIC,  /* NaN/Inf where finite values are required */
     FFN_ERR_MPI,      /* a collective failed or another rank reported failure */
-    FFN_ERR_STOPPED   /* a signal asked the run to stop (not a failure) */
+    FFN_ERR_STOPPED,  /* a signal asked the run to stop (not a failure) */
+    FFN_ERR_STALLED   /* a rank did not reach a collective in time: the job cannot end collectively */
 } ffn_status;
 
 /* Sets the calling thread's message (printf-style) and returns code, so that

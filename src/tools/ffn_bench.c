@@ -163,7 +163,7 @@ static void exchange_alone(void *p)
 {
     step_ctx *s = p;
     ffn_grad_sync *sync = ffn_step_grad_sync(s->step);
-    ffn_grad_sync_begin(sync);
+    ffn_grad_sync_begin(sync, 0);
     ffn_model_report_grads(s->model, ffn_grad_sync_ready, sync);
     if (ffn_grad_sync_finish(sync) != FFN_OK) die("gradient exchange");
 }

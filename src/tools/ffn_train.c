@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "ffn/comm.h"
 #include "ffn/config.h"
@@ -49,7 +50,19 @@ int main(int argc, char **argv)
     ffn_train_result result;
     st = ffn_train_run(&cfg, comm, &result);
     int code = 0;
-    if (st == FFN_ERR_STOPPED) {
+    if (st == FFN_ERR_STALLED) {
+        /* A rank is not there to finish collectively: the job is ended here.
+         * The one rank with the message prints it first; the others give it
+         * time to, then end the job themselves if it could not. */
+        if (*ffn_last_error()) {
+            fprintf(stderr, "ffn-train: error: %s\n", ffn_last_error());
+            fflush(stderr);
+        } else {
+            sleep(10);
+        }
+        ffn_comm_abort(comm, EXIT_RUNTIME);
+        return EXIT_RUNTIME;
+    } else if (st == FFN_ERR_STOPPED) {
         if (rank == 0) fprintf(stderr, "ffn-train: %s\n", ffn_last_error());
         code = EXIT_STOPPED;
     } else if (st != FFN_OK) {
