@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "ffn/files.h"
 #include "ffn/sampler.h"
 #include "train_run.h"
 
@@ -366,6 +367,40 @@ static ffn_status prepare_saving(ffn_run *r)
     return FFN_OK;
 }
 
+/* Whether path is named like one of dir's checkpoints and lies in dir. */
+static int is_checkpoint_of(const char *path, const char *dir)
+{
+    const char *slash = strrchr(path, '/'), *base = slash ? slash + 1 : path;
+    if (strlen(base) != 18 || strncmp(base, "ckpt-", 5) != 0 || strcmp(base + 15, ".h5") != 0) return 0;
+    char parent[4096];
+    int n = slash ? (int)(slash - path) : 1;
+    snprintf(parent, sizeof parent, "%.*s", n ? n : 1, slash ? (n ? path : "/") : ".");
+    return ffn_same_file(parent, dir);
+}
+
+/* No output of the run may be one of its inputs: --metrics would overwrite
+ * it, and a checkpoint named like an input in --checkpoint-dir could be
+ * written over or pruned. Files compared by identity, not spelling. */
+static ffn_status check_outputs(const ffn_run *r)
+{
+    const ffn_train_config *cfg = r->cfg;
+    const struct {
+        const char *flag, *path;
+    } inputs[] = {{"--train", cfg->train_path}, {"--val", cfg->val_path},       {"--test", cfg->test_path},
+                  {"--teacher", cfg->teacher},   {"--init-from", cfg->init_from}, {"--resume", r->start_path}};
+    for (size_t i = 0; i < sizeof inputs / sizeof inputs[0]; i++) {
+        const char *in = inputs[i].path;
+        if (!in) continue;
+        if (cfg->metrics_path && ffn_same_file(cfg->metrics_path, in))
+            return ffn_fail(FFN_ERR_ARG, "--metrics %s is the same file as %s %s; it would be overwritten",
+                            cfg->metrics_path, inputs[i].flag, in);
+        if (cfg->checkpoint_dir && i + 1 < sizeof inputs / sizeof inputs[0] && is_checkpoint_of(in, cfg->checkpoint_dir))
+            return ffn_fail(FFN_ERR_ARG, "%s %s is one of --checkpoint-dir %s's checkpoints, which this run may write "
+                            "over or delete (--keep); copy it elsewhere first", inputs[i].flag, in, cfg->checkpoint_dir);
+    }
+    return FFN_OK;
+}
+
 ffn_status ffn_run_setup(ffn_run *r)
 {
     const ffn_train_config *cfg = r->cfg;
@@ -379,6 +414,7 @@ ffn_status ffn_run_setup(ffn_run *r)
                         cfg->train_path, info->rows, info->rows == 1 ? "" : "s", r->size);
 
     if ((st = ffn_run_load_start_checkpoint(r)) != FFN_OK) return st;
+    if ((st = check_outputs(r)) != FFN_OK) return st;
     if ((st = build_model(r, info->features)) != FFN_OK) return st;
     if ((st = check_head(r)) != FFN_OK) return st;
     if (cfg->resume && (st = ffn_run_check_resume(r)) != FFN_OK) return st;
