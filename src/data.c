@@ -585,8 +585,9 @@ ffn_status ffn_dataset_open(ffn_dataset **out, const char *path)
         free(ds);
         return ffn_fail(FFN_ERR_NOMEM, "%s: out of memory", path);
     }
-    ffn_watchdog *guard = ffn_watchdog_start(path, "opening the dataset");
-    ffn_status st = open_checked(ds);
+    ffn_watchdog *guard;
+    ffn_status st = ffn_watchdog_start(&guard, path, "opening the dataset");
+    if (st == FFN_OK) st = open_checked(ds);
     ffn_watchdog_stop(guard);
     if (st != FFN_OK) {
         ffn_dataset_close(ds);

@@ -674,6 +674,31 @@ static void test_direct_reads(void)
     free(x8), free(xf), free(t), free(y);
 }
 
+/* FFN_OPEN_TIMEOUT: whole seconds (0 = off) open as before; junk fails the
+ * open naming the variable, instead of silently guarding with the default. */
+static void test_open_timeout_setting(void)
+{
+    const char *p = tmp_path("timeout.h5");
+    CHECK(write_float_labels(p, 4, 2, 3) == FFN_OK);
+    const char *fine[] = {"0", "5", "", "604800"};
+    for (size_t i = 0; i < sizeof fine / sizeof fine[0]; i++) {
+        setenv("FFN_OPEN_TIMEOUT", fine[i], 1);
+        ffn_dataset *ds = NULL;
+        CHECK_MSG(ffn_dataset_open(&ds, p) == FFN_OK, "'%s': %s", fine[i], ffn_last_error());
+        ffn_dataset_close(ds);
+    }
+    const char *junk[] = {"soon", "-1", "2.5", "10s", "604801", "99999999999999999999"};
+    for (size_t i = 0; i < sizeof junk / sizeof junk[0]; i++) {
+        setenv("FFN_OPEN_TIMEOUT", junk[i], 1);
+        ffn_dataset *ds = NULL;
+        CHECK_MSG(ffn_dataset_open(&ds, p) == FFN_ERR_ARG && ds == NULL, "'%s' accepted", junk[i]);
+        CHECK_MSG(contains(ffn_last_error(), "FFN_OPEN_TIMEOUT") && contains(ffn_last_error(), junk[i]) &&
+                      contains(ffn_last_error(), "expected a whole number of seconds from 0 to 604800"),
+                  "%s", ffn_last_error());
+    }
+    unsetenv("FFN_OPEN_TIMEOUT");
+}
+
 int main(void)
 {
     if (tmp_dir_make("data") != 0) return 1;
@@ -685,6 +710,7 @@ int main(void)
     test_virtual();
     test_threads();
     test_direct_reads();
+    test_open_timeout_setting();
     tmp_dir_remove();
     return check_done("test_data");
 }
