@@ -572,13 +572,15 @@ ffn_status ffn_checkpoint_load(ffn_checkpoint *c, const char *path)
         return ffn_fail(FFN_ERR_IO, "checkpoint %s: cannot read: %s", path, strerror(errno));
     if (H5Fis_hdf5(path) <= 0)
         return ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: not an HDF5 file (or truncated)", path);
-    ffn_watchdog *guard = ffn_watchdog_start(path, "loading the checkpoint");
+    ffn_watchdog *guard;
+    ffn_status st = ffn_watchdog_start(&guard, path, "loading the checkpoint");
+    if (st != FFN_OK) return st;
     hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
     if (f < 0) {
         ffn_watchdog_stop(guard);
         return ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: HDF5 cannot open it (truncated or corrupted?)", path);
     }
-    ffn_status st = load_contents(f, c, path);
+    st = load_contents(f, c, path);
     H5Fclose(f);
     ffn_watchdog_stop(guard);
     if (st != FFN_OK) ffn_checkpoint_free(c);

@@ -2,7 +2,8 @@
  * (the writer is data_writer.c).
  *
  * Reading. ffn_dataset_open checks everything once (types, ranks, row counts,
- * the scale of uint8 features, num_classes, every label, and for a virtual
+ * the scale of uint8 features, num_classes, every label, the range of float
+ * targets, and for a virtual
  * dataset that each source file is there and large enough: HDF5 would
  * silently read zeros for a missing one). The read functions then build one
  * hyperslab selection per call (runs of consecutive rows joined with
@@ -37,6 +38,7 @@
 #include "ffn/mem.h"
 
 #define LABEL_SCAN_ROWS ((size_t)1 << 16) /* rows of /y read at a time by open */
+#define TARGET_SCAN_BYTES ((size_t)4 << 20) /* bytes of float /y read at a time by open */
 #define LABELS_HELD_MAX ((size_t)64 << 20) /* bytes of labels kept in memory after open */
 #define FILTERED_CACHE_BYTES ((size_t)32 << 20)
 #define FILTERED_CACHE_SLOTS 12421
@@ -54,6 +56,8 @@ struct ffn_dataset {
      * from open when they take at most LABELS_HELD_MAX bytes. */
     void *cache_x, *cache_y;
     ffn_row_map *rows_x, *rows_y; /* plain storage: rows read with pread (data_rows.h) */
+    char **sources;           /* [n_sources] other files a virtual /x or /y reads, as found at open */
+    size_t n_sources;
 };
 
 /* A short name for an HDF5 datatype, for messages ("int16", "float64", ...). */
@@ -90,6 +94,8 @@ void ffn_dataset_close(ffn_dataset *ds)
     ffn_free(ds->cache_y);
     ffn_row_map_free(ds->rows_x);
     ffn_row_map_free(ds->rows_y);
+    for (size_t i = 0; i < ds->n_sources; i++) free(ds->sources[i]);
+    free(ds->sources);
     free(ds->path);
     free(ds);
 }
@@ -97,6 +103,24 @@ void ffn_dataset_close(ffn_dataset *ds)
 const ffn_dataset_info *ffn_dataset_get_info(const ffn_dataset *ds) { return &ds->info; }
 const char *ffn_dataset_path(const ffn_dataset *ds) { return ds->path; }
 int ffn_dataset_direct_reads(const ffn_dataset *ds) { return ds->rows_x && ds->rows_y; }
+size_t ffn_dataset_source_count(const ffn_dataset *ds) { return ds->n_sources; }
+const char *ffn_dataset_source(const ffn_dataset *ds, size_t i) { return i < ds->n_sources ? ds->sources[i] : NULL; }
+
+/* Remembers a virtual source file (once), so that tools can keep outputs off it. */
+static ffn_status add_source(ffn_dataset *ds, const char *file)
+{
+    for (size_t i = 0; i < ds->n_sources; i++)
+        if (strcmp(ds->sources[i], file) == 0) return FFN_OK;
+    char **grown = realloc(ds->sources, (ds->n_sources + 1) * sizeof *grown);
+    char *copy = copy_string(file);
+    if (grown) ds->sources = grown;
+    if (!grown || !copy) {
+        free(copy);
+        return ffn_fail(FFN_ERR_NOMEM, "%s: out of memory", ds->path);
+    }
+    ds->sources[ds->n_sources++] = copy;
+    return FFN_OK;
+}
 
 /* A scalar numeric attribute of obj as a double; *found = 0 when absent. */
 static ffn_status read_number_attr(hid_t obj, const char *path, const char *field,
@@ -208,8 +232,9 @@ static ffn_status check_source_size(hid_t dcpl, size_t i, hid_t sd, const char *
 /* For a virtual dataset, checks every mapping's source: the file is found where
  * HDF5 looks for it (absolute, or relative to the virtual file's directory, or
  * to the working directory), holds the source dataset, and that dataset is large
- * enough for the mapped selection. Sets *filtered when any source is filtered. */
-static ffn_status check_virtual_sources(hid_t d, const char *path, const char *field,
+ * enough for the mapped selection. Sets *filtered when any source is filtered,
+ * and records each source file in ds->sources. */
+static ffn_status check_virtual_sources(ffn_dataset *ds, hid_t d, const char *path, const char *field,
                                         int *filtered)
 {
     hid_t dcpl = H5Dget_create_plist(d);
@@ -249,6 +274,7 @@ static ffn_status check_virtual_sources(hid_t d, const char *path, const char *f
                 break;
             }
             if (found == path) continue; /* the same file: checked with the dataset itself */
+            if ((st = add_source(ds, found)) != FFN_OK) break;
             hid_t f = H5Fis_hdf5(found) > 0 ? H5Fopen(found, H5F_ACC_RDONLY, H5P_DEFAULT) : -1;
             if (f < 0) {
                 st = ffn_fail(FFN_ERR_FORMAT, "%s: %s: virtual source %s is not a readable HDF5 file",
@@ -348,6 +374,50 @@ static ffn_status scan_labels(ffn_dataset *ds, int have_attr, long long attr_cla
     ds->cache_y = all;
     ds->info.num_classes = have_attr ? (size_t)attr_classes : (size_t)max + 1;
     return FFN_OK;
+}
+
+/* Reads every float target once, in bounded blocks, recording the smallest
+ * and largest finite value and where they are: a loss that needs targets in a
+ * range (bce: [0, 1]) is then checked before training, not after a negative
+ * loss. Non-finite targets are left to the reads, which name them. */
+static ffn_status scan_targets(ffn_dataset *ds)
+{
+    ffn_dataset_info *in = &ds->info;
+    const size_t k = in->target_cols;
+    size_t block = TARGET_SCAN_BYTES / sizeof(float) / k;
+    if (block == 0) block = 1;
+    if (block > in->rows) block = in->rows;
+    float *buf = ffn_alloc(block, k * sizeof *buf);
+    if (!buf) return FFN_ERR_NOMEM;
+    ffn_status st = FFN_OK;
+    int seen = 0;
+    for (size_t at = 0; at < in->rows && st == FFN_OK; at += block) {
+        size_t n = in->rows - at < block ? in->rows - at : block;
+        hsize_t s[2] = { at, 0 }, c[2] = { n, k };
+        if (H5Sselect_hyperslab(ds->fspace_y, H5S_SELECT_SET, s, NULL, c, NULL) < 0 ||
+            H5Sset_extent_simple(ds->mspace_y, 2, c, NULL) < 0 ||
+            H5Dread(ds->dy, H5T_NATIVE_FLOAT, ds->mspace_y, ds->fspace_y, H5P_DEFAULT, buf) < 0) {
+            st = ffn_fail(FFN_ERR_IO, "%s: /y: read of rows %zu..%zu failed", ds->path, at, at + n - 1);
+            break;
+        }
+        for (size_t i = 0; i < n * k; i++) {
+            float v = buf[i];
+            if (!isfinite(v)) continue;
+            if (!seen || v < in->y_min) {
+                in->y_min = v;
+                in->y_min_row = at + i / k;
+                in->y_min_col = i % k;
+            }
+            if (!seen || v > in->y_max) {
+                in->y_max = v;
+                in->y_max_row = at + i / k;
+                in->y_max_col = i % k;
+            }
+            seen = 1;
+        }
+    }
+    ffn_free(buf);
+    return st;
 }
 
 static ffn_status open_checked(ffn_dataset *ds)
@@ -476,8 +546,8 @@ static ffn_status open_checked(ffn_dataset *ds)
 
     /* Virtual sources, then the chunk cache. */
     int xf = 0, yf = 0;
-    st = check_virtual_sources(ds->dx, path, "/x", &xf);
-    if (st == FFN_OK) st = check_virtual_sources(ds->dy, path, "/y", &yf);
+    st = check_virtual_sources(ds, ds->dx, path, "/x", &xf);
+    if (st == FFN_OK) st = check_virtual_sources(ds, ds->dy, path, "/y", &yf);
     if (st == FFN_OK) st = reopen_with_cache(ds->file, "x", &ds->dx, xf, path);
     if (st == FFN_OK) st = reopen_with_cache(ds->file, "y", &ds->dy, yf, path);
     if (st != FFN_OK) return st;
@@ -498,7 +568,7 @@ static ffn_status open_checked(ffn_dataset *ds)
 
     if (ds->info.has_labels) return scan_labels(ds, have_nc, (long long)nc);
     ds->info.num_classes = 0;
-    return FFN_OK;
+    return scan_targets(ds);
 }
 
 ffn_status ffn_dataset_open(ffn_dataset **out, const char *path)
@@ -515,8 +585,9 @@ ffn_status ffn_dataset_open(ffn_dataset **out, const char *path)
         free(ds);
         return ffn_fail(FFN_ERR_NOMEM, "%s: out of memory", path);
     }
-    ffn_watchdog *guard = ffn_watchdog_start(path, "opening the dataset");
-    ffn_status st = open_checked(ds);
+    ffn_watchdog *guard;
+    ffn_status st = ffn_watchdog_start(&guard, path, "opening the dataset");
+    if (st == FFN_OK) st = open_checked(ds);
     ffn_watchdog_stop(guard);
     if (st != FFN_OK) {
         ffn_dataset_close(ds);

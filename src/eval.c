@@ -29,6 +29,14 @@ ffn_status ffn_check_dataset_fits(const ffn_model *m, ffn_loss loss, const ffn_d
         if (info->target_cols != out)
             return ffn_fail(FFN_ERR_FORMAT, "%s: /y has %zu target columns, but the model outputs %zu", what,
                             info->target_cols, out);
+        /* bce's targets are probabilities: outside [0, 1] its loss is unbounded below. */
+        if (loss == FFN_LOSS_BCE && (info->y_min < 0 || info->y_max > 1)) {
+            int low = info->y_min < 0;
+            return ffn_fail(FFN_ERR_FORMAT,
+                            "%s: /y row %zu column %zu has target %g, but bce needs targets in [0, 1]", what,
+                            low ? info->y_min_row : info->y_max_row, low ? info->y_min_col : info->y_max_col,
+                            (double)(low ? info->y_min : info->y_max));
+        }
         return FFN_OK;
     }
     if (loss == FFN_LOSS_BCE && out == 1) {

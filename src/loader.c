@@ -3,6 +3,7 @@
 #include "ffn/clock.h"
 #include "ffn/loader.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -39,18 +40,28 @@ struct ffn_loader {
     uint64_t fail_step; /* test hook: fail the read of this global step (from 1) */
 };
 
-size_t ffn_loader_cache_budget(const ffn_loader_config *cfg)
+ffn_status ffn_loader_cache_budget(const ffn_loader_config *cfg, size_t *bytes)
 {
+    *bytes = 0;
     const char *env = getenv("FFN_DATA_CACHE_MB");
     if (env && *env) {
+        /* Digits only: a typo must not quietly become the default budget. */
         char *end;
-        double mb = strtod(env, &end);
-        if (*end == '\0' && mb >= 0) return mb * 1048576.0 >= 1e18 ? (size_t)1 << 60 : (size_t)(mb * 1048576.0);
+        errno = 0;
+        unsigned long long mb = strtoull(env, &end, 10);
+        if (env[0] < '0' || env[0] > '9' || *end || errno || mb > FFN_DATA_CACHE_MB_MAX)
+            return ffn_fail(FFN_ERR_ARG,
+                            "FFN_DATA_CACHE_MB is '%s', expected a whole number of MiB from 0 to %llu (0 reads "
+                            "every batch from the file)",
+                            env, (unsigned long long)FFN_DATA_CACHE_MB_MAX);
+        *bytes = (size_t)mb << 20;
+        return FFN_OK;
     }
     long pages = sysconf(_SC_PHYS_PAGES), page = sysconf(_SC_PAGESIZE);
-    if (pages <= 0 || page <= 0) return 0;
+    if (pages <= 0 || page <= 0) return FFN_OK;
     int local = cfg->local_ranks > 0 ? cfg->local_ranks : 1;
-    return (size_t)pages / 4 / (size_t)local * (size_t)page;
+    *bytes = (size_t)pages / 4 / (size_t)local * (size_t)page;
+    return FFN_OK;
 }
 
 /* Reads the batch at the loader's next position into s and advances. */
@@ -126,6 +137,9 @@ ffn_status ffn_loader_create(ffn_loader **out, ffn_dataset *ds, const ffn_loader
     *out = NULL;
     if (cfg->nranks < 1 || cfg->rank < 0 || cfg->rank >= cfg->nranks)
         return ffn_fail(FFN_ERR_ARG, "loader: rank %d of %d is out of range", cfg->rank, cfg->nranks);
+    size_t budget;
+    ffn_status bst = ffn_loader_cache_budget(cfg, &budget);
+    if (bst != FFN_OK) return bst;
     const ffn_dataset_info *info = ffn_dataset_get_info(ds);
     ffn_loader *l = calloc(1, sizeof *l);
     if (!l) return ffn_fail(FFN_ERR_NOMEM, "out of memory creating the data loader");
@@ -169,7 +183,7 @@ ffn_status ffn_loader_create(ffn_loader **out, ffn_dataset *ds, const ffn_loader
         }
     }
     int cached = 0;
-    ffn_status cst = ffn_dataset_cache(ds, ffn_loader_cache_budget(cfg), &cached);
+    ffn_status cst = ffn_dataset_cache(ds, budget, &cached);
     if (cst != FFN_OK) {
         ffn_loader_free(l);
         return cst;

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #define DEFAULT_SECONDS 600.0
+#define MAX_SECONDS 604800ULL /* a week: more is a typo, not a limit */
 
 struct ffn_watchdog {
     pthread_t thread;
@@ -20,13 +21,23 @@ struct ffn_watchdog {
     char message[1024];
 };
 
-static double timeout_seconds(void)
+/* The limit in *seconds (0: off) from FFN_OPEN_TIMEOUT, unset or empty meaning
+ * the default; junk is an error, never silently the default. */
+static ffn_status timeout_seconds(double *seconds)
 {
+    *seconds = DEFAULT_SECONDS;
     const char *env = getenv("FFN_OPEN_TIMEOUT");
-    if (!env || !*env) return DEFAULT_SECONDS;
+    if (!env || !*env) return FFN_OK;
     char *end;
-    double s = strtod(env, &end);
-    return *end == '\0' && s >= 0 ? s : DEFAULT_SECONDS;
+    errno = 0;
+    unsigned long long s = strtoull(env, &end, 10);
+    if (env[0] < '0' || env[0] > '9' || *end || errno || s > MAX_SECONDS)
+        return ffn_fail(FFN_ERR_ARG,
+                        "FFN_OPEN_TIMEOUT is '%s', expected a whole number of seconds from 0 to %llu (0 turns "
+                        "the watchdog on file opens off)",
+                        env, MAX_SECONDS);
+    *seconds = (double)s;
+    return FFN_OK;
 }
 
 static void *watch(void *arg)
@@ -55,12 +66,14 @@ static void *watch(void *arg)
     return NULL;
 }
 
-ffn_watchdog *ffn_watchdog_start(const char *path, const char *what)
+ffn_status ffn_watchdog_start(ffn_watchdog **out, const char *path, const char *what)
 {
-    double seconds = timeout_seconds();
-    if (seconds <= 0) return NULL;
+    *out = NULL;
+    double seconds;
+    ffn_status st = timeout_seconds(&seconds);
+    if (st != FFN_OK || seconds <= 0) return st;
     ffn_watchdog *w = calloc(1, sizeof *w);
-    if (!w) return NULL;
+    if (!w) return FFN_OK; /* unguarded, as when the thread cannot start */
     w->seconds = seconds;
     snprintf(w->message, sizeof w->message,
              "ffn: error: %s: %s did not finish in %g s; the file's metadata is likely corrupt (HDF5 "
@@ -72,9 +85,10 @@ ffn_watchdog *ffn_watchdog_start(const char *path, const char *what)
         pthread_cond_destroy(&w->done_changed);
         pthread_mutex_destroy(&w->lock);
         free(w);
-        return NULL;
+        return FFN_OK;
     }
-    return w;
+    *out = w;
+    return FFN_OK;
 }
 
 void ffn_watchdog_stop(ffn_watchdog *w)

@@ -14,6 +14,8 @@
 #include <hdf5.h>
 
 #include "ffn/data.h"
+#include "ffn/eval.h"
+#include "ffn/model.h"
 #include "check.h"
 #include "fixtures.h"
 
@@ -203,7 +205,48 @@ static void test_float_targets(void)
     }
     CHECK(ok);
     CHECK(unused[0] == 7); /* labels buffer untouched for a targets dataset */
+    /* The range of /y, scanned at open: y[i] = i - 7.5 over 5 rows of 3. */
+    CHECK(in->y_min == -7.5f && in->y_min_row == 0 && in->y_min_col == 0);
+    CHECK(in->y_max == 6.5f && in->y_max_row == 4 && in->y_max_col == 2);
+    /* bce needs targets in [0, 1]: refused naming the file, /y, the row, column and value; mse takes them. */
+    ffn_model *m = NULL;
+    CHECK(ffn_model_create_from_text(&m, "dense:3", 2) == FFN_OK);
+    if (m) {
+        CHECK(ffn_check_dataset_fits(m, FFN_LOSS_MSE, ds, "--train targets.h5") == FFN_OK);
+        CHECK(ffn_check_dataset_fits(m, FFN_LOSS_BCE, ds, "--train targets.h5") == FFN_ERR_FORMAT);
+        CHECK_MSG(contains(ffn_last_error(), "--train targets.h5: /y row 0 column 0 has target -7.5") &&
+                      contains(ffn_last_error(), "bce needs targets in [0, 1]"),
+                  "%s", ffn_last_error());
+    }
     ffn_dataset_close(ds);
+
+    /* Targets in [0, 1] but one above 1, in the middle: that one is named. */
+    const char *q = tmp_path("probs.h5");
+    CHECK(ffn_dataset_writer_create(&w, q, &L) == FFN_OK);
+    for (int i = 0; i < 15; i++) y[i] = (float)i / 14.0f;
+    y[7] = 1.25f; /* row 2, column 1 */
+    for (int r = 0; r < 5; r++) CHECK(ffn_dataset_writer_rows(w, (uint64_t)r, 1, x + 2 * r, y + 3 * r) == FFN_OK);
+    CHECK(ffn_dataset_writer_close(w) == FFN_OK);
+    CHECK(ffn_dataset_open(&ds, q) == FFN_OK);
+    if (ds && m) {
+        in = ffn_dataset_get_info(ds);
+        CHECK(in->y_min == 0.0f && in->y_max == 1.25f && in->y_max_row == 2 && in->y_max_col == 1);
+        CHECK(ffn_check_dataset_fits(m, FFN_LOSS_BCE, ds, "--val probs.h5") == FFN_ERR_FORMAT);
+        CHECK_MSG(contains(ffn_last_error(), "--val probs.h5: /y row 2 column 1 has target 1.25"), "%s",
+                  ffn_last_error());
+        ffn_dataset_close(ds);
+    }
+    /* All in [0, 1]: bce takes them. */
+    y[7] = 0.5f;
+    CHECK(ffn_dataset_writer_create(&w, q, &L) == FFN_OK);
+    for (int r = 0; r < 5; r++) CHECK(ffn_dataset_writer_rows(w, (uint64_t)r, 1, x + 2 * r, y + 3 * r) == FFN_OK);
+    CHECK(ffn_dataset_writer_close(w) == FFN_OK);
+    CHECK(ffn_dataset_open(&ds, q) == FFN_OK);
+    if (ds && m) {
+        CHECK_MSG(ffn_check_dataset_fits(m, FFN_LOSS_BCE, ds, "--train probs.h5") == FFN_OK, "%s", ffn_last_error());
+        ffn_dataset_close(ds);
+    }
+    ffn_model_free(m);
 }
 
 static void test_validation(void)
@@ -441,6 +484,10 @@ static void test_virtual(void)
     CHECK_MSG(st == FFN_OK, "%s", ffn_last_error());
     if (ds) {
         CHECK(ffn_dataset_get_info(ds)->rows == 9 && ffn_dataset_get_info(ds)->num_classes == 4);
+        /* Its sources, for tools that must not write over them. */
+        CHECK(ffn_dataset_source_count(ds) == 2 && ffn_dataset_source(ds, 2) == NULL);
+        CHECK(ffn_dataset_source_count(ds) == 2 && strcmp(ffn_dataset_source(ds, 0), a) == 0 &&
+              strcmp(ffn_dataset_source(ds, 1), b) == 0);
         const uint64_t idx[] = { 3, 4, 5, 8 }; /* runs across the shard boundary */
         const uint64_t src[] = { 3, 4, 0, 3 }; /* row within its shard */
         float x[12];
@@ -627,6 +674,31 @@ static void test_direct_reads(void)
     free(x8), free(xf), free(t), free(y);
 }
 
+/* FFN_OPEN_TIMEOUT: whole seconds (0 = off) open as before; junk fails the
+ * open naming the variable, instead of silently guarding with the default. */
+static void test_open_timeout_setting(void)
+{
+    const char *p = tmp_path("timeout.h5");
+    CHECK(write_float_labels(p, 4, 2, 3) == FFN_OK);
+    const char *fine[] = {"0", "5", "", "604800"};
+    for (size_t i = 0; i < sizeof fine / sizeof fine[0]; i++) {
+        setenv("FFN_OPEN_TIMEOUT", fine[i], 1);
+        ffn_dataset *ds = NULL;
+        CHECK_MSG(ffn_dataset_open(&ds, p) == FFN_OK, "'%s': %s", fine[i], ffn_last_error());
+        ffn_dataset_close(ds);
+    }
+    const char *junk[] = {"soon", "-1", "2.5", "10s", "604801", "99999999999999999999"};
+    for (size_t i = 0; i < sizeof junk / sizeof junk[0]; i++) {
+        setenv("FFN_OPEN_TIMEOUT", junk[i], 1);
+        ffn_dataset *ds = NULL;
+        CHECK_MSG(ffn_dataset_open(&ds, p) == FFN_ERR_ARG && ds == NULL, "'%s' accepted", junk[i]);
+        CHECK_MSG(contains(ffn_last_error(), "FFN_OPEN_TIMEOUT") && contains(ffn_last_error(), junk[i]) &&
+                      contains(ffn_last_error(), "expected a whole number of seconds from 0 to 604800"),
+                  "%s", ffn_last_error());
+    }
+    unsetenv("FFN_OPEN_TIMEOUT");
+}
+
 int main(void)
 {
     if (tmp_dir_make("data") != 0) return 1;
@@ -638,6 +710,7 @@ int main(void)
     test_virtual();
     test_threads();
     test_direct_reads();
+    test_open_timeout_setting();
     tmp_dir_remove();
     return check_done("test_data");
 }

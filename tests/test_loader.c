@@ -6,7 +6,9 @@
  *  - the global batch at each step is the same set of rows for 1, 2, 3 and 4 ranks.
  *  - epochs differ in order; the same seed repeats it.
  *  - a loader started mid-epoch (resume) hands out the same batches as one that
- *    ran from the start. */
+ *    ran from the start.
+ *  - FFN_DATA_CACHE_MB: a whole number of MiB sets the budget; junk is refused
+ *    by the budget and by ffn_loader_create, naming the variable. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -144,6 +146,32 @@ static void test_epochs_and_resume(ffn_dataset *ds)
     free(ref);
 }
 
+static void test_cache_budget_setting(ffn_dataset *ds)
+{
+    ffn_loader_config c = {.batch_size = BATCH, .nranks = 1, .total_steps = 1};
+    size_t bytes = 1;
+    setenv("FFN_DATA_CACHE_MB", "3", 1);
+    CHECK(ffn_loader_cache_budget(&c, &bytes) == FFN_OK && bytes == (size_t)3 << 20);
+    setenv("FFN_DATA_CACHE_MB", "0", 1);
+    CHECK(ffn_loader_cache_budget(&c, &bytes) == FFN_OK && bytes == 0);
+    setenv("FFN_DATA_CACHE_MB", "", 1); /* empty: as if unset */
+    CHECK(ffn_loader_cache_budget(&c, &bytes) == FFN_OK && bytes > 0);
+    const char *junk[] = {"lots", "-1", "1.5", " 8", "8 ", "+8", "0x10", "16777217", "99999999999999999999999"};
+    for (size_t i = 0; i < sizeof junk / sizeof junk[0]; i++) {
+        setenv("FFN_DATA_CACHE_MB", junk[i], 1);
+        CHECK_MSG(ffn_loader_cache_budget(&c, &bytes) == FFN_ERR_ARG, "'%s' accepted", junk[i]);
+        CHECK_MSG(strstr(ffn_last_error(), "FFN_DATA_CACHE_MB") && strstr(ffn_last_error(), junk[i]) &&
+                      strstr(ffn_last_error(), "expected a whole number of MiB from 0 to 16777216"),
+                  "%s", ffn_last_error());
+        ffn_loader *l = (ffn_loader *)&c; /* create must set it to NULL */
+        CHECK(ffn_loader_create(&l, ds, &c) == FFN_ERR_ARG && l == NULL);
+    }
+    unsetenv("FFN_DATA_CACHE_MB");
+    ffn_loader *l = NULL;
+    CHECK(ffn_loader_create(&l, ds, &c) == FFN_OK && l);
+    ffn_loader_free(l);
+}
+
 int main(void)
 {
     if (tmp_dir_make("loader") != 0) return 1;
@@ -154,6 +182,7 @@ int main(void)
     if (ds[3]) {
         test_coverage_and_rank_independence(ds);
         test_epochs_and_resume(ds[0]);
+        test_cache_budget_setting(ds[0]);
     }
     for (int r = 0; r < 4; r++) ffn_dataset_close(ds[r]);
     tmp_dir_remove();

@@ -25,14 +25,25 @@ typedef struct {
     size_t num_classes; /* labels: from the attribute, else max label + 1 */
     int x_is_uint8;
     float x_scale, x_offset;
+    /* Float targets: the smallest and largest finite value of /y and where
+     * they are (row, column), scanned at open; all 0 for labels, or when no
+     * target is finite (the reads report non-finite targets). */
+    float y_min, y_max;
+    size_t y_min_row, y_min_col, y_max_row, y_max_col;
 } ffn_dataset_info;
 
 /* Opens and validates the layout: shapes, dtypes, matching row counts, at least
- * one row, labels in range. Every failure names the file and the field. */
+ * one row, labels in range; records the range of float targets. Every failure
+ * names the file and the field. */
 ffn_status ffn_dataset_open(ffn_dataset **out, const char *path);
 void ffn_dataset_close(ffn_dataset *ds);
 const ffn_dataset_info *ffn_dataset_get_info(const ffn_dataset *ds);
 const char *ffn_dataset_path(const ffn_dataset *ds);
+/* The other files a virtual /x or /y reads from, as found at open (absolute,
+ * or relative to the working directory); none for a plain dataset. A tool
+ * that writes files keeps them off these too: they are part of its input. */
+size_t ffn_dataset_source_count(const ffn_dataset *ds);
+const char *ffn_dataset_source(const ffn_dataset *ds, size_t i);
 
 /* Reads rows idx[0..n) (strictly increasing) into x [n, D] and either labels [n]
  * or values [n, K] (the other may be NULL). Non-finite features are an error

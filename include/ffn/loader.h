@@ -54,8 +54,14 @@ void ffn_loader_free(ffn_loader *l);
  * Blocks while the batch is still being read. */
 const ffn_batch *ffn_loader_next(ffn_loader *l);
 size_t ffn_loader_steps_per_epoch(const ffn_loader *l);
-/* The bytes of dataset one rank may hold in memory under cfg (see above). */
-size_t ffn_loader_cache_budget(const ffn_loader_config *cfg);
+/* The most FFN_DATA_CACHE_MB may say: 16 TiB. */
+#define FFN_DATA_CACHE_MB_MAX ((unsigned long long)1 << 24)
+/* The bytes of dataset one rank may hold in memory under cfg (see above), in
+ * *bytes. FFN_ERR_ARG, with a message naming the variable and what it takes,
+ * when FFN_DATA_CACHE_MB is set to anything but a whole number from 0 to
+ * FFN_DATA_CACHE_MB_MAX (set but empty counts as unset); ffn_loader_create
+ * fails the same way. */
+ffn_status ffn_loader_cache_budget(const ffn_loader_config *cfg, size_t *bytes);
 /* Seconds the caller spent blocked in next(), since creation. */
 double ffn_loader_wait_seconds(const ffn_loader *l);
 

@@ -1,4 +1,5 @@
-/* ffn-data: the in-memory table, flag parsing and messages shared by the commands. */
+/* ffn-data: the in-memory table, flag parsing, messages and the check that
+ * outputs stay off inputs, shared by the commands. */
 #include "convert.h"
 
 #include <errno.h>
@@ -10,6 +11,7 @@
 #include <string.h>
 
 #include "ffn/data.h"
+#include "ffn/files.h"
 #include "ffn/mem.h"
 #include "ffn/rng.h"
 
@@ -130,6 +132,82 @@ int arg_double(const args *a, const char *name, double def, double min, double m
     return 0;
 }
 
+/* ---- outputs never over inputs --------------------------------------------------- */
+
+static int same(const char *a, const char *b)
+{
+    /* A path whose directory does not exist yet cannot be resolved: then only
+     * the same spelling names the same file. */
+    return ffn_same_file(a, b) || strcmp(a, b) == 0;
+}
+
+/* "FLAG PATH", "FLAG PATH's temporary PATH.tmp" or "PATH, a virtual source of FLAG FILE". */
+static void describe(char *buf, size_t cap, const named_path *p, int tmp)
+{
+    if (p->source_of) snprintf(buf, cap, "%s, a virtual source of %s %s", p->path, p->flag, p->source_of);
+    else if (tmp) snprintf(buf, cap, "%s %s's temporary %s.tmp", p->flag, p->path, p->path);
+    else snprintf(buf, cap, "%s %s", p->flag, p->path);
+}
+
+static int clash(const char *cmd, const named_path *out, int out_tmp, const named_path *other, int other_tmp,
+                 int other_is_input)
+{
+    char a[8400], b[8400];
+    describe(a, sizeof a, out, out_tmp);
+    describe(b, sizeof b, other, other_tmp);
+    return usage_error(cmd, "%s is the same file as %s; %s", a, b,
+                       other_is_input ? "an output never replaces an input" : "each output needs a file of its own");
+}
+
+int check_outputs(const char *cmd, const named_path *in, size_t n_in, const named_path *out, size_t n_out)
+{
+    int rc = 0;
+    char *tmp = NULL, *tmp_other = NULL;
+    for (size_t i = 0; i < n_out && !rc; i++) {
+        if (!out[i].path) continue;
+        /* Every output is written to PATH.tmp, then renamed: that file must be free too. */
+        size_t n = strlen(out[i].path) + 5;
+        free(tmp);
+        tmp = malloc(n);
+        if (!tmp) return data_error(cmd, "out of memory");
+        snprintf(tmp, n, "%s.tmp", out[i].path);
+        for (size_t j = 0; j < n_in && !rc; j++) {
+            if (!in[j].path) continue;
+            if (same(out[i].path, in[j].path)) rc = clash(cmd, &out[i], 0, &in[j], 0, 1);
+            else if (same(tmp, in[j].path)) rc = clash(cmd, &out[i], 1, &in[j], 0, 1);
+        }
+        for (size_t k = 0; k < i && !rc; k++) {
+            if (!out[k].path) continue;
+            n = strlen(out[k].path) + 5;
+            free(tmp_other);
+            tmp_other = malloc(n);
+            if (!tmp_other) {
+                rc = data_error(cmd, "out of memory");
+                break;
+            }
+            snprintf(tmp_other, n, "%s.tmp", out[k].path);
+            if (same(out[i].path, out[k].path)) rc = clash(cmd, &out[i], 0, &out[k], 0, 0);
+            else if (same(tmp, out[k].path)) rc = clash(cmd, &out[i], 1, &out[k], 0, 0);
+            else if (same(out[i].path, tmp_other)) rc = clash(cmd, &out[i], 0, &out[k], 1, 0);
+        }
+    }
+    free(tmp);
+    free(tmp_other);
+    return rc;
+}
+
+int table_check_outputs(const table *t, const char *in_flag, const char *in, const named_path *out, size_t n_out,
+                        const char *cmd)
+{
+    named_path *inputs = malloc((t->n_sources + 1) * sizeof *inputs);
+    if (!inputs) return data_error(cmd, "out of memory");
+    inputs[0] = (named_path){in_flag, in, NULL};
+    for (size_t i = 0; i < t->n_sources; i++) inputs[i + 1] = (named_path){in_flag, t->sources[i], in};
+    int rc = check_outputs(cmd, inputs, t->n_sources + 1, out, n_out);
+    free(inputs);
+    return rc;
+}
+
 /* ---- the table ---------------------------------------------------------------- */
 
 void table_free(table *t)
@@ -138,6 +216,8 @@ void table_free(table *t)
     ffn_free(t->xf);
     ffn_free(t->labels);
     ffn_free(t->targets);
+    for (size_t i = 0; i < t->n_sources; i++) free(t->sources[i]);
+    free(t->sources);
     memset(t, 0, sizeof *t);
 }
 
@@ -170,8 +250,12 @@ int table_read(table *t, const char *path)
     else t->xf = ffn_alloc(t->rows, t->cols * sizeof(float));
     if (t->has_labels) t->labels = ffn_alloc(t->rows, sizeof(int32_t));
     else t->targets = ffn_alloc(t->rows, t->target_cols * sizeof(float));
+    size_t ns = ffn_dataset_source_count(ds);
+    t->sources = ns ? calloc(ns, sizeof *t->sources) : NULL;
+    for (size_t i = 0; t->sources && i < ns; i++)
+        if ((t->sources[i] = strdup(ffn_dataset_source(ds, i)))) t->n_sources++;
     int rc = 0;
-    if ((!t->xu && !t->xf) || (!t->labels && !t->targets)) {
+    if ((!t->xu && !t->xf) || (!t->labels && !t->targets) || t->n_sources != ns) {
         rc = data_error("read", "%s: out of memory for %zu rows", path, t->rows);
     } else if (t->x_uint8) {
         /* Raw bytes, so that uint8 data stays uint8 in what we write. */

@@ -24,10 +24,13 @@ typedef struct {
     size_t num_classes;
     size_t target_cols;
     float *targets;     /* [rows, target_cols] when not has_labels, else NULL */
+    char **sources;     /* [n_sources] files the read file's virtual datasets read from */
+    size_t n_sources;
 } table;
 
 void table_free(table *t);
-/* Reads a dataset file (validated by ffn_dataset_open first). */
+/* Reads a dataset file (validated by ffn_dataset_open first), and the names
+ * of the files its virtual datasets read from. */
 int table_read(table *t, const char *path);
 /* Writes rows sel[0..n) of t (all rows when sel is NULL) to path. relabel, if
  * not NULL, maps each label; num_classes 0 keeps t's. */
@@ -54,6 +57,23 @@ int arg_has(const args *a, const char *name);
 /* Parses an unsigned integer / a number flag; returns 0 or EXIT_USAGE with a message. */
 int arg_u64(const args *a, const char *name, uint64_t def, uint64_t min, uint64_t max, uint64_t *out, const char *cmd);
 int arg_double(const args *a, const char *name, double def, double min, double max, double *out, const char *cmd);
+/* A file a command reads or writes: the words that name it in a message
+ * ("--out", "IN.h5", "--out P's shard") and its path. */
+typedef struct {
+    const char *flag, *path;
+    const char *source_of; /* an input's virtual source: the path of the file that reads it, else NULL */
+} named_path;
+/* Before anything is written: refuses an output (or the PATH.tmp it is
+ * written through) that is the same file (ffn_same_file: device and inode,
+ * or resolved path) as an input or as another output, with one message
+ * naming both and EXIT_USAGE. Writing over an earlier output is fine; an
+ * input is never replaced, and two outputs never share a file. Entries with
+ * a NULL path are skipped. 0 when all are distinct. */
+int check_outputs(const char *cmd, const named_path *in, size_t n_in, const named_path *out, size_t n_out);
+/* check_outputs with t's file (named in_flag) and its virtual sources as the inputs. */
+int table_check_outputs(const table *t, const char *in_flag, const char *in, const named_path *out, size_t n_out,
+                        const char *cmd);
+
 int usage_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int data_error(const char *cmd, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 

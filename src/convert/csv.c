@@ -55,6 +55,8 @@ int cmd_csv(int argc, char **argv)
     uint64_t regression;
     if ((rc = arg_u64(&a, "--regression", 0, 1, 1u << 20, &regression, CMD))) return rc;
     if (regression && label_col) return usage_error(CMD, "--label-col and --regression exclude each other");
+    const named_path input = {"FILE", path, NULL}, output = {"--out", out, NULL};
+    if ((rc = check_outputs(CMD, &input, 1, &output, 1))) return rc;
     FILE *f = fopen(path, "r");
     if (!f) return data_error(CMD, "%s: cannot open: %s", path, strerror(errno));
     char *line = NULL, **fields = NULL;

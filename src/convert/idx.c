@@ -85,6 +85,9 @@ int cmd_idx(int argc, char **argv)
         return usage_error(CMD, "--val-out needs --val-count N or --val-fraction F");
     if (!val_out && (arg_has(&a, "--val-count") || arg_has(&a, "--val-fraction")))
         return usage_error(CMD, "--val-count/--val-fraction need --val-out");
+    const named_path inputs[] = {{"--images", images, NULL}, {"--labels", labels, NULL}};
+    const named_path outputs[] = {{"--out", out, NULL}, {"--val-out", val_out, NULL}};
+    if ((rc = check_outputs(CMD, inputs, 2, outputs, 2))) return rc;
 
     table t = {0};
     size_t n_img = 0, d = 0, n_lab = 0, one = 0;

@@ -108,6 +108,8 @@ int cmd_npy(int argc, char **argv)
     if (args_parse(&a, argc, argv, known, usage, CMD, &rc)) return rc;
     const char *xp = arg_str(&a, "--x"), *yp = arg_str(&a, "--y"), *out = arg_str(&a, "--out");
     if (!xp || !yp || !out) return usage_error(CMD, "--x, --y and --out are required");
+    const named_path inputs[] = {{"--x", xp, NULL}, {"--y", yp, NULL}}, output = {"--out", out, NULL};
+    if ((rc = check_outputs(CMD, inputs, 2, &output, 1))) return rc;
     npy X, Y;
     if ((rc = npy_load(xp, &X))) return rc;
     if ((rc = npy_load(yp, &Y))) { ffn_free(X.data); return rc; }

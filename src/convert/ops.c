@@ -32,6 +32,11 @@ int cmd_split(int argc, char **argv)
         return usage_error(CMD, "give exactly one of --val-count and --val-fraction");
     table t;
     if ((rc = table_read(&t, in))) return rc;
+    const named_path outputs[] = {{"--train-out", to, NULL}, {"--val-out", vo, NULL}};
+    if ((rc = table_check_outputs(&t, "IN.h5", in, outputs, 2, CMD))) {
+        table_free(&t);
+        return rc;
+    }
     rc = table_write_split(&t, &split, to, vo, in, CMD);
     if (!rc) {
         size_t nv = split_val_rows(&split, t.rows);
@@ -82,6 +87,11 @@ int cmd_subset(int argc, char **argv)
         return rc;
     table t;
     if ((rc = table_read(&t, in))) return rc;
+    const named_path output = {"--out", out, NULL};
+    if ((rc = table_check_outputs(&t, "IN.h5", in, &output, 1, CMD))) {
+        table_free(&t);
+        return rc;
+    }
     if (!t.has_labels) {
         table_free(&t);
         return data_error(CMD, "%s: /y holds float targets; subset needs class labels", in);
@@ -190,8 +200,27 @@ int cmd_shard(int argc, char **argv)
     table t;
     if ((rc = table_read(&t, in))) return rc;
     if (k > t.rows) {
+        rc = usage_error(CMD, "--shards %llu is more than the %zu rows of %s", (unsigned long long)k, t.rows, in);
         table_free(&t);
-        return usage_error(CMD, "--shards %llu is more than the %zu rows", (unsigned long long)k, t.rows);
+        return rc;
+    }
+    /* Every shard and the joining file stay off the input and its sources.
+     * The shards' names differ from each other and from the joining file's
+     * in the same directory, so each shard is checked with the joining file
+     * alone (K checks, not K^2). */
+    char path[8192], rel[8192], vpath[8192], tmp[8200];
+    snprintf(vpath, sizeof vpath, "%s.h5", prefix);
+    char joining_flag[4200], shard_flag[4200];
+    snprintf(joining_flag, sizeof joining_flag, "--out %s's joining file", prefix);
+    snprintf(shard_flag, sizeof shard_flag, "--out %s's shard", prefix);
+    for (uint64_t s = 0; s < k && !rc; s++) {
+        snprintf(path, sizeof path, "%s-%05llu-of-%05llu.h5", prefix, (unsigned long long)s, (unsigned long long)k);
+        const named_path outputs[] = {{joining_flag, vpath, NULL}, {shard_flag, path, NULL}};
+        rc = table_check_outputs(&t, "IN.h5", in, outputs, 2, CMD);
+    }
+    if (rc) {
+        table_free(&t);
+        return rc;
     }
     /* Make the prefix's directory. */
     char dir[4096], base[4096];
@@ -212,8 +241,8 @@ int cmd_shard(int argc, char **argv)
     }
     snprintf(base, sizeof base, "%s", name);
     uint64_t *sel = malloc(t.rows * sizeof *sel);
+    if (!sel) rc = data_error(CMD, "out of memory for %zu rows", t.rows);
     for (size_t i = 0; sel && i < t.rows; i++) sel[i] = i;
-    char path[8192], rel[8192];
     for (uint64_t s = 0; sel && s < k && !rc; s++) {
         size_t lo, hi;
         ffn_partition(t.rows, (size_t)s, (size_t)k, &lo, &hi);
@@ -226,8 +255,6 @@ int cmd_shard(int argc, char **argv)
         return rc;
     }
     /* The virtual file, written to a temporary name and renamed. */
-    char vpath[8192], tmp[8200];
-    snprintf(vpath, sizeof vpath, "%s.h5", prefix);
     snprintf(tmp, sizeof tmp, "%s.tmp", vpath);
     hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     int bad = f < 0;

@@ -40,7 +40,8 @@ int table_write_split(const table *t, const split_flags *s, const char *train_ou
 {
     size_t k = split_val_rows(s, t->rows);
     if (k == 0 || k >= t->rows)
-        return usage_error(cmd, "the validation split has %zu of %zu rows; expected between 1 and N-1", k, t->rows);
+        return usage_error(cmd, "the validation split has %zu of the %zu rows of %s; expected between 1 and %zu", k,
+                           t->rows, source, t->rows - 1);
     int rc;
     unsigned char *chosen = malloc(t->rows); /* [rows]: 1 for a validation row */
     uint64_t *tr = malloc(t->rows * sizeof *tr), *va = malloc(k * sizeof *va); /* row ids, file order */

@@ -29,6 +29,9 @@ int cmd_synth(int argc, char **argv)
     if (!(moons || spirals || xr || blobs || regression))
         return usage_error(CMD, "unknown KIND '%s' (expected moons, spirals, xor, blobs or regression)", kind);
     if (!out) return usage_error(CMD, "--out is required");
+    /* No inputs: writing over an existing file (an earlier output) is fine. */
+    const named_path output = {"--out", out, NULL};
+    if ((rc = check_outputs(CMD, NULL, 0, &output, 1))) return rc;
     uint64_t rows, seed, features, classes;
     double noise;
     double default_noise = moons || xr ? 0.1 : spirals ? 0.2 : blobs ? 1.0 : 0.05;

@@ -522,7 +522,9 @@ static int run_train(int argc, char **argv)
     /* The loader holds the whole dataset when it fits its budget. */
     ffn_loader_config lc = {.local_ranks = ffn_comm_local_size(comm)};
     double raw = (double)info.rows * ((double)info.features * (info.x_is_uint8 ? 1.0 : 4.0) + tcols * 4.0);
-    double held = raw <= (double)ffn_loader_cache_budget(&lc) ? raw : 0.0;
+    size_t budget;
+    if (ffn_loader_cache_budget(&lc, &budget) != FFN_OK) die("the dataset budget");
+    double held = raw <= (double)budget ? raw : 0.0;
     double data = held + 2.0 * (double)local * ((double)info.features * 4.0 + tcols * 4.0 + 8.0) /* loader slots */
                   + (double)cfg.eval_batch_size * ((double)info.features + (double)ffn_model_output_dim(m) + 1) * 4.0
                   + (double)info.rows * 8.0; /* the sampler's epoch order */
