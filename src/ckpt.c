@@ -20,8 +20,7 @@
 #include "ffn/mem.h"
 #include "watchdog.h"
 #include "ffn/model.h"
-
-#define FFN_VERSION_TEXT "0.1.0"
+#include "ffn/version.h"
 
 /* ---- small HDF5 helpers --------------------------------------------------- */
 
@@ -135,7 +134,7 @@ static const ffn_tensor *mask_tensor(const ffn_model *m, size_t i)
 static int write_contents(hid_t f, const ffn_checkpoint *c, const ffn_model *m)
 {
     if (write_string_attr(f, "format", "ffn-checkpoint") || write_u64_attr(f, "format_version", FFN_CKPT_FORMAT_VERSION) ||
-        write_string_attr(f, "ffn_version", FFN_VERSION_TEXT) ||
+        write_string_attr(f, "ffn_version", ffn_version()) ||
         write_string_attr(f, "model_spec", c->model_spec) || write_u64_attr(f, "input_dim", c->input_dim) ||
         write_string_attr(f, "loss", c->loss ? c->loss : "") ||
         write_string_attr(f, "config_json", c->config_json ? c->config_json : "{}"))

@@ -260,7 +260,11 @@ ffn_status ffn_config_parse(ffn_train_config *cfg, int argc, char **argv, int *h
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
         if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
-            *help = 1;
+            *help = FFN_CONFIG_HELP;
+            return FFN_OK;
+        }
+        if (strcmp(arg, "--version") == 0) {
+            *help = FFN_CONFIG_VERSION;
             return FFN_OK;
         }
         if (strncmp(arg, "--", 2) != 0)
@@ -441,6 +445,7 @@ void ffn_config_print_help(FILE *out, const char *program)
         if (f->type != T_FLAG && def[0]) fprintf(out, " [default: %s]", def);
         fputc('\n', out);
     }
+    fprintf(out, "  %-24s %s\n", "--version", "print ffn's version and the libraries' (OpenBLAS, HDF5, MPI)");
     fprintf(out, "\nThe last line printed is 'test: loss X accuracy Y' when --test is given.\n");
 }
 

@@ -76,7 +76,9 @@ typedef struct {
 void ffn_config_defaults(ffn_train_config *cfg);
 
 /* Parses argv[1..argc). Errors name the flag and what it expects.
- * Sets *help when --help was given (nothing else is checked then). */
+ * Sets *help to FFN_CONFIG_HELP when --help was given, FFN_CONFIG_VERSION for
+ * --version (nothing else is checked then), else 0. */
+enum { FFN_CONFIG_HELP = 1, FFN_CONFIG_VERSION = 2 };
 ffn_status ffn_config_parse(ffn_train_config *cfg, int argc, char **argv, int *help);
 /* Cross-field checks after parsing (required flags, ranges). */
 ffn_status ffn_config_validate(ffn_train_config *cfg);

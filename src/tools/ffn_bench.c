@@ -47,6 +47,7 @@
 #include "ffn/sampler.h"
 #include "ffn/step.h"
 #include "ffn/train.h"
+#include "ffn/version.h"
 
 static ffn_comm *comm;
 static int rank, nranks;
@@ -607,6 +608,10 @@ static int has_flag(int argc, char **argv, const char *name)
 
 int main(int argc, char **argv)
 {
+    if (argc == 2 && strcmp(argv[1], "--version") == 0) {
+        ffn_version_print(stdout, "ffn-bench"); /* no MPI start-up needed */
+        return 0;
+    }
     if (ffn_comm_init(&comm, &argc, &argv) != FFN_OK) {
         fprintf(stderr, "ffn-bench: error: %s\n", ffn_last_error());
         return 1;
@@ -618,6 +623,7 @@ int main(int argc, char **argv)
     if (has_flag(argc, argv, "--help") && strcmp(cmd, "train") != 0) {
         if (rank == 0)
             printf("usage: ffn-bench [--quick] [--threads N] [--dir DIR]\n"
+                   "       ffn-bench --version\n"
                    "       ffn-bench step --model SPEC --input D --loss L --batch B [--threads N] [--data FILE]\n"
                    "                      [--seconds S] [--bucket-mb X] [--name NAME]\n"
                    "       ffn-bench ckpt --model SPEC --input D [--dir DIR]\n"

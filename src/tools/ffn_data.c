@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "convert.h"
+#include "ffn/version.h"
 
 static const struct {
     const char *name;
@@ -29,10 +30,14 @@ int main(int argc, char **argv)
         for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
             if (strcmp(argv[1], commands[i].name) == 0) return commands[i].run(argc, argv);
     }
+    if (argc >= 2 && strcmp(argv[1], "--version") == 0) {
+        ffn_version_print(stdout, "ffn-data");
+        return 0;
+    }
     int help = argc >= 2 && (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0);
     FILE *out = help ? stdout : stderr;
     if (argc >= 2 && !help) fprintf(stderr, "ffn-data: error: unknown command '%s'\n", argv[1]);
-    fprintf(out, "usage: ffn-data COMMAND [args]   (ffn-data COMMAND --help for each)\n\n");
+    fprintf(out, "usage: ffn-data COMMAND [args]   (ffn-data COMMAND --help for each; --version)\n\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
         fprintf(out, "  %-7s %s\n", commands[i].name, commands[i].summary);
     return help ? 0 : EXIT_USAGE;

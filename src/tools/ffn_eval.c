@@ -20,6 +20,7 @@
 #include "ffn/eval.h"
 #include "ffn/loss.h"
 #include "ffn/model.h"
+#include "ffn/version.h"
 
 static void usage(FILE *out)
 {
@@ -182,6 +183,10 @@ int main(int argc, char **argv)
         const char *a = argv[i];
         if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
             usage(stdout);
+            return 0;
+        }
+        if (strcmp(a, "--version") == 0) {
+            ffn_version_print(stdout, "ffn-eval");
             return 0;
         }
         const char **target = strcmp(a, "--checkpoint") == 0 ? &ckpt

@@ -12,6 +12,7 @@
 #include "ffn/comm.h"
 #include "ffn/config.h"
 #include "ffn/train.h"
+#include "ffn/version.h"
 
 enum { EXIT_RUNTIME = 1, EXIT_USAGE = 2, EXIT_STOPPED = 75 };
 
@@ -37,7 +38,8 @@ int main(int argc, char **argv)
     /* Every rank parses the same argv, so every rank reaches the same verdict. */
     ffn_status st = ffn_config_parse(&cfg, argc, argv, &help);
     if (st == FFN_OK && help) {
-        if (rank == 0) ffn_config_print_help(stdout, "ffn-train");
+        if (rank == 0 && help == FFN_CONFIG_VERSION) ffn_version_print(stdout, "ffn-train");
+        else if (rank == 0) ffn_config_print_help(stdout, "ffn-train");
         ffn_comm_finalize(comm);
         return 0;
     }
