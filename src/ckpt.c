@@ -16,7 +16,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
-#include "ffn/files.h"
+#include "files.h"
 #include "ffn/mem.h"
 #include "watchdog.h"
 #include "ffn/model.h"

@@ -1,5 +1,5 @@
 /* ffn — monotonic wall time and process CPU time. */
-#include "ffn/clock.h"
+#include "clock.h"
 
 #include <time.h>
 

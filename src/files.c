@@ -1,6 +1,6 @@
 /* ffn — file identity (see ffn/files.h). */
 #define _GNU_SOURCE /* realpath */
-#include "ffn/files.h"
+#include "files.h"
 
 #include <limits.h>
 #include <stdlib.h>

@@ -1,6 +1,6 @@
 /* ffn — batches from memory (datasets that fit), or read one step ahead by a
  * background thread (two slots). */
-#include "ffn/clock.h"
+#include "clock.h"
 #include "ffn/loader.h"
 
 #include <errno.h>

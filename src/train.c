@@ -11,7 +11,7 @@
 #include <string.h>
 #include <zlib.h>
 
-#include "ffn/clock.h"
+#include "clock.h"
 #include "train_run.h"
 
 static volatile sig_atomic_t stop_signal;

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "ffn/files.h"
+#include "files.h"
 #include "ffn/sampler.h"
 #include "train_run.h"
 

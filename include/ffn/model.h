@@ -81,6 +81,9 @@ typedef struct {
     /* Dense layers: views of W [out, in] and b [out] (NULL, 0 for other kinds). */
     size_t weight_count, bias_count;
     float *W, *b, *dW, *db;
+    /* Internal to the layer implementations (src/layer_*.c), visible for the
+     * tests: may change in any release. Read a layer's output through
+     * ffn_model_forward's result instead. */
     float *z, *y;               /* activations [max_batch, out]; z == y unless needed */
     float *cache;               /* kind-specific values kept from forward for backward,
                                    [max_batch, the kind's cache_per_row] (NULL when that is 0) */

@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "ffn/data.h"
-#include "ffn/files.h"
+#include "../files.h" /* internal: file identity, as ffn-train checks it */
 #include "ffn/mem.h"
 #include "ffn/rng.h"
 

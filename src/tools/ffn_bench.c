@@ -32,7 +32,7 @@
 
 #include <cblas.h>
 
-#include "ffn/clock.h"
+#include "../clock.h" /* internal: the tools share the library's clocks */
 #include "ffn/ckpt.h"
 #include "ffn/comm.h"
 #include "ffn/config.h"
