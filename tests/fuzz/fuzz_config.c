@@ -50,7 +50,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int help = -1;
     ffn_clear_error();
     ffn_status st = ffn_config_parse(&cfg, argc, argv, &help);
-    if (help != 0 && help != 1) die("parse left *help unset", argc, argv);
+    if (help != 0 && help != FFN_CONFIG_HELP && help != FFN_CONFIG_VERSION) die("parse left *help unset", argc, argv);
     if (st != FFN_OK) {
         if (!*ffn_last_error()) die("parse failed without a message", argc, argv);
         return 0;
