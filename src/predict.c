@@ -56,7 +56,8 @@ static hid_t hdf5_dataset(hid_t f, const char *name, hid_t type, int rank, size_
     hsize_t dims[2] = {rows, k}, chunk[2] = {rows < 4096 ? rows : 4096, k};
     if (k && chunk[0] * k > (1u << 20)) chunk[0] = (1u << 20) / k ? (1u << 20) / k : 1;
     hid_t s = H5Screate_simple(rank, dims, NULL), p = H5Pcreate(H5P_DATASET_CREATE), d = H5I_INVALID_HID;
-    if (s >= 0 && p >= 0 && H5Pset_chunk(p, rank, chunk) >= 0)
+    /* No modification times: the same predictions give the same bytes. */
+    if (s >= 0 && p >= 0 && H5Pset_chunk(p, rank, chunk) >= 0 && H5Pset_obj_track_times(p, 0) >= 0)
         d = H5Dcreate2(f, name, type, s, H5P_DEFAULT, p, H5P_DEFAULT);
     if (p >= 0) H5Pclose(p);
     if (s >= 0) H5Sclose(s);
@@ -73,7 +74,10 @@ static ffn_status writer_open(writer *w, ffn_predict_format format, const char *
     snprintf(w->tmp, cap, "%s.tmp", path);
     if (format == FFN_PREDICT_HDF5) {
         H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-        w->file = H5Fcreate(w->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+        hid_t fcpl = H5Pcreate(H5P_FILE_CREATE);
+        if (fcpl >= 0) H5Pset_obj_track_times(fcpl, 0);
+        w->file = H5Fcreate(w->tmp, H5F_ACC_TRUNC, fcpl >= 0 ? fcpl : H5P_DEFAULT, H5P_DEFAULT);
+        if (fcpl >= 0) H5Pclose(fcpl);
         if (w->file < 0) return ffn_fail(FFN_ERR_IO, "%s: cannot create the HDF5 file", w->tmp);
         if (classify) {
             w->d_first = hdf5_dataset(w->file, "class", H5T_STD_I32LE, 1, rows, 1);
