@@ -382,6 +382,29 @@ ffn_status ffn_comm_gather_slices(ffn_comm *c, const float *slice, float *full, 
     return FFN_OK;
 }
 
+/* Every rank's own count first (they may differ), then the data. */
+ffn_status ffn_comm_gather_floats(ffn_comm *c, const float *send, size_t n, float *recv, int root)
+{
+    if (n > INT_MAX) return ffn_fail(FFN_ERR_ARG, "gather of %zu floats: more than MPI's int count", n);
+    if (c->size == 1) {
+        if (n) memcpy(recv, send, n * sizeof *recv);
+        return FFN_OK;
+    }
+    int count = (int)n;
+    int rc = MPI_Gather(&count, 1, MPI_INT, c->counts, 1, MPI_INT, root, c->world);
+    if (rc != MPI_SUCCESS) return mpi_error(rc, "MPI_Gather (counts)");
+    if (c->rank == root) {
+        long long at = 0;
+        for (int r = 0; r < c->size; r++) {
+            if (at > INT_MAX) return ffn_fail(FFN_ERR_ARG, "gather of %lld floats: more than MPI's int displacement", at);
+            c->displs[r] = (int)at;
+            at += c->counts[r];
+        }
+    }
+    rc = MPI_Gatherv(send, count, MPI_FLOAT, recv, c->counts, c->displs, MPI_FLOAT, root, c->world);
+    return rc == MPI_SUCCESS ? FFN_OK : mpi_error(rc, "MPI_Gatherv (rows)");
+}
+
 /* ---- node-shared buffers ------------------------------------------------------ */
 
 float *ffn_comm_alloc_shared_floats(ffn_comm *c, size_t n)

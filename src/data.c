@@ -58,6 +58,7 @@ struct ffn_dataset {
     ffn_row_map *rows_x, *rows_y; /* plain storage: rows read with pread (data_rows.h) */
     char **sources;           /* [n_sources] other files a virtual /x or /y reads, as found at open */
     size_t n_sources;
+    int features_only;        /* opened by ffn_dataset_open_features: /y neither opened nor read */
 };
 
 /* A short name for an HDF5 datatype, for messages ("int16", "float64", ...). */
@@ -102,7 +103,7 @@ void ffn_dataset_close(ffn_dataset *ds)
 
 const ffn_dataset_info *ffn_dataset_get_info(const ffn_dataset *ds) { return &ds->info; }
 const char *ffn_dataset_path(const ffn_dataset *ds) { return ds->path; }
-int ffn_dataset_direct_reads(const ffn_dataset *ds) { return ds->rows_x && ds->rows_y; }
+int ffn_dataset_direct_reads(const ffn_dataset *ds) { return ds->rows_x && (ds->rows_y || ds->features_only); }
 size_t ffn_dataset_source_count(const ffn_dataset *ds) { return ds->n_sources; }
 const char *ffn_dataset_source(const ffn_dataset *ds, size_t i) { return i < ds->n_sources ? ds->sources[i] : NULL; }
 
@@ -498,7 +499,20 @@ static ffn_status open_checked(ffn_dataset *ds)
                             path, scale, offset);
     }
 
-    /* /y */
+    /* /y: not looked at when only the features are wanted (predictions). */
+    if (ds->features_only) {
+        int xf = 0;
+        st = check_virtual_sources(ds, ds->dx, path, "/x", &xf);
+        if (st == FFN_OK) st = reopen_with_cache(ds->file, "x", &ds->dx, xf, path);
+        if (st != FFN_OK) return st;
+        ds->fspace_x = H5Dget_space(ds->dx);
+        hsize_t one[2] = { 1, 1 };
+        ds->mspace_x = H5Screate_simple(2, one, NULL);
+        if (ds->fspace_x < 0 || ds->mspace_x < 0) return ffn_fail(FFN_ERR_IO, "%s: cannot create dataspaces", path);
+        ds->rows_x = ffn_row_map_build(path, ds->file, ds->dx, x_u8 ? H5T_NATIVE_UINT8 : H5T_NATIVE_FLOAT,
+                                       ds->info.rows, ds->info.features * (x_u8 ? 1 : sizeof(float)));
+        return FFN_OK;
+    }
     st = open_member(ds->file, path, "y", "[N] int32 labels or [N, K] float32 targets", &ds->dy, &yr, yd);
     if (st != FFN_OK) return st;
     hid_t yt = H5Dget_type(ds->dy);
@@ -571,7 +585,7 @@ static ffn_status open_checked(ffn_dataset *ds)
     return scan_targets(ds);
 }
 
-ffn_status ffn_dataset_open(ffn_dataset **out, const char *path)
+static ffn_status open_dataset(ffn_dataset **out, const char *path, int features_only)
 {
     *out = NULL;
     quiet_hdf5();
@@ -580,6 +594,7 @@ ffn_status ffn_dataset_open(ffn_dataset **out, const char *path)
     if (!ds) return ffn_fail(FFN_ERR_NOMEM, "%s: out of memory", path);
     ds->file = ds->dx = ds->dy = H5I_INVALID_HID;
     ds->fspace_x = ds->fspace_y = ds->mspace_x = ds->mspace_y = H5I_INVALID_HID;
+    ds->features_only = features_only;
     ds->path = copy_string(path);
     if (!ds->path) {
         free(ds);
@@ -596,6 +611,9 @@ ffn_status ffn_dataset_open(ffn_dataset **out, const char *path)
     *out = ds;
     return FFN_OK;
 }
+
+ffn_status ffn_dataset_open(ffn_dataset **out, const char *path) { return open_dataset(out, path, 0); }
+ffn_status ffn_dataset_open_features(ffn_dataset **out, const char *path) { return open_dataset(out, path, 1); }
 
 /* Selects the rows idx[0..n) (strictly increasing, checked by the caller) of a
  * rank-1 or rank-2 file dataspace as a union of runs of consecutive rows. */
@@ -669,6 +687,7 @@ static ffn_status gather_cached(ffn_dataset *ds, const uint64_t *idx, uint64_t s
             if (st != FFN_OK) return st;
         }
     }
+    if (ds->features_only) return FFN_OK;
     if (in->has_labels && labels) {
         for (size_t i = 0; i < n; i++) labels[i] = ((const int32_t *)ds->cache_y)[row_of(idx, start, i)];
     } else if (!in->has_labels && values) {
@@ -690,13 +709,13 @@ ffn_status ffn_dataset_cache(ffn_dataset *ds, size_t max_bytes, int *cached)
     size_t xb, yb, total;
     if (ffn_size_mul(in->rows, in->features, &xb) != 0 ||
         ffn_size_mul(xb, in->x_is_uint8 ? 1 : sizeof(float), &xb) != 0 ||
-        ffn_size_mul(in->rows, in->has_labels ? sizeof(int32_t) : in->target_cols * sizeof(float), &yb) != 0 ||
+        ffn_size_mul(in->rows, ds->features_only ? 0 : in->has_labels ? sizeof(int32_t) : in->target_cols * sizeof(float), &yb) != 0 ||
         ffn_size_add(xb, yb, &total) != 0 || total > max_bytes)
         return FFN_OK;
     void *held_y = ds->cache_y; /* labels kept since open: reused, not read again */
-    void *cx = ffn_alloc(xb, 1), *cy = held_y ? held_y : ffn_alloc(yb, 1);
+    void *cx = ffn_alloc(xb, 1), *cy = held_y ? held_y : ds->features_only ? NULL : ffn_alloc(yb, 1);
     ffn_status st = FFN_OK;
-    if (!cx || !cy) {
+    if (!cx || (!cy && !ds->features_only)) {
         ffn_clear_error(); /* too big to hold after all: keep reading from the file */
         ffn_free(cx);
         if (cy != held_y) ffn_free(cy);
@@ -716,7 +735,7 @@ ffn_status ffn_dataset_cache(ffn_dataset *ds, size_t max_bytes, int *cached)
             st = ffn_fail(FFN_ERR_IO, "%s: /x: read of rows %zu..%zu failed", ds->path, at, at + n - 1);
             break;
         }
-        if (held_y) continue;
+        if (held_y || ds->features_only) continue;
         int rank = in->has_labels ? 1 : 2;
         hsize_t cols = in->has_labels ? 1 : in->target_cols;
         hsize_t ydims[2] = { n, cols };
@@ -748,6 +767,7 @@ void ffn_dataset_prefetch_rows(const ffn_dataset *ds, const uint64_t *idx, size_
         const char *x = (const char *)ds->cache_x + (size_t)idx[i] * xrow;
         for (size_t b = 0; b < xrow; b += 64) __builtin_prefetch(x + b, 0, 1);
         __builtin_prefetch(x + xrow - 1, 0, 1);
+        if (ds->features_only) continue;
         const char *y = (const char *)ds->cache_y + (size_t)idx[i] * yrow;
         for (size_t b = 0; b < yrow; b += 64) __builtin_prefetch(y + b, 0, 1);
     }
@@ -816,7 +836,7 @@ static ffn_status read_common(ffn_dataset *ds, const uint64_t *idx, uint64_t sta
     }
 
     /* /y into the buffer that matches its kind; the other one is not touched. */
-    void *ybuf = in->has_labels ? (void *)labels : (void *)values;
+    void *ybuf = ds->features_only ? NULL : in->has_labels ? (void *)labels : (void *)values;
     if (ybuf && in->has_labels && ds->cache_y) {
         for (size_t i = 0; i < n; i++) labels[i] = ((const int32_t *)ds->cache_y)[row_of(idx, start, i)];
     } else if (ybuf) {

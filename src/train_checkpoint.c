@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "ffn/mem.h"
+#include "ffn/weights.h"
 #include "train_run.h"
 
 /* --accumulate of the run that wrote the checkpoint (1 when not recorded). */
@@ -191,7 +192,12 @@ ffn_status ffn_run_load_start_checkpoint(ffn_run *r)
     const char *path = r->start_path;
     /* Every rank reads the file (checkpoints live on a filesystem all ranks see). */
     if (!r->have_ckpt) {
-        if ((st = load_usable(&r->ckpt, path)) != FFN_OK) return st;
+        /* --init-from FILE.npz|.safetensors: weights only (no optimizer, position or /train);
+         * its model is the file's ffn spec, else --model. */
+        int weights = !cfg->resume && ffn_weights_format_of(path) != FFN_WEIGHTS_NONE;
+        st = weights ? ffn_weights_load(&r->ckpt, path, cfg->model_spec, ffn_loss_name((ffn_loss)cfg->loss))
+                     : load_usable(&r->ckpt, path);
+        if (st != FFN_OK) return st;
         r->have_ckpt = 1;
     }
     if (r->rank == 0 && !cfg->quiet)

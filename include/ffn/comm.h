@@ -69,6 +69,10 @@ ffn_status ffn_comm_allgather_slices(ffn_comm *c, float *buf, size_t n, size_t f
 ffn_status ffn_comm_gather_slices(ffn_comm *c, const float *slice, float *full, size_t n, int root,
                                   size_t bucket_bytes);
 
+/* Collective: rank root receives every rank's send [n] (n may differ between
+ * ranks; below 2^31) concatenated in rank order into recv (others pass NULL). */
+ffn_status ffn_comm_gather_floats(ffn_comm *c, const float *send, size_t n, float *recv, int root);
+
 /* Collective. n floats in node-shared memory (an MPI-3 shared window): every
  * rank of the node can read and write every rank's buffer. Meant for the
  * gradient buffer (ffn_model_use_grad_buffer): a gradient sync created on it

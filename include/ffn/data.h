@@ -36,6 +36,10 @@ typedef struct {
  * one row, labels in range; records the range of float targets. Every failure
  * names the file and the field. */
 ffn_status ffn_dataset_open(ffn_dataset **out, const char *path);
+/* Opens /x alone, with every check ffn_dataset_open makes on it, for
+ * predictions: /y may be absent and is neither checked nor read when there
+ * (has_labels 0, target_cols 0, num_classes 0; reads fill x only). */
+ffn_status ffn_dataset_open_features(ffn_dataset **out, const char *path);
 void ffn_dataset_close(ffn_dataset *ds);
 const ffn_dataset_info *ffn_dataset_get_info(const ffn_dataset *ds);
 const char *ffn_dataset_path(const ffn_dataset *ds);

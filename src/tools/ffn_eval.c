@@ -1,7 +1,17 @@
-/* ffn-eval: evaluate a checkpoint on a dataset, or describe a checkpoint.
+/* ffn-eval: evaluate a checkpoint on a dataset, predict with it, export it,
+ * or describe it.
  *
- *   ffn-eval --checkpoint FILE --data FILE [--batch-size N] [--json]
- *       loss, accuracy and (for class labels) the confusion matrix
+ *   [mpirun -np N] ffn-eval --checkpoint FILE --data FILE [--batch-size N] [--json]
+ *       loss, accuracy and (for class labels) the confusion matrix; --json: as
+ *       one JSON object
+ *   [mpirun -np N] ffn-eval --checkpoint FILE --data FILE --predict OUT.csv|.npy|.h5
+ *       the predicted class and class probabilities (mse: the outputs) of every
+ *       row, in order; /y is not needed
+ *   ffn-eval --checkpoint FILE --export OUT.npz|OUT.safetensors
+ *       the weights under PyTorch nn.Sequential names, with the ffn spec
+ * A checkpoint may be a .npz or .safetensors weights file (ffn/weights.h);
+ * when it carries no ffn spec, --model SPEC gives it (and --loss NAME the loss,
+ * default softmax_ce).
  *   ffn-eval --info FILE
  *       what the checkpoint holds: model, tensors and shapes, optimizer, position, config
  *   ffn-eval --merge-lora IN.h5 --out OUT.h5
@@ -15,31 +25,57 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cjson/cJSON.h>
+
 #include "ffn/ckpt.h"
+#include "ffn/comm.h"
 #include "ffn/data.h"
 #include "ffn/eval.h"
+#include "../files.h"
 #include "ffn/loss.h"
 #include "ffn/model.h"
+#include "ffn/predict.h"
 #include "ffn/version.h"
+#include "ffn/weights.h"
 
 static void usage(FILE *out)
 {
     fprintf(out,
-            "usage: ffn-eval --checkpoint FILE --data FILE [--batch-size N]\n"
+            "usage: [mpirun -np N] ffn-eval --checkpoint FILE --data FILE [--batch-size N] [--json]\n"
+            "       [mpirun -np N] ffn-eval --checkpoint FILE --data FILE --predict OUT.csv|OUT.npy|OUT.h5\n"
+            "       ffn-eval --checkpoint FILE --export OUT.npz|OUT.safetensors\n"
             "       ffn-eval --info FILE\n"
             "       ffn-eval --merge-lora IN.h5 --out OUT.h5\n\n"
-            "  --checkpoint FILE  checkpoint written by ffn-train (--checkpoint-dir)\n"
-            "  --data FILE        dataset in ffn's HDF5 layout (see README)\n"
+            "  --checkpoint FILE  checkpoint written by ffn-train (--checkpoint-dir), or a .npz or\n"
+            "                     .safetensors weights file (PyTorch nn.Sequential names)\n"
+            "  --data FILE        dataset in ffn's HDF5 layout (see README); --predict needs only /x\n"
             "  --batch-size N     rows per forward pass [default: 1024]\n"
+            "  --json             print the evaluation as one JSON object\n"
+            "  --predict OUT      write each row's predicted class and class probabilities (mse: the\n"
+            "                     outputs) to OUT; the extension picks CSV, NPY or HDF5\n"
+            "  --export OUT       write the weights as .npz or .safetensors, with the ffn spec\n"
+            "  --model SPEC       the model of a weights file that carries no ffn spec\n"
+            "  --loss NAME        its loss when the file names none [default: softmax_ce]\n"
             "  --info FILE        print what a checkpoint holds\n"
             "  --merge-lora FILE  merge the LoRA adapters of a checkpoint into its dense weights\n"
-            "  --out FILE         where --merge-lora writes (atomically)\n");
+            "  --out FILE         where --merge-lora writes (atomically)\n"
+            "  --version          print the version of ffn and of the libraries it runs on\n");
+}
+
+/* What --model and --loss say, for weights files that carry no ffn spec. */
+static const char *model_hint, *loss_hint;
+
+/* A checkpoint, or a .npz/.safetensors weights file read as one. */
+static ffn_status load_checkpoint(ffn_checkpoint *c, const char *path)
+{
+    if (ffn_weights_format_of(path) != FFN_WEIGHTS_NONE) return ffn_weights_load(c, path, model_hint, loss_hint);
+    return ffn_checkpoint_load(c, path);
 }
 
 static int info(const char *path)
 {
     ffn_checkpoint c;
-    if (ffn_checkpoint_load(&c, path) != FFN_OK) {
+    if (load_checkpoint(&c, path) != FFN_OK) {
         fprintf(stderr, "ffn-eval: error: %s\n", ffn_last_error());
         return 1;
     }
@@ -83,7 +119,7 @@ static int merge_lora(const char *in, const char *out)
     ffn_model *merged = NULL;
     char *spec = NULL;
     int rc = 1;
-    if (ffn_checkpoint_load(&c, in) != FFN_OK) {
+    if (load_checkpoint(&c, in) != FFN_OK) {
         fprintf(stderr, "ffn-eval: error: %s\n", ffn_last_error());
         return 1;
     }
@@ -115,69 +151,198 @@ done:
     return rc;
 }
 
-static int evaluate(const char *ckpt_path, const char *data_path, size_t batch)
+/* Everything a rank needs before it evaluates or predicts: the checkpoint
+ * (finite values), its loss, and the dataset (features only for --predict).
+ * Collective: every rank learns whether all succeeded. */
+typedef struct {
+    ffn_checkpoint ckpt;
+    int loaded;
+    ffn_loss loss;
+    ffn_dataset *ds;
+} session;
+
+static ffn_status open_session(session *s, ffn_comm *comm, const char *ckpt_path, const char *data_path,
+                               int features_only)
 {
-    ffn_checkpoint c;
-    ffn_dataset *ds = NULL;
-    ffn_evaluator *ev = NULL;
-    uint64_t *confusion = NULL;
-    int rc = 1;
-    if (ffn_checkpoint_load(&c, ckpt_path) != FFN_OK) {
-        fprintf(stderr, "ffn-eval: error: %s\n", ffn_last_error());
+    memset(s, 0, sizeof *s);
+    ffn_status st = load_checkpoint(&s->ckpt, ckpt_path);
+    s->loaded = st == FFN_OK;
+    int kind = s->loaded ? ffn_loss_from_name(s->ckpt.loss) : 0;
+    if (st == FFN_OK && kind < 0)
+        st = ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: unknown loss '%s'", ckpt_path, s->ckpt.loss);
+    s->loss = (ffn_loss)(kind < 0 ? 0 : kind);
+    if (st == FFN_OK) st = ffn_checkpoint_check_finite(&s->ckpt, ckpt_path);
+    if (st == FFN_OK)
+        st = features_only ? ffn_dataset_open_features(&s->ds, data_path) : ffn_dataset_open(&s->ds, data_path);
+    return ffn_comm_agree(comm, st);
+}
+
+static void close_session(session *s)
+{
+    ffn_dataset_close(s->ds);
+    if (s->loaded) ffn_checkpoint_free(&s->ckpt);
+}
+
+/* Prints the metrics as one JSON object (rank 0). */
+static int print_json(const char *ckpt_path, const ffn_checkpoint *c, const char *data_path, const ffn_eval_result *res,
+                      const uint64_t *confusion, size_t classes)
+{
+    cJSON *o = cJSON_CreateObject();
+    cJSON_AddStringToObject(o, "checkpoint", ckpt_path);
+    cJSON_AddNumberToObject(o, "step", (double)c->step);
+    cJSON_AddStringToObject(o, "model", c->model_spec);
+    cJSON_AddStringToObject(o, "loss_kind", c->loss);
+    cJSON_AddStringToObject(o, "data", data_path);
+    cJSON_AddNumberToObject(o, "rows", res->rows);
+    cJSON_AddNumberToObject(o, "loss", res->loss);
+    cJSON_AddNumberToObject(o, "accuracy", res->accuracy);
+    if (confusion) {
+        cJSON *m = cJSON_AddArrayToObject(o, "confusion");
+        for (size_t r = 0; m && r < classes; r++) {
+            cJSON *row = cJSON_CreateArray();
+            for (size_t k = 0; row && k < classes; k++)
+                cJSON_AddItemToArray(row, cJSON_CreateNumber((double)confusion[r * classes + k]));
+            cJSON_AddItemToArray(m, row);
+        }
+    } else {
+        cJSON_AddNullToObject(o, "confusion");
+    }
+    char *text = cJSON_PrintUnformatted(o);
+    cJSON_Delete(o);
+    if (!text) {
+        fprintf(stderr, "ffn-eval: error: out of memory\n");
         return 1;
     }
-    int loss_kind = ffn_loss_from_name(c.loss);
+    printf("%s\n", text);
+    free(text);
+    return 0;
+}
+
+static int evaluate(ffn_comm *comm, const char *ckpt_path, const char *data_path, size_t batch, int json)
+{
+    int rank = ffn_comm_rank(comm);
+    session s;
+    ffn_evaluator *ev = NULL;
+    uint64_t *confusion = NULL;
+    double *sums = NULL;
     char what[4200];
     snprintf(what, sizeof what, "--data %s", data_path);
-    ffn_model *m = c.model; /* the checkpoint's own model holds the parameters */
-    size_t out = ffn_model_output_dim(m);
-    if (loss_kind < 0) {
-        fprintf(stderr, "ffn-eval: error: checkpoint %s: unknown loss '%s'\n", ckpt_path, c.loss);
-        goto done;
-    }
-    if (ffn_checkpoint_check_finite(&c, ckpt_path) != FFN_OK || ffn_dataset_open(&ds, data_path) != FFN_OK ||
-        ffn_check_dataset_fits(m, (ffn_loss)loss_kind, ds, what) != FFN_OK ||
-        ffn_evaluator_create(&ev, m, (ffn_loss)loss_kind, batch) != FFN_OK) {
-        fprintf(stderr, "ffn-eval: error: %s\n", ffn_last_error());
-        goto done;
-    }
-    const ffn_dataset_info *di = ffn_dataset_get_info(ds);
-    size_t classes = di->has_labels ? (out > 1 ? out : 2) : 0;
-    if (classes && !(confusion = calloc(classes * classes, sizeof *confusion))) {
-        fprintf(stderr, "ffn-eval: error: out of memory\n");
-        goto done;
+    ffn_status st = open_session(&s, comm, ckpt_path, data_path, 0);
+    ffn_model *m = st == FFN_OK ? s.ckpt.model : NULL; /* the checkpoint's own model holds the parameters */
+    size_t classes = 0;
+    if (st == FFN_OK) {
+        size_t out = ffn_model_output_dim(m);
+        classes = ffn_dataset_get_info(s.ds)->has_labels ? (out > 1 ? out : 2) : 0;
+        st = ffn_check_dataset_fits(m, s.loss, s.ds, what);
+        if (st == FFN_OK) st = ffn_evaluator_create(&ev, m, s.loss, batch);
+        if (st == FFN_OK && classes &&
+            (!(confusion = calloc(classes * classes, sizeof *confusion)) ||
+             !(sums = calloc(classes * classes, sizeof *sums))))
+            st = ffn_fail(FFN_ERR_NOMEM, "out of memory");
+        st = ffn_comm_agree(comm, st);
     }
     ffn_eval_result res;
-    if (ffn_evaluate(ev, ds, NULL, &res, confusion, classes) != FFN_OK) {
-        fprintf(stderr, "ffn-eval: error: %s\n", ffn_last_error());
-        goto done;
+    if (st == FFN_OK) st = ffn_evaluate(ev, s.ds, comm, &res, confusion, classes);
+    if (st == FFN_OK && confusion) { /* each rank counted its own rows */
+        for (size_t i = 0; i < classes * classes; i++) sums[i] = (double)confusion[i];
+        st = ffn_comm_sum_doubles(comm, sums, classes * classes);
+        for (size_t i = 0; i < classes * classes; i++) confusion[i] = (uint64_t)sums[i];
     }
-    printf("checkpoint: %s (step %llu)\ndata: %s (%zu rows)\n", ckpt_path, (unsigned long long)c.step,
-           data_path, di->rows);
-    if (confusion) {
-        printf("confusion matrix (rows: true class, columns: predicted):\n      ");
-        for (size_t k = 0; k < classes; k++) printf(" %6zu", k);
-        printf("\n");
-        for (size_t r = 0; r < classes; r++) {
-            printf("  %3zu ", r);
-            for (size_t k = 0; k < classes; k++) printf(" %6llu", (unsigned long long)confusion[r * classes + k]);
+    int rc = 1;
+    if (st != FFN_OK) {
+        if (rank == 0) fprintf(stderr, "ffn-eval: error: %s\n", ffn_last_error());
+    } else if (rank == 0 && json) {
+        rc = print_json(ckpt_path, &s.ckpt, data_path, &res, confusion, classes);
+    } else if (rank == 0) {
+        printf("checkpoint: %s (step %llu)\ndata: %s (%zu rows)\n", ckpt_path, (unsigned long long)s.ckpt.step,
+               data_path, ffn_dataset_get_info(s.ds)->rows);
+        if (confusion) {
+            printf("confusion matrix (rows: true class, columns: predicted):\n      ");
+            for (size_t k = 0; k < classes; k++) printf(" %6zu", k);
             printf("\n");
+            for (size_t r = 0; r < classes; r++) {
+                printf("  %3zu ", r);
+                for (size_t k = 0; k < classes; k++) printf(" %6llu", (unsigned long long)confusion[r * classes + k]);
+                printf("\n");
+            }
         }
+        printf("eval: loss %.4f accuracy %.4f\n", res.loss, res.accuracy);
+        rc = 0;
+    } else {
+        rc = 0;
     }
-    printf("eval: loss %.4f accuracy %.4f\n", res.loss, res.accuracy);
-    rc = isfinite(res.loss) ? 0 : 1;
-    if (rc) fprintf(stderr, "ffn-eval: error: --data %s: the loss is not finite\n", data_path);
-done:
+    if (st == FFN_OK && !isfinite(res.loss)) {
+        rc = 1;
+        if (rank == 0) fprintf(stderr, "ffn-eval: error: --data %s: the loss is not finite\n", data_path);
+    }
+    free(sums);
     free(confusion);
     ffn_evaluator_free(ev);
-    ffn_dataset_close(ds);
-    ffn_checkpoint_free(&c);
+    close_session(&s);
     return rc;
 }
 
-int main(int argc, char **argv)
+/* 1 (with a message) when out names one of the inputs: the checkpoint, the
+ * dataset or a file the dataset reads through a virtual /x. */
+static int output_over_input(int rank, const char *flag, const char *out, const char *ckpt_path,
+                             const char *data_path)
+{
+    const char *hit = ffn_same_file(out, ckpt_path) ? ckpt_path : data_path && ffn_same_file(out, data_path) ? data_path : NULL;
+    if (hit && rank == 0) fprintf(stderr, "ffn-eval: error: %s %s is the input %s; expected a new file\n", flag, out, hit);
+    return hit != NULL;
+}
+
+static int predict(ffn_comm *comm, const char *ckpt_path, const char *data_path, size_t batch, const char *out)
+{
+    int rank = ffn_comm_rank(comm);
+    if (output_over_input(rank, "--predict", out, ckpt_path, data_path)) return 2;
+    if (ffn_predict_format_of(out) < 0) {
+        if (rank == 0) fprintf(stderr, "ffn-eval: error: --predict %s: expected a name ending in .csv, .npy or .h5\n", out);
+        return 2;
+    }
+    session s;
+    ffn_status st = open_session(&s, comm, ckpt_path, data_path, 1);
+    for (size_t i = 0; st == FFN_OK && i < ffn_dataset_source_count(s.ds); i++)
+        if (ffn_same_file(out, ffn_dataset_source(s.ds, i)))
+            st = ffn_fail(FFN_ERR_ARG, "--predict %s is %s, which --data %s reads; expected a new file", out,
+                          ffn_dataset_source(s.ds, i), data_path);
+    if (st == FFN_OK)
+        st = ffn_predict(s.ckpt.model, s.loss, s.ds, comm, batch, out,
+                         (ffn_predict_source){.checkpoint = ckpt_path, .data = data_path});
+    if (st != FFN_OK) {
+        if (rank == 0) fprintf(stderr, "ffn-eval: error: %s\n", ffn_last_error());
+    } else if (rank == 0) {
+        printf("predictions: %s (%zu rows; %s)\n", out, ffn_dataset_get_info(s.ds)->rows,
+               s.loss == FFN_LOSS_MSE ? "the outputs" : "class and probabilities");
+    }
+    close_session(&s);
+    return st == FFN_OK ? 0 : st == FFN_ERR_ARG ? 2 : 1;
+}
+
+static int export_weights(const char *ckpt_path, const char *out)
+{
+    if (ffn_weights_format_of(out) == FFN_WEIGHTS_NONE) {
+        fprintf(stderr, "ffn-eval: error: --export %s: expected a name ending in .npz or .safetensors\n", out);
+        return 2;
+    }
+    if (output_over_input(0, "--export", out, ckpt_path, NULL)) return 2;
+    ffn_checkpoint c;
+    if (load_checkpoint(&c, ckpt_path) != FFN_OK) {
+        fprintf(stderr, "ffn-eval: error: %s\n", ffn_last_error());
+        return 1;
+    }
+    ffn_status st = ffn_weights_save(c.model, c.loss, out);
+    if (st != FFN_OK) fprintf(stderr, "ffn-eval: error: --export %s\n", ffn_last_error());
+    else printf("exported: %s (%s, %zu parameters) -> %s\n", ckpt_path, c.model_spec, c.param_count, out);
+    ffn_checkpoint_free(&c);
+    return st == FFN_OK ? 0 : st == FFN_ERR_ARG ? 2 : 1;
+}
+
+static int run(ffn_comm *comm, int argc, char **argv)
 {
     const char *ckpt = NULL, *data = NULL, *info_path = NULL, *merge_in = NULL, *out_path = NULL;
+    const char *predict_path = NULL, *export_path = NULL;
+    int json = 0;
     size_t batch = 1024;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -186,14 +351,22 @@ int main(int argc, char **argv)
             return 0;
         }
         if (strcmp(a, "--version") == 0) {
-            ffn_version_print(stdout, "ffn-eval");
+            if (ffn_comm_rank(comm) == 0) ffn_version_print(stdout, "ffn-eval");
             return 0;
+        }
+        if (strcmp(a, "--json") == 0) {
+            json = 1;
+            continue;
         }
         const char **target = strcmp(a, "--checkpoint") == 0 ? &ckpt
                               : strcmp(a, "--data") == 0     ? &data
                               : strcmp(a, "--info") == 0     ? &info_path
                               : strcmp(a, "--merge-lora") == 0 ? &merge_in
                               : strcmp(a, "--out") == 0      ? &out_path
+                              : strcmp(a, "--predict") == 0  ? &predict_path
+                              : strcmp(a, "--export") == 0   ? &export_path
+                              : strcmp(a, "--model") == 0    ? &model_hint
+                              : strcmp(a, "--loss") == 0     ? &loss_hint
                                                              : NULL;
         int is_batch = strcmp(a, "--batch-size") == 0;
         if (!target && !is_batch) {
@@ -218,6 +391,14 @@ int main(int argc, char **argv)
             batch = (size_t)n;
         }
     }
+    if (loss_hint && ffn_loss_from_name(loss_hint) < 0) {
+        char kinds[256];
+        fprintf(stderr, "ffn-eval: error: --loss: expected %s, got '%s'\n",
+                ffn_names_list(&ffn_loss_names, kinds, sizeof kinds), loss_hint);
+        return 2;
+    }
+    if ((info_path || merge_in || out_path || export_path) && ffn_comm_rank(comm) != 0)
+        return 0; /* one process's work: rank 0 does it */
     if (info_path) return info(info_path);
     if (merge_in || out_path) {
         if (!merge_in || !out_path) {
@@ -226,10 +407,32 @@ int main(int argc, char **argv)
         }
         return merge_lora(merge_in, out_path);
     }
+    if (export_path) {
+        if (!ckpt) {
+            fprintf(stderr, "ffn-eval: error: --export OUT needs --checkpoint FILE\n");
+            return 2;
+        }
+        return export_weights(ckpt, export_path);
+    }
     if (!ckpt || !data) {
         fprintf(stderr, "ffn-eval: error: give --checkpoint FILE and --data FILE, or --info FILE\n");
         usage(stderr);
         return 2;
     }
-    return evaluate(ckpt, data, batch);
+    if (predict_path) return predict(comm, ckpt, data, batch, predict_path);
+    return evaluate(comm, ckpt, data, batch, json);
+}
+
+int main(int argc, char **argv)
+{
+    /* A singleton without mpirun; under mpirun every rank evaluates or
+     * predicts its share of the rows, and the other actions run on rank 0. */
+    ffn_comm *comm = NULL;
+    if (ffn_comm_init(&comm, &argc, &argv) != FFN_OK) {
+        fprintf(stderr, "ffn-eval: error: %s\n", ffn_last_error());
+        return 1;
+    }
+    int rc = run(comm, argc, argv);
+    ffn_comm_finalize(comm);
+    return rc;
 }
