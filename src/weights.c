@@ -12,10 +12,10 @@
 #include <unistd.h>
 
 #include "ffn/loss.h"
+#include "ffn/version.h"
 #include "weights_format.h"
 
 #define WEIGHTS_FORMAT_VERSION 1
-#define FFN_VERSION_TEXT "0.1.0"
 
 static int ends_with(const char *s, const char *tail)
 {
@@ -150,7 +150,7 @@ static char *spec_json_text(const ffn_model *m, const char *loss)
         cJSON_AddStringToObject(o, "model_spec", spec) &&
         cJSON_AddNumberToObject(o, "input_dim", (double)ffn_model_input_dim(m)) &&
         (!loss || cJSON_AddStringToObject(o, "loss", loss)) &&
-        cJSON_AddStringToObject(o, "ffn_version", FFN_VERSION_TEXT))
+        cJSON_AddStringToObject(o, "ffn_version", ffn_version()))
         text = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     free(spec);
