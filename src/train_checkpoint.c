@@ -205,6 +205,13 @@ ffn_status ffn_run_load_start_checkpoint(ffn_run *r)
                (unsigned long long)r->ckpt.step, (unsigned long long)r->ckpt.epoch);
     if (!cfg->resume) return FFN_OK;
     if ((st = check_lineage(r, path)) != FFN_OK) return st;
+    /* Older versions could write a file whose step and optimizer disagree: it
+     * would be refused at the first save, after hours of training. */
+    if (r->ckpt.optimizer && r->ckpt.optimizer_steps != r->ckpt.step)
+        return ffn_fail(FFN_ERR_FORMAT, "--resume %s: /train step %llu but /optimizer step_count %llu: the file "
+                        "mixes the states of two steps (written by an older version); resume from another "
+                        "checkpoint", path, (unsigned long long)r->ckpt.step,
+                        (unsigned long long)r->ckpt.optimizer_steps);
     if (strcmp(r->ckpt.loss, ffn_loss_name((ffn_loss)cfg->loss)) != 0)
         return ffn_fail(FFN_ERR_ARG, "--resume: the checkpoint was trained with loss %s, but --loss is %s",
                         r->ckpt.loss, ffn_loss_name((ffn_loss)cfg->loss));

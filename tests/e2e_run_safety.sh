@@ -64,6 +64,11 @@ PY
 [[ $(ls d4 | grep -c '^ckpt-') -eq 2 && -f d4/ckpt-0000000010.h5 && -f d4/ckpt-0000000030.h5 ]] ||
   fail "--keep 1 after a resume left: $(ls d4)"
 printf '%-44s | %4s | %5s | %s\n' "--keep 1 while resuming" "0" "-" "the resume source and the newest kept" >>table.txt
+# A file whose step and optimizer step count disagree (as older versions could write) is refused at start.
+cp d1/ckpt-0000000030.h5 mixed.h5
+"$PY" -c "import h5py; f = h5py.File('mixed.h5', 'r+'); f['optimizer'].attrs.modify('step_count', 20)"
+check "resume from a file mixing two steps' states" 1 "/train step 30 but /optimizer step_count 20" -- \
+  "${T[@]}" --train good.h5 "${M[@]}" --epochs 4 --resume mixed.h5 --checkpoint-dir d3
 pass "lineage: behind-newest, past-the-end and mixed directories refused; a branch continues bitwise; --keep spares the source"
 
 # ---- non-finite state
