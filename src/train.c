@@ -215,6 +215,7 @@ static ffn_status end_epoch(ffn_run *r, loop_state *ls, const ffn_batch *b, floa
 {
     const ffn_train_config *cfg = r->cfg;
     double t_end = ffn_clock_seconds(), epoch_time = t_end - ls->epoch_start;
+    const double paused_before = ls->paused; /* the saves below count their own time too: counted once */
     ffn_status st = FFN_OK;
     ffn_eval_result val = {NAN, NAN, 0};
     if (r->val && (st = evaluate_finite(r, r->val, "--val", ls->step, &val)) != FFN_OK) return st;
@@ -229,7 +230,7 @@ static ffn_status end_epoch(ffn_run *r, loop_state *ls, const ffn_batch *b, floa
     if (cfg->checkpoint_dir && cfg->checkpoint_every_epochs && b->step + 1 == r->micro_per_epoch &&
         (b->epoch + 1) % cfg->checkpoint_every_epochs == 0 && (st = save_after(r, ls, b, 0)) != FFN_OK)
         return st;
-    ls->paused += ffn_clock_seconds() - t_end;
+    ls->paused = paused_before + (ffn_clock_seconds() - t_end);
     ls->epoch_start = ffn_clock_seconds();
     ls->loss = ls->correct = ls->rows = ls->kl = 0;
     return FFN_OK;
