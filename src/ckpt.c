@@ -53,6 +53,16 @@ static int write_u64_attr(hid_t loc, const char *name, uint64_t value)
     return ok ? 0 : -1;
 }
 
+static int write_double_attr(hid_t loc, const char *name, double value)
+{
+    hid_t s = H5Screate(H5S_SCALAR);
+    hid_t a = H5Acreate2(loc, name, H5T_IEEE_F64LE, s, H5P_DEFAULT, H5P_DEFAULT);
+    int ok = a >= 0 && H5Awrite(a, H5T_NATIVE_DOUBLE, &value) >= 0;
+    if (a >= 0) H5Aclose(a);
+    H5Sclose(s);
+    return ok ? 0 : -1;
+}
+
 /* One tensor: chunked by rows (at most ~1 MiB a chunk) with the Fletcher32
  * checksum filter; every element is written, so no zero-fill pass. */
 static int write_chunked(hid_t loc, const char *name, hid_t file_type, hid_t mem_type, size_t elem_bytes,
@@ -197,6 +207,9 @@ static int write_contents(hid_t f, const ffn_checkpoint *c, const ffn_model *m)
     if (!bad && c->data_rows)
         bad = write_u64_attr(t, "data_rows", c->data_rows) || write_u64_attr(t, "data_features", c->data_features) ||
               write_u64_attr(t, "data_classes", c->data_classes);
+    if (!bad && c->has_best)
+        bad = write_double_attr(t, "best_metric", c->best_metric) || write_u64_attr(t, "best_step", c->best_step) ||
+              write_u64_attr(t, "best_epoch", c->best_epoch) || write_u64_attr(t, "stale_epochs", c->stale_epochs);
     H5Gclose(t);
     return bad ? -1 : 0;
 }
@@ -356,6 +369,22 @@ static ffn_status read_u64_attr(hid_t loc, const char *name, const char *path, u
     H5Aclose(a);
     return ok ? FFN_OK
               : ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: attribute '%s' should be one integer", path, name);
+}
+
+static ffn_status read_double_attr(hid_t loc, const char *name, const char *path, double *out)
+{
+    if (H5Aexists(loc, name) <= 0)
+        return ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: attribute '%s' is missing", path, name);
+    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
+    hid_t ft = H5Aget_type(a);
+    hid_t s = H5Aget_space(a);
+    int ok = H5Tget_class(ft) == H5T_FLOAT && H5Sget_simple_extent_npoints(s) == 1 &&
+             H5Aread(a, H5T_NATIVE_DOUBLE, out) >= 0;
+    H5Sclose(s);
+    H5Tclose(ft);
+    H5Aclose(a);
+    return ok ? FFN_OK
+              : ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: attribute '%s' should be one number", path, name);
 }
 
 /* Reads a float dataset whose shape must be exactly dims. */
@@ -559,6 +588,13 @@ static ffn_status load_contents(hid_t f, ffn_checkpoint *c, const char *path)
         (st = read_u64_attr(t, "data_rows", path, &c->data_rows)) == FFN_OK &&
         (st = read_u64_attr(t, "data_features", path, &c->data_features)) == FFN_OK)
         st = read_u64_attr(t, "data_classes", path, &c->data_classes);
+    /* The best-model state: absent in older files and before the first validation. */
+    if (st == FFN_OK && H5Aexists(t, "best_metric") > 0 &&
+        (st = read_double_attr(t, "best_metric", path, &c->best_metric)) == FFN_OK &&
+        (st = read_u64_attr(t, "best_step", path, &c->best_step)) == FFN_OK &&
+        (st = read_u64_attr(t, "best_epoch", path, &c->best_epoch)) == FFN_OK &&
+        (st = read_u64_attr(t, "stale_epochs", path, &c->stale_epochs)) == FFN_OK)
+        c->has_best = 1;
     H5Gclose(t);
     return st;
 }

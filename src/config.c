@@ -87,6 +87,9 @@ static const flag flags[] = {
     {"checkpoint-every", T_STR, F(checkpoint_every), ANY, "N[steps]|Nepochs",
      "checkpoint cadence: every N optimizer steps (500 or 500steps) or N epochs (1epochs)"},
     {"keep", T_U64, F(keep), NONNEG, "K", "keep only the newest K checkpoints in --checkpoint-dir; 0 = all"},
+    {"keep-best", T_FLAG, F(keep_best), ANY, NULL,
+     "also keep DIR/ckpt-best.h5: the model after the epoch with the best --val metric (--early-stop-metric); "
+     "needs --val and --checkpoint-dir; never pruned by --keep"},
     {"resume", T_STR, F(resume), ANY, "FILE|latest",
      "continue a run exactly from a checkpoint (latest: the newest in --checkpoint-dir)"},
     {"allow-data-change", T_FLAG, F(allow_data_change), ANY, NULL,
@@ -127,8 +130,15 @@ static const flag flags[] = {
      "gradual pruning: the sparsity rises on a cubic schedule to --prune at this step; 0 = all at once "
      "at --prune-start-step"},
     {"prune-every", T_U64, F(prune_every), POSITIVE, "N", "gradual pruning: recompute the masks every N steps"},
+    {"early-stop", T_U64, F(early_stop), NONNEG, "PATIENCE",
+     "stop when the --val metric has not improved for PATIENCE epochs (needs --val); 0 = off"},
+    {"early-stop-metric", T_STR, F(early_stop_metric), ANY, "loss|accuracy",
+     "the --val metric of --early-stop and --keep-best: lower loss or higher accuracy is better"},
+    {"early-stop-min-delta", T_FLOAT, F(early_stop_min_delta), NONNEG, "X",
+     "an improvement must beat the best value so far by more than X"},
     {"metrics", T_STR, F(metrics_path), ANY, "FILE", "write metrics records (.csv, else JSON lines)"},
-    {"log-every", T_U64, F(log_every), NONNEG, "N", "also record training loss every N steps; 0 = per epoch only"},
+    {"log-every", T_U64, F(log_every), NONNEG, "N",
+     "also record every N steps the mean training loss and accuracy since the previous record; 0 = per epoch only"},
     {"progress", T_PROGRESS, F(progress), ANY, "WHEN", "progress bar: auto (when stderr is a terminal) | on | off"},
     {"quiet", T_FLAG, F(quiet), ANY, NULL, "print only errors and the final test line"},
 };
@@ -156,6 +166,7 @@ void ffn_config_defaults(ffn_train_config *cfg)
     cfg->progress = -1;
     cfg->checkpoint_every = "1epochs";
     cfg->keep = 3;
+    cfg->early_stop_metric = "loss";
     cfg->accumulate = 1;
     cfg->distill_temperature = 4.0f;
     cfg->distill_alpha = 0.5f;
@@ -390,6 +401,16 @@ ffn_status ffn_config_validate(ffn_train_config *cfg)
     if (cfg->prune_end_step && cfg->prune_end_step < cfg->prune_start_step)
         return ffn_fail(FFN_ERR_ARG, "--prune-end-step %llu: expected at least --prune-start-step %llu",
                         (unsigned long long)cfg->prune_end_step, (unsigned long long)cfg->prune_start_step);
+    if (!cfg->early_stop_metric) cfg->early_stop_metric = "loss";
+    if (strcmp(cfg->early_stop_metric, "loss") != 0 && strcmp(cfg->early_stop_metric, "accuracy") != 0)
+        return ffn_fail(FFN_ERR_ARG, "--early-stop-metric: expected loss | accuracy, got '%s'", cfg->early_stop_metric);
+    cfg->early_stop_on_accuracy = strcmp(cfg->early_stop_metric, "accuracy") == 0;
+    if (cfg->early_stop && !cfg->val_path)
+        return ffn_fail(FFN_ERR_ARG, "--early-stop %llu: needs --val (it watches the validation metric after each "
+                        "epoch)", (unsigned long long)cfg->early_stop);
+    if (cfg->keep_best && (!cfg->val_path || !cfg->checkpoint_dir))
+        return ffn_fail(FFN_ERR_ARG, "--keep-best: needs --val (the metric that picks the best model) and "
+                        "--checkpoint-dir (where ckpt-best.h5 goes)");
     if (cfg->lr_schedule == FFN_LR_COSINE && cfg->min_lr > cfg->lr)
         return ffn_fail(FFN_ERR_ARG, "--min-lr: expected at most --lr (%g), got %g", (double)cfg->lr,
                         (double)cfg->min_lr);

@@ -85,16 +85,20 @@ typedef struct {
     double last_progress;               /* when the progress bar was last drawn */
     double epoch_start;
     double loss, correct, rows, kl;     /* sums over the epoch under way */
+    double rec_loss, rec_correct, rec_rows; /* sums since the previous step record (--log-every) */
     uint64_t epoch, next_batch;         /* the position after the last batch read (epoch, batch in it) */
+    int stop_early;                     /* --early-stop: the --val metric stopped improving */
 } loop_state;
 
 static double elapsed(const loop_state *ls) { return ffn_clock_seconds() - ls->start - ls->paused; }
 
-/* Saves at (step, position of batch b) and counts the time as paused. */
-static ffn_status save_after(ffn_run *r, loop_state *ls, const ffn_batch *b)
+/* Saves at (step, position of batch b), as ckpt-<step>.h5 or (best) as
+ * ckpt-best.h5, and counts the time as paused. */
+static ffn_status save_after(ffn_run *r, loop_state *ls, const ffn_batch *b, int best)
 {
     double t0 = ffn_clock_seconds();
-    ffn_status st = ffn_run_save_checkpoint(r, ls->step, b->epoch, b->step + 1);
+    ffn_status st = best ? ffn_run_save_best(r, ls->step, b->epoch, b->step + 1)
+                         : ffn_run_save_checkpoint(r, ls->step, b->epoch, b->step + 1);
     ls->paused += ffn_clock_seconds() - t0;
     return st;
 }
@@ -150,12 +154,17 @@ static ffn_status after_step(ffn_run *r, loop_state *ls, const ffn_batch *b, con
     ls->correct += s->correct;
     ls->rows += s->rows;
     ls->kl += s->kl_sum;
-    if (cfg->log_every && ls->step % cfg->log_every == 0)
-        ffn_run_record(r, "step", b->epoch + 1, ls->step, s->loss_sum / s->rows, s->correct / s->rows, NAN, NAN,
-                       lr, NAN, elapsed(ls));
-    if (s->stop_requested) return stop_after(r, ls, b);
+    ls->rec_loss += s->loss_sum;
+    ls->rec_correct += s->correct;
+    ls->rec_rows += s->rows;
+    if (cfg->log_every && ls->step % cfg->log_every == 0) {
+        /* The mean since the previous record: one batch's loss is too noisy to read a curve from. */
+        ffn_run_record(r, "step", b->epoch + 1, ls->step, ls->rec_loss / ls->rec_rows, ls->rec_correct / ls->rec_rows,
+                       NAN, NAN, lr, NAN, elapsed(ls));
+        ls->rec_loss = ls->rec_correct = ls->rec_rows = 0;
+    }
     if (cfg->checkpoint_dir && cfg->checkpoint_every_steps && ls->step % cfg->checkpoint_every_steps == 0 &&
-        (st = save_after(r, ls, b)) != FFN_OK)
+        (st = save_after(r, ls, b, 0)) != FFN_OK)
         return st;
     double now = ffn_clock_seconds();
     if (r->out.progress && now - ls->last_progress > 0.2) {
@@ -165,12 +174,48 @@ static ffn_status after_step(ffn_run *r, loop_state *ls, const ffn_batch *b, con
     return FFN_OK;
 }
 
-/* The end of an epoch (or of training within one): validation, the epoch's
- * line and record, the epoch checkpoint. */
+/* Whether a --val metric beats the best so far by more than --early-stop-min-delta
+ * (lower loss, or higher accuracy). NaN never does. */
+static int improves(const ffn_run *r, double value)
+{
+    if (isnan(value)) return 0;
+    if (!r->has_best) return 1;
+    const double delta = r->cfg->early_stop_min_delta;
+    return r->cfg->early_stop_on_accuracy ? value > r->best_metric + delta : value < r->best_metric - delta;
+}
+
+/* After an epoch's validation: the best-model state, ckpt-best.h5 when it
+ * improved (--keep-best), and whether --early-stop ends the run. Runs before
+ * the epoch's checkpoint, so that the checkpoint carries this decision. */
+static ffn_status track_best(ffn_run *r, loop_state *ls, const ffn_batch *b, const ffn_eval_result *val)
+{
+    const ffn_train_config *cfg = r->cfg;
+    const double value = cfg->early_stop_on_accuracy ? val->accuracy : val->loss;
+    if (improves(r, value)) {
+        r->has_best = 1;
+        r->best_metric = value;
+        r->best_step = ls->step;
+        r->best_epoch = b->epoch + 1;
+        r->stale_epochs = 0;
+        ffn_status st = cfg->keep_best ? save_after(r, ls, b, 1) : FFN_OK;
+        if (st != FFN_OK) return st;
+    } else {
+        r->stale_epochs++;
+    }
+    if (cfg->early_stop && r->stale_epochs >= cfg->early_stop) {
+        ls->stop_early = 1;
+        ffn_run_print_early_stop(r, b->epoch + 1);
+    }
+    return FFN_OK;
+}
+
+/* The end of an epoch (or of training within one): validation, the best
+ * model and early stopping, the epoch's line and record, the epoch checkpoint. */
 static ffn_status end_epoch(ffn_run *r, loop_state *ls, const ffn_batch *b, float lr, ffn_train_result *res)
 {
     const ffn_train_config *cfg = r->cfg;
     double t_end = ffn_clock_seconds(), epoch_time = t_end - ls->epoch_start;
+    const double paused_before = ls->paused; /* the saves below count their own time too: counted once */
     ffn_status st = FFN_OK;
     ffn_eval_result val = {NAN, NAN, 0};
     if (r->val && (st = evaluate_finite(r, r->val, "--val", ls->step, &val)) != FFN_OK) return st;
@@ -181,10 +226,11 @@ static ffn_status end_epoch(ffn_run *r, loop_state *ls, const ffn_batch *b, floa
                    val.accuracy, lr, sps, t_end - ls->start - ls->paused);
     res->final_loss = ls->loss / ls->rows;
     res->final_accuracy = ls->correct / ls->rows;
+    if (r->val && (st = track_best(r, ls, b, &val)) != FFN_OK) return st;
     if (cfg->checkpoint_dir && cfg->checkpoint_every_epochs && b->step + 1 == r->micro_per_epoch &&
-        (b->epoch + 1) % cfg->checkpoint_every_epochs == 0 && (st = save_after(r, ls, b)) != FFN_OK)
+        (b->epoch + 1) % cfg->checkpoint_every_epochs == 0 && (st = save_after(r, ls, b, 0)) != FFN_OK)
         return st;
-    ls->paused += ffn_clock_seconds() - t_end;
+    ls->paused = paused_before + (ffn_clock_seconds() - t_end);
     ls->epoch_start = ffn_clock_seconds();
     ls->loss = ls->correct = ls->rows = ls->kl = 0;
     return FFN_OK;
@@ -198,6 +244,12 @@ static ffn_status train_loop(ffn_run *r, ffn_train_result *res)
     ffn_status st = FFN_OK;
     const ffn_batch *b;
     ffn_step_prepare(r->step, ls.step, !r->cfg->resume);
+    /* A resumed run that --early-stop had already ended has nothing left to train. */
+    if (r->cfg->early_stop && r->has_best && r->stale_epochs >= r->cfg->early_stop) {
+        ffn_run_print_early_stop(r, r->start_epoch);
+        res->seconds = elapsed(&ls);
+        return FFN_OK;
+    }
     while ((b = ffn_loader_next(r->loader)) != NULL) {
         ls.epoch = b->epoch;
         ls.next_batch = b->step + 1;
@@ -208,6 +260,10 @@ static ffn_status train_loop(ffn_run *r, ffn_train_result *res)
         if ((b->step + 1 == r->micro_per_epoch || ls.step == r->total_steps) &&
             (st = end_epoch(r, &ls, b, lr, res)) != FFN_OK)
             return st;
+        if (ls.stop_early) break; /* the run is complete: the final checkpoint below, exit 0 */
+        /* A stop request on an epoch's last step comes after its validation, so
+         * that the checkpoint carries that epoch's early-stopping decision. */
+        if (stats.stop_requested) return stop_after(r, &ls, b);
     }
     /* The end of training always leaves a checkpoint to resume or fine-tune
      * from (a resumed run that had nothing left to do has one already). */

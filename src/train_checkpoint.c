@@ -113,6 +113,8 @@ static const char *const same_on_resume[] = {
     "batch-size", "no-shuffle", "freeze", "lora", "lora-alpha", "lora-layers",
     "prune", "prune-scope", "prune-start-step", "prune-end-step", "prune-every",
     "distill-temperature", "distill-alpha",
+    /* when the run ends, and which model ckpt-best.h5 holds */
+    "early-stop", "early-stop-metric", "early-stop-min-delta", "keep-best",
 };
 
 static void json_text(const cJSON *v, char *out, size_t cap)
@@ -223,6 +225,11 @@ ffn_status ffn_run_load_start_checkpoint(ffn_run *r)
     r->start_step = r->ckpt.step;
     r->start_epoch = r->ckpt.epoch;
     r->start_step_in_epoch = r->ckpt.step_in_epoch;
+    r->has_best = r->ckpt.has_best;
+    r->best_metric = r->ckpt.best_metric;
+    r->best_step = r->ckpt.best_step;
+    r->best_epoch = r->ckpt.best_epoch;
+    r->stale_epochs = r->ckpt.stale_epochs;
     return FFN_OK;
 }
 
@@ -321,9 +328,10 @@ ffn_status ffn_run_prepare_checkpoint_dir(ffn_run *r)
     return st;
 }
 
-ffn_status ffn_run_save_checkpoint(ffn_run *r, uint64_t step, uint64_t epoch, uint64_t step_in_epoch)
+/* Collective: rank 0 writes ckpt-<step>.h5 (then prunes to --keep), or with
+ * best ckpt-best.h5; all agree. */
+static ffn_status save_checkpoint(ffn_run *r, int best, uint64_t step, uint64_t epoch, uint64_t step_in_epoch)
 {
-    if (r->saved_any && r->last_saved_step == step) return FFN_OK;
     if (step_in_epoch == r->micro_per_epoch) {
         epoch++;
         step_in_epoch = 0;
@@ -354,7 +362,8 @@ ffn_status ffn_run_save_checkpoint(ffn_run *r, uint64_t step, uint64_t epoch, ui
     if (r->rank == 0) {
         const ffn_dataset_info *info = ffn_dataset_get_info(r->train);
         char path[4096];
-        ffn_checkpoint_name(path, sizeof path, r->cfg->checkpoint_dir, step);
+        if (best) snprintf(path, sizeof path, "%s/ckpt-best.h5", r->cfg->checkpoint_dir);
+        else ffn_checkpoint_name(path, sizeof path, r->cfg->checkpoint_dir, step);
         ffn_checkpoint c = {
             .format_version = FFN_CKPT_FORMAT_VERSION, .model_spec = r->spec_text,
             .input_dim = ffn_model_input_dim(r->model), .loss = (char *)ffn_loss_name((ffn_loss)r->cfg->loss),
@@ -364,7 +373,9 @@ ffn_status ffn_run_save_checkpoint(ffn_run *r, uint64_t step, uint64_t epoch, ui
             .optimizer_steps = ffn_optim_step_count(optim), .state_count = nstate, .step = step, .epoch = epoch,
             .step_in_epoch = step_in_epoch, .seed = r->seed, .mask = r->pruner ? ffn_pruner_mask(r->pruner) : NULL,
             .data_rows = info->rows, .data_features = info->features,
-            .data_classes = info->has_labels ? info->num_classes : 0};
+            .data_classes = info->has_labels ? info->num_classes : 0, .has_best = r->has_best,
+            .best_metric = r->best_metric, .best_step = r->best_step, .best_epoch = r->best_epoch,
+            .stale_epochs = r->stale_epochs};
         for (size_t i = 0; i < nstate; i++) {
             c.state_names[i] = (char *)ffn_optim_state_name(optim, i);
             c.state[i] = full_state[i] ? full_state[i] : ffn_optim_state(optim, i);
@@ -375,13 +386,24 @@ ffn_status ffn_run_save_checkpoint(ffn_run *r, uint64_t step, uint64_t epoch, ui
                           "before it is kept); lower --lr or set --clip-norm", (unsigned long long)step,
                           ffn_last_error());
         if (st == FFN_OK) st = ffn_checkpoint_save(&c, path);
-        if (st == FFN_OK) ffn_checkpoint_prune(r->cfg->checkpoint_dir, r->cfg->keep, r->start_path);
+        if (st == FFN_OK && !best) ffn_checkpoint_prune(r->cfg->checkpoint_dir, r->cfg->keep, r->start_path);
     }
     for (size_t i = 0; i < nstate; i++) ffn_free(full_state[i]);
-    st = ffn_comm_agree(r->comm, st);
+    return ffn_comm_agree(r->comm, st);
+}
+
+ffn_status ffn_run_save_checkpoint(ffn_run *r, uint64_t step, uint64_t epoch, uint64_t step_in_epoch)
+{
+    if (r->saved_any && r->last_saved_step == step) return FFN_OK;
+    ffn_status st = save_checkpoint(r, 0, step, epoch, step_in_epoch);
     if (st == FFN_OK) {
         r->saved_any = 1;
         r->last_saved_step = step;
     }
     return st;
+}
+
+ffn_status ffn_run_save_best(ffn_run *r, uint64_t step, uint64_t epoch, uint64_t step_in_epoch)
+{
+    return save_checkpoint(r, 1, step, epoch, step_in_epoch);
 }

@@ -178,6 +178,16 @@ void ffn_run_print_epoch(const ffn_run *r, uint64_t epoch, double loss, double a
     fflush(stdout);
 }
 
+void ffn_run_print_early_stop(const ffn_run *r, uint64_t epoch)
+{
+    if (!r->print) return;
+    ffn_run_clear_progress(r);
+    printf("early stop: val %s has not improved for %llu epochs (best %.6g at epoch %llu, step %llu); stopping "
+           "after epoch %llu\n", r->cfg->early_stop_metric, (unsigned long long)r->stale_epochs, r->best_metric,
+           (unsigned long long)r->best_epoch, (unsigned long long)r->best_step, (unsigned long long)epoch);
+    fflush(stdout);
+}
+
 void ffn_run_print_summary(ffn_run *r, const ffn_train_result *res)
 {
     if (r->print) {

@@ -57,6 +57,12 @@ typedef struct {
     size_t *layer_in, *layer_out; /* [layer count] widths */
     uint64_t last_saved_step;
     int saved_any;
+    /* The best --val metric so far and when (1-based epoch), and the epochs
+     * since it improved: early stopping and --keep-best decide on it, and
+     * every checkpoint carries it so that a resumed run decides the same. */
+    int has_best;
+    double best_metric;
+    uint64_t best_step, best_epoch, stale_epochs;
     ffn_run_output out;
 } ffn_run;
 
@@ -81,6 +87,8 @@ ffn_status ffn_run_prepare_checkpoint_dir(ffn_run *r);
 void ffn_run_unlock_checkpoint_dir(ffn_run *r);
 /* Collective: rank 0 writes; all agree. (epoch, step_in_epoch) is the next batch to train on. */
 ffn_status ffn_run_save_checkpoint(ffn_run *r, uint64_t step, uint64_t epoch, uint64_t step_in_epoch);
+/* --keep-best: the same, to DIR/ckpt-best.h5 (written over, never pruned). */
+ffn_status ffn_run_save_best(ffn_run *r, uint64_t step, uint64_t epoch, uint64_t step_in_epoch);
 
 /* train_report.c */
 ffn_status ffn_run_open_metrics(ffn_run *r);
@@ -93,5 +101,7 @@ void ffn_run_clear_progress(const ffn_run *r);
 void ffn_run_print_epoch(const ffn_run *r, uint64_t epoch, double loss, double acc, int has_val, double val_loss,
                          double val_acc, double kl, float lr, double samples_per_s, double seconds);
 void ffn_run_print_summary(ffn_run *r, const ffn_train_result *res);
+/* --early-stop ended the run after (1-based) epoch: one line saying why. */
+void ffn_run_print_early_stop(const ffn_run *r, uint64_t epoch);
 
 #endif

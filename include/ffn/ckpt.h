@@ -21,7 +21,12 @@
  *   /train           attributes step (optimizer steps taken), epoch and
  *                    step_in_epoch (the next batch to train on), seed, and
  *                    data_rows, data_features, data_classes (the training
- *                    set's shape, checked on resume; absent in older files)
+ *                    set's shape, checked on resume; absent in older files);
+ *                    with a --val set, the best-model state: best_metric
+ *                    (float64, the best --val loss or accuracy so far),
+ *                    best_step, best_epoch (1-based) and stale_epochs (epochs
+ *                    since it improved); absent in older files and before
+ *                    the first validation (a fresh state)
  *   /masks/<i>/W     uint8 [out, in], present only for a pruned model: 1 where
  *                    layer i's weight is kept, 0 where it is pruned (held at 0)
  * Every dataset is chunked with HDF5's Fletcher32 checksum filter, so a
@@ -66,6 +71,10 @@ typedef struct {
     /* The training set it was trained on: rows, /x columns, num_classes (0 for
      * float targets); 0 rows = not recorded (files before this field). */
     uint64_t data_rows, data_features, data_classes;
+ /* The best --val metric so far and when (early stopping, --keep-best); has_best 0 = none yet. */
+    int has_best;
+    double best_metric;
+    uint64_t best_step, best_epoch, stale_epochs;
     uint8_t *mask;         /* [param_count] pruning mask (1 kept, 0 pruned; biases 1), or NULL */
 } ffn_checkpoint;
 

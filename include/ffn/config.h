@@ -48,6 +48,7 @@ typedef struct {
     const char *checkpoint_every; /* "N" or "Nsteps" (steps), "Nepochs" (epochs) */
     uint64_t checkpoint_every_steps, checkpoint_every_epochs; /* parsed by validate */
     uint64_t keep;             /* checkpoints kept in the directory; 0 = all */
+    int keep_best;             /* also keep DIR/ckpt-best.h5, the model at the best --val metric */
     const char *resume;        /* FILE or "latest" (in checkpoint_dir) */
     int allow_data_change;     /* resume on a training set of another shape */
     const char *init_from;     /* checkpoint whose weights start a new run */
@@ -66,6 +67,11 @@ typedef struct {
     const char *prune_scope;   /* "layer" | "global" */
     int prune_scope_kind;      /* ffn_prune_scope, parsed by validate */
     uint64_t prune_start_step, prune_end_step, prune_every;
+    /* early stopping (on the --val metric after each epoch) */
+    uint64_t early_stop;       /* patience in epochs without improvement; 0 = off */
+    const char *early_stop_metric; /* "loss" | "accuracy" */
+    int early_stop_on_accuracy;    /* parsed by validate: 1 = higher accuracy is better, 0 = lower loss */
+    float early_stop_min_delta;    /* an improvement must beat the best by more than this */
     /* output */
     const char *metrics_path;  /* .csv or JSON lines */
     uint64_t log_every;        /* steps between step records; 0 = per epoch only */
