@@ -339,7 +339,7 @@ static const char *json_expected(const flag *f, char *out, size_t cap)
     case T_PROGRESS:
         snprintf(out, cap, "a string: %s", ffn_names_list(named_types[f->type], list, sizeof list));
         break;
-    case T_U64:
+    case T_U64: snprintf(out, cap, "an integer (or its digits as a string)"); break;
     case T_INT: snprintf(out, cap, "an integer"); break;
     default: snprintf(out, cap, "a number"); break;
     }
@@ -361,6 +361,7 @@ static ffn_status apply_json_value(ffn_train_config *cfg, const flag *f, const c
     case T_OPT:
     case T_LR:
     case T_PROGRESS: type_ok = cJSON_IsString(item); break;
+    case T_U64: type_ok = cJSON_IsNumber(item) || cJSON_IsString(item); break; /* string: beyond 2^53 */
     default: type_ok = cJSON_IsNumber(item); break;
     }
     if (!type_ok) {
@@ -770,7 +771,17 @@ static char *config_json(const ffn_train_config *cfg, int pretty)
         const char *field = (const char *)cfg + f->offset;
         char text[256];
         switch (f->type) {
-        case T_U64: cJSON_AddNumberToObject(root, f->name, (double)*(const uint64_t *)field); break;
+        case T_U64: {
+            /* Above 2^53 a JSON number (a double) would round: the exact digits as a string. */
+            uint64_t v = *(const uint64_t *)field;
+            if (v > ((uint64_t)1 << 53)) {
+                snprintf(text, sizeof text, "%llu", (unsigned long long)v);
+                cJSON_AddStringToObject(root, f->name, text);
+            } else {
+                cJSON_AddNumberToObject(root, f->name, (double)v);
+            }
+            break;
+        }
         case T_INT: cJSON_AddNumberToObject(root, f->name, *(const int *)field); break;
         case T_FLOAT: cJSON_AddNumberToObject(root, f->name, shortest_float(*(const float *)field)); break;
         case T_DOUBLE: cJSON_AddNumberToObject(root, f->name, *(const double *)field); break;

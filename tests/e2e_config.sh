@@ -96,8 +96,10 @@ expect_usage "ffn-train: error: unknown flag '--epoch' (did you mean --epochs?)"
 expect_usage "unknown flag '--learnrate' (see --help)" --train train.h5 --learnrate 3
 echo '{"train": "train.h5", "optimiser": "sgd"}' >typo.json
 expect_usage "typo.json: unknown key 'optimiser' (did you mean 'optimizer'?)" --config typo.json
-echo '{"train": "train.h5", "epochs": "2"}' >typed.json
-expect_usage "typed.json: key 'epochs': expected an integer, got \"2\"" --config typed.json
+echo '{"train": "train.h5", "epochs": 2.5, "quiet": 1}' >typed.json
+expect_usage "typed.json: key 'epochs': expected a positive integer, got '2.5'" --config typed.json
+echo '{"train": "train.h5", "quiet": 1}' >typed.json
+expect_usage "typed.json: key 'quiet': expected true or false, got 1" --config typed.json
 echo '{"train": "train.h5", "lr": -2}' >range.json
 expect_usage "range.json: key 'lr': expected a positive number, got '-2'" --config range.json
 expect_usage "--config nothere.json: cannot open" --config nothere.json

@@ -96,9 +96,11 @@ static void test_file_errors(void)
     static const struct {
         const char *json, *message; /* message after "PATH: " */
     } cases[] = {
-        {"{\"epochs\": true}", "key 'epochs': expected an integer, got true"},
+        {"{\"epochs\": true}", "key 'epochs': expected an integer (or its digits as a string), got true"},
         {"{\"epochs\": 2.5}", "key 'epochs': expected a positive integer, got '2.5'"},
-        {"{\"epochs\": \"3\"}", "key 'epochs': expected an integer, got \"3\""},
+        {"{\"epochs\": \"3x\"}", "key 'epochs': expected a positive integer, got '3x'"},
+        {"{\"lr\": \"0.1\"}", "key 'lr': expected a number, got \"0.1\""},
+        {"{\"threads\": [1]}", "key 'threads': expected an integer, got [1]"},
         {"{\"lr\": -1}", "key 'lr': expected a positive number, got '-1'"},
         {"{\"train\": 5}", "key 'train': expected a string (FILE) or null, got 5"},
         {"{\"train\": \"\"}", "key 'train': expected a non-empty value, got ''"},
@@ -169,7 +171,7 @@ static void test_checkpoint_replay(void)
     char *argv[] = {"ffn-train", "--train", "a.h5", "--val", "b.h5", "--model", "dense:16:gelu,dense:4",
                     "--optimizer", "adamw", "--lr", "0.0031", "--beta2", "0.98", "--weight-decay", "0.05",
                     "--lr-schedule", "cosine", "--min-lr", "1e-5", "--batch-size", "48", "--epochs", "4",
-                    "--seed", "123456789", "--no-shuffle", "--bucket-mb", "1.5", "--checkpoint-dir", "runs/a",
+                    "--seed", "18446744073709551615", "--no-shuffle", "--bucket-mb", "1.5", "--checkpoint-dir", "runs/a",
                     "--checkpoint-every", "7steps", "--resume", "latest", "--allow-data-change", "--metrics",
                     "m.csv", "--progress", "off", "--quiet", "--clip-norm", "0.25", "--prune", "0.3"};
     int argc = (int)(sizeof argv / sizeof argv[0]), help;
@@ -209,6 +211,7 @@ static void test_checkpoint_replay(void)
     cJSON_Delete(b);
     free(replayed);
     /* Bit for bit in the fields that are numbers. */
+    CHECK(strstr(recorded, "\"seed\":\"18446744073709551615\"") != NULL); /* exact beyond 2^53 */
     CHECK(replay.lr == original.lr && replay.beta2 == original.beta2 && replay.min_lr == original.min_lr &&
           replay.bucket_mb == original.bucket_mb && replay.seed == original.seed && replay.prune == original.prune);
     ffn_config_release(&replay);
