@@ -622,6 +622,35 @@ ffn_status ffn_checkpoint_load(ffn_checkpoint *c, const char *path)
     return st;
 }
 
+ffn_status ffn_checkpoint_read_config(const char *path, char **json)
+{
+    *json = NULL;
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    if (access(path, R_OK) != 0)
+        return ffn_fail(FFN_ERR_IO, "checkpoint %s: cannot read: %s", path, strerror(errno));
+    if (H5Fis_hdf5(path) <= 0)
+        return ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: not an HDF5 file (or truncated)", path);
+    ffn_watchdog *guard;
+    ffn_status st = ffn_watchdog_start(&guard, path, "reading the checkpoint's configuration");
+    if (st != FFN_OK) return st;
+    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (f < 0) {
+        ffn_watchdog_stop(guard);
+        return ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: HDF5 cannot open it (truncated or corrupted?)", path);
+    }
+    char *format = NULL;
+    st = read_string_attr(f, "format", path, &format);
+    if (st == FFN_OK && strcmp(format, "ffn-checkpoint") != 0)
+        st = ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: attribute 'format' is not 'ffn-checkpoint'", path);
+    free(format);
+    if (st == FFN_OK && H5Aexists(f, "config_json") <= 0)
+        st = ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: no config_json attribute (no recorded configuration)", path);
+    if (st == FFN_OK) st = read_string_attr(f, "config_json", path, json);
+    H5Fclose(f);
+    ffn_watchdog_stop(guard);
+    return st;
+}
+
 void ffn_checkpoint_free(ffn_checkpoint *c)
 {
     free(c->model_spec);

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "ffn/ckpt.h"
 #include "ffn/prune.h"
 
 /* T_LOSS .. T_PROGRESS: an int named by one of the names in named_types. */
@@ -189,33 +190,35 @@ static const ffn_names *const named_types[] = {
 
 static const char *progress_name(int p) { return p < 0 ? "auto" : p ? "on" : "off"; }
 
-static ffn_status bad_value(const flag *f, const char *value, const char *expected)
+/* where: how the message names the value ("--lr", or "FILE: key 'lr'"). */
+static ffn_status bad_value(const char *where, const char *value, const char *expected)
 {
-    return ffn_fail(FFN_ERR_ARG, "--%s: expected %s, got '%s'", f->name, expected, value);
+    return ffn_fail(FFN_ERR_ARG, "%s: expected %s, got '%s'", where, expected, value);
 }
 
-static ffn_status set_value(ffn_train_config *cfg, const flag *f, const char *value)
+/* value must outlive cfg for T_STR (it is stored, not copied). */
+static ffn_status set_value(ffn_train_config *cfg, const flag *f, const char *value, const char *where)
 {
     char *field = (char *)cfg + f->offset;
     char *end;
     errno = 0;
     switch (f->type) {
     case T_STR:
-        if (!*value) return bad_value(f, value, "a non-empty value");
+        if (!*value) return bad_value(where, value, "a non-empty value");
         *(const char **)field = value;
         return FFN_OK;
     case T_U64: {
         const char *want = f->check == POSITIVE ? "a positive integer" : "a non-negative integer";
-        if (value[0] == '-' || !*value) return bad_value(f, value, want);
+        if (value[0] == '-' || !*value) return bad_value(where, value, want);
         unsigned long long v = strtoull(value, &end, 10);
-        if (errno == ERANGE) return bad_value(f, value, "an integer below 2^64");
-        if (errno || *end) return bad_value(f, value, want);
-        if (f->check == POSITIVE && v == 0) return bad_value(f, value, "a positive integer");
+        if (errno == ERANGE) return bad_value(where, value, "an integer below 2^64");
+        if (errno || *end) return bad_value(where, value, want);
+        if (f->check == POSITIVE && v == 0) return bad_value(where, value, "a positive integer");
         if (v > count_limit(f->name)) {
             char range_text[64];
             snprintf(range_text, sizeof range_text, "an integer in [%d, %llu]", f->check == POSITIVE,
                      (unsigned long long)count_limit(f->name));
-            return bad_value(f, value, range_text);
+            return bad_value(where, value, range_text);
         }
         *(uint64_t *)field = v;
         return FFN_OK;
@@ -223,19 +226,19 @@ static ffn_status set_value(ffn_train_config *cfg, const flag *f, const char *va
     case T_INT: {
         long v = strtol(value, &end, 10);
         if (errno || *end || !*value || v < 0 || v > 4096)
-            return bad_value(f, value, "an integer in [0, 4096]");
+            return bad_value(where, value, "an integer in [0, 4096]");
         *(int *)field = (int)v;
         return FFN_OK;
     }
     case T_FLOAT:
     case T_DOUBLE: {
         double v = strtod(value, &end);
-        if (errno || *end || !*value || !isfinite(v)) return bad_value(f, value, "a finite number");
-        if (f->check == POSITIVE && !(v > 0)) return bad_value(f, value, "a positive number");
-        if (f->check == NONNEG && !(v >= 0)) return bad_value(f, value, "a number >= 0");
-        if (f->check == OPEN_UNIT && !(v > 0 && v < 1)) return bad_value(f, value, "a number in (0, 1)");
+        if (errno || *end || !*value || !isfinite(v)) return bad_value(where, value, "a finite number");
+        if (f->check == POSITIVE && !(v > 0)) return bad_value(where, value, "a positive number");
+        if (f->check == NONNEG && !(v >= 0)) return bad_value(where, value, "a number >= 0");
+        if (f->check == OPEN_UNIT && !(v > 0 && v < 1)) return bad_value(where, value, "a number in (0, 1)");
         if (f->type == T_FLOAT) {
-            if (fabs(v) > 3.0e38) return bad_value(f, value, "a number within float range");
+            if (fabs(v) > 3.0e38) return bad_value(where, value, "a number within float range");
             *(float *)field = (float)v;
         } else {
             *(double *)field = v;
@@ -250,7 +253,7 @@ static ffn_status set_value(ffn_train_config *cfg, const flag *f, const char *va
         const ffn_names *names = named_types[f->type];
         char list[FFN_NAMES_LIST_MAX];
         int v = ffn_names_find(names, value);
-        if (v < 0) return bad_value(f, value, ffn_names_list(names, list, sizeof list));
+        if (v < 0) return bad_value(where, value, ffn_names_list(names, list, sizeof list));
         *(int *)field = f->type == T_PROGRESS ? progress_values[v] : v;
         return FFN_OK;
     }
@@ -265,9 +268,264 @@ static const flag *find_flag(const char *name, size_t len)
     return NULL;
 }
 
-ffn_status ffn_config_parse(ffn_train_config *cfg, int argc, char **argv, int *help)
+/* Flags outside the table: they steer the parser rather than set a field. */
+static const char *const meta_flags[] = {"config", "print-config", "help", "version"};
+#define META_COUNT (sizeof meta_flags / sizeof meta_flags[0])
+
+/* Levenshtein distance of a[0..la) and b, or a large number for long names. */
+static size_t edit_distance(const char *a, size_t la, const char *b)
 {
-    *help = 0;
+    size_t lb = strlen(b), row[65];
+    if (la > 64 || lb > 64) return 1000;
+    for (size_t j = 0; j <= lb; j++) row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        size_t diagonal = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t above = row[j];
+            size_t best = diagonal + (a[i - 1] != b[j - 1]);
+            if (row[j] + 1 < best) best = row[j] + 1;
+            if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
+            row[j] = best;
+            diagonal = above;
+        }
+    }
+    return row[lb];
+}
+
+/* The known name nearest to name[0..len): edit distance <= 2, else one that
+ * starts with it (a shortened flag); NULL when none is close. with_meta: also
+ * the flags outside the table (command line, not config files). */
+static const char *nearest_name(const char *name, size_t len, int with_meta)
+{
+    const char *best = NULL, *prefixed = NULL;
+    size_t best_distance = 3;
+    size_t total = FLAG_COUNT + (with_meta ? META_COUNT : 0);
+    for (size_t i = 0; i < total; i++) {
+        const char *candidate = i < FLAG_COUNT ? flags[i].name : meta_flags[i - FLAG_COUNT];
+        size_t d = edit_distance(name, len, candidate);
+        if (d < best_distance) {
+            best_distance = d;
+            best = candidate;
+        }
+        if (!prefixed && len >= 2 && strncmp(candidate, name, len) == 0) prefixed = candidate;
+    }
+    return best ? best : prefixed;
+}
+
+static ffn_status unknown_flag(const char *name, size_t len)
+{
+    const char *near = nearest_name(name, len, 1);
+    if (near) return ffn_fail(FFN_ERR_ARG, "unknown flag '--%.*s' (did you mean --%s?)", (int)len, name, near);
+    return ffn_fail(FFN_ERR_ARG, "unknown flag '--%.*s' (see --help)", (int)len, name);
+}
+
+void ffn_config_release(ffn_train_config *cfg)
+{
+    cJSON_Delete(cfg->config_storage);
+    free(cfg->config_note);
+    cfg->config_storage = NULL;
+    cfg->config_note = NULL;
+}
+
+/* The JSON value as short text for messages. */
+static void describe_json(const cJSON *item, char *out, size_t cap)
+{
+    char *text = cJSON_PrintUnformatted(item);
+    snprintf(out, cap, "%s", text ? text : "?");
+    if (text && strlen(text) >= cap && cap > 4) strcpy(out + cap - 4, "...");
+    free(text);
+}
+
+/* What a key of the flag's type takes in a config file. */
+static const char *json_expected(const flag *f, char *out, size_t cap)
+{
+    char list[FFN_NAMES_LIST_MAX];
+    switch (f->type) {
+    case T_STR: snprintf(out, cap, "a string (%s) or null", f->metavar); break;
+    case T_FLAG: snprintf(out, cap, "true or false"); break;
+    case T_LOSS:
+    case T_OPT:
+    case T_LR:
+    case T_PROGRESS:
+        snprintf(out, cap, "a string: %s", ffn_names_list(named_types[f->type], list, sizeof list));
+        break;
+    case T_U64: snprintf(out, cap, "an integer (or its digits as a string)"); break;
+    case T_INT: snprintf(out, cap, "an integer"); break;
+    default: snprintf(out, cap, "a number"); break;
+    }
+    return out;
+}
+
+/* One key of a config file: the JSON type checked here, the value itself by
+ * set_value (numbers go back to text, so the same rules apply as on the
+ * command line). */
+static ffn_status apply_json_value(ffn_train_config *cfg, const flag *f, const cJSON *item, const char *where)
+{
+    if (cJSON_IsNull(item)) return FFN_OK; /* unset: the default stays */
+    char expected[FFN_NAMES_LIST_MAX + 32], got[64];
+    int type_ok;
+    switch (f->type) {
+    case T_FLAG: type_ok = cJSON_IsBool(item); break;
+    case T_STR:
+    case T_LOSS:
+    case T_OPT:
+    case T_LR:
+    case T_PROGRESS: type_ok = cJSON_IsString(item); break;
+    case T_U64: type_ok = cJSON_IsNumber(item) || cJSON_IsString(item); break; /* string: beyond 2^53 */
+    default: type_ok = cJSON_IsNumber(item); break;
+    }
+    if (!type_ok) {
+        describe_json(item, got, sizeof got);
+        return ffn_fail(FFN_ERR_ARG, "%s: expected %s, got %s", where, json_expected(f, expected, sizeof expected), got);
+    }
+    if (f->type == T_FLAG) {
+        *(int *)((char *)cfg + f->offset) = cJSON_IsTrue(item);
+        return FFN_OK;
+    }
+    if (cJSON_IsString(item)) return set_value(cfg, f, item->valuestring, where);
+    char text[64];
+    snprintf(text, sizeof text, "%.17g", item->valuedouble); /* round-trips the double exactly */
+    return set_value(cfg, f, text, where);
+}
+
+/* Keys of a checkpoint's recorded run that are not replayed: they would
+ * resume it again or write over its checkpoints and metrics. */
+static const char *const not_replayed[] = {"resume", "allow-data-change", "checkpoint-dir", "metrics"};
+
+static int is_not_replayed(const char *key)
+{
+    for (size_t i = 0; i < sizeof not_replayed / sizeof not_replayed[0]; i++)
+        if (strcmp(not_replayed[i], key) == 0) return 1;
+    return 0;
+}
+
+/* Appends "key (value)" to cfg->config_note for a skipped checkpoint key. */
+static ffn_status note_skipped(ffn_train_config *cfg, const char *source, const char *key, const cJSON *item)
+{
+    if (cJSON_IsNull(item) || cJSON_IsFalse(item)) return FFN_OK; /* nothing was set: nothing lost */
+    char value[64];
+    describe_json(item, value, sizeof value);
+    size_t old = cfg->config_note ? strlen(cfg->config_note) : 0;
+    size_t need = old + strlen(source) + strlen(key) + strlen(value) + 96;
+    char *note = realloc(cfg->config_note, need);
+    if (!note) return ffn_fail(FFN_ERR_NOMEM, "out of memory");
+    if (!old) snprintf(note, need, "--config %s: not replayed (give them on the command line): --%s %s", source, key, value);
+    else snprintf(note + old, need - old, ", --%s %s", key, value);
+    cfg->config_note = note;
+    return FFN_OK;
+}
+
+/* Applies the parsed object root (kept in cfg->config_storage by the caller). */
+static ffn_status apply_json_object(ffn_train_config *cfg, const cJSON *root, const char *source, int from_checkpoint)
+{
+    if (!cJSON_IsObject(root))
+        return ffn_fail(FFN_ERR_ARG, "%s: expected a JSON object of flag names and values, like --print-config writes",
+                        source);
+    for (const cJSON *item = root->child; item; item = item->next) {
+        const char *key = item->string;
+        for (const cJSON *earlier = root->child; earlier != item; earlier = earlier->next)
+            if (strcmp(earlier->string, key) == 0) return ffn_fail(FFN_ERR_ARG, "%s: key '%s' given twice", source, key);
+        const flag *f = find_flag(key, strlen(key));
+        if (!f) {
+            const char *near = nearest_name(key, strlen(key), 0);
+            if (near) return ffn_fail(FFN_ERR_ARG, "%s: unknown key '%s' (did you mean '%s'?)", source, key, near);
+            return ffn_fail(FFN_ERR_ARG, "%s: unknown key '%s' (keys are ffn-train's flags without --; see --help)",
+                            source, key);
+        }
+        if (from_checkpoint && is_not_replayed(key)) {
+            ffn_status st = note_skipped(cfg, source, key, item);
+            if (st != FFN_OK) return st;
+            continue;
+        }
+        char where[512];
+        snprintf(where, sizeof where, "%s: key '%s'", source, key);
+        ffn_status st = apply_json_value(cfg, f, item, where);
+        if (st != FFN_OK) return st;
+    }
+    return FFN_OK;
+}
+
+/* Keeps root alive as long as cfg: the string fields point into it. */
+static ffn_status keep_json(ffn_train_config *cfg, cJSON *root)
+{
+    if (!cfg->config_storage && !(cfg->config_storage = cJSON_CreateArray())) {
+        cJSON_Delete(root);
+        return ffn_fail(FFN_ERR_NOMEM, "out of memory");
+    }
+    cJSON_AddItemToArray(cfg->config_storage, root);
+    return FFN_OK;
+}
+
+static ffn_status parse_json_text(ffn_train_config *cfg, const char *json, size_t length, const char *source,
+                                  int from_checkpoint)
+{
+    const char *end = NULL;
+    cJSON *root = cJSON_ParseWithLengthOpts(json, length, &end, 0);
+    if (root) { /* only whitespace may follow the object */
+        while (end < json + length && (*end == ' ' || *end == '\t' || *end == '\n' || *end == '\r')) end++;
+        if (end < json + length) {
+            cJSON_Delete(root);
+            root = NULL;
+        }
+    }
+    if (!root) {
+        size_t line = 1, column = 1;
+        for (const char *p = json; end && p < end && p < json + length; p++) {
+            if (*p == '\n') line++, column = 1;
+            else column++;
+        }
+        return ffn_fail(FFN_ERR_ARG, "%s: not valid JSON (line %zu, column %zu)", source, line, column);
+    }
+    ffn_status st = keep_json(cfg, root);
+    return st == FFN_OK ? apply_json_object(cfg, root, source, from_checkpoint) : st;
+}
+
+ffn_status ffn_config_apply_json(ffn_train_config *cfg, const char *json, const char *source, int from_checkpoint)
+{
+    return parse_json_text(cfg, json, strlen(json), source, from_checkpoint);
+}
+
+/* A config file larger than this is a mistake (a dataset given by error). */
+#define CONFIG_FILE_MAX ((size_t)1 << 20)
+
+ffn_status ffn_config_load(ffn_train_config *cfg, const char *path)
+{
+    FILE *file = fopen(path, "rb");
+    if (!file) return ffn_fail(FFN_ERR_ARG, "--config %s: cannot open: %s", path, strerror(errno));
+    char *text = malloc(CONFIG_FILE_MAX + 1);
+    if (!text) {
+        fclose(file);
+        return ffn_fail(FFN_ERR_NOMEM, "out of memory");
+    }
+    size_t length = fread(text, 1, CONFIG_FILE_MAX + 1, file);
+    int read_error = ferror(file);
+    fclose(file);
+    static const char hdf5_signature[8] = {'\x89', 'H', 'D', 'F', '\r', '\n', '\x1a', '\n'};
+    ffn_status st;
+    if (length >= 8 && memcmp(text, hdf5_signature, 8) == 0) {
+        free(text);
+        char *json = NULL;
+        st = ffn_checkpoint_read_config(path, &json);
+        if (st == FFN_OK) st = parse_json_text(cfg, json, strlen(json), path, 1);
+        free(json);
+        return st;
+    }
+    if (read_error) st = ffn_fail(FFN_ERR_ARG, "--config %s: read error", path);
+    else if (length > CONFIG_FILE_MAX)
+        st = ffn_fail(FFN_ERR_ARG, "--config %s: larger than %zu bytes; expected a JSON object or a checkpoint", path,
+                      CONFIG_FILE_MAX);
+    else if (memchr(text, '\0', length))
+        st = ffn_fail(FFN_ERR_ARG, "--config %s: expected a JSON file or a checkpoint (.h5), got binary data", path);
+    else st = parse_json_text(cfg, text, length, path, 0);
+    free(text);
+    return st;
+}
+
+/* First pass over argv: --help/--version, and where --config and
+ * --print-config stand, so that the file applies before every other flag. */
+static ffn_status scan_meta_flags(int argc, char **argv, const char **config_path, int *print, int *help)
+{
     for (int i = 1; i < argc; i++) {
         const char *arg = argv[i];
         if (strcmp(arg, "--help") == 0 || strcmp(arg, "-h") == 0) {
@@ -278,12 +536,47 @@ ffn_status ffn_config_parse(ffn_train_config *cfg, int argc, char **argv, int *h
             *help = FFN_CONFIG_VERSION;
             return FFN_OK;
         }
+        if (strncmp(arg, "--", 2) != 0) continue; /* the second pass names it */
+        const char *name = arg + 2, *eq = strchr(name, '=');
+        size_t len = eq ? (size_t)(eq - name) : strlen(name);
+        if (len == 6 && strncmp(name, "config", 6) == 0) {
+            if (*config_path)
+                return ffn_fail(FFN_ERR_ARG, "--config: given twice (give one file; flags on the command line override it)");
+            if (!eq && i + 1 >= argc) return ffn_fail(FFN_ERR_ARG, "--config: missing value (expected FILE.json|CKPT.h5)");
+            *config_path = eq ? eq + 1 : argv[++i];
+            if (!**config_path) return ffn_fail(FFN_ERR_ARG, "--config: expected FILE.json|CKPT.h5, got ''");
+        } else if (len == 12 && strncmp(name, "print-config", 12) == 0) {
+            if (eq) return ffn_fail(FFN_ERR_ARG, "--print-config takes no value");
+            *print = 1;
+        } else {
+            const flag *f = find_flag(name, len);
+            if (f && f->type != T_FLAG && !eq) i++; /* its value, even one starting with -- */
+        }
+    }
+    return FFN_OK;
+}
+
+ffn_status ffn_config_parse(ffn_train_config *cfg, int argc, char **argv, int *help)
+{
+    *help = 0;
+    const char *config_path = NULL;
+    int print = 0;
+    ffn_status st = scan_meta_flags(argc, argv, &config_path, &print, help);
+    if (st != FFN_OK || *help) return st;
+    if (config_path && (st = ffn_config_load(cfg, config_path)) != FFN_OK) return st;
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
         if (strncmp(arg, "--", 2) != 0)
             return ffn_fail(FFN_ERR_ARG, "unexpected argument '%s' (flags start with --; see --help)", arg);
         const char *name = arg + 2, *eq = strchr(name, '=');
         size_t len = eq ? (size_t)(eq - name) : strlen(name);
+        if (len == 6 && strncmp(name, "config", 6) == 0) { /* applied above */
+            if (!eq) i++;
+            continue;
+        }
+        if (len == 12 && strncmp(name, "print-config", 12) == 0) continue;
         const flag *f = find_flag(name, len);
-        if (!f) return ffn_fail(FFN_ERR_ARG, "unknown flag '--%.*s' (see --help)", (int)len, name);
+        if (!f) return unknown_flag(name, len);
         if (f->type == T_FLAG) {
             if (eq) return ffn_fail(FFN_ERR_ARG, "--%s takes no value", f->name);
             *(int *)((char *)cfg + f->offset) = 1;
@@ -295,9 +588,12 @@ ffn_status ffn_config_parse(ffn_train_config *cfg, int argc, char **argv, int *h
                 return ffn_fail(FFN_ERR_ARG, "--%s: missing value (expected %s)", f->name, f->metavar);
             value = argv[++i];
         }
-        ffn_status st = set_value(cfg, f, value);
+        char where[80];
+        snprintf(where, sizeof where, "--%s", f->name);
+        st = set_value(cfg, f, value, where);
         if (st != FFN_OK) return st;
     }
+    if (print) *help = FFN_CONFIG_PRINT;
     return FFN_OK;
 }
 
@@ -466,11 +762,28 @@ void ffn_config_print_help(FILE *out, const char *program)
         if (f->type != T_FLAG && def[0]) fprintf(out, " [default: %s]", def);
         fputc('\n', out);
     }
+    fprintf(out, "  %-24s %s\n", "--config FILE",
+            "flags from a JSON object {\"lr\": 0.01, \"quiet\": true, ...} (keys: these flags without --), or "
+            "a checkpoint's recorded run (CKPT.h5; --resume, --checkpoint-dir and --metrics are not replayed); "
+            "flags on the command line override it");
+    fprintf(out, "  %-24s %s\n", "--print-config", "print the configuration as JSON (usable with --config) and exit");
     fprintf(out, "  %-24s %s\n", "--version", "print ffn's version and the libraries' (OpenBLAS, HDF5, MPI)");
     fprintf(out, "\nThe last line printed is 'test: loss X accuracy Y' when --test is given.\n");
 }
 
-char *ffn_config_to_json(const ffn_train_config *cfg)
+/* The shortest decimal that reads back as the same float (0.9, not
+ * 0.899999976158142): what a person typed, and exact through --config. */
+static double shortest_float(float v)
+{
+    char text[32];
+    for (int digits = 6; digits < 9; digits++) {
+        snprintf(text, sizeof text, "%.*g", digits, (double)v);
+        if (strtof(text, NULL) == v) return strtod(text, NULL);
+    }
+    return v;
+}
+
+static char *config_json(const ffn_train_config *cfg, int pretty)
 {
     cJSON *root = cJSON_CreateObject();
     if (!root) return NULL;
@@ -479,9 +792,19 @@ char *ffn_config_to_json(const ffn_train_config *cfg)
         const char *field = (const char *)cfg + f->offset;
         char text[256];
         switch (f->type) {
-        case T_U64: cJSON_AddNumberToObject(root, f->name, (double)*(const uint64_t *)field); break;
+        case T_U64: {
+            /* Above 2^53 a JSON number (a double) would round: the exact digits as a string. */
+            uint64_t v = *(const uint64_t *)field;
+            if (v > ((uint64_t)1 << 53)) {
+                snprintf(text, sizeof text, "%llu", (unsigned long long)v);
+                cJSON_AddStringToObject(root, f->name, text);
+            } else {
+                cJSON_AddNumberToObject(root, f->name, (double)v);
+            }
+            break;
+        }
         case T_INT: cJSON_AddNumberToObject(root, f->name, *(const int *)field); break;
-        case T_FLOAT: cJSON_AddNumberToObject(root, f->name, *(const float *)field); break;
+        case T_FLOAT: cJSON_AddNumberToObject(root, f->name, shortest_float(*(const float *)field)); break;
         case T_DOUBLE: cJSON_AddNumberToObject(root, f->name, *(const double *)field); break;
         case T_FLAG: cJSON_AddBoolToObject(root, f->name, *(const int *)field); break;
         case T_STR:
@@ -493,7 +816,11 @@ char *ffn_config_to_json(const ffn_train_config *cfg)
             cJSON_AddStringToObject(root, f->name, text);
         }
     }
-    char *json = cJSON_PrintUnformatted(root);
+    char *json = pretty ? cJSON_Print(root) : cJSON_PrintUnformatted(root);
     cJSON_Delete(root);
     return json;
 }
+
+char *ffn_config_to_json(const ffn_train_config *cfg) { return config_json(cfg, 0); }
+
+char *ffn_config_to_json_pretty(const ffn_train_config *cfg) { return config_json(cfg, 1); }

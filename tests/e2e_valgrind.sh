@@ -49,6 +49,12 @@ vg resume 0 "$FFN_TRAIN" --train train.h5 --val val.h5 "${T[@]}" --max-steps 6 -
 ls ck/ckpt-0000000006.h5 >/dev/null || fail "the resumed run wrote no checkpoint at step 6"
 vg nan-features 1 "$FFN_TRAIN" --train nan.h5 "${T[@]}" --no-shuffle --max-steps 4 --checkpoint-dir ck-nan
 vg wrong-model 2 "$FFN_TRAIN" --train train.h5 --model dense:4,dense:3 --resume ck/ckpt-0000000006.h5 --quiet --threads 1
+# --config: the strings of a file and of a checkpoint's config_json live as long as the run, then are freed.
+echo '{"train": "train.h5", "model": "dense:8:relu,dense:3", "batch-size": 20, "threads": 1, "quiet": true}' >run.json
+vg config-file 0 "$FFN_TRAIN" --config run.json --max-steps 2
+vg config-ckpt 0 "$FFN_TRAIN" --config ck/ckpt-0000000006.h5 --checkpoint-dir ck-replay --max-steps 2
+echo '{"train": "train.h5", "epoch": 2}' >bad.json
+vg config-bad-key 2 "$FFN_TRAIN" --config bad.json
 vg eval 0 "$FFN_EVAL" --checkpoint ck/ckpt-0000000006.h5 --data val.h5
 vg eval-info 0 "$FFN_EVAL" --info ck/ckpt-0000000006.h5
 vg data-info 0 "$FFN_DATA" info train.h5

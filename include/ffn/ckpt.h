@@ -82,6 +82,9 @@ typedef struct {
  * field). Free with ffn_checkpoint_free. */
 ffn_status ffn_checkpoint_load(ffn_checkpoint *out, const char *path);
 void ffn_checkpoint_free(ffn_checkpoint *c);
+/* Only the config_json attribute (malloc'd; free() it), without reading the
+ * tensors: for ffn-train --config CKPT.h5. */
+ffn_status ffn_checkpoint_read_config(const char *path, char **json);
 
 /* Writes c atomically to path (see above). The buffers are only read. */
 ffn_status ffn_checkpoint_save(const ffn_checkpoint *c, const char *path);

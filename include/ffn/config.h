@@ -77,15 +77,38 @@ typedef struct {
     uint64_t log_every;        /* steps between step records; 0 = per epoch only */
     int progress;              /* -1 auto (stderr is a terminal), 0 off, 1 on */
     int quiet;
+    /* --config: the parsed files that string fields may point into, and a note
+     * naming a checkpoint's keys that were not replayed (NULL: none). Owned;
+     * ffn_config_release frees them. */
+    void *config_storage;
+    char *config_note;
 } ffn_train_config;
 
 void ffn_config_defaults(ffn_train_config *cfg);
 
-/* Parses argv[1..argc). Errors name the flag and what it expects.
+/* Frees what --config brought in (the fields pointing into it become invalid). */
+void ffn_config_release(ffn_train_config *cfg);
+
+/* Parses argv[1..argc). Errors name the flag and what it expects; an unknown
+ * flag gets the nearest known one suggested. --config FILE applies a JSON file
+ * (or a checkpoint's config_json, see ffn_config_load) first, wherever it
+ * stands, so the other flags on the line override it.
  * Sets *help to FFN_CONFIG_HELP when --help was given, FFN_CONFIG_VERSION for
- * --version (nothing else is checked then), else 0. */
-enum { FFN_CONFIG_HELP = 1, FFN_CONFIG_VERSION = 2 };
+ * --version (nothing else is checked then), FFN_CONFIG_PRINT for
+ * --print-config (the caller prints ffn_config_to_json_pretty and exits;
+ * ffn_config_validate is not needed), else 0. */
+enum { FFN_CONFIG_HELP = 1, FFN_CONFIG_VERSION = 2, FFN_CONFIG_PRINT = 3 };
 ffn_status ffn_config_parse(ffn_train_config *cfg, int argc, char **argv, int *help);
+/* Applies a JSON object of flag names (without --) to values, typed as
+ * ffn_config_to_json writes them (strings, numbers, true/false for flags
+ * without a value; null = leave as it is). Every value is validated as on the
+ * command line; errors name source and the key. from_checkpoint: the keys that
+ * would resume or overwrite the recorded run (resume, allow-data-change,
+ * checkpoint-dir, metrics) are skipped and named in cfg->config_note. */
+ffn_status ffn_config_apply_json(ffn_train_config *cfg, const char *json, const char *source, int from_checkpoint);
+/* --config PATH: a JSON file, or a checkpoint (HDF5) whose config_json is
+ * replayed as ffn_config_apply_json(..., from_checkpoint = 1) does. */
+ffn_status ffn_config_load(ffn_train_config *cfg, const char *path);
 /* Cross-field checks after parsing (required flags, ranges). */
 ffn_status ffn_config_validate(ffn_train_config *cfg);
 /* Parses a layer list ("0,2", "0-3", "all-but-last") for a model of n layers
@@ -100,5 +123,7 @@ void ffn_config_print_help(FILE *out, const char *program);
 ffn_optim_config ffn_config_optim(const ffn_train_config *cfg);
 /* The configuration as JSON (malloc'd), for checkpoints and metrics files. */
 char *ffn_config_to_json(const ffn_train_config *cfg);
+/* The same, indented for people (--print-config). */
+char *ffn_config_to_json_pretty(const ffn_train_config *cfg);
 
 #endif

@@ -6,6 +6,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -37,6 +38,17 @@ int main(int argc, char **argv)
     int help = 0;
     /* Every rank parses the same argv, so every rank reaches the same verdict. */
     ffn_status st = ffn_config_parse(&cfg, argc, argv, &help);
+    if (st == FFN_OK && rank == 0 && cfg.config_note) fprintf(stderr, "ffn-train: note: %s\n", cfg.config_note);
+    if (st == FFN_OK && help == FFN_CONFIG_PRINT) {
+        /* Without the cross-field checks (no --train needed): a configuration
+         * may be written in pieces and completed on the command line. */
+        char *json = ffn_config_to_json_pretty(&cfg);
+        if (rank == 0) printf("%s\n", json ? json : "{}");
+        free(json);
+        ffn_config_release(&cfg);
+        ffn_comm_finalize(comm);
+        return json ? 0 : EXIT_RUNTIME;
+    }
     if (st == FFN_OK && help) {
         if (rank == 0 && help == FFN_CONFIG_VERSION) ffn_version_print(stdout, "ffn-train");
         else if (rank == 0) ffn_config_print_help(stdout, "ffn-train");
@@ -46,6 +58,7 @@ int main(int argc, char **argv)
     if (st == FFN_OK) st = ffn_config_validate(&cfg);
     if (st != FFN_OK) {
         if (rank == 0) fprintf(stderr, "ffn-train: error: %s\n", ffn_last_error());
+        ffn_config_release(&cfg);
         ffn_comm_finalize(comm);
         return EXIT_USAGE;
     }
@@ -75,6 +88,7 @@ int main(int argc, char **argv)
         printf("%s: loss %.4f accuracy %.4f\n", result.final_split, result.final_loss,
                result.final_accuracy);
     }
+    ffn_config_release(&cfg);
     ffn_comm_finalize(comm);
     return code;
 }
