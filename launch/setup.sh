@@ -24,6 +24,7 @@ packages=(
   libhdf5-dev hdf5-tools             # datasets and checkpoints (h5dump for inspection)
   zlib1g-dev                         # gzip'd IDX files, CRC32 replica hashes
   libcjson-dev                       # JSON metrics and the config saved in checkpoints
+  libcsv-dev                         # ffn-data csv: RFC 4180 quoting (quoted commas, quotes, newlines)
   dataset-fashion-mnist              # the default real dataset
   python3-h5py python3-numpy         # tests cross-check files with h5py
 )

@@ -269,6 +269,31 @@ ffn_status ffn_dataset_writer_attr(ffn_dataset_writer *w, const char *name, cons
     return FFN_OK;
 }
 
+ffn_status ffn_dataset_writer_attr_strings(ffn_dataset_writer *w, const char *name, const char *const *values,
+                                           size_t n)
+{
+    quiet_hdf5();
+    if (!name || !*name || (!values && n) || n == 0)
+        return ffn_fail(FFN_ERR_ARG, "%s: writer: a string array attribute needs a name and values", w->path);
+    for (size_t i = 0; i < n; i++)
+        if (!values[i]) return ffn_fail(FFN_ERR_ARG, "%s: writer: attribute %s: value %zu is NULL", w->path, name, i);
+    hsize_t dims[1] = {(hsize_t)n};
+    hid_t t = H5Tcopy(H5T_C_S1), s = H5Screate_simple(1, dims, NULL), a = -1;
+    herr_t r = t >= 0 && s >= 0 ? 0 : -1;
+    if (r >= 0) r = H5Tset_size(t, H5T_VARIABLE);
+    if (r >= 0) r = H5Tset_cset(t, H5T_CSET_UTF8);
+    if (r >= 0 && H5Aexists(w->file, name) > 0) r = H5Adelete(w->file, name);
+    if (r >= 0) r = (a = H5Acreate2(w->file, name, t, s, H5P_DEFAULT, H5P_DEFAULT)) >= 0 ? 0 : -1;
+    if (r >= 0) r = H5Awrite(a, t, values);
+    if (a >= 0) H5Aclose(a);
+    if (s >= 0) H5Sclose(s);
+    if (t >= 0) H5Tclose(t);
+    if (r < 0)
+        return ffn_fail(FFN_ERR_IO, "%s: cannot write attribute %s (%zu strings; an attribute holds at most 64 KiB)",
+                        w->path, name, n);
+    return FFN_OK;
+}
+
 /* fsync a file, then its directory so that the rename is durable too. */
 static int sync_path(const char *p)
 {

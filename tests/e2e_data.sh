@@ -60,7 +60,7 @@ r = h5py.File("csvr.h5"); assert r["y"].dtype == np.float32 and np.allclose(r["y
 PY
 printf '1,2,0\n3,x,1\n' >bad.csv
 set +e; "$FFN_DATA" csv bad.csv --out b.h5 >/dev/null 2>err.txt; rc=$?; set -e
-[[ $rc -eq 1 ]] && grep -q "bad.csv line 2 column 1" err.txt || fail "bad csv: $(cat err.txt)"
+[[ $rc -eq 1 ]] && grep -q "bad.csv: row 2, column 1: 'x' is not a number" err.txt || fail "bad csv: $(cat err.txt)"
 pass "csv (header + named label, no header, regression; bad cell named)"
 
 # NumPy .npy.

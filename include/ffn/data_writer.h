@@ -27,6 +27,10 @@ ffn_status ffn_dataset_writer_create(ffn_dataset_writer **out, const char *path,
 ffn_status ffn_dataset_writer_rows(ffn_dataset_writer *w, uint64_t start, size_t n,
                                    const void *x, const void *y);
 ffn_status ffn_dataset_writer_attr(ffn_dataset_writer *w, const char *name, const char *value);
+/* A file attribute holding n UTF-8 strings (e.g. class_names in label order).
+ * HDF5 keeps an attribute under 64 KiB here: about 4000 strings. */
+ffn_status ffn_dataset_writer_attr_strings(ffn_dataset_writer *w, const char *name, const char *const *values,
+                                           size_t n);
 /* Finishes and renames; on error removes the temporary. Always frees w. */
 ffn_status ffn_dataset_writer_close(ffn_dataset_writer *w);
 /* Frees w and removes the temporary without touching PATH. */

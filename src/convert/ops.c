@@ -305,7 +305,26 @@ static herr_t print_attr(hid_t loc, const char *name, const H5A_info_t *ainfo, v
     hid_t a = H5Aopen(loc, name, H5P_DEFAULT), t = H5Aget_type(a), sp = H5Aget_space(a);
     hssize_t points = H5Sget_simple_extent_npoints(sp);
     printf("  attribute %s = ", name);
-    if (points != 1) {
+    if (strcmp(name, "class_names") == 0 && points > 1 && H5Tget_class(t) == H5T_STRING &&
+        H5Tis_variable_str(t) > 0) {
+        /* ffn-data csv's class names, in label order: the first ones, then how
+         * many (other arrays stay a count). */
+        enum { SHOWN = 20 };
+        char **s = calloc((size_t)points, sizeof *s);
+        hid_t mt = H5Tcopy(H5T_C_S1);
+        H5Tset_size(mt, H5T_VARIABLE);
+        H5Tset_cset(mt, H5Tget_cset(t));
+        if (s && H5Aread(a, mt, s) >= 0) {
+            for (hssize_t i = 0; i < points && i < SHOWN; i++) printf("%s%lld:%.60s", i ? " " : "", (long long)i, s[i] ? s[i] : "");
+            if (points > SHOWN) printf(" ...");
+            printf(" (%lld values)", (long long)points);
+            H5Dvlen_reclaim(mt, sp, H5P_DEFAULT, s);
+        } else {
+            printf("(%lld values)", (long long)points);
+        }
+        free(s);
+        H5Tclose(mt);
+    } else if (points != 1) {
         /* H5Aread writes every element: only single values are read into the
          * one-value buffers below. */
         printf("(%lld values)", (long long)points);
