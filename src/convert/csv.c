@@ -411,7 +411,7 @@ static void run_pass(csv_state *st, int *gzipped)
         return;
     }
     static char buf[READ_BYTES];
-    int n;
+    int n = 0;
     while (!st->rc && (n = gzread(in, buf, sizeof buf)) > 0) {
         if (csv_parse(&parser, buf, (size_t)n, on_field, on_row_end, st) != (size_t)n && !st->rc)
             st->rc = data_error(CMD, "%s: row %zu: %s (a quote must open a field and close it, and quotes inside a quoted field are doubled)",
