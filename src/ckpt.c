@@ -355,36 +355,31 @@ static ffn_status read_string_attr(hid_t loc, const char *name, const char *path
     return st;
 }
 
-static ffn_status read_u64_attr(hid_t loc, const char *name, const char *path, uint64_t *out)
+/* One scalar attribute of the given class, read as mem_type into out. */
+static ffn_status read_scalar_attr(hid_t loc, const char *name, const char *path, H5T_class_t cls, hid_t mem_type,
+                                   void *out, const char *expected)
 {
     if (H5Aexists(loc, name) <= 0)
         return ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: attribute '%s' is missing", path, name);
     hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
     hid_t ft = H5Aget_type(a);
     hid_t s = H5Aget_space(a);
-    int ok = H5Tget_class(ft) == H5T_INTEGER && H5Sget_simple_extent_npoints(s) == 1 &&
-             H5Aread(a, H5T_NATIVE_UINT64, out) >= 0;
+    int ok = H5Tget_class(ft) == cls && H5Sget_simple_extent_npoints(s) == 1 && H5Aread(a, mem_type, out) >= 0;
     H5Sclose(s);
     H5Tclose(ft);
     H5Aclose(a);
     return ok ? FFN_OK
-              : ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: attribute '%s' should be one integer", path, name);
+              : ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: attribute '%s' should be %s", path, name, expected);
+}
+
+static ffn_status read_u64_attr(hid_t loc, const char *name, const char *path, uint64_t *out)
+{
+    return read_scalar_attr(loc, name, path, H5T_INTEGER, H5T_NATIVE_UINT64, out, "one integer");
 }
 
 static ffn_status read_double_attr(hid_t loc, const char *name, const char *path, double *out)
 {
-    if (H5Aexists(loc, name) <= 0)
-        return ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: attribute '%s' is missing", path, name);
-    hid_t a = H5Aopen(loc, name, H5P_DEFAULT);
-    hid_t ft = H5Aget_type(a);
-    hid_t s = H5Aget_space(a);
-    int ok = H5Tget_class(ft) == H5T_FLOAT && H5Sget_simple_extent_npoints(s) == 1 &&
-             H5Aread(a, H5T_NATIVE_DOUBLE, out) >= 0;
-    H5Sclose(s);
-    H5Tclose(ft);
-    H5Aclose(a);
-    return ok ? FFN_OK
-              : ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: attribute '%s' should be one number", path, name);
+    return read_scalar_attr(loc, name, path, H5T_FLOAT, H5T_NATIVE_DOUBLE, out, "one number");
 }
 
 /* Reads a float dataset whose shape must be exactly dims. */
