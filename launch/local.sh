@@ -12,6 +12,11 @@
 # SIGUSR1/SIGTERM to this script checkpoints and stops (exit 75), a second Ctrl-C stops at once
 # (exit 130).
 set -euo pipefail
+# The whole script is one function, parsed before it runs: bash 5.2 can lose a
+# signal whose trap fires while it is still parsing a line with $(...) ("interrupt
+# trap: unexpected EOF while looking for matching `)'"), so nothing is left to
+# parse once the traps are set.
+main() {
 # A stop request before mpirun-hosts.sh takes over ends this script: nothing has started yet.
 for s in INT TERM USR1 HUP; do
   trap "echo 'local.sh: SIG$s before mpirun started: not starting (nothing to checkpoint); exit 75' >&2; exit 75" "$s"
@@ -46,3 +51,5 @@ if ((np * ${threads:-1} > cores)); then
 fi
 export FFN_MPIRUN_ARGS=$extra FFN_THREADS=$threads FFN_HOSTFILE="" FFN_RANKS_PER_NODE=""
 exec "$here/mpirun-hosts.sh" -n "$np" -- "$@"
+}
+main "$@"

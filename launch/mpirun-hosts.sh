@@ -37,6 +37,11 @@
 # had begun), 130 = stopped at once by a second request, 2 = a usage error, 1 = the checkpoint
 # directory is in use by another run.
 set -uo pipefail
+# The whole script is one function, parsed before it runs: bash 5.2 can lose a
+# signal whose trap fires while it is still parsing a line with $(...) ("interrupt
+# trap: unexpected EOF while looking for matching `)'"), so nothing is left to
+# parse once the traps are set.
+main() {
 log() { echo "mpirun-hosts: $*" >&2; }
 
 # Stop requests count from here on; each is handled once mpirun runs (on_signal).
@@ -309,3 +314,5 @@ elif [[ -n $stop ]] && ((rc != 0)); then
   log "mpirun ended with exit $rc after the stop request"
 fi
 exit "$rc"
+}
+main "$@"
