@@ -594,25 +594,40 @@ static ffn_status load_contents(hid_t f, ffn_checkpoint *c, const char *path)
     return st;
 }
 
-ffn_status ffn_checkpoint_load(ffn_checkpoint *c, const char *path)
+/* Opens path read-only under the open watchdog (`what` names the work in its
+ * message); close with close_guarded. */
+static ffn_status open_guarded(const char *path, const char *what, hid_t *f, ffn_watchdog **guard)
 {
-    memset(c, 0, sizeof *c);
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     if (access(path, R_OK) != 0)
         return ffn_fail(FFN_ERR_IO, "checkpoint %s: cannot read: %s", path, strerror(errno));
     if (H5Fis_hdf5(path) <= 0)
         return ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: not an HDF5 file (or truncated)", path);
-    ffn_watchdog *guard;
-    ffn_status st = ffn_watchdog_start(&guard, path, "loading the checkpoint");
+    ffn_status st = ffn_watchdog_start(guard, path, what);
     if (st != FFN_OK) return st;
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (f < 0) {
-        ffn_watchdog_stop(guard);
+    *f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+    if (*f < 0) {
+        ffn_watchdog_stop(*guard);
         return ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: HDF5 cannot open it (truncated or corrupted?)", path);
     }
-    st = load_contents(f, c, path);
+    return FFN_OK;
+}
+
+static void close_guarded(hid_t f, ffn_watchdog *guard)
+{
     H5Fclose(f);
     ffn_watchdog_stop(guard);
+}
+
+ffn_status ffn_checkpoint_load(ffn_checkpoint *c, const char *path)
+{
+    memset(c, 0, sizeof *c);
+    hid_t f;
+    ffn_watchdog *guard;
+    ffn_status st = open_guarded(path, "loading the checkpoint", &f, &guard);
+    if (st != FFN_OK) return st;
+    st = load_contents(f, c, path);
+    close_guarded(f, guard);
     if (st != FFN_OK) ffn_checkpoint_free(c);
     return st;
 }
@@ -620,19 +635,10 @@ ffn_status ffn_checkpoint_load(ffn_checkpoint *c, const char *path)
 ffn_status ffn_checkpoint_read_config(const char *path, char **json)
 {
     *json = NULL;
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    if (access(path, R_OK) != 0)
-        return ffn_fail(FFN_ERR_IO, "checkpoint %s: cannot read: %s", path, strerror(errno));
-    if (H5Fis_hdf5(path) <= 0)
-        return ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: not an HDF5 file (or truncated)", path);
+    hid_t f;
     ffn_watchdog *guard;
-    ffn_status st = ffn_watchdog_start(&guard, path, "reading the checkpoint's configuration");
+    ffn_status st = open_guarded(path, "reading the checkpoint's configuration", &f, &guard);
     if (st != FFN_OK) return st;
-    hid_t f = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (f < 0) {
-        ffn_watchdog_stop(guard);
-        return ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: HDF5 cannot open it (truncated or corrupted?)", path);
-    }
     char *format = NULL;
     st = read_string_attr(f, "format", path, &format);
     if (st == FFN_OK && strcmp(format, "ffn-checkpoint") != 0)
@@ -641,8 +647,7 @@ ffn_status ffn_checkpoint_read_config(const char *path, char **json)
     if (st == FFN_OK && H5Aexists(f, "config_json") <= 0)
         st = ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: no config_json attribute (no recorded configuration)", path);
     if (st == FFN_OK) st = read_string_attr(f, "config_json", path, json);
-    H5Fclose(f);
-    ffn_watchdog_stop(guard);
+    close_guarded(f, guard);
     return st;
 }
 
