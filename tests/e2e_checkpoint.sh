@@ -8,17 +8,6 @@ source "$(dirname "$0")/lib/common.sh"
 ARGS=(--train train.h5 --model dense:24:relu,dense:12:tanh,dense:3 --loss softmax_ce --optimizer adam
       --lr 0.003 --batch-size 32 --seed 9 --quiet --threads 1 --log-every 1)
 # 1200 / 32 = 38 steps per epoch (the last has 16 rows).
-same_params() { # same_params A B: every dataset bitwise equal
-  "$PY" - "$1" "$2" <<'PY'
-import sys, h5py, numpy as np
-a, b = h5py.File(sys.argv[1]), h5py.File(sys.argv[2])
-names = []
-a.visit(lambda n: names.append(n) if isinstance(a[n], h5py.Dataset) else None)
-assert names, "no datasets"
-for n in names:
-    assert np.array_equal(a[n][()], b[n][()]), n
-PY
-}
 
 # 1. Uninterrupted 2 epochs vs 1 epoch + resume for 1, at 2 ranks: bitwise.
 mpi 2 "$FFN_TRAIN" "${ARGS[@]}" --epochs 2 --checkpoint-dir full --metrics full.csv

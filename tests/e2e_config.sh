@@ -11,17 +11,6 @@ source "$(dirname "$0")/lib/common.sh"
 ARGS=(--train train.h5 --val val.h5 --model dense:16:relu,dense:3 --optimizer adamw --lr 0.003 --beta2 0.98
       --weight-decay 0.02 --lr-schedule cosine --min-lr 1e-5 --batch-size 40 --epochs 2 --seed 7 --threads 1 --quiet)
 # 600 / 40 = 15 steps per epoch.
-same_params() { # same_params A B: every dataset bitwise equal
-  "$PY" - "$1" "$2" <<'PY'
-import sys, h5py, numpy as np
-a, b = h5py.File(sys.argv[1]), h5py.File(sys.argv[2])
-names = []
-a.visit(lambda n: names.append(n) if isinstance(a[n], h5py.Dataset) else None)
-assert names, "no datasets"
-for n in names:
-    assert np.array_equal(a[n][()], b[n][()]), n
-PY
-}
 
 # 1. The same flags from a file: the same bits.
 mpi 2 "$FFN_TRAIN" "${ARGS[@]}" --checkpoint-dir line

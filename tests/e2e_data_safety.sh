@@ -43,26 +43,13 @@ ln in.h5 hard.h5
 # Every file a case reads: none may change.
 INPUTS=(in.h5 images.idx labels.idx data.csv x.npy y.npy probs.h5 over.h5 signed.h5 P.h5 P-00000-of-00002.h5
         P-00001-of-00002.h5 d/in.h5 x.h5.tmp)
-sums0=$(md5sum "${INPUTS[@]}")
 
 printf '%-48s | %4s | %5s | %s\n' "case" "exit" "secs" "message" >table.txt
-# check NAME EXPECTED_RC EXPECTED_TEXT -- COMMAND...: runs, checks exit code,
-# message (one error line) and that every input is unchanged; adds a table row.
-check() {
-  local name=$1 want_rc=$2 want=$3; shift 4
-  local t0=$(date +%s.%N)
-  set +e; timeout -k 5 60 "$@" >out.txt 2>err.txt; local rc=$?; set -e
-  local secs=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
-  local msg=$(grep -v '^\s*$' err.txt | grep -v -- '^-\{5,\}' | head -1)
-  [[ -n $msg ]] || msg=$(head -1 out.txt)
-  printf '%-48s | %4s | %5s | %s\n' "$name" "$rc" "$secs" "$msg" >>table.txt
-  [[ $rc -ne 124 && $rc -ne 137 ]] || fail "$name: hung (killed by timeout)"
-  [[ $rc -eq $want_rc ]] || fail "$name: exit $rc, expected $want_rc: $(cat err.txt out.txt)"
-  grep -qF -- "$want" err.txt out.txt || fail "$name: message lacks '$want': $(cat err.txt out.txt)"
-  local lines=$(grep -c "error" err.txt || true)
-  [[ $lines -le 1 ]] || fail "$name: $lines error lines, expected one: $(cat err.txt)"
-  [[ $(md5sum "${INPUTS[@]}") == "$sums0" ]] || fail "$name: an input changed: $(md5sum "${INPUTS[@]}" | diff - <(echo "$sums0"))"
-}
+# Every case: exit code, message (one error line; ffn-data may print it on stdout) and
+# every input unchanged (tests/lib/common.sh: check_case).
+CASE_WIDTH=48 CASE_TEXT_IN="err.txt out.txt"
+case_snapshot() { md5sum "${INPUTS[@]}"; }
+check() { check_case "$@"; }
 gone() { for f in "$@"; do [[ ! -e $f ]] || fail "a refused command wrote $f"; done; }
 D=("$FFN_DATA")
 SAME="an output never replaces an input"

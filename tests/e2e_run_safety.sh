@@ -21,24 +21,15 @@ ls d1/ckpt-0000000010.h5 d1/ckpt-0000000020.h5 d1/ckpt-0000000030.h5 >/dev/null 
 
 sums() { find "$@" -type f ! -name ffn.lock -print0 | sort -z | xargs -0 md5sum; }
 printf '%-44s | %4s | %5s | %s\n' "case" "exit" "secs" "message" >table.txt
-# check NAME RC TEXT [--keep PATHS] -- CMD...: exit code, one error line with TEXT,
-# and the files under PATHS (default d1 and the datasets) unchanged.
+# check NAME RC TEXT [--keep PATHS] -- CMD...: tests/lib/common.sh's check_case, with
+# the files under PATHS (default d1 and the datasets) unchanged.
+CASE_WIDTH=44 CASE_TIMEOUT=120
+KEEP=()
+case_snapshot() { sums "${KEEP[@]}"; }
 check() {
-  local name=$1 want_rc=$2 want=$3; shift 3
-  local keep=(d1 good.h5 other.h5 test.h5)
-  if [[ $1 == --keep ]]; then keep=($2); shift 2; fi
-  shift # --
-  local before; before=$(sums "${keep[@]}")
-  local t0; t0=$(date +%s.%N)
-  set +e; timeout -k 5 120 "$@" >out.txt 2>err.txt; local rc=$?; set -e
-  local secs; secs=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.2f", b - a }')
-  local msg; msg=$(grep -m1 "error" err.txt || true)
-  printf '%-44s | %4s | %5s | %s\n' "$name" "$rc" "$secs" "$msg" >>table.txt
-  [[ $rc -ne 124 && $rc -ne 137 ]] || fail "$name: hung (killed by timeout)"
-  [[ $rc -eq $want_rc ]] || fail "$name: exit $rc, expected $want_rc: $(cat err.txt)"
-  grep -qF -- "$want" err.txt || fail "$name: message lacks '$want': $(cat err.txt)"
-  [[ $(grep -c "error" err.txt || true) -le 1 ]] || fail "$name: more than one error line: $(cat err.txt)"
-  [[ $(sums "${keep[@]}") == "$before" ]] || fail "$name: a file that must not change changed"
+  KEEP=(d1 good.h5 other.h5 test.h5)
+  if [[ $4 == --keep ]]; then KEEP=($5); set -- "$1" "$2" "$3" "${@:6}"; fi
+  check_case "$@"
 }
 T=("$FFN_TRAIN")
 

@@ -16,6 +16,7 @@
 #include <hdf5.h>
 
 #include "ffn/act.h"
+#include "ffn/ckpt.h"
 #include "ffn/data.h"
 
 /* ---- a temporary directory ---------------------------------------------- */
@@ -187,6 +188,39 @@ static inline void ready_log_add(void *user, size_t offset, size_t count)
         log->count[log->n] = count;
     }
     log->n++;
+}
+
+/* A valid checkpoint of a small model (dense:3:relu,dense:2 on 2 inputs) at
+ * path, recording config_json (NULL: none); with_adam adds zeroed Adam state. */
+static inline ffn_status write_small_checkpoint(const char *path, const char *config_json, int with_adam)
+{
+    ffn_model *m = NULL;
+    ffn_status st = ffn_model_create_from_text(&m, "dense:3:relu,dense:2", 2);
+    if (st != FFN_OK) return st;
+    ffn_model_init_params(m, 1);
+    ffn_checkpoint c;
+    memset(&c, 0, sizeof c);
+    c.model_spec = ffn_model_spec_text(m);
+    c.input_dim = 2;
+    c.loss = "softmax_ce";
+    c.model = m;
+    c.param_count = ffn_model_param_count(m);
+    c.params = ffn_model_params(m);
+    c.config_json = (char *)config_json;
+    if (with_adam) {
+        c.optimizer = "adam";
+        c.state_count = 2;
+        c.state_names[0] = "m";
+        c.state_names[1] = "v";
+        c.state[0] = calloc(c.param_count, sizeof(float));
+        c.state[1] = calloc(c.param_count, sizeof(float));
+    }
+    st = ffn_checkpoint_save(&c, path);
+    free(c.state[0]);
+    free(c.state[1]);
+    free(c.model_spec);
+    ffn_model_free(m);
+    return st;
 }
 
 #endif

@@ -12,6 +12,7 @@
 #include "ffn/config.h"
 #include "ffn/model.h"
 #include "check.h"
+#include "fixtures.h"
 
 static char dir[] = "/tmp/ffn-test-config.XXXXXX";
 
@@ -144,24 +145,7 @@ static void test_did_you_mean(void)
 }
 
 /* A checkpoint whose config_json is json. */
-static void write_checkpoint(const char *path, const char *json)
-{
-    ffn_model *m = NULL;
-    CHECK(ffn_model_create_from_text(&m, "dense:3:relu,dense:2", 2) == FFN_OK);
-    ffn_model_init_params(m, 1);
-    ffn_checkpoint c;
-    memset(&c, 0, sizeof c);
-    c.model_spec = ffn_model_spec_text(m);
-    c.input_dim = 2;
-    c.loss = "softmax_ce";
-    c.model = m;
-    c.param_count = ffn_model_param_count(m);
-    c.params = ffn_model_params(m);
-    c.config_json = (char *)json;
-    CHECK(ffn_checkpoint_save(&c, path) == FFN_OK);
-    free(c.model_spec);
-    ffn_model_free(m);
-}
+static void write_checkpoint(const char *path, const char *json) { CHECK(write_small_checkpoint(path, json, 0) == FFN_OK); }
 
 /* --config CKPT.h5 gives back the configuration the checkpoint recorded, but
  * for the keys that would resume it or write over its outputs. */

@@ -19,31 +19,7 @@
 #include "fixtures.h"
 
 /* A valid checkpoint of a small model, with adam state. */
-static void write_checkpoint(const char *path)
-{
-    ffn_model *m = NULL;
-    CHECK(ffn_model_create_from_text(&m, "dense:3:relu,dense:2", 2) == FFN_OK);
-    ffn_model_init_params(m, 1);
-    ffn_checkpoint c;
-    memset(&c, 0, sizeof c);
-    c.model_spec = ffn_model_spec_text(m);
-    c.input_dim = 2;
-    c.loss = "softmax_ce";
-    c.model = m;
-    c.param_count = ffn_model_param_count(m);
-    c.params = ffn_model_params(m);
-    c.optimizer = "adam";
-    c.state_count = 2;
-    c.state_names[0] = "m";
-    c.state_names[1] = "v";
-    c.state[0] = calloc(c.param_count, sizeof(float));
-    c.state[1] = calloc(c.param_count, sizeof(float));
-    CHECK(ffn_checkpoint_save(&c, path) == FFN_OK);
-    free(c.state[0]);
-    free(c.state[1]);
-    free(c.model_spec);
-    ffn_model_free(m);
-}
+static void write_checkpoint(const char *path) { CHECK(write_small_checkpoint(path, NULL, 1) == FFN_OK); }
 
 /* Replaces attribute name of object obj_path with an array of count strings,
  * variable-length or fixed-length (each value long enough to overflow). */
