@@ -121,12 +121,13 @@ static int polite_wait_for(int n, MPI_Request *reqs, double stall)
 
 static int polite_wait(int n, MPI_Request *reqs) { return polite_wait_for(n, reqs, 0); }
 
-/* Returns once every rank of comm has called it (a barrier that waits politely). */
-static int arrive(MPI_Comm comm)
+/* Returns once every rank of comm has called it (a barrier that waits
+ * politely), or WAIT_STALLED after `stall` seconds (0: never). */
+static int arrive(MPI_Comm comm, double stall)
 {
     MPI_Request req;
     int rc = MPI_Ibarrier(comm, &req);
-    return rc == MPI_SUCCESS ? polite_wait(1, &req) : rc;
+    return rc == MPI_SUCCESS ? polite_wait_for(1, &req, stall) : rc;
 }
 
 static ffn_status mpi_error(int code, const char *what)
@@ -276,7 +277,7 @@ static ffn_status sum_in_place(ffn_comm *c, void *buf, size_t n, size_t elem, MP
         if (rc == MPI_SUCCESS) rc = polite_wait(1, &req);
         return rc == MPI_SUCCESS ? FFN_OK : mpi_error(rc, "MPI_Iallreduce");
     }
-    int rc = arrive(c->world);
+    int rc = arrive(c->world, 0);
     if (rc != MPI_SUCCESS) return mpi_error(rc, "MPI_Ibarrier");
     for (size_t done = 0; done < n;) {
         size_t len = n - done < per_call ? n - done : per_call;
@@ -346,7 +347,7 @@ ffn_status ffn_comm_allgather_slices(ffn_comm *c, float *buf, size_t n, size_t f
 {
     if (c->size == 1 || from >= to) return FFN_OK;
     if (to > n) to = n;
-    int arrived = arrive(c->world);
+    int arrived = arrive(c->world, 0);
     if (arrived != MPI_SUCCESS) return mpi_error(arrived, "MPI_Ibarrier");
     size_t per = chunk_floats(bucket_bytes);
     for (size_t lo = from; lo < to; lo += per) {
@@ -852,9 +853,7 @@ ffn_status ffn_grad_sync_finish(ffn_grad_sync *s)
         if (c->slots) {
             if (node_barrier(c) != 0) return FFN_ERR_STALLED;
         } else {
-            MPI_Request req;
-            rc = MPI_Ibarrier(c->world, &req);
-            if (rc == MPI_SUCCESS) rc = polite_wait_for(1, &req, c->stall_seconds);
+            rc = arrive(c->world, c->stall_seconds);
             if (rc == WAIT_STALLED) return stalled(c, NULL, 0, 0);
         }
         for (size_t i = 0; rc == MPI_SUCCESS && i < s->planned; i++)
