@@ -45,7 +45,7 @@ main() {
 log() { echo "mpirun-hosts: $*" >&2; }
 
 # Stop requests count from here on; each is handled once mpirun runs (on_signal).
-stop="" forced=0 pid="" poller="" stamp=""
+stop="" forced=0 pid="" poller="" stamp="" ranks_at_stop=0
 on_signal() {
   if [[ -z $pid ]]; then
     stop=${stop:-$1}
@@ -244,6 +244,7 @@ ranks_listen() {
   ((!seen && SECONDS - t_start >= start_grace))
 }
 forward_stop() {
+  ranks_at_stop=$(local_ranks | wc -l)
   if ranks_listen; then
     kill -USR1 "$pid" 2>/dev/null
     return
@@ -274,7 +275,11 @@ force_stop() {
     state=$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$p/status" 2>/dev/null)
     [[ -n $state && $state != Z ]] && live+=("$p")
   done
-  if ((${#live[@]})); then
+  if ((${#live[@]} && ${#live[@]} < ranks_at_stop)); then
+    # Some rank has already ended after its checkpoint: mpirun is taking the job down, and
+    # killing the others now makes Open MPI 4.1's mpirun crash in its finalize (exit 139).
+    log "SIG$1 again: the ranks are ending after the checkpoint; waiting for mpirun"
+  elif ((${#live[@]})); then
     log "SIG$1 again: stopping at once (no new checkpoint): SIGKILL to the local ranks ${live[*]}"
     kill -KILL "${live[@]}" 2>/dev/null
   elif [[ -z $hostfile ]]; then # every rank ran here and has ended: mpirun is finishing

@@ -86,12 +86,13 @@ with h5py.File('big.h5', 'w') as f:
     f.create_dataset('x', data=r.normal(size=(20000, 64)).astype(np.float32))
     f.create_dataset('y', data=(np.arange(20000) % 3).astype(np.int32))
 "
-timeout -k 5 100 "$MPIRUN" -np 2 "$FFN_TRAIN" --train big.h5 --model dense:128:relu,dense:3 --epochs 50 --batch-size 8 --quiet --threads 1 >/dev/null 2>kill.txt &
+timeout -k 5 100 "$MPIRUN" -np 2 "$FFN_TRAIN" --train "$WORK/big.h5" --model dense:128:relu,dense:3 --epochs 50 --batch-size 8 --quiet --threads 1 >/dev/null 2>kill.txt &
 job=$!
 # Both ranks up and training (on a loaded machine start-up can take seconds).
 victim=""
 for _ in $(seq 300); do
-  [[ $(pgrep -fc "^$FFN_TRAIN --train big.h5" || true) -ge 2 ]] && { sleep 1; victim=$(pgrep -f "^$FFN_TRAIN --train big.h5" | tail -1); break; }
+  # (this test's own ranks: other tests running beside it train on a big.h5 of their own)
+  [[ $(pgrep -fc "^$FFN_TRAIN --train $WORK/big.h5" || true) -ge 2 ]] && { sleep 1; victim=$(pgrep -f "^$FFN_TRAIN --train $WORK/big.h5" | tail -1); break; }
   sleep 0.1
 done
 [[ -n $victim ]] || fail "no rank to kill"

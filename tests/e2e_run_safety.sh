@@ -133,7 +133,8 @@ check "init_param=1e39" 2 "init_param must be a positive number" -- \
 pass "counts and numbers beyond range refused with the flag named"
 
 # ---- two runs, one directory: the lock
-LONG=(--train big.h5 --model dense:512:relu,dense:512:relu,dense:3 --batch-size 16 --epochs 50 --threads 1 --quiet)
+# The data's absolute path tells this test's ranks from those of tests running beside it.
+LONG=(--train "$WORK/big.h5" --model dense:512:relu,dense:512:relu,dense:3 --batch-size 16 --epochs 50 --threads 1 --quiet)
 mpi 2 "$FFN_TRAIN" "${LONG[@]}" --checkpoint-dir dl >/dev/null 2>long.err &
 job=$!
 for _ in $(seq 300); do [[ -s dl/ffn.lock ]] && break; sleep 0.1; done
@@ -143,14 +144,14 @@ grep -q "pid=" err.txt || fail "lock: the holder's pid is not named: $(cat err.t
 check "launch/local.sh into a live run's directory" 1 "in use" --keep "good.h5" -- \
   env FFN_BIN="$FFN_TRAIN" bash "$REPO/launch/local.sh" -n 1 -- --train good.h5 "${M[@]}" --epochs 1 --checkpoint-dir dl
 # ---- a stalled rank (the live run above): SIGSTOP one rank; the job ends, naming it.
-pkill -USR1 -f "^$FFN_TRAIN --train big.h5 .*--checkpoint-dir dl" || true
+pkill -USR1 -f "^$FFN_TRAIN --train $WORK/big.h5 .*--checkpoint-dir dl" || true
 wait "$job" || true
 stall() { # NP WHICH(head|tail) EXPECTED_RANK
   mpi "$1" "$FFN_TRAIN" "${LONG[@]}" --stall-timeout 3 >/dev/null 2>stall.err &
   local j=$! v=""
   for _ in $(seq 300); do
-    [[ $(pgrep -fc "^$FFN_TRAIN --train big.h5 .*--stall-timeout 3" || true) -ge $1 ]] &&
-      { sleep 1.5; v=$(pgrep -f "^$FFN_TRAIN --train big.h5 .*--stall-timeout 3" | "$2" -1); break; }
+    [[ $(pgrep -fc "^$FFN_TRAIN --train $WORK/big.h5 .*--stall-timeout 3" || true) -ge $1 ]] &&
+      { sleep 1.5; v=$(pgrep -f "^$FFN_TRAIN --train $WORK/big.h5 .*--stall-timeout 3" | "$2" -1); break; }
     sleep 0.1
   done
   [[ -n $v ]] || fail "stall: no rank to stop"
