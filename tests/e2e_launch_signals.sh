@@ -21,7 +21,13 @@ start() {
   timeout -k 5 90 "$L/local.sh" -n 2 -t 1 -- "${TRAIN[@]}" --checkpoint-dir "$WORK/$1" >"$1.out" 2>"$1.err" &
   tpid=$!
   launcher=""
-  for _ in $(seq 1000); do launcher=$(pgrep -P $tpid) && break; done
+  # The launcher once it runs a launch script: between its fork and exec, timeout's child would
+  # take (and lose) a signal meant for the launcher.
+  for _ in $(seq 2000); do
+    launcher=$(pgrep -P $tpid) && grep -qE "local.sh|mpirun-hosts.sh" "/proc/$launcher/cmdline" 2>/dev/null && break
+    launcher=""
+    sleep 0.002
+  done
   [[ -n $launcher ]] || fail "$1: no launcher process"
 }
 finish() { rc=0; wait $tpid || rc=$?; }
