@@ -21,7 +21,11 @@ main() {
 for s in INT TERM USR1 HUP; do
   trap "echo 'local.sh: SIG$s before mpirun started: not starting (nothing to checkpoint); exit 75' >&2; exit 75" "$s"
 done
-here=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
+# No $(...) from here on: bash drops a SIGINT that lands while it waits for a foreground child
+# (a command substitution too) that then exits normally. It reads a process substitution's output
+# without such a wait.
+read -r here < <(readlink -f -- "${BASH_SOURCE[0]}")
+here=${here%/*}
 np=${FFN_NP:-}
 threads=${FFN_THREADS:-}
 while (($#)); do
@@ -35,11 +39,13 @@ while (($#)); do
 done
 for v in np threads; do
   if [[ -n ${!v} && ! ${!v} =~ ^[0-9]{1,9}$ || ${!v} =~ ^0+$ ]]; then
-    echo "local.sh: error: -${v:0:1} ($([[ $v == np ]] && echo FFN_NP || echo FFN_THREADS)) must be a whole number >= 1, not '${!v}'" >&2
+    env_name=FFN_THREADS
+    [[ $v == np ]] && env_name=FFN_NP
+    echo "local.sh: error: -${v:0:1} ($env_name) must be a whole number >= 1, not '${!v}'" >&2
     exit 2
   fi
 done
-cores=$(nproc)
+read -r cores < <(nproc)
 np=$((10#${np:-$cores}))
 [[ -z $threads ]] || threads=$((10#$threads))
 extra=${FFN_MPIRUN_ARGS:-}

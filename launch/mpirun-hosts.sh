@@ -69,10 +69,51 @@ trap '' PIPE
 cleanup() {
   [[ -n $poller ]] && kill "$poller" 2>/dev/null
   [[ -n $stamp ]] && rm -f "$stamp"
+  [[ -n $scratch ]] && rm -f "$scratch"
 }
 trap cleanup EXIT
 
-here=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
+# Every command this script runs before mpirun goes through `capture`, never $(...) or a plain
+# foreground command: bash drops a SIGINT that lands while it waits for a foreground child which
+# then exits normally (it takes the child to have handled it), so a Ctrl-C or `kill -INT` in that
+# window would be lost and the run would train on. `wait` never drops one.
+scratch=""
+# make_temp VAR: VAR = a new empty file of this script's, made with builtins (noclobber opens it
+# O_EXCL; mktemp would be a foreground child too).
+make_temp() {
+  local try _name
+  for try in 1 2 3 4 5 6 7 8; do
+    _name=${TMPDIR:-/tmp}/ffn-launch.$$.$RANDOM$RANDOM
+    if (set -C; : >"$_name") 2>/dev/null; then
+      printf -v "$1" '%s' "$_name"
+      return 0
+    fi
+  done
+  log "error: cannot create a file in ${TMPDIR:-/tmp}"
+  exit 1
+}
+# run_to_scratch CMD...: CMD with its standard output in the file $scratch; returns its status.
+run_to_scratch() {
+  [[ -n $scratch ]] || make_temp scratch
+  "$@" >"$scratch" &
+  local child=$!
+  # wait returns early when a trap runs (a stop request is then kept in $stop).
+  while kill -0 "$child" 2>/dev/null; do wait "$child"; done
+  wait "$child"
+}
+# capture VAR CMD...: VAR = CMD's standard output (trailing newlines dropped); returns CMD's status.
+capture() {
+  local -n _out=$1
+  shift
+  local rc=0
+  run_to_scratch "$@" || rc=$?
+  _out=""
+  IFS= read -r -d '' _out <"$scratch"
+  while [[ $_out == *$'\n' ]]; do _out=${_out%$'\n'}; done
+  return "$rc"
+}
+capture here readlink -f -- "${BASH_SOURCE[0]}"
+here=${here%/*}
 usage() { sed -n '2,/^set -uo/p' "$here/mpirun-hosts.sh" | sed -e '/^set -uo/d' -e 's/^# \{0,1\}//' >&2; exit 2; }
 # count NAME VALUE VAR [MIN]: VAR = VALUE when it is digits only and >= MIN (default 1), else exit 2.
 # (Bash arithmetic on an unchecked value would run the command substitutions in it.)
@@ -90,7 +131,9 @@ words() {
   local -n _w=$1
   _w=()
   [[ -n ${2//[[:space:]]/} ]] || return 0
-  mapfile -d '' _w < <(printf '%s\n' "$2" | xargs printf '%s\0' && printf ok)
+  split_words() { printf '%s\n' "$1" | xargs printf '%s\0' && printf ok; }
+  run_to_scratch split_words "$2"
+  mapfile -d '' _w <"$scratch"
   [[ ${_w[-1]:-} == ok ]] || { log "error: cannot split '$2' into words (an unmatched quote?)"; exit 2; }
   unset '_w[-1]'
 }
@@ -121,13 +164,16 @@ args=("$@")
 bin=${FFN_BIN:-$here/../build/ffn-train}
 [[ -f $bin && -x $bin ]] || { log "ffn-train not found at $bin (build it, or set FFN_BIN)"; exit 2; }
 
-arg_value() { # the value of --NAME in args, or status 1
-  local i
+arg_value() { # NAME [VAR]: VAR = the value of --NAME in args; status 1 when there is none
+  local i _value
   for ((i = 0; i < ${#args[@]}; i++)); do
     case ${args[i]} in
-      "--$1") echo "${args[i + 1]:-}"; return 0 ;;
-      "--$1="*) echo "${args[i]#*=}"; return 0 ;;
+      "--$1") _value=${args[i + 1]:-} ;;
+      "--$1="*) _value=${args[i]#*=} ;;
+      *) continue ;;
     esac
+    [[ -z ${2:-} ]] || printf -v "$2" '%s' "$_value"
+    return 0
   done
   return 1
 }
@@ -142,34 +188,36 @@ drop_arg() { # removes --NAME and its value from args
   done
   args=("${out[@]}")
 }
-# The newest DIR/ckpt-<10 digits>.h5 (what ffn-train's --resume latest takes), DIR taken literally.
+# latest_ckpt DIR VAR: VAR = the newest DIR/ckpt-<10 digits>.h5 (what ffn-train's --resume latest
+# takes), DIR taken literally; empty when there is none.
 latest_ckpt() {
   local f last=""
   for f in "$1"/ckpt-[0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9][0-9].h5; do
     [[ -f $f ]] && last=$f
   done
-  printf '%s' "$last"
+  printf -v "$2" '%s' "$last"
 }
 # Refuses (exit 1) while a live run holds DIR/ffn.lock (ffn-train's rank 0 keeps an flock on it).
 refuse_if_locked() {
   local lock=$1/ffn.lock holder
   [[ -f $lock ]] || return 0
-  flock -n -E 75 "$lock" true 2>/dev/null
+  run_to_scratch flock -n -E 75 "$lock" true 2>/dev/null
   (($? == 75)) || return 0
-  holder=$(head -c 512 "$lock" 2>/dev/null | head -n 1 | tr -cd '[:print:]')
+  lock_holder() { head -c 512 "$1" 2>/dev/null | head -n 1 | tr -cd '[:print:]'; }
+  capture holder lock_holder "$lock"
   log "error: the checkpoint directory $1 is in use by another run (${holder:-holder unknown}): not starting a second copy into it"
   log "stop that run first (SIGUSR1 or SIGTERM to it, or its launcher: it checkpoints), then run this again to resume"
   exit 1
 }
 
-ckpt_dir=$(arg_value checkpoint-dir) || {
+arg_value checkpoint-dir ckpt_dir || {
   ckpt_dir=${FFN_CKPT_DIR:-}
   [[ -n $ckpt_dir ]] && args+=(--checkpoint-dir "$ckpt_dir")
 }
 if [[ -n $ckpt_dir ]]; then
   refuse_if_locked "$ckpt_dir"
-  if ! arg_value resume >/dev/null; then
-    latest=$(latest_ckpt "$ckpt_dir")
+  if ! arg_value resume; then
+    latest_ckpt "$ckpt_dir" latest
     if [[ -n $latest ]]; then
       drop_arg init-from
       drop_arg replace-head
@@ -180,21 +228,25 @@ if [[ -n $ckpt_dir ]]; then
 else
   log "note: no --checkpoint-dir (or FFN_CKPT_DIR): a stop signal will save nothing"
 fi
-metrics=$(arg_value metrics) || metrics=""
+metrics=""
+arg_value metrics metrics
 
 cmd=("${FFN_MPIRUN:-mpirun}")
-[[ $(id -u) -eq 0 ]] && cmd+=(--allow-run-as-root)
+((EUID == 0)) && cmd+=(--allow-run-as-root)
 if [[ -n $hostfile ]]; then
   [[ -f $hostfile && -r $hostfile ]] || { log "cannot read the hostfile $hostfile"; exit 2; }
   cmd+=(--hostfile "$hostfile")
-  nodes=$(grep -cvE '^[[:space:]]*(#|$)' "$hostfile")
+  nodes=0
+  while IFS= read -r line || [[ -n $line ]]; do
+    [[ $line =~ ^[[:space:]]*(#|$) ]] || ((nodes++))
+  done <"$hostfile"
   [[ -z $np && -n $per_node ]] && np=$((per_node * nodes))
 fi
 [[ -n $np ]] && cmd+=(-np "$np")
 map=""
 [[ -n $per_node ]] && map="ppr:$per_node:node"
 if [[ -n $threads ]]; then
-  arg_value threads >/dev/null || args+=(--threads "$threads")
+  arg_value threads || args+=(--threads "$threads")
   export OMP_NUM_THREADS=$threads OPENBLAS_NUM_THREADS=$threads
   cmd+=(-x OMP_NUM_THREADS -x OPENBLAS_NUM_THREADS)
   if ((threads > 1)) && [[ ${FFN_BIND:-} != none ]]; then map="${map:-slot}:PE=$threads"; fi
@@ -212,9 +264,10 @@ cmd+=("${extra[@]}" "$bin" "${args[@]}")
 # ranks exist), so a stop request waits until the ranks take it: the metrics file is (re)written
 # after every rank set up its handler, and a local rank shows it in /proc. Ranks this machine
 # cannot see are taken as ready START_GRACE seconds after mpirun started.
-bin_real=$(readlink -f "$bin")
+# The handlers that do this run no child process (see capture), so a second Ctrl-C cannot be lost.
 start_grace=30
-descendants() { # PID: every process below PID, one a line
+below=()
+descendants() { # PID: below = every process below PID
   local f line p q
   local -A kids=()
   for f in /proc/[0-9]*/stat; do
@@ -225,16 +278,28 @@ descendants() { # PID: every process below PID, one a line
     kids[${line%% *}]+=" $p"
   done
   local queue=("$1") i=0
+  below=()
   while ((i < ${#queue[@]})); do
     p=${queue[i++]}
-    for q in ${kids[$p]:-}; do queue+=("$q"); echo "$q"; done
+    for q in ${kids[$p]:-}; do queue+=("$q"); below+=("$q"); done
+  done
+}
+# local_ranks: ranks = the ffn-train processes below mpirun on this machine (-ef: same file as
+# $bin, which /proc/PID/exe leads to).
+ranks=()
+local_ranks() {
+  local p
+  ranks=()
+  descendants "$pid"
+  for p in "${below[@]}"; do
+    [[ /proc/$p/exe -ef $bin ]] && ranks+=("$p")
   done
 }
 ranks_listen() {
   [[ -n $metrics && -f $metrics && $metrics -nt $stamp ]] && return 0
   local p key value seen=0
-  for p in $(descendants "$pid"); do
-    [[ $(readlink "/proc/$p/exe" 2>/dev/null) == "$bin_real" ]] || continue
+  local_ranks
+  for p in "${ranks[@]}"; do
     seen=1
     while read -r key value; do
       # SigCgt: the caught signals as a hex mask; SIGUSR1 (10) is bit 9.
@@ -244,7 +309,8 @@ ranks_listen() {
   ((!seen && SECONDS - t_start >= start_grace))
 }
 forward_stop() {
-  ranks_at_stop=$(local_ranks | wc -l)
+  local_ranks
+  ranks_at_stop=${#ranks[@]}
   if ranks_listen; then
     kill -USR1 "$pid" 2>/dev/null
     return
@@ -263,16 +329,12 @@ forward_stop() {
 # A second request: SIGKILL to the ranks this machine runs (mpirun then ends the others). SIGTERM
 # to mpirun is the way only when no rank is local: Open MPI 4.1's mpirun crashes (exit 139) on a
 # SIGTERM while it is already ending a job, and may leave its ranks behind.
-local_ranks() {
-  local p
-  for p in $(descendants "$pid"); do
-    [[ $(readlink "/proc/$p/exe" 2>/dev/null) == "$bin_real" ]] && echo "$p"
-  done
-}
 force_stop() {
-  local p state live=()
-  for p in $(local_ranks); do
-    state=$(sed -n 's/^State:[[:space:]]*\([A-Z]\).*/\1/p' "/proc/$p/status" 2>/dev/null)
+  local p key state rest live=()
+  local_ranks
+  for p in "${ranks[@]}"; do
+    state=""
+    while read -r key state rest; do [[ $key == State: ]] && break; state=""; done <"/proc/$p/status" 2>/dev/null
     [[ -n $state && $state != Z ]] && live+=("$p")
   done
   if ((${#live[@]} && ${#live[@]} < ranks_at_stop)); then
@@ -294,7 +356,7 @@ if [[ -n $stop ]]; then
   log "SIG$stop before mpirun started: not starting (nothing to checkpoint); exit 75"
   exit 75
 fi
-stamp=$(mktemp "${TMPDIR:-/tmp}/ffn-launch.XXXXXX") || exit 1
+make_temp stamp
 log "${cmd[*]}"
 t_start=$SECONDS
 # mpirun runs in its own session, so a terminal's Ctrl-C or hangup reaches only this script
@@ -310,7 +372,8 @@ while kill -0 "$pid" 2>/dev/null; do wait "$pid"; done
 wait "$pid"
 rc=$?
 if ((forced)) && ((rc != 0 && rc != 75)); then
-  log "mpirun stopped at once (its exit: $rc); newest checkpoint: $(latest_ckpt "${ckpt_dir:-/nonexistent}")"
+  latest_ckpt "${ckpt_dir:-/nonexistent}" latest
+  log "mpirun stopped at once (its exit: $rc); newest checkpoint: ${latest:-none}"
   exit 130
 fi
 if ((rc == 75)); then
