@@ -135,6 +135,18 @@ static int data_short(const npy_stream *s, const char *cmd, int rc, size_t row)
     return rc < 0 ? data_error(cmd, "%s: the data ends at row %zu of %zu", s->name, row, s->shape[0]) : rc;
 }
 
+/* The read that meets a zip member's end makes libzip compare its CRC-32. */
+static int check_end(npy_stream *s, const char *cmd)
+{
+    char tail[64];
+    if (!s->check_end) return 0;
+    errno = 0;
+    long long r = s->read(s->ctx, tail, sizeof tail);
+    if (r < 0) return data_error(cmd, "%s: %s (the member is corrupt)", s->name, read_error(s));
+    if (r > 0) return data_error(cmd, "%s: holds more data than its header's shape", s->name);
+    return 0;
+}
+
 /* Pass 1 over the labels: each in 0..INT32_MAX; the number of classes. */
 static int label_classes(npy_stream *y, size_t *num_classes, const char *cmd)
 {
@@ -228,6 +240,8 @@ int npy_convert(npy_stream *x, npy_stream *y, npy_reopen_fn reopen_y, void *reop
         if (!rc && ffn_dataset_writer_rows(w, at, m, x_uint8 ? xraw : (void *)xf, yv) != FFN_OK)
             rc = data_error(cmd, "%s", ffn_last_error());
     }
+    if (!rc) rc = check_end(x, cmd);
+    if (!rc) rc = check_end(y, cmd);
     ffn_free(xraw);
     ffn_free(yraw);
     ffn_free(xf);

@@ -24,6 +24,7 @@ typedef struct {
     size_t shape[2];      /* shape[1] is 1 for a 1-D array */
     size_t item;          /* bytes per element */
     int64_t data_bytes;   /* the bytes after the header when known (file or member size), else -1 */
+    int check_end;        /* read to the end after the data (a zip member's CRC is checked there) */
 } npy_stream;
 
 /* Reads and checks the header (version 1.0-3.0, C order, a supported
