@@ -17,6 +17,7 @@ static const struct {
     {"csv", cmd_csv, "numeric CSV (with or without header) to a dataset"},
     {"npy", cmd_npy, "NumPy .npy arrays to a dataset"},
     {"npz", cmd_npz, "a NumPy .npz archive (np.savez, stored or compressed) to a dataset"},
+    {"libsvm", cmd_libsvm, "LIBSVM / svmlight sparse text (plain or gzip'd) to a dense dataset"},
     {"split", cmd_split, "split a dataset into train and validation files"},
     {"subset", cmd_subset, "keep some classes (and N rows per class), optionally relabelled"},
     {"shard", cmd_shard, "write K shard files and a virtual-dataset file joining them"},
