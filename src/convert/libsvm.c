@@ -40,6 +40,7 @@ struct libsvm_scan {
     libsvm_base base;
     size_t features;  /* --features D, or 0 */
     int regression, pass, rc, gzipped;
+    int guess_targets; /* regression < 0: labels are classes until a non-integer one is seen */
     size_t line, rows, expected_rows;
     uint64_t nonzeros;
     size_t max_col;   /* 1 + the largest 0-based column seen (one-based: the largest index) */
@@ -122,8 +123,11 @@ static void parse_line(libsvm_scan *s, char *text)
         return;
     }
     if (!s->regression && (label != floor(label) || fabs(label) > 2147483647.0)) {
-        line_error(s, "label '%.40s' is not an integer (use --regression for float targets)", tok);
-        return;
+        if (!s->guess_targets) {
+            line_error(s, "label '%.40s' is not an integer (use --regression for float targets)", tok);
+            return;
+        }
+        s->regression = 1; /* info: a non-integer label makes the labels targets */
     }
     if (s->regression && !isfinite((float)label)) {
         line_error(s, "target '%.40s' is beyond float32", tok);
@@ -286,9 +290,10 @@ int libsvm_scan_run(libsvm_scan **out, const char *path, libsvm_base base, size_
     libsvm_scan *s = calloc(1, sizeof *s);
     *out = s;
     if (!s) return data_error(cmd, "out of memory");
-    *s = (libsvm_scan){.path = path, .cmd = cmd, .base = base, .features = features, .regression = regression,
-                       .pass = 1, .min_label = INT64_MAX, .max_label = INT64_MIN, .max_index = -1};
-    if (!regression && !(s->slots = calloc(LABEL_SLOTS, sizeof *s->slots))) return s->rc = data_error(cmd, "out of memory");
+    *s = (libsvm_scan){.path = path, .cmd = cmd, .base = base, .features = features, .regression = regression > 0,
+                       .guess_targets = regression < 0, .pass = 1, .min_label = INT64_MAX, .max_label = INT64_MIN,
+                       .max_index = -1};
+    if (!s->regression && !(s->slots = calloc(LABEL_SLOTS, sizeof *s->slots))) return s->rc = data_error(cmd, "out of memory");
     run_pass(s);
     if (s->rc) return s->rc;
     if (s->rows == 0) return s->rc = data_error(cmd, "%s: no rows (every line is blank or a comment)", path);
@@ -296,7 +301,7 @@ int libsvm_scan_run(libsvm_scan **out, const char *path, libsvm_base base, size_
     int zero = base == LIBSVM_ZERO_BASED || (base == LIBSVM_AUTO && s->saw_zero);
     s->d = features ? features : zero ? s->max_col : (size_t)(s->max_index > 0 ? s->max_index : 0);
     if (s->d == 0) return s->rc = data_error(cmd, "%s: no features at all (no INDEX:VALUE in any line)", path);
-    if (!regression) {
+    if (!s->regression) {
         /* Labels from 0 are classes as they are; others (-1/+1, 1..K) become
          * 0..K-1 in value order, their spellings kept as class names. */
         s->mapped = s->min_label != 0;
@@ -317,6 +322,7 @@ int libsvm_scan_run(libsvm_scan **out, const char *path, libsvm_base base, size_
 
 size_t libsvm_scan_rows(const libsvm_scan *s) { return s->rows; }
 size_t libsvm_scan_features(const libsvm_scan *s) { return s->d; }
+int libsvm_scan_targets(const libsvm_scan *s) { return s->regression; }
 uint64_t libsvm_scan_nonzeros(const libsvm_scan *s) { return s->nonzeros; }
 int libsvm_scan_zero_based(const libsvm_scan *s) { return s->base == LIBSVM_ZERO_BASED || (s->base == LIBSVM_AUTO && s->saw_zero); }
 int libsvm_scan_gzipped(const libsvm_scan *s) { return s->gzipped; }

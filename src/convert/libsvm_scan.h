@@ -11,9 +11,12 @@ typedef struct libsvm_scan libsvm_scan;
 
 /* Reads path once; 0, or an exit code after one message naming the file and
  * line. *out is set either way: free it with libsvm_scan_free. features: a
- * bound on the indices (0: none); regression: labels are float targets. */
+ * bound on the indices (0: none); regression: 1 labels are float targets, 0
+ * integer classes, -1 classes unless a label is not an integer (info). */
 int libsvm_scan_run(libsvm_scan **out, const char *path, libsvm_base base, size_t features, int regression,
                     const char *cmd);
+/* The labels are float targets. */
+int libsvm_scan_targets(const libsvm_scan *s);
 size_t libsvm_scan_rows(const libsvm_scan *s);
 size_t libsvm_scan_features(const libsvm_scan *s);
 uint64_t libsvm_scan_nonzeros(const libsvm_scan *s);

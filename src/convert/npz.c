@@ -94,6 +94,13 @@ void npz_close(npz_archive *z)
 size_t npz_count(const npz_archive *z) { return z->n; }
 const char *npz_array_name(const npz_archive *z, size_t i) { return z->names[i]; }
 
+const char *npz_method(const npz_archive *z, size_t i)
+{
+    zip_stat_t st;
+    if (zip_stat_index(z->zip, i, 0, &st) != 0 || !(st.valid & ZIP_STAT_COMP_METHOD)) return "unknown";
+    return st.comp_method == ZIP_CM_STORE ? "stored" : st.comp_method == ZIP_CM_DEFLATE ? "deflated" : "other compression";
+}
+
 size_t npz_find(const npz_archive *z, const char *name)
 {
     for (size_t i = 0; i < z->n; i++)

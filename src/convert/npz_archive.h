@@ -16,6 +16,8 @@ size_t npz_count(const npz_archive *z);
 /* The array name of member i (its name without ".npy"), NULL for a member
  * that is not a .npy file. */
 const char *npz_array_name(const npz_archive *z, size_t i);
+/* "stored" or "deflated". */
+const char *npz_method(const npz_archive *z, size_t i);
 /* The member of array name, or (size_t)-1. */
 size_t npz_find(const npz_archive *z, const char *name);
 /* "a, b, c": the array names, for messages. */
