@@ -110,6 +110,10 @@ refused 1 "corrupt.npz:X.npy:" npz corrupt.npz --out refused.h5
 refused 1 "mismatch.npz:x.npy has 6000 rows but mismatch.npz:y.npy has 5999" npz mismatch.npz --out refused.h5
 refused 1 "badmember.npz:x.npy: dtype >f4 is big-endian" npz badmember.npz --out refused.h5
 refused 1 "hugeshape.npz:x.npy: holds fewer than the 16000000000000 data bytes its header promises" npz hugeshape.npz --out refused.h5
+cp stored.npz same.npz
+set +e; "$FFN_DATA" npz same.npz --out ./same.npz >out.txt 2>err.txt; rc=$?; set -e
+[[ $rc -eq 2 ]] && grep -qF -- "--out ./same.npz is the same file as FILE.npz same.npz" err.txt && cmp -s same.npz stored.npz ||
+  fail "npz --out = its input: exit $rc, $(cat err.txt)"
 pass "npz: stored and deflated archives equal numpy's arrays (x/y, X/Y, --x/--y, the only two); missing arrays listed; not a zip, truncated, corrupt, row mismatch, bad member, huge shape refused"
 
 # ---- libsvm: hand-made sparse rows densified, labels mapped with their names.
@@ -160,6 +164,10 @@ refused 1 "overflow.svm: line 2 (row 2): bad index" libsvm overflow.svm --out re
 head -c 30 a_svm.gz >trunc_svm.gz
 refused 1 "trunc_svm.gz: the gzip stream is truncated" libsvm trunc_svm.gz --out refused.h5
 refused 2 "--zero-based and --one-based exclude each other" libsvm a.svm --zero-based --one-based --out refused.h5
+cp a.svm same.svm
+set +e; "$FFN_DATA" libsvm same.svm --out same.svm >out.txt 2>err.txt; rc=$?; set -e
+[[ $rc -eq 2 ]] && grep -qF -- "--out same.svm is the same file as FILE same.svm" err.txt && cmp -s same.svm a.svm ||
+  fail "libsvm --out = its input: exit $rc, $(cat err.txt)"
 pass "libsvm: sparse rows densified exactly (plain, gzip'd, --features, zero-based, regression); -1/+1 and 1..K as classes with class_names; bad lines refused with file, line and row"
 
 # ---- info on every format: the fields, without converting.

@@ -322,8 +322,10 @@ static const char *extension(const char *path)
 int inspect_other(const char *path, int *handled)
 {
     *handled = 0;
+    struct stat sb;
+    if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) return 0; /* the dataset reader says why */
     FILE *f = fopen(path, "rb");
-    if (!f) return 0; /* the dataset reader says why */
+    if (!f) return 0;
     unsigned char m[8] = {0};
     size_t n = fread(m, 1, sizeof m, f);
     fclose(f);

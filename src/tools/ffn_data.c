@@ -22,7 +22,7 @@ static const struct {
     {"subset", cmd_subset, "keep some classes (and N rows per class), optionally relabelled"},
     {"shard", cmd_shard, "write K shard files and a virtual-dataset file joining them"},
     {"synth", cmd_synth, "generate moons, spirals, xor, blobs or regression data"},
-    {"info", cmd_info, "print shape, dtype, class counts and attributes"},
+    {"info", cmd_info, "print shape, dtype, class counts and attributes (also of .npy, .npz, IDX, CSV, LIBSVM)"},
 };
 
 int main(int argc, char **argv)
