@@ -25,6 +25,7 @@ packages=(
   zlib1g-dev                         # gzip'd IDX files, CRC32 replica hashes
   libcjson-dev                       # JSON metrics and the config saved in checkpoints
   libcsv-dev                         # ffn-data csv: RFC 4180 quoting (quoted commas, quotes, newlines)
+  libzip-dev                         # ffn-data npz: .npz members read as streams (stored or deflated)
   dataset-fashion-mnist              # the default real dataset
   python3-h5py python3-numpy         # tests cross-check files with h5py
 )

@@ -96,6 +96,8 @@ int table_write_split(const table *t, const split_flags *s, const char *train_ou
 int cmd_idx(int argc, char **argv);
 int cmd_csv(int argc, char **argv);
 int cmd_npy(int argc, char **argv);
+int cmd_npz(int argc, char **argv);
+int cmd_libsvm(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 int cmd_split(int argc, char **argv);
 int cmd_subset(int argc, char **argv);

@@ -18,6 +18,7 @@
 #include <zlib.h>
 
 #include "convert.h"
+#include "csv_summary.h"
 #include "ffn/data_writer.h"
 #include "ffn/status.h"
 
@@ -36,6 +37,7 @@ typedef enum { ROLE_X, ROLE_LABEL, ROLE_TARGET } column_role;
 typedef struct {
     char *name;
     int32_t index; /* the class, once the names are sorted */
+    uint64_t count; /* rows with this label (pass 1; for info) */
 } label_slot;
 
 typedef struct {
@@ -72,6 +74,9 @@ typedef struct {
     float *xb, *tb;
     int32_t *yb;
     int row_ok;                   /* the current record has the right field count so far */
+    int summarizing;              /* csv_summarize: pass 1 only; missing and non-numeric cells counted */
+    size_t float_labels;          /* when summarizing: labels that are not integers >= 0 */
+    size_t nonnumeric, nonnumeric_record, nonnumeric_col; /* when summarizing: how many, and the first */
 } csv_state;
 
 static int parse_number(const char *s, double *v)
@@ -150,6 +155,7 @@ static void label_collect(csv_state *st, size_t record, const char *text, int is
                 st->distinct++;
             }
         }
+        if (s->name && st->pass == 1) s->count++;
     }
     if (st->too_many && st->string_labels)
         cell_error(st, record, st->label,
@@ -170,6 +176,10 @@ static void data_cell(csv_state *st, size_t record, size_t k, const char *text)
             return;
         }
         int number = parse_number(text, &v) == 0;
+        if (number && isfinite(v) && (v != floor(v) || v < 0) && st->summarizing) {
+            st->float_labels++; /* info: a target column, not labels */
+            return;
+        }
         if (number && (!isfinite(v) || v != floor(v) || v < 0 || v > 2147483647.0)) {
             cell_error(st, record, k, "label '%.80s' is not an integer >= 0 (nor a class name)", text);
             return;
@@ -200,10 +210,12 @@ static void data_cell(csv_state *st, size_t record, size_t k, const char *text)
                        *text ? "missing value (NA/NaN/null)" : "empty cell");
             return;
         }
-        if (st->pass == 2) {
-            st->xb[st->in_block * st->nx + j] = (float)st->fill_by_col[j];
-            st->filled++;
-        }
+        if (st->pass == 2) st->xb[st->in_block * st->nx + j] = (float)st->fill_by_col[j];
+        if (st->pass == 2 || st->summarizing) st->filled++;
+        return;
+    }
+    if (parse_number(text, &v) != 0 && st->summarizing) {
+        if (st->nonnumeric++ == 0) st->nonnumeric_record = record, st->nonnumeric_col = k;
         return;
     }
     if (parse_number(text, &v) != 0) {
@@ -590,4 +602,76 @@ int cmd_csv(int argc, char **argv)
     free(st.tb);
     free(st.yb);
     return st.rc;
+}
+
+/* Label slots in order: numbers by value, names alphabetically. */
+static int compare_label_slots(const void *a, const void *b)
+{
+    const char *x = ((const label_slot *)a)->name, *y = ((const label_slot *)b)->name;
+    char *ex, *ey;
+    double u = strtod(x, &ex), v = strtod(y, &ey);
+    if (!*ex && !*ey && u != v) return (u > v) - (u < v);
+    return strcmp(x, y);
+}
+
+int csv_summarize(const char *path, csv_summary *sum)
+{
+    memset(sum, 0, sizeof *sum);
+    csv_state st = {.path = path, .max_label = -1, .header = -1, .fill = FILL_ZERO, .summarizing = 1};
+    char **class_names = NULL;
+    st.slots = calloc(LABEL_SLOTS, sizeof *st.slots);
+    if (!st.slots) st.rc = data_error(CMD, "out of memory");
+    st.pass = 1;
+    if (!st.rc) run_pass(&st, &sum->gzipped);
+    finish_pass1(&st, &class_names);
+    free(class_names);
+    if (!st.rc) {
+        sum->rows = st.data_rows;
+        sum->columns = st.ncols;
+        sum->header = st.header == 1;
+        sum->label_col = st.label;
+        sum->label_name = st.names ? strdup(st.names[st.label]) : NULL;
+        sum->string_labels = st.string_labels;
+        sum->max_label = st.max_label;
+        sum->missing = st.filled;
+        sum->nonnumeric = st.nonnumeric;
+        sum->float_labels = st.float_labels;
+        if (st.nonnumeric) {
+            char col[256];
+            snprintf(sum->first_nonnumeric, sizeof sum->first_nonnumeric, "row %zu, column %s",
+                     st.nonnumeric_record, column_name(&st, st.nonnumeric_col, col, sizeof col));
+        }
+        sum->too_many = st.too_many;
+        sum->n_labels = st.distinct;
+        sum->labels = calloc(st.distinct ? st.distinct : 1, sizeof *sum->labels);
+        sum->counts = calloc(st.distinct ? st.distinct : 1, sizeof *sum->counts);
+        label_slot *used = calloc(st.distinct ? st.distinct : 1, sizeof *used);
+        if (!sum->labels || !sum->counts || !used) st.rc = data_error(CMD, "out of memory");
+        size_t n = 0;
+        for (size_t i = 0; !st.rc && i < LABEL_SLOTS; i++)
+            if (st.slots[i].name) used[n++] = st.slots[i], st.slots[i].name = NULL;
+        qsort(used, n, sizeof *used, compare_label_slots);
+        for (size_t c = 0; c < n; c++) sum->labels[c] = used[c].name, sum->counts[c] = used[c].count;
+        free(used);
+    }
+    for (size_t i = 0; st.slots && i < LABEL_SLOTS; i++) free(st.slots[i].name);
+    free(st.slots);
+    free_strings(st.first, st.nfirst);
+    free_strings(st.names, st.ncols);
+    free(st.role);
+    free(st.slot);
+    free(st.sum);
+    free(st.present);
+    free(st.fill_by_col);
+    if (st.rc) csv_summary_free(sum);
+    return st.rc;
+}
+
+void csv_summary_free(csv_summary *sum)
+{
+    for (size_t i = 0; sum->labels && i < sum->n_labels; i++) free(sum->labels[i]);
+    free(sum->labels);
+    free(sum->counts);
+    free(sum->label_name);
+    memset(sum, 0, sizeof *sum);
 }

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "convert.h"
+#include "inspect.h"
 #include "ffn/data.h"
 #include "ffn/partition.h"
 #include "ffn/rng.h"
@@ -365,7 +366,10 @@ int cmd_info(int argc, char **argv)
 {
     static const char *const CMD = "info";
     static const char *const known[] = {"--help!", NULL};
-    static const char usage[] = "usage: ffn-data info FILE\nPrints shape, dtype, class counts, attributes and virtual sources.\n";
+    static const char usage[] =
+        "usage: ffn-data info FILE\nPrints shape, dtype, class counts, attributes and virtual sources of a dataset;\n"
+        "of a .npy, .npz, IDX, CSV or LIBSVM file (plain or gzip'd, told apart by content), its rows, columns,\n"
+        "dtype, labels and class counts, read as a stream without converting.\n";
     args a;
     int rc;
     if (args_parse(&a, argc, argv, known, usage, CMD, &rc)) return rc;
@@ -374,6 +378,9 @@ int cmd_info(int argc, char **argv)
         return EXIT_USAGE;
     }
     const char *path = a.positional[0];
+    int handled;
+    rc = inspect_other(path, &handled);
+    if (handled) return rc;
     ffn_dataset *ds = NULL;
     if (ffn_dataset_open(&ds, path) != FFN_OK) {
         fprintf(stderr, "ffn-data: error: %s\n", ffn_last_error());

@@ -16,11 +16,13 @@ static const struct {
     {"idx", cmd_idx, "IDX files (MNIST, Fashion-MNIST; gzip or raw) to a dataset, optional val split"},
     {"csv", cmd_csv, "numeric CSV (with or without header) to a dataset"},
     {"npy", cmd_npy, "NumPy .npy arrays to a dataset"},
+    {"npz", cmd_npz, "a NumPy .npz archive (np.savez, stored or compressed) to a dataset"},
+    {"libsvm", cmd_libsvm, "LIBSVM / svmlight sparse text (plain or gzip'd) to a dense dataset"},
     {"split", cmd_split, "split a dataset into train and validation files"},
     {"subset", cmd_subset, "keep some classes (and N rows per class), optionally relabelled"},
     {"shard", cmd_shard, "write K shard files and a virtual-dataset file joining them"},
     {"synth", cmd_synth, "generate moons, spirals, xor, blobs or regression data"},
-    {"info", cmd_info, "print shape, dtype, class counts and attributes"},
+    {"info", cmd_info, "print shape, dtype, class counts and attributes (also of .npy, .npz, IDX, CSV, LIBSVM)"},
 };
 
 int main(int argc, char **argv)
