@@ -105,7 +105,7 @@ static herr_t copy_string_attr(hid_t loc, const char *name, const H5A_info_t *ai
 
 /* Writes in's rows standardized with stats (from the file named stats_from) to out. */
 static int write_standardized(const char *in_path, const char *out, const ffn_data_meta *stats,
-                              const char *stats_from, const char *cmd)
+                              const char *stats_from, const char *flag, const char *cmd)
 {
     ffn_dataset *ds = NULL;
     if (ffn_dataset_open(&ds, in_path) != FFN_OK) return data_error(cmd, "%s", ffn_last_error());
@@ -117,8 +117,8 @@ static int write_standardized(const char *in_path, const char *out, const ffn_da
         return data_error(cmd, "%s", ffn_last_error());
     }
     if (stats->features != in->features) {
-        rc = data_error(cmd, "%s has statistics for %zu features, the data has %zu; expected the same", stats_from,
-                        stats->features, in->features);
+        rc = data_error(cmd, "%s%s%s has statistics for %zu features, but %s has %zu; expected the same", flag,
+                        *flag ? " " : "", stats_from, stats->features, out, in->features);
     } else if (meta.features) {
         rc = data_error(cmd, "%s is standardized already (/feature_mean, /feature_std); expected raw data", in_path);
     }
@@ -317,8 +317,9 @@ int run_converter(int (*run)(int, char **), int own_split, int argc, char **argv
     }
     if (!rc && standardize) rc = compute_stats(train_in, &stats, cmd);
     if (!rc && (standardize || like)) {
-        rc = write_standardized(train_in, out, &stats, standardize ? out : like, cmd);
-        if (!rc && val_in) rc = write_standardized(val_in, val, &stats, standardize ? out : like, cmd);
+        const char *flag = standardize ? "" : "--standardize-like";
+        rc = write_standardized(train_in, out, &stats, standardize ? out : like, flag, cmd);
+        if (!rc && val_in) rc = write_standardized(val_in, val, &stats, standardize ? out : like, flag, cmd);
         if (!rc)
             printf("ffn-data %s: standardized %zu features with the statistics of %s: %s%s%s\n", cmd, stats.features,
                    standardize ? "its training rows" : like, out, val ? " and " : "", val ? val : "");
@@ -370,7 +371,7 @@ int cmd_standardize(int argc, char **argv)
     if (rc) return rc;
     ffn_data_meta stats;
     rc = like ? like_stats(like, "--like", &stats, CMD) : compute_stats(in, &stats, CMD);
-    if (!rc) rc = write_standardized(in, out, &stats, like ? like : in, CMD);
+    if (!rc) rc = write_standardized(in, out, &stats, like ? like : in, like ? "--like" : "", CMD);
     if (!rc) printf("ffn-data standardize: %s (%zu features, statistics of %s)\n", out, stats.features, like ? like : in);
     ffn_data_meta_free(&stats);
     return rc;
