@@ -204,3 +204,49 @@ rows = list(csv.reader(open("many.csv.out.csv")))
 assert len(rows) == 11 and all(r[1] == want[int(r[0])] for r in rows[1:])
 EOF
 pass "20 000 class names: csv, split, checkpoint and predictions keep them all"
+
+# Exports: the statistics and class names travel in the weights file's ffn spec; ffn-onnx
+# puts the standardization into the graph, so the ONNX model takes raw inputs.
+"$FFN_EVAL" --checkpoint "$CK" --export m.safetensors >/dev/null
+$PY - <<'EOF2' || fail "safetensors metadata"
+import json, struct, h5py
+raw = open("m.safetensors", "rb").read()
+n = struct.unpack("<Q", raw[:8])[0]
+spec = json.loads(json.loads(raw[8:8 + n])["__metadata__"]["ffn_spec"])
+t = h5py.File("tr.h5")
+assert spec["feature_mean"] == list(t["feature_mean"][:]) and spec["feature_std"] == list(t["feature_std"][:]), spec
+assert spec["class_names"] == ["Iris setosa", "iris, \"versicolor\"", "virginica"]
+EOF2
+pass "ffn-eval --export writes feature_mean, feature_std and class_names into the ffn spec (exact values)"
+if $PY -c "import torch, onnx" 2>/dev/null; then
+    "$BUILD/ffn-onnx" "$CK" m.onnx | grep -qF "raw x, standardized in the graph" || fail "ffn-onnx summary"
+    $PY - <<'EOF2' || fail "the ONNX graph on raw inputs"
+import csv, numpy as np, onnx, h5py
+from onnx import numpy_helper
+g = onnx.load("m.onnx").graph
+v = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+v[g.input[0].name] = h5py.File("rva.h5")["x"][:]
+for n in g.node:
+    i = [v[name] for name in n.input]
+    a = {x.name: x for x in n.attribute}
+    op = n.op_type
+    if op == "Cast": y = i[0].astype(np.float64 if a["to"].i == onnx.TensorProto.DOUBLE else np.float32)
+    elif op == "Sub": y = i[0] - i[1]
+    elif op == "Div": y = i[0] / i[1]
+    elif op == "Gemm": y = i[0].astype(np.float64) @ i[1].T.astype(np.float64) + i[2]
+    elif op == "Relu": y = np.maximum(i[0], 0)
+    elif op == "Constant": y = numpy_helper.to_array(a["value"].t)
+    else: raise SystemExit("unexpected op " + op)
+    v[n.output[0]] = y
+logits = v[g.output[0].name]
+rows = list(csv.reader(open("praw.csv")))[1:]
+prob = np.array([[float(p) for p in r[2:]] for r in rows])
+soft = np.exp(logits - logits.max(axis=1, keepdims=True))
+soft /= soft.sum(axis=1, keepdims=True)
+assert np.abs(soft - prob).max() < 1e-5, np.abs(soft - prob).max()
+assert (logits.argmax(axis=1) == np.array([int(r[0]) for r in rows])).all()
+EOF2
+    pass "ffn-onnx: the graph standardizes raw x first and gives ffn-eval's probabilities on the raw data"
+else
+    echo "skip: ffn-onnx check (python3-torch or python3-onnx missing)"
+fi

@@ -106,6 +106,14 @@ static int info(const char *path)
     }
     printf("position: step %llu, epoch %llu, step_in_epoch %llu, seed %llu\n", (unsigned long long)c.step,
            (unsigned long long)c.epoch, (unsigned long long)c.step_in_epoch, (unsigned long long)c.seed);
+    if (c.meta.class_count) {
+        printf("class names: %zu (", c.meta.class_count);
+        for (size_t k = 0; k < c.meta.class_count && k < 10; k++) printf("%s%zu:%.60s", k ? " " : "", k, c.meta.class_names[k]);
+        printf("%s)\n", c.meta.class_count > 10 ? " ..." : "");
+    }
+    if (c.meta.features)
+        printf("standardized inputs: /data/feature_mean, /data/feature_std over %zu features (applied to raw data)\n",
+               c.meta.features);
     if (c.config_json) printf("config: %s\n", c.config_json);
     ffn_checkpoint_free(&c);
     return 0;
@@ -386,7 +394,7 @@ static int export_weights(const char *ckpt_path, const char *out)
         fprintf(stderr, "ffn-eval: error: %s\n", ffn_last_error());
         return 1;
     }
-    ffn_status st = ffn_weights_save(c.model, c.loss, out);
+    ffn_status st = ffn_weights_save_meta(c.model, c.loss, &c.meta, out);
     if (st != FFN_OK) fprintf(stderr, "ffn-eval: error: --export %s\n", ffn_last_error());
     else printf("exported: %s (%s, %zu parameters) -> %s\n", ckpt_path, c.model_spec, c.param_count, out);
     ffn_checkpoint_free(&c);
