@@ -182,6 +182,10 @@ static ffn_status match_statistics(session *s, ffn_comm *comm, const char *ckpt_
     ffn_status st = ffn_data_meta_read(data_path, &dm);
     if (st != FFN_OK) return st;
     size_t d = ffn_dataset_get_info(s->ds)->features;
+    if (d != s->ckpt.input_dim) { /* the width check that follows says what is wrong */
+        ffn_data_meta_free(&dm);
+        return FFN_OK;
+    }
     if (dm.features && !ffn_data_meta_same_stats(cm, &dm)) {
         st = cm->features ? ffn_fail(FFN_ERR_ARG, "--data %s is standardized with other statistics (/feature_mean, "
                                      "/feature_std) than checkpoint %s's training data; convert it from the raw data "
