@@ -27,11 +27,13 @@ with open("d.csv", "w") as f:
         f.write(",".join("%.9g" % v for v in row) + "," + label + "\n")
 EOF
 
-"$FFN_DATA" csv d.csv --out tr.h5 --val-out va.h5 --val-fraction 0.25 --seed 3 --standardize >conv.txt
+"$FFN_DATA" csv d.csv --out tr.h5 --val-out va.h5 --val-fraction 0.25 --seed 3 --standardize >conv.txt 2>&1
 "$FFN_DATA" csv d.csv --out rtr.h5 --val-out rva.h5 --val-fraction 0.25 --seed 3 >/dev/null
 [[ ! -e tr.h5.raw.tmp && ! -e va.h5.raw.tmp && ! -e tr.h5.train.raw.tmp ]] || fail "temporaries left behind: $(ls)"
 grep -qF "standardized 5 features with the statistics of its training rows: tr.h5 and va.h5" conv.txt ||
     fail "conversion summary: $(cat conv.txt)"
+grep -qF "ffn-data csv: tr.h5 (600 rows, 5 features, 3 named classes)" conv.txt && ! grep -q "raw.tmp" conv.txt ||
+    fail "the messages name the temporaries: $(cat conv.txt)"
 $PY - <<'EOF' || fail "standardized values"
 import h5py, numpy as np
 t, v, rt, rv = (h5py.File(p) for p in ("tr.h5", "va.h5", "rtr.h5", "rva.h5"))
@@ -140,6 +142,9 @@ check_case "train, standardized --test for raw --train" 2 "--test va.h5 is stand
     "$FFN_TRAIN" --train rtr.h5 --test va.h5 --model dense:4,dense:3 --epochs 1
 check_case "train, --val with other statistics" 2 "is standardized with other statistics" -- \
     "$FFN_TRAIN" --train tr.h5 --val own.h5 --model dense:4,dense:3 --epochs 1
+"$FFN_DATA" subset va.h5 --classes 0,2 --relabel --out va_two.h5 >/dev/null
+check_case "train, --val with other class names" 2 "--val va_two.h5 has other class_names than --train tr.h5" -- \
+    "$FFN_TRAIN" --train tr.h5 --val va_two.h5 --model dense:4,dense:3 --epochs 1
 "$FFN_DATA" standardize rtr.h5 --out tr_other.h5 --like own.h5 >/dev/null
 check_case "resume on data with other statistics" 2 "--resume: --train tr_other.h5 is standardized with other statistics than --resume" -- \
     "$FFN_TRAIN" --train tr_other.h5 --resume "$CK" --epochs 8 --checkpoint-dir ck

@@ -209,6 +209,63 @@ static char *source_of(const char *path)
     return copy ? copy : strdup(path);
 }
 
+/* Copies what f holds to fd, with every "TEMP" of from[i] written as to[i]. */
+static void replay(FILE *f, int fd, const char *const *from, const char *const *to, size_t n)
+{
+    FILE *out = fdopen(dup(fd), "w");
+    if (!out) return;
+    rewind(f);
+    char line[16384];
+    while (fgets(line, sizeof line, f)) {
+        for (const char *p = line; *p;) {
+            size_t best = 0, which = 0;
+            for (size_t i = 0; i < n; i++) {
+                size_t len = from[i] ? strlen(from[i]) : 0;
+                if (len > best && strncmp(p, from[i], len) == 0) best = len, which = i;
+            }
+            if (best) {
+                fputs(to[which], out);
+                p += best;
+            } else {
+                fputc(*p++, out);
+            }
+        }
+    }
+    fclose(out);
+}
+
+/* Runs the converter on the temporaries with its stdout and stderr caught, then
+ * prints them naming the files the user gave (OUT.h5, not OUT.h5.raw.tmp). */
+static int run_renamed(int (*run)(int, char **), int argc, char **argv, const char *const *from,
+                       const char *const *to, size_t n)
+{
+    FILE *cap_out = tmpfile(), *cap_err = tmpfile();
+    int saved_out = dup(1), saved_err = dup(2);
+    if (!cap_out || !cap_err || saved_out < 0 || saved_err < 0) {
+        if (cap_out) fclose(cap_out);
+        if (cap_err) fclose(cap_err);
+        if (saved_out >= 0) close(saved_out);
+        if (saved_err >= 0) close(saved_err);
+        return run(argc, argv); /* no capture: the messages name the temporaries */
+    }
+    fflush(stdout);
+    fflush(stderr);
+    dup2(fileno(cap_out), 1);
+    dup2(fileno(cap_err), 2);
+    int rc = run(argc, argv);
+    fflush(stdout);
+    fflush(stderr);
+    dup2(saved_out, 1);
+    dup2(saved_err, 2);
+    close(saved_out);
+    close(saved_err);
+    replay(cap_out, 1, from, to, n);
+    replay(cap_err, 2, from, to, n);
+    fclose(cap_out);
+    fclose(cap_err);
+    return rc;
+}
+
 int run_converter(int (*run)(int, char **), int own_split, int argc, char **argv)
 {
     const char *cmd = argv[1];
@@ -295,7 +352,8 @@ int run_converter(int (*run)(int, char **), int own_split, int argc, char **argv
     if (!rc) {
         nargv[out_at] = raw_out;
         if (val_at >= 0) nargv[val_at] = raw_val;
-        rc = run(nargc, nargv);
+        const char *from[2] = {raw_out, val_at >= 0 ? raw_val : NULL}, *to[2] = {out, val};
+        rc = run_renamed(run, nargc, nargv, from, to, 2);
     }
     int converted = !rc;
     const char *train_in = raw_out, *val_in = val_at >= 0 ? raw_val : NULL;
