@@ -310,6 +310,15 @@ static ffn_status load_teacher(ffn_run *r, size_t input_dim, size_t max_batch)
         st = ffn_fail(FFN_ERR_ARG, "--teacher %s: the teacher has %zu outputs, the model trained has %zu", path,
                       ffn_model_output_dim(r->teacher), ffn_model_output_dim(r->model));
     if (st == FFN_OK) {
+        /* The teacher reads the student's inputs: they must be on the scale it was trained on. */
+        char why[9200], what[4200], ref[4200];
+        snprintf(what, sizeof what, "--train %s", r->cfg->train_path);
+        snprintf(ref, sizeof ref, "--teacher %s's training data", path);
+        stats_difference(&ck.meta, ref, &r->train_meta, what, why, sizeof why);
+        if (why[0])
+            st = ffn_fail(FFN_ERR_ARG, "%s; the teacher would see inputs on another scale than it was trained on", why);
+    }
+    if (st == FFN_OK) {
         memcpy(ffn_model_params(r->teacher), ck.params, ck.param_count * sizeof(float));
         st = ffn_model_reserve(r->teacher, max_batch);
     }

@@ -145,6 +145,8 @@ check_case "train, --val with other statistics" 2 "is standardized with other st
 "$FFN_DATA" subset va.h5 --classes 0,2 --relabel --out va_two.h5 >/dev/null
 check_case "train, --val with other class names" 2 "--val va_two.h5 has other class_names than --train tr.h5" -- \
     "$FFN_TRAIN" --train tr.h5 --val va_two.h5 --model dense:4,dense:3 --epochs 1
+check_case "distillation from a teacher trained on other inputs" 2 "--train rtr.h5 is raw (no /feature_mean, /feature_std), but --teacher $CK's training data is standardized" -- \
+    "$FFN_TRAIN" --train rtr.h5 --teacher "$CK" --model dense:4,dense:3 --epochs 1
 "$FFN_DATA" standardize rtr.h5 --out tr_other.h5 --like own.h5 >/dev/null
 check_case "resume on data with other statistics" 2 "--resume: --train tr_other.h5 is standardized with other statistics than --resume" -- \
     "$FFN_TRAIN" --train tr_other.h5 --resume "$CK" --epochs 8 --checkpoint-dir ck

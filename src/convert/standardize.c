@@ -319,6 +319,7 @@ int run_converter(int (*run)(int, char **), int own_split, int argc, char **argv
     }
     split_flags split = {0};
     ffn_data_meta stats = {0};
+    int converted = 0; /* the converter ran: its temporaries (a partial pair too) are ours to remove */
     char *raw_out = NULL, *raw_val = NULL, *raw_train = NULL, *raw_split_val = NULL, *source = NULL;
     if (standardize && like) rc = usage_error(cmd, "--standardize and --standardize-like exclude each other");
     else if (out_at < 0) rc = usage_error(cmd, "--out is required");
@@ -354,8 +355,8 @@ int run_converter(int (*run)(int, char **), int own_split, int argc, char **argv
         if (val_at >= 0) nargv[val_at] = raw_val;
         const char *from[2] = {raw_out, val_at >= 0 ? raw_val : NULL}, *to[2] = {out, val};
         rc = run_renamed(run, nargc, nargv, from, to, 2);
+        converted = 1;
     }
-    int converted = !rc;
     const char *train_in = raw_out, *val_in = val_at >= 0 ? raw_val : NULL;
     if (!rc && split_here) {
         /* A split of the converted rows, as ffn-data split makes it. */
