@@ -6,7 +6,9 @@
  *       one JSON object
  *   [mpirun -np N] ffn-eval --checkpoint FILE --data FILE --predict OUT.csv|.npy|.h5
  *       the predicted class and class probabilities (mse: the outputs) of every
- *       row, in order; /y is not needed
+ *       row, in order; /y is not needed (and the class names, when the checkpoint
+ *       records them). Raw --data gets the checkpoint's standardization
+ *       statistics applied; data standardized otherwise is refused.
  *   ffn-eval --checkpoint FILE --export OUT.npz|OUT.safetensors
  *       the weights under PyTorch nn.Sequential names, with the ffn spec
  * A checkpoint may be a .npz or .safetensors weights file (ffn/weights.h);
@@ -48,11 +50,14 @@ static void usage(FILE *out)
             "       ffn-eval --merge-lora IN.h5 --out OUT.h5\n\n"
             "  --checkpoint FILE  checkpoint written by ffn-train (--checkpoint-dir), or a .npz or\n"
             "                     .safetensors weights file (PyTorch nn.Sequential names)\n"
-            "  --data FILE        dataset in ffn's HDF5 layout (see README); --predict needs only /x\n"
+            "  --data FILE        dataset in ffn's HDF5 layout (see README); --predict needs only /x.\n"
+            "                     When the checkpoint records standardization statistics, raw data\n"
+            "                     is standardized with them; data standardized otherwise is refused\n"
             "  --batch-size N     rows per forward pass [default: 1024]\n"
             "  --json             print the evaluation as one JSON object\n"
             "  --predict OUT      write each row's predicted class and class probabilities (mse: the\n"
-            "                     outputs) to OUT; the extension picks CSV, NPY or HDF5\n"
+            "                     outputs) to OUT; the extension picks CSV, NPY or HDF5; with class\n"
+            "                     names in the checkpoint, CSV adds a class_name column (HDF5: an attribute)\n"
             "  --export OUT       write the weights as .npz or .safetensors, with the ffn spec\n"
             "  --model SPEC       the model of a weights file that carries no ffn spec\n"
             "  --loss NAME        its loss when the file names none [default: softmax_ce]\n"
