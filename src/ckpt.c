@@ -16,6 +16,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include "data_meta.h"
 #include "files.h"
 #include "ffn/mem.h"
 #include "watchdog.h"
@@ -211,6 +212,15 @@ static int write_contents(hid_t f, const ffn_checkpoint *c, const ffn_model *m)
         bad = write_double_attr(t, "best_metric", c->best_metric) || write_u64_attr(t, "best_step", c->best_step) ||
               write_u64_attr(t, "best_epoch", c->best_epoch) || write_u64_attr(t, "stale_epochs", c->stale_epochs);
     H5Gclose(t);
+    if (!bad && (c->meta.class_count || c->meta.features)) {
+        hid_t g = H5Gcreate2(f, "data", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+        hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+        hsize_t chunk[1] = {c->meta.features ? (c->meta.features < 131072 ? c->meta.features : 131072) : 1};
+        bad = g < 0 || dcpl < 0 || H5Pset_chunk(dcpl, 1, chunk) < 0 || H5Pset_fletcher32(dcpl) < 0 ||
+              ffn_meta_write_loc(g, "checkpoint /data", &c->meta, 1, dcpl) != FFN_OK;
+        if (dcpl >= 0) H5Pclose(dcpl);
+        if (g >= 0) H5Gclose(g);
+    }
     return bad ? -1 : 0;
 }
 
@@ -591,6 +601,17 @@ static ffn_status load_contents(hid_t f, ffn_checkpoint *c, const char *path)
         (st = read_u64_attr(t, "stale_epochs", path, &c->stale_epochs)) == FFN_OK)
         c->has_best = 1;
     H5Gclose(t);
+    /* The training data's metadata: absent in older files and for data without any. */
+    if (st == FFN_OK && H5Lexists(f, "data", H5P_DEFAULT) > 0) {
+        char what[4200];
+        snprintf(what, sizeof what, "checkpoint %s: /data", path);
+        hid_t g = H5Gopen2(f, "data", H5P_DEFAULT);
+        st = g >= 0 ? ffn_meta_read_loc(g, what, &c->meta) : ffn_fail(FFN_ERR_FORMAT, "%s cannot be opened", what);
+        if (g >= 0) H5Gclose(g);
+        if (st == FFN_OK && c->meta.features && c->meta.features != c->input_dim)
+            st = ffn_fail(FFN_ERR_FORMAT, "%s: feature_mean has %zu values, expected input_dim %zu", what,
+                          c->meta.features, c->input_dim);
+    }
     return st;
 }
 
@@ -661,6 +682,7 @@ void ffn_checkpoint_free(ffn_checkpoint *c)
     if (c->model) ffn_model_free(c->model); /* owns params */
     else ffn_free(c->params);
     ffn_free(c->mask);
+    ffn_data_meta_free(&c->meta);
     free(c->optimizer);
     for (int i = 0; i < FFN_OPTIM_MAX_STATE; i++) {
         free(c->state_names[i]);

@@ -59,6 +59,7 @@ struct ffn_dataset {
     char **sources;           /* [n_sources] other files a virtual /x or /y reads, as found at open */
     size_t n_sources;
     int features_only;        /* opened by ffn_dataset_open_features: /y neither opened nor read */
+    double *std_mean, *std_std; /* ffn_dataset_standardize: [D] applied to every read, or NULL */
 };
 
 /* A short name for an HDF5 datatype, for messages ("int16", "float64", ...). */
@@ -97,6 +98,8 @@ void ffn_dataset_close(ffn_dataset *ds)
     ffn_row_map_free(ds->rows_y);
     for (size_t i = 0; i < ds->n_sources; i++) free(ds->sources[i]);
     free(ds->sources);
+    free(ds->std_mean);
+    free(ds->std_std);
     free(ds->path);
     free(ds);
 }
@@ -774,7 +777,39 @@ void ffn_dataset_prefetch_rows(const ffn_dataset *ds, const uint64_t *idx, size_
 }
 
 /* One read of n rows, either idx (sorted) or the range [start, start + n). */
+static ffn_status read_stored(ffn_dataset *ds, const uint64_t *idx, uint64_t start, size_t n,
+                              float *x, int32_t *labels, float *values);
+
+/* The rows as stored, then standardized when ffn_dataset_standardize asked. */
 static ffn_status read_common(ffn_dataset *ds, const uint64_t *idx, uint64_t start, size_t n,
+                              float *x, int32_t *labels, float *values)
+{
+    ffn_status st = read_stored(ds, idx, start, n, x, labels, values);
+    if (st == FFN_OK && x && ds->std_mean) ffn_standardize_rows(x, n, ds->info.features, ds->std_mean, ds->std_std);
+    return st;
+}
+
+ffn_status ffn_dataset_standardize(ffn_dataset *ds, const double *mean, const double *std)
+{
+    free(ds->std_mean);
+    free(ds->std_std);
+    ds->std_mean = ds->std_std = NULL;
+    if (!mean) return FFN_OK;
+    size_t d = ds->info.features;
+    ds->std_mean = malloc(d * sizeof *ds->std_mean);
+    ds->std_std = malloc(d * sizeof *ds->std_std);
+    if (!ds->std_mean || !ds->std_std) {
+        free(ds->std_mean);
+        free(ds->std_std);
+        ds->std_mean = ds->std_std = NULL;
+        return ffn_fail(FFN_ERR_NOMEM, "%s: out of memory for %zu feature statistics", ds->path, d);
+    }
+    memcpy(ds->std_mean, mean, d * sizeof *mean);
+    memcpy(ds->std_std, std, d * sizeof *std);
+    return FFN_OK;
+}
+
+static ffn_status read_stored(ffn_dataset *ds, const uint64_t *idx, uint64_t start, size_t n,
                               float *x, int32_t *labels, float *values)
 {
     quiet_hdf5();

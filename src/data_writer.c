@@ -18,6 +18,8 @@
 #include <hdf5.h>
 
 #include "data_hdf5.h"
+#include "data_meta.h"
+#include "ffn/data.h"
 #include "ffn/mem.h"
 
 #define CHUNK_TARGET_BYTES ((size_t)1 << 20) /* about this many bytes a chunk of rows */
@@ -124,7 +126,12 @@ static ffn_status writer_setup(ffn_dataset_writer *w)
     if (fd < 0) return ffn_fail(FFN_ERR_IO, "%s: cannot create %s: %s", path, w->tmp, strerror(errno));
     close(fd);
     w->tmp_created = 1;
-    w->file = H5Fcreate(w->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    /* HDF5 1.8's format: dense attribute storage, so that a class_names
+     * attribute may exceed 64 KiB (20 000 names and more). */
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+    if (fapl >= 0 && H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_LATEST) >= 0)
+        w->file = H5Fcreate(w->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    if (fapl >= 0) H5Pclose(fapl);
     if (w->file < 0) return ffn_fail(FFN_ERR_IO, "%s: cannot create HDF5 file %s", path, w->tmp);
 
     hsize_t xd[2] = { L->rows, L->features };
@@ -292,6 +299,16 @@ ffn_status ffn_dataset_writer_attr_strings(ffn_dataset_writer *w, const char *na
         return ffn_fail(FFN_ERR_IO, "%s: cannot write attribute %s (%zu strings; an attribute holds at most 64 KiB)",
                         w->path, name, n);
     return FFN_OK;
+}
+
+ffn_status ffn_dataset_writer_meta(ffn_dataset_writer *w, const ffn_data_meta *m)
+{
+    quiet_hdf5();
+    if (!m) return FFN_OK;
+    if (m->features && m->features != w->layout.features)
+        return ffn_fail(FFN_ERR_ARG, "%s: writer: %zu feature statistics for %zu features", w->path, m->features,
+                        w->layout.features);
+    return ffn_meta_write_loc(w->file, w->path, m, 0, H5P_DEFAULT);
 }
 
 /* fsync a file, then its directory so that the rename is durable too. */

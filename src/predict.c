@@ -37,7 +37,31 @@ typedef struct {
     size_t k, stride, rows, written;
     FILE *f;
     hid_t file, d_first, d_second; /* HDF5: /class and /prob, or /output alone */
+    const char *const *names;      /* [n_names] class names (CSV column), or NULL */
+    size_t n_names;
 } writer;
+
+/* A string array attribute (the class names). */
+static ffn_status hdf5_strings_attr(hid_t f, const char *name, const char *const *values, size_t n, const char *path)
+{
+    hsize_t dims[1] = {n};
+    hid_t t = H5Tcopy(H5T_C_S1), s = H5Screate_simple(1, dims, NULL), a = H5I_INVALID_HID;
+    int ok = t >= 0 && s >= 0 && H5Tset_size(t, H5T_VARIABLE) >= 0 && H5Tset_cset(t, H5T_CSET_UTF8) >= 0 &&
+             (a = H5Acreate2(f, name, t, s, H5P_DEFAULT, H5P_DEFAULT)) >= 0 && H5Awrite(a, t, values) >= 0;
+    if (a >= 0) H5Aclose(a);
+    if (s >= 0) H5Sclose(s);
+    if (t >= 0) H5Tclose(t);
+    return ok ? FFN_OK : ffn_fail(FFN_ERR_IO, "%s: cannot write attribute %s (%zu strings)", path, name, n);
+}
+
+/* A CSV field, quoted, with inner quotes doubled. */
+static int csv_quoted(FILE *f, const char *s)
+{
+    if (fputc('"', f) == EOF) return -1;
+    for (; *s; s++)
+        if ((*s == '"' && fputc('"', f) == EOF) || fputc(*s, f) == EOF) return -1;
+    return fputc('"', f) == EOF ? -1 : 0;
+}
 
 static ffn_status hdf5_attr(hid_t f, const char *name, const char *value, const char *path)
 {
@@ -68,7 +92,9 @@ static ffn_status writer_open(writer *w, ffn_predict_format format, const char *
                               size_t rows, ffn_loss loss, ffn_predict_source src)
 {
     *w = (writer){.format = format, .path = path, .classify = classify, .k = k, .stride = k + (classify ? 1 : 0),
-                  .rows = rows, .file = H5I_INVALID_HID, .d_first = H5I_INVALID_HID, .d_second = H5I_INVALID_HID};
+                  .rows = rows, .file = H5I_INVALID_HID, .d_first = H5I_INVALID_HID, .d_second = H5I_INVALID_HID,
+                  .names = classify && src.class_count ? src.class_names : NULL,
+                  .n_names = classify && src.class_names ? src.class_count : 0};
     size_t cap = strlen(path) + 8;
     if (!(w->tmp = malloc(cap))) return ffn_fail(FFN_ERR_NOMEM, "out of memory");
     snprintf(w->tmp, cap, "%s.tmp", path);
@@ -76,7 +102,11 @@ static ffn_status writer_open(writer *w, ffn_predict_format format, const char *
         H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
         hid_t fcpl = H5Pcreate(H5P_FILE_CREATE);
         if (fcpl >= 0) H5Pset_obj_track_times(fcpl, 0);
-        w->file = H5Fcreate(w->tmp, H5F_ACC_TRUNC, fcpl >= 0 ? fcpl : H5P_DEFAULT, H5P_DEFAULT);
+        /* HDF5 1.8's format when there are class names: dense attributes hold any number. */
+        hid_t fapl = w->names ? H5Pcreate(H5P_FILE_ACCESS) : H5I_INVALID_HID;
+        if (fapl >= 0) H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_LATEST);
+        w->file = H5Fcreate(w->tmp, H5F_ACC_TRUNC, fcpl >= 0 ? fcpl : H5P_DEFAULT, fapl >= 0 ? fapl : H5P_DEFAULT);
+        if (fapl >= 0) H5Pclose(fapl);
         if (fcpl >= 0) H5Pclose(fcpl);
         if (w->file < 0) return ffn_fail(FFN_ERR_IO, "%s: cannot create the HDF5 file", w->tmp);
         if (classify) {
@@ -91,12 +121,13 @@ static ffn_status writer_open(writer *w, ffn_predict_format format, const char *
         if (st == FFN_OK) st = hdf5_attr(w->file, "checkpoint", src.checkpoint, w->tmp);
         if (st == FFN_OK) st = hdf5_attr(w->file, "data", src.data, w->tmp);
         if (st == FFN_OK) st = hdf5_attr(w->file, "created_by", "ffn-eval --predict", w->tmp);
+        if (st == FFN_OK && w->names) st = hdf5_strings_attr(w->file, "class_names", w->names, w->n_names, w->tmp);
         return st;
     }
     if (!(w->f = fopen(w->tmp, "wb"))) return ffn_fail(FFN_ERR_IO, "%s: cannot create: %s", w->tmp, strerror(errno));
     int failed = 0;
     if (format == FFN_PREDICT_CSV) {
-        failed = fputs(classify ? "class" : "", w->f) == EOF;
+        failed = fputs(classify ? (w->names ? "class,class_name" : "class") : "", w->f) == EOF;
         for (size_t j = 0; j < k && !failed; j++)
             failed = fprintf(w->f, "%s%s_%zu", classify || j ? "," : "", classify ? "prob" : "output", j) < 0;
         failed = failed || fputc('\n', w->f) == EOF;
@@ -155,6 +186,9 @@ static ffn_status writer_rows(writer *w, float *rec, size_t n)
                 int32_t c;
                 memcpy(&c, r, sizeof c);
                 failed = fprintf(w->f, "%d", (int)c) < 0;
+                if (!failed && w->names)
+                    failed = fputc(',', w->f) == EOF ||
+                             csv_quoted(w->f, c >= 0 && (size_t)c < w->n_names ? w->names[c] : "") != 0;
                 j = 1;
             }
             for (; j < w->stride && !failed; j++) failed = fprintf(w->f, j ? ",%.9g" : "%.9g", (double)r[j]) < 0;

@@ -375,7 +375,7 @@ static ffn_status save_checkpoint(ffn_run *r, int best, uint64_t step, uint64_t 
             .data_rows = info->rows, .data_features = info->features,
             .data_classes = info->has_labels ? info->num_classes : 0, .has_best = r->has_best,
             .best_metric = r->best_metric, .best_step = r->best_step, .best_epoch = r->best_epoch,
-            .stale_epochs = r->stale_epochs};
+            .stale_epochs = r->stale_epochs, .meta = r->train_meta};
         for (size_t i = 0; i < nstate; i++) {
             c.state_names[i] = (char *)ffn_optim_state_name(optim, i);
             c.state[i] = full_state[i] ? full_state[i] : ffn_optim_state(optim, i);

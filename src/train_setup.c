@@ -22,6 +22,87 @@ static ffn_status open_dataset(ffn_run *r, const char *path, ffn_dataset **out)
     return ffn_comm_agree(r->comm, st);
 }
 
+/* Why other's statistics (of `what`) are not train's (of `ref`), as one
+ * sentence into buf ("" when they are the same). */
+static void stats_difference(const ffn_data_meta *train, const char *ref, const ffn_data_meta *other,
+                             const char *what, char *buf, size_t cap)
+{
+    buf[0] = '\0';
+    if (ffn_data_meta_same_stats(train, other)) return;
+    if (!other->features) {
+        snprintf(buf, cap, "%s is raw (no /feature_mean, /feature_std), but %s is standardized", what, ref);
+    } else if (!train->features) {
+        snprintf(buf, cap, "%s is standardized (/feature_mean, /feature_std), but %s is raw", what, ref);
+    } else {
+        size_t j = 0;
+        size_t n = train->features < other->features ? train->features : other->features;
+        while (j < n && train->mean[j] == other->mean[j] && train->std[j] == other->std[j]) j++;
+        if (j < n)
+            snprintf(buf, cap, "%s is standardized with other statistics than %s (feature %zu: mean %.9g, std %.9g; "
+                     "expected mean %.9g, std %.9g)", what, ref, j, other->mean[j], other->std[j], train->mean[j],
+                     train->std[j]);
+        else
+            snprintf(buf, cap, "%s has statistics for %zu features, %s for %zu", what, other->features, ref,
+                     train->features);
+    }
+}
+
+static int same_names(const ffn_data_meta *a, const ffn_data_meta *b)
+{
+    if (!a->class_count || !b->class_count) return 1; /* nothing to compare */
+    if (a->class_count != b->class_count) return 0;
+    for (size_t i = 0; i < a->class_count; i++)
+        if (strcmp(a->class_names[i], b->class_names[i]) != 0) return 0;
+    return 1;
+}
+
+/* --train's metadata into r->train_meta; --val and --test must carry the same
+ * statistics (standardized alike, or both raw) and class names; --resume
+ * continues on data standardized as the checkpoint's was. */
+static ffn_status check_metadata(ffn_run *r)
+{
+    const ffn_train_config *cfg = r->cfg;
+    ffn_status st = ffn_data_meta_read(cfg->train_path, &r->train_meta);
+    if (st == FFN_OK && r->train_meta.features && r->train_meta.features != ffn_dataset_get_info(r->train)->features)
+        st = ffn_fail(FFN_ERR_FORMAT, "--train %s: /feature_mean has %zu values, expected one for each of the %zu "
+                      "features", cfg->train_path, r->train_meta.features, ffn_dataset_get_info(r->train)->features);
+    const struct {
+        const char *flag, *path;
+    } others[] = {{"--val", cfg->val_path}, {"--test", cfg->test_path}};
+    char why[9200], what[4200], ref[4200];
+    snprintf(ref, sizeof ref, "--train %s", cfg->train_path);
+    for (size_t i = 0; i < 2 && st == FFN_OK; i++) {
+        if (!others[i].path) continue;
+        ffn_data_meta m;
+        if ((st = ffn_data_meta_read(others[i].path, &m)) != FFN_OK) break;
+        snprintf(what, sizeof what, "%s %s", others[i].flag, others[i].path);
+        stats_difference(&r->train_meta, ref, &m, what, why, sizeof why);
+        if (why[0] && r->train_meta.features)
+            st = ffn_fail(FFN_ERR_ARG, "%s; evaluating it would feed the model inputs on another scale: convert it "
+                          "like the training data (ffn-data CONVERTER ... --standardize-like %s, or ffn-data "
+                          "standardize RAW.h5 --out NEW.h5 --like %s)", why, cfg->train_path, cfg->train_path);
+        else if (why[0])
+            st = ffn_fail(FFN_ERR_ARG, "%s; evaluating it would feed the model inputs on another scale: give its raw "
+                          "data, or standardize --train too and convert this file with --standardize-like", why);
+        else if (!same_names(&r->train_meta, &m))
+            st = ffn_fail(FFN_ERR_ARG, "%s %s has other class_names than --train %s (%zu and %zu names); its labels "
+                          "would mean other classes", others[i].flag, others[i].path, cfg->train_path, m.class_count,
+                          r->train_meta.class_count);
+        ffn_data_meta_free(&m);
+    }
+    if (st == FFN_OK && r->have_ckpt && (cfg->resume || cfg->init_from)) {
+        snprintf(what, sizeof what, "%s %s's training data", cfg->resume ? "--resume" : "--init-from",
+                 r->start_path ? r->start_path : "");
+        stats_difference(&r->ckpt.meta, what, &r->train_meta, ref, why, sizeof why);
+        if (why[0] && cfg->resume)
+            st = ffn_fail(FFN_ERR_ARG, "--resume: %s; resume on data converted the same way", why);
+        else if (why[0] && r->rank == 0 && r->ckpt.data_rows) /* a weights file records no data */
+            fprintf(stderr, "ffn-train: warning: --init-from: %s; this run's checkpoints record --train's "
+                    "statistics\n", why);
+    }
+    return ffn_comm_agree(r->comm, st);
+}
+
 static int cpus_available(void)
 {
     cpu_set_t set;
@@ -229,6 +310,15 @@ static ffn_status load_teacher(ffn_run *r, size_t input_dim, size_t max_batch)
         st = ffn_fail(FFN_ERR_ARG, "--teacher %s: the teacher has %zu outputs, the model trained has %zu", path,
                       ffn_model_output_dim(r->teacher), ffn_model_output_dim(r->model));
     if (st == FFN_OK) {
+        /* The teacher reads the student's inputs: they must be on the scale it was trained on. */
+        char why[9200], what[4200], ref[4200];
+        snprintf(what, sizeof what, "--train %s", r->cfg->train_path);
+        snprintf(ref, sizeof ref, "--teacher %s's training data", path);
+        stats_difference(&ck.meta, ref, &r->train_meta, what, why, sizeof why);
+        if (why[0])
+            st = ffn_fail(FFN_ERR_ARG, "%s; the teacher would see inputs on another scale than it was trained on", why);
+    }
+    if (st == FFN_OK) {
         memcpy(ffn_model_params(r->teacher), ck.params, ck.param_count * sizeof(float));
         st = ffn_model_reserve(r->teacher, max_batch);
     }
@@ -418,6 +508,7 @@ ffn_status ffn_run_setup(ffn_run *r)
     if ((st = build_model(r, info->features)) != FFN_OK) return st;
     if ((st = check_head(r)) != FFN_OK) return st;
     if (cfg->resume && (st = ffn_run_check_resume(r)) != FFN_OK) return st;
+    if ((st = check_metadata(r)) != FFN_OK) return st;
     if ((st = check_fits(r, r->train, "--train")) != FFN_OK) return st;
     if ((st = check_fits(r, r->val, "--val")) != FFN_OK) return st;
     if ((st = check_fits(r, r->test, "--test")) != FFN_OK) return st;
@@ -466,6 +557,7 @@ ffn_status ffn_run_start(ffn_run *r)
 void ffn_run_teardown(ffn_run *r)
 {
     ffn_checkpoint_free(&r->ckpt);
+    ffn_data_meta_free(&r->train_meta);
     free(r->start_path);
     ffn_run_unlock_checkpoint_dir(r);
     free(r->config_json);

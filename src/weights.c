@@ -141,7 +141,55 @@ static int little_endian(void)
     return *(const unsigned char *)&one == 1;
 }
 
-static char *spec_json_text(const ffn_model *m, const char *loss)
+/* Numbers as %.17g text: cJSON prints 15 significant digits when they compare
+ * equal within its tolerance, which loses the last bits of a float64. */
+static cJSON *exact_array(const double *v, size_t n)
+{
+    cJSON *a = cJSON_CreateArray();
+    char buf[40];
+    for (size_t i = 0; a && i < n; i++) {
+        snprintf(buf, sizeof buf, "%.17g", v[i]);
+        cJSON *x = cJSON_CreateRaw(buf);
+        if (!x || !cJSON_AddItemToArray(a, x)) {
+            cJSON_Delete(x);
+            cJSON_Delete(a);
+            return NULL;
+        }
+    }
+    return a;
+}
+
+/* The training data's metadata into the spec object: 0, or -1 when out of memory. */
+static int add_meta(cJSON *o, const ffn_data_meta *meta)
+{
+    if (!meta) return 0;
+    if (meta->features) {
+        cJSON *mean = exact_array(meta->mean, meta->features);
+        if (!mean || !cJSON_AddItemToObject(o, "feature_mean", mean)) {
+            cJSON_Delete(mean);
+            return -1;
+        }
+        cJSON *std = exact_array(meta->std, meta->features);
+        if (!std || !cJSON_AddItemToObject(o, "feature_std", std)) {
+            cJSON_Delete(std);
+            return -1;
+        }
+    }
+    if (meta->class_count) {
+        cJSON *names = cJSON_AddArrayToObject(o, "class_names");
+        for (size_t k = 0; names && k < meta->class_count; k++) {
+            cJSON *s = cJSON_CreateString(meta->class_names[k]);
+            if (!s || !cJSON_AddItemToArray(names, s)) {
+                cJSON_Delete(s);
+                return -1;
+            }
+        }
+        if (!names) return -1;
+    }
+    return 0;
+}
+
+static char *spec_json_text(const ffn_model *m, const char *loss, const ffn_data_meta *meta)
 {
     char *spec = ffn_model_spec_text(m), *text = NULL;
     cJSON *o = cJSON_CreateObject();
@@ -150,7 +198,7 @@ static char *spec_json_text(const ffn_model *m, const char *loss)
         cJSON_AddStringToObject(o, "model_spec", spec) &&
         cJSON_AddNumberToObject(o, "input_dim", (double)ffn_model_input_dim(m)) &&
         (!loss || cJSON_AddStringToObject(o, "loss", loss)) &&
-        cJSON_AddStringToObject(o, "ffn_version", ffn_version()))
+        cJSON_AddStringToObject(o, "ffn_version", ffn_version()) && add_meta(o, meta) == 0)
         text = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     free(spec);
@@ -158,6 +206,11 @@ static char *spec_json_text(const ffn_model *m, const char *loss)
 }
 
 ffn_status ffn_weights_save(const ffn_model *m, const char *loss, const char *path)
+{
+    return ffn_weights_save_meta(m, loss, NULL, path);
+}
+
+ffn_status ffn_weights_save_meta(const ffn_model *m, const char *loss, const ffn_data_meta *meta, const char *path)
 {
     ffn_weights_format format = ffn_weights_format_of(path);
     if (format == FFN_WEIGHTS_NONE)
@@ -168,7 +221,7 @@ ffn_status ffn_weights_save(const ffn_model *m, const char *loss, const char *pa
     ffn_status st = ffn_weights_torch_names(m, &names, &n);
     if (st != FFN_OK) return ffn_fail(st, "%s: %s", path, ffn_last_error());
     ffn_weights_array *arrays = calloc(n ? n : 1, sizeof *arrays);
-    char *spec = spec_json_text(m, loss);
+    char *spec = spec_json_text(m, loss, meta);
     size_t cap = strlen(path) + 8;
     char *tmp = malloc(cap);
     if (!arrays || !spec || !tmp) {

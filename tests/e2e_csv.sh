@@ -111,8 +111,8 @@ printf 'a,b,c\n1,inf,0\n' >inf.csv
 refused 1 "inf.csv: row 2, column 'b' (1): 'inf' is not a finite number" inf.csv --out refused.h5
 refused 2 "--label-col nope: no such column" q.csv --label-col nope --out refused.h5
 refused 2 "--label-col species names a column, but --no-header" q.csv --label-col species --no-header --out refused.h5
-awk 'BEGIN { print "a,label"; for (i = 0; i <= 4000; i++) print i ",c" i }' >many.csv
-refused 1 "many.csv: row 4002, column 'label' (1): more than 4000 distinct class names" many.csv --out refused.h5
+awk 'BEGIN { print "a,label"; for (i = 0; i <= 65536; i++) print i ",c" i }' >many.csv
+refused 1 "many.csv: row 65538, column 'label' (1): more than 65536 distinct class names" many.csv --out refused.h5
 pass "wrong field counts, bad quoting, inf, unknown columns and too many class names refused with the row"
 
 # Bounded memory: a ~60 MB CSV converts under an address-space limit 40 MB

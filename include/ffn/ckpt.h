@@ -29,6 +29,11 @@
  *                    the first validation (a fresh state)
  *   /masks/<i>/W     uint8 [out, in], present only for a pruned model: 1 where
  *                    layer i's weight is kept, 0 where it is pruned (held at 0)
+ *   /data            the training data's metadata (ffn_data_meta), present
+ *                    when it has any: class_names (UTF-8 string dataset [K],
+ *                    label order), feature_mean and feature_std (float64 [D],
+ *                    Fletcher32: the data was standardized with them, and
+ *                    ffn-eval applies them to raw data)
  * Every dataset is chunked with HDF5's Fletcher32 checksum filter, so a
  * corrupted byte fails the read instead of loading silently.
  *
@@ -40,6 +45,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "ffn/data.h"
 #include "ffn/model.h"
 #include "ffn/optim.h"
 #include "ffn/status.h"
@@ -76,6 +82,7 @@ typedef struct {
     double best_metric;
     uint64_t best_step, best_epoch, stale_epochs;
     uint8_t *mask;         /* [param_count] pruning mask (1 kept, 0 pruned; biases 1), or NULL */
+    ffn_data_meta meta;    /* the training data's class names and statistics (/data); all zero: none */
 } ffn_checkpoint;
 
 /* Reads and validates the whole file (every failure names the file and the

@@ -7,6 +7,13 @@
  *       [N, K]  float32 targets
  * Root attributes: "num_classes" (int, for labels), "source", "created_by",
  * free-form provenance strings. Both datasets chunked by rows.
+ * Metadata that travels with the data (ffn_data_meta below), all optional:
+ *   "class_names" root attribute, K UTF-8 strings in label order (files
+ *               written since HDF5 1.8's format, so more than 64 KiB of names
+ *               fit; a string dataset /class_names is read too)
+ *   /feature_mean, /feature_std  float64 [D]: x was standardized,
+ *               x = (raw - mean) / std, with these training statistics
+ *               (ffn-data --standardize; a constant column has std 1)
  * A dataset may be a virtual dataset joining shard files; HDF5 resolves it. */
 #ifndef FFN_DATA_H
 #define FFN_DATA_H
@@ -78,6 +85,32 @@ void ffn_dataset_prefetch_rows(const ffn_dataset *ds, const uint64_t *idx, size_
  * converted data, or FFN_DATA_DIRECT=0 in the environment). The values are
  * the same either way. */
 int ffn_dataset_direct_reads(const ffn_dataset *ds);
+
+/* The metadata a dataset carries and a checkpoint records: class names in
+ * label order, and the standardization statistics of its features. */
+typedef struct ffn_data_meta {
+    size_t class_count;  /* 0: no names */
+    char **class_names;  /* [class_count] */
+    size_t features;     /* 0: not standardized; else D of mean and std */
+    double *mean, *std;  /* [features]; every std finite and > 0 */
+} ffn_data_meta;
+
+/* Reads path's metadata (none present: all zero). A malformed field (a
+ * shape other than [D], a non-finite mean, a std <= 0, names that are not
+ * strings) is an error naming the file and the field. */
+ffn_status ffn_data_meta_read(const char *path, ffn_data_meta *out);
+void ffn_data_meta_free(ffn_data_meta *m);
+/* Deep copy (dst is overwritten). */
+ffn_status ffn_data_meta_copy(ffn_data_meta *dst, const ffn_data_meta *src);
+/* 1 when both carry no statistics, or the same statistics bit for bit. */
+int ffn_data_meta_same_stats(const ffn_data_meta *a, const ffn_data_meta *b);
+/* x[i, j] = (float)(((double)x[i, j] - mean[j]) / std[j]) for n rows of d
+ * features: the one formula the converters and the readers use, so that
+ * standardizing in a file or on read gives the same floats. */
+void ffn_standardize_rows(float *x, size_t n, size_t d, const double *mean, const double *std);
+/* Every later read of ds returns standardized features (copies mean and
+ * std, [features]); NULL mean: raw again. */
+ffn_status ffn_dataset_standardize(ffn_dataset *ds, const double *mean, const double *std);
 
 /* The writer of this layout, for the callers that make datasets. */
 #include "ffn/data_writer.h"

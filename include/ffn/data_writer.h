@@ -28,9 +28,14 @@ ffn_status ffn_dataset_writer_rows(ffn_dataset_writer *w, uint64_t start, size_t
                                    const void *x, const void *y);
 ffn_status ffn_dataset_writer_attr(ffn_dataset_writer *w, const char *name, const char *value);
 /* A file attribute holding n UTF-8 strings (e.g. class_names in label order).
- * HDF5 keeps an attribute under 64 KiB here: about 4000 strings. */
+ * The file uses HDF5 1.8's format, whose dense attribute storage holds any
+ * number of strings. */
 ffn_status ffn_dataset_writer_attr_strings(ffn_dataset_writer *w, const char *name, const char *const *values,
                                            size_t n);
+/* Writes m's class names (the class_names attribute) and statistics
+ * (/feature_mean, /feature_std) when present. */
+struct ffn_data_meta;
+ffn_status ffn_dataset_writer_meta(ffn_dataset_writer *w, const struct ffn_data_meta *meta);
 /* Finishes and renames; on error removes the temporary. Always frees w. */
 ffn_status ffn_dataset_writer_close(ffn_dataset_writer *w);
 /* Frees w and removes the temporary without touching PATH. */

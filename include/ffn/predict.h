@@ -5,11 +5,16 @@
  * it) and the probabilities (softmax, or sigmoid for bce: ffn_loss_output_act);
  * for mse the outputs themselves. The output file's extension picks the format:
  *   .csv   header "class,prob_0,...,prob_<K-1>" (mse: "output_0,...") and one
- *          line a row, floats with 9 significant digits (float32 round-trips)
+ *          line a row, floats with 9 significant digits (float32 round-trips);
+ *          with class names known, "class,class_name,prob_0,..." and the name
+ *          quoted as RFC 4180 does (an empty name past the list)
  *   .npy   classes: a structured array [N] of ('class', '<i4'), ('prob', '<f4', (K,)),
  *          read as a['class'], a['prob']; mse: float32 [N, K]
  *   .h5    /class int32 [N] and /prob float32 [N, K]; mse: /output float32
- *          [N, K]; root attributes loss, checkpoint, data
+ *          [N, K]; root attributes loss, checkpoint, data, and class_names
+ *          (strings in class order) when known
+ *          (.npy holds no names: take them from the checkpoint's
+ *          /data/class_names)
  *
  * Data-parallel: rows are cut into batches of batch_rows; each round takes
  * the next P batches, rank r computing batch r of the round (its contiguous
@@ -34,6 +39,8 @@ int ffn_predict_format_of(const char *path);
 
 typedef struct {
     const char *checkpoint, *data; /* recorded in the HDF5 output's attributes; may be NULL */
+    const char *const *class_names; /* [class_count] names of the classes, or NULL */
+    size_t class_count;
 } ffn_predict_source;
 
 /* Collective over comm (NULL: this process alone). ds's /x must have the

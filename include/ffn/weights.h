@@ -27,6 +27,7 @@
 
 #include <stddef.h>
 #include "ffn/ckpt.h"
+#include "ffn/data.h"
 #include "ffn/model.h"
 #include "ffn/status.h"
 
@@ -46,6 +47,12 @@ void ffn_weights_names_free(char **names, size_t count);
  * be NULL) as metadata, to path.tmp, then renames it onto path. The format
  * comes from the extension. */
 ffn_status ffn_weights_save(const ffn_model *m, const char *loss, const char *path);
+/* The same with the training data's metadata (NULL: none) in the ffn spec
+ * JSON as well: "feature_mean" and "feature_std" (arrays of D numbers that
+ * round-trip to the float64 values; the model expects (x - mean) / std) and
+ * "class_names" (strings in class order), when present. Loading a weights
+ * file ignores them. */
+ffn_status ffn_weights_save_meta(const ffn_model *m, const char *loss, const ffn_data_meta *meta, const char *path);
 
 /* Reads a weights file into a checkpoint (model, params, spec, input_dim,
  * loss; no optimizer, step 0). The model is the file's ffn spec when it holds

@@ -218,6 +218,7 @@ void table_free(table *t)
     ffn_free(t->targets);
     for (size_t i = 0; i < t->n_sources; i++) free(t->sources[i]);
     free(t->sources);
+    ffn_data_meta_free(&t->meta);
     memset(t, 0, sizeof *t);
 }
 
@@ -255,7 +256,12 @@ int table_read(table *t, const char *path)
     for (size_t i = 0; t->sources && i < ns; i++)
         if ((t->sources[i] = strdup(ffn_dataset_source(ds, i)))) t->n_sources++;
     int rc = 0;
-    if ((!t->xu && !t->xf) || (!t->labels && !t->targets) || t->n_sources != ns) {
+    if (ffn_data_meta_read(path, &t->meta) != FFN_OK) {
+        rc = data_error("read", "%s", ffn_last_error());
+    } else if (t->meta.features && t->meta.features != t->cols) {
+        rc = data_error("read", "%s: /feature_mean has %zu values, expected one for each of the %zu features", path,
+                        t->meta.features, t->cols);
+    } else if ((!t->xu && !t->xf) || (!t->labels && !t->targets) || t->n_sources != ns) {
         rc = data_error("read", "%s: out of memory for %zu rows", path, t->rows);
     } else if (t->x_uint8) {
         /* Raw bytes, so that uint8 data stays uint8 in what we write. */
@@ -305,6 +311,23 @@ int table_write(const table *t, const char *path, const uint64_t *sel, size_t n,
     }
     free(xb);
     free(yb);
+    /* The class names follow the labels: relabelled, a kept class's name
+     * moves to its new number and a dropped class's name is left out. */
+    ffn_data_meta meta = t->meta;
+    char **names = NULL;
+    if (st == FFN_OK && relabel && t->has_labels && t->meta.class_count) {
+        size_t k = L.num_classes;
+        names = calloc(k ? k : 1, sizeof *names);
+        if (!names) st = ffn_fail(FFN_ERR_NOMEM, "%s: out of memory", path);
+        for (size_t c = 0; names && c < t->meta.class_count && c < t->num_classes; c++)
+            if (relabel[c] >= 0 && (size_t)relabel[c] < k) names[relabel[c]] = t->meta.class_names[c];
+        meta.class_names = names;
+        meta.class_count = k;
+        for (size_t c = 0; names && c < k; c++)
+            if (!names[c]) meta.class_count = 0; /* a class without a name: keep none rather than guess */
+    }
+    if (st == FFN_OK) st = ffn_dataset_writer_meta(w, &meta);
+    free(names);
     if (st == FFN_OK && source) st = ffn_dataset_writer_attr(w, "source", source);
     if (st == FFN_OK) st = ffn_dataset_writer_attr(w, "created_by", "ffn-data");
     if (st != FFN_OK) {

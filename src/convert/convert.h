@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "ffn/data.h"
+
 enum { EXIT_DATA = 1, EXIT_USAGE = 2 };
 
 /* A whole dataset in memory: x as uint8 (with scale) or float32; labels or targets. */
@@ -26,14 +28,16 @@ typedef struct {
     float *targets;     /* [rows, target_cols] when not has_labels, else NULL */
     char **sources;     /* [n_sources] files the read file's virtual datasets read from */
     size_t n_sources;
+    ffn_data_meta meta; /* class names and standardization statistics, written along */
 } table;
 
 void table_free(table *t);
 /* Reads a dataset file (validated by ffn_dataset_open first), and the names
  * of the files its virtual datasets read from. */
 int table_read(table *t, const char *path);
-/* Writes rows sel[0..n) of t (all rows when sel is NULL) to path. relabel, if
- * not NULL, maps each label; num_classes 0 keeps t's. */
+/* Writes rows sel[0..n) of t (all rows when sel is NULL) to path, with t's
+ * metadata. relabel, if not NULL, maps each label (-1: a class dropped), and
+ * the class names follow it; num_classes 0 keeps t's. */
 int table_write(const table *t, const char *path, const uint64_t *sel, size_t n,
                 const int32_t *relabel, size_t num_classes, const char *source);
 
@@ -103,5 +107,14 @@ int cmd_split(int argc, char **argv);
 int cmd_subset(int argc, char **argv);
 int cmd_shard(int argc, char **argv);
 int cmd_info(int argc, char **argv);
+int cmd_standardize(int argc, char **argv);
+
+/* ffn-data's --standardize / --standardize-like and --val-out around a
+ * converter (src/convert/standardize.c): own_split says whether the
+ * converter takes --val-out itself. Returns the exit code. */
+int run_converter(int (*run)(int, char **), int own_split, int argc, char **argv);
+/* Prints what info shows of the metadata: class names (the first ones and
+ * how many) and whether x is standardized. */
+void print_meta(const char *path);
 
 #endif

@@ -8,6 +8,7 @@
 
 #include "convert.h"
 #include "inspect.h"
+#include "../data_meta.h" /* internal: the metadata at an HDF5 location */
 #include "ffn/data.h"
 #include "ffn/partition.h"
 #include "ffn/rng.h"
@@ -257,7 +258,10 @@ int cmd_shard(int argc, char **argv)
     }
     /* The virtual file, written to a temporary name and renamed. */
     snprintf(tmp, sizeof tmp, "%s.tmp", vpath);
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS); /* 1.8's format: class_names beyond 64 KiB */
+    if (fapl >= 0) H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_LATEST);
+    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl >= 0 ? fapl : H5P_DEFAULT);
+    if (fapl >= 0) H5Pclose(fapl);
     int bad = f < 0;
     hid_t src = bad ? -1 : H5Fopen(in, H5F_ACC_RDONLY, H5P_DEFAULT);
     for (int which = 0; which < 2 && !bad; which++) {
@@ -284,6 +288,7 @@ int cmd_shard(int argc, char **argv)
         H5Sclose(vspace);
     }
     if (!bad && src >= 0) bad = copy_attr(src, f, "num_classes") != 0;
+    if (!bad) bad = ffn_meta_write_loc(f, vpath, &t.meta, 0, H5P_DEFAULT) != FFN_OK;
     if (src >= 0) H5Fclose(src);
     if (f >= 0 && H5Fclose(f) < 0) bad = 1;
     if (bad || rename(tmp, vpath) != 0) {
@@ -440,5 +445,6 @@ int cmd_info(int argc, char **argv)
         if (d >= 0) H5Dclose(d);
         H5Fclose(f);
     }
+    if (!rc) print_meta(path);
     return rc;
 }

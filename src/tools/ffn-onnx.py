@@ -15,6 +15,7 @@ OUT.onnx is written as OUT.onnx.tmp and renamed. Exit status 0, or 1 with a
 message naming the file, the field and what was expected; 2 for bad usage.
 """
 import argparse
+import math
 import json
 import os
 import shutil
@@ -157,6 +158,32 @@ def spec_modules(path, model_spec, input_dim):
     return modules, width
 
 
+def standardize_module(path, spec):
+    """The training data's standardization as the graph's first step, when the ffn spec records
+    it (ffn-eval --export of a checkpoint trained on --standardize data): x -> (x - mean) / std,
+    computed in float64 and rounded to float32 as ffn does, so the ONNX model takes RAW inputs."""
+    if "feature_mean" not in spec and "feature_std" not in spec:
+        return None
+    import torch
+    mean, std, d = spec.get("feature_mean"), spec.get("feature_std"), spec["input_dim"]
+    ok = (isinstance(mean, list) and isinstance(std, list) and len(mean) == d and len(std) == d and
+          all(isinstance(v, (int, float)) and math.isfinite(v) for v in mean) and
+          all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in std))
+    if not ok:
+        raise Fail("%s: ffn_spec: feature_mean/feature_std are not %d finite numbers each (std > 0)" % (path, d))
+
+    class Standardize(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.register_buffer("mean", torch.tensor(mean, dtype=torch.float64))
+            self.register_buffer("std", torch.tensor(std, dtype=torch.float64))
+
+        def forward(self, x):
+            return ((x.double() - self.mean) / self.std).float()
+
+    return Standardize()
+
+
 def find_ffn_eval(given):
     if given:
         return given
@@ -229,6 +256,9 @@ def main(argv):
                        % (src, spec["model_spec"], spec["input_dim"], missing or "none", extra or "none",
                           wrong or "fine"))
         net.load_state_dict({k: torch.from_numpy(v) for k, v in tensors.items()})
+        standardized = standardize_module(src, spec)
+        if standardized is not None:
+            net = torch.nn.Sequential(standardized, net)
         loss = spec.get("loss")
         out_name = "logits"
         if args.probabilities:
@@ -255,9 +285,9 @@ def main(argv):
             if os.path.exists(tmp_out):
                 os.unlink(tmp_out)
             raise Fail("%s: torch.onnx.export failed (opset %d): %s" % (args.output, args.opset, e))
-    print("onnx: %s (%s, %d parameters, loss %s) -> %s (opset %d; x [batch, %d] -> %s [batch, %d])"
+    print("onnx: %s (%s, %d parameters, loss %s) -> %s (opset %d; x [batch, %d] -> %s [batch, %d]%s)"
           % (args.input, spec["model_spec"], params, loss, args.output, args.opset, spec["input_dim"], out_name,
-             outputs))
+             outputs, "; raw x, standardized in the graph" if "feature_mean" in spec else ""))
     return 0
 
 

@@ -23,14 +23,30 @@ static const struct {
     {"shard", cmd_shard, "write K shard files and a virtual-dataset file joining them"},
     {"synth", cmd_synth, "generate moons, spirals, xor, blobs or regression data"},
     {"info", cmd_info, "print shape, dtype, class counts and attributes (also of .npy, .npz, IDX, CSV, LIBSVM)"},
+    {"standardize", cmd_standardize, "standardize x per feature (its own or another file's statistics)"},
 };
+
+/* The converters: each takes --standardize, --standardize-like and (when it
+ * has no --val-out of its own: own_split 0) --val-out through run_converter. */
+static const struct {
+    const char *name;
+    int own_split;
+} converters[] = {{"idx", 1}, {"csv", 0}, {"npy", 0}, {"npz", 0}, {"libsvm", 0}, {"synth", 1}};
+
+static int run_command(size_t i, int argc, char **argv)
+{
+    for (size_t c = 0; c < sizeof converters / sizeof converters[0]; c++)
+        if (strcmp(converters[c].name, commands[i].name) == 0)
+            return run_converter(commands[i].run, converters[c].own_split, argc, argv);
+    return commands[i].run(argc, argv);
+}
 
 int main(int argc, char **argv)
 {
     H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
     if (argc >= 2) {
         for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-            if (strcmp(argv[1], commands[i].name) == 0) return commands[i].run(argc, argv);
+            if (strcmp(argv[1], commands[i].name) == 0) return run_command(i, argc, argv);
     }
     if (argc >= 2 && strcmp(argv[1], "--version") == 0) {
         ffn_version_print(stdout, "ffn-data");
@@ -41,6 +57,6 @@ int main(int argc, char **argv)
     if (argc >= 2 && !help) fprintf(stderr, "ffn-data: error: unknown command '%s'\n", argv[1]);
     fprintf(out, "usage: ffn-data COMMAND [args]   (ffn-data COMMAND --help for each; --version)\n\n");
     for (size_t i = 0; i < sizeof commands / sizeof commands[0]; i++)
-        fprintf(out, "  %-7s %s\n", commands[i].name, commands[i].summary);
+        fprintf(out, "  %-11s %s\n", commands[i].name, commands[i].summary);
     return help ? 0 : EXIT_USAGE;
 }

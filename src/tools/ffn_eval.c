@@ -6,7 +6,9 @@
  *       one JSON object
  *   [mpirun -np N] ffn-eval --checkpoint FILE --data FILE --predict OUT.csv|.npy|.h5
  *       the predicted class and class probabilities (mse: the outputs) of every
- *       row, in order; /y is not needed
+ *       row, in order; /y is not needed (and the class names, when the checkpoint
+ *       records them). Raw --data gets the checkpoint's standardization
+ *       statistics applied; data standardized otherwise is refused.
  *   ffn-eval --checkpoint FILE --export OUT.npz|OUT.safetensors
  *       the weights under PyTorch nn.Sequential names, with the ffn spec
  * A checkpoint may be a .npz or .safetensors weights file (ffn/weights.h);
@@ -48,11 +50,14 @@ static void usage(FILE *out)
             "       ffn-eval --merge-lora IN.h5 --out OUT.h5\n\n"
             "  --checkpoint FILE  checkpoint written by ffn-train (--checkpoint-dir), or a .npz or\n"
             "                     .safetensors weights file (PyTorch nn.Sequential names)\n"
-            "  --data FILE        dataset in ffn's HDF5 layout (see README); --predict needs only /x\n"
+            "  --data FILE        dataset in ffn's HDF5 layout (see README); --predict needs only /x.\n"
+            "                     When the checkpoint records standardization statistics, raw data\n"
+            "                     is standardized with them; data standardized otherwise is refused\n"
             "  --batch-size N     rows per forward pass [default: 1024]\n"
             "  --json             print the evaluation as one JSON object\n"
             "  --predict OUT      write each row's predicted class and class probabilities (mse: the\n"
-            "                     outputs) to OUT; the extension picks CSV, NPY or HDF5\n"
+            "                     outputs) to OUT; the extension picks CSV, NPY or HDF5; with class\n"
+            "                     names in the checkpoint, CSV adds a class_name column (HDF5: an attribute)\n"
             "  --export OUT       write the weights as .npz or .safetensors, with the ffn spec\n"
             "  --model SPEC       the model of a weights file that carries no ffn spec\n"
             "  --loss NAME        its loss when the file names none [default: softmax_ce]\n"
@@ -106,6 +111,14 @@ static int info(const char *path)
     }
     printf("position: step %llu, epoch %llu, step_in_epoch %llu, seed %llu\n", (unsigned long long)c.step,
            (unsigned long long)c.epoch, (unsigned long long)c.step_in_epoch, (unsigned long long)c.seed);
+    if (c.meta.class_count) {
+        printf("class names: %zu (", c.meta.class_count);
+        for (size_t k = 0; k < c.meta.class_count && k < 10; k++) printf("%s%zu:%.60s", k ? " " : "", k, c.meta.class_names[k]);
+        printf("%s)\n", c.meta.class_count > 10 ? " ..." : "");
+    }
+    if (c.meta.features)
+        printf("standardized inputs: /data/feature_mean, /data/feature_std over %zu features (applied to raw data)\n",
+               c.meta.features);
     if (c.config_json) printf("config: %s\n", c.config_json);
     ffn_checkpoint_free(&c);
     return 0;
@@ -136,7 +149,8 @@ static int merge_lora(const char *in, const char *out)
     ffn_checkpoint m = {.format_version = FFN_CKPT_FORMAT_VERSION, .model_spec = spec, .input_dim = c.input_dim,
                         .loss = c.loss, .config_json = c.config_json, .model = merged,
                         .param_count = ffn_model_param_count(merged), .params = ffn_model_params(merged),
-                        .step = c.step, .epoch = c.epoch, .step_in_epoch = c.step_in_epoch, .seed = c.seed};
+                        .step = c.step, .epoch = c.epoch, .step_in_epoch = c.step_in_epoch, .seed = c.seed,
+                        .meta = c.meta};
     if (ffn_checkpoint_save(&m, out) != FFN_OK) {
         fprintf(stderr, "ffn-eval: error: %s\n", ffn_last_error());
         goto done;
@@ -161,6 +175,48 @@ typedef struct {
     ffn_dataset *ds;
 } session;
 
+/* The data's standardization against the checkpoint's (its training
+ * data's): raw data gets the checkpoint's statistics applied on read, data
+ * standardized alike is used as it is, any other is refused; for evaluation,
+ * class names other than the checkpoint's are refused too. */
+static ffn_status match_statistics(session *s, ffn_comm *comm, const char *ckpt_path, const char *data_path,
+                                   int features_only)
+{
+    const ffn_data_meta *cm = &s->ckpt.meta;
+    ffn_data_meta dm;
+    ffn_status st = ffn_data_meta_read(data_path, &dm);
+    if (st != FFN_OK) return st;
+    size_t d = ffn_dataset_get_info(s->ds)->features;
+    if (d != s->ckpt.input_dim) { /* the width check that follows says what is wrong */
+        ffn_data_meta_free(&dm);
+        return FFN_OK;
+    }
+    if (dm.features && !ffn_data_meta_same_stats(cm, &dm)) {
+        st = cm->features ? ffn_fail(FFN_ERR_ARG, "--data %s is standardized with other statistics (/feature_mean, "
+                                     "/feature_std) than checkpoint %s's training data; convert it from the raw data "
+                                     "with --standardize-like TRAIN.h5, or give the raw data (the checkpoint's "
+                                     "statistics are then applied)", data_path, ckpt_path)
+                          : ffn_fail(FFN_ERR_ARG, "--data %s is standardized (/feature_mean, /feature_std), but "
+                                     "checkpoint %s's model was trained on raw data; give the raw data", data_path,
+                                     ckpt_path);
+    } else if (!dm.features && cm->features && cm->features == d) {
+        st = ffn_dataset_standardize(s->ds, cm->mean, cm->std);
+        if (st == FFN_OK && ffn_comm_rank(comm) == 0)
+            fprintf(stderr, "ffn-eval: note: --data %s is raw: standardizing it with checkpoint %s's statistics "
+                    "(/data/feature_mean, /data/feature_std)\n", data_path, ckpt_path);
+    }
+    if (st == FFN_OK && !features_only && cm->class_count && dm.class_count) {
+        int same = cm->class_count == dm.class_count;
+        for (size_t i = 0; same && i < cm->class_count; i++) same = strcmp(cm->class_names[i], dm.class_names[i]) == 0;
+        if (!same)
+            st = ffn_fail(FFN_ERR_ARG, "--data %s has other class_names than checkpoint %s's training data (%zu and "
+                          "%zu names); its labels would mean other classes", data_path, ckpt_path, dm.class_count,
+                          cm->class_count);
+    }
+    ffn_data_meta_free(&dm);
+    return st;
+}
+
 static ffn_status open_session(session *s, ffn_comm *comm, const char *ckpt_path, const char *data_path,
                                int features_only)
 {
@@ -174,6 +230,7 @@ static ffn_status open_session(session *s, ffn_comm *comm, const char *ckpt_path
     if (st == FFN_OK) st = ffn_checkpoint_check_finite(&s->ckpt, ckpt_path);
     if (st == FFN_OK)
         st = features_only ? ffn_dataset_open_features(&s->ds, data_path) : ffn_dataset_open(&s->ds, data_path);
+    if (st == FFN_OK) st = match_statistics(s, comm, ckpt_path, data_path, features_only);
     return ffn_comm_agree(comm, st);
 }
 
@@ -207,6 +264,12 @@ static int print_json(const char *ckpt_path, const ffn_checkpoint *c, const char
     } else {
         cJSON_AddNullToObject(o, "confusion");
     }
+    if (c->meta.class_count) {
+        cJSON *names = cJSON_AddArrayToObject(o, "class_names");
+        for (size_t k = 0; names && k < c->meta.class_count; k++)
+            cJSON_AddItemToArray(names, cJSON_CreateString(c->meta.class_names[k]));
+    }
+    cJSON_AddBoolToObject(o, "standardized", c->meta.features != 0);
     char *text = cJSON_PrintUnformatted(o);
     cJSON_Delete(o);
     if (!text) {
@@ -256,6 +319,13 @@ static int evaluate(ffn_comm *comm, const char *ckpt_path, const char *data_path
     } else if (rank == 0) {
         printf("checkpoint: %s (step %llu)\ndata: %s (%zu rows)\n", ckpt_path, (unsigned long long)s.ckpt.step,
                data_path, ffn_dataset_get_info(s.ds)->rows);
+        const ffn_data_meta *names = &s.ckpt.meta;
+        if (confusion && names->class_count) {
+            printf("classes:");
+            for (size_t k = 0; k < classes; k++)
+                printf(" %zu:%.40s", k, k < names->class_count ? names->class_names[k] : "?");
+            printf("\n");
+        }
         if (confusion) {
             printf("confusion matrix (rows: true class, columns: predicted):\n      ");
             for (size_t k = 0; k < classes; k++) printf(" %6zu", k);
@@ -308,7 +378,9 @@ static int predict(ffn_comm *comm, const char *ckpt_path, const char *data_path,
                           ffn_dataset_source(s.ds, i), data_path);
     if (st == FFN_OK)
         st = ffn_predict(s.ckpt.model, s.loss, s.ds, comm, batch, out,
-                         (ffn_predict_source){.checkpoint = ckpt_path, .data = data_path});
+                         (ffn_predict_source){.checkpoint = ckpt_path, .data = data_path,
+                                              .class_names = (const char *const *)s.ckpt.meta.class_names,
+                                              .class_count = s.ckpt.meta.class_count});
     if (st != FFN_OK) {
         if (rank == 0) fprintf(stderr, "ffn-eval: error: %s\n", ffn_last_error());
     } else if (rank == 0) {
@@ -331,7 +403,7 @@ static int export_weights(const char *ckpt_path, const char *out)
         fprintf(stderr, "ffn-eval: error: %s\n", ffn_last_error());
         return 1;
     }
-    ffn_status st = ffn_weights_save(c.model, c.loss, out);
+    ffn_status st = ffn_weights_save_meta(c.model, c.loss, &c.meta, out);
     if (st != FFN_OK) fprintf(stderr, "ffn-eval: error: --export %s\n", ffn_last_error());
     else printf("exported: %s (%s, %zu parameters) -> %s\n", ckpt_path, c.model_spec, c.param_count, out);
     ffn_checkpoint_free(&c);
