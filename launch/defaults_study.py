@@ -156,7 +156,7 @@ VARIANTS = [
     ("ffn xavier_uniform", "ffn", "xavier_uniform"),
     ("ffn torch_bound", "ffn", "torch_bound"),
     ("ffn default", "ffn", "default"),
-    ("sklearn MLP", "sklearn", None),
+    ("sklearn MLP", "sklearn", "sklearn"),
     ("torch default", "torch", "default"),
     ("torch default, b=0", "torch", "default_zero_bias"),
     ("keras-like (torch)", "torch", "keras"),
