@@ -14,7 +14,7 @@ Variants (W = weights, b = biases; "hidden/output" where the two layers differ):
   ffn xavier_uniform   W U(+-sqrt(6/(fan_in+fan_out))) in both layers; b = 0 (Keras' default)
   ffn torch_bound      W U(+-1/sqrt(fan_in)) in both layers (PyTorch's weights, given to ffn
                        as init=uniform:init_param=1/sqrt(fan_in)); b = 0
-  ffn default          whatever the build's default is (no init= in the spec)
+  ffn default          the build's default (no init= in the spec): xavier_uniform since issue 19
   sklearn              MLPClassifier / MLPRegressor: W and b U(+-sqrt(6/(fan_in+fan_out))) (relu)
   torch default        nn.Linear as constructed: W and b U(+-1/sqrt(fan_in))
   torch default, b=0   the same weights, zero biases (does PyTorch's bias init matter?)
@@ -155,7 +155,7 @@ VARIANTS = [
     ("ffn lecun_uniform", "ffn", "lecun_uniform"),
     ("ffn xavier_uniform", "ffn", "xavier_uniform"),
     ("ffn torch_bound", "ffn", "torch_bound"),
-    ("ffn default", "ffn", "default"),
+    ("ffn default (this build)", "ffn", "default"),
     ("sklearn MLP", "sklearn", "sklearn"),
     ("torch default", "torch", "default"),
     ("torch default, b=0", "torch", "default_zero_bias"),
@@ -208,6 +208,11 @@ def main():
     for label, _, _ in variants:
         cells = [f"{table[(n, label)][0]:.4f} ± {table[(n, label)][1]:.4f} ({table[(n, label)][2]:.3f})" for n in sets]
         print(f"| {label} | " + " | ".join(cells) + " |")
+    print("\ntest loss (cross-entropy; MSE of the standardised target for regression), mean over seeds\n")
+    print("| variant | " + " | ".join(sets) + " |")
+    print("| --- |" + " ---: |" * len(sets))
+    for label, _, _ in variants:
+        print(f"| {label} | " + " | ".join(f"{table[(n, label)][3]:.4f}" for n in sets) + " |")
 
 
 if __name__ == "__main__":
