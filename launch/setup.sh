@@ -4,7 +4,8 @@
 # what is not done yet. --test-deps also installs what the test suite uses
 # beyond the build (Slurm and munge, iproute2, valgrind, clang for fuzzing,
 # python3-torch and python3-onnx for the PyTorch/ONNX interop tests, gnuplot-nox
-# for launch/plot.sh and its test).
+# for launch/plot.sh and its test, python3-sklearn for datasets/tabular.sh and
+# e2e_defaults).
 # Other arguments go to cmake's configure step, e.g. -DFFN_SANITIZE=ON.
 #   usage: launch/setup.sh [--test-deps] [CMAKE-ARGS...]
 # Environment: FFN_BUILD_DIR (build), FFN_BUILD_TYPE (Release for a new build directory; an
@@ -37,6 +38,7 @@ if ((test_deps)); then
     clang libclang-rt-14-dev         # libFuzzer targets and sanitizers
     python3-torch python3-onnx       # the PyTorch/ONNX interop tests (e2e_interop_torch, e2e_onnx) run instead of skipping
     gnuplot-nox                      # launch/plot.sh draws the curves; e2e_plot checks its PNGs instead of skipping
+    python3-sklearn                  # datasets/tabular.sh's bundled datasets and the peer in e2e_defaults (and launch/defaults-study.sh)
   )
 fi
 missing=()

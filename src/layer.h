@@ -115,8 +115,9 @@ void ffn_layernorm_rows_backward(float *dx, float *dgamma, float *dbeta, const f
                                  const float *xhat, const float *rstd, const float *gamma,
                                  size_t rows, size_t n, int accumulate, int add_dx);
 
-/* The initialiser a weight feeding activation act gets by default: He uniform
- * for the ReLU family and GELU, Xavier uniform otherwise. */
+/* The initialiser a weight feeding activation act gets by default: Xavier
+ * uniform for every activation (He uniform for the ReLU family and GELU before
+ * issue 19; see README, "Defaults"). */
 ffn_init ffn_layer_default_init(ffn_act act);
 
 #endif

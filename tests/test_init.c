@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "ffn/init.h"
+#include "ffn/model.h"
 #include "ffn/rng.h"
 #include "check.h"
 
@@ -208,8 +209,40 @@ static void test_names(void)
     CHECK(strcmp(ffn_init_name(FFN_INIT_COUNT), "unknown") == 0);
 }
 
+/* The default initialiser (README, "Defaults"): Xavier uniform for every
+ * activation, ReLU and GELU included (He uniform before issue 19), zero biases;
+ * an explicit init= still wins. 10 inputs into 100 units: Xavier's bound
+ * sqrt(6/110) = 0.234, He's sqrt(6/10) = 0.775. */
+static void test_default_init(void)
+{
+    const char *specs[] = {"dense:100:relu", "dense:100:gelu", "dense:100:leaky_relu", "dense:100:tanh",
+                           "dense:100", "ffn:100", "dense:100:relu:init=he_uniform"};
+    for (size_t k = 0; k < sizeof specs / sizeof *specs; k++) {
+        ffn_model *m = NULL;
+        CHECK(ffn_model_create_from_text(&m, specs[k], 10) == FFN_OK);
+        if (!m) continue;
+        ffn_model_init_params(m, 1);
+        const ffn_layer *l = ffn_model_layer_const(m, 0);
+        const ffn_tensor *w = &l->tensors[0], *b = NULL;
+        for (size_t t = 0; t < l->tensor_count; t++) {
+            if (!strcmp(l->tensors[t].name, "W1")) w = &l->tensors[t];
+            if (!strcmp(l->tensors[t].name, "b") || !strcmp(l->tensors[t].name, "b1")) b = &l->tensors[t];
+        }
+        const int he = strstr(specs[k], "he_uniform") != NULL;
+        const double bound = he ? sqrt(6.0 / 10.0) : sqrt(6.0 / 110.0);
+        double maxabs = 0;
+        for (size_t i = 0; i < w->count; i++) maxabs = fmax(maxabs, fabs((double)w->data[i]));
+        CHECK_MSG(maxabs <= bound && maxabs > 0.95 * bound, "%s: %s max |w| %.4f, expected just under %.4f (%s)",
+                  specs[k], w->name, maxabs, bound, he ? "he_uniform" : "xavier_uniform");
+        CHECK_MSG(b != NULL, "%s: no bias tensor", specs[k]);
+        for (size_t i = 0; b && i < b->count; i++) CHECK_MSG(b->data[i] == 0.0f, "%s: bias %zu not zero", specs[k], i);
+        ffn_model_free(m);
+    }
+}
+
 int main(void)
 {
+    test_default_init();
     test_names();
     test_determinism();
     test_statistics();

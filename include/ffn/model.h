@@ -128,7 +128,9 @@ size_t ffn_model_trainable_count(const ffn_model *m);
 
 /* Draws every layer's weights from (seed, FFN_STREAM_INIT + layer << 8), the
  * layer's tensors one after another from that stream (a dense layer's W first,
- * so adding an adapter never changes W); biases 0, norm gains 1. */
+ * so adding an adapter never changes W); biases 0, norm gains 1. Weights use the
+ * spec's init=, else Xavier uniform (He uniform for ReLU/GELU layers before
+ * issue 19, so a seed draws other weights than it did then). */
 void ffn_model_init_params(ffn_model *m, uint64_t seed);
 /* Re-draws one layer only (a replaced head). */
 void ffn_model_init_layer(ffn_model *m, size_t layer, uint64_t seed);
