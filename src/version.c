@@ -24,7 +24,8 @@ const char *ffn_version_libraries(void)
     char blas_config[256];
     snprintf(blas_config, sizeof blas_config, "%s", openblas_get_config());
     blas_config[strcspn(blas_config, "\n")] = '\0';
-    snprintf(line, sizeof line, "%s (core %s), HDF5 %u.%u.%u, %s", blas_config, openblas_get_corename(),
+    /* Each part bounded, so the line (at most 511 bytes) never cuts the MPI name in half. */
+    snprintf(line, sizeof line, "%.200s (core %.40s), HDF5 %u.%u.%u, %.200s", blas_config, openblas_get_corename(),
              hdf5_major, hdf5_minor, hdf5_release, mpi);
     return line;
 }
