@@ -8,7 +8,8 @@
 # timeout or failed property fails the test; the crashing input is kept in
 # BUILD/fuzz/artifacts/. Prints executions, coverage and corpus size per target.
 # Two kinds of finding are HDF5's own and reported as a NOTE (the target stops
-# there): a crash or hang whose innermost frame is libhdf5, and a leak of
+# there): a crash, hang or memory error wholly inside libhdf5 (its code on its own buffers;
+# see hdf5_internal_crash), and a leak of
 # nothing but HDF5's internal free-list blocks (see hdf5_internal_leak).
 # Skips (77) when clang or its libFuzzer runtime is missing.
 #
@@ -57,13 +58,22 @@ mkdir -p "$FB/artifacts"
 # damaged files, see tests/data/hdf5-loop; ffn's open watchdog ends those in
 # production, after FFN_OPEN_TIMEOUT), whose innermost frame outside the C library and the
 # sanitizer/fuzzer runtime is libhdf5, before any frame of ffn's sources. An
-# AddressSanitizer memory report (overflow, use after free) is never counted
-# as HDF5's: the buffer may be ffn's.
+# AddressSanitizer memory report (overflow, use after free) counts as HDF5's only when both the
+# access and every block it names (allocated, freed) are HDF5's own: a buffer that ffn
+# allocated, or an access from ffn's code to a buffer HDF5 handed over, is ffn's.
+RUNTIME_FRAMES='libc\.so|fuzzer::|__sanitizer|libclang_rt|compiler-rt|nptl/|stdlib/|signal/|libio/|debug/|csu/|__interceptor|sanitizer_common| in (malloc|calloc|realloc|free|memcpy|memmove|memset)( |$)'
+# innermost_frames LOG: the innermost frame outside the runtime of each stack in LOG, one a line.
+innermost_frames() {
+  awk -v rt="$RUNTIME_FRAMES" '/^ *#[0-9]+ / { if (!done && $0 !~ rt) { print; done = 1 }; next } { done = 0 }' "$1"
+}
 hdf5_internal_crash() {
-  grep -qE 'AddressSanitizer: (heap|stack|global|dynamic-stack)-buffer-overflow|use-after|double-free' "$1" && return 1
-  grep -qE 'deadly signal|SEGV on unknown address|libFuzzer: timeout' "$1" || return 1
   local first
-  first=$(grep -E '^ *#[0-9]+ ' "$1" | grep -vE 'libc\.so|fuzzer::|__sanitizer|libclang_rt|compiler-rt|nptl/|stdlib/|signal/|libio/|debug/|csu/|__interceptor|sanitizer_common' | head -1)
+  if grep -qE 'AddressSanitizer: (heap|stack|global|dynamic-stack)-buffer-overflow|use-after|double-free' "$1"; then
+    ! innermost_frames "$1" | grep -qv libhdf5
+    return
+  fi
+  grep -qE 'deadly signal|SEGV on unknown address|libFuzzer: timeout' "$1" || return 1
+  first=$(grep -E '^ *#[0-9]+ ' "$1" | grep -vE "$RUNTIME_FRAMES" | head -1)
   [[ $first == *libhdf5* ]]
 }
 # Whether the leak report in LOG is HDF5 losing its own structures on a damaged file: INPUT is
