@@ -224,24 +224,34 @@ ffn_status ffn_meta_write_loc(hid_t loc, const char *what, const ffn_data_meta *
             if (r < 0) return ffn_fail(FFN_ERR_IO, "%s: cannot write /%s", what, names[i]);
         }
     }
-    if (m->class_count) {
-        hsize_t dims[1] = {m->class_count};
-        hid_t t = utf8_vlen(), s = H5Screate_simple(1, dims, NULL), o = -1;
-        herr_t r = t >= 0 && s >= 0 ? 0 : -1;
-        if (names_as_dataset) {
-            if (r >= 0 && H5Lexists(loc, "class_names", H5P_DEFAULT) > 0) r = H5Ldelete(loc, "class_names", H5P_DEFAULT);
-            if (r >= 0) r = (o = H5Dcreate2(loc, "class_names", t, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)) >= 0 ? 0 : -1;
-            if (r >= 0) r = H5Dwrite(o, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, m->class_names);
-            if (o >= 0) H5Dclose(o);
-        } else {
-            if (r >= 0 && H5Aexists(loc, "class_names") > 0) r = H5Adelete(loc, "class_names");
-            if (r >= 0) r = (o = H5Acreate2(loc, "class_names", t, s, H5P_DEFAULT, H5P_DEFAULT)) >= 0 ? 0 : -1;
-            if (r >= 0) r = H5Awrite(o, t, m->class_names);
-            if (o >= 0) H5Aclose(o);
-        }
-        if (s >= 0) H5Sclose(s);
-        if (t >= 0) H5Tclose(t);
-        if (r < 0) return ffn_fail(FFN_ERR_IO, "%s: cannot write class_names (%zu names)", what, m->class_count);
+    if (m->class_count)
+        return ffn_h5_write_strings(loc, what, "class_names", (const char *const *)m->class_names, m->class_count,
+                                    names_as_dataset);
+    return FFN_OK;
+}
+
+ffn_status ffn_h5_write_strings(hid_t loc, const char *what, const char *name, const char *const *values, size_t n,
+                                int as_dataset)
+{
+    quiet_hdf5();
+    if (n > FFN_STRINGS_IN_ATTRIBUTE) as_dataset = 1;
+    hsize_t dims[1] = {n};
+    hid_t t = utf8_vlen(), s = H5Screate_simple(1, dims, NULL), o = -1;
+    herr_t r = t >= 0 && s >= 0 ? 0 : -1;
+    /* Either form replaces the other, so a file never holds two lists. */
+    if (r >= 0 && H5Aexists(loc, name) > 0) r = H5Adelete(loc, name);
+    if (r >= 0 && H5Lexists(loc, name, H5P_DEFAULT) > 0) r = H5Ldelete(loc, name, H5P_DEFAULT);
+    if (as_dataset) {
+        if (r >= 0) r = (o = H5Dcreate2(loc, name, t, s, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)) >= 0 ? 0 : -1;
+        if (r >= 0) r = H5Dwrite(o, t, H5S_ALL, H5S_ALL, H5P_DEFAULT, values);
+        if (o >= 0) H5Dclose(o);
+    } else {
+        if (r >= 0) r = (o = H5Acreate2(loc, name, t, s, H5P_DEFAULT, H5P_DEFAULT)) >= 0 ? 0 : -1;
+        if (r >= 0) r = H5Awrite(o, t, values);
+        if (o >= 0) H5Aclose(o);
     }
+    if (s >= 0) H5Sclose(s);
+    if (t >= 0) H5Tclose(t);
+    if (r < 0) return ffn_fail(FFN_ERR_IO, "%s: cannot write %s (%zu names)", what, name, n);
     return FFN_OK;
 }

@@ -126,12 +126,9 @@ static ffn_status writer_setup(ffn_dataset_writer *w)
     if (fd < 0) return ffn_fail(FFN_ERR_IO, "%s: cannot create %s: %s", path, w->tmp, strerror(errno));
     close(fd);
     w->tmp_created = 1;
-    /* HDF5 1.8's format: dense attribute storage, so that a class_names
-     * attribute may exceed 64 KiB (20 000 names and more). */
-    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
-    if (fapl >= 0 && H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_LATEST) >= 0)
-        w->file = H5Fcreate(w->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
-    if (fapl >= 0) H5Pclose(fapl);
+    /* HDF5's earliest format, the most widely readable (and the one HDF5
+     * 1.10 parses most robustly when a file is damaged). */
+    w->file = H5Fcreate(w->tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     if (w->file < 0) return ffn_fail(FFN_ERR_IO, "%s: cannot create HDF5 file %s", path, w->tmp);
 
     hsize_t xd[2] = { L->rows, L->features };
@@ -284,21 +281,7 @@ ffn_status ffn_dataset_writer_attr_strings(ffn_dataset_writer *w, const char *na
         return ffn_fail(FFN_ERR_ARG, "%s: writer: a string array attribute needs a name and values", w->path);
     for (size_t i = 0; i < n; i++)
         if (!values[i]) return ffn_fail(FFN_ERR_ARG, "%s: writer: attribute %s: value %zu is NULL", w->path, name, i);
-    hsize_t dims[1] = {(hsize_t)n};
-    hid_t t = H5Tcopy(H5T_C_S1), s = H5Screate_simple(1, dims, NULL), a = -1;
-    herr_t r = t >= 0 && s >= 0 ? 0 : -1;
-    if (r >= 0) r = H5Tset_size(t, H5T_VARIABLE);
-    if (r >= 0) r = H5Tset_cset(t, H5T_CSET_UTF8);
-    if (r >= 0 && H5Aexists(w->file, name) > 0) r = H5Adelete(w->file, name);
-    if (r >= 0) r = (a = H5Acreate2(w->file, name, t, s, H5P_DEFAULT, H5P_DEFAULT)) >= 0 ? 0 : -1;
-    if (r >= 0) r = H5Awrite(a, t, values);
-    if (a >= 0) H5Aclose(a);
-    if (s >= 0) H5Sclose(s);
-    if (t >= 0) H5Tclose(t);
-    if (r < 0)
-        return ffn_fail(FFN_ERR_IO, "%s: cannot write attribute %s (%zu strings; an attribute holds at most 64 KiB)",
-                        w->path, name, n);
-    return FFN_OK;
+    return ffn_h5_write_strings(w->file, w->path, name, values, n, 0);
 }
 
 ffn_status ffn_dataset_writer_meta(ffn_dataset_writer *w, const ffn_data_meta *m)

@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "data_meta.h"
 #include "ffn/mem.h"
 
 static int ends_with(const char *s, const char *tail)
@@ -40,19 +41,6 @@ typedef struct {
     const char *const *names;      /* [n_names] class names (CSV column), or NULL */
     size_t n_names;
 } writer;
-
-/* A string array attribute (the class names). */
-static ffn_status hdf5_strings_attr(hid_t f, const char *name, const char *const *values, size_t n, const char *path)
-{
-    hsize_t dims[1] = {n};
-    hid_t t = H5Tcopy(H5T_C_S1), s = H5Screate_simple(1, dims, NULL), a = H5I_INVALID_HID;
-    int ok = t >= 0 && s >= 0 && H5Tset_size(t, H5T_VARIABLE) >= 0 && H5Tset_cset(t, H5T_CSET_UTF8) >= 0 &&
-             (a = H5Acreate2(f, name, t, s, H5P_DEFAULT, H5P_DEFAULT)) >= 0 && H5Awrite(a, t, values) >= 0;
-    if (a >= 0) H5Aclose(a);
-    if (s >= 0) H5Sclose(s);
-    if (t >= 0) H5Tclose(t);
-    return ok ? FFN_OK : ffn_fail(FFN_ERR_IO, "%s: cannot write attribute %s (%zu strings)", path, name, n);
-}
 
 /* A CSV field, quoted, with inner quotes doubled. */
 static int csv_quoted(FILE *f, const char *s)
@@ -102,11 +90,7 @@ static ffn_status writer_open(writer *w, ffn_predict_format format, const char *
         H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
         hid_t fcpl = H5Pcreate(H5P_FILE_CREATE);
         if (fcpl >= 0) H5Pset_obj_track_times(fcpl, 0);
-        /* HDF5 1.8's format when there are class names: dense attributes hold any number. */
-        hid_t fapl = w->names ? H5Pcreate(H5P_FILE_ACCESS) : H5I_INVALID_HID;
-        if (fapl >= 0) H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_LATEST);
-        w->file = H5Fcreate(w->tmp, H5F_ACC_TRUNC, fcpl >= 0 ? fcpl : H5P_DEFAULT, fapl >= 0 ? fapl : H5P_DEFAULT);
-        if (fapl >= 0) H5Pclose(fapl);
+        w->file = H5Fcreate(w->tmp, H5F_ACC_TRUNC, fcpl >= 0 ? fcpl : H5P_DEFAULT, H5P_DEFAULT);
         if (fcpl >= 0) H5Pclose(fcpl);
         if (w->file < 0) return ffn_fail(FFN_ERR_IO, "%s: cannot create the HDF5 file", w->tmp);
         if (classify) {
@@ -121,7 +105,7 @@ static ffn_status writer_open(writer *w, ffn_predict_format format, const char *
         if (st == FFN_OK) st = hdf5_attr(w->file, "checkpoint", src.checkpoint, w->tmp);
         if (st == FFN_OK) st = hdf5_attr(w->file, "data", src.data, w->tmp);
         if (st == FFN_OK) st = hdf5_attr(w->file, "created_by", "ffn-eval --predict", w->tmp);
-        if (st == FFN_OK && w->names) st = hdf5_strings_attr(w->file, "class_names", w->names, w->n_names, w->tmp);
+        if (st == FFN_OK && w->names) st = ffn_h5_write_strings(w->file, w->tmp, "class_names", w->names, w->n_names, 0);
         return st;
     }
     if (!(w->f = fopen(w->tmp, "wb"))) return ffn_fail(FFN_ERR_IO, "%s: cannot create: %s", w->tmp, strerror(errno));

@@ -8,9 +8,9 @@
  * Root attributes: "num_classes" (int, for labels), "source", "created_by",
  * free-form provenance strings. Both datasets chunked by rows.
  * Metadata that travels with the data (ffn_data_meta below), all optional:
- *   "class_names" root attribute, K UTF-8 strings in label order (files
- *               written since HDF5 1.8's format, so more than 64 KiB of names
- *               fit; a string dataset /class_names is read too)
+ *   "class_names" root attribute, K UTF-8 strings in label order; beyond
+ *               4000 names (an attribute's 64 KiB) a string dataset
+ *               /class_names instead. Readers take either.
  *   /feature_mean, /feature_std  float64 [D]: x was standardized,
  *               x = (raw - mean) / std, with these training statistics
  *               (ffn-data --standardize; a constant column has std 1)

@@ -27,9 +27,9 @@ ffn_status ffn_dataset_writer_create(ffn_dataset_writer **out, const char *path,
 ffn_status ffn_dataset_writer_rows(ffn_dataset_writer *w, uint64_t start, size_t n,
                                    const void *x, const void *y);
 ffn_status ffn_dataset_writer_attr(ffn_dataset_writer *w, const char *name, const char *value);
-/* A file attribute holding n UTF-8 strings (e.g. class_names in label order).
- * The file uses HDF5 1.8's format, whose dense attribute storage holds any
- * number of strings. */
+/* n UTF-8 strings (e.g. class_names in label order): a file attribute up to
+ * 4000 strings (an attribute's 64 KiB in HDF5's earliest format, which the
+ * writer uses), a 1-D string dataset of the same name beyond. */
 ffn_status ffn_dataset_writer_attr_strings(ffn_dataset_writer *w, const char *name, const char *const *values,
                                            size_t n);
 /* Writes m's class names (the class_names attribute) and statistics

@@ -25,9 +25,8 @@
 static const char *const CMD = "csv";
 
 /* String labels become classes 0..K-1; the mapping is kept in memory (a hash
- * table at most half full) and written as the class_names attribute, which
- * the writer's file format (HDF5 1.8's, dense attribute storage) holds at any
- * size. */
+ * table at most half full) and written as class_names (an attribute up to
+ * 4000 names, a string dataset beyond: see ffn_dataset_writer_attr_strings). */
 enum { MAX_CLASSES = 65536, LABEL_SLOTS = 131072 };
 /* Rows per block handed to the writer, and at most this many bytes of x per block. */
 enum { BLOCK_ROWS = 4096, BLOCK_BYTES = 8 << 20, READ_BYTES = 1 << 16 };

@@ -258,10 +258,7 @@ int cmd_shard(int argc, char **argv)
     }
     /* The virtual file, written to a temporary name and renamed. */
     snprintf(tmp, sizeof tmp, "%s.tmp", vpath);
-    hid_t fapl = H5Pcreate(H5P_FILE_ACCESS); /* 1.8's format: class_names beyond 64 KiB */
-    if (fapl >= 0) H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_LATEST);
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl >= 0 ? fapl : H5P_DEFAULT);
-    if (fapl >= 0) H5Pclose(fapl);
+    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
     int bad = f < 0;
     hid_t src = bad ? -1 : H5Fopen(in, H5F_ACC_RDONLY, H5P_DEFAULT);
     for (int which = 0; which < 2 && !bad; which++) {
