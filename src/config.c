@@ -234,11 +234,15 @@ static ffn_status set_value(ffn_train_config *cfg, const flag *f, const char *va
     case T_DOUBLE: {
         double v = strtod(value, &end);
         if (errno || *end || !*value || !isfinite(v)) return bad_value(where, value, "a finite number");
+        if (f->type == T_FLOAT) {
+            if (fabs(v) > 3.0e38) return bad_value(where, value, "a number within float range");
+            /* The range is checked on what is stored: 1e-60 is 0 as a float, 0.999999999 is 1. */
+            v = (float)v;
+        }
         if (f->check == POSITIVE && !(v > 0)) return bad_value(where, value, "a positive number");
         if (f->check == NONNEG && !(v >= 0)) return bad_value(where, value, "a number >= 0");
         if (f->check == OPEN_UNIT && !(v > 0 && v < 1)) return bad_value(where, value, "a number in (0, 1)");
         if (f->type == T_FLOAT) {
-            if (fabs(v) > 3.0e38) return bad_value(where, value, "a number within float range");
             *(float *)field = (float)v;
         } else {
             *(double *)field = v;
@@ -726,6 +730,17 @@ ffn_optim_config ffn_config_optim(const ffn_train_config *cfg)
     return oc;
 }
 
+/* The shortest %g text that reads back as the same value (so a configuration
+ * printed into a checkpoint or by --print-config reruns bit for bit). */
+static void format_exact(char *out, size_t cap, double v, int is_float)
+{
+    for (int digits = 6; digits <= 17; digits++) {
+        snprintf(out, cap, "%.*g", digits, v);
+        double back = strtod(out, NULL);
+        if (is_float ? (float)back == (float)v : back == v) return;
+    }
+}
+
 static void format_value(const ffn_train_config *cfg, const flag *f, char *out, size_t cap)
 {
     const char *field = (const char *)cfg + f->offset;
@@ -733,8 +748,8 @@ static void format_value(const ffn_train_config *cfg, const flag *f, char *out, 
     case T_STR: snprintf(out, cap, "%s", *(const char *const *)field ? *(const char *const *)field : ""); break;
     case T_U64: snprintf(out, cap, "%llu", (unsigned long long)*(const uint64_t *)field); break;
     case T_INT: snprintf(out, cap, "%d", *(const int *)field); break;
-    case T_FLOAT: snprintf(out, cap, "%g", (double)*(const float *)field); break;
-    case T_DOUBLE: snprintf(out, cap, "%g", *(const double *)field); break;
+    case T_FLOAT: format_exact(out, cap, (double)*(const float *)field, 1); break;
+    case T_DOUBLE: format_exact(out, cap, *(const double *)field, 0); break;
     case T_FLAG: snprintf(out, cap, "%s", *(const int *)field ? "true" : "false"); break;
     case T_LOSS:
     case T_OPT:

@@ -127,6 +127,31 @@ static void test_file_errors(void)
     }
 }
 
+/* Values are range-checked as stored (float), and printed so that they read
+ * back as the same bits: a configuration reruns exactly. */
+static void test_values_round_trip(void)
+{
+    ffn_train_config cfg;
+    CHECK(parse(&cfg, NULL, "--beta2", "91e-62", NULL) == FFN_ERR_ARG); /* 0 as a float */
+    CHECK(error_is("--beta2: expected a number in (0, 1), got '91e-62'"));
+    ffn_config_release(&cfg);
+    CHECK(parse(&cfg, NULL, "--beta1", "0.99999999999", NULL) == FFN_ERR_ARG); /* 1 as a float */
+    ffn_config_release(&cfg);
+    const char *lrs[] = {"0.0012345678", "3e-45", "0.1", "123456.789"};
+    for (size_t i = 0; i < sizeof lrs / sizeof lrs[0]; i++) {
+        CHECK(parse(&cfg, NULL, "--train", "t.h5", "--lr", lrs[i], NULL) == FFN_OK);
+        float lr = cfg.lr;
+        char *json = ffn_config_to_json(&cfg);
+        ffn_config_release(&cfg);
+        const char *path = in_dir("round.json");
+        write_text(path, json);
+        free(json);
+        CHECK(parse(&cfg, NULL, "--config", path, NULL) == FFN_OK);
+        CHECK_MSG(cfg.lr == lr, "--lr %s: %.9g after the round trip, expected %.9g", lrs[i], (double)cfg.lr, (double)lr);
+        ffn_config_release(&cfg);
+    }
+}
+
 static void test_did_you_mean(void)
 {
     ffn_train_config cfg;
@@ -219,6 +244,7 @@ int main(void)
     test_file_sets_values();
     test_file_errors();
     test_did_you_mean();
+    test_values_round_trip();
     test_checkpoint_replay();
     char command[300];
     snprintf(command, sizeof command, "rm -rf %s", dir);
