@@ -450,6 +450,23 @@ static int compare_names(const void *a, const void *b)
 
 /* After pass 1: the header decision left pending, the row count, the fill
  * values, and the sorted class names (*class_names, [distinct]). */
+/* Everything a conversion or a summary allocated in st (not st.rc). */
+static void csv_state_free(csv_state *st)
+{
+    for (size_t i = 0; st->slots && i < LABEL_SLOTS; i++) free(st->slots[i].name);
+    free(st->slots);
+    free_strings(st->first, st->nfirst);
+    free_strings(st->names, st->ncols);
+    free(st->role);
+    free(st->slot);
+    free(st->sum);
+    free(st->present);
+    free(st->fill_by_col);
+    free(st->xb);
+    free(st->tb);
+    free(st->yb);
+}
+
 static void finish_pass1(csv_state *st, char ***class_names)
 {
     if (st->rc) return;
@@ -589,18 +606,7 @@ int cmd_csv(int argc, char **argv)
         printf("%s)\n", gzipped ? "; read gzip'd" : "");
     }
     free(class_names); /* the names themselves belong to the slots */
-    for (size_t i = 0; st.slots && i < LABEL_SLOTS; i++) free(st.slots[i].name);
-    free(st.slots);
-    free_strings(st.first, st.nfirst);
-    free_strings(st.names, st.ncols);
-    free(st.role);
-    free(st.slot);
-    free(st.sum);
-    free(st.present);
-    free(st.fill_by_col);
-    free(st.xb);
-    free(st.tb);
-    free(st.yb);
+    csv_state_free(&st);
     return st.rc;
 }
 
@@ -654,15 +660,7 @@ int csv_summarize(const char *path, csv_summary *sum)
         for (size_t c = 0; c < n; c++) sum->labels[c] = used[c].name, sum->counts[c] = used[c].count;
         free(used);
     }
-    for (size_t i = 0; st.slots && i < LABEL_SLOTS; i++) free(st.slots[i].name);
-    free(st.slots);
-    free_strings(st.first, st.nfirst);
-    free_strings(st.names, st.ncols);
-    free(st.role);
-    free(st.slot);
-    free(st.sum);
-    free(st.present);
-    free(st.fill_by_col);
+    csv_state_free(&st);
     if (st.rc) csv_summary_free(sum);
     return st.rc;
 }
