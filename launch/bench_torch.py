@@ -148,8 +148,7 @@ def run(args, rank, world):
               f"threads={args.threads} params={params} step_ms={1e3 * best:.4f} median_step_ms={1e3 * med:.4f} "
               f"samples_per_s={args.batch / best:.1f} gflops={6.0 * params * local / best / 1e9:.3f} "
               f"cpu_step_ms={1e3 * cpu:.4f} torch={torch.__version__} openblas_core={blas}", flush=True)
-    if world > 1:
-        dist.destroy_process_group()
+    # A DDP child's group is torn down by ddp_child, after a last barrier.
 
 
 def ddp_child(rank, args, world):

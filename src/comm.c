@@ -56,10 +56,22 @@ typedef struct {
     double stats[FFN_NODE_STATS_MAX];
 } node_slot;
 
+/* Open MPI's libnbc: 0 its own choice, 1 ring, 2 binomial tree, 3 reduce-scatter +
+ * all-gather, 4 recursive doubling. */
+#define ALLREDUCE_ALGORITHM_VAR "OMPI_MCA_coll_libnbc_iallreduce_algorithm"
+#define ALLREDUCE_ALGORITHM_CVAR "coll_libnbc_iallreduce_algorithm"
+enum { ALGORITHM_LIBRARY = 0, ALGORITHM_RING = 1, ALGORITHM_UNKNOWN = 5 };
+static const char *const allreduce_algorithm_names[] = {"libnbc's choice", "ring", "binomial tree",
+                                                        "reduce-scatter + all-gather", "recursive doubling",
+                                                        "the MPI library's choice"};
+
 struct ffn_comm {
     MPI_Comm world, node;
     int rank, size, local_rank, local_size;
     int we_initialised;
+    int allreduce_algorithm; /* the gradient buckets' MPI_Iallreduce algorithm (choose_allreduce_algorithm) */
+    int switch_algorithm;    /* 1: set it around the buckets' calls through algorithm_cvar */
+    MPI_T_cvar_handle algorithm_cvar;
     int *counts, *displs; /* [size] each: per-rank layout of one slice collective */
     shared_buffer *shared; /* [shared_count] */
     size_t shared_count;
@@ -138,6 +150,46 @@ static ffn_status mpi_error(int code, const char *what)
     return ffn_fail(FFN_ERR_MPI, "%s failed: %.*s", what, len, text);
 }
 
+/* Across nodes the gradient buckets go through MPI_Iallreduce, and Open MPI
+ * 4.1's libnbc picks its binomial tree for an in-place call at any size: the
+ * whole bucket up the tree and back down, 2 log2(N) S/B, against a ring's
+ * 2 (N-1)/N S/B. launch/bench-netns.sh (two network namespaces, the large FFN):
+ * the ring ran 1.09x (veth), 1.39x (10 Gbit/s) and 1.83x (1 Gbit/s) faster.
+ * The ring is set through MPI_T around the buckets' calls only: the small
+ * reductions (metrics, flags) keep the tree, whose 2 log2(N) hops beat the
+ * ring's 2 (N-1) at scale. A choice in the environment (or mpirun's --mca)
+ * is left alone and applies to every call. */
+static void choose_allreduce_algorithm(ffn_comm *c)
+{
+    const char *chosen = getenv(ALLREDUCE_ALGORITHM_VAR);
+    if (chosen) {
+        c->allreduce_algorithm = *chosen >= '0' && *chosen <= '4' && !chosen[1] ? *chosen - '0' : ALGORITHM_UNKNOWN;
+        return;
+    }
+    c->allreduce_algorithm = ALGORITHM_UNKNOWN; /* an MPI other than Open MPI's libnbc */
+    int provided, index, count;
+    lsan_disable();
+    if (MPI_T_init_thread(MPI_THREAD_FUNNELED, &provided) == MPI_SUCCESS) {
+        if (MPI_T_cvar_get_index(ALLREDUCE_ALGORITHM_CVAR, &index) == MPI_SUCCESS &&
+            MPI_T_cvar_handle_alloc(index, NULL, &c->algorithm_cvar, &count) == MPI_SUCCESS) {
+            if (count == 1) {
+                c->switch_algorithm = 1;
+                c->allreduce_algorithm = ALGORITHM_RING;
+            } else {
+                MPI_T_cvar_handle_free(&c->algorithm_cvar);
+            }
+        }
+        if (!c->switch_algorithm) MPI_T_finalize();
+    }
+    lsan_enable();
+}
+
+/* Sets libnbc's MPI_Iallreduce algorithm for the calls that follow (see above). */
+static void use_allreduce_algorithm(ffn_comm *c, int algorithm)
+{
+    if (c->switch_algorithm) MPI_T_cvar_write(c->algorithm_cvar, &algorithm);
+}
+
 ffn_status ffn_comm_init(ffn_comm **out, int *argc, char ***argv)
 {
     *out = NULL;
@@ -161,6 +213,7 @@ ffn_status ffn_comm_init(ffn_comm **out, int *argc, char ***argv)
         }
         c->we_initialised = 1;
     }
+    choose_allreduce_algorithm(c);
     MPI_Comm_dup(MPI_COMM_WORLD, &c->world);
     /* Errors come back as codes so that ffn can report them and agree on them. */
     MPI_Comm_set_errhandler(c->world, MPI_ERRORS_RETURN);
@@ -199,6 +252,10 @@ void ffn_comm_finalize(ffn_comm *c)
     free(c->arrival_in);
     MPI_Comm_free(&c->node);
     MPI_Comm_free(&c->world);
+    if (c->switch_algorithm) {
+        MPI_T_cvar_handle_free(&c->algorithm_cvar);
+        MPI_T_finalize();
+    }
     int we_initialised = c->we_initialised;
     free(c);
     if (we_initialised) {
@@ -789,8 +846,10 @@ static void start_bucket(ffn_grad_sync *s, size_t lo, size_t hi)
         rc = MPI_Ireduce_scatter(s->grads + lo, s->slice + (from - s->own_lo), counts, MPI_FLOAT, MPI_SUM,
                                  s->comm->world, &s->requests[s->request_count]);
     } else {
+        use_allreduce_algorithm(s->comm, ALGORITHM_RING);
         rc = MPI_Iallreduce(MPI_IN_PLACE, s->grads + lo, (int)(hi - lo), MPI_FLOAT, MPI_SUM,
                             s->comm->world, &s->requests[s->request_count]);
+        use_allreduce_algorithm(s->comm, ALGORITHM_LIBRARY);
     }
     if (rc != MPI_SUCCESS) {
         if (s->error == FFN_OK) s->error = mpi_error(rc, "MPI_Iallreduce");
@@ -901,6 +960,9 @@ const char *ffn_grad_sync_method(const ffn_grad_sync *s)
     if (s->comm->size == 1) return "none (one rank)";
     if (s->shm) return "shared-memory";
     if (s->slice) return s->deferred ? "MPI_Reduce_scatter" : "MPI_Ireduce_scatter";
-    return s->deferred ? "MPI_Allreduce" : "MPI_Iallreduce";
+    if (s->deferred) return "MPI_Allreduce";
+    static _Thread_local char text[96];
+    snprintf(text, sizeof text, "MPI_Iallreduce, %s", allreduce_algorithm_names[s->comm->allreduce_algorithm]);
+    return text;
 }
 uint64_t ffn_grad_sync_bytes(const ffn_grad_sync *s) { return s->bytes; }

@@ -88,7 +88,9 @@ two_nodes() { # the launcher in namespace A; mpirun reaches B through rsh.sh
   FFN_MPIRUN_ARGS="--mca plm_rsh_agent $WORK/rsh.sh" timeout -k 5 120 \
     ip netns exec "$NSA" "$LAUNCH/mpirun-hosts.sh" -f hosts -N 1 -t 1 -i $NET.0/24 -- "$@"
 }
-FFN_MPIRUN_ARGS="--mca plm_rsh_agent $WORK/rsh.sh" timeout -k 5 120 \
+# Part 1 chooses libnbc's binomial tree for the exchange itself (mpirun's --mca wins over ffn's
+# ring); part 2 runs ffn's default, the ring.
+FFN_MPIRUN_ARGS="--mca plm_rsh_agent $WORK/rsh.sh --mca coll_libnbc_iallreduce_algorithm 2" timeout -k 5 120 \
   ip netns exec "$NSA" "$LAUNCH/mpirun-hosts.sh" -f hosts -N 1 -t 1 -i $NET.0/24 -- "${FT[@]}" --metrics ft2-part1.csv \
   >part1.out 2>part1.err &
 tpid=$! # timeout's; its child is the launcher
@@ -112,6 +114,8 @@ t0=$SECONDS
 two_nodes "${FT[@]}" --metrics ft2-part2.csv >part2.out 2>part2.err || { cat part2.err >&2; fail "resumed two-node run"; }
 grep -q "mpirun-hosts: resuming from ft2/ckpt-.*$stop_step.h5" part2.err || fail "launcher did not resume: $(cat part2.err)"
 grep -q "^resuming from: ft2/ckpt-" part2.out || fail "ffn-train did not resume: $(cat part2.out)"
+grep -q "(MPI_Iallreduce, binomial tree)" part1.out || fail "part 1's banner does not name the binomial tree it chose: $(grep exchange part1.out)"
+grep -q "(MPI_Iallreduce, ring)" part2.out || fail "part 2's banner does not name the ring: $(grep exchange part2.out)"
 rx_after=$(ip -n "$NSB" -s -j link show "$VB" | "$PY" -c "import json,sys; print(json.load(sys.stdin)[0]['stats64']['rx']['bytes'])")
 rx_mb=$(( (rx_after - rx_before) / 1000000 ))
 ((rx_after - rx_before > 1000000)) || fail "only $((rx_after - rx_before)) bytes crossed the veth pair"
