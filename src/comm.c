@@ -154,7 +154,7 @@ static ffn_status mpi_error(int code, const char *what)
  * 4.1's libnbc picks its binomial tree for an in-place call at any size: the
  * whole bucket up the tree and back down, 2 log2(N) S/B, against a ring's
  * 2 (N-1)/N S/B. launch/bench-netns.sh (two network namespaces, the large FFN):
- * the ring ran 1.09x (veth), 1.39x (10 Gbit/s) and 1.83x (1 Gbit/s) faster.
+ * ffn-train ran 1.08x (veth), 1.36x (10 Gbit/s) and 1.81x (1 Gbit/s) faster.
  * The ring is set through MPI_T around the buckets' calls only: the small
  * reductions (metrics, flags) keep the tree, whose 2 log2(N) hops beat the
  * ring's 2 (N-1) at scale. A choice in the environment (or mpirun's --mca)
