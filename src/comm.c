@@ -162,26 +162,33 @@ static ffn_status mpi_error(int code, const char *what)
 static void choose_allreduce_algorithm(ffn_comm *c)
 {
     const char *chosen = getenv(ALLREDUCE_ALGORITHM_VAR);
-    if (chosen) {
-        c->allreduce_algorithm = *chosen >= '0' && *chosen <= '4' && !chosen[1] ? *chosen - '0' : ALGORITHM_UNKNOWN;
+    int can = 0, provided, index, count;
+    if (!chosen) {
+        lsan_disable();
+        if (MPI_T_init_thread(MPI_THREAD_FUNNELED, &provided) == MPI_SUCCESS) {
+            if (MPI_T_cvar_get_index(ALLREDUCE_ALGORITHM_CVAR, &index) == MPI_SUCCESS &&
+                MPI_T_cvar_handle_alloc(index, NULL, &c->algorithm_cvar, &count) == MPI_SUCCESS) {
+                can = count == 1;
+                if (!can) MPI_T_cvar_handle_free(&c->algorithm_cvar);
+            }
+            if (!can) MPI_T_finalize();
+        }
+        lsan_enable();
+    }
+    /* One collective runs one algorithm on every rank: switch only where all ranks can. */
+    int all = can;
+    MPI_Allreduce(MPI_IN_PLACE, &all, 1, MPI_INT, MPI_MIN, c->world);
+    if (all) {
+        c->switch_algorithm = 1;
+        c->allreduce_algorithm = ALGORITHM_RING;
         return;
     }
-    c->allreduce_algorithm = ALGORITHM_UNKNOWN; /* an MPI other than Open MPI's libnbc */
-    int provided, index, count;
-    lsan_disable();
-    if (MPI_T_init_thread(MPI_THREAD_FUNNELED, &provided) == MPI_SUCCESS) {
-        if (MPI_T_cvar_get_index(ALLREDUCE_ALGORITHM_CVAR, &index) == MPI_SUCCESS &&
-            MPI_T_cvar_handle_alloc(index, NULL, &c->algorithm_cvar, &count) == MPI_SUCCESS) {
-            if (count == 1) {
-                c->switch_algorithm = 1;
-                c->allreduce_algorithm = ALGORITHM_RING;
-            } else {
-                MPI_T_cvar_handle_free(&c->algorithm_cvar);
-            }
-        }
-        if (!c->switch_algorithm) MPI_T_finalize();
+    if (can) {
+        MPI_T_cvar_handle_free(&c->algorithm_cvar);
+        MPI_T_finalize();
     }
-    lsan_enable();
+    if (chosen && *chosen >= '0' && *chosen <= '4' && !chosen[1]) c->allreduce_algorithm = *chosen - '0';
+    else c->allreduce_algorithm = ALGORITHM_UNKNOWN; /* not Open MPI's libnbc, or a value it reads its own way */
 }
 
 /* Sets libnbc's MPI_Iallreduce algorithm for the calls that follow (see above). */
@@ -213,7 +220,6 @@ ffn_status ffn_comm_init(ffn_comm **out, int *argc, char ***argv)
         }
         c->we_initialised = 1;
     }
-    choose_allreduce_algorithm(c);
     MPI_Comm_dup(MPI_COMM_WORLD, &c->world);
     /* Errors come back as codes so that ffn can report them and agree on them. */
     MPI_Comm_set_errhandler(c->world, MPI_ERRORS_RETURN);
@@ -222,6 +228,8 @@ ffn_status ffn_comm_init(ffn_comm **out, int *argc, char ***argv)
     MPI_Comm_split_type(c->world, MPI_COMM_TYPE_SHARED, c->rank, MPI_INFO_NULL, &c->node);
     MPI_Comm_rank(c->node, &c->local_rank);
     MPI_Comm_size(c->node, &c->local_size);
+    /* Only a job across nodes exchanges gradients through MPI_Iallreduce (every rank sees the same). */
+    if (c->local_size != c->size) choose_allreduce_algorithm(c);
     c->counts = calloc((size_t)c->size, sizeof *c->counts);
     c->displs = calloc((size_t)c->size, sizeof *c->displs);
     if (!c->counts || !c->displs) {
