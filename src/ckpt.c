@@ -16,6 +16,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include "data_hdf5.h"
 #include "data_meta.h"
 #include "files.h"
 #include "ffn/mem.h"
@@ -35,33 +36,20 @@ static hid_t string_type(void)
 
 static int write_string_attr(hid_t loc, const char *name, const char *value)
 {
-    hid_t t = string_type(), s = H5Screate(H5S_SCALAR);
-    hid_t a = H5Acreate2(loc, name, t, s, H5P_DEFAULT, H5P_DEFAULT);
-    int ok = a >= 0 && H5Awrite(a, t, &value) >= 0;
-    if (a >= 0) H5Aclose(a);
-    H5Sclose(s);
+    hid_t t = string_type();
+    herr_t r = h5_write_scalar_attr(loc, name, t, t, &value);
     H5Tclose(t);
-    return ok ? 0 : -1;
+    return r < 0 ? -1 : 0;
 }
 
 static int write_u64_attr(hid_t loc, const char *name, uint64_t value)
 {
-    hid_t s = H5Screate(H5S_SCALAR);
-    hid_t a = H5Acreate2(loc, name, H5T_STD_U64LE, s, H5P_DEFAULT, H5P_DEFAULT);
-    int ok = a >= 0 && H5Awrite(a, H5T_NATIVE_UINT64, &value) >= 0;
-    if (a >= 0) H5Aclose(a);
-    H5Sclose(s);
-    return ok ? 0 : -1;
+    return h5_write_scalar_attr(loc, name, H5T_STD_U64LE, H5T_NATIVE_UINT64, &value) < 0 ? -1 : 0;
 }
 
 static int write_double_attr(hid_t loc, const char *name, double value)
 {
-    hid_t s = H5Screate(H5S_SCALAR);
-    hid_t a = H5Acreate2(loc, name, H5T_IEEE_F64LE, s, H5P_DEFAULT, H5P_DEFAULT);
-    int ok = a >= 0 && H5Awrite(a, H5T_NATIVE_DOUBLE, &value) >= 0;
-    if (a >= 0) H5Aclose(a);
-    H5Sclose(s);
-    return ok ? 0 : -1;
+    return h5_write_scalar_attr(loc, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &value) < 0 ? -1 : 0;
 }
 
 /* One tensor: chunked by rows (at most ~1 MiB a chunk) with the Fletcher32

@@ -1,5 +1,5 @@
-/* ffn — the HDF5 and path helpers the dataset reader (data.c) and writer
- * (data_writer.c) share (internal to libffn). */
+/* ffn — the HDF5 and path helpers the dataset reader (data.c), writer
+ * (data_writer.c) and the checkpoint (ckpt.c) share (internal to libffn). */
 #ifndef FFN_DATA_HDF5_H
 #define FFN_DATA_HDF5_H
 
@@ -19,6 +19,21 @@ static inline void close_id(hid_t *id, herr_t (*fn)(hid_t))
 {
     if (*id >= 0) fn(*id);
     *id = H5I_INVALID_HID;
+}
+
+/* A scalar attribute name on obj (replacing one of that name): file_type as
+ * stored, *value in mem_type. Negative on failure. */
+static inline herr_t h5_write_scalar_attr(hid_t obj, const char *name, hid_t file_type, hid_t mem_type,
+                                          const void *value)
+{
+    hid_t s = H5Screate(H5S_SCALAR);
+    if (s < 0) return -1;
+    if (H5Aexists(obj, name) > 0) H5Adelete(obj, name);
+    hid_t a = H5Acreate2(obj, name, file_type, s, H5P_DEFAULT, H5P_DEFAULT);
+    herr_t r = a >= 0 ? H5Awrite(a, mem_type, value) : -1;
+    if (a >= 0) H5Aclose(a);
+    H5Sclose(s);
+    return r;
 }
 
 static inline char *copy_string(const char *s)

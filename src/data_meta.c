@@ -54,6 +54,15 @@ int ffn_data_meta_same_stats(const ffn_data_meta *a, const ffn_data_meta *b)
            memcmp(a->std, b->std, a->features * sizeof *a->std) == 0;
 }
 
+int ffn_data_meta_same_names(const ffn_data_meta *a, const ffn_data_meta *b)
+{
+    if (!a->class_count || !b->class_count) return 1;
+    if (a->class_count != b->class_count) return 0;
+    for (size_t i = 0; i < a->class_count; i++)
+        if (strcmp(a->class_names[i], b->class_names[i]) != 0) return 0;
+    return 1;
+}
+
 void ffn_standardize_rows(float *x, size_t n, size_t d, const double *mean, const double *std)
 {
     for (size_t i = 0; i < n; i++) {

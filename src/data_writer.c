@@ -84,19 +84,6 @@ static hid_t create_member(hid_t file, const char *name, hid_t type, int rank, c
     return d;
 }
 
-static herr_t write_scalar_attr(hid_t obj, const char *name, hid_t file_type, hid_t mem_type,
-                                const void *value)
-{
-    hid_t s = H5Screate(H5S_SCALAR);
-    if (s < 0) return -1;
-    if (H5Aexists(obj, name) > 0) H5Adelete(obj, name);
-    hid_t a = H5Acreate2(obj, name, file_type, s, H5P_DEFAULT, H5P_DEFAULT);
-    herr_t r = a >= 0 ? H5Awrite(a, mem_type, value) : -1;
-    if (a >= 0) H5Aclose(a);
-    H5Sclose(s);
-    return r;
-}
-
 static ffn_status writer_setup(ffn_dataset_writer *w)
 {
     const ffn_dataset_layout *L = &w->layout;
@@ -143,11 +130,11 @@ static ffn_status writer_setup(ffn_dataset_writer *w)
     }
     if (w->dy < 0) return ffn_fail(FFN_ERR_IO, "%s: cannot create dataset /y", path);
     if (L->x_uint8 &&
-        write_scalar_attr(w->dx, "scale", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, &L->x_scale) < 0)
+        h5_write_scalar_attr(w->dx, "scale", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, &L->x_scale) < 0)
         return ffn_fail(FFN_ERR_IO, "%s: cannot write attribute /x scale", path);
     if (L->has_labels && L->num_classes > 0) {
         int32_t nc = (int32_t)L->num_classes;
-        if (write_scalar_attr(w->file, "num_classes", H5T_STD_I32LE, H5T_NATIVE_INT32, &nc) < 0)
+        if (h5_write_scalar_attr(w->file, "num_classes", H5T_STD_I32LE, H5T_NATIVE_INT32, &nc) < 0)
             return ffn_fail(FFN_ERR_IO, "%s: cannot write attribute num_classes", path);
     }
     w->fspace_x = H5Dget_space(w->dx);
@@ -267,7 +254,7 @@ ffn_status ffn_dataset_writer_attr(ffn_dataset_writer *w, const char *name, cons
     herr_t r = t >= 0 ? 0 : -1;
     if (r >= 0) r = H5Tset_size(t, H5T_VARIABLE);
     if (r >= 0) r = H5Tset_cset(t, H5T_CSET_UTF8);
-    if (r >= 0) r = write_scalar_attr(w->file, name, t, t, &value);
+    if (r >= 0) r = h5_write_scalar_attr(w->file, name, t, t, &value);
     if (t >= 0) H5Tclose(t);
     if (r < 0) return ffn_fail(FFN_ERR_IO, "%s: cannot write attribute %s", w->path, name);
     return FFN_OK;

@@ -47,15 +47,6 @@ static void stats_difference(const ffn_data_meta *train, const char *ref, const 
     }
 }
 
-static int same_names(const ffn_data_meta *a, const ffn_data_meta *b)
-{
-    if (!a->class_count || !b->class_count) return 1; /* nothing to compare */
-    if (a->class_count != b->class_count) return 0;
-    for (size_t i = 0; i < a->class_count; i++)
-        if (strcmp(a->class_names[i], b->class_names[i]) != 0) return 0;
-    return 1;
-}
-
 /* --train's metadata into r->train_meta; --val and --test must carry the same
  * statistics (standardized alike, or both raw) and class names; --resume
  * continues on data standardized as the checkpoint's was. */
@@ -84,7 +75,7 @@ static ffn_status check_metadata(ffn_run *r)
         else if (why[0])
             st = ffn_fail(FFN_ERR_ARG, "%s; evaluating it would feed the model inputs on another scale: give its raw "
                           "data, or standardize --train too and convert this file with --standardize-like", why);
-        else if (!same_names(&r->train_meta, &m))
+        else if (!ffn_data_meta_same_names(&r->train_meta, &m))
             st = ffn_fail(FFN_ERR_ARG, "%s %s has other class_names than --train %s (%zu and %zu names); its labels "
                           "would mean other classes", others[i].flag, others[i].path, cfg->train_path, m.class_count,
                           r->train_meta.class_count);

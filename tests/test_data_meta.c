@@ -74,6 +74,14 @@ static void test_round_trip(void)
     CHECK(!ffn_data_meta_same_stats(&c, &r));
     ffn_data_meta none = {0}, none2 = {0};
     CHECK(ffn_data_meta_same_stats(&none, &none2) && !ffn_data_meta_same_stats(&none, &r));
+    /* Class names: the same list, or none on one side, agree; one name changed does not. */
+    CHECK(ffn_data_meta_same_names(&c, &r) && ffn_data_meta_same_names(&none, &r));
+    c.class_names[NAMES / 2][0] ^= 1;
+    CHECK(!ffn_data_meta_same_names(&c, &r));
+    c.class_names[NAMES / 2][0] ^= 1;
+    c.class_count--;
+    CHECK(!ffn_data_meta_same_names(&c, &r));
+    c.class_count++;
     ffn_data_meta_free(&c);
     CHECK(c.class_names == NULL && c.mean == NULL && c.features == 0);
 

@@ -104,6 +104,9 @@ void ffn_data_meta_free(ffn_data_meta *m);
 ffn_status ffn_data_meta_copy(ffn_data_meta *dst, const ffn_data_meta *src);
 /* 1 when both carry no statistics, or the same statistics bit for bit. */
 int ffn_data_meta_same_stats(const ffn_data_meta *a, const ffn_data_meta *b);
+/* 1 when the class names agree: the same list, or either side has none
+ * (nothing to compare). */
+int ffn_data_meta_same_names(const ffn_data_meta *a, const ffn_data_meta *b);
 /* x[i, j] = (float)(((double)x[i, j] - mean[j]) / std[j]) for n rows of d
  * features: the one formula the converters and the readers use, so that
  * standardizing in a file or on read gives the same floats. */

@@ -205,13 +205,10 @@ static ffn_status match_statistics(session *s, ffn_comm *comm, const char *ckpt_
             fprintf(stderr, "ffn-eval: note: --data %s is raw: standardizing it with checkpoint %s's statistics "
                     "(/data/feature_mean, /data/feature_std)\n", data_path, ckpt_path);
     }
-    if (st == FFN_OK && !features_only && cm->class_count && dm.class_count) {
-        int same = cm->class_count == dm.class_count;
-        for (size_t i = 0; same && i < cm->class_count; i++) same = strcmp(cm->class_names[i], dm.class_names[i]) == 0;
-        if (!same)
-            st = ffn_fail(FFN_ERR_ARG, "--data %s has other class_names than checkpoint %s's training data (%zu and "
-                          "%zu names); its labels would mean other classes", data_path, ckpt_path, dm.class_count,
-                          cm->class_count);
+    if (st == FFN_OK && !features_only && !ffn_data_meta_same_names(cm, &dm)) {
+        st = ffn_fail(FFN_ERR_ARG, "--data %s has other class_names than checkpoint %s's training data (%zu and "
+                      "%zu names); its labels would mean other classes", data_path, ckpt_path, dm.class_count,
+                      cm->class_count);
     }
     ffn_data_meta_free(&dm);
     return st;
