@@ -31,21 +31,14 @@ build=${FFN_BUILD_DIR:-$here/build}
 [[ $(id -u) -eq 0 ]] || { echo "bench-netns.sh: network namespaces need root" >&2; exit 2; }
 work=$(mktemp -d /tmp/ffn-bench-netns.XXXXXX)
 NSA=ffn-bench-a-$$ NSB=ffn-bench-b-$$ VA=fba$$ VB=fbb$$ NET=10.78.0
+source "$here/launch/netns-pair.sh"
 cleanup() {
   set +e
-  for ns in "$NSA" "$NSB"; do
-    for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
-    ip netns del "$ns" 2>/dev/null
-  done
-  ip link del "$VA" 2>/dev/null
+  netns_pair_down "$NSA" "$NSB" "$VA"
   rm -rf "$work"
 }
 trap cleanup EXIT
-ip netns add "$NSA" && ip netns add "$NSB" && ip link add "$VA" type veth peer name "$VB" &&
-  ip link set "$VA" netns "$NSA" && ip link set "$VB" netns "$NSB" &&
-  ip -n "$NSA" addr add $NET.1/24 dev "$VA" && ip -n "$NSB" addr add $NET.2/24 dev "$VB" &&
-  ip -n "$NSA" link set lo up && ip -n "$NSB" link set lo up &&
-  ip -n "$NSA" link set "$VA" up && ip -n "$NSB" link set "$VB" up
+netns_pair_up "$NSA" "$NSB" "$VA" "$VB" $NET
 cd "$work"
 # mpirun's "ssh": the host names a namespace; each namespace's processes run on their own core
 # (mpirun binds every rank to core 0 there: each daemon thinks it owns the machine).

@@ -19,25 +19,15 @@ command -v ip >/dev/null || skip "ip not installed (apt-get install iproute2)"
 [[ $(id -u) -eq 0 ]] || skip "network namespaces need root"
 NSA=ffn-a-$$ NSB=ffn-b-$$ VA=ffa$$ VB=ffb$$
 NET=10.77.0 # private to the two namespaces
+source "$LAUNCH/netns-pair.sh"
 cleanup() {
   set +e
-  # Processes still inside the namespaces (a failed run) go first, then the namespaces.
-  for ns in "$NSA" "$NSB"; do
-    for p in $(ip netns pids "$ns" 2>/dev/null); do kill -9 "$p" 2>/dev/null; done
-    ip netns del "$ns" 2>/dev/null
-  done
-  ip link del "$VA" 2>/dev/null
+  netns_pair_down "$NSA" "$NSB" "$VA"
   rm -rf "$WORK"
 }
 trap cleanup EXIT
-ip netns add "$NSA" 2>err.txt || skip "cannot create a network namespace: $(cat err.txt)"
-ip netns add "$NSB" 2>err.txt || skip "cannot create a network namespace: $(cat err.txt)"
-ip link add "$VA" type veth peer name "$VB" 2>err.txt || skip "cannot create a veth pair: $(cat err.txt)"
-ip link set "$VA" netns "$NSA" && ip link set "$VB" netns "$NSB" &&
-  ip -n "$NSA" addr add $NET.1/24 dev "$VA" && ip -n "$NSB" addr add $NET.2/24 dev "$VB" &&
-  ip -n "$NSA" link set lo up && ip -n "$NSB" link set lo up &&
-  ip -n "$NSA" link set "$VA" up && ip -n "$NSB" link set "$VB" up 2>err.txt ||
-  skip "cannot configure the veth pair: $(cat err.txt)"
+netns_pair_up "$NSA" "$NSB" "$VA" "$VB" $NET 2>err.txt ||
+  skip "cannot make two network namespaces joined by a veth pair: $(cat err.txt)"
 # The link must carry TCP before MPI can (a listener in B, a connection from A).
 ip netns exec "$NSB" "$PY" -c "
 import socket; s = socket.socket(); s.bind(('$NET.2', 5999)); s.listen(1); s.settimeout(10)
