@@ -18,6 +18,7 @@
 #include "ffn/init.h"
 #include "ffn/model.h"
 #include "ffn/rng.h"
+#include "gemm.h"
 
 /* What a forward pass knows beyond its input. */
 typedef struct {
@@ -25,6 +26,7 @@ typedef struct {
     uint64_t seed, step;  /* training: the run's seed and the optimizer step */
     const uint64_t *rows; /* training: global row ids of the batch [batch], or NULL (0, 1, ...) */
     size_t layer;         /* index of the layer being run */
+    ffn_gemm_engine *gemm;       /* the model's GEMM engine: every product goes through ffn_gemm(gemm, ...) */
 } ffn_forward_ctx;
 
 /* A tensor a layer declares in setup (offsets are assigned by the model). */
@@ -114,6 +116,14 @@ void ffn_layernorm_rows_forward(float *y, float *xhat, float *rstd, const float 
 void ffn_layernorm_rows_backward(float *dx, float *dgamma, float *dbeta, const float *dy,
                                  const float *xhat, const float *rstd, const float *gamma,
                                  size_t rows, size_t n, int accumulate, int add_dx);
+
+/* ffn_dense_forward / ffn_dense_backward (ffn/dense.h) on the engine g
+ * (NULL: OpenBLAS fp32, as the public functions). */
+void ffn_dense_forward_on(ffn_gemm_engine *g, float *z, float *y, const float *x, const float *W, const float *b,
+                          size_t batch, size_t in, size_t out, ffn_act act, float act_param);
+void ffn_dense_backward_on(ffn_gemm_engine *g, float *dx, float *dW, float *db, float *dy, const float *x,
+                           const float *W, const float *z, const float *y, size_t batch, size_t in, size_t out,
+                           ffn_act act, float act_param, int accumulate);
 
 /* The initialiser a weight feeding activation act gets by default: Xavier
  * uniform for every activation (He uniform for the ReLU family and GELU before

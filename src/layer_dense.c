@@ -5,7 +5,6 @@
  * A = lora_A [R, in], B = lora_B [out, R]. W and b are fixed; backward gives
  *   dB = s·dzᵀ·u,  du = s·dz·B,  dA = duᵀ·x,  dx = dz·W + du·A.
  * Cache: u [batch, R]; work: du [batch, R]. */
-#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
@@ -64,30 +63,28 @@ static float lora_scale(const ffn_layer_spec *s) { return s->lora_alpha / (float
 
 static void dense_forward(ffn_layer *l, const float *x, size_t batch, const ffn_forward_ctx *ctx)
 {
-    (void)ctx;
     const ffn_layer_spec *s = &l->spec;
     if (!s->lora_rank) {
-        ffn_dense_forward(l->z, l->y, x, l->W, l->b, batch, l->in, l->out, s->act, s->act_param);
+        ffn_dense_forward_on(ctx->gemm, l->z, l->y, x, l->W, l->b, batch, l->in, l->out, s->act, s->act_param);
         return;
     }
     if (batch == 0) return;
     int b = (int)batch, in = (int)l->in, out = (int)l->out, R = (int)s->lora_rank;
     const float *A = l->tensors[2].data, *B = l->tensors[3].data;
     float *u = l->cache;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b, out, in, 1.0f, x, in, l->W, in, 0.0f, l->z, out);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b, R, in, 1.0f, x, in, A, in, 0.0f, u, R);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b, out, R, lora_scale(s), u, R, B, R, 1.0f, l->z, out);
+    ffn_gemm(ctx->gemm, 0, 1, b, out, in, 1.0f, x, in, l->W, in, 0.0f, l->z, out);
+    ffn_gemm(ctx->gemm, 0, 1, b, R, in, 1.0f, x, in, A, in, 0.0f, u, R);
+    ffn_gemm(ctx->gemm, 0, 1, b, out, R, lora_scale(s), u, R, B, R, 1.0f, l->z, out);
     ffn_bias_act_forward(s->act, s->act_param, l->b, l->z, l->y, batch, out);
 }
 
 static void dense_backward(ffn_layer *l, float *dx, float *dy, const float *x, size_t batch,
                            int accumulate, float *work, const ffn_forward_ctx *ctx)
 {
-    (void)ctx;
     const ffn_layer_spec *s = &l->spec;
     ffn_tensor *tW = &l->tensors[0], *tb = &l->tensors[1];
     /* Activation, dW, db and dx = dz·W; dy holds dz afterwards. */
-    ffn_dense_backward(dx, tW->trainable ? l->dW : NULL, tb->trainable ? l->db : NULL, dy, x, l->W,
+    ffn_dense_backward_on(ctx->gemm, dx, tW->trainable ? l->dW : NULL, tb->trainable ? l->db : NULL, dy, x, l->W,
                        l->z, l->y, batch, l->in, l->out, s->act, s->act_param, accumulate);
     if (!s->lora_rank) return;
     ffn_tensor *tA = &l->tensors[2], *tB = &l->tensors[3];
@@ -102,17 +99,17 @@ static void dense_backward(ffn_layer *l, float *dx, float *dy, const float *x, s
     float scale = lora_scale(s), beta = accumulate ? 1.0f : 0.0f;
     const float *dz = dy, *u = l->cache;
     if (tB->trainable) /* dB [out, R] = s·dzᵀ·u */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, R, b, scale, dz, out, u, R, beta,
+        ffn_gemm(ctx->gemm, 1, 0, out, R, b, scale, dz, out, u, R, beta,
                     tB->grad, R);
     if (!tA->trainable && !dx) return;
     float *du = work; /* [batch, R] = s·dz·B */
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, R, out, scale, dz, out, tB->data, R, 0.0f,
+    ffn_gemm(ctx->gemm, 0, 0, b, R, out, scale, dz, out, tB->data, R, 0.0f,
                 du, R);
     if (tA->trainable) /* dA [R, in] = duᵀ·x */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, R, in, b, 1.0f, du, R, x, in, beta,
+        ffn_gemm(ctx->gemm, 1, 0, R, in, b, 1.0f, du, R, x, in, beta,
                     tA->grad, in);
     if (dx) /* dx += du·A */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, in, R, 1.0f, du, R, tA->data, in, 1.0f,
+        ffn_gemm(ctx->gemm, 0, 0, b, in, R, 1.0f, du, R, tA->data, in, 1.0f,
                     dx, in);
 }
 

@@ -73,13 +73,12 @@ static block_parts parts_of(const ffn_layer *l, size_t batch)
 
 static void block_forward(ffn_layer *l, const float *x, size_t batch, const ffn_forward_ctx *ctx)
 {
-    (void)ctx;
     const ffn_layer_spec *s = &l->spec;
     const ffn_tensor *t = l->tensors;
     block_parts p = parts_of(l, batch);
     ffn_layernorm_rows_forward(p.n, p.xhat, p.rstd, x, t[T_GAMMA].data, t[T_BETA].data, batch, l->in);
-    ffn_dense_forward(p.z, p.h, p.n, t[T_W1].data, t[T_B1].data, batch, l->in, s->units, s->act, s->act_param);
-    ffn_dense_forward(l->y, l->y, p.h, t[T_W2].data, t[T_B2].data, batch, s->units, l->in, FFN_ACT_IDENTITY, 0);
+    ffn_dense_forward_on(ctx->gemm, p.z, p.h, p.n, t[T_W1].data, t[T_B1].data, batch, l->in, s->units, s->act, s->act_param);
+    ffn_dense_forward_on(ctx->gemm, l->y, l->y, p.h, t[T_W2].data, t[T_B2].data, batch, s->units, l->in, FFN_ACT_IDENTITY, 0);
     size_t total = batch * l->in;
     for (size_t i = 0; i < total; i++) l->y[i] += x[i];
 }
@@ -88,7 +87,6 @@ static void block_backward(ffn_layer *l, float *dx, float *dy, const float *x, s
                          int accumulate, float *work, const ffn_forward_ctx *ctx)
 {
     (void)x;
-    (void)ctx;
     const ffn_layer_spec *s = &l->spec;
     ffn_tensor *t = l->tensors;
     block_parts p = parts_of(l, batch);
@@ -97,10 +95,10 @@ static void block_backward(ffn_layer *l, float *dx, float *dy, const float *x, s
     int need_dh = need_dn || t[T_W1].trainable || t[T_B1].trainable;
 #define GRAD(k) (t[k].trainable ? t[k].grad : NULL)
     /* Identity output projection: dy is left as it is (dz = dy). */
-    ffn_dense_backward(need_dh ? dh : NULL, GRAD(T_W2), GRAD(T_B2), dy, p.h, t[T_W2].data, l->y, l->y, batch,
+    ffn_dense_backward_on(ctx->gemm, need_dh ? dh : NULL, GRAD(T_W2), GRAD(T_B2), dy, p.h, t[T_W2].data, l->y, l->y, batch,
                        s->units, l->in, FFN_ACT_IDENTITY, 0, accumulate);
     if (need_dh)
-        ffn_dense_backward(need_dn ? dn : NULL, GRAD(T_W1), GRAD(T_B1), dh, p.n, t[T_W1].data, p.z, p.h, batch,
+        ffn_dense_backward_on(ctx->gemm, need_dn ? dn : NULL, GRAD(T_W1), GRAD(T_B1), dh, p.n, t[T_W1].data, p.z, p.h, batch,
                            l->in, s->units, s->act, s->act_param, accumulate);
     if (dx) memcpy(dx, dy, batch * l->in * sizeof *dx); /* the residual path */
     if (need_dn)

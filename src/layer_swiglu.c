@@ -9,7 +9,6 @@
  *   dn = da·W1 + dg·W3, dx = dy + LN'(dn).
  * Cache: xhat, n [batch, in], rstd [batch], a, g, p [batch, hidden].
  * Work: da, dg [batch, hidden], dn [batch, in]. */
-#include <cblas.h>
 #include <math.h>
 #include <string.h>
 
@@ -74,25 +73,23 @@ static inline float sigmoidf(float a)
 
 static void swiglu_forward(ffn_layer *l, const float *x, size_t batch, const ffn_forward_ctx *ctx)
 {
-    (void)ctx;
     const ffn_tensor *t = l->tensors;
     swiglu_parts p = parts_of(l, batch);
     ffn_layernorm_rows_forward(p.n, p.xhat, p.rstd, x, t[T_GAMMA].data, t[T_BETA].data, batch, l->in);
     if (batch == 0) return;
     int b = (int)batch, in = (int)l->in, h = (int)l->spec.units;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b, h, in, 1.0f, p.n, in, t[T_W1].data, in, 0.0f, p.a, h);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b, h, in, 1.0f, p.n, in, t[T_W3].data, in, 0.0f, p.g, h);
+    ffn_gemm(ctx->gemm, 0, 1, b, h, in, 1.0f, p.n, in, t[T_W1].data, in, 0.0f, p.a, h);
+    ffn_gemm(ctx->gemm, 0, 1, b, h, in, 1.0f, p.n, in, t[T_W3].data, in, 0.0f, p.g, h);
     size_t total = batch * l->spec.units;
     for (size_t i = 0; i < total; i++) p.p[i] = p.a[i] * sigmoidf(p.a[i]) * p.g[i];
     memcpy(l->y, x, batch * l->in * sizeof *x);
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b, in, h, 1.0f, p.p, h, t[T_W2].data, h, 1.0f, l->y, in);
+    ffn_gemm(ctx->gemm, 0, 1, b, in, h, 1.0f, p.p, h, t[T_W2].data, h, 1.0f, l->y, in);
 }
 
 static void swiglu_backward(ffn_layer *l, float *dx, float *dy, const float *x, size_t batch,
                             int accumulate, float *work, const ffn_forward_ctx *ctx)
 {
     (void)x;
-    (void)ctx;
     ffn_tensor *t = l->tensors;
     swiglu_parts p = parts_of(l, batch);
     float *da = work, *dg = work + batch * l->spec.units, *dn = dg + batch * l->spec.units;
@@ -106,10 +103,10 @@ static void swiglu_backward(ffn_layer *l, float *dx, float *dy, const float *x, 
     int b = (int)batch, in = (int)l->in, h = (int)l->spec.units;
     float beta = accumulate ? 1.0f : 0.0f;
     if (t[T_W2].trainable) /* dW2 [in, h] = dyᵀ·p */
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, in, h, b, 1.0f, dy, in, p.p, h, beta, t[T_W2].grad, h);
+        ffn_gemm(ctx->gemm, 1, 0, in, h, b, 1.0f, dy, in, p.p, h, beta, t[T_W2].grad, h);
     if (need_dp) {
         /* dp [b, h] = dy·W2, into da; then split into da and dg in place. */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, h, in, 1.0f, dy, in, t[T_W2].data, h, 0.0f, da, h);
+        ffn_gemm(ctx->gemm, 0, 0, b, h, in, 1.0f, dy, in, t[T_W2].data, h, 0.0f, da, h);
         size_t total = batch * l->spec.units;
         for (size_t i = 0; i < total; i++) {
             float a = p.a[i], s = sigmoidf(a), dp = da[i];
@@ -117,14 +114,14 @@ static void swiglu_backward(ffn_layer *l, float *dx, float *dy, const float *x, 
             da[i] = dp * p.g[i] * s * (1.0f + a * (1.0f - s));
         }
         if (t[T_W1].trainable)
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, h, in, b, 1.0f, da, h, p.n, in, beta, t[T_W1].grad, in);
+            ffn_gemm(ctx->gemm, 1, 0, h, in, b, 1.0f, da, h, p.n, in, beta, t[T_W1].grad, in);
         if (t[T_W3].trainable)
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, h, in, b, 1.0f, dg, h, p.n, in, beta, t[T_W3].grad, in);
+            ffn_gemm(ctx->gemm, 1, 0, h, in, b, 1.0f, dg, h, p.n, in, beta, t[T_W3].grad, in);
     }
     if (dx) memcpy(dx, dy, batch * l->in * sizeof *dx); /* the residual path */
     if (need_dn) {
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, in, h, 1.0f, da, h, t[T_W1].data, in, 0.0f, dn, in);
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, in, h, 1.0f, dg, h, t[T_W3].data, in, 1.0f, dn, in);
+        ffn_gemm(ctx->gemm, 0, 0, b, in, h, 1.0f, da, h, t[T_W1].data, in, 0.0f, dn, in);
+        ffn_gemm(ctx->gemm, 0, 0, b, in, h, 1.0f, dg, h, t[T_W3].data, in, 1.0f, dn, in);
         ffn_layernorm_rows_backward(dx, t[T_GAMMA].trainable ? t[T_GAMMA].grad : NULL,
                                     t[T_BETA].trainable ? t[T_BETA].grad : NULL, dn, p.xhat, p.rstd,
                                     t[T_GAMMA].data, batch, l->in, accumulate, 1);

@@ -26,6 +26,9 @@ struct ffn_model {
     float *work;          /* backward's per-layer temporaries, [max_batch, widest need] */
     float *scratch[2];    /* backward ping-pong, [max_batch, widest layer] */
     ffn_forward_ctx ctx;  /* of the last forward */
+    ffn_gemm_engine *gemm;       /* the matrix products' engine (NULL: OpenBLAS fp32) */
+    ffn_bf16 *params_bf16;/* --precision bf16: the weights (2-D tensors) in bf16, [param_count] */
+    int bf16_stale;       /* params changed since params_bf16 was converted */
 };
 
 ffn_tensor *ffn_layer_tensor(ffn_layer *l, const char *name)
@@ -147,6 +150,8 @@ ffn_status ffn_model_create_from_text(ffn_model **out, const char *spec, size_t 
 void ffn_model_free(ffn_model *m)
 {
     if (!m) return;
+    ffn_gemm_free(m->gemm);
+    ffn_free(m->params_bf16);
     ffn_free(m->params);
     if (!m->grads_borrowed) ffn_free(m->grads);
     ffn_free(m->activations);
@@ -164,7 +169,12 @@ const ffn_layer *ffn_model_layer_const(const ffn_model *m, size_t i) { return &m
 size_t ffn_model_input_dim(const ffn_model *m) { return m->input_dim; }
 size_t ffn_model_output_dim(const ffn_model *m) { return m->layers[m->layer_count - 1].out; }
 size_t ffn_model_param_count(const ffn_model *m) { return m->param_count; }
-float *ffn_model_params(ffn_model *m) { return m->params; }
+float *ffn_model_params(ffn_model *m)
+{
+    m->bf16_stale = 1;
+    return m->params;
+}
+void ffn_model_params_changed(ffn_model *m) { m->bf16_stale = 1; }
 float *ffn_model_grads(ffn_model *m) { return m->grads; }
 
 void ffn_model_use_grad_buffer(ffn_model *m, float *grads)
@@ -222,6 +232,51 @@ void ffn_model_init_params(ffn_model *m, uint64_t seed)
     for (size_t i = 0; i < m->layer_count; i++) ffn_model_init_layer(m, i, seed);
 }
 
+/* ---- precision ------------------------------------------------------------ */
+
+ffn_status ffn_model_set_precision(ffn_model *m, ffn_precision p)
+{
+    if (ffn_model_precision(m) == p) return FFN_OK;
+    ffn_gemm_engine *g = NULL;
+    ffn_bf16 *copy = NULL;
+    if (p != FFN_PRECISION_FP32) {
+        ffn_status st = ffn_gemm_create(&g, p);
+        if (st != FFN_OK) return st;
+        if (!(copy = ffn_alloc(m->param_count ? m->param_count : 1, sizeof *copy))) {
+            ffn_gemm_free(g);
+            return ffn_fail(FFN_ERR_NOMEM, "out of memory for the bf16 copy of %zu parameters", m->param_count);
+        }
+        ffn_gemm_set_bf16_copy(g, m->params, copy, m->param_count);
+    }
+    ffn_gemm_free(m->gemm);
+    ffn_free(m->params_bf16);
+    m->gemm = g;
+    m->params_bf16 = copy;
+    m->bf16_stale = 1;
+    size_t max_batch = m->max_batch;
+    m->max_batch = 0; /* sizes the new engine's scratch */
+    return max_batch ? ffn_model_reserve(m, max_batch) : FFN_OK;
+}
+
+ffn_precision ffn_model_precision(const ffn_model *m) { return ffn_gemm_precision(m->gemm); }
+
+const char *ffn_model_gemm_name(const ffn_model *m, char *buf, size_t cap)
+{
+    return ffn_gemm_describe(m->gemm, buf, cap);
+}
+
+/* The weights' bf16 copy, converted when the parameters changed: once per
+ * optimizer step in training (the products of forward and backward share it). */
+static void refresh_bf16_copy(ffn_model *m)
+{
+    if (!m->params_bf16 || !m->bf16_stale) return;
+    for (size_t k = 0; k < m->tensor_count; k++) {
+        const ffn_tensor *t = &m->tensors[k];
+        if (t->ndim == 2) ffn_bf16_from_floats(m->params_bf16 + t->offset, t->data, t->count);
+    }
+    m->bf16_stale = 0;
+}
+
 /* The optional sizes of a kind (a missing hook: none). */
 static size_t cache_per_row(const ffn_layer_ops *ops, const ffn_layer *l)
 {
@@ -242,7 +297,7 @@ ffn_status ffn_model_reserve(ffn_model *m, size_t max_batch)
     ffn_free(m->scratch[1]);
     m->activations = m->work = m->scratch[0] = m->scratch[1] = NULL;
     m->max_batch = 0;
-    size_t total = 0, widest = m->input_dim, work = 1;
+    size_t total = 0, widest = m->input_dim, work = 1, operand = 0;
     for (size_t i = 0; i < m->layer_count; i++) {
         const ffn_layer *l = &m->layers[i];
         const ffn_layer_ops *ops = ffn_layer_ops_of(l->spec.kind);
@@ -253,8 +308,10 @@ ffn_status ffn_model_reserve(ffn_model *m, size_t max_batch)
             ffn_size_mul(wk, max_batch, &wk) != 0)
             return ffn_fail(FFN_ERR_NOMEM, "activation size overflows for batch %zu", max_batch);
         if (l->out > widest) widest = l->out;
+        if (l->spec.units > operand) operand = l->spec.units; /* a block's hidden width */
         if (wk > work) work = wk;
     }
+    if (widest > operand) operand = widest;
     size_t scratch;
     if (ffn_size_mul(max_batch, widest, &scratch) != 0)
         return ffn_fail(FFN_ERR_NOMEM, "activation size overflows for batch %zu", max_batch);
@@ -264,6 +321,9 @@ ffn_status ffn_model_reserve(ffn_model *m, size_t max_batch)
     m->scratch[1] = ffn_alloc_floats(scratch);
     if (!m->activations || !m->work || !m->scratch[0] || !m->scratch[1])
         return ffn_fail(FFN_ERR_NOMEM, "out of memory for activations of batch %zu", max_batch);
+    /* bf16: every activation operand of a product is at most [max_batch, operand]. */
+    if (ffn_size_mul(max_batch, operand, &operand) != 0 || ffn_gemm_reserve(m->gemm, operand) != FFN_OK)
+        return ffn_fail(FFN_ERR_NOMEM, "out of memory for the bf16 operands of batch %zu", max_batch);
     float *p = m->activations;
     for (size_t i = 0; i < m->layer_count; i++) {
         ffn_layer *l = &m->layers[i];
@@ -288,6 +348,7 @@ ffn_status ffn_model_reserve(ffn_model *m, size_t max_batch)
 
 static const float *forward(ffn_model *m, const float *x, size_t batch)
 {
+    refresh_bf16_copy(m);
     const float *in = x;
     for (size_t i = 0; i < m->layer_count; i++) {
         ffn_layer *l = &m->layers[i];
@@ -300,14 +361,14 @@ static const float *forward(ffn_model *m, const float *x, size_t batch)
 
 const float *ffn_model_forward(ffn_model *m, const float *x, size_t batch)
 {
-    m->ctx = (ffn_forward_ctx){0};
+    m->ctx = (ffn_forward_ctx){.gemm = m->gemm};
     return forward(m, x, batch);
 }
 
 const float *ffn_model_forward_train(ffn_model *m, const float *x, size_t batch, uint64_t seed,
                                      uint64_t step, const uint64_t *rows)
 {
-    m->ctx = (ffn_forward_ctx){.train = 1, .seed = seed, .step = step, .rows = rows};
+    m->ctx = (ffn_forward_ctx){.train = 1, .seed = seed, .step = step, .rows = rows, .gemm = m->gemm};
     return forward(m, x, batch);
 }
 

@@ -1,7 +1,6 @@
 /* ffn — what a run tells its user: the banner, one line per epoch, the
  * progress bar, metrics records (JSON lines or CSV) and the summary. Only
  * rank 0 prints or writes. */
-#include <cblas.h>
 #include <cjson/cJSON.h>
 #include <math.h>
 #include <stdio.h>
@@ -73,8 +72,9 @@ void ffn_run_print_banner(const ffn_run *r)
     const ffn_train_config *cfg = r->cfg;
     const ffn_dataset_info *info = ffn_dataset_get_info(r->train);
     const ffn_optim *optim = ffn_step_optim(r->step);
-    printf("ffn-train: %d rank%s x %d BLAS thread%s (OpenBLAS %s)\n", r->size, r->size == 1 ? "" : "s",
-           r->threads, r->threads == 1 ? "" : "s", openblas_get_corename());
+    char gemm[160];
+    printf("ffn-train: %d rank%s x %d thread%s; matrix products in %s\n", r->size, r->size == 1 ? "" : "s",
+           r->threads, r->threads == 1 ? "" : "s", ffn_model_gemm_name(r->model, gemm, sizeof gemm));
     printf("model: %zu -> %s, %zu parameters, loss %s, optimizer %s lr %g\n", ffn_model_input_dim(r->model),
            r->spec_text, ffn_model_param_count(r->model), ffn_loss_name((ffn_loss)cfg->loss),
            ffn_opt_name((ffn_opt_kind)cfg->optimizer), (double)cfg->lr);

@@ -2,7 +2,6 @@
  * from a checkpoint, with a replaced head, frozen layers or LoRA adapters),
  * the teacher, pruning masks, threads, the step and the loader. */
 #define _GNU_SOURCE /* sched_getaffinity */
-#include <cblas.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +9,7 @@
 #include <unistd.h>
 
 #include "files.h"
+#include "gemm.h"
 #include "ffn/sampler.h"
 #include "train_run.h"
 
@@ -122,7 +122,7 @@ static int choose_threads(ffn_run *r)
                 "(oversubscribed; expect a slowdown)\n",
                 threads, local, cores);
     }
-    openblas_set_num_threads(threads);
+    ffn_gemm_set_threads(threads);
     return threads;
 }
 
@@ -202,6 +202,7 @@ static ffn_status copy_init_tensors(ffn_run *r, const ffn_checkpoint *ck)
             memcpy(t->data, ck->params + ct->offset, t->count * sizeof(float));
         }
     }
+    ffn_model_params_changed(r->model);
     if (n < cn && r->rank == 0 && !cfg->quiet)
         printf("init-from: the checkpoint's last %zu layer(s) are not used by this model\n", cn - n);
     return FFN_OK;
@@ -507,6 +508,7 @@ ffn_status ffn_run_setup(ffn_run *r)
     r->max_local = ffn_sampler_max_local(cfg->batch_size, r->size);
     if (r->max_local > info->rows) r->max_local = info->rows;
     size_t eval_rows = cfg->eval_batch_size;
+    if ((st = ffn_model_set_precision(r->model, (ffn_precision)cfg->precision)) != FFN_OK) return st;
     if ((st = ffn_model_reserve(r->model, r->max_local > eval_rows ? r->max_local : eval_rows)) != FFN_OK) return st;
     if ((r->val || r->test) &&
         (st = ffn_evaluator_create(&r->eval, r->model, (ffn_loss)cfg->loss, eval_rows)) != FFN_OK)

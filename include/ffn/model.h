@@ -91,6 +91,12 @@ typedef struct {
 
 typedef struct ffn_model ffn_model;
 
+/* The arithmetic of the model's matrix products (every GEMM of every layer):
+ * fp32 on OpenBLAS, or bf16 operands with fp32 accumulation on oneDNN. The
+ * parameters stay fp32 either way (master weights); norms, activations,
+ * softmax, losses and the optimizer always run in fp32. */
+typedef enum { FFN_PRECISION_FP32 = 0, FFN_PRECISION_BF16 } ffn_precision;
+
 /* "dense", "dropout", "layernorm", "ffn", "swiglu" (the spec keywords). */
 const char *ffn_layer_kind_name(ffn_layer_kind kind);
 
@@ -110,7 +116,11 @@ const ffn_layer *ffn_model_layer_const(const ffn_model *m, size_t i);
 size_t ffn_model_input_dim(const ffn_model *m);
 size_t ffn_model_output_dim(const ffn_model *m);
 size_t ffn_model_param_count(const ffn_model *m);
+/* The parameters, writable: taking them marks the bf16 copy of the weights
+ * (--precision bf16) stale, so the next forward converts them again. */
 float *ffn_model_params(ffn_model *m);
+/* The same mark, for writes through a tensor's data or a layer's W. */
+void ffn_model_params_changed(ffn_model *m);
 float *ffn_model_grads(ffn_model *m);
 /* Moves the gradients into grads (param_count floats, owned by the caller and
  * outliving the model, e.g. node-shared memory from ffn_comm_alloc_shared_floats):
@@ -139,6 +149,14 @@ void ffn_model_init_layer(ffn_model *m, size_t layer, uint64_t seed);
  * to max_batch (done once, before the first step). */
 ffn_status ffn_model_reserve(ffn_model *m, size_t max_batch);
 size_t ffn_model_max_batch(const ffn_model *m);
+
+/* Sets the precision of the matrix products (FFN_PRECISION_FP32 at creation).
+ * bf16 keeps a bf16 copy of the weights (2 bytes per parameter) and fails,
+ * saying why, where this build or CPU cannot run it natively. */
+ffn_status ffn_model_set_precision(ffn_model *m, ffn_precision p);
+ffn_precision ffn_model_precision(const ffn_model *m);
+/* The GEMM backend and kernel that run, for the banner (into buf). */
+const char *ffn_model_gemm_name(const ffn_model *m, char *buf, size_t cap);
 
 /* Evaluation forward (dropout is the identity). Returns the output
  * [batch, out] (owned by the model, valid until the next forward). */

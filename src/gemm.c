@@ -1,0 +1,330 @@
+/* ffn — the GEMM layer: OpenBLAS sgemm for fp32, oneDNN matmul for bf16 (see gemm.h). */
+#include "gemm.h"
+
+#include <cblas.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "ffn/mem.h"
+
+#ifdef FFN_HAVE_ONEDNN
+#include <omp.h>
+#include <oneapi/dnnl/dnnl.h>
+
+/* One primitive per shape: the first time a shape is seen it is made and kept;
+ * a model has a few dozen (each layer's three products, at the training,
+ * last-batch and evaluation batch sizes). Beyond that the oldest is replaced. */
+#define PLAN_MAX 64
+
+typedef struct {
+    int ta, tb;
+    size_t m, n, k, lda, ldb, ldc;
+    float alpha, beta;
+    dnnl_primitive_t prim;
+    dnnl_memory_t a, b, c, scratch;
+} plan;
+#endif
+
+struct ffn_gemm_engine {
+    ffn_precision precision;
+    const float *copy_f32; /* operands inside [copy_f32, + copy_n) are read from copy_bf16 */
+    const ffn_bf16 *copy_bf16;
+    size_t copy_n;
+    ffn_bf16 *scratch[2]; /* converted A and B */
+    size_t scratch_cap;   /* values each */
+    int failed;           /* a bf16 product fell back to fp32 (reported once) */
+#ifdef FFN_HAVE_ONEDNN
+    dnnl_engine_t engine;
+    dnnl_stream_t stream;
+    plan plans[PLAN_MAX];
+    size_t plan_count, next_replace;
+    void *dnnl_scratch; /* the primitives' scratchpad, shared: one product runs at a time */
+    size_t dnnl_scratch_size;
+    char kernel[64];    /* the implementation oneDNN chose, e.g. brg:avx512_core_bf16 */
+#endif
+};
+
+/* ---- capability --------------------------------------------------------- */
+
+int ffn_gemm_supports(ffn_precision p, char *why, size_t cap)
+{
+    if (p == FFN_PRECISION_FP32) return 1;
+#ifndef FFN_HAVE_ONEDNN
+    snprintf(why, cap,
+             "this ffn was built without oneDNN (Debian: apt-get install libdnnl-dev, then rerun "
+             "launch/setup.sh); its fp32 path runs on OpenBLAS only");
+    return 0;
+#else
+#if defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (!__builtin_cpu_supports("avx512bf16")) {
+        snprintf(why, cap,
+                 "this CPU has no bf16 instructions (AVX512_BF16 or AMX); bf16 would run as a slow "
+                 "emulation, so it is refused: use --precision fp32");
+        return 0;
+    }
+    return 1;
+#else
+    snprintf(why, cap, "bf16 needs an x86-64 CPU with AVX512_BF16 or AMX");
+    return 0;
+#endif
+#endif
+}
+
+/* ---- oneDNN ------------------------------------------------------------- */
+
+#ifdef FFN_HAVE_ONEDNN
+/* op(X) [rows, cols] of a row-major buffer with leading dimension ld. */
+static dnnl_status_t operand_desc(dnnl_memory_desc_t *md, size_t rows, size_t cols, int trans, size_t ld,
+                                  dnnl_data_type_t type)
+{
+    dnnl_dims_t dims = {(dnnl_dim_t)rows, (dnnl_dim_t)cols};
+    dnnl_dims_t strides = {trans ? 1 : (dnnl_dim_t)ld, trans ? (dnnl_dim_t)ld : 1};
+    return dnnl_memory_desc_init_by_strides(md, 2, dims, type, strides);
+}
+
+static void plan_destroy(plan *p)
+{
+    if (p->prim) dnnl_primitive_destroy(p->prim);
+    if (p->a) dnnl_memory_destroy(p->a);
+    if (p->b) dnnl_memory_destroy(p->b);
+    if (p->c) dnnl_memory_destroy(p->c);
+    if (p->scratch) dnnl_memory_destroy(p->scratch);
+    memset(p, 0, sizeof *p);
+}
+
+/* Makes the primitive of p's shape; *kernel gets oneDNN's implementation name. */
+static dnnl_status_t plan_make(ffn_gemm_engine *g, plan *p, char *kernel, size_t kcap)
+{
+    dnnl_memory_desc_t a, b, c;
+    dnnl_status_t s;
+    if ((s = operand_desc(&a, p->m, p->k, p->ta, p->lda, dnnl_bf16)) != dnnl_success ||
+        (s = operand_desc(&b, p->k, p->n, p->tb, p->ldb, dnnl_bf16)) != dnnl_success ||
+        (s = operand_desc(&c, p->m, p->n, 0, p->ldc, dnnl_f32)) != dnnl_success)
+        return s;
+    dnnl_matmul_desc_t desc;
+    if ((s = dnnl_matmul_desc_init(&desc, &a, &b, NULL, &c)) != dnnl_success) return s;
+    dnnl_primitive_attr_t attr = NULL;
+    dnnl_post_ops_t ops = NULL;
+    dnnl_primitive_desc_t pd = NULL;
+    if ((s = dnnl_primitive_attr_create(&attr)) != dnnl_success) return s;
+    s = dnnl_primitive_attr_set_scratchpad_mode(attr, dnnl_scratchpad_mode_user);
+    if (s == dnnl_success && p->alpha != 1.0f) s = dnnl_primitive_attr_set_output_scales(attr, 1, 0, &p->alpha);
+    if (s == dnnl_success && p->beta != 0.0f) {
+        /* dst = alpha·A·B + dst: oneDNN's sum post-op (beta other than 0 and 1 is
+         * applied to C beforehand, in ffn_gemm). */
+        if ((s = dnnl_post_ops_create(&ops)) == dnnl_success && (s = dnnl_post_ops_append_sum(ops, 1.0f)) == dnnl_success)
+            s = dnnl_primitive_attr_set_post_ops(attr, ops);
+    }
+    if (s == dnnl_success) s = dnnl_primitive_desc_create(&pd, &desc, attr, g->engine, NULL);
+    if (ops) dnnl_post_ops_destroy(ops);
+    dnnl_primitive_attr_destroy(attr);
+    if (s != dnnl_success) return s;
+    const char *impl = "";
+    dnnl_primitive_desc_query(pd, dnnl_query_impl_info_str, 0, &impl);
+    snprintf(kernel, kcap, "%s", impl);
+    const dnnl_memory_desc_t *spad = dnnl_primitive_desc_query_md(pd, dnnl_query_scratchpad_md, 0);
+    size_t spad_size = spad ? dnnl_memory_desc_get_size(spad) : 0;
+    if (spad_size > g->dnnl_scratch_size) {
+        void *grown = ffn_alloc(spad_size, 1);
+        if (!grown) s = dnnl_out_of_memory;
+        else {
+            ffn_free(g->dnnl_scratch);
+            g->dnnl_scratch = grown;
+            g->dnnl_scratch_size = spad_size;
+        }
+    }
+    if (s == dnnl_success) s = dnnl_primitive_create(&p->prim, pd);
+    if (s == dnnl_success) s = dnnl_memory_create(&p->a, &a, g->engine, DNNL_MEMORY_NONE);
+    if (s == dnnl_success) s = dnnl_memory_create(&p->b, &b, g->engine, DNNL_MEMORY_NONE);
+    if (s == dnnl_success) s = dnnl_memory_create(&p->c, &c, g->engine, DNNL_MEMORY_NONE);
+    if (s == dnnl_success && spad_size) s = dnnl_memory_create(&p->scratch, spad, g->engine, DNNL_MEMORY_NONE);
+    dnnl_primitive_desc_destroy(pd);
+    if (s != dnnl_success) plan_destroy(p);
+    return s;
+}
+
+static plan *plan_for(ffn_gemm_engine *g, int ta, int tb, size_t m, size_t n, size_t k, size_t lda, size_t ldb,
+                      size_t ldc, float alpha, float beta)
+{
+    for (size_t i = 0; i < g->plan_count; i++) {
+        plan *p = &g->plans[i];
+        if (p->ta == ta && p->tb == tb && p->m == m && p->n == n && p->k == k && p->lda == lda &&
+            p->ldb == ldb && p->ldc == ldc && p->alpha == alpha && p->beta == beta)
+            return p;
+    }
+    plan *p;
+    int appended = g->plan_count < PLAN_MAX;
+    if (appended) {
+        p = &g->plans[g->plan_count++];
+    } else {
+        p = &g->plans[g->next_replace];
+        g->next_replace = (g->next_replace + 1) % PLAN_MAX;
+        plan_destroy(p);
+    }
+    *p = (plan){.ta = ta, .tb = tb, .m = m, .n = n, .k = k, .lda = lda, .ldb = ldb, .ldc = ldc,
+                .alpha = alpha, .beta = beta};
+    char kernel[64];
+    if (plan_make(g, p, kernel, sizeof kernel) != dnnl_success) {
+        /* p is zeroed (m = 0 matches no product); an appended slot is given back */
+        if (appended) g->plan_count--;
+        return NULL;
+    }
+    return p;
+}
+
+/* The bf16 form of op(X) [rows, cols] with leading dimension ld: the kept copy
+ * when X lies in it, else converted into scratch (then *ld_out is packed). */
+static const ffn_bf16 *bf16_operand(ffn_gemm_engine *g, int which, const float *X, int trans, size_t rows, size_t cols,
+                                    size_t ld, size_t *ld_out)
+{
+    if (g->copy_bf16 && X >= g->copy_f32 && X < g->copy_f32 + g->copy_n) {
+        *ld_out = ld;
+        return g->copy_bf16 + (X - g->copy_f32);
+    }
+    size_t stored_rows = trans ? cols : rows, stored_cols = trans ? rows : cols;
+    if (stored_rows * stored_cols > g->scratch_cap && ffn_gemm_reserve(g, stored_rows * stored_cols) != FFN_OK)
+        return NULL;
+    ffn_bf16_from_float_rows(g->scratch[which], X, stored_rows, stored_cols, ld);
+    *ld_out = stored_cols;
+    return g->scratch[which];
+}
+
+static int gemm_bf16(ffn_gemm_engine *g, int ta, int tb, size_t m, size_t n, size_t k, float alpha, const float *A,
+                     size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc)
+{
+    size_t la, lb;
+    const ffn_bf16 *a = bf16_operand(g, 0, A, ta, m, k, lda, &la);
+    const ffn_bf16 *b = a ? bf16_operand(g, 1, B, tb, k, n, ldb, &lb) : NULL;
+    if (!b) return -1;
+    float sum = beta == 0.0f ? 0.0f : 1.0f;
+    plan *p = plan_for(g, ta, tb, m, n, k, la, lb, ldc, alpha, sum);
+    if (!p) return -1;
+    if (beta != 0.0f && beta != 1.0f)
+        for (size_t i = 0; i < m; i++)
+            for (size_t j = 0; j < n; j++) C[i * ldc + j] *= beta;
+    dnnl_memory_set_data_handle(p->a, (void *)a);
+    dnnl_memory_set_data_handle(p->b, (void *)b);
+    dnnl_memory_set_data_handle(p->c, C);
+    dnnl_exec_arg_t args[4] = {{DNNL_ARG_SRC, p->a}, {DNNL_ARG_WEIGHTS, p->b}, {DNNL_ARG_DST, p->c}};
+    int nargs = 3;
+    if (p->scratch) {
+        dnnl_memory_set_data_handle(p->scratch, g->dnnl_scratch);
+        args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, p->scratch};
+    }
+    if (dnnl_primitive_execute(p->prim, g->stream, nargs, args) != dnnl_success) return -1;
+    return 0;
+}
+#endif
+
+/* ---- the engine --------------------------------------------------------- */
+
+ffn_status ffn_gemm_create(ffn_gemm_engine **out, ffn_precision p)
+{
+    *out = NULL;
+    char why[256];
+    if (!ffn_gemm_supports(p, why, sizeof why)) return ffn_fail(FFN_ERR_ARG, "--precision bf16: %s", why);
+    ffn_gemm_engine *g = calloc(1, sizeof *g);
+    if (!g) return ffn_fail(FFN_ERR_NOMEM, "out of memory");
+    g->precision = p;
+#ifdef FFN_HAVE_ONEDNN
+    if (p == FFN_PRECISION_BF16) {
+        if (dnnl_engine_create(&g->engine, dnnl_cpu, 0) != dnnl_success ||
+            dnnl_stream_create(&g->stream, g->engine, dnnl_stream_default_flags) != dnnl_success) {
+            ffn_gemm_free(g);
+            return ffn_fail(FFN_ERR_ARG, "--precision bf16: oneDNN could not start its CPU engine");
+        }
+        /* A probe product names the kernel, and proves it is a bf16 one: oneDNN
+         * limited by ONEDNN_MAX_CPU_ISA would otherwise convert silently. */
+        plan probe = {.m = 16, .n = 16, .k = 16, .lda = 16, .ldb = 16, .ldc = 16, .alpha = 1.0f};
+        dnnl_status_t s = plan_make(g, &probe, g->kernel, sizeof g->kernel);
+        plan_destroy(&probe);
+        if (s != dnnl_success || (!strstr(g->kernel, "bf16") && !strstr(g->kernel, "amx"))) {
+            ffn_status st = ffn_fail(FFN_ERR_ARG,
+                                     "--precision bf16: oneDNN offers no native bf16 kernel here (it chose '%s'; "
+                                     "is ONEDNN_MAX_CPU_ISA set?); refusing to emulate: use --precision fp32",
+                                     s == dnnl_success ? g->kernel : "none");
+            ffn_gemm_free(g);
+            return st;
+        }
+    }
+#endif
+    *out = g;
+    return FFN_OK;
+}
+
+void ffn_gemm_free(ffn_gemm_engine *g)
+{
+    if (!g) return;
+#ifdef FFN_HAVE_ONEDNN
+    for (size_t i = 0; i < g->plan_count; i++) plan_destroy(&g->plans[i]);
+    if (g->stream) dnnl_stream_destroy(g->stream);
+    if (g->engine) dnnl_engine_destroy(g->engine);
+    ffn_free(g->dnnl_scratch);
+#endif
+    ffn_free(g->scratch[0]);
+    ffn_free(g->scratch[1]);
+    free(g);
+}
+
+ffn_precision ffn_gemm_precision(const ffn_gemm_engine *g) { return g ? g->precision : FFN_PRECISION_FP32; }
+
+void ffn_gemm_set_bf16_copy(ffn_gemm_engine *g, const float *f32, const ffn_bf16 *bf16, size_t n)
+{
+    g->copy_f32 = f32;
+    g->copy_bf16 = bf16;
+    g->copy_n = n;
+}
+
+ffn_status ffn_gemm_reserve(ffn_gemm_engine *g, size_t floats)
+{
+    if (!g || g->precision == FFN_PRECISION_FP32 || floats <= g->scratch_cap) return FFN_OK;
+    for (int i = 0; i < 2; i++) {
+        ffn_bf16 *grown = ffn_alloc(floats, sizeof(ffn_bf16));
+        if (!grown) return ffn_fail(FFN_ERR_NOMEM, "out of memory for the bf16 operands");
+        ffn_free(g->scratch[i]);
+        g->scratch[i] = grown;
+    }
+    g->scratch_cap = floats;
+    return FFN_OK;
+}
+
+void ffn_gemm(ffn_gemm_engine *g, int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha,
+              const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc)
+{
+    if (m == 0 || n == 0) return;
+#ifdef FFN_HAVE_ONEDNN
+    if (g && g->precision == FFN_PRECISION_BF16 && k > 0) {
+        if (gemm_bf16(g, trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc) == 0) return;
+        if (!g->failed++)
+            fprintf(stderr, "ffn: warning: a bf16 product of %zux%zux%zu failed in oneDNN (out of memory?); "
+                            "it and any like it run in fp32\n", m, n, k);
+    }
+#endif
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, (int)m,
+                (int)n, (int)k, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+}
+
+const char *ffn_gemm_describe(const ffn_gemm_engine *g, char *buf, size_t cap)
+{
+#ifdef FFN_HAVE_ONEDNN
+    if (g && g->precision == FFN_PRECISION_BF16) {
+        const dnnl_version_t *v = dnnl_version();
+        snprintf(buf, cap, "bf16 operands, fp32 accumulation: oneDNN %d.%d.%d matmul (%s)", v->major, v->minor,
+                 v->patch, g->kernel);
+        return buf;
+    }
+#endif
+    (void)g;
+    snprintf(buf, cap, "fp32: OpenBLAS sgemm (%s)", openblas_get_corename());
+    return buf;
+}
+
+void ffn_gemm_set_threads(int threads)
+{
+    openblas_set_num_threads(threads);
+#ifdef FFN_HAVE_ONEDNN
+    omp_set_num_threads(threads);
+#endif
+}

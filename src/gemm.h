@@ -1,0 +1,45 @@
+/* ffn — the GEMM layer in front of the dense and block layers (internal).
+ *
+ * Every matrix product of a layer goes through ffn_gemm: C = alpha·op(A)·op(B)
+ * + beta·C, row-major, with cblas_sgemm's arguments. The engine decides how it
+ * runs:
+ *   - NULL or fp32: OpenBLAS sgemm, bit for bit what ffn always computed;
+ *   - bf16: oneDNN's matmul with bf16 operands and fp32 accumulation and
+ *     output (the CPU's VDPBF16PS), when ffn was built with oneDNN and the CPU
+ *     has AVX512_BF16 (or AMX); anything else is refused at creation, never
+ *     emulated.
+ * In bf16 each operand is rounded to bf16 once: an operand inside the buffer
+ * registered with ffn_gemm_set_bf16_copy (the model's parameters, converted
+ * once per step) is read from that copy; any other (activations, gradients)
+ * is converted into the engine's scratch. oneDNN primitives are made the first
+ * time a shape is seen and kept (no allocation in later steps). */
+#ifndef FFN_GEMM_H
+#define FFN_GEMM_H
+
+#include <stddef.h>
+#include "bf16.h"
+#include "ffn/model.h"
+#include "ffn/status.h"
+
+typedef struct ffn_gemm_engine ffn_gemm_engine;
+
+/* Whether this build and CPU can run precision p; if not, why (into why). */
+int ffn_gemm_supports(ffn_precision p, char *why, size_t cap);
+ffn_status ffn_gemm_create(ffn_gemm_engine **out, ffn_precision p);
+void ffn_gemm_free(ffn_gemm_engine *g);
+ffn_precision ffn_gemm_precision(const ffn_gemm_engine *g);
+
+/* f32 [n] has a bf16 copy the caller keeps current (bf16 mode only). */
+void ffn_gemm_set_bf16_copy(ffn_gemm_engine *g, const float *f32, const ffn_bf16 *bf16, size_t n);
+/* Sizes the conversion scratch for operands of up to `floats` values each. */
+ffn_status ffn_gemm_reserve(ffn_gemm_engine *g, size_t floats);
+
+void ffn_gemm(ffn_gemm_engine *g, int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha,
+              const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc);
+
+/* "OpenBLAS 0.3.21 sgemm (Haswell)" or "oneDNN 2.6.3 bf16 matmul (brg:avx512_core_bf16)". */
+const char *ffn_gemm_describe(const ffn_gemm_engine *g, char *buf, size_t cap);
+/* Threads of every backend (OpenBLAS's and oneDNN's OpenMP). */
+void ffn_gemm_set_threads(int threads);
+
+#endif
