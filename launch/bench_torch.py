@@ -30,6 +30,9 @@ def parse():
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--ranks", type=int, default=1)
     p.add_argument("--name", default=None)
+    p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
+                   help="bf16: torch.autocast('cpu', dtype=torch.bfloat16) around forward and loss, "
+                        "as a user adds it (fp32 master weights, Adam in fp32)")
     return p.parse_args()
 
 
@@ -91,12 +94,17 @@ def run(args, rank, world):
     batches = [(xs[i * local:(i + 1) * local], ys[i * local:(i + 1) * local]) for i in range(pool_batches)]
     opt = torch.optim.Adam(model.parameters(), lr=1e-4)
     at = [0]
+    bf16 = args.precision == "bf16"
 
     def step():
         bx, by = batches[at[0] % pool_batches]
         at[0] += 1
         opt.zero_grad(set_to_none=True)
-        loss = lossf(model(bx), by)
+        if bf16:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = lossf(model(bx), by)
+        else:
+            loss = lossf(model(bx), by)
         loss.backward()
         opt.step()
         return loss.item()
@@ -145,7 +153,7 @@ def run(args, rank, world):
         except Exception:
             pass
         print(f"RESULT torch name={args.name or args.model} model={args.model} batch={args.batch} ranks={world} "
-              f"threads={args.threads} params={params} step_ms={1e3 * best:.4f} median_step_ms={1e3 * med:.4f} "
+              f"threads={args.threads} precision={args.precision} params={params} step_ms={1e3 * best:.4f} median_step_ms={1e3 * med:.4f} "
               f"samples_per_s={args.batch / best:.1f} gflops={6.0 * params * local / best / 1e9:.3f} "
               f"cpu_step_ms={1e3 * cpu:.4f} torch={torch.__version__} openblas_core={blas}", flush=True)
     # A DDP child's group is torn down by ddp_child, after a last barrier.

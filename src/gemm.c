@@ -175,7 +175,8 @@ static plan *plan_for(ffn_gemm_engine *g, int ta, int tb, size_t m, size_t n, si
 }
 
 /* The bf16 form of op(X) [rows, cols] with leading dimension ld: the kept copy
- * when X lies in it, else converted into scratch (then *ld_out is packed). */
+ * when X lies in it, else converted into scratch `which` (sized by the caller;
+ * then *ld_out is packed). */
 static const ffn_bf16 *bf16_operand(ffn_gemm_engine *g, int which, const float *X, int trans, size_t rows, size_t cols,
                                     size_t ld, size_t *ld_out)
 {
@@ -184,8 +185,6 @@ static const ffn_bf16 *bf16_operand(ffn_gemm_engine *g, int which, const float *
         return g->copy_bf16 + (X - g->copy_f32);
     }
     size_t stored_rows = trans ? cols : rows, stored_cols = trans ? rows : cols;
-    if (stored_rows * stored_cols > g->scratch_cap && ffn_gemm_reserve(g, stored_rows * stored_cols) != FFN_OK)
-        return NULL;
     ffn_bf16_from_float_rows(g->scratch[which], X, stored_rows, stored_cols, ld);
     *ld_out = stored_cols;
     return g->scratch[which];
@@ -194,10 +193,12 @@ static const ffn_bf16 *bf16_operand(ffn_gemm_engine *g, int which, const float *
 static int gemm_bf16(ffn_gemm_engine *g, int ta, int tb, size_t m, size_t n, size_t k, float alpha, const float *A,
                      size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc)
 {
+    /* Both scratch buffers sized before either is filled (growing frees them). */
+    size_t need = m * k > k * n ? m * k : k * n;
+    if (need > g->scratch_cap && ffn_gemm_reserve(g, need) != FFN_OK) return -1;
     size_t la, lb;
     const ffn_bf16 *a = bf16_operand(g, 0, A, ta, m, k, lda, &la);
-    const ffn_bf16 *b = a ? bf16_operand(g, 1, B, tb, k, n, ldb, &lb) : NULL;
-    if (!b) return -1;
+    const ffn_bf16 *b = bf16_operand(g, 1, B, tb, k, n, ldb, &lb);
     float sum = beta == 0.0f ? 0.0f : 1.0f;
     plan *p = plan_for(g, ta, tb, m, n, k, la, lb, ldc, alpha, sum);
     if (!p) return -1;

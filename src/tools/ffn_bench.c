@@ -6,7 +6,7 @@
  *       bare MPI_Allreduce (under mpirun -np 2), checkpoint writes against a raw
  *       fsync'd write; prints one table row per measure
  *   ffn-bench step --model SPEC --input D --loss L --batch B [--threads N]
- *                  [--data FILE] [--seconds S] [--bucket-mb X]
+ *                  [--data FILE] [--seconds S] [--bucket-mb X] [--precision fp32|bf16]
  *       one model: samples/s, GFLOP/s (6 x params x samples), sgemm bound and,
  *       with more than one rank, the gradient exchange
  *   ffn-bench ckpt --model SPEC --input D [--dir DIR]
@@ -33,6 +33,7 @@
 #include <cblas.h>
 
 #include "../clock.h" /* internal: the tools share the library's clocks */
+#include "../gemm.h"  /* internal: the bf16 bound runs on the library's GEMM engine */
 #include "ffn/ckpt.h"
 #include "ffn/comm.h"
 #include "ffn/config.h"
@@ -141,6 +142,7 @@ typedef struct {
     double loss_sum;
     /* sgemm-bound buffers */
     float *ga, *gb, *gc;       /* [local, widest], [largest weight], [local, widest] */
+    ffn_gemm_engine *gemm;     /* bf16: the bound's engine (every operand read from its bf16 copy) */
 } step_ctx;
 
 static void train_step(void *p)
@@ -171,21 +173,18 @@ static void exchange_alone(void *p)
 
 /* The GEMMs one training step cannot avoid, on the same shapes and with the
  * same transposes as dense.c: forward x·Wᵀ per layer, dW = dzᵀ·x per layer,
- * dx = dz·W for every layer but the first. */
+ * dx = dz·W for every layer but the first. In bf16 every operand is already
+ * bf16 (the bound of the products alone, no conversion). */
 static void sgemm_step(void *p)
 {
     step_ctx *s = p;
     size_t n = s->local;
     for (size_t i = 0; i < ffn_model_layer_count(s->model); i++) {
         const ffn_layer *l = ffn_model_layer_const(s->model, i);
-        int in = (int)l->in, out = (int)l->out, b = (int)n;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, b, out, in, 1.0f, s->ga, in, s->gb, in,
-                    0.0f, s->gc, out);
-        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, out, in, b, 1.0f, s->gc, out, s->ga, in,
-                    0.0f, s->gb, in);
-        if (i > 0)
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, b, in, out, 1.0f, s->gc, out, s->gb,
-                        in, 0.0f, s->ga, in);
+        size_t in = l->in, out = l->out, b = n;
+        ffn_gemm(s->gemm, 0, 1, b, out, in, 1.0f, s->ga, in, s->gb, in, 0.0f, s->gc, out);
+        ffn_gemm(s->gemm, 1, 0, out, in, b, 1.0f, s->gc, out, s->ga, in, 0.0f, s->gb, in);
+        if (i > 0) ffn_gemm(s->gemm, 0, 0, b, in, out, 1.0f, s->gc, out, s->gb, in, 0.0f, s->ga, in);
     }
 }
 
@@ -217,6 +216,7 @@ typedef struct {
     size_t input, batch;
     int threads;
     double seconds, bucket_mb;
+    ffn_precision precision;
 } step_args;
 
 /* Loads the in-memory pool: this rank's share of the first rows of --data,
@@ -251,7 +251,7 @@ static step_result run_step(const step_args *a, int quiet)
 {
     step_result r;
     memset(&r, 0, sizeof r);
-    openblas_set_num_threads(a->threads);
+    ffn_gemm_set_threads(a->threads);
     step_ctx s;
     memset(&s, 0, sizeof s);
     s.loss = (ffn_loss)ffn_loss_from_name(a->loss);
@@ -262,6 +262,7 @@ static step_result run_step(const step_args *a, int quiet)
     }
     if (ffn_model_create_from_text(&s.model, a->model, a->input) != FFN_OK) die("--model");
     ffn_model_init_params(s.model, 1);
+    if (ffn_model_set_precision(s.model, a->precision) != FFN_OK) die(ffn_last_error());
     s.input = a->input;
     s.out_dim = ffn_model_output_dim(s.model);
     s.global = a->batch;
@@ -305,13 +306,22 @@ static step_result run_step(const step_args *a, int quiet)
     size_t wmax = 0;
     for (size_t i = 0; i < ffn_model_layer_count(s.model); i++)
         if (ffn_model_layer(s.model, i)->weight_count > wmax) wmax = ffn_model_layer(s.model, i)->weight_count;
-    s.ga = ffn_alloc_floats(s.local * widest);
-    s.gb = ffn_alloc_floats(wmax);
-    s.gc = ffn_alloc_floats(s.local * widest);
-    if (!s.ga || !s.gb || !s.gc) die("out of memory");
+    /* One arena [ga | gb | gc], so that in bf16 one copy holds every operand. */
+    size_t arena = 2 * s.local * widest + wmax;
+    float *bound_buf = ffn_alloc_floats(arena);
+    ffn_bf16 *bound_bf16 = a->precision == FFN_PRECISION_BF16 ? ffn_alloc(arena, sizeof(ffn_bf16)) : NULL;
+    if (!bound_buf || (a->precision == FFN_PRECISION_BF16 && !bound_bf16)) die("out of memory");
+    s.ga = bound_buf;
+    s.gb = s.ga + s.local * widest;
+    s.gc = s.gb + wmax;
     ffn_rng rng = ffn_rng_make(3, 77);
     ffn_rng_fill_uniform(&rng, s.ga, s.local * widest, -1, 1);
     ffn_rng_fill_uniform(&rng, s.gb, wmax, -0.01f, 0.01f);
+    if (bound_bf16) {
+        if (ffn_gemm_create(&s.gemm, a->precision) != FFN_OK) die(ffn_last_error());
+        ffn_bf16_from_floats(bound_bf16, bound_buf, arena);
+        ffn_gemm_set_bf16_copy(s.gemm, bound_buf, bound_bf16, arena);
+    }
     r.bound_s = time_per_call(sgemm_step, &s, a->seconds * 0.5, 3);
     r.bound_cpu_s = g_cpu;
     r.bound_gflops = flops / r.bound_s / 1e9;
@@ -355,13 +365,18 @@ static step_result run_step(const step_args *a, int quiet)
                    1e3 * r.wait_s, r.exchange_s / r.bare_s,
                    fmax(0.0, fmin(1.0, 1.0 - (r.step_s - r.nosync_s) / r.exchange_s)),
                    r.params * 4.0 / 1048576.0, ffn_grad_sync_method(sync));
-        printf(" cpu_step_ms=%.4f cpu_bound_ms=%.4f kernels=%s corename=%s\n", 1e3 * r.cpu_s,
-               1e3 * r.bound_cpu_s, ffn_act_kernels(), openblas_get_corename());
+        char gemm[160];
+        ffn_model_gemm_name(s.model, gemm, sizeof gemm);
+        for (char *c = gemm; *c; c++)
+            if (*c == ' ') *c = '_'; /* one key=value token */
+        printf(" cpu_step_ms=%.4f cpu_bound_ms=%.4f kernels=%s corename=%s precision=%s gemm=%s\n", 1e3 * r.cpu_s,
+               1e3 * r.bound_cpu_s, ffn_act_kernels(), openblas_get_corename(),
+               a->precision == FFN_PRECISION_BF16 ? "bf16" : "fp32", gemm);
         fflush(stdout);
     }
-    ffn_free(s.ga);
-    ffn_free(s.gb);
-    ffn_free(s.gc);
+    ffn_gemm_free(s.gemm);
+    ffn_free(bound_bf16);
+    ffn_free(bound_buf);
     ffn_free(s.x);
     ffn_free(s.labels);
     ffn_free(s.values);
@@ -557,9 +572,9 @@ static int suite(int quick, int threads, const char *dir)
         printf("| measure | ffn | reference | ratio |\n|---|---:|---:|---:|\n");
     }
     step_args runs[3] = {
-        {"mlp-b32", "dense:128:relu,dense:10", "softmax_ce", NULL, 784, 32, threads, sec, 4},
-        {"mlp-b256", "dense:128:relu,dense:10", "softmax_ce", NULL, 784, 256, threads, sec, 4},
-        {"ffn-b256", "dense:4096:gelu,dense:1024", "mse", NULL, 1024, 256, threads, sec, 4},
+        {"mlp-b32", "dense:128:relu,dense:10", "softmax_ce", NULL, 784, 32, threads, sec, 4, FFN_PRECISION_FP32},
+        {"mlp-b256", "dense:128:relu,dense:10", "softmax_ce", NULL, 784, 256, threads, sec, 4, FFN_PRECISION_FP32},
+        {"ffn-b256", "dense:4096:gelu,dense:1024", "mse", NULL, 1024, 256, threads, sec, 4, FFN_PRECISION_FP32},
     };
     int bad = 0;
     for (int i = 0; i < 3; i++) {
@@ -625,7 +640,7 @@ int main(int argc, char **argv)
             printf("usage: ffn-bench [--quick] [--threads N] [--dir DIR]\n"
                    "       ffn-bench --version\n"
                    "       ffn-bench step --model SPEC --input D --loss L --batch B [--threads N] [--data FILE]\n"
-                   "                      [--seconds S] [--bucket-mb X] [--name NAME]\n"
+                   "                      [--seconds S] [--bucket-mb X] [--name NAME] [--precision fp32|bf16]\n"
                    "       ffn-bench ckpt --model SPEC --input D [--dir DIR]\n"
                    "       ffn-bench train FFN-TRAIN-FLAGS...\n"
                    "(synthetic datasets: ffn-data synth)\n");
@@ -636,7 +651,14 @@ int main(int argc, char **argv)
                        strtoull(flag_value(argc, argv, "--batch", "32"), NULL, 10),
                        atoi(flag_value(argc, argv, "--threads", "1")),
                        atof(flag_value(argc, argv, "--seconds", "3")),
-                       atof(flag_value(argc, argv, "--bucket-mb", "4"))};
+                       atof(flag_value(argc, argv, "--bucket-mb", "4")), FFN_PRECISION_FP32};
+        const char *precision = flag_value(argc, argv, "--precision", "fp32");
+        if (!strcmp(precision, "bf16")) {
+            a.precision = FFN_PRECISION_BF16;
+        } else if (strcmp(precision, "fp32") != 0) {
+            if (rank == 0) fprintf(stderr, "ffn-bench step: --precision: expected fp32 or bf16, got '%s'\n", precision);
+            a.model = NULL;
+        }
         if (!a.model || !a.input || !a.batch || a.threads < 1) {
             if (rank == 0) fprintf(stderr, "ffn-bench step: --model, --input and --batch are required\n");
             rc = 2;

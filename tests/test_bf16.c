@@ -1,0 +1,272 @@
+/* Tests for --precision bf16: the conversion (round to nearest even, the
+ * specials), the GEMM layer's bf16 products against a double reference of the
+ * same bf16-rounded operands (every transpose, alpha, beta, strided operands,
+ * operands read from the kept copy or converted), and every layer kind's
+ * gradients in bf16 against the same model in fp32 (within a bf16-sized
+ * tolerance, and provably not fp32). Skipped (77) where the build or the CPU
+ * cannot run bf16 natively. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "../src/bf16.h"
+#include "../src/gemm.h"
+#include "ffn/model.h"
+#include "ffn/rng.h"
+#include "check.h"
+
+static float from_bits(uint32_t u)
+{
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* ---- conversion */
+
+static void test_rounding(void)
+{
+    CHECK(ffn_bf16_from_float(1.0f) == 0x3f80);
+    CHECK(ffn_bf16_from_float(-2.0f) == 0xc000);
+    /* 1 + 2^-8 lies halfway between 1 and 1 + 2^-7: to even (1). */
+    CHECK(ffn_bf16_from_float(1.0f + 0x1p-8f) == 0x3f80);
+    /* 1 + 3·2^-8 lies halfway between 1 + 2^-7 and 1 + 2^-6: to even (1 + 2^-6). */
+    CHECK(ffn_bf16_from_float(1.0f + 3 * 0x1p-8f) == 0x3f82);
+    /* Just above halfway rounds up. */
+    CHECK(ffn_bf16_from_float(from_bits(0x3f808001u)) == 0x3f81);
+    CHECK(ffn_bf16_from_float(INFINITY) == 0x7f80);
+    CHECK(ffn_bf16_from_float(-INFINITY) == 0xff80);
+    CHECK(ffn_bf16_from_float(3.4028235e38f) == 0x7f80); /* FLT_MAX rounds to infinity, as the CPU does */
+    uint16_t nan = ffn_bf16_from_float(NAN);
+    CHECK((nan & 0x7f80) == 0x7f80 && (nan & 0x7f) != 0);
+    /* A NaN whose payload is all in the low half stays NaN (not infinity). */
+    uint16_t low_nan = ffn_bf16_from_float(from_bits(0x7f800001u));
+    CHECK((low_nan & 0x7f80) == 0x7f80 && (low_nan & 0x7f) != 0);
+    CHECK(ffn_float_from_bf16(0x3f82) == 1.0f + 0x1p-6f);
+
+    /* The vector loop agrees with the scalar rule everywhere (specials too). */
+    enum { N = 4099 };
+    float *x = malloc(N * sizeof *x);
+    ffn_bf16 *h = malloc(N * sizeof *h);
+    ffn_rng rng = ffn_rng_make(1, 2);
+    for (size_t i = 0; i < N; i++) x[i] = from_bits((uint32_t)ffn_rng_u64(&rng));
+    x[0] = NAN, x[1] = INFINITY, x[2] = -0.0f, x[3] = 1e-45f;
+    ffn_bf16_from_floats(h, x, N);
+    int same = 1;
+    for (size_t i = 0; i < N; i++) same &= h[i] == ffn_bf16_from_float(x[i]);
+    CHECK_MSG(same, "ffn_bf16_from_floats differs from ffn_bf16_from_float");
+    free(x);
+    free(h);
+}
+
+/* ---- the GEMM layer */
+
+/* C = alpha·op(A)·op(B) + beta·C in double, on the operands rounded to bf16. */
+static void ref_gemm(int ta, int tb, size_t m, size_t n, size_t k, double alpha, const float *A, size_t lda,
+                     const float *B, size_t ldb, double beta, double *C, size_t ldc)
+{
+    for (size_t i = 0; i < m; i++)
+        for (size_t j = 0; j < n; j++) {
+            double s = 0;
+            for (size_t p = 0; p < k; p++) {
+                float a = ta ? A[p * lda + i] : A[i * lda + p], b = tb ? B[j * ldb + p] : B[p * ldb + j];
+                s += (double)ffn_float_from_bf16(ffn_bf16_from_float(a)) *
+                     (double)ffn_float_from_bf16(ffn_bf16_from_float(b));
+            }
+            C[i * ldc + j] = alpha * s + beta * C[i * ldc + j];
+        }
+}
+
+/* One product of every kind on engine g, with operands converted (kept 0) or
+ * read from the kept bf16 copy (kept 1); leading dimensions pad each row. */
+static void check_product(ffn_gemm_engine *g, int ta, int tb, size_t m, size_t n, size_t k, float alpha, float beta,
+                          int kept)
+{
+    const size_t pad = 3;
+    size_t arows = ta ? k : m, acols = ta ? m : k, brows = tb ? n : k, bcols = tb ? k : n;
+    size_t lda = acols + pad, ldb = bcols + pad, ldc = n + pad;
+    size_t na = arows * lda, nb = brows * ldb;
+    float *ops = malloc((na + nb) * sizeof *ops), *C = malloc(m * ldc * sizeof *C);
+    double *R = malloc(m * ldc * sizeof *R);
+    ffn_bf16 *copy = malloc((na + nb) * sizeof *copy);
+    ffn_rng rng = ffn_rng_make(3, m * 131 + n * 7 + k);
+    ffn_rng_fill_uniform(&rng, ops, na + nb, -1, 1);
+    ffn_rng_fill_uniform(&rng, C, m * ldc, -1, 1);
+    for (size_t i = 0; i < m * ldc; i++) R[i] = C[i];
+    float *A = ops, *B = ops + na;
+    if (kept) {
+        ffn_bf16_from_floats(copy, ops, na + nb);
+        ffn_gemm_set_bf16_copy(g, ops, copy, na + nb);
+    } else {
+        ffn_gemm_set_bf16_copy(g, NULL, NULL, 0);
+    }
+    ffn_gemm(g, ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+    ref_gemm(ta, tb, m, n, k, alpha, A, lda, B, ldb, beta, R, ldc);
+    /* Exact products of bf16 values summed in fp32: error ~ k·2^-24·|terms|. */
+    double worst = 0, tol = 1e-6 * (double)k + 1e-6;
+    int pad_kept = 1;
+    for (size_t i = 0; i < m; i++) {
+        for (size_t j = 0; j < n; j++) worst = fmax(worst, fabs(C[i * ldc + j] - R[i * ldc + j]));
+        for (size_t j = n; j < ldc; j++) pad_kept &= C[i * ldc + j] == (float)R[i * ldc + j];
+    }
+    CHECK_MSG(worst <= tol, "bf16 gemm ta%d tb%d %zux%zux%zu alpha %g beta %g kept %d: error %g > %g", ta, tb, m, n,
+              k, (double)alpha, (double)beta, kept, worst, tol);
+    CHECK_MSG(pad_kept, "bf16 gemm wrote outside C's rows (ldc padding changed)");
+    ffn_gemm_set_bf16_copy(g, NULL, NULL, 0);
+    free(ops);
+    free(C);
+    free(R);
+    free(copy);
+}
+
+static void test_gemm(void)
+{
+    ffn_gemm_engine *g = NULL;
+    CHECK(ffn_gemm_create(&g, FFN_PRECISION_BF16) == FFN_OK);
+    if (!g) return;
+    char name[160];
+    ffn_gemm_describe(g, name, sizeof name);
+    CHECK_MSG(strstr(name, "bf16") != NULL, "engine: %s", name);
+    static const size_t shapes[][3] = {{1, 1, 1}, {7, 5, 3}, {33, 17, 65}, {64, 130, 200}};
+    static const float alphas[] = {1.0f, 0.5f}, betas[] = {0.0f, 1.0f, 0.25f};
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++)
+            for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+                for (size_t a = 0; a < 2; a++)
+                    for (size_t b = 0; b < 3; b++)
+                        check_product(g, ta, tb, shapes[s][0], shapes[s][1], shapes[s][2], alphas[a], betas[b],
+                                      (int)((s + a + b) & 1));
+    /* A shape seen again reuses its primitive and gives the same bits. */
+    check_product(g, 0, 1, 33, 17, 65, 1.0f, 0.0f, 0);
+    ffn_gemm_free(g);
+}
+
+/* ---- every layer kind: bf16 gradients against fp32 */
+
+enum { IN = 24, BATCH = 16 };
+
+/* The relative L2 error of b against a over n values. */
+static double rel_err(const float *a, const float *b, size_t n)
+{
+    double d = 0, s = 0;
+    for (size_t i = 0; i < n; i++) {
+        d += ((double)a[i] - b[i]) * ((double)a[i] - b[i]);
+        s += (double)a[i] * a[i];
+    }
+    return sqrt(d / fmax(s, 1e-30));
+}
+
+/* Runs forward and backward of spec in fp32 and in bf16 on the same values:
+ * every gradient, dx and the output within tol (relative L2) of fp32, and
+ * at least one of them different (bf16 really ran). */
+static void layer_check(const char *spec, double tol)
+{
+    ffn_model *m[2] = {NULL, NULL};
+    float *grads[2], *outs[2], *dxs[2];
+    size_t np = 0, out = 0;
+    double worst = 0, largest = 0;
+    for (int p = 0; p < 2; p++) {
+        CHECK_MSG(ffn_model_create_from_text(&m[p], spec, IN) == FFN_OK, "%s: %s", spec, ffn_last_error());
+        if (!m[p]) return;
+        CHECK(ffn_model_reserve(m[p], BATCH) == FFN_OK);
+        CHECK_MSG(ffn_model_set_precision(m[p], p ? FFN_PRECISION_BF16 : FFN_PRECISION_FP32) == FFN_OK, "%s: %s",
+                  spec, ffn_last_error());
+        ffn_model_init_params(m[p], 5);
+        np = ffn_model_param_count(m[p]);
+        out = ffn_model_output_dim(m[p]);
+        /* Random adapters, gains and biases: every path carries gradient. */
+        ffn_rng rng = ffn_rng_make(9, 10);
+        for (size_t k = 0; k < ffn_model_tensor_count(m[p]); k++) {
+            const ffn_tensor *t = ffn_model_tensor(m[p], k);
+            int gain = strstr(t->name, "gamma") != NULL;
+            ffn_rng_fill_uniform(&rng, t->data, t->count, gain ? 0.5f : -0.5f, gain ? 1.5f : 0.5f);
+        }
+        ffn_model_params_changed(m[p]);
+        float x[BATCH * IN], dout[BATCH * 64];
+        ffn_rng_fill_uniform(&rng, x, BATCH * IN, -2, 2);
+        ffn_rng_fill_uniform(&rng, dout, BATCH * out, -1, 1);
+        const float *y = ffn_model_forward_train(m[p], x, BATCH, 3, 1, NULL);
+        outs[p] = malloc(BATCH * out * sizeof(float));
+        memcpy(outs[p], y, BATCH * out * sizeof(float));
+        dxs[p] = malloc(BATCH * IN * sizeof(float));
+        ffn_model_backward_dx(m[p], x, BATCH, dout, 0, NULL, NULL, dxs[p]);
+        grads[p] = ffn_model_grads(m[p]);
+    }
+    const char *what = "output";
+    worst = rel_err(outs[0], outs[1], BATCH * out);
+    largest = worst;
+    double e = rel_err(dxs[0], dxs[1], BATCH * IN);
+    if (e > worst) worst = e, what = "dx";
+    largest = fmax(largest, e);
+    for (size_t k = 0; k < ffn_model_tensor_count(m[0]); k++) {
+        const ffn_tensor *t = ffn_model_tensor(m[0], k);
+        if (!t->trainable) continue;
+        e = rel_err(grads[0] + t->offset, grads[1] + t->offset, t->count);
+        if (e > worst) worst = e, what = t->name;
+        largest = fmax(largest, e);
+    }
+    (void)np;
+    CHECK_MSG(worst < tol, "%s: bf16 %s differs from fp32 by %g (relative L2) > %g", spec, what, worst, tol);
+    CHECK_MSG(largest > 1e-5, "%s: bf16 gave fp32's results exactly (%g): did it run in bf16?", spec, largest);
+    for (int p = 0; p < 2; p++) {
+        free(outs[p]);
+        free(dxs[p]);
+        ffn_model_free(m[p]);
+    }
+}
+
+static void test_layers(void)
+{
+    /* bf16 keeps 8 significant bits (relative rounding 2^-9 = 0.002 per
+     * operand); through two or three products errors of ~0.5-1% are bf16's
+     * own. A wrong transpose, a stale weight or a lost term gives O(1). */
+    layer_check("dense:16:relu,dense:8", 0.02);
+    layer_check("dense:20:gelu,dense:12:tanh,dense:6", 0.02);
+    layer_check("dense:16:tanh:lora=4:lora_alpha=8,dense:5:lora=2", 0.02);
+    layer_check("ffn:32", 0.02);
+    layer_check("ffn:32:sigmoid", 0.02);
+    layer_check("swiglu:40", 0.03);
+    layer_check("layernorm,dropout:0.3,ffn:20,swiglu:16,dense:7", 0.03);
+}
+
+/* Writing parameters between forwards is seen by the next forward: the bf16
+ * copy of the weights follows ffn_model_params. */
+static void test_weights_follow(void)
+{
+    ffn_model *m = NULL;
+    CHECK(ffn_model_create_from_text(&m, "dense:4", 3) == FFN_OK);
+    if (!m) return;
+    CHECK(ffn_model_reserve(m, 2) == FFN_OK);
+    CHECK(ffn_model_set_precision(m, FFN_PRECISION_BF16) == FFN_OK);
+    CHECK(ffn_model_precision(m) == FFN_PRECISION_BF16);
+    float *w = ffn_model_params(m);
+    memset(w, 0, ffn_model_param_count(m) * sizeof *w);
+    const float x[6] = {1, 2, 3, 4, 5, 6};
+    const float *y = ffn_model_forward(m, x, 2);
+    CHECK(y[0] == 0.0f && y[7] == 0.0f);
+    ffn_model_params(m)[0] = 2.0f; /* W[0][0] */
+    y = ffn_model_forward(m, x, 2);
+    CHECK_NEAR(y[0], 2.0f, 0);
+    CHECK_NEAR(y[4], 8.0f, 0);
+    /* Back to fp32: the same values, now from OpenBLAS. */
+    CHECK(ffn_model_set_precision(m, FFN_PRECISION_FP32) == FFN_OK);
+    y = ffn_model_forward(m, x, 2);
+    CHECK_NEAR(y[4], 8.0f, 0);
+    ffn_model_free(m);
+}
+
+int main(void)
+{
+    test_rounding();
+    char why[256];
+    if (!ffn_gemm_supports(FFN_PRECISION_BF16, why, sizeof why)) {
+        printf("test_bf16: SKIP the bf16 products: %s\n", why);
+        check_done("test_bf16");
+        return check_failures ? 1 : 77;
+    }
+    test_gemm();
+    test_layers();
+    test_weights_follow();
+    return check_done("test_bf16");
+}
