@@ -120,6 +120,17 @@ R_mlp256=$(run "$BENCH" step --name mlp256 --model $MLP --input 784 --loss softm
 T_mlp256=$(torch_run --model mlp --data "$mlp_data" --batch 256 --threads 1)
 R_ffn1=$(run "$BENCH" step --name ffn-t1 --model $FFN --input 1024 --loss mse --batch 256 --threads 1 --data "$ffn_data" --seconds $secs)
 T_ffn1=$(torch_run --model ffn --data "$ffn_data" --batch 256 --threads 1)
+# bf16 (--precision bf16: oneDNN's bf16 matmul) beside PyTorch's autocast bf16, where this build and CPU run it
+R_ffn1b="" T_ffn1b="" R_mlp32b="" T_mlp32b="" R2_ffnb=""
+bf16_why=$("$build/ffn-train" --train "$mlp_data" --model $MLP --precision bf16 --max-steps 1 --threads 1 --quiet 2>&1 >/dev/null | sed -n 's/.*--precision bf16: //p' | head -1) || true
+if [[ -z $bf16_why ]]; then
+  R_ffn1b=$(run "$BENCH" step --name ffn-t1-bf16 --model $FFN --input 1024 --loss mse --batch 256 --threads 1 --data "$ffn_data" --seconds $secs --precision bf16)
+  T_ffn1b=$(torch_run --model ffn --data "$ffn_data" --batch 256 --threads 1 --precision bf16)
+  R_mlp32b=$(run "$BENCH" step --name mlp32-bf16 --model $MLP --input 784 --loss softmax_ce --batch 32 --threads 1 --data "$mlp_data" --seconds $secs --precision bf16)
+  T_mlp32b=$(torch_run --model mlp --data "$mlp_data" --batch 32 --threads 1 --precision bf16)
+else
+  echo "bench.sh: bf16 rows skipped: $bf16_why" >&2
+fi
 R_ffn2=$(run "$BENCH" step --name ffn-t2 --model $FFN --input 1024 --loss mse --batch 256 --threads 2 --data "$ffn_data" --seconds $secs)
 T_ffn2=$(torch_run --model ffn --data "$ffn_data" --batch 256 --threads 2)
 # ---- 3/4. two ranks: the step, the step without exchange, the exchange alone, a bare MPI_Allreduce; DDP gloo
@@ -129,6 +140,7 @@ R2_mlp256=$(run "${MPIRUN[@]}" "$BENCH" step --name mlp256-2r --model $MLP --inp
 D_mlp256=$(torch_run --model mlp --data "$mlp_data" --batch 256 --threads 1 --ranks 2)
 R2_ffn=$(run "${MPIRUN[@]}" "$BENCH" step --name ffn-2r --model $FFN --input 1024 --loss mse --batch 256 --threads 1 --data "$ffn_data" --seconds $secs)
 D_ffn=$(torch_run --model ffn --data "$ffn_data" --batch 256 --threads 1 --ranks 2)
+[[ -n $bf16_why ]] || R2_ffnb=$(run "${MPIRUN[@]}" "$BENCH" step --name ffn-2r-bf16 --model $FFN --input 1024 --loss mse --batch 256 --threads 1 --data "$ffn_data" --seconds $secs --precision bf16)
 
 # ---- end to end: ffn-train's run from HDF5 (ffn-bench train = ffn_train_run + peak RSS)
 TR=(train --loss softmax_ce --optimizer adam --lr 1e-3 --model $MLP --train "$mlp_data" --progress off --quiet)
@@ -141,6 +153,8 @@ E_stream_h5=$(FFN_DATA_CACHE_MB=0 FFN_DATA_DIRECT=0 best_of 1 "$BENCH" "${TR[@]}
 TF=(train --loss mse --optimizer adam --lr 1e-4 --model $FFN --train "$ffn_data" --progress off --quiet --batch-size 256 --epochs 1)
 E_ffn1=$(best_of "$repeats" "$BENCH" "${TF[@]}" --threads 1)
 E2_ffn=$(best_of "$repeats" "${MPIRUN[@]}" "$BENCH" "${TF[@]}" --threads 1)
+E_ffn1b=""
+[[ -n $bf16_why ]] || E_ffn1b=$(best_of "$repeats" "$BENCH" "${TF[@]}" --threads 1 --precision bf16)
 
 # ---- OpenBLAS's own kernel for this CPU, where the environment pins another (OPENBLAS_CORETYPE)
 N_mlp32="" NT_mlp32="" N_mlp256="" N2_mlp256="" ND_mlp256=""
@@ -171,6 +185,7 @@ cpu_ratio() { div "$(get "$2" cpu_step_ms)" "$(get "$1" cpu_step_ms)"; }
 
 echo
 echo "ffn benchmark: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')); OpenBLAS kernel $(get "$R_mlp32" corename), ffn kernels $(get "$R_mlp32" kernels); torch $(get "$T_mlp32" torch) on OpenBLAS $(get "$T_mlp32" openblas_core)"
+[[ -n $bf16_why ]] || echo "bf16: ffn $(get "$R_ffn1b" gemm | tr _ ' '); PyTorch torch.autocast('cpu', dtype=torch.bfloat16)"
 echo "load average $load_start at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end (other jobs share this machine: wall-clock figures carry their load; the CPU-time ratio is the code's own)"
 echo "data: MLP on $mlp_what; FFN on synthetic $ffn_rows x 1024 float32 -> 1024 targets; Adam; step rates: fastest of 5 timed repeats, ffn-train: best of $repeats runs"
 ((torch)) || echo "note: $torch_why"
@@ -195,6 +210,24 @@ for t in 1 2; do
   r=$(div "$(get "${!R}" samples_per_s)" "$(get "${!T}" samples_per_s)")
   row "  samples/s vs PyTorch ($t thread$s)" "$(fmt "$(get "${!R}" samples_per_s)" 1)" "$(fmt "$(get "${!T}" samples_per_s)" 1)" "$r" "$(cpu_ratio "${!R}" "${!T}")" ">= 1" "$(met "$r" '>=' 1)"
 done
+# bf16: PyTorch at its best is its autocast bf16 on the FFN (faster than its fp32 there)
+if [[ -z $bf16_why ]]; then
+  fb=$(get "$R_ffn1b" of_bound)
+  row "FFN b256 bf16, 1 rank x 1 thread: GFLOP/s vs oneDNN bf16 matmul bound (same shapes)" "$(fmt "$(get "$R_ffn1b" gflops)" 1)" "$(fmt "$(get "$R_ffn1b" sgemm_gflops)" 1)" "$(fmt "$fb" 2)" "$(div "$(get "$R_ffn1b" cpu_bound_ms)" "$(get "$R_ffn1b" cpu_step_ms)")" ">= 0.8" "$(met "$fb" '>=' 0.8)"
+  r=$(div "$(get "$R_ffn1b" samples_per_s)" "$(get "$T_ffn1b" samples_per_s)")
+  row "  samples/s vs PyTorch autocast bf16 (1 thread)" "$(fmt "$(get "$R_ffn1b" samples_per_s)" 1)" "$(fmt "$(get "$T_ffn1b" samples_per_s)" 1)" "$r" "$(cpu_ratio "$R_ffn1b" "$T_ffn1b")" ">= 1.5" "$(met "$r" '>=' 1.5)"
+  row "  ffn bf16 vs ffn fp32; PyTorch bf16 vs PyTorch fp32 (samples/s ratios)" "$(div "$(get "$R_ffn1b" samples_per_s)" "$(get "$R_ffn1" samples_per_s)")" "$(div "$(get "$T_ffn1b" samples_per_s)" "$(get "$T_ffn1" samples_per_s)")" "-" "-" "-" ""
+  r=$(div "$(get "$R2_ffnb" samples_per_s)" "$(get "$R_ffn1b" samples_per_s)")
+  row "  bf16, 2 ranks x 1 thread vs 1 rank x 1 thread (step from memory)" "$(fmt "$(get "$R2_ffnb" samples_per_s)" 1)" "$(fmt "$(get "$R_ffn1b" samples_per_s)" 1)" "$r" "$(div "$(get "$R_ffn1b" cpu_step_ms)" "$(get "$R2_ffnb" cpu_step_ms)")" ">= 1.8" "$(met "$r" '>=' 1.8)"
+  r=$(div "$(get "$R_mlp32b" samples_per_s)" "$(get "$R_mlp32" samples_per_s)")
+  row "MLP b32 bf16 vs fp32, 1 rank x 1 thread: step samples/s" "$(fmt "$(get "$R_mlp32b" samples_per_s)")" "$(fmt "$(get "$R_mlp32" samples_per_s)")" "$r" "$(cpu_ratio "$R_mlp32b" "$R_mlp32")" ">= 1" "$(met "$r" '>=' 1)"
+  row "  PyTorch MLP b32 autocast bf16 vs its fp32" "$(fmt "$(get "$T_mlp32b" samples_per_s)")" "$(fmt "$(get "$T_mlp32" samples_per_s)")" "$(div "$(get "$T_mlp32b" samples_per_s)" "$(get "$T_mlp32" samples_per_s)")" "-" "-" ""
+  x=$(get "$E_ffn1b" peak_rss_mb)
+  row "peak RSS MB, FFN ffn-train 1 rank: bf16 vs fp32" "$(fmt "$x" 1)" "$(fmt "$(get "$E_ffn1" peak_rss_mb)" 1)" "$(div "$x" "$(get "$E_ffn1" peak_rss_mb)")" "-" "-" ""
+  row "  ffn-train end to end samples/s, FFN 1 rank: bf16 vs fp32" "$(fmt "$(get "$E_ffn1b" samples_per_s)" 1)" "$(fmt "$(get "$E_ffn1" samples_per_s)" 1)" "$(div "$(get "$E_ffn1b" samples_per_s)" "$(get "$E_ffn1" samples_per_s)")" "-" "-" ""
+else
+  row "bf16 rows" "skipped: $bf16_why" "-" "-" "-" "-" ""
+fi
 # 3: two ranks
 for b in 32 256; do
   E=E2_mlp$b D=D_mlp$b M=R2_mlp$b

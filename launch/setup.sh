@@ -27,6 +27,7 @@ packages=(
   libcjson-dev                       # JSON metrics and the config saved in checkpoints
   libcsv-dev                         # ffn-data csv: RFC 4180 quoting (quoted commas, quotes, newlines)
   libzip-dev                         # ffn-data npz: .npz members read as streams (stored or deflated)
+  libdnnl-dev                        # oneDNN: --precision bf16 on the CPU's bf16 instructions (optional at build)
   dataset-fashion-mnist              # the default real dataset
   python3-h5py python3-numpy         # tests cross-check files with h5py
 )

@@ -38,3 +38,17 @@ for key in samples_per_s gflops sgemm_gflops exchange_ms bare_allreduce_ms excha
   awk -v v="$v" 'BEGIN { exit !(v == v + 0 && v > -1e300 && v < 1e300) }' || fail "2-rank $key is '$v'"
 done
 pass "ffn-bench step on 2 ranks reports the exchange against a bare allreduce"
+
+# bf16, where this build and CPU run it: the step and its bound on oneDNN's bf16 matmul.
+if "$BUILD/ffn-bench" step --model dense:64:relu,dense:10 --input 784 --batch 32 --seconds 0.2 --precision bf16 >bf.txt 2>&1; then
+  line=$(grep '^RESULT step' bf.txt) || fail "no RESULT line from the bf16 step"
+  grep -q ' precision=bf16 gemm=bf16_operands' <<<"$line" || fail "bf16 step did not run on the bf16 engine: $line"
+  for key in samples_per_s gflops sgemm_gflops of_bound; do
+    v=$(sed -n "s/.* $key=\([^ ]*\).*/\1/p" <<<"$line")
+    awk -v v="$v" 'BEGIN { exit !(v == v + 0 && v > 0 && v < 1e300) }' || fail "bf16 $key is '$v'"
+  done
+  pass "ffn-bench step --precision bf16 reports the step against the bf16 matmul bound"
+else
+  grep -q "precision bf16" bf.txt || fail "ffn-bench step --precision bf16 failed: $(cat bf.txt)"
+  echo "note: bf16 not available here: $(cat bf.txt)"
+fi
