@@ -265,6 +265,15 @@ const char *ffn_model_gemm_name(const ffn_model *m, char *buf, size_t cap)
     return ffn_gemm_describe(m->gemm, buf, cap);
 }
 
+int ffn_model_bf16_current(const ffn_model *m) { return m->params_bf16 && !m->bf16_stale; }
+
+void ffn_model_bf16_refresh_range(ffn_model *m, size_t offset, size_t count)
+{
+    if (m->params_bf16) ffn_bf16_from_floats(m->params_bf16 + offset, m->params + offset, count);
+}
+
+void ffn_model_bf16_set_current(ffn_model *m) { m->bf16_stale = 0; }
+
 /* The weights' bf16 copy, converted when the parameters changed: once per
  * optimizer step in training (the products of forward and backward share it). */
 static void refresh_bf16_copy(ffn_model *m)

@@ -221,9 +221,34 @@ static void update_owned(ffn_step *s, float lr, float *w, const float *g, size_t
 /* Every rank updates the parameters it owns (all of them, or its ZeRO slice,
  * whose summed gradients the reduce-scatter left in grad_slice); sharded
  * slices are then all-gathered. Collective when sharded. */
+/* bf16, one rank owning every parameter, no pruning: each chunk of a weight
+ * tensor is converted to the model's bf16 copy right after the optimizer
+ * wrote it, while it is still in cache, instead of in a pass of its own before
+ * the next forward (which reads every weight from memory again). */
+enum { FUSED_CHUNK = 16384 }; /* floats: the chunk's weights, gradients and two Adam moments fit in L2 */
+
+static void update_fused_bf16(ffn_step *s, float lr, float *w, const float *g)
+{
+    ffn_model *m = s->model;
+    const size_t nt = ffn_model_tensor_count(m);
+    for (size_t k = 0; k < nt; k++) {
+        const ffn_tensor *t = ffn_model_tensor(m, k);
+        if (!t->trainable) continue;
+        for (size_t done = 0; done < t->count; done += FUSED_CHUNK) {
+            size_t n = t->count - done < FUSED_CHUNK ? t->count - done : FUSED_CHUNK;
+            ffn_optim_update(s->optim, lr, w, g, t->offset + done, n, t->decay);
+            if (t->ndim == 2) ffn_model_bf16_refresh_range(m, t->offset + done, n);
+        }
+    }
+    ffn_model_bf16_set_current(m);
+}
+
 static ffn_status update(ffn_step *s, float lr)
 {
     ffn_model *m = s->model;
+    /* Before ffn_model_params, which marks the copy stale: only a copy that was
+     * current can be kept current chunk by chunk. */
+    const int fuse = ffn_model_bf16_current(m) && !s->grad_slice && !s->cfg.pruner;
     float *params = ffn_model_params(m);
     const size_t own = s->own_hi - s->own_lo;
     float *w = params + s->own_lo;
@@ -243,6 +268,10 @@ static ffn_status update(ffn_step *s, float lr)
         if (scale != 1.0f) ffn_scale(g, own, scale);
     }
     ffn_optim_begin_step(s->optim);
+    if (fuse) {
+        update_fused_bf16(s, lr, w, g);
+        return FFN_OK;
+    }
     /* Trainable tensors only; weight decay where the tensor says (weights, not biases or norms). */
     const size_t nt = ffn_model_tensor_count(m);
     for (size_t k = 0; k < nt; k++) {

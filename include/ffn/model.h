@@ -155,6 +155,13 @@ size_t ffn_model_max_batch(const ffn_model *m);
  * saying why, where this build or CPU cannot run it natively. */
 ffn_status ffn_model_set_precision(ffn_model *m, ffn_precision p);
 ffn_precision ffn_model_precision(const ffn_model *m);
+/* bf16: whether the weights' bf16 copy matches the parameters now; and a
+ * range [offset, offset + count) of it converted at once (the step converts
+ * each chunk of weights right after the optimizer wrote it, while it is in
+ * cache, then declares the copy current: saves a pass over the weights). */
+int ffn_model_bf16_current(const ffn_model *m);
+void ffn_model_bf16_refresh_range(ffn_model *m, size_t offset, size_t count);
+void ffn_model_bf16_set_current(ffn_model *m);
 /* The GEMM backend and kernel that run, for the banner (into buf). */
 const char *ffn_model_gemm_name(const ffn_model *m, char *buf, size_t cap);
 
