@@ -99,3 +99,28 @@ pass "bf16 -> fp32 -> bf16 resumes: test accuracy $acc_y"
 grep -qE "^ffn-train: 1 rank x 1 thread; matrix products in bf16 operands, fp32 accumulation: oneDNN [0-9.]+ matmul \(.*(bf16|amx).*\)" banner.txt ||
   fail "banner: $(head -1 banner.txt)"
 pass "banner: $(head -1 banner.txt)"
+
+# ffn-eval in bf16: the same checkpoint's test accuracy within a point of fp32's,
+# and --predict's classes mostly the same.
+"$FFN_EVAL" --checkpoint ck1/ckpt-0000000303.h5 --data test.h5 --json >e32.json
+"$FFN_EVAL" --checkpoint ck1/ckpt-0000000303.h5 --data test.h5 --json --precision bf16 >e16.json
+"$FFN_EVAL" --checkpoint ck1/ckpt-0000000303.h5 --data test.h5 --predict p32.csv >/dev/null
+"$FFN_EVAL" --checkpoint ck1/ckpt-0000000303.h5 --data test.h5 --predict p16.csv --precision bf16 >/dev/null
+"$PY" - <<'PY' || fail "ffn-eval --precision bf16 disagrees with fp32"
+import csv, json
+a, b = json.load(open("e32.json")), json.load(open("e16.json"))
+print(f"ffn-eval accuracy fp32 {a['accuracy']:.4f}, bf16 {b['accuracy']:.4f}")
+assert abs(a["accuracy"] - b["accuracy"]) <= 0.01 and a["accuracy"] > 0.5
+p, q = list(csv.DictReader(open("p32.csv"))), list(csv.DictReader(open("p16.csv")))
+key = [k for k in p[0] if k in ("class", "predicted", "label", "prediction")][0]
+same = sum(x[key] == y[key] for x, y in zip(p, q)) / len(p)
+print(f"--predict: {100 * same:.1f}% of the classes agree")
+assert len(p) == len(q) == 500 and same >= 0.98
+PY
+pass "ffn-eval --precision bf16 evaluates and predicts as fp32 does"
+set +e
+"$FFN_EVAL" --checkpoint ck1/ckpt-0000000303.h5 --data test.h5 --precision half >/dev/null 2>err.txt
+rc=$?
+set -e
+[[ $rc -eq 2 ]] && grep -q "expected fp32 or bf16, got 'half'" err.txt || fail "ffn-eval --precision half: exit $rc, $(cat err.txt)"
+pass "ffn-eval --precision half refused: $(cat err.txt)"

@@ -54,6 +54,8 @@ static void usage(FILE *out)
             "                     When the checkpoint records standardization statistics, raw data\n"
             "                     is standardized with them; data standardized otherwise is refused\n"
             "  --batch-size N     rows per forward pass [default: 1024]\n"
+            "  --precision P      fp32, or bf16: the matrix products with bf16 operands and fp32\n"
+            "                     accumulation (oneDNN, CPUs with AVX512_BF16/AMX) [default: fp32]\n"
             "  --json             print the evaluation as one JSON object\n"
             "  --predict OUT      write each row's predicted class and class probabilities (mse: the\n"
             "                     outputs) to OUT; the extension picks CSV, NPY or HDF5; with class\n"
@@ -69,6 +71,7 @@ static void usage(FILE *out)
 
 /* What --model and --loss say, for weights files that carry no ffn spec. */
 static const char *model_hint, *loss_hint;
+static ffn_precision precision = FFN_PRECISION_FP32; /* --precision */
 
 /* A checkpoint, or a .npz/.safetensors weights file read as one. */
 static ffn_status load_checkpoint(ffn_checkpoint *c, const char *path)
@@ -294,6 +297,7 @@ static int evaluate(ffn_comm *comm, const char *ckpt_path, const char *data_path
         size_t out = ffn_model_output_dim(m);
         classes = ffn_dataset_get_info(s.ds)->has_labels ? (out > 1 ? out : 2) : 0;
         st = ffn_check_dataset_fits(m, s.loss, s.ds, what);
+        if (st == FFN_OK) st = ffn_model_set_precision(m, precision);
         if (st == FFN_OK) st = ffn_evaluator_create(&ev, m, s.loss, batch);
         if (st == FFN_OK && classes &&
             (!(confusion = calloc(classes * classes, sizeof *confusion)) ||
@@ -373,6 +377,7 @@ static int predict(ffn_comm *comm, const char *ckpt_path, const char *data_path,
         if (ffn_same_file(out, ffn_dataset_source(s.ds, i)))
             st = ffn_fail(FFN_ERR_ARG, "--predict %s is %s, which --data %s reads; expected a new file", out,
                           ffn_dataset_source(s.ds, i), data_path);
+    if (st == FFN_OK) st = ffn_model_set_precision(s.ckpt.model, precision);
     if (st == FFN_OK)
         st = ffn_predict(s.ckpt.model, s.loss, s.ds, comm, batch, out,
                          (ffn_predict_source){.checkpoint = ckpt_path, .data = data_path,
@@ -410,7 +415,7 @@ static int export_weights(const char *ckpt_path, const char *out)
 static int run(ffn_comm *comm, int argc, char **argv)
 {
     const char *ckpt = NULL, *data = NULL, *info_path = NULL, *merge_in = NULL, *out_path = NULL;
-    const char *predict_path = NULL, *export_path = NULL;
+    const char *predict_path = NULL, *export_path = NULL, *precision_name = NULL;
     int json = 0;
     size_t batch = 1024;
     for (int i = 1; i < argc; i++) {
@@ -436,6 +441,7 @@ static int run(ffn_comm *comm, int argc, char **argv)
                               : strcmp(a, "--export") == 0   ? &export_path
                               : strcmp(a, "--model") == 0    ? &model_hint
                               : strcmp(a, "--loss") == 0     ? &loss_hint
+                              : strcmp(a, "--precision") == 0 ? &precision_name
                                                              : NULL;
         int is_batch = strcmp(a, "--batch-size") == 0;
         if (!target && !is_batch) {
@@ -459,6 +465,13 @@ static int run(ffn_comm *comm, int argc, char **argv)
             }
             batch = (size_t)n;
         }
+    }
+    if (precision_name) {
+        if (strcmp(precision_name, "bf16") != 0 && strcmp(precision_name, "fp32") != 0) {
+            fprintf(stderr, "ffn-eval: error: --precision: expected fp32 or bf16, got '%s'\n", precision_name);
+            return 2;
+        }
+        precision = strcmp(precision_name, "bf16") == 0 ? FFN_PRECISION_BF16 : FFN_PRECISION_FP32;
     }
     if (loss_hint && ffn_loss_from_name(loss_hint) < 0) {
         char kinds[256];
