@@ -13,7 +13,7 @@
 #include "ffn/prune.h"
 
 /* T_LOSS .. T_PROGRESS: an int named by one of the names in named_types. */
-typedef enum { T_STR, T_U64, T_INT, T_FLOAT, T_DOUBLE, T_FLAG, T_LOSS, T_OPT, T_LR, T_PRECISION, T_PROGRESS } value_type;
+typedef enum { T_STR, T_U64, T_INT, T_FLOAT, T_DOUBLE, T_FLAG, T_LOSS, T_OPT, T_LR, T_PRECISION, T_GEMM, T_PROGRESS } value_type;
 typedef enum { ANY, POSITIVE, NONNEG, OPEN_UNIT } range;
 
 typedef struct {
@@ -80,6 +80,9 @@ static const flag flags[] = {
     {"precision", T_PRECISION, F(precision), ANY, "fp32|bf16",
      "arithmetic of the matrix products: fp32, or bf16 operands with fp32 accumulation (oneDNN, on a CPU with "
      "AVX512_BF16 or AMX); weights, optimizer and checkpoints stay fp32 either way"},
+    {"gemm", T_GEMM, F(gemm), ANY, "auto|openblas|onednn",
+     "library of the matrix products: fp32 on OpenBLAS or oneDNN (auto: oneDNN where this CPU has AVX-512 and "
+     "OpenBLAS runs a kernel without it, e.g. under OPENBLAS_CORETYPE); bf16 always on oneDNN"},
     {"bucket-mb", T_DOUBLE, F(bucket_mb), POSITIVE, "X", "gradient allreduce bucket size in MiB"},
     {"stall-timeout", T_DOUBLE, F(stall_timeout), NONNEG, "SECONDS",
      "end the job (exit 1, naming the rank) when a rank has not reached a step's gradient exchange this long "
@@ -187,12 +190,17 @@ static const ffn_names progress_table = FFN_NAMES_OF_ARRAY(progress_names);
 static const char *const precision_names[] = {"fp32", "bf16"};
 static const ffn_names precision_table = FFN_NAMES_OF_ARRAY(precision_names);
 
+/* --gemm: the ffn_gemm_backend values, in order. */
+static const char *const gemm_names[] = {"auto", "openblas", "onednn"};
+static const ffn_names gemm_table = FFN_NAMES_OF_ARRAY(gemm_names);
+
 /* The names each named value type takes. */
 static const ffn_names *const named_types[] = {
     [T_LOSS] = &ffn_loss_names,
     [T_OPT] = &ffn_opt_names,
     [T_LR] = &ffn_lr_names,
     [T_PRECISION] = &precision_table,
+    [T_GEMM] = &gemm_table,
     [T_PROGRESS] = &progress_table,
 };
 
@@ -262,6 +270,7 @@ static ffn_status set_value(ffn_train_config *cfg, const flag *f, const char *va
     case T_OPT:
     case T_LR:
     case T_PRECISION:
+    case T_GEMM:
     case T_PROGRESS: {
         const ffn_names *names = named_types[f->type];
         char list[FFN_NAMES_LIST_MAX];
@@ -361,6 +370,7 @@ static const char *json_expected(const flag *f, char *out, size_t cap)
     case T_OPT:
     case T_LR:
     case T_PRECISION:
+    case T_GEMM:
     case T_PROGRESS:
         snprintf(out, cap, "a string: %s", ffn_names_list(named_types[f->type], list, sizeof list));
         break;
@@ -386,6 +396,7 @@ static ffn_status apply_json_value(ffn_train_config *cfg, const flag *f, const c
     case T_OPT:
     case T_LR:
     case T_PRECISION:
+    case T_GEMM:
     case T_PROGRESS: type_ok = cJSON_IsString(item); break;
     case T_U64: type_ok = cJSON_IsNumber(item) || cJSON_IsString(item); break; /* string: beyond 2^53 */
     default: type_ok = cJSON_IsNumber(item); break;
@@ -765,7 +776,8 @@ static void format_value(const ffn_train_config *cfg, const flag *f, char *out, 
     case T_LOSS:
     case T_OPT:
     case T_LR:
-    case T_PRECISION: snprintf(out, cap, "%s", ffn_names_name(named_types[f->type], *(const int *)field)); break;
+    case T_PRECISION:
+    case T_GEMM: snprintf(out, cap, "%s", ffn_names_name(named_types[f->type], *(const int *)field)); break;
     case T_PROGRESS: snprintf(out, cap, "%s", progress_name(*(const int *)field)); break;
     }
 }

@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "ffn/mem.h"
 
@@ -21,6 +22,7 @@ typedef struct {
     int ta, tb;
     size_t m, n, k, lda, ldb, ldc;
     float alpha, beta;
+    int bf16; /* operands bf16 (else f32) */
     dnnl_primitive_t prim;
     dnnl_memory_t a, b, c, scratch;
 } plan;
@@ -28,6 +30,7 @@ typedef struct {
 
 struct ffn_gemm_engine {
     ffn_precision precision;
+    int onednn;            /* the products run on oneDNN (always in bf16) */
     const float *copy_f32; /* operands inside [copy_f32, + copy_n) are read from copy_bf16 */
     const ffn_bf16 *copy_bf16;
     size_t copy_n;
@@ -46,6 +49,28 @@ struct ffn_gemm_engine {
 };
 
 /* ---- capability --------------------------------------------------------- */
+
+/* Whether OpenBLAS runs an AVX-512 kernel (its core names: SkylakeX,
+ * Cooperlake, SapphireRapids; Haswell and Zen are AVX2). */
+static int openblas_has_avx512(void)
+{
+    const char *core = openblas_get_corename();
+    static const char *const avx512[] = {"skylakex", "cooperlake", "sapphirerapids"};
+    for (size_t i = 0; core && i < sizeof avx512 / sizeof avx512[0]; i++)
+        if (strcasecmp(core, avx512[i]) == 0) return 1;
+    return 0;
+}
+
+ffn_gemm_backend ffn_gemm_resolve(ffn_precision p, ffn_gemm_backend b)
+{
+    if (b != FFN_GEMM_AUTO) return b;
+    if (p == FFN_PRECISION_BF16) return FFN_GEMM_ONEDNN;
+#if defined(FFN_HAVE_ONEDNN) && defined(__x86_64__) && defined(__GNUC__)
+    __builtin_cpu_init();
+    if (__builtin_cpu_supports("avx512f") && !openblas_has_avx512()) return FFN_GEMM_ONEDNN;
+#endif
+    return FFN_GEMM_OPENBLAS;
+}
 
 int ffn_gemm_supports(ffn_precision p, char *why, size_t cap)
 {
@@ -99,8 +124,9 @@ static dnnl_status_t plan_make(ffn_gemm_engine *g, plan *p, char *kernel, size_t
 {
     dnnl_memory_desc_t a, b, c;
     dnnl_status_t s;
-    if ((s = operand_desc(&a, p->m, p->k, p->ta, p->lda, dnnl_bf16)) != dnnl_success ||
-        (s = operand_desc(&b, p->k, p->n, p->tb, p->ldb, dnnl_bf16)) != dnnl_success ||
+    dnnl_data_type_t type = p->bf16 ? dnnl_bf16 : dnnl_f32;
+    if ((s = operand_desc(&a, p->m, p->k, p->ta, p->lda, type)) != dnnl_success ||
+        (s = operand_desc(&b, p->k, p->n, p->tb, p->ldb, type)) != dnnl_success ||
         (s = operand_desc(&c, p->m, p->n, 0, p->ldc, dnnl_f32)) != dnnl_success)
         return s;
     dnnl_matmul_desc_t desc;
@@ -148,10 +174,11 @@ static dnnl_status_t plan_make(ffn_gemm_engine *g, plan *p, char *kernel, size_t
 static plan *plan_for(ffn_gemm_engine *g, int ta, int tb, size_t m, size_t n, size_t k, size_t lda, size_t ldb,
                       size_t ldc, float alpha, float beta)
 {
+    const int bf16 = g->precision == FFN_PRECISION_BF16;
     for (size_t i = 0; i < g->plan_count; i++) {
         plan *p = &g->plans[i];
         if (p->ta == ta && p->tb == tb && p->m == m && p->n == n && p->k == k && p->lda == lda &&
-            p->ldb == ldb && p->ldc == ldc && p->alpha == alpha && p->beta == beta)
+            p->ldb == ldb && p->ldc == ldc && p->alpha == alpha && p->beta == beta && p->bf16 == bf16)
             return p;
     }
     plan *p;
@@ -164,7 +191,7 @@ static plan *plan_for(ffn_gemm_engine *g, int ta, int tb, size_t m, size_t n, si
         plan_destroy(p);
     }
     *p = (plan){.ta = ta, .tb = tb, .m = m, .n = n, .k = k, .lda = lda, .ldb = ldb, .ldc = ldc,
-                .alpha = alpha, .beta = beta};
+                .alpha = alpha, .beta = beta, .bf16 = bf16};
     char kernel[64];
     if (plan_make(g, p, kernel, sizeof kernel) != dnnl_success) {
         /* p is zeroed (m = 0 matches no product); an appended slot is given back */
@@ -190,19 +217,25 @@ static const ffn_bf16 *bf16_operand(ffn_gemm_engine *g, int which, const float *
     return g->scratch[which];
 }
 
-static int gemm_bf16(ffn_gemm_engine *g, int ta, int tb, size_t m, size_t n, size_t k, float alpha, const float *A,
-                     size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc)
+/* One product on oneDNN: bf16 operands (converted or kept) or the f32 ones as
+ * they are. 0, or -1 (C untouched), or -2 (C already multiplied by beta). */
+static int gemm_onednn(ffn_gemm_engine *g, int ta, int tb, size_t m, size_t n, size_t k, float alpha, const float *A,
+                       size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc)
 {
-    /* Both scratch buffers sized before either is filled (growing frees them). */
-    size_t need = m * k > k * n ? m * k : k * n;
-    if (need > g->scratch_cap && ffn_gemm_reserve(g, need) != FFN_OK) return -1;
-    size_t la, lb;
-    const ffn_bf16 *a = bf16_operand(g, 0, A, ta, m, k, lda, &la);
-    const ffn_bf16 *b = bf16_operand(g, 1, B, tb, k, n, ldb, &lb);
+    size_t la = lda, lb = ldb;
+    const void *a = A, *b = B;
+    if (g->precision == FFN_PRECISION_BF16) {
+        /* Both scratch buffers sized before either is filled (growing frees them). */
+        size_t need = m * k > k * n ? m * k : k * n;
+        if (need > g->scratch_cap && ffn_gemm_reserve(g, need) != FFN_OK) return -1;
+        a = bf16_operand(g, 0, A, ta, m, k, lda, &la);
+        b = bf16_operand(g, 1, B, tb, k, n, ldb, &lb);
+    }
     float sum = beta == 0.0f ? 0.0f : 1.0f;
     plan *p = plan_for(g, ta, tb, m, n, k, la, lb, ldc, alpha, sum);
     if (!p) return -1;
-    if (beta != 0.0f && beta != 1.0f)
+    int scaled = beta != 0.0f && beta != 1.0f;
+    if (scaled)
         for (size_t i = 0; i < m; i++)
             for (size_t j = 0; j < n; j++) C[i * ldc + j] *= beta;
     dnnl_memory_set_data_handle(p->a, (void *)a);
@@ -214,34 +247,49 @@ static int gemm_bf16(ffn_gemm_engine *g, int ta, int tb, size_t m, size_t n, siz
         dnnl_memory_set_data_handle(p->scratch, g->dnnl_scratch);
         args[nargs++] = (dnnl_exec_arg_t){DNNL_ARG_SCRATCHPAD, p->scratch};
     }
-    if (dnnl_primitive_execute(p->prim, g->stream, nargs, args) != dnnl_success) return -1;
+    if (dnnl_primitive_execute(p->prim, g->stream, nargs, args) != dnnl_success) return scaled ? -2 : -1;
     return 0;
 }
 #endif
 
 /* ---- the engine --------------------------------------------------------- */
 
-ffn_status ffn_gemm_create(ffn_gemm_engine **out, ffn_precision p)
+ffn_status ffn_gemm_create(ffn_gemm_engine **out, ffn_precision p, ffn_gemm_backend b)
 {
     *out = NULL;
     char why[256];
     if (!ffn_gemm_supports(p, why, sizeof why)) return ffn_fail(FFN_ERR_ARG, "--precision bf16: %s", why);
+    b = ffn_gemm_resolve(p, b);
+    if (p == FFN_PRECISION_BF16 && b == FFN_GEMM_OPENBLAS)
+        return ffn_fail(FFN_ERR_ARG, "--precision bf16 runs on oneDNN only (OpenBLAS 0.3.21 has no bf16 GEMM): "
+                                     "drop --gemm openblas");
+#ifndef FFN_HAVE_ONEDNN
+    if (b == FFN_GEMM_ONEDNN)
+        return ffn_fail(FFN_ERR_ARG, "--gemm onednn: this ffn was built without oneDNN (Debian: apt-get install "
+                                     "libdnnl-dev, then rerun launch/setup.sh)");
+#endif
     ffn_gemm_engine *g = calloc(1, sizeof *g);
     if (!g) return ffn_fail(FFN_ERR_NOMEM, "out of memory");
     g->precision = p;
+    g->onednn = b == FFN_GEMM_ONEDNN;
 #ifdef FFN_HAVE_ONEDNN
-    if (p == FFN_PRECISION_BF16) {
+    if (g->onednn) {
         if (dnnl_engine_create(&g->engine, dnnl_cpu, 0) != dnnl_success ||
             dnnl_stream_create(&g->stream, g->engine, dnnl_stream_default_flags) != dnnl_success) {
             ffn_gemm_free(g);
             return ffn_fail(FFN_ERR_ARG, "--precision bf16: oneDNN could not start its CPU engine");
         }
-        /* A probe product names the kernel, and proves it is a bf16 one: oneDNN
+        /* A probe product names the kernel, and proves a bf16 one is: oneDNN
          * limited by ONEDNN_MAX_CPU_ISA would otherwise convert silently. */
-        plan probe = {.m = 16, .n = 16, .k = 16, .lda = 16, .ldb = 16, .ldc = 16, .alpha = 1.0f};
+        plan probe = {.m = 64, .n = 64, .k = 64, .lda = 64, .ldb = 64, .ldc = 64, .alpha = 1.0f,
+                      .bf16 = p == FFN_PRECISION_BF16};
         dnnl_status_t s = plan_make(g, &probe, g->kernel, sizeof g->kernel);
         plan_destroy(&probe);
-        if (s != dnnl_success || (!strstr(g->kernel, "bf16") && !strstr(g->kernel, "amx"))) {
+        if (s != dnnl_success && p == FFN_PRECISION_FP32) {
+            ffn_gemm_free(g);
+            return ffn_fail(FFN_ERR_ARG, "--gemm onednn: oneDNN could not make an f32 matmul");
+        }
+        if (p == FFN_PRECISION_BF16 && (s != dnnl_success || (!strstr(g->kernel, "bf16") && !strstr(g->kernel, "amx")))) {
             ffn_status st = ffn_fail(FFN_ERR_ARG,
                                      "--precision bf16: oneDNN offers no native bf16 kernel here (it chose '%s'; "
                                      "is ONEDNN_MAX_CPU_ISA set?); refusing to emulate: use --precision fp32",
@@ -296,11 +344,13 @@ void ffn_gemm(ffn_gemm_engine *g, int trans_a, int trans_b, size_t m, size_t n, 
 {
     if (m == 0 || n == 0) return;
 #ifdef FFN_HAVE_ONEDNN
-    if (g && g->precision == FFN_PRECISION_BF16 && k > 0) {
-        if (gemm_bf16(g, trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc) == 0) return;
+    if (g && g->onednn && k > 0) {
+        int r = gemm_onednn(g, trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+        if (r == 0) return;
+        if (r == -2) beta = 1.0f;
         if (!g->failed++)
-            fprintf(stderr, "ffn: warning: a bf16 product of %zux%zux%zu failed in oneDNN (out of memory?); "
-                            "it and any like it run in fp32\n", m, n, k);
+            fprintf(stderr, "ffn: warning: a product of %zux%zux%zu failed in oneDNN (out of memory?); "
+                            "it and any like it run on OpenBLAS in fp32\n", m, n, k);
     }
 #endif
     cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, (int)m,
@@ -310,10 +360,14 @@ void ffn_gemm(ffn_gemm_engine *g, int trans_a, int trans_b, size_t m, size_t n, 
 const char *ffn_gemm_describe(const ffn_gemm_engine *g, char *buf, size_t cap)
 {
 #ifdef FFN_HAVE_ONEDNN
-    if (g && g->precision == FFN_PRECISION_BF16) {
+    if (g && g->onednn) {
         const dnnl_version_t *v = dnnl_version();
-        snprintf(buf, cap, "bf16 operands, fp32 accumulation: oneDNN %d.%d.%d matmul (%s)", v->major, v->minor,
-                 v->patch, g->kernel);
+        if (g->precision == FFN_PRECISION_BF16)
+            snprintf(buf, cap, "bf16 operands, fp32 accumulation: oneDNN %d.%d.%d matmul (%s)", v->major, v->minor,
+                     v->patch, g->kernel);
+        else
+            snprintf(buf, cap, "fp32: oneDNN %d.%d.%d matmul (%s; OpenBLAS here runs %s)", v->major, v->minor,
+                     v->patch, g->kernel, openblas_get_corename());
         return buf;
     }
 #endif

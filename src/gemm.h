@@ -25,7 +25,11 @@ typedef struct ffn_gemm_engine ffn_gemm_engine;
 
 /* Whether this build and CPU can run precision p; if not, why (into why). */
 int ffn_gemm_supports(ffn_precision p, char *why, size_t cap);
-ffn_status ffn_gemm_create(ffn_gemm_engine **out, ffn_precision p);
+/* The backend FFN_GEMM_AUTO stands for at precision p on this machine. */
+ffn_gemm_backend ffn_gemm_resolve(ffn_precision p, ffn_gemm_backend b);
+/* An engine for p on backend b (AUTO resolved); refused, saying why, where
+ * this build or CPU cannot run it. */
+ffn_status ffn_gemm_create(ffn_gemm_engine **out, ffn_precision p, ffn_gemm_backend b);
 void ffn_gemm_free(ffn_gemm_engine *g);
 ffn_precision ffn_gemm_precision(const ffn_gemm_engine *g);
 

@@ -236,12 +236,20 @@ void ffn_model_init_params(ffn_model *m, uint64_t seed)
 
 ffn_status ffn_model_set_precision(ffn_model *m, ffn_precision p)
 {
-    if (ffn_model_precision(m) == p) return FFN_OK;
+    return ffn_model_set_compute(m, p, p == FFN_PRECISION_FP32 ? FFN_GEMM_OPENBLAS : FFN_GEMM_ONEDNN);
+}
+
+ffn_status ffn_model_set_compute(ffn_model *m, ffn_precision p, ffn_gemm_backend b)
+{
     ffn_gemm_engine *g = NULL;
     ffn_bf16 *copy = NULL;
-    if (p != FFN_PRECISION_FP32) {
-        ffn_status st = ffn_gemm_create(&g, p);
+    b = ffn_gemm_resolve(p, b);
+    /* fp32 on OpenBLAS needs no engine: NULL is sgemm, as ever. */
+    if (p != FFN_PRECISION_FP32 || b != FFN_GEMM_OPENBLAS) {
+        ffn_status st = ffn_gemm_create(&g, p, b);
         if (st != FFN_OK) return st;
+    }
+    if (p == FFN_PRECISION_BF16) {
         if (!(copy = ffn_alloc(m->param_count ? m->param_count : 1, sizeof *copy))) {
             ffn_gemm_free(g);
             return ffn_fail(FFN_ERR_NOMEM, "out of memory for the bf16 copy of %zu parameters", m->param_count);

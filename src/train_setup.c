@@ -312,7 +312,10 @@ static ffn_status load_teacher(ffn_run *r, size_t input_dim, size_t max_batch)
     }
     if (st == FFN_OK) {
         memcpy(ffn_model_params(r->teacher), ck.params, ck.param_count * sizeof(float));
-        st = ffn_model_reserve(r->teacher, max_batch);
+        /* The teacher computes as the student does: a student that is the
+         * teacher sees exactly the teacher's outputs (KL 0). */
+        st = ffn_model_set_compute(r->teacher, (ffn_precision)r->cfg->precision, (ffn_gemm_backend)r->cfg->gemm);
+        if (st == FFN_OK) st = ffn_model_reserve(r->teacher, max_batch);
     }
     ffn_checkpoint_free(&ck);
     return st;
@@ -508,7 +511,7 @@ ffn_status ffn_run_setup(ffn_run *r)
     r->max_local = ffn_sampler_max_local(cfg->batch_size, r->size);
     if (r->max_local > info->rows) r->max_local = info->rows;
     size_t eval_rows = cfg->eval_batch_size;
-    if ((st = ffn_model_set_precision(r->model, (ffn_precision)cfg->precision)) != FFN_OK) return st;
+    if ((st = ffn_model_set_compute(r->model, (ffn_precision)cfg->precision, (ffn_gemm_backend)cfg->gemm)) != FFN_OK) return st;
     if ((st = ffn_model_reserve(r->model, r->max_local > eval_rows ? r->max_local : eval_rows)) != FFN_OK) return st;
     if ((r->val || r->test) &&
         (st = ffn_evaluator_create(&r->eval, r->model, (ffn_loss)cfg->loss, eval_rows)) != FFN_OK)

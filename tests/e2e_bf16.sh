@@ -124,3 +124,23 @@ rc=$?
 set -e
 [[ $rc -eq 2 ]] && grep -q "expected fp32 or bf16, got 'half'" err.txt || fail "ffn-eval --precision half: exit $rc, $(cat err.txt)"
 pass "ffn-eval --precision half refused: $(cat err.txt)"
+
+# --gemm: fp32 on oneDNN's f32 matmul follows OpenBLAS's curve to float noise
+# (the same arithmetic in another order), and each names itself in the banner.
+mpi 1 "$FFN_TRAIN" "${ARGS[@]}" --epochs 1 --gemm openblas --metrics gob.csv >/dev/null
+mpi 1 "$FFN_TRAIN" "${ARGS[@]}" --epochs 1 --gemm onednn --metrics god.csv >/dev/null
+"$PY" - <<'PY' || fail "--gemm onednn and openblas differ beyond float noise"
+import csv, numpy as np
+def curve(f):
+    return np.array([float(r["loss"]) for r in csv.DictReader(open(f)) if r["kind"] == "step"])
+a, b = curve("gob.csv"), curve("god.csv")
+d = np.max(np.abs(a - b) / np.abs(a))
+print(f"fp32 on oneDNN vs OpenBLAS: {len(a)} steps, max relative loss difference {d:.1e} (bound 1e-4)")
+assert len(a) == len(b) == 101 and d < 1e-4
+PY
+for g in openblas onednn; do
+  "$FFN_TRAIN" --train train.h5 --model dense:8:relu,dense:4 --gemm $g --max-steps 1 --threads 1 --progress off >g.txt
+  want="OpenBLAS sgemm"; [[ $g == onednn ]] && want="fp32: oneDNN"
+  grep -q "^ffn-train: .*matrix products in .*$want" g.txt || fail "--gemm $g banner: $(head -1 g.txt)"
+done
+pass "--gemm onednn follows --gemm openblas; banners name them"

@@ -1,9 +1,10 @@
-/* Tests for --precision bf16: the conversion (round to nearest even, the
+/* Tests for --precision bf16 and --gemm onednn: the conversion (round to nearest even, the
  * specials), the GEMM layer's bf16 products against a double reference of the
  * same bf16-rounded operands (every transpose, alpha, beta, strided operands,
  * operands read from the kept copy or converted), and every layer kind's
  * gradients in bf16 against the same model in fp32 (within a bf16-sized
- * tolerance, and provably not fp32). Skipped (77) where the build or the CPU
+ * tolerance, and provably not fp32); fp32 products on oneDNN against the
+ * same reference. Skipped (77) where the build or the CPU
  * cannot run bf16 natively. */
 #include <math.h>
 #include <stdint.h>
@@ -62,7 +63,11 @@ static void test_rounding(void)
 
 /* ---- the GEMM layer */
 
-/* C = alpha·op(A)·op(B) + beta·C in double, on the operands rounded to bf16. */
+/* C = alpha·op(A)·op(B) + beta·C in double, on the operands rounded to bf16
+ * (round 1) or as they are (round 0). */
+static int ref_round = 1;
+static double operand(float v) { return ref_round ? (double)ffn_float_from_bf16(ffn_bf16_from_float(v)) : (double)v; }
+
 static void ref_gemm(int ta, int tb, size_t m, size_t n, size_t k, double alpha, const float *A, size_t lda,
                      const float *B, size_t ldb, double beta, double *C, size_t ldc)
 {
@@ -71,8 +76,7 @@ static void ref_gemm(int ta, int tb, size_t m, size_t n, size_t k, double alpha,
             double s = 0;
             for (size_t p = 0; p < k; p++) {
                 float a = ta ? A[p * lda + i] : A[i * lda + p], b = tb ? B[j * ldb + p] : B[p * ldb + j];
-                s += (double)ffn_float_from_bf16(ffn_bf16_from_float(a)) *
-                     (double)ffn_float_from_bf16(ffn_bf16_from_float(b));
+                s += operand(a) * operand(b);
             }
             C[i * ldc + j] = alpha * s + beta * C[i * ldc + j];
         }
@@ -123,7 +127,7 @@ static void check_product(ffn_gemm_engine *g, int ta, int tb, size_t m, size_t n
 static void test_gemm(void)
 {
     ffn_gemm_engine *g = NULL;
-    CHECK(ffn_gemm_create(&g, FFN_PRECISION_BF16) == FFN_OK);
+    CHECK(ffn_gemm_create(&g, FFN_PRECISION_BF16, FFN_GEMM_AUTO) == FFN_OK);
     if (!g) return;
     char name[160];
     ffn_gemm_describe(g, name, sizeof name);
@@ -139,6 +143,24 @@ static void test_gemm(void)
                                       (int)((s + a + b) & 1));
     /* A shape seen again reuses its primitive and gives the same bits. */
     check_product(g, 0, 1, 33, 17, 65, 1.0f, 0.0f, 0);
+    ffn_gemm_free(g);
+
+    /* bf16 on OpenBLAS is refused (it has no bf16 GEMM), never emulated. */
+    g = NULL;
+    CHECK(ffn_gemm_create(&g, FFN_PRECISION_BF16, FFN_GEMM_OPENBLAS) != FFN_OK && g == NULL);
+    CHECK_MSG(strstr(ffn_last_error(), "oneDNN only") != NULL, "%s", ffn_last_error());
+
+    /* fp32 on oneDNN: the operands as they are, the same reference. */
+    CHECK(ffn_gemm_create(&g, FFN_PRECISION_FP32, FFN_GEMM_ONEDNN) == FFN_OK);
+    if (!g) return;
+    ffn_gemm_describe(g, name, sizeof name);
+    CHECK_MSG(strncmp(name, "fp32: oneDNN", 12) == 0, "engine: %s", name);
+    ref_round = 0;
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++)
+            for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+                check_product(g, ta, tb, shapes[s][0], shapes[s][1], shapes[s][2], alphas[s & 1], betas[s % 3], 0);
+    ref_round = 1;
     ffn_gemm_free(g);
 }
 

@@ -97,6 +97,14 @@ typedef struct ffn_model ffn_model;
  * softmax, losses and the optimizer always run in fp32. */
 typedef enum { FFN_PRECISION_FP32 = 0, FFN_PRECISION_BF16 } ffn_precision;
 
+/* Which library runs the products. bf16 runs on oneDNN only. fp32: OpenBLAS
+ * sgemm, or oneDNN's f32 matmul; AUTO takes oneDNN when this CPU has AVX-512
+ * but OpenBLAS runs a kernel without it (an old OpenBLAS, or one held back by
+ * OPENBLAS_CORETYPE: oneDNN was about 2x faster there on every benchmark
+ * shape), else OpenBLAS (within 10% of oneDNN at large shapes, faster at
+ * narrow ones). The choice never depends on timing, so runs stay reproducible. */
+typedef enum { FFN_GEMM_AUTO = 0, FFN_GEMM_OPENBLAS, FFN_GEMM_ONEDNN } ffn_gemm_backend;
+
 /* "dense", "dropout", "layernorm", "ffn", "swiglu" (the spec keywords). */
 const char *ffn_layer_kind_name(ffn_layer_kind kind);
 
@@ -154,6 +162,9 @@ size_t ffn_model_max_batch(const ffn_model *m);
  * bf16 keeps a bf16 copy of the weights (2 bytes per parameter) and fails,
  * saying why, where this build or CPU cannot run it natively. */
 ffn_status ffn_model_set_precision(ffn_model *m, ffn_precision p);
+/* The same with the backend chosen (ffn_model_set_precision: fp32 on
+ * OpenBLAS, bf16 on oneDNN). */
+ffn_status ffn_model_set_compute(ffn_model *m, ffn_precision p, ffn_gemm_backend b);
 ffn_precision ffn_model_precision(const ffn_model *m);
 /* bf16: whether the weights' bf16 copy matches the parameters now; and a
  * range [offset, offset + count) of it converted at once (the step converts

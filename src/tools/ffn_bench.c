@@ -7,6 +7,7 @@
  *       fsync'd write; prints one table row per measure
  *   ffn-bench step --model SPEC --input D --loss L --batch B [--threads N]
  *                  [--data FILE] [--seconds S] [--bucket-mb X] [--precision fp32|bf16]
+ *                  [--gemm auto|openblas|onednn]
  *       one model: samples/s, GFLOP/s (6 x params x samples), sgemm bound and,
  *       with more than one rank, the gradient exchange
  *   ffn-bench ckpt --model SPEC --input D [--dir DIR]
@@ -217,6 +218,7 @@ typedef struct {
     int threads;
     double seconds, bucket_mb;
     ffn_precision precision;
+    ffn_gemm_backend gemm;
 } step_args;
 
 /* Loads the in-memory pool: this rank's share of the first rows of --data,
@@ -262,7 +264,7 @@ static step_result run_step(const step_args *a, int quiet)
     }
     if (ffn_model_create_from_text(&s.model, a->model, a->input) != FFN_OK) die("--model");
     ffn_model_init_params(s.model, 1);
-    if (ffn_model_set_precision(s.model, a->precision) != FFN_OK) die(ffn_last_error());
+    if (ffn_model_set_compute(s.model, a->precision, a->gemm) != FFN_OK) die(ffn_last_error());
     s.input = a->input;
     s.out_dim = ffn_model_output_dim(s.model);
     s.global = a->batch;
@@ -317,8 +319,9 @@ static step_result run_step(const step_args *a, int quiet)
     ffn_rng rng = ffn_rng_make(3, 77);
     ffn_rng_fill_uniform(&rng, s.ga, s.local * widest, -1, 1);
     ffn_rng_fill_uniform(&rng, s.gb, wmax, -0.01f, 0.01f);
+    if (a->precision != FFN_PRECISION_FP32 || ffn_gemm_resolve(a->precision, a->gemm) != FFN_GEMM_OPENBLAS)
+        if (ffn_gemm_create(&s.gemm, a->precision, a->gemm) != FFN_OK) die(ffn_last_error());
     if (bound_bf16) {
-        if (ffn_gemm_create(&s.gemm, a->precision) != FFN_OK) die(ffn_last_error());
         ffn_bf16_from_floats(bound_bf16, bound_buf, arena);
         ffn_gemm_set_bf16_copy(s.gemm, bound_buf, bound_bf16, arena);
     }
@@ -572,9 +575,9 @@ static int suite(int quick, int threads, const char *dir)
         printf("| measure | ffn | reference | ratio |\n|---|---:|---:|---:|\n");
     }
     step_args runs[3] = {
-        {"mlp-b32", "dense:128:relu,dense:10", "softmax_ce", NULL, 784, 32, threads, sec, 4, FFN_PRECISION_FP32},
-        {"mlp-b256", "dense:128:relu,dense:10", "softmax_ce", NULL, 784, 256, threads, sec, 4, FFN_PRECISION_FP32},
-        {"ffn-b256", "dense:4096:gelu,dense:1024", "mse", NULL, 1024, 256, threads, sec, 4, FFN_PRECISION_FP32},
+        {"mlp-b32", "dense:128:relu,dense:10", "softmax_ce", NULL, 784, 32, threads, sec, 4, FFN_PRECISION_FP32, FFN_GEMM_AUTO},
+        {"mlp-b256", "dense:128:relu,dense:10", "softmax_ce", NULL, 784, 256, threads, sec, 4, FFN_PRECISION_FP32, FFN_GEMM_AUTO},
+        {"ffn-b256", "dense:4096:gelu,dense:1024", "mse", NULL, 1024, 256, threads, sec, 4, FFN_PRECISION_FP32, FFN_GEMM_AUTO},
     };
     int bad = 0;
     for (int i = 0; i < 3; i++) {
@@ -640,7 +643,7 @@ int main(int argc, char **argv)
             printf("usage: ffn-bench [--quick] [--threads N] [--dir DIR]\n"
                    "       ffn-bench --version\n"
                    "       ffn-bench step --model SPEC --input D --loss L --batch B [--threads N] [--data FILE]\n"
-                   "                      [--seconds S] [--bucket-mb X] [--name NAME] [--precision fp32|bf16]\n"
+                   "                      [--seconds S] [--bucket-mb X] [--name NAME] [--precision fp32|bf16] [--gemm auto|openblas|onednn]\n"
                    "       ffn-bench ckpt --model SPEC --input D [--dir DIR]\n"
                    "       ffn-bench train FFN-TRAIN-FLAGS...\n"
                    "(synthetic datasets: ffn-data synth)\n");
@@ -651,12 +654,21 @@ int main(int argc, char **argv)
                        strtoull(flag_value(argc, argv, "--batch", "32"), NULL, 10),
                        atoi(flag_value(argc, argv, "--threads", "1")),
                        atof(flag_value(argc, argv, "--seconds", "3")),
-                       atof(flag_value(argc, argv, "--bucket-mb", "4")), FFN_PRECISION_FP32};
+                       atof(flag_value(argc, argv, "--bucket-mb", "4")), FFN_PRECISION_FP32, FFN_GEMM_AUTO};
         const char *precision = flag_value(argc, argv, "--precision", "fp32");
         if (!strcmp(precision, "bf16")) {
             a.precision = FFN_PRECISION_BF16;
         } else if (strcmp(precision, "fp32") != 0) {
             if (rank == 0) fprintf(stderr, "ffn-bench step: --precision: expected fp32 or bf16, got '%s'\n", precision);
+            a.model = NULL;
+        }
+        const char *gemm = flag_value(argc, argv, "--gemm", "auto");
+        if (!strcmp(gemm, "openblas")) {
+            a.gemm = FFN_GEMM_OPENBLAS;
+        } else if (!strcmp(gemm, "onednn")) {
+            a.gemm = FFN_GEMM_ONEDNN;
+        } else if (strcmp(gemm, "auto") != 0) {
+            if (rank == 0) fprintf(stderr, "ffn-bench step: --gemm: expected auto, openblas or onednn, got '%s'\n", gemm);
             a.model = NULL;
         }
         if (!a.model || !a.input || !a.batch || a.threads < 1) {

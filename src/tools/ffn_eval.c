@@ -56,6 +56,7 @@ static void usage(FILE *out)
             "  --batch-size N     rows per forward pass [default: 1024]\n"
             "  --precision P      fp32, or bf16: the matrix products with bf16 operands and fp32\n"
             "                     accumulation (oneDNN, CPUs with AVX512_BF16/AMX) [default: fp32]\n"
+            "  --gemm B           auto, openblas or onednn: the library of the products (as ffn-train's)\n"
             "  --json             print the evaluation as one JSON object\n"
             "  --predict OUT      write each row's predicted class and class probabilities (mse: the\n"
             "                     outputs) to OUT; the extension picks CSV, NPY or HDF5; with class\n"
@@ -72,6 +73,7 @@ static void usage(FILE *out)
 /* What --model and --loss say, for weights files that carry no ffn spec. */
 static const char *model_hint, *loss_hint;
 static ffn_precision precision = FFN_PRECISION_FP32; /* --precision */
+static ffn_gemm_backend gemm_backend = FFN_GEMM_AUTO;  /* --gemm */
 
 /* A checkpoint, or a .npz/.safetensors weights file read as one. */
 static ffn_status load_checkpoint(ffn_checkpoint *c, const char *path)
@@ -297,7 +299,7 @@ static int evaluate(ffn_comm *comm, const char *ckpt_path, const char *data_path
         size_t out = ffn_model_output_dim(m);
         classes = ffn_dataset_get_info(s.ds)->has_labels ? (out > 1 ? out : 2) : 0;
         st = ffn_check_dataset_fits(m, s.loss, s.ds, what);
-        if (st == FFN_OK) st = ffn_model_set_precision(m, precision);
+        if (st == FFN_OK) st = ffn_model_set_compute(m, precision, gemm_backend);
         if (st == FFN_OK) st = ffn_evaluator_create(&ev, m, s.loss, batch);
         if (st == FFN_OK && classes &&
             (!(confusion = calloc(classes * classes, sizeof *confusion)) ||
@@ -377,7 +379,7 @@ static int predict(ffn_comm *comm, const char *ckpt_path, const char *data_path,
         if (ffn_same_file(out, ffn_dataset_source(s.ds, i)))
             st = ffn_fail(FFN_ERR_ARG, "--predict %s is %s, which --data %s reads; expected a new file", out,
                           ffn_dataset_source(s.ds, i), data_path);
-    if (st == FFN_OK) st = ffn_model_set_precision(s.ckpt.model, precision);
+    if (st == FFN_OK) st = ffn_model_set_compute(s.ckpt.model, precision, gemm_backend);
     if (st == FFN_OK)
         st = ffn_predict(s.ckpt.model, s.loss, s.ds, comm, batch, out,
                          (ffn_predict_source){.checkpoint = ckpt_path, .data = data_path,
@@ -415,7 +417,7 @@ static int export_weights(const char *ckpt_path, const char *out)
 static int run(ffn_comm *comm, int argc, char **argv)
 {
     const char *ckpt = NULL, *data = NULL, *info_path = NULL, *merge_in = NULL, *out_path = NULL;
-    const char *predict_path = NULL, *export_path = NULL, *precision_name = NULL;
+    const char *predict_path = NULL, *export_path = NULL, *precision_name = NULL, *gemm_name = NULL;
     int json = 0;
     size_t batch = 1024;
     for (int i = 1; i < argc; i++) {
@@ -442,6 +444,7 @@ static int run(ffn_comm *comm, int argc, char **argv)
                               : strcmp(a, "--model") == 0    ? &model_hint
                               : strcmp(a, "--loss") == 0     ? &loss_hint
                               : strcmp(a, "--precision") == 0 ? &precision_name
+                              : strcmp(a, "--gemm") == 0     ? &gemm_name
                                                              : NULL;
         int is_batch = strcmp(a, "--batch-size") == 0;
         if (!target && !is_batch) {
@@ -472,6 +475,17 @@ static int run(ffn_comm *comm, int argc, char **argv)
             return 2;
         }
         precision = strcmp(precision_name, "bf16") == 0 ? FFN_PRECISION_BF16 : FFN_PRECISION_FP32;
+    }
+    if (gemm_name) {
+        static const char *const names[] = {"auto", "openblas", "onednn"};
+        int found = -1;
+        for (int k = 0; k < 3; k++)
+            if (strcmp(gemm_name, names[k]) == 0) found = k;
+        if (found < 0) {
+            fprintf(stderr, "ffn-eval: error: --gemm: expected auto, openblas or onednn, got '%s'\n", gemm_name);
+            return 2;
+        }
+        gemm_backend = (ffn_gemm_backend)found;
     }
     if (loss_hint && ffn_loss_from_name(loss_hint) < 0) {
         char kinds[256];
