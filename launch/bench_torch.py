@@ -3,6 +3,8 @@
 and threads as ffn-bench, so that every ffn figure has its PyTorch counterpart.
 
   bench_torch.py --model mlp|ffn --data FILE.h5 --batch B --threads T [--seconds S] [--ranks 2]
+                 [--precision fp32|bf16] [--ddp-hook none|fp16]
+  bench_torch.py ... --dist-rank R --dist-world W --dist-init tcp://HOST:PORT   (one DDP rank)
 
 mlp: 784 -> 128 ReLU -> 10, cross-entropy on int labels
 ffn: 1024 -> 4096 GELU (exact erf form) -> 1024, MSE on float targets
@@ -11,7 +13,12 @@ optimizer step and loss.item() (ffn reduces its loss and accuracy every step).
 The data: the first rows of FILE (uint8 features times their scale), held in
 memory and cycled batch by batch, as ffn-bench step does. --ranks 2 runs
 DistributedDataParallel with gloo in two processes (B is the global batch,
-B/2 a process), each with T threads.
+B/2 a process), each with T threads. --dist-rank/--dist-world/--dist-init run
+one rank of such a job, started by the caller wherever it likes (a network
+namespace each: launch/bench-netns.sh), with gloo over TCP. --ddp-hook fp16
+registers DDP's fp16_compress_hook (gradients all-reduced in 16 bits): its
+bf16_compress_hook cannot run on the CPU in PyTorch 1.13 (it demands CUDA 11+
+and NCCL 2.10+, and gloo refuses bf16 tensors: "Invalid scalar type").
 
 Rates come from the fastest of five timed repeats (the slowest rank's time in
 each), as in ffn-bench. Prints one line: RESULT torch name=... key=value ..."""
@@ -30,6 +37,10 @@ def parse():
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--ranks", type=int, default=1)
     p.add_argument("--name", default=None)
+    p.add_argument("--dist-rank", type=int, default=None)
+    p.add_argument("--dist-world", type=int, default=None)
+    p.add_argument("--dist-init", default=None)
+    p.add_argument("--ddp-hook", choices=["none", "fp16"], default="none")
     p.add_argument("--precision", choices=["fp32", "bf16"], default="fp32",
                    help="bf16: torch.autocast('cpu', dtype=torch.bfloat16) around forward and loss, "
                         "as a user adds it (fp32 master weights, Adam in fp32)")
@@ -76,12 +87,17 @@ def run(args, rank, world):
     if world > 1:
         import datetime
         import torch.distributed as dist
-        # A file rendezvous (no port to race for); a stuck peer fails in 2 minutes, never hangs.
-        dist.init_process_group("gloo", init_method="file://" + args.store, rank=rank, world_size=world,
+        # A file rendezvous (no port to race for), or the caller's TCP address for ranks
+        # it started apart; a stuck peer fails in 2 minutes, never hangs.
+        init = args.dist_init or "file://" + args.store
+        dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world,
                                 timeout=datetime.timedelta(seconds=120))
     model, lossf, _ = build(args.model, torch)
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model)
+        if args.ddp_hook == "fp16":
+            from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+            model.register_comm_hook(None, default_hooks.fp16_compress_hook)
     local = args.batch // world
     # Up to 16 batches (64 MiB at most) cycled from memory, this rank's own rows, as ffn-bench.
     import h5py
@@ -153,7 +169,7 @@ def run(args, rank, world):
         except Exception:
             pass
         print(f"RESULT torch name={args.name or args.model} model={args.model} batch={args.batch} ranks={world} "
-              f"threads={args.threads} precision={args.precision} params={params} step_ms={1e3 * best:.4f} median_step_ms={1e3 * med:.4f} "
+              f"threads={args.threads} precision={args.precision} ddp_hook={args.ddp_hook} params={params} step_ms={1e3 * best:.4f} median_step_ms={1e3 * med:.4f} "
               f"samples_per_s={args.batch / best:.1f} gflops={6.0 * params * local / best / 1e9:.3f} "
               f"cpu_step_ms={1e3 * cpu:.4f} torch={torch.__version__} openblas_core={blas}", flush=True)
     # A DDP child's group is torn down by ddp_child, after a last barrier.
@@ -175,6 +191,11 @@ def ddp_child(rank, args, world):
 
 def main():
     args = parse()
+    if args.dist_rank is not None:
+        if args.dist_world is None or args.dist_init is None or args.batch % args.dist_world:
+            sys.exit("bench_torch.py: --dist-rank needs --dist-world W (dividing --batch) and --dist-init URL")
+        ddp_child(args.dist_rank, args, args.dist_world)
+        return
     if args.batch % args.ranks:
         sys.exit("bench_torch.py: --batch must be a multiple of --ranks")
     if args.ranks == 1:
