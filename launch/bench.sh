@@ -185,7 +185,8 @@ cpu_ratio() { div "$(get "$2" cpu_step_ms)" "$(get "$1" cpu_step_ms)"; }
 
 echo
 echo "ffn benchmark: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')); OpenBLAS kernel $(get "$R_mlp32" corename), ffn kernels $(get "$R_mlp32" kernels); torch $(get "$T_mlp32" torch) on OpenBLAS $(get "$T_mlp32" openblas_core)"
-[[ -n $bf16_why ]] || echo "bf16: ffn $(get "$R_ffn1b" gemm | tr _ ' '); PyTorch torch.autocast('cpu', dtype=torch.bfloat16)"
+echo "fp32: ffn's products in $(get "$R_mlp32" gemm | tr _ ' ') (--gemm auto; the OpenBLAS-kernel rows at the end: $(get "$N_mlp256" gemm | tr _ ' '))"
+[[ -n $bf16_why ]] || echo "bf16: ffn's products in $(get "$R_ffn1b" gemm | tr _ ' '); PyTorch torch.autocast('cpu', dtype=torch.bfloat16)"
 echo "load average $load_start at the start, $(cut -d' ' -f1-3 /proc/loadavg) at the end (other jobs share this machine: wall-clock figures carry their load; the CPU-time ratio is the code's own)"
 echo "data: MLP on $mlp_what; FFN on synthetic $ffn_rows x 1024 float32 -> 1024 targets; Adam; step rates: fastest of 5 timed repeats, ffn-train: best of $repeats runs"
 ((torch)) || echo "note: $torch_why"
