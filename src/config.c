@@ -121,6 +121,9 @@ static const flag flags[] = {
     {"shard-optimizer", T_FLAG, F(shard_optimizer), ANY, NULL,
      "ZeRO stage 1: each rank keeps 1/N of the optimizer state; gradients are reduce-scattered and "
      "parameters all-gathered"},
+    {"recompute", T_FLAG, F(recompute), ANY, NULL,
+     "activation checkpointing: the ffn and swiglu blocks keep only their input and recompute their cache in "
+     "backward (about one more forward of the blocks a step; the same gradients, bit for bit)"},
     {"teacher", T_STR, F(teacher), ANY, "FILE",
      "distillation: a checkpoint whose model (forward only) teaches the one trained; softmax_ce only"},
     {"distill-temperature", T_FLOAT, F(distill_temperature), POSITIVE, "T",

@@ -29,6 +29,9 @@ struct ffn_model {
     ffn_gemm_engine *gemm;       /* the matrix products' engine (NULL: OpenBLAS fp32) */
     ffn_bf16 *params_bf16;/* --precision bf16: the weights (2-D tensors) in bf16, [param_count] */
     int bf16_stale;       /* params changed since params_bf16 was converted */
+    int recompute;        /* blocks keep no cache: backward recomputes it (ffn_model_set_recompute) */
+    float *block_cache;   /* recompute: the one cache every block shares, [max_batch, largest block cache] */
+    size_t cache_owner;   /* recompute: the layer whose cache block_cache holds (layer_count: none) */
 };
 
 ffn_tensor *ffn_layer_tensor(ffn_layer *l, const char *name)
@@ -158,6 +161,7 @@ void ffn_model_free(ffn_model *m)
     ffn_free(m->work);
     ffn_free(m->scratch[0]);
     ffn_free(m->scratch[1]);
+    ffn_free(m->block_cache);
     free(m->tensors);
     free(m->layers);
     free(m);
@@ -294,6 +298,23 @@ static void refresh_bf16_copy(ffn_model *m)
     m->bf16_stale = 0;
 }
 
+/* --recompute: the residual blocks (ffn, swiglu) give up their cache. */
+static int recomputed(const ffn_model *m, const ffn_layer *l)
+{
+    return m->recompute && (l->spec.kind == FFN_LAYER_FFN || l->spec.kind == FFN_LAYER_SWIGLU);
+}
+
+ffn_status ffn_model_set_recompute(ffn_model *m, int on)
+{
+    if (m->recompute == (on != 0)) return FFN_OK;
+    m->recompute = on != 0;
+    size_t max_batch = m->max_batch;
+    m->max_batch = 0; /* the arena's layout changes */
+    return max_batch ? ffn_model_reserve(m, max_batch) : FFN_OK;
+}
+
+int ffn_model_recompute(const ffn_model *m) { return m->recompute; }
+
 /* The optional sizes of a kind (a missing hook: none). */
 static size_t cache_per_row(const ffn_layer_ops *ops, const ffn_layer *l)
 {
@@ -312,15 +333,21 @@ ffn_status ffn_model_reserve(ffn_model *m, size_t max_batch)
     ffn_free(m->work);
     ffn_free(m->scratch[0]);
     ffn_free(m->scratch[1]);
-    m->activations = m->work = m->scratch[0] = m->scratch[1] = NULL;
+    ffn_free(m->block_cache);
+    m->activations = m->work = m->scratch[0] = m->scratch[1] = m->block_cache = NULL;
     m->max_batch = 0;
-    size_t total = 0, widest = m->input_dim, work = 1, operand = 0;
+    m->cache_owner = m->layer_count;
+    size_t total = 0, widest = m->input_dim, work = 1, operand = 0, shared = 0;
     for (size_t i = 0; i < m->layer_count; i++) {
         const ffn_layer *l = &m->layers[i];
         const ffn_layer_ops *ops = ffn_layer_ops_of(l->spec.kind);
-        size_t per_row = l->out, wk = work_per_row(ops, l);
+        size_t per_row = l->out, wk = work_per_row(ops, l), own_cache = cache_per_row(ops, l);
+        if (recomputed(m, l)) { /* its cache lives in the shared one */
+            if (own_cache > shared) shared = own_cache;
+            own_cache = 0;
+        }
         if ((needs_z(ops, l) && ffn_size_add(per_row, l->out, &per_row) != 0) ||
-            ffn_size_add(per_row, cache_per_row(ops, l), &per_row) != 0 ||
+            ffn_size_add(per_row, own_cache, &per_row) != 0 ||
             ffn_size_mul(per_row, max_batch, &per_row) != 0 || ffn_size_add(total, per_row, &total) != 0 ||
             ffn_size_mul(wk, max_batch, &wk) != 0)
             return ffn_fail(FFN_ERR_NOMEM, "activation size overflows for batch %zu", max_batch);
@@ -330,8 +357,10 @@ ffn_status ffn_model_reserve(ffn_model *m, size_t max_batch)
     }
     if (widest > operand) operand = widest;
     size_t scratch;
-    if (ffn_size_mul(max_batch, widest, &scratch) != 0)
+    if (ffn_size_mul(max_batch, widest, &scratch) != 0 || ffn_size_mul(max_batch, shared, &shared) != 0)
         return ffn_fail(FFN_ERR_NOMEM, "activation size overflows for batch %zu", max_batch);
+    if (shared && !(m->block_cache = ffn_alloc_floats(shared)))
+        return ffn_fail(FFN_ERR_NOMEM, "out of memory for the recomputed blocks' cache of batch %zu", max_batch);
     m->activations = ffn_alloc_floats(total);
     m->work = ffn_alloc_floats(work);
     m->scratch[0] = ffn_alloc_floats(scratch);
@@ -354,6 +383,10 @@ ffn_status ffn_model_reserve(ffn_model *m, size_t max_batch)
             l->z = l->y;
         }
         size_t cache = cache_per_row(ops, l);
+        if (recomputed(m, l)) {
+            l->cache = m->block_cache;
+            continue;
+        }
         l->cache = cache ? p : NULL;
         p += max_batch * cache;
     }
@@ -371,6 +404,7 @@ static const float *forward(ffn_model *m, const float *x, size_t batch)
         ffn_layer *l = &m->layers[i];
         m->ctx.layer = i;
         ffn_layer_ops_of(l->spec.kind)->forward(l, in, batch, &m->ctx);
+        if (recomputed(m, l)) m->cache_owner = i;
         in = l->y;
     }
     return in;
@@ -423,7 +457,15 @@ void ffn_model_backward_dx(ffn_model *m, const float *x, size_t batch, float *do
         /* dx of layer i is dy of layer i-1: alternate two buffers so they never alias. */
         float *dx = i > lowest ? m->scratch[(i - 1) & 1] : i == 0 ? dx_out : NULL;
         m->ctx.layer = i;
-        ffn_layer_ops_of(l->spec.kind)->backward(l, dx, dy, in, batch, accumulate, m->work, &m->ctx);
+        const ffn_layer_ops *ops = ffn_layer_ops_of(l->spec.kind);
+        if (recomputed(m, l) && m->cache_owner != i) {
+            /* Its forward again, from its kept input: the same values into the
+             * shared cache (and y, unchanged), so the gradients are bitwise
+             * those of a run that kept every cache. */
+            ops->forward(l, in, batch, &m->ctx);
+            m->cache_owner = i;
+        }
+        ops->backward(l, dx, dy, in, batch, accumulate, m->work, &m->ctx);
         if (ready) report_ready(l, ready, user);
         dy = dx;
     }

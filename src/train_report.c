@@ -81,6 +81,15 @@ void ffn_run_print_banner(const ffn_run *r)
     printf("train: %s, %zu rows; global batch %llu (up to %zu per rank), %llu steps/epoch, %llu steps\n",
            cfg->train_path, info->rows, (unsigned long long)cfg->batch_size, r->max_local,
            (unsigned long long)r->steps_per_epoch, (unsigned long long)r->total_steps);
+    if (cfg->recompute) {
+        size_t blocks = 0;
+        for (size_t i = 0; i < ffn_model_layer_count(r->model); i++) {
+            ffn_layer_kind k = ffn_model_layer_const(r->model, i)->spec.kind;
+            blocks += k == FFN_LAYER_FFN || k == FFN_LAYER_SWIGLU;
+        }
+        printf("recompute: %zu block%s keep only their input; their caches are recomputed in backward\n", blocks,
+               blocks == 1 ? "" : "s");
+    }
     if (cfg->accumulate > 1)
         printf("accumulate: %llu batches of %llu per optimizer step (effective batch %llu), one gradient exchange "
                "per step\n",

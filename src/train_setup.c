@@ -511,6 +511,7 @@ ffn_status ffn_run_setup(ffn_run *r)
     r->max_local = ffn_sampler_max_local(cfg->batch_size, r->size);
     if (r->max_local > info->rows) r->max_local = info->rows;
     size_t eval_rows = cfg->eval_batch_size;
+    if ((st = ffn_model_set_recompute(r->model, cfg->recompute)) != FFN_OK) return st;
     if ((st = ffn_model_set_compute(r->model, (ffn_precision)cfg->precision, (ffn_gemm_backend)cfg->gemm)) != FFN_OK) return st;
     if ((st = ffn_model_reserve(r->model, r->max_local > eval_rows ? r->max_local : eval_rows)) != FFN_OK) return st;
     if ((r->val || r->test) &&

@@ -582,9 +582,52 @@ static void test_lora(void)
     ffn_model_free(b);
 }
 
+/* --recompute: the blocks' caches refilled in backward give bitwise the
+ * outputs, gradients and dx of a run that kept them, in less arena. */
+static void recompute_check(const char *spec)
+{
+    enum { B = 5, DIN = 6 };
+    ffn_model *m[2] = {NULL, NULL};
+    float x[B * DIN], dout[2][B * 16], dx[2][B * DIN];
+    ffn_rng rng = ffn_rng_make(12, 13);
+    ffn_rng_fill_uniform(&rng, x, B * DIN, -2, 2);
+    const uint64_t rows[B] = {3, 1, 4, 1, 5};
+    for (int r = 0; r < 2; r++) {
+        CHECK_MSG(ffn_model_create_from_text(&m[r], spec, DIN) == FFN_OK, "%s: %s", spec, ffn_last_error());
+        if (!m[r]) return;
+        CHECK(ffn_model_set_recompute(m[r], r) == FFN_OK);
+        CHECK(ffn_model_reserve(m[r], B) == FFN_OK);
+        ffn_model_init_params(m[r], 8);
+        size_t out = ffn_model_output_dim(m[r]);
+        ffn_rng dr = ffn_rng_make(14, 15);
+        ffn_rng_fill_uniform(&dr, dout[r], B * out, -1, 1);
+        /* Two steps (the second's forward overwrites the shared cache again). */
+        for (int step = 0; step < 2; step++) {
+            ffn_model_forward_train(m[r], x, B, 7, (uint64_t)step, rows);
+            ffn_model_backward_dx(m[r], x, B, dout[r], step, NULL, NULL, dx[r]);
+        }
+    }
+    size_t np = ffn_model_param_count(m[0]);
+    CHECK_MSG(memcmp(ffn_model_grads(m[0]), ffn_model_grads(m[1]), np * sizeof(float)) == 0,
+              "%s: gradients with --recompute differ", spec);
+    CHECK_MSG(memcmp(dx[0], dx[1], B * DIN * sizeof(float)) == 0, "%s: dx with --recompute differs", spec);
+    const float *y0 = ffn_model_forward(m[0], x, B), *y1 = ffn_model_forward(m[1], x, B);
+    CHECK_MSG(memcmp(y0, y1, B * ffn_model_output_dim(m[0]) * sizeof(float)) == 0, "%s: outputs differ", spec);
+    CHECK(ffn_model_recompute(m[1]) && !ffn_model_recompute(m[0]));
+    for (int r = 0; r < 2; r++) ffn_model_free(m[r]);
+}
+
+static void test_recompute(void)
+{
+    recompute_check("ffn:12,swiglu:10,dense:3");
+    recompute_check("dense:8:relu,dropout:0.3,ffn:16:tanh,layernorm,swiglu:9,ffn:7,dense:4:lora=2");
+    recompute_check("swiglu:5");
+}
+
 int main(void)
 {
     test_spec();
+    test_recompute();
     test_gradients();
     test_frozen();
     test_dropout();

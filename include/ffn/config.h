@@ -63,6 +63,7 @@ typedef struct {
     /* scale and compression */
     uint64_t accumulate;       /* micro-batches (of batch_size) summed per optimizer step */
     int shard_optimizer;       /* ZeRO stage 1: optimizer state split across ranks */
+    int recompute;             /* the blocks' caches recomputed in backward */
     const char *teacher;       /* checkpoint whose model teaches (distillation) */
     float distill_temperature, distill_alpha;
     float prune;               /* target sparsity of the weights; 0 = off */

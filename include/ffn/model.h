@@ -173,6 +173,14 @@ ffn_precision ffn_model_precision(const ffn_model *m);
 int ffn_model_bf16_current(const ffn_model *m);
 void ffn_model_bf16_refresh_range(ffn_model *m, size_t offset, size_t count);
 void ffn_model_bf16_set_current(ffn_model *m);
+/* Activation checkpointing per block: the residual blocks (ffn, swiglu) keep
+ * only their input (the previous layer's output) and share one cache, which
+ * backward refills by running the block's forward again just before its
+ * backward: about one more forward of the blocks per step, the blocks'
+ * caches (the bulk of the activations of a deep model) held once instead of
+ * once per block. Gradients are bitwise those of a run without it. */
+ffn_status ffn_model_set_recompute(ffn_model *m, int on);
+int ffn_model_recompute(const ffn_model *m);
 /* The GEMM backend and kernel that run, for the banner (into buf). */
 const char *ffn_model_gemm_name(const ffn_model *m, char *buf, size_t cap);
 
