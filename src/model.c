@@ -233,18 +233,15 @@ static size_t work_per_row(const ffn_layer_ops *ops, const ffn_layer *l)
 }
 static int needs_z(const ffn_layer_ops *ops, const ffn_layer *l) { return ops->needs_z && ops->needs_z(l); }
 
-ffn_status ffn_model_reserve(ffn_model *m, size_t max_batch)
+/* The floats ffn_model_reserve allocates for max_batch rows over layers
+ * [count] (spec, in and out set): every layer's y, z and cache in one arena,
+ * backward's work area, and each of the two scratch buffers. */
+static ffn_status arena_sizes(const ffn_layer *layers, size_t count, size_t input_dim, size_t max_batch,
+                              size_t *arena, size_t *work_out, size_t *scratch)
 {
-    if (max_batch <= m->max_batch) return FFN_OK;
-    ffn_free(m->activations);
-    ffn_free(m->work);
-    ffn_free(m->scratch[0]);
-    ffn_free(m->scratch[1]);
-    m->activations = m->work = m->scratch[0] = m->scratch[1] = NULL;
-    m->max_batch = 0;
-    size_t total = 0, widest = m->input_dim, work = 1;
-    for (size_t i = 0; i < m->layer_count; i++) {
-        const ffn_layer *l = &m->layers[i];
+    size_t total = 0, widest = input_dim, work = 1;
+    for (size_t i = 0; i < count; i++) {
+        const ffn_layer *l = &layers[i];
         const ffn_layer_ops *ops = ffn_layer_ops_of(l->spec.kind);
         size_t per_row = l->out, wk = work_per_row(ops, l);
         if ((needs_z(ops, l) && ffn_size_add(per_row, l->out, &per_row) != 0) ||
@@ -255,9 +252,68 @@ ffn_status ffn_model_reserve(ffn_model *m, size_t max_batch)
         if (l->out > widest) widest = l->out;
         if (wk > work) work = wk;
     }
-    size_t scratch;
-    if (ffn_size_mul(max_batch, widest, &scratch) != 0)
+    if (ffn_size_mul(max_batch, widest, scratch) != 0)
         return ffn_fail(FFN_ERR_NOMEM, "activation size overflows for batch %zu", max_batch);
+    *arena = total;
+    *work_out = work;
+    return FFN_OK;
+}
+
+ffn_status ffn_model_plan(const ffn_layer_spec *layers, size_t count, size_t input_dim, size_t max_batch,
+                          size_t *params, size_t *activation_floats)
+{
+    *params = *activation_floats = 0;
+    if (count == 0) return ffn_fail(FFN_ERR_ARG, "model has no layers");
+    ffn_layer *ls = calloc(count, sizeof *ls);
+    if (!ls) return ffn_fail(FFN_ERR_NOMEM, "out of memory planning the model");
+    ffn_status st = FFN_OK;
+    size_t in = input_dim, total = 0;
+    for (size_t i = 0; i < count && st == FFN_OK; i++) {
+        const ffn_layer_ops *ops = ffn_layer_ops_of(layers[i].kind);
+        if (!ops) {
+            st = ffn_fail(FFN_ERR_ARG, "model spec item %zu: unknown layer kind %d", i + 1, (int)layers[i].kind);
+            break;
+        }
+        ffn_tensor_decl decl[FFN_LAYER_MAX_TENSORS];
+        ls[i].spec = layers[i];
+        ls[i].in = in;
+        int n = ops->setup(&ls[i].spec, in, &ls[i].out, decl);
+        if (n < 0) {
+            st = FFN_ERR_ARG;
+            break;
+        }
+        for (int j = 0; j < n; j++) {
+            size_t c = decl[j].shape[0];
+            if ((decl[j].ndim == 2 && ffn_size_mul(decl[j].shape[0], decl[j].shape[1], &c) != 0) ||
+                ffn_size_add(total, c, &total) != 0)
+                st = ffn_fail(FFN_ERR_NOMEM, "model spec item %zu: parameter count overflows", i + 1);
+        }
+        in = ls[i].out;
+    }
+    size_t arena = 0, work = 0, scratch = 0, floats = 0;
+    if (st == FFN_OK) st = arena_sizes(ls, count, input_dim, max_batch, &arena, &work, &scratch);
+    if (st == FFN_OK && (ffn_size_add(arena, work, &floats) != 0 || ffn_size_add(floats, scratch, &floats) != 0 ||
+                         ffn_size_add(floats, scratch, &floats) != 0))
+        st = ffn_fail(FFN_ERR_NOMEM, "activation size overflows for batch %zu", max_batch);
+    free(ls);
+    if (st != FFN_OK) return st;
+    *params = total;
+    *activation_floats = floats;
+    return FFN_OK;
+}
+
+ffn_status ffn_model_reserve(ffn_model *m, size_t max_batch)
+{
+    if (max_batch <= m->max_batch) return FFN_OK;
+    ffn_free(m->activations);
+    ffn_free(m->work);
+    ffn_free(m->scratch[0]);
+    ffn_free(m->scratch[1]);
+    m->activations = m->work = m->scratch[0] = m->scratch[1] = NULL;
+    m->max_batch = 0;
+    size_t total, work, scratch;
+    ffn_status st = arena_sizes(m->layers, m->layer_count, m->input_dim, max_batch, &total, &work, &scratch);
+    if (st != FFN_OK) return st;
     m->activations = ffn_alloc_floats(total);
     m->work = ffn_alloc_floats(work);
     m->scratch[0] = ffn_alloc_floats(scratch);

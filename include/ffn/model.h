@@ -139,6 +139,13 @@ void ffn_model_init_layer(ffn_model *m, size_t layer, uint64_t seed);
  * to max_batch (done once, before the first step). */
 ffn_status ffn_model_reserve(ffn_model *m, size_t max_batch);
 size_t ffn_model_max_batch(const ffn_model *m);
+/* What ffn_model_create and ffn_model_reserve(max_batch) would allocate for
+ * this spec on input_dim features, without allocating it: *params floats of
+ * parameters (and as many of gradients), *activation_floats for the
+ * activations, caches, backward's work area and scratch (the memory plan,
+ * ffn/memplan.h). */
+ffn_status ffn_model_plan(const ffn_layer_spec *layers, size_t count, size_t input_dim, size_t max_batch,
+                          size_t *params, size_t *activation_floats);
 
 /* Evaluation forward (dropout is the identity). Returns the output
  * [batch, out] (owned by the model, valid until the next forward). */
