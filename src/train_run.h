@@ -17,6 +17,7 @@
 #include "ffn/data.h"
 #include "ffn/eval.h"
 #include "ffn/loader.h"
+#include "ffn/memplan.h"
 #include "ffn/model.h"
 #include "ffn/optim.h"
 #include "ffn/prune.h"
@@ -65,6 +66,12 @@ typedef struct {
     double best_metric;
     uint64_t best_step, best_epoch, stale_epochs;
     ffn_run_output out;
+    /* The memory plan (train_setup.c: plan_memory): the prediction, the limit
+     * it was checked against and that limit's source. */
+    ffn_mem_plan mem_plan;
+    ffn_mem_limits mem_limits;
+    uint64_t mem_limit;
+    char mem_which[700];
 } ffn_run;
 
 /* train_setup.c: everything local before the first collective of training;
