@@ -564,7 +564,8 @@ static ffn_status plan_memory(ffn_run *r, const ffn_dataset_info *info)
         /* The checkpoint started from stays loaded: its model (parameters and gradients), state and masks. */
         .held_bytes = ck ? (uint64_t)ck->param_count * (sizeof(float) * (2 + ck->state_count) + (ck->mask ? 1 : 0))
                          : 0};
-    if (st == FFN_OK) st = ffn_memplan_compute(&in, &r->mem_plan);
+    if (st == FFN_OK && (st = ffn_memplan_compute(&in, &r->mem_plan)) == FFN_ERR_NOMEM)
+        st = ffn_fail(st, "memory: the run cannot fit in memory (out of memory: %s)", ffn_last_error());
     if (st == FFN_OK)
         r->mem_limit = ffn_memplan_rank_limit(lim, local, r->mem_plan.address_extra, r->mem_which, sizeof r->mem_which);
     if (st == FFN_OK && !cfg->memory_limit_off && r->mem_plan.total > r->mem_limit) {
