@@ -149,7 +149,7 @@ int ffn_memplan_cgroup_limit(const char *cgroup_file, const char *mountinfo, uin
         line[strcspn(line, "\n")] = '\0';
         char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
         if (!c2) continue;
-        *c2 = '\0';
+        *c1 = *c2 = '\0';
         const char *controllers = c1 + 1, *path = c2 + 1;
         if (strcmp(line, "0") == 0 && controllers[0] == '\0') {
             snprintf(v2_path, sizeof v2_path, "%s", path);
