@@ -240,7 +240,6 @@ uint64_t ffn_memplan_rank_limit(const ffn_mem_limits *l, int local_ranks, uint64
     char a[32], b[32];
     if (local_ranks < 1) local_ranks = 1;
     if (l->override_bytes) {
-        ffn_memplan_format_bytes(a, sizeof a, (double)l->override_bytes);
         snprintf(which, cap, "--memory-limit %llu MiB", (unsigned long long)(l->override_bytes >> 20));
         return l->override_bytes;
     }
@@ -270,7 +269,7 @@ uint64_t ffn_memplan_rank_limit(const ffn_mem_limits *l, int local_ranks, uint64
             ffn_memplan_format_bytes(a, sizeof a, (double)l->rlimit_as);
             ffn_memplan_format_bytes(b, sizeof b, (double)margin);
             snprintf(which, cap, "RLIMIT_AS %s (getrlimit, per process; less %s of address space mapped beyond what "
-                     "is touched: libraries, %d thread%s%s)", a, b, l->threads, l->threads == 1 ? "" : "s",
+                     "is touched: libraries, %d BLAS thread%s%s)", a, b, l->threads, l->threads == 1 ? "" : "s",
                      address_extra ? ", the node's shared gradient window" : "");
         }
     }

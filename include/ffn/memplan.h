@@ -24,8 +24,9 @@
 /* Address space the libraries map beyond what they touch (OpenBLAS' buffers,
  * glibc's per-thread malloc arenas, thread stacks, Open MPI's segments):
  * RLIMIT_AS must leave FFN_MEM_AS_MARGIN_BYTES + FFN_MEM_AS_PER_THREAD_BYTES
- * per OpenBLAS thread above the prediction (measured: 384 MiB at 1 thread,
- * 515 MiB at 2, over the peak RSS of a small run). */
+ * per thread of OpenBLAS' pool above the prediction (measured over the peak
+ * RSS of a small run: 384 MiB with a pool of 1 thread, 515-523 MiB with 2,
+ * whether one or both run: an idle pool thread maps as much). */
 #define FFN_MEM_AS_MARGIN_BYTES ((uint64_t)384 << 20)
 #define FFN_MEM_AS_PER_THREAD_BYTES ((uint64_t)128 << 20)
 
@@ -97,7 +98,7 @@ typedef struct {
     char cgroup_file[512];    /* the file that set it */
     int cgroup_ranks;         /* the job's ranks on this node under that cgroup (>= 1) */
     uint64_t rlimit_as;       /* RLIMIT_AS soft limit; 0: unlimited */
-    int threads;              /* OpenBLAS threads of the process (each maps buffers, a stack, an arena) */
+    int threads;              /* OpenBLAS' thread pool (openblas_get_num_threads before ffn-train sets its count) */
     uint64_t override_bytes;  /* --memory-limit MiB; 0: none */
 } ffn_mem_limits;
 
