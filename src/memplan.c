@@ -14,6 +14,7 @@ static const char *const part_names[FFN_MEM_PART_COUNT] = {
     [FFN_MEM_BASE] = "base",         [FFN_MEM_PARAMS] = "params",  [FFN_MEM_GRADS] = "grads",
     [FFN_MEM_OPTIM] = "optimizer",   [FFN_MEM_ACTIVATIONS] = "activations", [FFN_MEM_DATA] = "data",
     [FFN_MEM_CACHE] = "data cache",  [FFN_MEM_CHECKPOINT] = "start checkpoint", [FFN_MEM_PRUNE] = "pruning",
+    [FFN_MEM_TEACHER] = "teacher",
     [FFN_MEM_TRANSIENT] = "transient",
 };
 
@@ -70,8 +71,20 @@ ffn_status ffn_memplan_compute(const ffn_mem_inputs *in, ffn_mem_plan *out)
     const uint64_t move = out->grads_shared ? P * F : 0;
     const uint64_t gather = in->shard_optimizer && in->writes_checkpoints && in->rank == 0 && ranks > 1
                                 ? (uint64_t)in->state_buffers * P * F : 0;
-    part[FFN_MEM_TRANSIENT] = move > gather ? move : gather;
-    out->transient_is_gather = gather > move;
+    /* The teacher: its model and an arena for a training batch; while it
+     * loads, its checkpoint's model (parameters and gradients) and state too. */
+    uint64_t teacher_load = 0;
+    if (in->teacher_layers) {
+        size_t tp, tact;
+        st = ffn_model_plan(in->teacher_layers, in->teacher_layer_count, in->input_dim, max_rows, &tp, &tact);
+        if (st != FFN_OK) return st;
+        part[FFN_MEM_TEACHER] = 2 * (uint64_t)tp * F + (uint64_t)tact * F;
+        teacher_load = (2 + (uint64_t)in->teacher_state_buffers) * tp * F;
+    }
+    const uint64_t most = move > gather ? move : gather;
+    part[FFN_MEM_TRANSIENT] = most > teacher_load ? most : teacher_load;
+    out->transient = !part[FFN_MEM_TRANSIENT] ? "" : teacher_load > most ? "teacher load"
+                     : gather > move ? "checkpoint gather" : "grads move";
     /* MPI_Win_allocate_shared maps every segment of the node's window into every rank. */
     out->address_extra = out->grads_shared ? (uint64_t)(local - 1) * P * F : 0;
     for (int i = 0; i < FFN_MEM_PART_COUNT; i++) out->total += part[i];
@@ -285,10 +298,9 @@ void ffn_memplan_describe(const ffn_mem_plan *p, char *out, size_t cap)
     for (int i = 0; i < FFN_MEM_PART_COUNT && n < cap; i++) {
         if (!p->part[i]) continue;
         ffn_memplan_format_bytes(v, sizeof v, (double)p->part[i]);
-        const char *note = i == FFN_MEM_GRADS && p->grads_shared ? " node-shared"
-                           : i == FFN_MEM_TRANSIENT ? (p->transient_is_gather ? " checkpoint gather" : " grads move")
-                                                    : "";
-        n += (size_t)snprintf(out + n, cap - n, "%s%s %s%s", sep, part_names[i], v, note);
+        const char *note = i == FFN_MEM_GRADS && p->grads_shared ? "node-shared"
+                           : i == FFN_MEM_TRANSIENT && p->transient ? p->transient : "";
+        n += (size_t)snprintf(out + n, cap - n, "%s%s %s%s%s", sep, part_names[i], v, *note ? " " : "", note);
         sep = ", ";
     }
     if (n < cap) snprintf(out + n, cap - n, ")");

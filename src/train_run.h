@@ -51,6 +51,8 @@ typedef struct {
     uint64_t start_step, start_epoch, start_step_in_epoch;
     ffn_checkpoint ckpt;          /* the checkpoint resumed or fine-tuned from, during setup */
     int have_ckpt;
+    ffn_checkpoint teacher_ckpt;  /* --teacher's, from the memory plan until load_teacher builds the teacher */
+    int have_teacher_ckpt;
     ffn_data_meta train_meta;     /* --train's class names and statistics, recorded in every checkpoint */
     char *start_path;             /* that checkpoint's file (pruning never deletes it), or NULL */
     int lock_fd;                  /* rank 0: the --checkpoint-dir lock (ffn.lock) held for the run; else -1 */

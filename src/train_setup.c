@@ -310,9 +310,10 @@ static ffn_status build_model(ffn_run *r, size_t input_dim)
 static ffn_status load_teacher(ffn_run *r, size_t input_dim, size_t max_batch)
 {
     const char *path = r->cfg->teacher;
-    ffn_checkpoint ck;
-    ffn_status st = ffn_checkpoint_load(&ck, path);
-    if (st != FFN_OK) return ffn_fail(st, "--teacher: %s", ffn_last_error());
+    ffn_checkpoint ck = r->teacher_ckpt; /* loaded by plan_memory; freed here */
+    memset(&r->teacher_ckpt, 0, sizeof r->teacher_ckpt);
+    r->have_teacher_ckpt = 0;
+    ffn_status st = FFN_OK;
     if (strcmp(ck.loss, "softmax_ce") != 0)
         st = ffn_fail(FFN_ERR_ARG, "--teacher %s: trained with loss %s; distillation needs a softmax_ce teacher",
                       path, ck.loss);
@@ -533,6 +534,18 @@ static ffn_status plan_memory(ffn_run *r, const ffn_dataset_info *info)
     size_t count;
     ffn_status st = model_layers(r, &layers, &count, NULL);
     if (st != FFN_OK) return st;
+    /* --teacher: its checkpoint is read here (load_teacher builds the model from it), for its size. */
+    ffn_layer_spec *teacher = NULL;
+    size_t teacher_count = 0;
+    if (cfg->teacher) {
+        if ((st = ffn_checkpoint_load(&r->teacher_ckpt, cfg->teacher)) != FFN_OK) {
+            st = ffn_fail(st, "--teacher: %s", ffn_last_error());
+        } else {
+            r->have_teacher_ckpt = 1;
+            if ((st = ffn_spec_parse(r->teacher_ckpt.model_spec, &teacher, &teacher_count)) != FFN_OK)
+                st = ffn_fail(st, "--teacher %s: %s", cfg->teacher, ffn_last_error());
+        }
+    }
     const int local = ffn_comm_local_size(r->comm);
     ffn_mem_limits *lim = &r->mem_limits;
     ffn_memplan_detect(lim);
@@ -563,7 +576,9 @@ static ffn_status plan_memory(ffn_run *r, const ffn_dataset_info *info)
         .features = info->features, .target_cols = info->has_labels ? 0 : info->target_cols, .cache_budget = budget,
         /* The checkpoint started from stays loaded: its model (parameters and gradients), state and masks. */
         .held_bytes = ck ? (uint64_t)ck->param_count * (sizeof(float) * (2 + ck->state_count) + (ck->mask ? 1 : 0))
-                         : 0};
+                         : 0,
+        .teacher_layers = teacher, .teacher_layer_count = teacher_count,
+        .teacher_state_buffers = r->have_teacher_ckpt ? r->teacher_ckpt.state_count : 0};
     if (st == FFN_OK && (st = ffn_memplan_compute(&in, &r->mem_plan)) == FFN_ERR_NOMEM)
         st = ffn_fail(st, "memory: the run cannot fit in memory (out of memory: %s)", ffn_last_error());
     if (st == FFN_OK)
@@ -593,6 +608,7 @@ static ffn_status plan_memory(ffn_run *r, const ffn_dataset_info *info)
                 local == 1 ? "" : "s");
     }
     free(layers);
+    free(teacher);
     return ffn_comm_agree(r->comm, st);
 }
 
@@ -663,6 +679,7 @@ ffn_status ffn_run_start(ffn_run *r)
 void ffn_run_teardown(ffn_run *r)
 {
     ffn_checkpoint_free(&r->ckpt);
+    if (r->have_teacher_ckpt) ffn_checkpoint_free(&r->teacher_ckpt);
     ffn_data_meta_free(&r->train_meta);
     free(r->start_path);
     ffn_run_unlock_checkpoint_dir(r);

@@ -105,10 +105,23 @@ static void test_transients(void)
     in.shard_optimizer = 1;
     in.writes_checkpoints = 1;
     CHECK(ffn_memplan_compute(&in, &p) == FFN_OK);
-    CHECK(p.transient_is_gather && p.part[FFN_MEM_TRANSIENT] == 8 * (uint64_t)p.params);
+    CHECK(strcmp(p.transient, "checkpoint gather") == 0 && p.part[FFN_MEM_TRANSIENT] == 8 * (uint64_t)p.params);
     in.rank = 1;
     CHECK(ffn_memplan_compute(&in, &p) == FFN_OK);
-    CHECK(!p.transient_is_gather && p.part[FFN_MEM_TRANSIENT] == 4 * (uint64_t)p.params);
+    CHECK(strcmp(p.transient, "grads move") == 0 && p.part[FFN_MEM_TRANSIENT] == 4 * (uint64_t)p.params);
+    /* A teacher (dense:50:relu,dense:10 on the 100 inputs: 5560 parameters): its model and arena for the
+     * 64 rows per rank, and its checkpoint with Adam's state while it loads (16 B per parameter). */
+    size_t tn, tp, tact;
+    ffn_layer_spec *t = parse("dense:50:relu,dense:10", &tn);
+    CHECK(ffn_model_plan(t, tn, 100, 64, &tp, &tact) == FFN_OK && tp == 5560);
+    in = inputs(s, n, 1, 1);
+    in.teacher_layers = t;
+    in.teacher_layer_count = tn;
+    in.teacher_state_buffers = 2;
+    CHECK(ffn_memplan_compute(&in, &p) == FFN_OK);
+    CHECK(p.part[FFN_MEM_TEACHER] == 8 * (uint64_t)tp + 4 * (uint64_t)tact);
+    CHECK(strcmp(p.transient, "teacher load") == 0 && p.part[FFN_MEM_TRANSIENT] == 16 * (uint64_t)tp);
+    free(t);
     /* The cache: the whole training set when it fits the budget, else nothing. */
     in = inputs(s, n, 1, 1);
     in.cache_budget = 1000 * 400 + 1000 * 4;

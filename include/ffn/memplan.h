@@ -41,6 +41,7 @@ typedef enum {
     FFN_MEM_CACHE,        /* the training set held in memory (the loader's cache rule) */
     FFN_MEM_CHECKPOINT,   /* a --resume / --init-from checkpoint, held through the run */
     FFN_MEM_PRUNE,        /* pruning masks and their scratch */
+    FFN_MEM_TEACHER,      /* --teacher: its model (parameters and gradients) and activation arena */
     FFN_MEM_TRANSIENT,    /* the largest short-lived buffer (see ffn_memplan_compute) */
     FFN_MEM_PART_COUNT
 } ffn_mem_part;
@@ -71,6 +72,10 @@ typedef struct {
     size_t cache_budget;    /* bytes of dataset the loader may hold per rank (ffn_loader_cache_budget) */
     /* a start checkpoint held through the run (bytes) */
     uint64_t held_bytes;
+    /* --teacher: its layers (on input_dim features) and the state buffers its
+     * checkpoint holds while it loads; teacher_layers NULL: none */
+    const ffn_layer_spec *teacher_layers;
+    size_t teacher_layer_count, teacher_state_buffers;
 } ffn_mem_inputs;
 
 typedef struct {
@@ -79,14 +84,14 @@ typedef struct {
     size_t params, max_rows;
     int grads_shared;       /* the gradient buffer lives in node-shared memory */
     uint64_t address_extra; /* address space mapped but not touched: the node's other ranks' gradient segments */
-    int transient_is_gather;/* the transient part is rank 0's gathered optimizer state */
+    const char *transient;  /* what the transient part is: "grads move", "checkpoint gather", "teacher load" */
 } ffn_mem_plan;
 
 /* The peak resident memory of one rank: the sum of every part. The transient
- * part is the larger of the model's own gradient buffer, alive until the
- * gradients move to node-shared memory (ranks sharing one node), and, on rank
- * 0 with --shard-optimizer and checkpoints, the whole optimizer state gathered
- * to write a checkpoint. */
+ * part is the largest of the model's own gradient buffer, alive until the
+ * gradients move to node-shared memory (ranks sharing one node); on rank 0
+ * with --shard-optimizer and checkpoints, the whole optimizer state gathered
+ * to write a checkpoint; and a --teacher's checkpoint while it loads. */
 ffn_status ffn_memplan_compute(const ffn_mem_inputs *in, ffn_mem_plan *out);
 
 /* ---- what a rank may have ---- */
