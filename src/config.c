@@ -89,6 +89,9 @@ static const flag flags[] = {
      "after the others; 0 = wait forever"},
     {"check-replicas", T_U64, F(check_replicas), NONNEG, "K",
      "compare a hash of the parameters across ranks every K steps; 0 = off"},
+    {"memory-limit", T_STR, F(memory_limit), ANY, "MiB|off",
+     "memory per rank the run may use: refuse to start when the predicted peak exceeds it (default: the "
+     "smallest of the node's memory / its ranks, the cgroup's limit / its ranks, RLIMIT_AS); off = no check"},
     {"checkpoint-dir", T_STR, F(checkpoint_dir), ANY, "DIR",
      "write checkpoints ckpt-<step>.h5 here (at the end, on SIGTERM/SIGUSR1, and per --checkpoint-every)"},
     {"checkpoint-every", T_STR, F(checkpoint_every), ANY, "N[steps]|Nepochs",
@@ -688,10 +691,31 @@ bad:
                     text);
 }
 
+/* --memory-limit: a whole number of MiB (1 to 2^40), or off. */
+static ffn_status parse_memory_limit(ffn_train_config *cfg)
+{
+    const char *s = cfg->memory_limit;
+    cfg->memory_limit_mib = 0;
+    cfg->memory_limit_off = 0;
+    if (!s) return FFN_OK;
+    if (strcmp(s, "off") == 0) {
+        cfg->memory_limit_off = 1;
+        return FFN_OK;
+    }
+    char *end;
+    errno = 0;
+    unsigned long long v = s[0] >= '0' && s[0] <= '9' ? strtoull(s, &end, 10) : 0;
+    if (s[0] < '0' || s[0] > '9' || errno || *end || v == 0 || v > (1ull << 40))
+        return ffn_fail(FFN_ERR_ARG, "--memory-limit: expected a whole number of MiB in [1, 2^40] or off, got '%s'", s);
+    cfg->memory_limit_mib = v;
+    return FFN_OK;
+}
+
 ffn_status ffn_config_validate(ffn_train_config *cfg)
 {
     ffn_status st = parse_every(cfg);
     if (st != FFN_OK) return st;
+    if ((st = parse_memory_limit(cfg)) != FFN_OK) return st;
     if (cfg->resume && cfg->init_from)
         return ffn_fail(FFN_ERR_ARG, "--resume and --init-from: give one (resume continues a run; init-from starts a new one)");
     if (cfg->resume && strcmp(cfg->resume, "latest") == 0 && !cfg->checkpoint_dir)

@@ -299,9 +299,9 @@ static void refresh_bf16_copy(ffn_model *m)
 }
 
 /* --recompute: the residual blocks (ffn, swiglu) give up their cache. */
-static int recomputed(const ffn_model *m, const ffn_layer *l)
+static int recomputed(int recompute, const ffn_layer *l)
 {
-    return m->recompute && (l->spec.kind == FFN_LAYER_FFN || l->spec.kind == FFN_LAYER_SWIGLU);
+    return recompute && (l->spec.kind == FFN_LAYER_FFN || l->spec.kind == FFN_LAYER_SWIGLU);
 }
 
 ffn_status ffn_model_set_recompute(ffn_model *m, int on)
@@ -326,23 +326,21 @@ static size_t work_per_row(const ffn_layer_ops *ops, const ffn_layer *l)
 }
 static int needs_z(const ffn_layer_ops *ops, const ffn_layer *l) { return ops->needs_z && ops->needs_z(l); }
 
-ffn_status ffn_model_reserve(ffn_model *m, size_t max_batch)
+/* The floats ffn_model_reserve allocates for max_batch rows over layers
+ * [count] (spec, in and out set): every layer's y, z and cache in one arena
+ * (a recomputed block's cache in *shared instead, sized for the largest),
+ * backward's work area, each of the two scratch buffers, and the widest
+ * operand of a product (bf16: each of the engine's two conversion buffers). */
+static ffn_status arena_sizes(const ffn_layer *layers, size_t count, size_t input_dim, size_t max_batch,
+                              int recompute, size_t *arena, size_t *work_out, size_t *scratch, size_t *shared_out,
+                              size_t *operand_out)
 {
-    if (max_batch <= m->max_batch) return FFN_OK;
-    ffn_free(m->activations);
-    ffn_free(m->work);
-    ffn_free(m->scratch[0]);
-    ffn_free(m->scratch[1]);
-    ffn_free(m->block_cache);
-    m->activations = m->work = m->scratch[0] = m->scratch[1] = m->block_cache = NULL;
-    m->max_batch = 0;
-    m->cache_owner = m->layer_count;
-    size_t total = 0, widest = m->input_dim, work = 1, operand = 0, shared = 0;
-    for (size_t i = 0; i < m->layer_count; i++) {
-        const ffn_layer *l = &m->layers[i];
+    size_t total = 0, widest = input_dim, work = 1, operand = 0, shared = 0;
+    for (size_t i = 0; i < count; i++) {
+        const ffn_layer *l = &layers[i];
         const ffn_layer_ops *ops = ffn_layer_ops_of(l->spec.kind);
         size_t per_row = l->out, wk = work_per_row(ops, l), own_cache = cache_per_row(ops, l);
-        if (recomputed(m, l)) { /* its cache lives in the shared one */
+        if (recomputed(recompute, l)) { /* its cache lives in the shared one */
             if (own_cache > shared) shared = own_cache;
             own_cache = 0;
         }
@@ -356,9 +354,75 @@ ffn_status ffn_model_reserve(ffn_model *m, size_t max_batch)
         if (wk > work) work = wk;
     }
     if (widest > operand) operand = widest;
-    size_t scratch;
-    if (ffn_size_mul(max_batch, widest, &scratch) != 0 || ffn_size_mul(max_batch, shared, &shared) != 0)
+    if (ffn_size_mul(max_batch, widest, scratch) != 0 || ffn_size_mul(max_batch, shared, shared_out) != 0 ||
+        ffn_size_mul(max_batch, operand, operand_out) != 0)
         return ffn_fail(FFN_ERR_NOMEM, "activation size overflows for batch %zu", max_batch);
+    *arena = total;
+    *work_out = work;
+    return FFN_OK;
+}
+
+ffn_status ffn_model_plan(const ffn_layer_spec *layers, size_t count, size_t input_dim, size_t max_batch,
+                          int recompute, size_t *params, size_t *activation_floats, size_t *operand_floats)
+{
+    *params = *activation_floats = 0;
+    if (operand_floats) *operand_floats = 0;
+    if (count == 0) return ffn_fail(FFN_ERR_ARG, "model has no layers");
+    ffn_layer *ls = calloc(count, sizeof *ls);
+    if (!ls) return ffn_fail(FFN_ERR_NOMEM, "out of memory planning the model");
+    ffn_status st = FFN_OK;
+    size_t in = input_dim, total = 0;
+    for (size_t i = 0; i < count && st == FFN_OK; i++) {
+        const ffn_layer_ops *ops = ffn_layer_ops_of(layers[i].kind);
+        if (!ops) {
+            st = ffn_fail(FFN_ERR_ARG, "model spec item %zu: unknown layer kind %d", i + 1, (int)layers[i].kind);
+            break;
+        }
+        ffn_tensor_decl decl[FFN_LAYER_MAX_TENSORS];
+        ls[i].spec = layers[i];
+        ls[i].in = in;
+        int n = ops->setup(&ls[i].spec, in, &ls[i].out, decl);
+        if (n < 0) {
+            st = FFN_ERR_ARG;
+            break;
+        }
+        for (int j = 0; j < n; j++) {
+            size_t c = decl[j].shape[0];
+            if ((decl[j].ndim == 2 && ffn_size_mul(decl[j].shape[0], decl[j].shape[1], &c) != 0) ||
+                ffn_size_add(total, c, &total) != 0)
+                st = ffn_fail(FFN_ERR_NOMEM, "model spec item %zu: parameter count overflows", i + 1);
+        }
+        in = ls[i].out;
+    }
+    size_t arena = 0, work = 0, scratch = 0, shared = 0, operand = 0, floats = 0;
+    if (st == FFN_OK)
+        st = arena_sizes(ls, count, input_dim, max_batch, recompute, &arena, &work, &scratch, &shared, &operand);
+    if (st == FFN_OK && (ffn_size_add(arena, work, &floats) != 0 || ffn_size_add(floats, scratch, &floats) != 0 ||
+                         ffn_size_add(floats, scratch, &floats) != 0 || ffn_size_add(floats, shared, &floats) != 0))
+        st = ffn_fail(FFN_ERR_NOMEM, "activation size overflows for batch %zu", max_batch);
+    free(ls);
+    if (st != FFN_OK) return st;
+    *params = total;
+    *activation_floats = floats;
+    if (operand_floats) *operand_floats = operand;
+    return FFN_OK;
+}
+
+ffn_status ffn_model_reserve(ffn_model *m, size_t max_batch)
+{
+    if (max_batch <= m->max_batch) return FFN_OK;
+    ffn_free(m->activations);
+    ffn_free(m->work);
+    ffn_free(m->scratch[0]);
+    ffn_free(m->scratch[1]);
+    ffn_free(m->block_cache);
+    m->activations = m->work = m->scratch[0] = m->scratch[1] = m->block_cache = NULL;
+    m->max_batch = 0;
+    m->cache_owner = m->layer_count;
+    size_t total, work, scratch, shared, operand;
+    ffn_status st = arena_sizes(m->layers, m->layer_count, m->input_dim, max_batch, m->recompute, &total, &work,
+                                &scratch, &shared, &operand);
+    if (st != FFN_OK) return st;
     if (shared && !(m->block_cache = ffn_alloc_floats(shared)))
         return ffn_fail(FFN_ERR_NOMEM, "out of memory for the recomputed blocks' cache of batch %zu", max_batch);
     m->activations = ffn_alloc_floats(total);
@@ -368,7 +432,7 @@ ffn_status ffn_model_reserve(ffn_model *m, size_t max_batch)
     if (!m->activations || !m->work || !m->scratch[0] || !m->scratch[1])
         return ffn_fail(FFN_ERR_NOMEM, "out of memory for activations of batch %zu", max_batch);
     /* bf16: every activation operand of a product is at most [max_batch, operand]. */
-    if (ffn_size_mul(max_batch, operand, &operand) != 0 || ffn_gemm_reserve(m->gemm, operand) != FFN_OK)
+    if (ffn_gemm_reserve(m->gemm, operand) != FFN_OK)
         return ffn_fail(FFN_ERR_NOMEM, "out of memory for the bf16 operands of batch %zu", max_batch);
     float *p = m->activations;
     for (size_t i = 0; i < m->layer_count; i++) {
@@ -383,7 +447,7 @@ ffn_status ffn_model_reserve(ffn_model *m, size_t max_batch)
             l->z = l->y;
         }
         size_t cache = cache_per_row(ops, l);
-        if (recomputed(m, l)) {
+        if (recomputed(m->recompute, l)) {
             l->cache = m->block_cache;
             continue;
         }
@@ -404,7 +468,7 @@ static const float *forward(ffn_model *m, const float *x, size_t batch)
         ffn_layer *l = &m->layers[i];
         m->ctx.layer = i;
         ffn_layer_ops_of(l->spec.kind)->forward(l, in, batch, &m->ctx);
-        if (recomputed(m, l)) m->cache_owner = i;
+        if (recomputed(m->recompute, l)) m->cache_owner = i;
         in = l->y;
     }
     return in;
@@ -458,7 +522,7 @@ void ffn_model_backward_dx(ffn_model *m, const float *x, size_t batch, float *do
         float *dx = i > lowest ? m->scratch[(i - 1) & 1] : i == 0 ? dx_out : NULL;
         m->ctx.layer = i;
         const ffn_layer_ops *ops = ffn_layer_ops_of(l->spec.kind);
-        if (recomputed(m, l) && m->cache_owner != i) {
+        if (recomputed(m->recompute, l) && m->cache_owner != i) {
             /* Its forward again, from its kept input: the same values into the
              * shared cache (and y, unchanged), so the gradients are bitwise
              * those of a run that kept every cache. */

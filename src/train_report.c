@@ -114,6 +114,15 @@ void ffn_run_print_banner(const ffn_run *r)
                own, hi - lo, nparams, nstate, all, r->size, r->size == 1 ? "" : "s");
     else
         printf("optimizer state: %s per rank (%zu parameters x %zu buffers)\n", all, nparams, nstate);
+    char plan[1024], limit[32];
+    ffn_memplan_describe(&r->mem_plan, plan, sizeof plan);
+    ffn_memplan_format_bytes(limit, sizeof limit, (double)r->mem_limit);
+    if (cfg->memory_limit_off)
+        printf("memory: %s; not checked (--memory-limit off)\n", plan);
+    else if (r->mem_limit == UINT64_MAX)
+        printf("memory: %s; no limit known\n", plan);
+    else
+        printf("memory: %s; limit %s per rank (%s)\n", plan, limit, r->mem_which);
     if (r->teacher) {
         char *ts = ffn_model_spec_text(r->teacher);
         printf("distillation: teacher %s (%zu -> %s, %zu parameters), T %g, alpha %g\n", cfg->teacher,
@@ -199,6 +208,9 @@ void ffn_run_print_early_stop(const ffn_run *r, uint64_t epoch)
 
 void ffn_run_print_summary(ffn_run *r, const ffn_train_result *res)
 {
+    /* Every rank is here (the run ended well everywhere): the largest peak of them. */
+    uint64_t peak = ffn_memplan_peak_rss();
+    int over_ranks = r->size > 1 && ffn_comm_max_u64(r->comm, &peak, 1) == FFN_OK;
     if (r->print) {
         printf("done: %llu steps in %.1f s, %.0f samples/s, data wait %.1f%%, gradient wait %.1f%%\n",
                (unsigned long long)res->steps, res->seconds, res->samples_per_second, 100 * res->data_wait_fraction,
@@ -206,6 +218,12 @@ void ffn_run_print_summary(ffn_run *r, const ffn_train_result *res)
         if (r->size > 1 && res->steps)
             printf("gradient exchange: %.0f bytes per step measured (sent by each rank)\n",
                    (double)ffn_grad_sync_bytes(ffn_step_grad_sync(r->step)) / (double)res->steps);
+        char measured[32], predicted[32];
+        ffn_memplan_format_bytes(measured, sizeof measured, (double)peak);
+        ffn_memplan_format_bytes(predicted, sizeof predicted, (double)r->mem_plan.total);
+        printf("memory: peak RSS %s per rank (VmHWM%s; predicted %s, measured/predicted %.2f)\n", measured,
+               over_ranks ? ", the largest of the ranks" : "", predicted,
+               r->mem_plan.total ? (double)peak / (double)r->mem_plan.total : 0.0);
         if (r->pruner) {
             size_t pruned = ffn_pruner_pruned_total(r->pruner), all = ffn_pruner_prunable(r->pruner);
             printf("pruned: %zu of %zu weights are 0 (sparsity %.4f)\n", pruned, all,

@@ -17,6 +17,7 @@
 #include "ffn/data.h"
 #include "ffn/eval.h"
 #include "ffn/loader.h"
+#include "ffn/memplan.h"
 #include "ffn/model.h"
 #include "ffn/optim.h"
 #include "ffn/prune.h"
@@ -50,6 +51,8 @@ typedef struct {
     uint64_t start_step, start_epoch, start_step_in_epoch;
     ffn_checkpoint ckpt;          /* the checkpoint resumed or fine-tuned from, during setup */
     int have_ckpt;
+    ffn_checkpoint teacher_ckpt;  /* --teacher's, from the memory plan until load_teacher builds the teacher */
+    int have_teacher_ckpt;
     ffn_data_meta train_meta;     /* --train's class names and statistics, recorded in every checkpoint */
     char *start_path;             /* that checkpoint's file (pruning never deletes it), or NULL */
     int lock_fd;                  /* rank 0: the --checkpoint-dir lock (ffn.lock) held for the run; else -1 */
@@ -65,6 +68,12 @@ typedef struct {
     double best_metric;
     uint64_t best_step, best_epoch, stale_epochs;
     ffn_run_output out;
+    /* The memory plan (train_setup.c: plan_memory): the prediction, the limit
+     * it was checked against and that limit's source. */
+    ffn_mem_plan mem_plan;
+    ffn_mem_limits mem_limits;
+    uint64_t mem_limit;
+    char mem_which[700];
 } ffn_run;
 
 /* train_setup.c: everything local before the first collective of training;

@@ -2,6 +2,7 @@
  * from a checkpoint, with a replaced head, frozen layers or LoRA adapters),
  * the teacher, pruning masks, threads, the step and the loader. */
 #define _GNU_SOURCE /* sched_getaffinity */
+#include <cblas.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -9,6 +10,7 @@
 #include <unistd.h>
 
 #include "files.h"
+#include "ffn/memplan.h"
 #include "gemm.h"
 #include "ffn/sampler.h"
 #include "train_run.h"
@@ -208,16 +210,18 @@ static ffn_status copy_init_tensors(ffn_run *r, const ffn_checkpoint *ck)
     return FFN_OK;
 }
 
-/* Builds the model from --model (or the default), or from the checkpoint
- * being resumed or fine-tuned from (with a replaced head and --lora
- * adapters), fills it and marks what trains. */
-static ffn_status build_model(ffn_run *r, size_t input_dim)
+/* The layers of the model to build: --model (or the default), or the
+ * checkpoint's being resumed or fine-tuned from, with a replaced head and
+ * --lora adapters (lora[i]: layer i got one; NULL when not wanted). */
+static ffn_status model_layers(const ffn_run *r, ffn_layer_spec **out, size_t *out_count, int **lora_out)
 {
     const ffn_train_config *cfg = r->cfg;
     const ffn_checkpoint *ck = r->have_ckpt ? &r->ckpt : NULL;
     const char *spec = cfg->model_spec ? cfg->model_spec : ck ? ck->model_spec : FFN_DEFAULT_MODEL_SPEC;
     ffn_layer_spec *layers;
     size_t count;
+    *out = NULL;
+    if (lora_out) *lora_out = NULL;
     ffn_status st = ffn_spec_parse(spec, &layers, &count);
     if (st != FFN_OK) return ffn_fail(st, "--model: %s", ffn_last_error());
     int *lora = calloc(count, sizeof *lora);
@@ -234,7 +238,28 @@ static ffn_status build_model(ffn_run *r, size_t input_dim)
                 layers[i].lora_rank = cfg->lora;
                 layers[i].lora_alpha = cfg->lora_alpha > 0 ? cfg->lora_alpha : (float)cfg->lora;
             }
-    if (st == FFN_OK && (st = ffn_model_create(&r->model, layers, count, input_dim)) != FFN_OK)
+    if (st != FFN_OK || !lora_out) free(lora);
+    if (st != FFN_OK) {
+        free(layers);
+        return st;
+    }
+    if (lora_out) *lora_out = lora;
+    *out = layers;
+    *out_count = count;
+    return FFN_OK;
+}
+
+/* Builds the model of model_layers, fills it and marks what trains. */
+static ffn_status build_model(ffn_run *r, size_t input_dim)
+{
+    const ffn_train_config *cfg = r->cfg;
+    const ffn_checkpoint *ck = r->have_ckpt ? &r->ckpt : NULL;
+    ffn_layer_spec *layers;
+    size_t count;
+    int *lora;
+    ffn_status st = model_layers(r, &layers, &count, &lora);
+    if (st != FFN_OK) return st;
+    if ((st = ffn_model_create(&r->model, layers, count, input_dim)) != FFN_OK)
         st = ffn_fail(st, "--model: %s", ffn_last_error());
     free(layers);
     if (st != FFN_OK) {
@@ -287,9 +312,10 @@ static ffn_status build_model(ffn_run *r, size_t input_dim)
 static ffn_status load_teacher(ffn_run *r, size_t input_dim, size_t max_batch)
 {
     const char *path = r->cfg->teacher;
-    ffn_checkpoint ck;
-    ffn_status st = ffn_checkpoint_load(&ck, path);
-    if (st != FFN_OK) return ffn_fail(st, "--teacher: %s", ffn_last_error());
+    ffn_checkpoint ck = r->teacher_ckpt; /* loaded by plan_memory; freed here */
+    memset(&r->teacher_ckpt, 0, sizeof r->teacher_ckpt);
+    r->have_teacher_ckpt = 0;
+    ffn_status st = FFN_OK;
     if (strcmp(ck.loss, "softmax_ce") != 0)
         st = ffn_fail(FFN_ERR_ARG, "--teacher %s: trained with loss %s; distillation needs a softmax_ce teacher",
                       path, ck.loss);
@@ -486,6 +512,112 @@ static ffn_status check_outputs(const ffn_run *r)
     return FFN_OK;
 }
 
+/* A number for "the same cgroup on the same machine": the kernel's boot id and the limiting file. */
+static uint64_t cgroup_key(const char *file)
+{
+    char boot[64] = "";
+    FILE *f = fopen("/proc/sys/kernel/random/boot_id", "r");
+    if (f) {
+        if (!fgets(boot, sizeof boot, f)) boot[0] = '\0';
+        fclose(f);
+    }
+    uint64_t h = 1469598103934665603ull; /* FNV-1a */
+    for (const char *parts[] = {boot, "\n", file}, **p = parts; p < parts + 3; p++)
+        for (const unsigned char *c = (const unsigned char *)*p; *c; c++) h = (h ^ *c) * 1099511628211ull;
+    return h | 1; /* never 0: 0 stands for "no cgroup limit" */
+}
+
+/* The memory plan (ffn/memplan.h): the peak memory this rank will use,
+ * predicted from the model's spec before the model exists, against what the
+ * rank may have. A run that would not fit is refused here, with the flags that
+ * would fit, before anything large is allocated or written. Collective (one
+ * allgather of cgroup keys, then the agreement). */
+static ffn_status plan_memory(ffn_run *r, const ffn_dataset_info *info)
+{
+    const ffn_train_config *cfg = r->cfg;
+    ffn_layer_spec *layers;
+    size_t count;
+    ffn_status st = model_layers(r, &layers, &count, NULL);
+    if (st != FFN_OK) return st;
+    /* --teacher: its checkpoint is read here (load_teacher builds the model from it), for its size. */
+    ffn_layer_spec *teacher = NULL;
+    size_t teacher_count = 0;
+    if (cfg->teacher) {
+        if ((st = ffn_checkpoint_load(&r->teacher_ckpt, cfg->teacher)) != FFN_OK) {
+            st = ffn_fail(st, "--teacher: %s", ffn_last_error());
+        } else {
+            r->have_teacher_ckpt = 1;
+            if ((st = ffn_spec_parse(r->teacher_ckpt.model_spec, &teacher, &teacher_count)) != FFN_OK)
+                st = ffn_fail(st, "--teacher %s: %s", cfg->teacher, ffn_last_error());
+        }
+    }
+    const int local = ffn_comm_local_size(r->comm);
+    ffn_mem_limits *lim = &r->mem_limits;
+    ffn_memplan_detect(lim);
+    lim->threads = openblas_get_num_threads(); /* the pool OpenBLAS started with (choose_threads comes later) */
+    lim->override_bytes = cfg->memory_limit_mib << 20;
+    /* The job's ranks on this node under the same limiting cgroup share its limit. */
+    uint64_t key = lim->cgroup_bytes ? cgroup_key(lim->cgroup_file) : 0;
+    uint64_t *keys = calloc((size_t)r->size, sizeof *keys);
+    if (!keys) st = ffn_fail(FFN_ERR_NOMEM, "out of memory");
+    if ((st = ffn_comm_agree(r->comm, st)) == FFN_OK && (st = ffn_comm_allgather_u64(r->comm, key, keys)) == FFN_OK) {
+        lim->cgroup_ranks = 0;
+        for (int i = 0; i < r->size; i++) lim->cgroup_ranks += key && keys[i] == key;
+        if (lim->cgroup_ranks < 1) lim->cgroup_ranks = 1;
+    }
+    free(keys);
+    ffn_loader_config lc = {.local_ranks = local};
+    size_t budget = 0;
+    if (st == FFN_OK) st = ffn_loader_cache_budget(&lc, &budget);
+    const ffn_optim_config oc = ffn_config_optim(cfg);
+    const ffn_checkpoint *ck = r->have_ckpt ? &r->ckpt : NULL;
+    ffn_mem_inputs in = {
+        .layers = layers, .layer_count = count, .input_dim = info->features, .ranks = r->size,
+        .local_ranks = local, .rank = r->rank, .batch_size = cfg->batch_size, .accumulate = cfg->accumulate,
+        .eval_batch_size = cfg->eval_batch_size, .evaluates = r->val || r->test,
+        .state_buffers = ffn_optim_state_buffers(&oc), .shard_optimizer = cfg->shard_optimizer,
+        .recompute = cfg->recompute, .bf16 = cfg->precision == FFN_PRECISION_BF16,
+        .writes_checkpoints = cfg->checkpoint_dir != NULL, .pruning = cfg->prune > 0 || (ck && ck->mask),
+        .rows = info->rows, .x_row_bytes = info->features * (info->x_is_uint8 ? 1 : sizeof(float)),
+        .features = info->features, .target_cols = info->has_labels ? 0 : info->target_cols, .cache_budget = budget,
+        /* The checkpoint started from stays loaded: its model (parameters and gradients), state and masks. */
+        .held_bytes = ck ? (uint64_t)ck->param_count * (sizeof(float) * (2 + ck->state_count) + (ck->mask ? 1 : 0))
+                         : 0,
+        .teacher_layers = teacher, .teacher_layer_count = teacher_count,
+        .teacher_state_buffers = r->have_teacher_ckpt ? r->teacher_ckpt.state_count : 0};
+    if (st == FFN_OK && (st = ffn_memplan_compute(&in, &r->mem_plan)) == FFN_ERR_NOMEM)
+        st = ffn_fail(st, "memory: the run cannot fit in memory (out of memory: %s)", ffn_last_error());
+    if (st == FFN_OK)
+        r->mem_limit = ffn_memplan_rank_limit(lim, local, r->mem_plan.address_extra, r->mem_which, sizeof r->mem_which);
+    if (st == FFN_OK && !cfg->memory_limit_off && r->mem_plan.total > r->mem_limit) {
+        char want[32], have[32], fits[2048];
+        ffn_memplan_format_bytes(want, sizeof want, (double)r->mem_plan.total);
+        ffn_memplan_format_bytes(have, sizeof have, (double)r->mem_limit);
+        ffn_memplan_suggest(&in, lim, fits, sizeof fits);
+        st = ffn_fail(FFN_ERR_NOMEM,
+                      "memory: the run needs %s per rank (predicted: %zu parameters, %s%s), more than the %s this "
+                      "rank may have (%s); %s%s; --memory-limit MiB|off overrides the check",
+                      want, r->mem_plan.params, cfg->shard_optimizer ? "optimizer state sharded" : "replicated",
+                      r->mem_plan.grads_shared ? ", gradients node-shared" : "", have, r->mem_which,
+                      fits[0] ? "would fit: " : "no flag of today brings it under (parameters and gradients alone "
+                                                "take 8 B per parameter on every rank)",
+                      fits);
+    }
+    /* MemAvailable is only a warning: it moves with other processes and the page cache. */
+    if (st == FFN_OK && r->print && !cfg->memory_limit_off && !lim->override_bytes && lim->available_bytes &&
+        r->mem_plan.total > lim->available_bytes / (uint64_t)local) {
+        char want[32], avail[32];
+        ffn_memplan_format_bytes(want, sizeof want, (double)r->mem_plan.total);
+        ffn_memplan_format_bytes(avail, sizeof avail, (double)lim->available_bytes);
+        fprintf(stderr, "ffn-train: warning: memory: %s per rank predicted, more than this node's MemAvailable %s / "
+                "%d rank%s; other processes hold the rest, so the run may swap or be killed\n", want, avail, local,
+                local == 1 ? "" : "s");
+    }
+    free(layers);
+    free(teacher);
+    return ffn_comm_agree(r->comm, st);
+}
+
 ffn_status ffn_run_setup(ffn_run *r)
 {
     const ffn_train_config *cfg = r->cfg;
@@ -500,6 +632,7 @@ ffn_status ffn_run_setup(ffn_run *r)
 
     if ((st = ffn_run_load_start_checkpoint(r)) != FFN_OK) return st;
     if ((st = check_outputs(r)) != FFN_OK) return st;
+    if ((st = plan_memory(r, info)) != FFN_OK) return st;
     if ((st = build_model(r, info->features)) != FFN_OK) return st;
     if ((st = check_head(r)) != FFN_OK) return st;
     if (cfg->resume && (st = ffn_run_check_resume(r)) != FFN_OK) return st;
@@ -554,6 +687,7 @@ ffn_status ffn_run_start(ffn_run *r)
 void ffn_run_teardown(ffn_run *r)
 {
     ffn_checkpoint_free(&r->ckpt);
+    if (r->have_teacher_ckpt) ffn_checkpoint_free(&r->teacher_ckpt);
     ffn_data_meta_free(&r->train_meta);
     free(r->start_path);
     ffn_run_unlock_checkpoint_dir(r);

@@ -45,6 +45,9 @@ typedef struct {
     double bucket_mb;          /* gradient allreduce bucket */
     double stall_timeout;      /* seconds a rank may lag at the exchange before the job ends; 0 = off */
     uint64_t check_replicas;   /* compare parameter hashes every K steps; 0 = off */
+    const char *memory_limit;  /* "MiB" | "off": the memory plan's limit per rank; NULL = detected */
+    uint64_t memory_limit_mib; /* parsed by validate: > 0 when set in MiB */
+    int memory_limit_off;      /* parsed by validate: 1 = no memory check (the plan is still printed) */
     /* checkpoints and fine-tuning */
     const char *checkpoint_dir;
     const char *checkpoint_every; /* "N" or "Nsteps" (steps), "Nepochs" (epochs) */

@@ -157,6 +157,15 @@ void ffn_model_init_layer(ffn_model *m, size_t layer, uint64_t seed);
  * to max_batch (done once, before the first step). */
 ffn_status ffn_model_reserve(ffn_model *m, size_t max_batch);
 size_t ffn_model_max_batch(const ffn_model *m);
+/* What ffn_model_create and ffn_model_reserve(max_batch) would allocate for
+ * this spec on input_dim features (with --recompute when recompute), without
+ * allocating it: *params floats of parameters (and as many of gradients),
+ * *activation_floats for the activations, caches, backward's work area and
+ * scratch, and, unless operand_floats is NULL, the widest operand of a
+ * product (bf16: the size of each of the engine's two conversion buffers)
+ * (the memory plan, ffn/memplan.h). */
+ffn_status ffn_model_plan(const ffn_layer_spec *layers, size_t count, size_t input_dim, size_t max_batch,
+                          int recompute, size_t *params, size_t *activation_floats, size_t *operand_floats);
 
 /* Sets the precision of the matrix products (FFN_PRECISION_FP32 at creation).
  * bf16 keeps a bf16 copy of the weights (2 bytes per parameter) and fails,
