@@ -10,9 +10,12 @@
 
 typedef struct ffn_comm ffn_comm;
 
-/* MPI_Init_thread (FUNNELED: only the main thread calls MPI; the data
- * prefetch thread touches HDF5 only), or wraps an MPI already initialised.
- * Works without mpirun (a singleton run is one rank). */
+/* MPI_Init_thread (SERIALIZED: the main thread calls MPI, except that across
+ * nodes the gradient exchange's own thread makes the buckets' calls between
+ * ffn_grad_sync_begin and finish, when the main thread makes none; the data
+ * prefetch thread touches HDF5 only), or wraps an MPI already initialised
+ * (below SERIALIZED the exchange runs without its thread). Works without
+ * mpirun (a singleton run is one rank). */
 ffn_status ffn_comm_init(ffn_comm **out, int *argc, char ***argv);
 /* Frees and finalises MPI if ffn_comm_init initialised it. */
 void ffn_comm_finalize(ffn_comm *c);
@@ -88,7 +91,10 @@ float *ffn_comm_alloc_shared_floats(ffn_comm *c, size_t n);
  * as they become final (from the end of the buffer towards the start); they
  * are cut into buckets of bucket_bytes. Ranges never reported (frozen layers)
  * are never sent. Across nodes a bucket's MPI_Iallreduce starts as soon as it
- * is full, while backward runs, and finish() waits for them all. Within one
+ * is full, while backward runs, on the exchange thread, which also progresses
+ * the buckets in flight while backward computes (FFN_EXCHANGE_THREAD=0: they
+ * start on the calling thread and progress only in its MPI calls), and
+ * finish() waits for them all. Within one
  * node finish() sends them: every rank first arrives (waiting politely, see
  * comm.c), then the buckets are summed in place when grads is a node-shared
  * buffer (ffn_comm_alloc_shared_floats), or all-reduced blocking otherwise;
@@ -117,7 +123,8 @@ ffn_status ffn_grad_sync_finish(ffn_grad_sync *s);
  * exchange (no collective of their own, one rendezvous less a step). */
 ffn_status ffn_grad_sync_finish_sum(ffn_grad_sync *s, double *stats, size_t k);
 /* How the sums travel: "shared-memory", "MPI_Allreduce" (one node, blocking
- * in finish), "MPI_Iallreduce" (across nodes, started during backward), the
+ * in finish), "MPI_Iallreduce, ALGORITHM, progressed by ..." (across nodes,
+ * started during backward; by the exchange thread or the main thread), the
  * reduce-scatter variants when sharded, or "none (one rank)". */
 const char *ffn_grad_sync_method(const ffn_grad_sync *s);
 /* Seconds spent blocked in finish() and the bytes sent, since creation. */
