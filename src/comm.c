@@ -70,6 +70,11 @@ static const char *const allreduce_algorithm_names[] = {"libnbc's choice", "ring
 
 struct ffn_comm {
     MPI_Comm world, node;
+    /* Several nodes with the same number of ranks each (several of them): the
+     * ranks of the same local rank, one per node, for the hierarchical
+     * exchange; else MPI_COMM_NULL. */
+    MPI_Comm cross;
+    int *node_ranks;         /* [local_size]: the world rank of each rank of this node */
     int rank, size, local_rank, local_size;
     int we_initialised;
     int thread_level;        /* what MPI provided (MPI_THREAD_*) */
@@ -240,9 +245,24 @@ ffn_status ffn_comm_init(ffn_comm **out, int *argc, char ***argv)
     MPI_Comm_size(c->node, &c->local_size);
     /* Only a job across nodes exchanges gradients through MPI_Iallreduce (every rank sees the same). */
     if (c->local_size != c->size) choose_allreduce_algorithm(c);
+    c->cross = MPI_COMM_NULL;
+    c->node_ranks = calloc((size_t)c->local_size, sizeof *c->node_ranks);
+    if (c->node_ranks) MPI_Allgather(&c->rank, 1, MPI_INT, c->node_ranks, 1, MPI_INT, c->node);
+    if (c->local_size != c->size) {
+        /* The hierarchical exchange needs every node to hold the same number of ranks
+         * (local rank j of every node carries slice j of each bucket); every rank
+         * learns the same answer. FFN_EXCHANGE_HIERARCHY=0 keeps the flat exchange. */
+        int range[2] = {-c->local_size, c->local_size};
+        MPI_Allreduce(MPI_IN_PLACE, range, 2, MPI_INT, MPI_MAX, c->world);
+        const char *env = getenv("FFN_EXCHANGE_HIERARCHY");
+        int want = !(env && strcmp(env, "0") == 0);
+        MPI_Allreduce(MPI_IN_PLACE, &want, 1, MPI_INT, MPI_MIN, c->world);
+        if (want && -range[0] == range[1] && range[1] > 1)
+            MPI_Comm_split(c->world, c->local_rank, c->rank, &c->cross);
+    }
     c->counts = calloc((size_t)c->size, sizeof *c->counts);
     c->displs = calloc((size_t)c->size, sizeof *c->displs);
-    if (!c->counts || !c->displs) {
+    if (!c->counts || !c->displs || !c->node_ranks) {
         ffn_comm_finalize(c);
         return ffn_fail(FFN_ERR_NOMEM, "out of memory");
     }
@@ -266,6 +286,8 @@ void ffn_comm_finalize(ffn_comm *c)
     }
     free(c->counts);
     free(c->displs);
+    free(c->node_ranks);
+    if (c->cross != MPI_COMM_NULL) MPI_Comm_free(&c->cross);
     free(c->arrivals);
     free(c->arrival_in);
     MPI_Comm_free(&c->node);
@@ -485,7 +507,7 @@ ffn_status ffn_comm_gather_floats(ffn_comm *c, const float *send, size_t n, floa
 
 float *ffn_comm_alloc_shared_floats(ffn_comm *c, size_t n)
 {
-    if (c->size == 1 || c->local_size != c->size || n == 0) return NULL;
+    if (c->size == 1 || n == 0 || (c->local_size != c->size && c->cross == MPI_COMM_NULL)) return NULL;
     /* Every rank is here (collective): agree on the outcome at each step. */
     size_t bytes = (n * sizeof(float) + 63) / 64 * 64;
     shared_buffer b = {.n = n};
@@ -575,8 +597,7 @@ static ffn_status stalled(const ffn_comm *c, const int *missing, int count, int 
 }
 
 /* 0 once every rank of the node arrived; -1 (with the stall message set)
- * when some did not within stall_seconds. Global ranks are node-local ones
- * here: slots exist only when every rank is on this node. */
+ * when some did not within stall_seconds (named by their world ranks). */
 static int node_barrier(ffn_comm *c)
 {
     uint64_t target = ++c->barriers;
@@ -591,8 +612,8 @@ static int node_barrier(ffn_comm *c)
                 int missing[64], count = 0, reporter = -1;
                 for (int k = 0; k < c->local_size; k++) {
                     int in = __atomic_load_n(&c->slots[k]->arrived, __ATOMIC_ACQUIRE) >= target;
-                    if (in && reporter < 0) reporter = k;
-                    if (!in && count < 64) missing[count++] = k;
+                    if (in && reporter < 0) reporter = c->node_ranks[k];
+                    if (!in && count < 64) missing[count++] = c->node_ranks[k];
                 }
                 stalled(c, missing, count, reporter);
                 return -1;
@@ -632,6 +653,9 @@ struct ffn_grad_sync {
     size_t *plan;         /* [request_cap * 2]: the buckets' [lo, hi), in start order */
     size_t planned;
     const shared_buffer *shm; /* grads is a node-shared buffer: sum in place (below) */
+    /* Across nodes, several ranks a node, grads node-shared: the hierarchical
+     * exchange (hierarchical_exchange), buckets planned as in deferred mode. */
+    const shared_buffer *hier;
     /* Across nodes, the exchange thread (see "the exchange thread" below): ready()
      * queues buckets in plan, the thread starts them (posted of them so far) and
      * progresses them while backward computes. 0: buckets start in ready() and
@@ -709,6 +733,8 @@ void ffn_grad_sync_use_buffer(ffn_grad_sync *s, float *grads)
 {
     s->grads = grads;
     s->shm = s->deferred ? find_shared(s->comm, grads, s->n) : NULL;
+    s->hier = !s->deferred && !s->slice && s->comm->cross != MPI_COMM_NULL ? find_shared(s->comm, grads, s->n)
+                                                                           : NULL;
 }
 
 void ffn_grad_sync_free(ffn_grad_sync *s)
@@ -874,6 +900,59 @@ static void shared_sum(ffn_grad_sync *s, size_t lo, size_t hi)
     }
 }
 
+/* The hierarchical exchange: several ranks on each of several nodes, the
+ * gradients in a node-shared window. Once the node's ranks have all arrived,
+ * local rank j sums slice j of every bucket over the node's segments (in
+ * local-rank order, as shared_sum does), all-reduces that slice with the
+ * ranks of local rank j on the other nodes (MPI_Iallreduce on the cross
+ * communicator, libnbc's ring where ffn sets it: every local rank carries its
+ * own slice, so all of them use the network at once), and writes the result
+ * into every segment of the node; a second arrival and the sums are
+ * everywhere. A node sends each gradient byte across the network once in
+ * total instead of once per rank. Returns -1 on a stall (message set). */
+static int hierarchical_exchange(ffn_grad_sync *s)
+{
+    ffn_comm *c = s->comm;
+    const shared_buffer *b = s->hier;
+    const int p = c->local_size, r = c->local_rank;
+    if (node_barrier(c) != 0) return -1; /* every local rank's gradients written */
+    float *first = b->peers[0];
+    size_t count = 0;
+    for (size_t i = 0; i < s->planned; i++) {
+        size_t lo = s->plan[2 * i], hi = s->plan[2 * i + 1], a, z;
+        ffn_partition(hi - lo, (size_t)r, (size_t)p, &a, &z);
+        a += lo;
+        z += lo;
+        for (int q = 1; q < p; q++) {
+            const float *g = b->peers[q];
+            for (size_t k = a; k < z; k++) first[k] += g[k];
+        }
+        if (z == a) continue;
+        use_allreduce_algorithm(c, ALGORITHM_RING);
+        int rc = MPI_Iallreduce(MPI_IN_PLACE, first + a, (int)(z - a), MPI_FLOAT, MPI_SUM, c->cross,
+                                &s->requests[count]);
+        use_allreduce_algorithm(c, ALGORITHM_LIBRARY);
+        if (rc != MPI_SUCCESS) {
+            if (s->error == FFN_OK) s->error = mpi_error(rc, "MPI_Iallreduce (across nodes)");
+            break;
+        }
+        count++;
+    }
+    int rc = count ? polite_wait_for((int)count, s->requests, c->stall_seconds) : MPI_SUCCESS;
+    if (rc == WAIT_STALLED) {
+        stalled(c, NULL, 0, 0);
+        return -1;
+    }
+    if (rc != MPI_SUCCESS && s->error == FFN_OK) s->error = mpi_error(rc, "gradient allreduce across nodes");
+    for (size_t i = 0; i < s->planned; i++) {
+        size_t lo = s->plan[2 * i], hi = s->plan[2 * i + 1], a, z;
+        ffn_partition(hi - lo, (size_t)r, (size_t)p, &a, &z);
+        for (int q = 1; q < p; q++) memcpy(b->peers[q] + lo + a, first + lo + a, (z - a) * sizeof *first);
+    }
+    s->planned = 0;
+    return node_barrier(c) != 0 ? -1 : 0; /* every sum written, every read done */
+}
+
 /* ---- the exchange thread ------------------------------------------------------
  *
  * Open MPI moves a non-blocking collective's data only inside MPI calls, and
@@ -992,15 +1071,17 @@ static void flush_thread(ffn_grad_sync *s)
 
 static void start_bucket(ffn_grad_sync *s, size_t lo, size_t hi)
 {
-    if (s->deferred) {
+    if (s->deferred || s->hier) {
         if (s->planned == s->request_cap) { /* never expected: send what is planned so far */
-            for (size_t i = 0; i < s->planned; i++) send_bucket_now(s, s->plan[2 * i], s->plan[2 * i + 1]);
+            if (s->hier) hierarchical_exchange(s);
+            for (size_t i = 0; !s->hier && i < s->planned; i++) send_bucket_now(s, s->plan[2 * i], s->plan[2 * i + 1]);
             s->planned = 0;
         }
         s->plan[2 * s->planned] = lo;
         s->plan[2 * s->planned + 1] = hi;
         s->planned++;
-        s->bytes += (hi - lo) * sizeof(float);
+        /* hierarchical: what this rank sends across nodes, its slice */
+        s->bytes += (hi - lo) * sizeof(float) / (s->hier ? (size_t)s->comm->local_size : 1);
         return;
     }
     if (s->threaded) {
@@ -1102,6 +1183,12 @@ ffn_status ffn_grad_sync_finish(ffn_grad_sync *s)
         s->wait_seconds += MPI_Wtime() - t0;
         return s->error;
     }
+    if (s->hier) {
+        double t0 = MPI_Wtime();
+        if (hierarchical_exchange(s) != 0) return FFN_ERR_STALLED;
+        s->wait_seconds += MPI_Wtime() - t0;
+        return s->error;
+    }
     if (s->threaded) {
         double t0 = ffn_clock_seconds();
         flush_thread(s);
@@ -1144,6 +1231,14 @@ const char *ffn_grad_sync_method(const ffn_grad_sync *s)
 {
     if (s->comm->size == 1) return "none (one rank)";
     if (s->shm) return "shared-memory";
+    if (s->hier) {
+        static _Thread_local char hier_text[160];
+        snprintf(hier_text, sizeof hier_text,
+                 "hierarchical: shared-memory within each node, MPI_Iallreduce, %s, across nodes, %d slices a "
+                 "bucket; at finish",
+                 allreduce_algorithm_names[s->comm->allreduce_algorithm], s->comm->local_size);
+        return hier_text;
+    }
     if (s->slice)
         return s->deferred ? "MPI_Reduce_scatter"
                            : s->threaded ? "MPI_Ireduce_scatter, progressed by an exchange thread during backward"

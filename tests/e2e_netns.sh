@@ -9,6 +9,10 @@
 #     checkpoint (the launcher adds --resume latest) and finishes.
 #  3. The same fine-tuning on 2 local ranks (launch/local.sh), uninterrupted: the two-node
 #     loss curve equals it within 1e-4, and the final parameters agree.
+#  4. The exchange thread gives the same bits as the main thread's exchange.
+#  5. 2 namespaces x 2 ranks: the hierarchical exchange (node-shared sums, one slice per local rank
+#     across the link) against the flat one (FFN_EXCHANGE_HIERARCHY=0): every rank's parameters
+#     identical (--check-replicas 1), the two runs equal within float tolerance.
 # Skipped (exit 77) with the reason where namespaces or veth pairs cannot be made.
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 source "$(dirname "$0")/lib/common.sh"
@@ -43,7 +47,9 @@ wait || true
 [[ $reply == ping ]] || skip "no TCP between the namespaces: $reply"
 pass "namespaces $NSA ($NET.1) and $NSB ($NET.2) joined by $VA/$VB"
 
-# "ssh" for mpirun: the host names a namespace; the rest is a shell command (like ssh's).
+# "ssh" for mpirun: the host names a namespace; the rest is a shell command (like ssh's). B also
+# gets a host name of its own (a UTS namespace): Open MPI names its shared-memory segments after
+# the host, and with two ranks in each namespace (part 5) A's and B's would collide in /dev/shm.
 cat >rsh.sh <<EOF
 #!/bin/sh
 while [ "\${1#-}" != "\$1" ]; do shift; done
@@ -54,6 +60,7 @@ case \$host in
   $NET.2) ns=$NSB ;;
   *) echo "rsh.sh: unknown host \$host" >&2; exit 255 ;;
 esac
+[ \$host = $NET.2 ] && exec unshare --uts /bin/sh -c 'hostname "\$0" && exec ip netns exec "\$0" /bin/sh -c "\$1"' "\$ns" "\$*"
 exec ip netns exec "\$ns" /bin/sh -c "\$*"
 EOF
 chmod +x rsh.sh
@@ -160,3 +167,38 @@ assert names and all(np.array_equal(a[n][()], b[n][()]) for n in names), "differ
 print(f"{len(names)} datasets bitwise equal")
 PY
 pass "two-node run with the exchange thread bitwise equal to the main thread's exchange (buckets of 1 KiB, two dozen a step)"
+
+# 5. Two ranks in each namespace: the hierarchical exchange (each node sums in its shared window,
+#    local rank j all-reduces slice j with the other node's rank j, the sums come back through the
+#    window) against the flat exchange over all four ranks. The orders of summation differ
+#    ((g0+g1)+(g2+g3) against the ring's), so the runs agree within float tolerance, not bitwise;
+#    within each run every rank's parameters are identical after every step (--check-replicas 1).
+printf '%s slots=2\n%s slots=2\n' $NET.1 $NET.2 >hosts2
+HI=(--train five.h5 --model dense:64:relu,dense:48:gelu,dense:32:tanh,dense:5 --epochs 2 --batch-size 32
+    --lr 0.003 --seed 9 --bucket-mb 0.004 --check-replicas 1 --log-every 1)
+for h in 0 1; do
+  FFN_EXCHANGE_HIERARCHY=$h FFN_MPIRUN_ARGS="--mca plm_rsh_agent $WORK/rsh.sh -x FFN_EXCHANGE_HIERARCHY" \
+    timeout -k 5 180 ip netns exec "$NSA" "$LAUNCH/mpirun-hosts.sh" -f hosts2 -N 2 -t 1 -i $NET.0/24 -- \
+    "${HI[@]}" --checkpoint-dir hi$h --metrics hi$h.csv >hi$h.out 2>hi$h.err ||
+    { cat hi$h.err >&2; fail "2 x 2 ranks, FFN_EXCHANGE_HIERARCHY=$h"; }
+done
+grep -q "(MPI_Iallreduce, ring, progressed by an exchange thread during backward)" hi0.out ||
+  fail "the flat 2 x 2 banner: $(grep exchange hi0.out)"
+grep -q "(hierarchical: shared-memory within each node, MPI_Iallreduce, ring, across nodes, 2 slices a bucket" hi1.out ||
+  fail "the hierarchical banner: $(grep exchange hi1.out)"
+"$PY" - <<'PY' || fail "the hierarchical exchange does not follow the flat one"
+import csv, glob, h5py, numpy as np
+def curve(f): return {int(r["step"]): float(r["loss"]) for r in csv.DictReader(open(f)) if r["kind"] == "step"}
+flat, hier = curve("hi0.csv"), curve("hi1.csv")
+assert sorted(flat) == sorted(hier) == list(range(1, 201)), "curves"
+rel = max(abs(flat[s] - hier[s]) / max(abs(flat[s]), 1e-12) for s in flat)
+a, b = (h5py.File(sorted(glob.glob(f"hi{m}/ckpt-*.h5"))[-1]) for m in (0, 1))
+names = []
+a.visit(lambda n: names.append(n) if isinstance(a[n], h5py.Dataset) and n.startswith("model/") else None)
+diff = max(float(np.max(np.abs(a[n][()] - b[n][()]))) for n in names)
+bitwise = all(np.array_equal(a[n][()], b[n][()]) for n in names)
+print(f"2 x 2 ranks, 200 steps: loss curves within {rel:.1e} (relative), parameters within {diff:.1e}"
+      + (" (bitwise equal)" if bitwise else ""))
+assert rel < 1e-4 and all(np.allclose(a[n][()], b[n][()], rtol=1e-4, atol=1e-6) for n in names)
+PY
+pass "2 namespaces x 2 ranks: the hierarchical exchange follows the flat one, every rank identical after every step"

@@ -82,9 +82,14 @@ ffn_status ffn_comm_gather_floats(ffn_comm *c, const float *send, size_t n, floa
  * sums the ranks' gradients in place, each rank adding up its share once and
  * writing the sums to all, several times faster than MPI_Allreduce through
  * Open MPI's shared-memory FIFOs. Zeroed, 64-byte aligned, freed by
- * ffn_comm_finalize. NULL (nothing allocated, on every rank) with one rank,
- * with ranks on several nodes, or when the window cannot be made: keep the
- * ordinary buffer then. */
+ * ffn_comm_finalize. Across nodes only when every node holds the same number
+ * (> 1) of ranks (then the exchange is hierarchical: each node sums in its
+ * window, local rank j all-reduces slice j of each bucket with the other
+ * nodes' rank j, and the sums come back through the window; not for the
+ * sharded variant; FFN_EXCHANGE_HIERARCHY=0 keeps the flat exchange). NULL
+ * (nothing allocated, on every rank) with one rank, with one rank a node on
+ * several nodes, or when the window cannot be made: keep the ordinary
+ * buffer then. */
 float *ffn_comm_alloc_shared_floats(ffn_comm *c, size_t n);
 
 /* Gradient exchange in contiguous buckets. Backward reports gradient ranges
