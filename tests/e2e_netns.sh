@@ -76,9 +76,13 @@ BASE=base/ckpt-0000000189.h5
 [[ -f $BASE ]] || fail "no base checkpoint: $(ls base)"
 pass "one-node base run: $BASE"
 
-# 2. Fine-tuning across the two namespaces: 3200 / 16 = 200 steps an epoch, 15 epochs.
-STEPS=3000
-FT=(--train five.h5 --init-from "$BASE" --replace-head 5 --freeze 0 --epochs 15 --batch-size 16 --lr 0.003
+# 2. Fine-tuning across the two namespaces: 3200 / 16 = 200 steps an epoch, 40 epochs (long
+#    enough that the stop request, which takes mpirun a moment to forward, arrives before the run
+#    ends even on a loaded machine: 15 epochs took about 2 s, and twice at load 7-10 the launcher
+#    exited 138, a rank killed by SIGUSR1, as one is once past its training loop, where ffn-train
+#    gives the signal its default action back).
+STEPS=8000
+FT=(--train five.h5 --init-from "$BASE" --replace-head 5 --freeze 0 --epochs 40 --batch-size 16 --lr 0.003
     --seed 8 --log-every 1 --checkpoint-dir ft2)
 rx_before=$(ip -n "$NSB" -s -j link show "$VB" | "$PY" -c "import json,sys; print(json.load(sys.stdin)[0]['stats64']['rx']['bytes'])")
 two_nodes() { # the launcher in namespace A; mpirun reaches B through rsh.sh
