@@ -7,6 +7,14 @@
 # gradient wait per rate and algorithm, with the load average. Needs root and iproute2.
 #
 #   launch/bench-netns.sh [--rates "none 10gbit 1gbit"] [--algorithms "2 default 3"] [--steps N] [--repeats R]
+#   launch/bench-netns.sh --overlap [--rates "10gbit 1gbit"] [--models "SPEC;SPEC"] [--repeats R] [--seconds S]
+#
+# --overlap: how much of the exchange hides behind backward. For each rate and model (input 1024,
+# mse, global batch 256; default the large FFN and 1024-4096-4096-1024), ffn-bench step with the
+# exchange thread off (FFN_EXCHANGE_THREAD=0: buckets progress only in the main thread's MPI
+# calls) and on (the default): the step, the gradient wait (the exchange left exposed in finish,
+# the slower rank's), the exchange alone (on gradients already computed) and the hidden share
+# 1 - wait / exchange alone; the run with the fastest step of --repeats.
 #
 # Algorithms: default = ffn's own choice (the ring for the gradient buckets, set through MPI_T;
 # the small reductions keep Open MPI's), or a number given to every call with mpirun's
@@ -15,13 +23,17 @@
 # FFN_BUILD_DIR: the build to run [build].
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-rates="none 10gbit 1gbit" algorithms="2 default 3" steps=30 repeats=2
+rates="none 10gbit 1gbit" algorithms="2 default 3" steps=30 repeats=2 overlap=0 seconds=6
+models="dense:4096:gelu,dense:1024;dense:4096:gelu,dense:4096:gelu,dense:1024"
 while (($#)); do
   case $1 in
     --rates) rates=$2; shift 2 ;;
     --algorithms) algorithms=$2; shift 2 ;;
     --steps) steps=$2; shift 2 ;;
     --repeats) repeats=$2; shift 2 ;;
+    --overlap) overlap=1; shift ;;
+    --models) models=$2; shift 2 ;;
+    --seconds) seconds=$2; shift 2 ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench-netns.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -55,7 +67,7 @@ exec ip netns exec "\$ns" taskset -c \$core /bin/sh -c "\$*"
 EOF
 chmod +x rsh.sh
 printf '%s slots=1\n%s slots=1\n' $NET.1 $NET.2 >hosts
-"$build/ffn-data" synth regression --rows $((256 * steps)) --features 1024 --classes 1024 --seed 7 --out ffn.h5 >/dev/null
+((overlap)) || "$build/ffn-data" synth regression --rows $((256 * steps)) --features 1024 --classes 1024 --seed 7 --out ffn.h5 >/dev/null
 
 shape() { # RATE: htb on both ends of the veth (none: unshaped)
   local ns dev
@@ -78,6 +90,39 @@ run() { # ALGORITHM: samples/s and gradient wait of one run, or "failed"
     --seed 1 --threads 1 2>&1) || { echo "failed"; return; }
   sed -n 's/^done: .* steps in .* s, \([0-9]*\) samples\/s, .*gradient wait \([0-9.]*\)%.*/\1 \2/p' <<<"$out" | tail -1
 }
+bench() { # MODEL THREAD: "step_ms wait_ms exchange_ms" of one ffn-bench step run, or "failed"
+  local out
+  out=$(FFN_EXCHANGE_THREAD=$2 FFN_MPIRUN_ARGS="--mca plm_rsh_agent $work/rsh.sh --bind-to none -x FFN_EXCHANGE_THREAD" \
+    FFN_BIN=$build/ffn-bench timeout -k 5 600 ip netns exec "$NSA" "$here/launch/mpirun-hosts.sh" -f hosts -N 1 -t 1 \
+    -i $NET.0/24 -- step --model "$1" --input 1024 --loss mse --batch 256 --threads 1 --seconds "$seconds" 2>&1) ||
+    { echo "failed"; return; }
+  sed -n 's/^RESULT step .* step_ms=\([0-9.]*\) .* exchange_ms=\([0-9.]*\) .* wait_ms=\([0-9.]*\) .*/\1 \3 \2/p' <<<"$out" | tail -1
+}
+if ((overlap)); then
+  echo "load average: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores; ffn-bench step, 1 rank x 1 thread per namespace, global batch 256, best of $repeats"
+  echo "| link | model | exchange thread | step ms | gradient wait ms (% of step) | exchange alone ms | hidden |"
+  echo "| --- | --- | --- | ---: | ---: | ---: | ---: |"
+  IFS=';' read -r -a model_list <<<"$models"
+  for rate in $rates; do
+    shape "$rate"
+    for m in "${model_list[@]}"; do
+      for t in 0 1; do
+        best="" 
+        for _ in $(seq "$repeats"); do
+          read -r st wt ex <<<"$(bench "$m" $t)" || true
+          [[ $st =~ ^[0-9.]+$ ]] || continue
+          if [[ -z $best ]] || awk "BEGIN{exit !($st < ${best%% *})}"; then best="$st $wt $ex"; fi
+        done
+        read -r st wt ex <<<"${best:-- - -}"
+        awk -v r="$rate" -v m="$m" -v t="$t" -v st="$st" -v wt="$wt" -v ex="$ex" 'BEGIN {
+          if (st == "-") { printf "| %s | %s | %s | failed | | | |\n", r, m, t ? "on" : "off"; exit }
+          h = 1 - wt / ex; if (h < 0) h = 0
+          printf "| %s | %s | %s | %.1f | %.1f (%.0f%%) | %.1f | %.2f |\n", r, m, t ? "on" : "off", st, wt, 100 * wt / st, ex, h }'
+      done
+    done
+  done
+  exit 0
+fi
 declare -A names=([0]=choice [1]=ring [2]=binomial [3]="redscat+allgather" [4]="rec.doubling" [default]="ffn's default")
 echo "load average: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores; $steps steps of 256 samples a run, best of $repeats"
 printf '%-8s' rate

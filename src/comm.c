@@ -1,8 +1,10 @@
 /* ffn — MPI: setup, error agreement, broadcasts, reductions, bucketed gradient allreduce. */
 #include "ffn/comm.h"
 
+#include <errno.h>
 #include <limits.h>
 #include <mpi.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <sched.h>
 #include <stdio.h>
@@ -10,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "ffn/mem.h"
 #include "ffn/partition.h"
 
@@ -67,8 +70,14 @@ static const char *const allreduce_algorithm_names[] = {"libnbc's choice", "ring
 
 struct ffn_comm {
     MPI_Comm world, node;
+    /* Several nodes with the same number of ranks each (several of them): the
+     * ranks of the same local rank, one per node, for the hierarchical
+     * exchange; else MPI_COMM_NULL. */
+    MPI_Comm cross;
+    int *node_ranks;         /* [local_size]: the world rank of each rank of this node */
     int rank, size, local_rank, local_size;
     int we_initialised;
+    int thread_level;        /* what MPI provided (MPI_THREAD_*) */
     int allreduce_algorithm; /* the gradient buckets' MPI_Iallreduce algorithm (choose_allreduce_algorithm) */
     int switch_algorithm;    /* 1: set it around the buckets' calls through algorithm_cvar */
     MPI_T_cvar_handle algorithm_cvar;
@@ -165,7 +174,7 @@ static void choose_allreduce_algorithm(ffn_comm *c)
     int can = 0, provided, index, count;
     if (!chosen) {
         lsan_disable();
-        if (MPI_T_init_thread(MPI_THREAD_FUNNELED, &provided) == MPI_SUCCESS) {
+        if (MPI_T_init_thread(MPI_THREAD_SERIALIZED, &provided) == MPI_SUCCESS) {
             if (MPI_T_cvar_get_index(ALLREDUCE_ALGORITHM_CVAR, &index) == MPI_SUCCESS &&
                 MPI_T_cvar_handle_alloc(index, NULL, &c->algorithm_cvar, &count) == MPI_SUCCESS) {
                 can = count == 1;
@@ -210,15 +219,21 @@ ffn_status ffn_comm_init(ffn_comm **out, int *argc, char ***argv)
          * 33.6 MB gradient allreduce on two ranks took 17 ms against 60-88 ms.
          * A setting in the environment or on mpirun's command line wins. */
         setenv("OMPI_MCA_btl_vader_single_copy_mechanism", "none", 0);
+        /* SERIALIZED: across nodes the gradient buckets' MPI calls run on the
+         * exchange thread while backward computes (see "the exchange thread"
+         * below), never at the same time as a call of the main thread. */
         int provided;
         lsan_disable();
-        int rc = MPI_Init_thread(argc, argv, MPI_THREAD_FUNNELED, &provided);
+        int rc = MPI_Init_thread(argc, argv, MPI_THREAD_SERIALIZED, &provided);
         lsan_enable();
         if (rc != MPI_SUCCESS) {
             free(c);
             return ffn_fail(FFN_ERR_MPI, "MPI_Init_thread failed (code %d)", rc);
         }
         c->we_initialised = 1;
+        c->thread_level = provided;
+    } else {
+        MPI_Query_thread(&c->thread_level);
     }
     MPI_Comm_dup(MPI_COMM_WORLD, &c->world);
     /* Errors come back as codes so that ffn can report them and agree on them. */
@@ -230,9 +245,24 @@ ffn_status ffn_comm_init(ffn_comm **out, int *argc, char ***argv)
     MPI_Comm_size(c->node, &c->local_size);
     /* Only a job across nodes exchanges gradients through MPI_Iallreduce (every rank sees the same). */
     if (c->local_size != c->size) choose_allreduce_algorithm(c);
+    c->cross = MPI_COMM_NULL;
+    c->node_ranks = calloc((size_t)c->local_size, sizeof *c->node_ranks);
+    if (c->node_ranks) MPI_Allgather(&c->rank, 1, MPI_INT, c->node_ranks, 1, MPI_INT, c->node);
+    if (c->local_size != c->size) {
+        /* The hierarchical exchange needs every node to hold the same number of ranks
+         * (local rank j of every node carries slice j of each bucket); every rank
+         * learns the same answer. FFN_EXCHANGE_HIERARCHY=0 keeps the flat exchange. */
+        int range[2] = {-c->local_size, c->local_size};
+        MPI_Allreduce(MPI_IN_PLACE, range, 2, MPI_INT, MPI_MAX, c->world);
+        const char *env = getenv("FFN_EXCHANGE_HIERARCHY");
+        int want = !(env && strcmp(env, "0") == 0);
+        MPI_Allreduce(MPI_IN_PLACE, &want, 1, MPI_INT, MPI_MIN, c->world);
+        if (want && -range[0] == range[1] && range[1] > 1)
+            MPI_Comm_split(c->world, c->local_rank, c->rank, &c->cross);
+    }
     c->counts = calloc((size_t)c->size, sizeof *c->counts);
     c->displs = calloc((size_t)c->size, sizeof *c->displs);
-    if (!c->counts || !c->displs) {
+    if (!c->counts || !c->displs || !c->node_ranks) {
         ffn_comm_finalize(c);
         return ffn_fail(FFN_ERR_NOMEM, "out of memory");
     }
@@ -256,6 +286,8 @@ void ffn_comm_finalize(ffn_comm *c)
     }
     free(c->counts);
     free(c->displs);
+    free(c->node_ranks);
+    if (c->cross != MPI_COMM_NULL) MPI_Comm_free(&c->cross);
     free(c->arrivals);
     free(c->arrival_in);
     MPI_Comm_free(&c->node);
@@ -475,7 +507,7 @@ ffn_status ffn_comm_gather_floats(ffn_comm *c, const float *send, size_t n, floa
 
 float *ffn_comm_alloc_shared_floats(ffn_comm *c, size_t n)
 {
-    if (c->size == 1 || c->local_size != c->size || n == 0) return NULL;
+    if (c->size == 1 || n == 0 || (c->local_size != c->size && c->cross == MPI_COMM_NULL)) return NULL;
     /* Every rank is here (collective): agree on the outcome at each step. */
     size_t bytes = (n * sizeof(float) + 63) / 64 * 64;
     shared_buffer b = {.n = n};
@@ -565,8 +597,7 @@ static ffn_status stalled(const ffn_comm *c, const int *missing, int count, int 
 }
 
 /* 0 once every rank of the node arrived; -1 (with the stall message set)
- * when some did not within stall_seconds. Global ranks are node-local ones
- * here: slots exist only when every rank is on this node. */
+ * when some did not within stall_seconds (named by their world ranks). */
 static int node_barrier(ffn_comm *c)
 {
     uint64_t target = ++c->barriers;
@@ -581,8 +612,8 @@ static int node_barrier(ffn_comm *c)
                 int missing[64], count = 0, reporter = -1;
                 for (int k = 0; k < c->local_size; k++) {
                     int in = __atomic_load_n(&c->slots[k]->arrived, __ATOMIC_ACQUIRE) >= target;
-                    if (in && reporter < 0) reporter = k;
-                    if (!in && count < 64) missing[count++] = k;
+                    if (in && reporter < 0) reporter = c->node_ranks[k];
+                    if (!in && count < 64) missing[count++] = c->node_ranks[k];
                 }
                 stalled(c, missing, count, reporter);
                 return -1;
@@ -622,7 +653,24 @@ struct ffn_grad_sync {
     size_t *plan;         /* [request_cap * 2]: the buckets' [lo, hi), in start order */
     size_t planned;
     const shared_buffer *shm; /* grads is a node-shared buffer: sum in place (below) */
+    /* Across nodes, several ranks a node, grads node-shared: the hierarchical
+     * exchange (hierarchical_exchange), buckets planned as in deferred mode. */
+    const shared_buffer *hier;
+    /* Across nodes, the exchange thread (see "the exchange thread" below): ready()
+     * queues buckets in plan, the thread starts them (posted of them so far) and
+     * progresses them while backward computes. 0: buckets start in ready() and
+     * progress only inside the main thread's MPI calls. */
+    int threaded;
+    pthread_t thread;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;  /* to the thread: a bucket queued, flush or quit */
+    pthread_cond_t idle;  /* to finish(): the flush is done */
+    size_t posted;
+    int flush, quit;
+    double poll_seconds;  /* the thread's pause between progress calls while backward runs */
 };
+
+static ffn_status start_exchange_thread(ffn_grad_sync *s);
 
 ffn_status ffn_grad_sync_create(ffn_grad_sync **out, ffn_comm *c, float *grads, size_t n,
                                 size_t bucket_bytes)
@@ -653,6 +701,13 @@ ffn_status ffn_grad_sync_create(ffn_grad_sync **out, ffn_comm *c, float *grads, 
      * early starts can use the network while backward computes. */
     s->deferred = c->local_size == c->size;
     s->shm = s->deferred ? find_shared(c, grads, n) : NULL;
+    if (!s->deferred) {
+        ffn_status st = start_exchange_thread(s);
+        if (st != FFN_OK) {
+            ffn_grad_sync_free(s);
+            return st;
+        }
+    }
     *out = s;
     return FFN_OK;
 }
@@ -678,11 +733,23 @@ void ffn_grad_sync_use_buffer(ffn_grad_sync *s, float *grads)
 {
     s->grads = grads;
     s->shm = s->deferred ? find_shared(s->comm, grads, s->n) : NULL;
+    s->hier = !s->deferred && !s->slice && s->comm->cross != MPI_COMM_NULL ? find_shared(s->comm, grads, s->n)
+                                                                           : NULL;
 }
 
 void ffn_grad_sync_free(ffn_grad_sync *s)
 {
     if (!s) return;
+    if (s->threaded) {
+        pthread_mutex_lock(&s->lock);
+        s->quit = 1;
+        pthread_cond_signal(&s->wake);
+        pthread_mutex_unlock(&s->lock);
+        pthread_join(s->thread, NULL);
+        pthread_cond_destroy(&s->wake);
+        pthread_cond_destroy(&s->idle);
+        pthread_mutex_destroy(&s->lock);
+    }
     free(s->counts);
     free(s->requests);
     free(s->plan);
@@ -691,11 +758,14 @@ void ffn_grad_sync_free(ffn_grad_sync *s)
 
 void ffn_grad_sync_begin(ffn_grad_sync *s, uint64_t step)
 {
+    if (s->threaded) pthread_mutex_lock(&s->lock); /* the thread is idle: nothing queued or in flight */
     s->comm->stall_step = step;
     s->pending_lo = s->pending_hi = 0;
     s->request_count = 0;
     s->planned = 0;
+    s->posted = 0;
     s->error = FFN_OK;
+    if (s->threaded) pthread_mutex_unlock(&s->lock);
 }
 
 #define TAG_ARRIVE 7301
@@ -756,7 +826,7 @@ static void wait_all(ffn_grad_sync *s)
     } else if (rc != MPI_SUCCESS && s->error == FFN_OK) {
         s->error = mpi_error(rc, "gradient allreduce");
     }
-    s->wait_seconds += MPI_Wtime() - t0;
+    if (!s->threaded) s->wait_seconds += MPI_Wtime() - t0; /* else finish() counts its own wait */
     s->request_count = 0;
 }
 
@@ -830,19 +900,200 @@ static void shared_sum(ffn_grad_sync *s, size_t lo, size_t hi)
     }
 }
 
+/* The hierarchical exchange: several ranks on each of several nodes, the
+ * gradients in a node-shared window. Once the node's ranks have all arrived,
+ * local rank j sums slice j of every bucket over the node's segments (in
+ * local-rank order, as shared_sum does), all-reduces that slice with the
+ * ranks of local rank j on the other nodes (MPI_Iallreduce on the cross
+ * communicator, libnbc's ring where ffn sets it: every local rank carries its
+ * own slice, so all of them use the network at once), and writes the result
+ * into every segment of the node; a second arrival and the sums are
+ * everywhere. A node sends each gradient byte across the network once in
+ * total instead of once per rank. Returns -1 on a stall (message set). */
+static int hierarchical_exchange(ffn_grad_sync *s)
+{
+    ffn_comm *c = s->comm;
+    const shared_buffer *b = s->hier;
+    const int p = c->local_size, r = c->local_rank;
+    if (node_barrier(c) != 0) return -1; /* every local rank's gradients written */
+    float *first = b->peers[0];
+    size_t count = 0;
+    for (size_t i = 0; i < s->planned; i++) {
+        size_t lo = s->plan[2 * i], hi = s->plan[2 * i + 1], a, z;
+        ffn_partition(hi - lo, (size_t)r, (size_t)p, &a, &z);
+        a += lo;
+        z += lo;
+        for (int q = 1; q < p; q++) {
+            const float *g = b->peers[q];
+            for (size_t k = a; k < z; k++) first[k] += g[k];
+        }
+        if (z == a) continue;
+        use_allreduce_algorithm(c, ALGORITHM_RING);
+        int rc = MPI_Iallreduce(MPI_IN_PLACE, first + a, (int)(z - a), MPI_FLOAT, MPI_SUM, c->cross,
+                                &s->requests[count]);
+        use_allreduce_algorithm(c, ALGORITHM_LIBRARY);
+        if (rc != MPI_SUCCESS) {
+            if (s->error == FFN_OK) s->error = mpi_error(rc, "MPI_Iallreduce (across nodes)");
+            break;
+        }
+        count++;
+    }
+    int rc = count ? polite_wait_for((int)count, s->requests, c->stall_seconds) : MPI_SUCCESS;
+    if (rc == WAIT_STALLED) {
+        stalled(c, NULL, 0, 0);
+        return -1;
+    }
+    if (rc != MPI_SUCCESS && s->error == FFN_OK) s->error = mpi_error(rc, "gradient allreduce across nodes");
+    for (size_t i = 0; i < s->planned; i++) {
+        size_t lo = s->plan[2 * i], hi = s->plan[2 * i + 1], a, z;
+        ffn_partition(hi - lo, (size_t)r, (size_t)p, &a, &z);
+        for (int q = 1; q < p; q++) memcpy(b->peers[q] + lo + a, first + lo + a, (z - a) * sizeof *first);
+    }
+    s->planned = 0;
+    return node_barrier(c) != 0 ? -1 : 0; /* every sum written, every read done */
+}
+
+/* ---- the exchange thread ------------------------------------------------------
+ *
+ * Open MPI moves a non-blocking collective's data only inside MPI calls, and
+ * backward's GEMMs make none: with buckets started in ready() and one
+ * MPI_Testall a layer, next to nothing of the exchange ran while backward
+ * computed. Across nodes a thread of the rank therefore owns the buckets' MPI
+ * calls from begin() to finish(): ready() only queues a bucket; the thread
+ * starts it at once (same buckets, same order, same algorithm: the same bits)
+ * and then calls MPI_Testall every poll_seconds while backward runs, sleeping
+ * in between (a rank often has one core: a thread spinning in MPI would take
+ * it from the GEMMs), so each libnbc round and each TCP fragment moves within
+ * a fraction of a millisecond of being possible. finish() hands it the flush
+ * and waits; the thread starts what is left and waits for it politely
+ * (wait_all, with stall detection). MPI runs SERIALIZED: the main thread calls
+ * MPI only outside [begin, finish], when the thread is idle, and every hand-
+ * over goes through the mutex. FFN_EXCHANGE_THREAD=0 turns it off. */
+#define EXCHANGE_POLL_SECONDS 200e-6
+
+static void *exchange_thread_main(void *arg);
+
+static ffn_status start_exchange_thread(ffn_grad_sync *s)
+{
+    const char *env = getenv("FFN_EXCHANGE_THREAD");
+    if (env && strcmp(env, "0") != 0 && strcmp(env, "1") != 0)
+        return ffn_fail(FFN_ERR_ARG, "FFN_EXCHANGE_THREAD is '%s', expected 1 (a thread progresses the gradient "
+                        "exchange across nodes while backward runs, the default) or 0 (only the main thread's MPI "
+                        "calls do)", env);
+    if ((env && env[0] == '0') || s->comm->thread_level < MPI_THREAD_SERIALIZED) return FFN_OK;
+    pthread_condattr_t attr;
+    if (pthread_condattr_init(&attr) != 0) return FFN_OK;
+    pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+    int ok = pthread_mutex_init(&s->lock, NULL) == 0;
+    ok = ok && pthread_cond_init(&s->wake, &attr) == 0;
+    ok = ok && pthread_cond_init(&s->idle, NULL) == 0;
+    pthread_condattr_destroy(&attr);
+    s->poll_seconds = EXCHANGE_POLL_SECONDS;
+    s->threaded = 1; /* before the thread reads it */
+    if (!ok || pthread_create(&s->thread, NULL, exchange_thread_main, s) != 0) {
+        s->threaded = 0;
+        return ffn_fail(FFN_ERR_NOMEM, "cannot start the gradient exchange thread");
+    }
+    return FFN_OK;
+}
+
+static void post_bucket(ffn_grad_sync *s, size_t lo, size_t hi);
+
+static void *exchange_thread_main(void *arg)
+{
+    ffn_grad_sync *s = arg;
+    pthread_mutex_lock(&s->lock);
+    while (!s->quit) {
+        if (s->posted < s->planned) { /* start every queued bucket, in order */
+            size_t lo = s->plan[2 * s->posted], hi = s->plan[2 * s->posted + 1];
+            s->posted++;
+            pthread_mutex_unlock(&s->lock);
+            post_bucket(s, lo, hi);
+            pthread_mutex_lock(&s->lock);
+        } else if (s->flush) { /* finish() waits: complete everything */
+            pthread_mutex_unlock(&s->lock);
+            wait_all(s);
+            pthread_mutex_lock(&s->lock);
+            s->flush = 0;
+            pthread_cond_signal(&s->idle);
+        } else if (s->request_count) { /* backward runs: progress, then pause */
+            pthread_mutex_unlock(&s->lock);
+            int done = 0;
+            MPI_Testall((int)s->request_count, s->requests, &done, MPI_STATUSES_IGNORE);
+            if (done) s->request_count = 0;
+            pthread_mutex_lock(&s->lock);
+            if (s->request_count && s->posted == s->planned && !s->flush && !s->quit) {
+                struct timespec until;
+                clock_gettime(CLOCK_MONOTONIC, &until);
+                until.tv_nsec += (long)(s->poll_seconds * 1e9);
+                if (until.tv_nsec >= 1000000000L) {
+                    until.tv_sec++;
+                    until.tv_nsec -= 1000000000L;
+                }
+                pthread_cond_timedwait(&s->wake, &s->lock, &until);
+            }
+        } else {
+            pthread_cond_wait(&s->wake, &s->lock);
+        }
+    }
+    pthread_mutex_unlock(&s->lock);
+    return NULL;
+}
+
+/* From ready() (the main thread): one more bucket for the thread to start. */
+static void queue_bucket(ffn_grad_sync *s, size_t lo, size_t hi)
+{
+    pthread_mutex_lock(&s->lock);
+    if (s->planned == s->request_cap) { /* never expected: complete what is queued first */
+        s->flush = 1;
+        pthread_cond_signal(&s->wake);
+        while (s->flush) pthread_cond_wait(&s->idle, &s->lock);
+        s->planned = s->posted = 0;
+    }
+    s->plan[2 * s->planned] = lo;
+    s->plan[2 * s->planned + 1] = hi;
+    s->planned++;
+    pthread_cond_signal(&s->wake);
+    pthread_mutex_unlock(&s->lock);
+    s->bytes += (hi - lo) * sizeof(float);
+}
+
+/* From finish(): the thread starts what is queued and completes it all. */
+static void flush_thread(ffn_grad_sync *s)
+{
+    pthread_mutex_lock(&s->lock);
+    s->flush = 1;
+    pthread_cond_signal(&s->wake);
+    while (s->flush) pthread_cond_wait(&s->idle, &s->lock);
+    s->planned = s->posted = 0;
+    pthread_mutex_unlock(&s->lock);
+}
+
 static void start_bucket(ffn_grad_sync *s, size_t lo, size_t hi)
 {
-    if (s->deferred) {
+    if (s->deferred || s->hier) {
         if (s->planned == s->request_cap) { /* never expected: send what is planned so far */
-            for (size_t i = 0; i < s->planned; i++) send_bucket_now(s, s->plan[2 * i], s->plan[2 * i + 1]);
+            if (s->hier) hierarchical_exchange(s);
+            for (size_t i = 0; !s->hier && i < s->planned; i++) send_bucket_now(s, s->plan[2 * i], s->plan[2 * i + 1]);
             s->planned = 0;
         }
         s->plan[2 * s->planned] = lo;
         s->plan[2 * s->planned + 1] = hi;
         s->planned++;
-        s->bytes += (hi - lo) * sizeof(float);
+        /* hierarchical: what this rank sends across nodes, its slice */
+        s->bytes += (hi - lo) * sizeof(float) / (s->hier ? (size_t)s->comm->local_size : 1);
         return;
     }
+    if (s->threaded) {
+        queue_bucket(s, lo, hi);
+        return;
+    }
+    post_bucket(s, lo, hi);
+}
+
+/* Starts one bucket's non-blocking collective (on the exchange thread when there is one). */
+static void post_bucket(ffn_grad_sync *s, size_t lo, size_t hi)
+{
     if (s->request_count == s->request_cap) wait_all(s); /* never expected; stay correct */
     int rc;
     if (s->slice) {
@@ -864,7 +1115,7 @@ static void start_bucket(ffn_grad_sync *s, size_t lo, size_t hi)
         return;
     }
     s->request_count++;
-    s->bytes += (hi - lo) * sizeof(float);
+    if (!s->threaded) s->bytes += (hi - lo) * sizeof(float); /* else counted as queued */
 }
 
 /* Starts whole buckets from the top of the pending range; with flush, the rest too. */
@@ -887,8 +1138,9 @@ void ffn_grad_sync_ready(void *sync, size_t offset, size_t count)
     if (s->pending_hi == s->pending_lo) s->pending_hi = offset + count;
     s->pending_lo = offset;
     start_pending(s, 0);
-    /* Open MPI progresses non-blocking collectives only inside MPI calls. */
-    if (s->request_count) {
+    /* Open MPI progresses non-blocking collectives only inside MPI calls: the
+     * exchange thread makes them, or else this one call a layer. */
+    if (!s->threaded && s->request_count) {
         int done;
         MPI_Testall((int)s->request_count, s->requests, &done, MPI_STATUSES_IGNORE);
         if (done) s->request_count = 0;
@@ -931,6 +1183,18 @@ ffn_status ffn_grad_sync_finish(ffn_grad_sync *s)
         s->wait_seconds += MPI_Wtime() - t0;
         return s->error;
     }
+    if (s->hier) {
+        double t0 = MPI_Wtime();
+        if (hierarchical_exchange(s) != 0) return FFN_ERR_STALLED;
+        s->wait_seconds += MPI_Wtime() - t0;
+        return s->error;
+    }
+    if (s->threaded) {
+        double t0 = ffn_clock_seconds();
+        flush_thread(s);
+        s->wait_seconds += ffn_clock_seconds() - t0;
+        return s->error;
+    }
     wait_all(s);
     return s->error;
 }
@@ -967,10 +1231,22 @@ const char *ffn_grad_sync_method(const ffn_grad_sync *s)
 {
     if (s->comm->size == 1) return "none (one rank)";
     if (s->shm) return "shared-memory";
-    if (s->slice) return s->deferred ? "MPI_Reduce_scatter" : "MPI_Ireduce_scatter";
+    if (s->hier) {
+        static _Thread_local char hier_text[160];
+        snprintf(hier_text, sizeof hier_text,
+                 "hierarchical: shared-memory within each node, MPI_Iallreduce, %s, across nodes, %d slices a "
+                 "bucket; at finish",
+                 allreduce_algorithm_names[s->comm->allreduce_algorithm], s->comm->local_size);
+        return hier_text;
+    }
+    if (s->slice)
+        return s->deferred ? "MPI_Reduce_scatter"
+                           : s->threaded ? "MPI_Ireduce_scatter, progressed by an exchange thread during backward"
+                                         : "MPI_Ireduce_scatter, progressed by the main thread";
     if (s->deferred) return "MPI_Allreduce";
     static _Thread_local char text[96];
-    snprintf(text, sizeof text, "MPI_Iallreduce, %s", allreduce_algorithm_names[s->comm->allreduce_algorithm]);
+    snprintf(text, sizeof text, "MPI_Iallreduce, %s, %s", allreduce_algorithm_names[s->comm->allreduce_algorithm],
+             s->threaded ? "progressed by an exchange thread during backward" : "progressed by the main thread");
     return text;
 }
 uint64_t ffn_grad_sync_bytes(const ffn_grad_sync *s) { return s->bytes; }

@@ -68,7 +68,9 @@ ffn_status ffn_step_create(ffn_step **out, ffn_model *model, ffn_comm *comm, con
     }
     /* Several ranks on one node: the gradients move into node-shared memory,
      * where the exchange sums them in place instead of copying them through
-     * MPI (ffn_comm_alloc_shared_floats). Elsewhere nothing changes. */
+     * MPI (ffn_comm_alloc_shared_floats); with several such nodes the exchange
+     * becomes hierarchical (sums within each node, slices across). Elsewhere
+     * nothing changes. */
     float *shared = ffn_comm_alloc_shared_floats(comm, nparams);
     if (shared) {
         ffn_model_use_grad_buffer(model, shared);

@@ -9,6 +9,10 @@
 #     checkpoint (the launcher adds --resume latest) and finishes.
 #  3. The same fine-tuning on 2 local ranks (launch/local.sh), uninterrupted: the two-node
 #     loss curve equals it within 1e-4, and the final parameters agree.
+#  4. The exchange thread gives the same bits as the main thread's exchange.
+#  5. 2 namespaces x 2 ranks: the hierarchical exchange (node-shared sums, one slice per local rank
+#     across the link) against the flat one (FFN_EXCHANGE_HIERARCHY=0): every rank's parameters
+#     identical (--check-replicas 1), the two runs equal within float tolerance.
 # Skipped (exit 77) with the reason where namespaces or veth pairs cannot be made.
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 source "$(dirname "$0")/lib/common.sh"
@@ -43,7 +47,9 @@ wait || true
 [[ $reply == ping ]] || skip "no TCP between the namespaces: $reply"
 pass "namespaces $NSA ($NET.1) and $NSB ($NET.2) joined by $VA/$VB"
 
-# "ssh" for mpirun: the host names a namespace; the rest is a shell command (like ssh's).
+# "ssh" for mpirun: the host names a namespace; the rest is a shell command (like ssh's). B also
+# gets a host name of its own (a UTS namespace): Open MPI names its shared-memory segments after
+# the host, and with two ranks in each namespace (part 5) A's and B's would collide in /dev/shm.
 cat >rsh.sh <<EOF
 #!/bin/sh
 while [ "\${1#-}" != "\$1" ]; do shift; done
@@ -54,6 +60,7 @@ case \$host in
   $NET.2) ns=$NSB ;;
   *) echo "rsh.sh: unknown host \$host" >&2; exit 255 ;;
 esac
+[ \$host = $NET.2 ] && exec unshare --uts /bin/sh -c 'hostname "\$0" && exec ip netns exec "\$0" /bin/sh -c "\$1"' "\$ns" "\$*"
 exec ip netns exec "\$ns" /bin/sh -c "\$*"
 EOF
 chmod +x rsh.sh
@@ -69,9 +76,13 @@ BASE=base/ckpt-0000000189.h5
 [[ -f $BASE ]] || fail "no base checkpoint: $(ls base)"
 pass "one-node base run: $BASE"
 
-# 2. Fine-tuning across the two namespaces: 3200 / 16 = 200 steps an epoch, 15 epochs.
-STEPS=3000
-FT=(--train five.h5 --init-from "$BASE" --replace-head 5 --freeze 0 --epochs 15 --batch-size 16 --lr 0.003
+# 2. Fine-tuning across the two namespaces: 3200 / 16 = 200 steps an epoch, 40 epochs (long
+#    enough that the stop request, which takes mpirun a moment to forward, arrives before the run
+#    ends even on a loaded machine: 15 epochs took about 2 s, and twice at load 7-10 the launcher
+#    exited 138, a rank killed by SIGUSR1, as one is once past its training loop, where ffn-train
+#    gives the signal its default action back).
+STEPS=8000
+FT=(--train five.h5 --init-from "$BASE" --replace-head 5 --freeze 0 --epochs 40 --batch-size 16 --lr 0.003
     --seed 8 --log-every 1 --checkpoint-dir ft2)
 rx_before=$(ip -n "$NSB" -s -j link show "$VB" | "$PY" -c "import json,sys; print(json.load(sys.stdin)[0]['stats64']['rx']['bytes'])")
 two_nodes() { # the launcher in namespace A; mpirun reaches B through rsh.sh
@@ -104,8 +115,8 @@ t0=$SECONDS
 two_nodes "${FT[@]}" --metrics ft2-part2.csv >part2.out 2>part2.err || { cat part2.err >&2; fail "resumed two-node run"; }
 grep -q "mpirun-hosts: resuming from ft2/ckpt-.*$stop_step.h5" part2.err || fail "launcher did not resume: $(cat part2.err)"
 grep -q "^resuming from: ft2/ckpt-" part2.out || fail "ffn-train did not resume: $(cat part2.out)"
-grep -q "(MPI_Iallreduce, binomial tree)" part1.out || fail "part 1's banner does not name the binomial tree it chose: $(grep exchange part1.out)"
-grep -q "(MPI_Iallreduce, ring)" part2.out || fail "part 2's banner does not name the ring: $(grep exchange part2.out)"
+grep -q "(MPI_Iallreduce, binomial tree, progressed by an exchange thread during backward)" part1.out || fail "part 1's banner does not name the binomial tree it chose: $(grep exchange part1.out)"
+grep -q "(MPI_Iallreduce, ring, progressed by an exchange thread during backward)" part2.out || fail "part 2's banner does not name the ring: $(grep exchange part2.out)"
 rx_after=$(ip -n "$NSB" -s -j link show "$VB" | "$PY" -c "import json,sys; print(json.load(sys.stdin)[0]['stats64']['rx']['bytes'])")
 rx_mb=$(( (rx_after - rx_before) / 1000000 ))
 ((rx_after - rx_before > 1000000)) || fail "only $((rx_after - rx_before)) bytes crossed the veth pair"
@@ -137,3 +148,61 @@ assert rel < 1e-4 and close
 assert np.array_equal(a["model/0/W"][()], h5py.File("base/ckpt-0000000189.h5")["model/0/W"][()]), "frozen layer 0 moved"
 PY
 pass "two-node (TCP over veth) fine-tuning, stopped and resumed, follows the local 2-rank run (that took $t_local s)"
+
+# 4. The exchange thread (FFN_EXCHANGE_THREAD, the default across nodes) changes when the
+#    buckets move, not what they sum: the same two-node run with the buckets progressed only by
+#    the main thread ends with the same bits. Small buckets (1 KiB: two dozen a step, many in
+#    flight at once) and a 4-layer model exercise the thread's queue.
+EX=(--train five.h5 --model dense:64:relu,dense:48:gelu,dense:32:tanh,dense:5 --epochs 2 --batch-size 16
+    --lr 0.003 --seed 9 --bucket-mb 0.001 --threads 1)
+for mode in 0 1; do
+  FFN_EXCHANGE_THREAD=$mode FFN_MPIRUN_ARGS="--mca plm_rsh_agent $WORK/rsh.sh -x FFN_EXCHANGE_THREAD" \
+    timeout -k 5 120 ip netns exec "$NSA" "$LAUNCH/mpirun-hosts.sh" -f hosts -N 1 -t 1 -i $NET.0/24 -- \
+    "${EX[@]}" --checkpoint-dir ex$mode >ex$mode.out 2>ex$mode.err || { cat ex$mode.err >&2; fail "two-node run, FFN_EXCHANGE_THREAD=$mode"; }
+done
+grep -q "(MPI_Iallreduce, ring, progressed by the main thread)" ex0.out || fail "FFN_EXCHANGE_THREAD=0's banner: $(grep exchange ex0.out)"
+grep -q "(MPI_Iallreduce, ring, progressed by an exchange thread during backward)" ex1.out || fail "the default banner: $(grep exchange ex1.out)"
+"$PY" - <<'PY' || fail "the exchange thread changed the sums"
+import glob, h5py, numpy as np
+a, b = (h5py.File(sorted(glob.glob(f"ex{m}/ckpt-*.h5"))[-1]) for m in (0, 1))
+names = []
+a.visit(lambda n: names.append(n) if isinstance(a[n], h5py.Dataset) and n.startswith(("model/", "optim")) else None)
+assert names and all(np.array_equal(a[n][()], b[n][()]) for n in names), "differ"
+print(f"{len(names)} datasets bitwise equal")
+PY
+pass "two-node run with the exchange thread bitwise equal to the main thread's exchange (buckets of 1 KiB, two dozen a step)"
+
+# 5. Two ranks in each namespace: the hierarchical exchange (each node sums in its shared window,
+#    local rank j all-reduces slice j with the other node's rank j, the sums come back through the
+#    window) against the flat exchange over all four ranks. The orders of summation differ
+#    ((g0+g1)+(g2+g3) against the ring's), so the runs agree within float tolerance, not bitwise;
+#    within each run every rank's parameters are identical after every step (--check-replicas 1).
+printf '%s slots=2\n%s slots=2\n' $NET.1 $NET.2 >hosts2
+HI=(--train five.h5 --model dense:64:relu,dense:48:gelu,dense:32:tanh,dense:5 --epochs 2 --batch-size 32
+    --lr 0.003 --seed 9 --bucket-mb 0.004 --check-replicas 1 --log-every 1)
+for h in 0 1; do
+  FFN_EXCHANGE_HIERARCHY=$h FFN_MPIRUN_ARGS="--mca plm_rsh_agent $WORK/rsh.sh -x FFN_EXCHANGE_HIERARCHY" \
+    timeout -k 5 180 ip netns exec "$NSA" "$LAUNCH/mpirun-hosts.sh" -f hosts2 -N 2 -t 1 -i $NET.0/24 -- \
+    "${HI[@]}" --checkpoint-dir hi$h --metrics hi$h.csv >hi$h.out 2>hi$h.err ||
+    { cat hi$h.err >&2; fail "2 x 2 ranks, FFN_EXCHANGE_HIERARCHY=$h"; }
+done
+grep -q "(MPI_Iallreduce, ring, progressed by an exchange thread during backward)" hi0.out ||
+  fail "the flat 2 x 2 banner: $(grep exchange hi0.out)"
+grep -q "(hierarchical: shared-memory within each node, MPI_Iallreduce, ring, across nodes, 2 slices a bucket" hi1.out ||
+  fail "the hierarchical banner: $(grep exchange hi1.out)"
+"$PY" - <<'PY' || fail "the hierarchical exchange does not follow the flat one"
+import csv, glob, h5py, numpy as np
+def curve(f): return {int(r["step"]): float(r["loss"]) for r in csv.DictReader(open(f)) if r["kind"] == "step"}
+flat, hier = curve("hi0.csv"), curve("hi1.csv")
+assert sorted(flat) == sorted(hier) == list(range(1, 201)), "curves"
+rel = max(abs(flat[s] - hier[s]) / max(abs(flat[s]), 1e-12) for s in flat)
+a, b = (h5py.File(sorted(glob.glob(f"hi{m}/ckpt-*.h5"))[-1]) for m in (0, 1))
+names = []
+a.visit(lambda n: names.append(n) if isinstance(a[n], h5py.Dataset) and n.startswith("model/") else None)
+diff = max(float(np.max(np.abs(a[n][()] - b[n][()]))) for n in names)
+bitwise = all(np.array_equal(a[n][()], b[n][()]) for n in names)
+print(f"2 x 2 ranks, 200 steps: loss curves within {rel:.1e} (relative), parameters within {diff:.1e}"
+      + (" (bitwise equal)" if bitwise else ""))
+assert rel < 1e-4 and all(np.allclose(a[n][()], b[n][()], rtol=1e-4, atol=1e-6) for n in names)
+PY
+pass "2 namespaces x 2 ranks: the hierarchical exchange follows the flat one, every rank identical after every step"

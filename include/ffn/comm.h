@@ -10,9 +10,12 @@
 
 typedef struct ffn_comm ffn_comm;
 
-/* MPI_Init_thread (FUNNELED: only the main thread calls MPI; the data
- * prefetch thread touches HDF5 only), or wraps an MPI already initialised.
- * Works without mpirun (a singleton run is one rank). */
+/* MPI_Init_thread (SERIALIZED: the main thread calls MPI, except that across
+ * nodes the gradient exchange's own thread makes the buckets' calls between
+ * ffn_grad_sync_begin and finish, when the main thread makes none; the data
+ * prefetch thread touches HDF5 only), or wraps an MPI already initialised
+ * (below SERIALIZED the exchange runs without its thread). Works without
+ * mpirun (a singleton run is one rank). */
 ffn_status ffn_comm_init(ffn_comm **out, int *argc, char ***argv);
 /* Frees and finalises MPI if ffn_comm_init initialised it. */
 void ffn_comm_finalize(ffn_comm *c);
@@ -79,16 +82,24 @@ ffn_status ffn_comm_gather_floats(ffn_comm *c, const float *send, size_t n, floa
  * sums the ranks' gradients in place, each rank adding up its share once and
  * writing the sums to all, several times faster than MPI_Allreduce through
  * Open MPI's shared-memory FIFOs. Zeroed, 64-byte aligned, freed by
- * ffn_comm_finalize. NULL (nothing allocated, on every rank) with one rank,
- * with ranks on several nodes, or when the window cannot be made: keep the
- * ordinary buffer then. */
+ * ffn_comm_finalize. Across nodes only when every node holds the same number
+ * (> 1) of ranks (then the exchange is hierarchical: each node sums in its
+ * window, local rank j all-reduces slice j of each bucket with the other
+ * nodes' rank j, and the sums come back through the window; not for the
+ * sharded variant; FFN_EXCHANGE_HIERARCHY=0 keeps the flat exchange). NULL
+ * (nothing allocated, on every rank) with one rank, with one rank a node on
+ * several nodes, or when the window cannot be made: keep the ordinary
+ * buffer then. */
 float *ffn_comm_alloc_shared_floats(ffn_comm *c, size_t n);
 
 /* Gradient exchange in contiguous buckets. Backward reports gradient ranges
  * as they become final (from the end of the buffer towards the start); they
  * are cut into buckets of bucket_bytes. Ranges never reported (frozen layers)
  * are never sent. Across nodes a bucket's MPI_Iallreduce starts as soon as it
- * is full, while backward runs, and finish() waits for them all. Within one
+ * is full, while backward runs, on the exchange thread, which also progresses
+ * the buckets in flight while backward computes (FFN_EXCHANGE_THREAD=0: they
+ * start on the calling thread and progress only in its MPI calls), and
+ * finish() waits for them all. Within one
  * node finish() sends them: every rank first arrives (waiting politely, see
  * comm.c), then the buckets are summed in place when grads is a node-shared
  * buffer (ffn_comm_alloc_shared_floats), or all-reduced blocking otherwise;
@@ -117,7 +128,8 @@ ffn_status ffn_grad_sync_finish(ffn_grad_sync *s);
  * exchange (no collective of their own, one rendezvous less a step). */
 ffn_status ffn_grad_sync_finish_sum(ffn_grad_sync *s, double *stats, size_t k);
 /* How the sums travel: "shared-memory", "MPI_Allreduce" (one node, blocking
- * in finish), "MPI_Iallreduce" (across nodes, started during backward), the
+ * in finish), "MPI_Iallreduce, ALGORITHM, progressed by ..." (across nodes,
+ * started during backward; by the exchange thread or the main thread), the
  * reduce-scatter variants when sharded, or "none (one rank)". */
 const char *ffn_grad_sync_method(const ffn_grad_sync *s);
 /* Seconds spent blocked in finish() and the bytes sent, since creation. */
