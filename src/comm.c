@@ -12,6 +12,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "bf16.h"
 #include "clock.h"
 #include "ffn/mem.h"
 #include "ffn/partition.h"
@@ -668,6 +669,13 @@ struct ffn_grad_sync {
     size_t posted;
     int flush, quit;
     double poll_seconds;  /* the thread's pause between progress calls while backward runs */
+    /* --grad-dtype bf16 across nodes (ffn_grad_sync_set_wire_bf16): the buckets
+     * travel and are summed in bf16; NULL: fp32. */
+    ffn_bf16 *wire;       /* [n] */
+    MPI_Op wire_sum;
+    size_t *wire_ranges;  /* [request_cap * 2]: the flat exchange's buckets in flight, converted back once done */
+    size_t wire_count;
+    int wire_local_only;  /* asked for, but every rank is on one node: no network to save */
 };
 
 static ffn_status start_exchange_thread(ffn_grad_sync *s);
@@ -750,10 +758,57 @@ void ffn_grad_sync_free(ffn_grad_sync *s)
         pthread_cond_destroy(&s->idle);
         pthread_mutex_destroy(&s->lock);
     }
+    if (s->wire) {
+        MPI_Op_free(&s->wire_sum);
+        ffn_free(s->wire);
+        free(s->wire_ranges);
+    }
     free(s->counts);
     free(s->requests);
     free(s->plan);
     free(s);
+}
+
+/* The sum of two bf16 vectors, rounded back to bf16 at each step of the
+ * collective (as gloo and NCCL sum 16-bit gradients). */
+static void bf16_sum(void *in, void *inout, int *len, MPI_Datatype *type)
+{
+    (void)type;
+    const ffn_bf16 *a = in;
+    ffn_bf16 *b = inout;
+    for (int i = 0; i < *len; i++) b[i] = ffn_bf16_from_float(ffn_float_from_bf16(a[i]) + ffn_float_from_bf16(b[i]));
+}
+
+ffn_status ffn_grad_sync_set_wire_bf16(ffn_grad_sync *s)
+{
+    if (s->slice)
+        return ffn_fail(FFN_ERR_ARG, "--grad-dtype bf16 runs with the all-reduce exchange; with --shard-optimizer "
+                                     "(reduce-scatter) it is not supported yet");
+    if (s->deferred || s->comm->size == 1) { /* one node: summed in shared memory, no network to halve */
+        s->wire_local_only = 1;
+        return FFN_OK;
+    }
+    if (s->wire) return FFN_OK;
+    s->wire = ffn_alloc(s->n ? s->n : 1, sizeof *s->wire);
+    s->wire_ranges = calloc(s->request_cap * 2, sizeof *s->wire_ranges);
+    if (!s->wire || !s->wire_ranges || MPI_Op_create(bf16_sum, 1, &s->wire_sum) != MPI_SUCCESS) {
+        ffn_free(s->wire);
+        free(s->wire_ranges);
+        s->wire = NULL;
+        s->wire_ranges = NULL;
+        return ffn_fail(FFN_ERR_NOMEM, "out of memory for the bf16 gradient buffer");
+    }
+    return FFN_OK;
+}
+
+/* The flat exchange's bf16 buckets, once complete, back into the fp32 gradients. */
+static void wire_unpack(ffn_grad_sync *s)
+{
+    for (size_t i = 0; i < s->wire_count; i++) {
+        size_t lo = s->wire_ranges[2 * i], hi = s->wire_ranges[2 * i + 1];
+        for (size_t k = lo; k < hi; k++) s->grads[k] = ffn_float_from_bf16(s->wire[k]);
+    }
+    s->wire_count = 0;
 }
 
 void ffn_grad_sync_begin(ffn_grad_sync *s, uint64_t step)
@@ -828,6 +883,7 @@ static void wait_all(ffn_grad_sync *s)
     }
     if (!s->threaded) s->wait_seconds += MPI_Wtime() - t0; /* else finish() counts its own wait */
     s->request_count = 0;
+    if (s->wire) wire_unpack(s);
 }
 
 void ffn_comm_set_stall_timeout(ffn_comm *c, double seconds)
@@ -929,8 +985,15 @@ static int hierarchical_exchange(ffn_grad_sync *s)
         }
         if (z == a) continue;
         use_allreduce_algorithm(c, ALGORITHM_RING);
-        int rc = MPI_Iallreduce(MPI_IN_PLACE, first + a, (int)(z - a), MPI_FLOAT, MPI_SUM, c->cross,
+        int rc;
+        if (s->wire) { /* --grad-dtype bf16: the slice crosses the network in bf16 */
+            ffn_bf16_from_floats(s->wire + a, first + a, z - a);
+            rc = MPI_Iallreduce(MPI_IN_PLACE, s->wire + a, (int)(z - a), MPI_UINT16_T, s->wire_sum, c->cross,
                                 &s->requests[count]);
+        } else {
+            rc = MPI_Iallreduce(MPI_IN_PLACE, first + a, (int)(z - a), MPI_FLOAT, MPI_SUM, c->cross,
+                                &s->requests[count]);
+        }
         use_allreduce_algorithm(c, ALGORITHM_LIBRARY);
         if (rc != MPI_SUCCESS) {
             if (s->error == FFN_OK) s->error = mpi_error(rc, "MPI_Iallreduce (across nodes)");
@@ -947,6 +1010,8 @@ static int hierarchical_exchange(ffn_grad_sync *s)
     for (size_t i = 0; i < s->planned; i++) {
         size_t lo = s->plan[2 * i], hi = s->plan[2 * i + 1], a, z;
         ffn_partition(hi - lo, (size_t)r, (size_t)p, &a, &z);
+        if (s->wire)
+            for (size_t k = lo + a; k < lo + z; k++) first[k] = ffn_float_from_bf16(s->wire[k]);
         for (int q = 1; q < p; q++) memcpy(b->peers[q] + lo + a, first + lo + a, (z - a) * sizeof *first);
     }
     s->planned = 0;
@@ -1055,7 +1120,7 @@ static void queue_bucket(ffn_grad_sync *s, size_t lo, size_t hi)
     s->planned++;
     pthread_cond_signal(&s->wake);
     pthread_mutex_unlock(&s->lock);
-    s->bytes += (hi - lo) * sizeof(float);
+    s->bytes += (hi - lo) * (s->wire ? sizeof(ffn_bf16) : sizeof(float));
 }
 
 /* From finish(): the thread starts what is queued and completes it all. */
@@ -1081,7 +1146,8 @@ static void start_bucket(ffn_grad_sync *s, size_t lo, size_t hi)
         s->plan[2 * s->planned + 1] = hi;
         s->planned++;
         /* hierarchical: what this rank sends across nodes, its slice */
-        s->bytes += (hi - lo) * sizeof(float) / (s->hier ? (size_t)s->comm->local_size : 1);
+        s->bytes += (hi - lo) * (s->wire ? sizeof(ffn_bf16) : sizeof(float)) /
+                    (s->hier ? (size_t)s->comm->local_size : 1);
         return;
     }
     if (s->threaded) {
@@ -1104,6 +1170,15 @@ static void post_bucket(ffn_grad_sync *s, size_t lo, size_t hi)
         if (from > s->own_hi) from = s->own_hi;
         rc = MPI_Ireduce_scatter(s->grads + lo, s->slice + (from - s->own_lo), counts, MPI_FLOAT, MPI_SUM,
                                  s->comm->world, &s->requests[s->request_count]);
+    } else if (s->wire) { /* --grad-dtype bf16: converted, sent and summed in bf16, converted back in wait_all */
+        ffn_bf16_from_floats(s->wire + lo, s->grads + lo, hi - lo);
+        s->wire_ranges[2 * s->wire_count] = lo;
+        s->wire_ranges[2 * s->wire_count + 1] = hi;
+        s->wire_count++;
+        use_allreduce_algorithm(s->comm, ALGORITHM_RING);
+        rc = MPI_Iallreduce(MPI_IN_PLACE, s->wire + lo, (int)(hi - lo), MPI_UINT16_T, s->wire_sum, s->comm->world,
+                            &s->requests[s->request_count]);
+        use_allreduce_algorithm(s->comm, ALGORITHM_LIBRARY);
     } else {
         use_allreduce_algorithm(s->comm, ALGORITHM_RING);
         rc = MPI_Iallreduce(MPI_IN_PLACE, s->grads + lo, (int)(hi - lo), MPI_FLOAT, MPI_SUM,
@@ -1115,7 +1190,7 @@ static void post_bucket(ffn_grad_sync *s, size_t lo, size_t hi)
         return;
     }
     s->request_count++;
-    if (!s->threaded) s->bytes += (hi - lo) * sizeof(float); /* else counted as queued */
+    if (!s->threaded) s->bytes += (hi - lo) * (s->wire ? sizeof(ffn_bf16) : sizeof(float)); /* else counted as queued */
 }
 
 /* Starts whole buckets from the top of the pending range; with flush, the rest too. */
@@ -1230,13 +1305,14 @@ double ffn_grad_sync_wait_seconds(const ffn_grad_sync *s) { return s->wait_secon
 const char *ffn_grad_sync_method(const ffn_grad_sync *s)
 {
     if (s->comm->size == 1) return "none (one rank)";
-    if (s->shm) return "shared-memory";
+    if (s->shm) return s->wire_local_only ? "shared-memory; --grad-dtype bf16 applies across nodes only" : "shared-memory";
     if (s->hier) {
         static _Thread_local char hier_text[160];
         snprintf(hier_text, sizeof hier_text,
-                 "hierarchical: shared-memory within each node, MPI_Iallreduce, %s, across nodes, %d slices a "
+                 "hierarchical: shared-memory within each node, MPI_Iallreduce, %s, across nodes%s, %d slices a "
                  "bucket; at finish",
-                 allreduce_algorithm_names[s->comm->allreduce_algorithm], s->comm->local_size);
+                 allreduce_algorithm_names[s->comm->allreduce_algorithm], s->wire ? " in bf16" : "",
+                 s->comm->local_size);
         return hier_text;
     }
     if (s->slice)
@@ -1245,8 +1321,9 @@ const char *ffn_grad_sync_method(const ffn_grad_sync *s)
                                          : "MPI_Ireduce_scatter, progressed by the main thread";
     if (s->deferred) return "MPI_Allreduce";
     static _Thread_local char text[96];
-    snprintf(text, sizeof text, "MPI_Iallreduce, %s, %s", allreduce_algorithm_names[s->comm->allreduce_algorithm],
-             s->threaded ? "progressed by an exchange thread during backward" : "progressed by the main thread");
+    snprintf(text, sizeof text, "MPI_Iallreduce, %s, %s%s", allreduce_algorithm_names[s->comm->allreduce_algorithm],
+             s->threaded ? "progressed by an exchange thread during backward" : "progressed by the main thread",
+             s->wire ? ", gradients in bf16" : "");
     return text;
 }
 uint64_t ffn_grad_sync_bytes(const ffn_grad_sync *s) { return s->bytes; }

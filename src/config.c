@@ -13,7 +13,7 @@
 #include "ffn/prune.h"
 
 /* T_LOSS .. T_PROGRESS: an int named by one of the names in named_types. */
-typedef enum { T_STR, T_U64, T_INT, T_FLOAT, T_DOUBLE, T_FLAG, T_LOSS, T_OPT, T_LR, T_PRECISION, T_GEMM, T_PROGRESS } value_type;
+typedef enum { T_STR, T_U64, T_INT, T_FLOAT, T_DOUBLE, T_FLAG, T_LOSS, T_OPT, T_LR, T_PRECISION, T_GEMM, T_GRAD_DTYPE, T_PROGRESS } value_type;
 typedef enum { ANY, POSITIVE, NONNEG, OPEN_UNIT } range;
 
 typedef struct {
@@ -83,6 +83,9 @@ static const flag flags[] = {
     {"gemm", T_GEMM, F(gemm), ANY, "auto|openblas|onednn",
      "library of the matrix products: fp32 on OpenBLAS or oneDNN (auto: oneDNN where this CPU has AVX-512 and "
      "OpenBLAS runs a kernel without it, e.g. under OPENBLAS_CORETYPE); bf16 always on oneDNN"},
+    {"grad-dtype", T_GRAD_DTYPE, F(grad_dtype), ANY, "fp32|bf16",
+     "the gradients on the network between nodes: fp32, or bf16 (half the bytes, each partial sum rounded to "
+     "bf16); within a node they are summed in fp32 in shared memory either way"},
     {"bucket-mb", T_DOUBLE, F(bucket_mb), POSITIVE, "X", "gradient allreduce bucket size in MiB"},
     {"stall-timeout", T_DOUBLE, F(stall_timeout), NONNEG, "SECONDS",
      "end the job (exit 1, naming the rank) when a rank has not reached a step's gradient exchange this long "
@@ -199,6 +202,8 @@ static const ffn_names precision_table = FFN_NAMES_OF_ARRAY(precision_names);
 /* --gemm: the ffn_gemm_backend values, in order. */
 static const char *const gemm_names[] = {"auto", "openblas", "onednn"};
 static const ffn_names gemm_table = FFN_NAMES_OF_ARRAY(gemm_names);
+/* --grad-dtype: 0 fp32, 1 bf16. */
+static const ffn_names grad_dtype_table = FFN_NAMES_OF_ARRAY(precision_names);
 
 /* The names each named value type takes. */
 static const ffn_names *const named_types[] = {
@@ -207,6 +212,7 @@ static const ffn_names *const named_types[] = {
     [T_LR] = &ffn_lr_names,
     [T_PRECISION] = &precision_table,
     [T_GEMM] = &gemm_table,
+    [T_GRAD_DTYPE] = &grad_dtype_table,
     [T_PROGRESS] = &progress_table,
 };
 
@@ -277,6 +283,7 @@ static ffn_status set_value(ffn_train_config *cfg, const flag *f, const char *va
     case T_LR:
     case T_PRECISION:
     case T_GEMM:
+    case T_GRAD_DTYPE:
     case T_PROGRESS: {
         const ffn_names *names = named_types[f->type];
         char list[FFN_NAMES_LIST_MAX];
@@ -377,6 +384,7 @@ static const char *json_expected(const flag *f, char *out, size_t cap)
     case T_LR:
     case T_PRECISION:
     case T_GEMM:
+    case T_GRAD_DTYPE:
     case T_PROGRESS:
         snprintf(out, cap, "a string: %s", ffn_names_list(named_types[f->type], list, sizeof list));
         break;
@@ -403,6 +411,7 @@ static ffn_status apply_json_value(ffn_train_config *cfg, const flag *f, const c
     case T_LR:
     case T_PRECISION:
     case T_GEMM:
+    case T_GRAD_DTYPE:
     case T_PROGRESS: type_ok = cJSON_IsString(item); break;
     case T_U64: type_ok = cJSON_IsNumber(item) || cJSON_IsString(item); break; /* string: beyond 2^53 */
     default: type_ok = cJSON_IsNumber(item); break;
@@ -804,7 +813,8 @@ static void format_value(const ffn_train_config *cfg, const flag *f, char *out, 
     case T_OPT:
     case T_LR:
     case T_PRECISION:
-    case T_GEMM: snprintf(out, cap, "%s", ffn_names_name(named_types[f->type], *(const int *)field)); break;
+    case T_GEMM:
+    case T_GRAD_DTYPE: snprintf(out, cap, "%s", ffn_names_name(named_types[f->type], *(const int *)field)); break;
     case T_PROGRESS: snprintf(out, cap, "%s", progress_name(*(const int *)field)); break;
     }
 }

@@ -76,6 +76,11 @@ ffn_status ffn_step_create(ffn_step **out, ffn_model *model, ffn_comm *comm, con
         ffn_model_use_grad_buffer(model, shared);
         ffn_grad_sync_use_buffer(s->sync, shared);
     }
+    st = ffn_comm_agree(comm, cfg->grad_bf16 ? ffn_grad_sync_set_wire_bf16(s->sync) : FFN_OK);
+    if (st != FFN_OK) {
+        ffn_step_free(s);
+        return st;
+    }
     *out = s;
     return FFN_OK;
 }

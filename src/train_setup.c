@@ -674,7 +674,7 @@ ffn_status ffn_run_start(ffn_run *r)
     if (st != FFN_OK) return st;
     ffn_step_config sc = {
         .loss = (ffn_loss)cfg->loss, .optim = ffn_config_optim(cfg), .clip_norm = cfg->clip_norm,
-        .shard_optimizer = cfg->shard_optimizer, .bucket_bytes = (size_t)(cfg->bucket_mb * 1048576.0),
+        .shard_optimizer = cfg->shard_optimizer, .grad_bf16 = cfg->grad_dtype == 1, .bucket_bytes = (size_t)(cfg->bucket_mb * 1048576.0),
         .max_rows = r->max_local, .seed = r->seed, .teacher = r->teacher,
         .distill_temperature = cfg->distill_temperature, .distill_alpha = cfg->distill_alpha, .pruner = r->pruner,
         .prune = {.sparsity = cfg->prune, .start = cfg->prune_start_step, .end = cfg->prune_end_step,

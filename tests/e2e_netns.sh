@@ -206,3 +206,40 @@ print(f"2 x 2 ranks, 200 steps: loss curves within {rel:.1e} (relative), paramet
 assert rel < 1e-4 and all(np.allclose(a[n][()], b[n][()], rtol=1e-4, atol=1e-6) for n in names)
 PY
 pass "2 namespaces x 2 ranks: the hierarchical exchange follows the flat one, every rank identical after every step"
+
+# 6. --grad-dtype bf16: the gradients cross the link in bf16 (half the bytes; each partial sum
+#    rounded to bf16). Flat (one rank a namespace) and hierarchical (two): every rank identical
+#    after every step (--check-replicas 1), the banner says so, half the bytes cross the veth, and
+#    the run follows the fp32 exchange's within bf16's rounding (its accuracy cost).
+for layout in "hosts 1 hi0" "hosts2 2 hi1"; do
+  read -r hf per ref <<<"$layout"
+  rx0=$(ip -n "$NSB" -s -j link show "$VB" | "$PY" -c "import json,sys; print(json.load(sys.stdin)[0]['stats64']['rx']['bytes'])")
+  FFN_MPIRUN_ARGS="--mca plm_rsh_agent $WORK/rsh.sh" timeout -k 5 180 ip netns exec "$NSA" "$LAUNCH/mpirun-hosts.sh" \
+    -f $hf -N $per -t 1 -i $NET.0/24 -- "${HI[@]}" --grad-dtype bf16 --checkpoint-dir gb$per --metrics gb$per.csv \
+    >gb$per.out 2>gb$per.err || { cat gb$per.err >&2; fail "--grad-dtype bf16 on $per rank(s) a namespace"; }
+  rx1=$(ip -n "$NSB" -s -j link show "$VB" | "$PY" -c "import json,sys; print(json.load(sys.stdin)[0]['stats64']['rx']['bytes'])")
+  grep -qE "gradients in bf16|across nodes in bf16" gb$per.out || fail "the bf16 banner: $(grep exchange gb$per.out)"
+  echo "$per rank(s) a namespace: $(( (rx1 - rx0) / 1000 )) kB crossed into $NSB"
+  if [[ $per == 1 ]]; then
+    # fp32 reference on the same layout, for the bytes
+    FFN_MPIRUN_ARGS="--mca plm_rsh_agent $WORK/rsh.sh" timeout -k 5 180 ip netns exec "$NSA" "$LAUNCH/mpirun-hosts.sh" \
+      -f hosts -N 1 -t 1 -i $NET.0/24 -- "${HI[@]}" --checkpoint-dir gf1 --metrics gf1.csv >gf1.out 2>gf1.err ||
+      { cat gf1.err >&2; fail "fp32 reference on 1 rank a namespace"; }
+    rx2=$(ip -n "$NSB" -s -j link show "$VB" | "$PY" -c "import json,sys; print(json.load(sys.stdin)[0]['stats64']['rx']['bytes'])")
+    ref=gf1
+    "$PY" -c "
+b16, b32 = $((rx1 - rx0)), $((rx2 - rx1))
+print(f'bytes into B: bf16 {b16}, fp32 {b32}, ratio {b16 / b32:.2f}')
+assert b16 < 0.7 * b32, (b16, b32)" || fail "--grad-dtype bf16 did not halve the bytes on the link"
+  fi
+  "$PY" - gb$per.csv $ref.csv <<'PY' || fail "--grad-dtype bf16 ($per a namespace) strays from the fp32 exchange"
+import csv, sys, numpy as np
+def curve(f): return np.array([float(r["loss"]) for r in csv.DictReader(open(f)) if r["kind"] == "step"])
+a, b = curve(sys.argv[1]), curve(sys.argv[2])
+d = np.abs(a - b) / np.abs(b)
+print(f"{sys.argv[1]}: {len(a)} steps, relative loss difference to fp32: median {np.median(d):.1e}, max {d.max():.1e}, "
+      f"last-epoch mean loss {a[-100:].mean():.4f} vs {b[-100:].mean():.4f}")
+assert len(a) == len(b) == 200 and 0 < np.median(d) < 0.02 and abs(a[-100:].mean() - b[-100:].mean()) < 0.05 * b[-100:].mean()
+PY
+  pass "--grad-dtype bf16, $per rank(s) a namespace: every rank identical, follows the fp32 exchange"
+done

@@ -117,6 +117,11 @@ ffn_status ffn_grad_sync_create_sharded(ffn_grad_sync **out, ffn_comm *c, float 
 /* Points the exchange at another gradient buffer of the same length (after
  * ffn_model_use_grad_buffer moved the gradients, e.g. into shared memory). */
 void ffn_grad_sync_use_buffer(ffn_grad_sync *s, float *grads);
+/* --grad-dtype bf16: across nodes the buckets are converted to bf16, all-reduced
+ * and summed in bf16 (half the bytes on the network, each partial sum rounded
+ * to bf16) and converted back; within one node nothing changes (the sum runs
+ * in shared memory). Refused with the sharded (reduce-scatter) exchange. */
+ffn_status ffn_grad_sync_set_wire_bf16(ffn_grad_sync *s);
 void ffn_grad_sync_free(ffn_grad_sync *s);
 /* Starts the exchange of optimizer step `step` (named in stall messages). */
 void ffn_grad_sync_begin(ffn_grad_sync *s, uint64_t step);

@@ -42,6 +42,7 @@ typedef struct {
     int threads;               /* BLAS threads per rank; 0 = auto */
     int precision;             /* ffn_precision of the matrix products (--precision) */
     int gemm;                  /* ffn_gemm_backend that runs them (--gemm) */
+    int grad_dtype;            /* --grad-dtype: 0 fp32, 1 bf16 across nodes */
     double bucket_mb;          /* gradient allreduce bucket */
     double stall_timeout;      /* seconds a rank may lag at the exchange before the job ends; 0 = off */
     uint64_t check_replicas;   /* compare parameter hashes every K steps; 0 = off */

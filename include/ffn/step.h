@@ -42,6 +42,7 @@ typedef struct {
     ffn_optim_config optim;
     float clip_norm;          /* clip the global gradient L2 norm to this; 0 = off */
     int shard_optimizer;      /* ZeRO-1: each rank keeps and updates 1/N of the optimizer state */
+    int grad_bf16;            /* --grad-dtype bf16: gradients cross nodes in bf16 (ffn_grad_sync_set_wire_bf16) */
     size_t bucket_bytes;      /* gradient exchange buckets */
     size_t max_rows;          /* the most rows one micro-batch has on this rank */
     uint64_t seed;            /* the run's seed: dropout masks */

@@ -7,7 +7,7 @@
  *       fsync'd write; prints one table row per measure
  *   ffn-bench step --model SPEC --input D --loss L --batch B [--threads N]
  *                  [--data FILE] [--seconds S] [--bucket-mb X] [--precision fp32|bf16]
- *                  [--gemm auto|openblas|onednn]
+ *                  [--gemm auto|openblas|onednn] [--grad-dtype fp32|bf16]
  *       one model: samples/s, GFLOP/s (6 x params x samples), sgemm bound and,
  *       with more than one rank, the gradient exchange
  *   ffn-bench ckpt --model SPEC --input D [--dir DIR]
@@ -219,6 +219,7 @@ typedef struct {
     double seconds, bucket_mb;
     ffn_precision precision;
     ffn_gemm_backend gemm;
+    int grad_bf16; /* --grad-dtype bf16 */
 } step_args;
 
 /* Loads the in-memory pool: this rank's share of the first rows of --data,
@@ -293,7 +294,7 @@ static step_result run_step(const step_args *a, int quiet)
     if (!s.x || (!s.labels && !s.values)) die("out of memory");
     fill_pool(&s, a);
     /* As ffn-train runs it: Adam, and on one node the gradients in node-shared memory. */
-    ffn_step_config sc = {.loss = s.loss, .optim = ffn_optim_defaults(FFN_OPT_ADAM),
+    ffn_step_config sc = {.loss = s.loss, .optim = ffn_optim_defaults(FFN_OPT_ADAM), .grad_bf16 = a->grad_bf16,
                           .bucket_bytes = (size_t)(a->bucket_mb * 1048576.0), .max_rows = s.local, .seed = 1};
     if (ffn_step_create(&s.step, s.model, comm, &sc) != FFN_OK) die("training step");
     size_t bucket = sc.bucket_bytes;
@@ -575,9 +576,9 @@ static int suite(int quick, int threads, const char *dir)
         printf("| measure | ffn | reference | ratio |\n|---|---:|---:|---:|\n");
     }
     step_args runs[3] = {
-        {"mlp-b32", "dense:128:relu,dense:10", "softmax_ce", NULL, 784, 32, threads, sec, 4, FFN_PRECISION_FP32, FFN_GEMM_AUTO},
-        {"mlp-b256", "dense:128:relu,dense:10", "softmax_ce", NULL, 784, 256, threads, sec, 4, FFN_PRECISION_FP32, FFN_GEMM_AUTO},
-        {"ffn-b256", "dense:4096:gelu,dense:1024", "mse", NULL, 1024, 256, threads, sec, 4, FFN_PRECISION_FP32, FFN_GEMM_AUTO},
+        {"mlp-b32", "dense:128:relu,dense:10", "softmax_ce", NULL, 784, 32, threads, sec, 4, FFN_PRECISION_FP32, FFN_GEMM_AUTO, 0},
+        {"mlp-b256", "dense:128:relu,dense:10", "softmax_ce", NULL, 784, 256, threads, sec, 4, FFN_PRECISION_FP32, FFN_GEMM_AUTO, 0},
+        {"ffn-b256", "dense:4096:gelu,dense:1024", "mse", NULL, 1024, 256, threads, sec, 4, FFN_PRECISION_FP32, FFN_GEMM_AUTO, 0},
     };
     int bad = 0;
     for (int i = 0; i < 3; i++) {
@@ -644,6 +645,7 @@ int main(int argc, char **argv)
                    "       ffn-bench --version\n"
                    "       ffn-bench step --model SPEC --input D --loss L --batch B [--threads N] [--data FILE]\n"
                    "                      [--seconds S] [--bucket-mb X] [--name NAME] [--precision fp32|bf16] [--gemm auto|openblas|onednn]\n"
+                   "                      [--grad-dtype fp32|bf16]\n"
                    "       ffn-bench ckpt --model SPEC --input D [--dir DIR]\n"
                    "       ffn-bench train FFN-TRAIN-FLAGS...\n"
                    "(synthetic datasets: ffn-data synth)\n");
@@ -654,12 +656,19 @@ int main(int argc, char **argv)
                        strtoull(flag_value(argc, argv, "--batch", "32"), NULL, 10),
                        atoi(flag_value(argc, argv, "--threads", "1")),
                        atof(flag_value(argc, argv, "--seconds", "3")),
-                       atof(flag_value(argc, argv, "--bucket-mb", "4")), FFN_PRECISION_FP32, FFN_GEMM_AUTO};
+                       atof(flag_value(argc, argv, "--bucket-mb", "4")), FFN_PRECISION_FP32, FFN_GEMM_AUTO, 0};
         const char *precision = flag_value(argc, argv, "--precision", "fp32");
         if (!strcmp(precision, "bf16")) {
             a.precision = FFN_PRECISION_BF16;
         } else if (strcmp(precision, "fp32") != 0) {
             if (rank == 0) fprintf(stderr, "ffn-bench step: --precision: expected fp32 or bf16, got '%s'\n", precision);
+            a.model = NULL;
+        }
+        const char *grad_dtype = flag_value(argc, argv, "--grad-dtype", "fp32");
+        if (!strcmp(grad_dtype, "bf16")) {
+            a.grad_bf16 = 1;
+        } else if (strcmp(grad_dtype, "fp32") != 0) {
+            if (rank == 0) fprintf(stderr, "ffn-bench step: --grad-dtype: expected fp32 or bf16, got '%s'\n", grad_dtype);
             a.model = NULL;
         }
         const char *gemm = flag_value(argc, argv, "--gemm", "auto");
