@@ -8,6 +8,14 @@
 #
 #   launch/bench-netns.sh [--rates "none 10gbit 1gbit"] [--algorithms "2 default 3"] [--steps N] [--repeats R]
 #   launch/bench-netns.sh --overlap [--rates "10gbit 1gbit"] [--models "SPEC;SPEC"] [--repeats R] [--seconds S]
+#   launch/bench-netns.sh --peers [--rates "10gbit 1gbit"] [--repeats R] [--seconds S]
+#
+# --peers: ffn against PyTorch DDP (gloo over TCP, one process a namespace on the same cores,
+# threads limited before torch loads), step from memory (ffn-bench step / launch/bench_torch.py),
+# samples/s, best of --repeats: the large FFN (1024-4096 GELU-1024, mse, global batch 256) and the
+# MLP (784-128-10, softmax_ce, global batch 32 and 256), fp32 gradients on both sides; then the
+# FFN with 16-bit gradients on the wire: ffn --grad-dtype bf16 against DDP's fp16_compress_hook
+# (its bf16 hook cannot run on the CPU in PyTorch 1.13).
 #
 # --overlap: how much of the exchange hides behind backward. For each rate and model (input 1024,
 # mse, global batch 256; default the large FFN and 1024-4096-4096-1024), ffn-bench step with the
@@ -23,7 +31,7 @@
 # FFN_BUILD_DIR: the build to run [build].
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-rates="none 10gbit 1gbit" algorithms="2 default 3" steps=30 repeats=2 overlap=0 seconds=6
+rates="none 10gbit 1gbit" algorithms="2 default 3" steps=30 repeats=2 overlap=0 peers=0 seconds=6
 models="dense:4096:gelu,dense:1024;dense:4096:gelu,dense:4096:gelu,dense:1024"
 while (($#)); do
   case $1 in
@@ -32,6 +40,7 @@ while (($#)); do
     --steps) steps=$2; shift 2 ;;
     --repeats) repeats=$2; shift 2 ;;
     --overlap) overlap=1; shift ;;
+    --peers) peers=1; shift ;;
     --models) models=$2; shift 2 ;;
     --seconds) seconds=$2; shift 2 ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -98,6 +107,59 @@ bench() { # MODEL THREAD: "step_ms wait_ms exchange_ms" of one ffn-bench step ru
     { echo "failed"; return; }
   sed -n 's/^RESULT step .* step_ms=\([0-9.]*\) .* exchange_ms=\([0-9.]*\) .* wait_ms=\([0-9.]*\) .*/\1 \3 \2/p' <<<"$out" | tail -1
 }
+ddp() { # ARGS...: samples/s of PyTorch DDP gloo, one rank per namespace, or "failed"
+  local port=$((29500 + RANDOM % 1000)) out
+  ip netns exec "$NSB" env OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 GLOO_SOCKET_IFNAME="$VB" \
+    taskset -c "$core_b" timeout -k 5 300 "$PY" "$here/launch/bench_torch.py" --threads 1 --seconds "$seconds" \
+    --dist-rank 1 --dist-world 2 --dist-init "tcp://$NET.1:$port" "$@" >/dev/null 2>&1 &
+  local peer=$!
+  out=$(ip netns exec "$NSA" env OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 GLOO_SOCKET_IFNAME="$VA" \
+    taskset -c 0 timeout -k 5 300 "$PY" "$here/launch/bench_torch.py" --threads 1 --seconds "$seconds" \
+    --dist-rank 0 --dist-world 2 --dist-init "tcp://$NET.1:$port" "$@" 2>&1) || true
+  wait "$peer" || true
+  sed -n 's/^RESULT torch .* samples_per_s=\([0-9.]*\) .*/\1/p' <<<"$out" | tail -1 | grep . || echo failed
+}
+ffn_step() { # ARGS...: samples/s of ffn-bench step on the two namespaces, or "failed"
+  local out
+  out=$(FFN_MPIRUN_ARGS="--mca plm_rsh_agent $work/rsh.sh --bind-to none" FFN_BIN=$build/ffn-bench \
+    timeout -k 5 600 ip netns exec "$NSA" "$here/launch/mpirun-hosts.sh" -f hosts -N 1 -t 1 -i $NET.0/24 -- \
+    step --threads 1 --seconds "$seconds" "$@" 2>&1) || { echo failed; return; }
+  sed -n 's/^RESULT step .* samples_per_s=\([0-9.]*\) .*/\1/p' <<<"$out" | tail -1 | grep . || echo failed
+}
+if ((peers)); then
+  PY=${PYTHON:-/usr/bin/python3}
+  core_b=$(($(nproc) > 1 ? 1 : 0))
+  "$build/ffn-data" synth regression --rows 4096 --features 1024 --classes 1024 --seed 7 --out ffn.h5 >/dev/null
+  "$build/ffn-data" synth blobs --rows 8192 --features 784 --classes 10 --seed 7 --out mlp.h5 >/dev/null
+  best() { # CMD...: the highest samples/s of --repeats runs
+    local b=0 v
+    for _ in $(seq "$repeats"); do
+      v=$("$@" </dev/null) # mpirun and python would read the workload list from stdin
+      [[ $v =~ ^[0-9.]+$ ]] && awk -v a="$v" -v b="$b" 'BEGIN{exit !(a > b)}' && b=$v
+    done
+    echo "$b"
+  }
+  echo "load average: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores; one rank x 1 thread a namespace, step from memory, best of $repeats"
+  echo "| link | workload | ffn samples/s | DDP gloo samples/s | ffn / DDP |"
+  echo "| --- | --- | ---: | ---: | ---: |"
+  for rate in $rates; do
+    shape "$rate"
+    while IFS='|' read -r what fargs targs; do
+      read -r -a fa <<<"${fargs//\$work/$work}"
+      read -r -a ta <<<"${targs//\$work/$work}"
+      f=$(best ffn_step "${fa[@]}")
+      d=$(best ddp "${ta[@]}")
+      awk -v r="$rate" -v w="$what" -v f="$f" -v d="$d" 'BEGIN {
+        printf "| %s | %s | %.0f | %.0f | %s |\n", r, w, f, d, (d > 0 ? sprintf("%.2f", f / d) : "-") }'
+    done <<EOF2
+FFN b256, fp32 gradients|--model dense:4096:gelu,dense:1024 --input 1024 --loss mse --batch 256 --data $work/ffn.h5|--model ffn --batch 256 --data $work/ffn.h5
+FFN b256, 16-bit gradients (ffn bf16, DDP fp16 hook)|--model dense:4096:gelu,dense:1024 --input 1024 --loss mse --batch 256 --data $work/ffn.h5 --grad-dtype bf16|--model ffn --batch 256 --data $work/ffn.h5 --ddp-hook fp16
+MLP b32|--model dense:128:relu,dense:10 --input 784 --loss softmax_ce --batch 32 --data $work/mlp.h5|--model mlp --batch 32 --data $work/mlp.h5
+MLP b256|--model dense:128:relu,dense:10 --input 784 --loss softmax_ce --batch 256 --data $work/mlp.h5|--model mlp --batch 256 --data $work/mlp.h5
+EOF2
+  done
+  exit 0
+fi
 if ((overlap)); then
   echo "load average: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores; ffn-bench step, 1 rank x 1 thread per namespace, global batch 256, best of $repeats"
   echo "| link | model | exchange thread | step ms | gradient wait ms (% of step) | exchange alone ms | hidden |"
