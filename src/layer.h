@@ -27,7 +27,18 @@ typedef struct {
     const uint64_t *rows; /* training: global row ids of the batch [batch], or NULL (0, 1, ...) */
     size_t layer;         /* index of the layer being run */
     ffn_gemm_engine *gemm;       /* the model's GEMM engine: every product goes through ffn_gemm(gemm, ...) */
+    /* Backward: a layer whose parameter gradients are final before it has
+     * computed dx (a dense layer: dW, db, then dx = dz·W) calls
+     * ffn_layer_grads_final(ctx) then, so the exchange can send them while dx
+     * computes; otherwise the model reports them after the layer's backward. */
+    void (*grads_final)(void *user, size_t layer);
+    void *grads_final_user;
 } ffn_forward_ctx;
+
+static inline void ffn_layer_grads_final(const ffn_forward_ctx *ctx)
+{
+    if (ctx->grads_final) ctx->grads_final(ctx->grads_final_user, ctx->layer);
+}
 
 /* A tensor a layer declares in setup (offsets are assigned by the model). */
 typedef struct {

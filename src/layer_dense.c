@@ -83,34 +83,35 @@ static void dense_backward(ffn_layer *l, float *dx, float *dy, const float *x, s
 {
     const ffn_layer_spec *s = &l->spec;
     ffn_tensor *tW = &l->tensors[0], *tb = &l->tensors[1];
-    /* Activation, dW, db and dx = dz·W; dy holds dz afterwards. */
-    ffn_dense_backward_on(ctx->gemm, dx, tW->trainable ? l->dW : NULL, tb->trainable ? l->db : NULL, dy, x, l->W,
-                       l->z, l->y, batch, l->in, l->out, s->act, s->act_param, accumulate);
-    if (!s->lora_rank) return;
-    ffn_tensor *tA = &l->tensors[2], *tB = &l->tensors[3];
-    if (batch == 0) {
-        if (!accumulate) {
-            if (tA->trainable) memset(tA->grad, 0, tA->count * sizeof(float));
-            if (tB->trainable) memset(tB->grad, 0, tB->count * sizeof(float));
-        }
-        return;
-    }
+    /* Activation, dW and db first (dy holds dz afterwards); dx = dz·W once the
+     * parameter gradients are handed over (ffn_layer_grads_final), so the
+     * exchange sends them while dx computes. The same products either way. */
+    ffn_dense_backward_on(ctx->gemm, NULL, tW->trainable ? l->dW : NULL, tb->trainable ? l->db : NULL, dy, x, l->W,
+                          l->z, l->y, batch, l->in, l->out, s->act, s->act_param, accumulate);
     int b = (int)batch, in = (int)l->in, out = (int)l->out, R = (int)s->lora_rank;
-    float scale = lora_scale(s), beta = accumulate ? 1.0f : 0.0f;
-    const float *dz = dy, *u = l->cache;
-    if (tB->trainable) /* dB [out, R] = s·dzᵀ·u */
-        ffn_gemm(ctx->gemm, 1, 0, out, R, b, scale, dz, out, u, R, beta,
-                    tB->grad, R);
-    if (!tA->trainable && !dx) return;
-    float *du = work; /* [batch, R] = s·dz·B */
-    ffn_gemm(ctx->gemm, 0, 0, b, R, out, scale, dz, out, tB->data, R, 0.0f,
-                du, R);
-    if (tA->trainable) /* dA [R, in] = duᵀ·x */
-        ffn_gemm(ctx->gemm, 1, 0, R, in, b, 1.0f, du, R, x, in, beta,
-                    tA->grad, in);
-    if (dx) /* dx += du·A */
-        ffn_gemm(ctx->gemm, 0, 0, b, in, R, 1.0f, du, R, tA->data, in, 1.0f,
-                    dx, in);
+    const float *dz = dy;
+    float *du = work; /* [batch, R] = s·dz·B (LoRA) */
+    if (s->lora_rank) {
+        ffn_tensor *tA = &l->tensors[2], *tB = &l->tensors[3];
+        if (batch == 0) {
+            if (!accumulate) {
+                if (tA->trainable) memset(tA->grad, 0, tA->count * sizeof(float));
+                if (tB->trainable) memset(tB->grad, 0, tB->count * sizeof(float));
+            }
+        } else {
+            float scale = lora_scale(s), beta = accumulate ? 1.0f : 0.0f;
+            const float *u = l->cache;
+            if (tB->trainable) /* dB [out, R] = s·dzᵀ·u */
+                ffn_gemm(ctx->gemm, 1, 0, out, R, b, scale, dz, out, u, R, beta, tB->grad, R);
+            if (tA->trainable || dx) ffn_gemm(ctx->gemm, 0, 0, b, R, out, scale, dz, out, tB->data, R, 0.0f, du, R);
+            if (tA->trainable) /* dA [R, in] = duᵀ·x */
+                ffn_gemm(ctx->gemm, 1, 0, R, in, b, 1.0f, du, R, x, in, beta, tA->grad, in);
+        }
+    }
+    ffn_layer_grads_final(ctx);
+    if (!dx || batch == 0) return;
+    ffn_gemm(ctx->gemm, 0, 0, b, in, out, 1.0f, dz, out, l->W, in, 0.0f, dx, in); /* dx = dz·W */
+    if (s->lora_rank) ffn_gemm(ctx->gemm, 0, 0, b, in, R, 1.0f, du, R, l->tensors[2].data, in, 1.0f, dx, in); /* += du·A */
 }
 
 /* W [out, in], b [out] and their gradients: views of the first two tensors. */

@@ -32,6 +32,10 @@ struct ffn_model {
     int recompute;        /* blocks keep no cache: backward recomputes it (ffn_model_set_recompute) */
     float *block_cache;   /* recompute: the one cache every block shares, [max_batch, largest block cache] */
     size_t cache_owner;   /* recompute: the layer whose cache block_cache holds (layer_count: none) */
+    /* backward under way: where a layer's final parameter gradients are reported */
+    ffn_grad_ready_fn ready;
+    void *ready_user;
+    int reported;         /* the current layer's gradients are reported already */
 };
 
 ffn_tensor *ffn_layer_tensor(ffn_layer *l, const char *name)
@@ -505,9 +509,23 @@ static void report_ready(const ffn_layer *l, ffn_grad_ready_fn ready, void *user
     }
 }
 
+/* ffn_forward_ctx.grads_final: the layer's parameter gradients are final
+ * (before its dx): report them now rather than after its backward. */
+static void layer_grads_final(void *model, size_t layer)
+{
+    ffn_model *m = model;
+    if (m->reported) return;
+    report_ready(&m->layers[layer], m->ready, m->ready_user);
+    m->reported = 1;
+}
+
 void ffn_model_backward_dx(ffn_model *m, const float *x, size_t batch, float *dout, int accumulate,
                            ffn_grad_ready_fn ready, void *user, float *dx_out)
 {
+    m->ready = ready;
+    m->ready_user = user;
+    m->ctx.grads_final = ready ? layer_grads_final : NULL;
+    m->ctx.grads_final_user = m;
     size_t lowest = dx_out ? 0 : m->layer_count;
     for (size_t i = 0; i < m->layer_count && !dx_out; i++)
         if (layer_trains(&m->layers[i])) {
@@ -529,8 +547,9 @@ void ffn_model_backward_dx(ffn_model *m, const float *x, size_t batch, float *do
             ops->forward(l, in, batch, &m->ctx);
             m->cache_owner = i;
         }
+        m->reported = 0;
         ops->backward(l, dx, dy, in, batch, accumulate, m->work, &m->ctx);
-        if (ready) report_ready(l, ready, user);
+        if (ready && !m->reported) report_ready(l, ready, user);
         dy = dx;
     }
 }
