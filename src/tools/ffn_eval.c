@@ -26,6 +26,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
@@ -34,6 +35,7 @@
 #include "ffn/data.h"
 #include "ffn/eval.h"
 #include "../files.h"
+#include "../gemm.h" /* internal: the products' threads */
 #include "ffn/loss.h"
 #include "ffn/model.h"
 #include "ffn/predict.h"
@@ -528,6 +530,11 @@ int main(int argc, char **argv)
         fprintf(stderr, "ffn-eval: error: %s\n", ffn_last_error());
         return 1;
     }
+    /* The node's cores shared among its ranks, for OpenBLAS and oneDNN alike
+     * (as ffn-train's default): ranks never oversubscribe the node. */
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    long threads = (cores > 0 ? cores : 1) / ffn_comm_local_size(comm);
+    ffn_gemm_set_threads(threads > 0 ? (int)threads : 1);
     int rc = run(comm, argc, argv);
     ffn_comm_finalize(comm);
     return rc;
