@@ -46,6 +46,20 @@ static inline const char *tmp_path(const char *name)
     return p;
 }
 
+/* Writes text to path (created or truncated); 0, or -1 after a message. */
+static inline int write_text_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        fprintf(stderr, "could not create %s\n", path);
+        return -1;
+    }
+    int bad = fputs(text, f) < 0;
+    bad |= fclose(f) != 0;
+    if (bad) fprintf(stderr, "could not write %s\n", path);
+    return bad ? -1 : 0;
+}
+
 /* Removes the directory and everything in it; 0, or -1 after a message. */
 static inline int tmp_dir_remove(void)
 {

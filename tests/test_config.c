@@ -23,15 +23,6 @@ static const char *in_dir(const char *name)
     return path;
 }
 
-static void write_text(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    CHECK(f != NULL);
-    if (!f) return;
-    fputs(text, f);
-    fclose(f);
-}
-
 /* Parses "ffn-train ARGS..." (NULL-terminated) into cfg from the defaults. */
 static ffn_status parse(ffn_train_config *cfg, int *help, ...)
 {
@@ -58,8 +49,8 @@ static void test_file_sets_values(void)
 {
     char path[256];
     snprintf(path, sizeof path, "%s", in_dir("run.json"));
-    write_text(path, "{\"train\": \"t.h5\", \"lr\": 0.01, \"epochs\": 3, \"quiet\": true, \"optimizer\": \"sgd\",\n"
-                     " \"momentum\": 0.9, \"nesterov\": true, \"val\": null, \"checkpoint-every\": \"5steps\"}\n");
+    CHECK(write_text_file(path, "{\"train\": \"t.h5\", \"lr\": 0.01, \"epochs\": 3, \"quiet\": true, \"optimizer\": \"sgd\",\n"
+                                " \"momentum\": 0.9, \"nesterov\": true, \"val\": null, \"checkpoint-every\": \"5steps\"}\n") == 0);
     ffn_train_config cfg;
     CHECK(parse(&cfg, NULL, "--config", path, NULL) == FFN_OK);
     CHECK(strcmp(cfg.train_path, "t.h5") == 0);
@@ -118,7 +109,7 @@ static void test_file_errors(void)
     char path[256], expected[512];
     snprintf(path, sizeof path, "%s", in_dir("bad.json"));
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        write_text(path, cases[i].json);
+        CHECK(write_text_file(path, cases[i].json) == 0);
         ffn_train_config cfg;
         CHECK_MSG(parse(&cfg, NULL, "--config", path, NULL) == FFN_ERR_ARG, "%s", cases[i].json);
         snprintf(expected, sizeof expected, "%s: %s", path, cases[i].message);
@@ -144,7 +135,7 @@ static void test_values_round_trip(void)
         char *json = ffn_config_to_json(&cfg);
         ffn_config_release(&cfg);
         const char *path = in_dir("round.json");
-        write_text(path, json);
+        CHECK(write_text_file(path, json) == 0);
         free(json);
         CHECK(parse(&cfg, NULL, "--config", path, NULL) == FFN_OK);
         CHECK_MSG(cfg.lr == lr, "--lr %s: %.9g after the round trip, expected %.9g", lrs[i], (double)cfg.lr, (double)lr);

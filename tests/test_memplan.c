@@ -135,15 +135,6 @@ static void test_transients(void)
     free(s);
 }
 
-static void write_text(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    CHECK(f != NULL);
-    if (!f) return;
-    fputs(text, f);
-    fclose(f);
-}
-
 /* A fake hierarchy: the smallest limit up the process's cgroup wins, "max"
  * and v1's 2^63-ish are none; a v1 mount whose root is a container's cgroup. */
 static void test_cgroup(void)
@@ -152,25 +143,25 @@ static void test_cgroup(void)
     uint64_t bytes = 0;
     snprintf(cmd, sizeof cmd, "mkdir -p %s/v2/job/step %s/v1/memory/task", tmp_dir(), tmp_dir());
     CHECK(system(cmd) == 0);
-    write_text(tmp_path("v2/memory.max"), "max\n");
-    write_text(tmp_path("v2/job/memory.max"), "2147483648\n");
-    write_text(tmp_path("v2/job/step/memory.max"), "max\n");
-    write_text(tmp_path("cgroup-v2"), "0::/job/step\n");
+    CHECK(write_text_file(tmp_path("v2/memory.max"), "max\n") == 0);
+    CHECK(write_text_file(tmp_path("v2/job/memory.max"), "2147483648\n") == 0);
+    CHECK(write_text_file(tmp_path("v2/job/step/memory.max"), "max\n") == 0);
+    CHECK(write_text_file(tmp_path("cgroup-v2"), "0::/job/step\n") == 0);
     snprintf(mountinfo, sizeof mountinfo,
              "30 20 0:26 / %s/v2 rw,nosuid shared:4 - cgroup2 cgroup2 rw\n"
              "31 20 0:27 /docker/abc %s/v1/memory rw - cgroup cgroup rw,memory\n",
              tmp_dir(), tmp_dir());
-    write_text(tmp_path("mountinfo"), mountinfo);
+    CHECK(write_text_file(tmp_path("mountinfo"), mountinfo) == 0);
     CHECK(ffn_memplan_cgroup_limit(tmp_path("cgroup-v2"), tmp_path("mountinfo"), &bytes, file, sizeof file) == 1);
     CHECK(bytes == (uint64_t)2 << 30);
     CHECK_MSG(strcmp(file, tmp_path("v2/job/memory.max")) == 0, "%s", file);
     /* No limit anywhere. */
-    write_text(tmp_path("v2/job/memory.max"), "max\n");
+    CHECK(write_text_file(tmp_path("v2/job/memory.max"), "max\n") == 0);
     CHECK(ffn_memplan_cgroup_limit(tmp_path("cgroup-v2"), tmp_path("mountinfo"), &bytes, file, sizeof file) == 0);
     /* v1: the mount shows /docker/abc at its point; the process is in /docker/abc/task. */
-    write_text(tmp_path("v1/memory/memory.limit_in_bytes"), "536870912\n"); /* the container's, seen at the mount */
-    write_text(tmp_path("cgroup-v1"), "5:cpu,cpuacct:/x\n4:memory:/docker/abc/task\n0::/\n");
-    write_text(tmp_path("v1/memory/task/memory.limit_in_bytes"), "9223372036854771712\n");
+    CHECK(write_text_file(tmp_path("v1/memory/memory.limit_in_bytes"), "536870912\n") == 0); /* the container's, seen at the mount */
+    CHECK(write_text_file(tmp_path("cgroup-v1"), "5:cpu,cpuacct:/x\n4:memory:/docker/abc/task\n0::/\n") == 0);
+    CHECK(write_text_file(tmp_path("v1/memory/task/memory.limit_in_bytes"), "9223372036854771712\n") == 0);
     CHECK(ffn_memplan_cgroup_limit(tmp_path("cgroup-v1"), tmp_path("mountinfo"), &bytes, file, sizeof file) == 1);
     CHECK(bytes == (uint64_t)512 << 20);
     CHECK_MSG(strcmp(file, tmp_path("v1/memory/memory.limit_in_bytes")) == 0, "%s", file);
@@ -210,7 +201,7 @@ static void test_limits(void)
     CHECK(ffn_memplan_rank_limit(&none, 1, 0, which, sizeof which) == UINT64_MAX);
     ffn_memplan_read_meminfo(tmp_path("absent"), &none);
     CHECK(none.node_bytes == 0);
-    write_text(tmp_path("meminfo"), "MemTotal:       24684092 kB\nMemFree: 1 kB\nMemAvailable:   24261352 kB\n");
+    CHECK(write_text_file(tmp_path("meminfo"), "MemTotal:       24684092 kB\nMemFree: 1 kB\nMemAvailable:   24261352 kB\n") == 0);
     ffn_memplan_read_meminfo(tmp_path("meminfo"), &none);
     CHECK(none.node_bytes == (uint64_t)24684092 << 10 && none.available_bytes == (uint64_t)24261352 << 10);
 }
