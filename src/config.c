@@ -195,24 +195,15 @@ static const char *const progress_names[] = {"auto", "on", "off"};
 static const int progress_values[] = {-1, 1, 0};
 static const ffn_names progress_table = FFN_NAMES_OF_ARRAY(progress_names);
 
-/* --precision: the ffn_precision values, in order. */
-static const char *const precision_names[] = {"fp32", "bf16"};
-static const ffn_names precision_table = FFN_NAMES_OF_ARRAY(precision_names);
-
-/* --gemm: the ffn_gemm_backend values, in order. */
-static const char *const gemm_names[] = {"auto", "openblas", "onednn"};
-static const ffn_names gemm_table = FFN_NAMES_OF_ARRAY(gemm_names);
-/* --grad-dtype: 0 fp32, 1 bf16. */
-static const ffn_names grad_dtype_table = FFN_NAMES_OF_ARRAY(precision_names);
 
 /* The names each named value type takes. */
 static const ffn_names *const named_types[] = {
     [T_LOSS] = &ffn_loss_names,
     [T_OPT] = &ffn_opt_names,
     [T_LR] = &ffn_lr_names,
-    [T_PRECISION] = &precision_table,
-    [T_GEMM] = &gemm_table,
-    [T_GRAD_DTYPE] = &grad_dtype_table,
+    [T_PRECISION] = &ffn_precision_names,
+    [T_GEMM] = &ffn_gemm_backend_names,
+    [T_GRAD_DTYPE] = &ffn_precision_names, /* 0 fp32, 1 bf16 */
     [T_PROGRESS] = &progress_table,
 };
 

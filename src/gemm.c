@@ -48,6 +48,12 @@ struct ffn_gemm_engine {
 #endif
 };
 
+/* The enums' names, in value order (model.h). */
+static const char *const precision_names[] = {"fp32", "bf16"};
+static const char *const backend_names[] = {"auto", "openblas", "onednn"};
+const ffn_names ffn_precision_names = FFN_NAMES_OF_ARRAY(precision_names);
+const ffn_names ffn_gemm_backend_names = FFN_NAMES_OF_ARRAY(backend_names);
+
 /* ---- capability --------------------------------------------------------- */
 
 /* Whether OpenBLAS runs an AVX-512 kernel (its core names: SkylakeX,

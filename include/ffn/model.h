@@ -31,6 +31,7 @@
 #include <stdint.h>
 #include "ffn/act.h"
 #include "ffn/init.h"
+#include "ffn/names.h"
 #include "ffn/status.h"
 
 /* The layer kinds; each is a src/layer_<kind>.c registered in src/layer_kinds.c. */
@@ -104,6 +105,8 @@ typedef enum { FFN_PRECISION_FP32 = 0, FFN_PRECISION_BF16 } ffn_precision;
  * shape), else OpenBLAS (within 10% of oneDNN at large shapes, faster at
  * narrow ones). The choice never depends on timing, so runs stay reproducible. */
 typedef enum { FFN_GEMM_AUTO = 0, FFN_GEMM_OPENBLAS, FFN_GEMM_ONEDNN } ffn_gemm_backend;
+/* "fp32", "bf16" and "auto", "openblas", "onednn": the flags' names of both. */
+extern const ffn_names ffn_precision_names, ffn_gemm_backend_names;
 
 /* "dense", "dropout", "layernorm", "ffn", "swiglu" (the spec keywords). */
 const char *ffn_layer_kind_name(ffn_layer_kind kind);

@@ -375,7 +375,7 @@ static step_result run_step(const step_args *a, int quiet)
             if (*c == ' ') *c = '_'; /* one key=value token */
         printf(" cpu_step_ms=%.4f cpu_bound_ms=%.4f kernels=%s corename=%s precision=%s gemm=%s\n", 1e3 * r.cpu_s,
                1e3 * r.bound_cpu_s, ffn_act_kernels(), openblas_get_corename(),
-               a->precision == FFN_PRECISION_BF16 ? "bf16" : "fp32", gemm);
+               ffn_names_name(&ffn_precision_names, (int)a->precision), gemm);
         fflush(stdout);
     }
     ffn_gemm_free(s.gemm);
@@ -618,6 +618,18 @@ static const char *flag_value(int argc, char **argv, const char *name, const cha
     return def;
 }
 
+/* The value table t names for flag name (def when absent), or -1 after a message (rank 0). */
+static int named_flag(int argc, char **argv, const char *name, const char *def, const ffn_names *t)
+{
+    const char *v = flag_value(argc, argv, name, def);
+    int k = ffn_names_find(t, v);
+    if (k < 0 && rank == 0) {
+        char list[FFN_NAMES_LIST_MAX];
+        fprintf(stderr, "ffn-bench step: %s: expected %s, got '%s'\n", name, ffn_names_list(t, list, sizeof list), v);
+    }
+    return k;
+}
+
 static int has_flag(int argc, char **argv, const char *name)
 {
     for (int i = 1; i < argc; i++)
@@ -657,29 +669,13 @@ int main(int argc, char **argv)
                        atoi(flag_value(argc, argv, "--threads", "1")),
                        atof(flag_value(argc, argv, "--seconds", "3")),
                        atof(flag_value(argc, argv, "--bucket-mb", "4")), FFN_PRECISION_FP32, FFN_GEMM_AUTO, 0};
-        const char *precision = flag_value(argc, argv, "--precision", "fp32");
-        if (!strcmp(precision, "bf16")) {
-            a.precision = FFN_PRECISION_BF16;
-        } else if (strcmp(precision, "fp32") != 0) {
-            if (rank == 0) fprintf(stderr, "ffn-bench step: --precision: expected fp32 or bf16, got '%s'\n", precision);
-            a.model = NULL;
-        }
-        const char *grad_dtype = flag_value(argc, argv, "--grad-dtype", "fp32");
-        if (!strcmp(grad_dtype, "bf16")) {
-            a.grad_bf16 = 1;
-        } else if (strcmp(grad_dtype, "fp32") != 0) {
-            if (rank == 0) fprintf(stderr, "ffn-bench step: --grad-dtype: expected fp32 or bf16, got '%s'\n", grad_dtype);
-            a.model = NULL;
-        }
-        const char *gemm = flag_value(argc, argv, "--gemm", "auto");
-        if (!strcmp(gemm, "openblas")) {
-            a.gemm = FFN_GEMM_OPENBLAS;
-        } else if (!strcmp(gemm, "onednn")) {
-            a.gemm = FFN_GEMM_ONEDNN;
-        } else if (strcmp(gemm, "auto") != 0) {
-            if (rank == 0) fprintf(stderr, "ffn-bench step: --gemm: expected auto, openblas or onednn, got '%s'\n", gemm);
-            a.model = NULL;
-        }
+        int precision = named_flag(argc, argv, "--precision", "fp32", &ffn_precision_names);
+        int grad_dtype = named_flag(argc, argv, "--grad-dtype", "fp32", &ffn_precision_names);
+        int gemm = named_flag(argc, argv, "--gemm", "auto", &ffn_gemm_backend_names);
+        if (precision < 0 || grad_dtype < 0 || gemm < 0) a.model = NULL;
+        a.precision = precision < 0 ? FFN_PRECISION_FP32 : (ffn_precision)precision;
+        a.grad_bf16 = grad_dtype == FFN_PRECISION_BF16;
+        a.gemm = gemm < 0 ? FFN_GEMM_AUTO : (ffn_gemm_backend)gemm;
         if (!a.model || !a.input || !a.batch || a.threads < 1) {
             if (rank == 0) fprintf(stderr, "ffn-bench step: --model, --input and --batch are required\n");
             rc = 2;

@@ -416,6 +416,17 @@ static int export_weights(const char *ckpt_path, const char *out)
     return st == FFN_OK ? 0 : st == FFN_ERR_ARG ? 2 : 1;
 }
 
+/* The value table t names v, or -1 after a message naming the flag and the choices. */
+static int named_value(const char *flag, const char *v, const ffn_names *t)
+{
+    int k = ffn_names_find(t, v);
+    if (k < 0) {
+        char list[FFN_NAMES_LIST_MAX];
+        fprintf(stderr, "ffn-eval: error: %s: expected %s, got '%s'\n", flag, ffn_names_list(t, list, sizeof list), v);
+    }
+    return k;
+}
+
 static int run(ffn_comm *comm, int argc, char **argv)
 {
     const char *ckpt = NULL, *data = NULL, *info_path = NULL, *merge_in = NULL, *out_path = NULL;
@@ -471,23 +482,14 @@ static int run(ffn_comm *comm, int argc, char **argv)
             batch = (size_t)n;
         }
     }
+    int named;
     if (precision_name) {
-        if (strcmp(precision_name, "bf16") != 0 && strcmp(precision_name, "fp32") != 0) {
-            fprintf(stderr, "ffn-eval: error: --precision: expected fp32 or bf16, got '%s'\n", precision_name);
-            return 2;
-        }
-        precision = strcmp(precision_name, "bf16") == 0 ? FFN_PRECISION_BF16 : FFN_PRECISION_FP32;
+        if ((named = named_value("--precision", precision_name, &ffn_precision_names)) < 0) return 2;
+        precision = (ffn_precision)named;
     }
     if (gemm_name) {
-        static const char *const names[] = {"auto", "openblas", "onednn"};
-        int found = -1;
-        for (int k = 0; k < 3; k++)
-            if (strcmp(gemm_name, names[k]) == 0) found = k;
-        if (found < 0) {
-            fprintf(stderr, "ffn-eval: error: --gemm: expected auto, openblas or onednn, got '%s'\n", gemm_name);
-            return 2;
-        }
-        gemm_backend = (ffn_gemm_backend)found;
+        if ((named = named_value("--gemm", gemm_name, &ffn_gemm_backend_names)) < 0) return 2;
+        gemm_backend = (ffn_gemm_backend)named;
     }
     if (loss_hint && ffn_loss_from_name(loss_hint) < 0) {
         char kinds[256];
