@@ -14,6 +14,11 @@ FFN_CLONES void ffn_bf16_from_floats(ffn_bf16 *restrict dst, const float *restri
     for (size_t i = 0; i < n; i++) dst[i] = ffn_bf16_from_float(src[i]);
 }
 
+void ffn_floats_from_bf16(float *restrict dst, const ffn_bf16 *restrict src, size_t n)
+{
+    for (size_t i = 0; i < n; i++) dst[i] = ffn_float_from_bf16(src[i]);
+}
+
 void ffn_bf16_from_float_rows(ffn_bf16 *dst, const float *src, size_t rows, size_t cols, size_t ld)
 {
     if (ld == cols) {

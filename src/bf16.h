@@ -33,6 +33,8 @@ static inline float ffn_float_from_bf16(ffn_bf16 h)
 
 /* dst[i] = bf16(src[i]) for n values. */
 void ffn_bf16_from_floats(ffn_bf16 *dst, const float *src, size_t n);
+/* dst[i] = float(src[i]) for n values (exact). */
+void ffn_floats_from_bf16(float *dst, const ffn_bf16 *src, size_t n);
 /* The rows x cols block of src (row stride ld) into dst, packed (stride cols). */
 void ffn_bf16_from_float_rows(ffn_bf16 *dst, const float *src, size_t rows, size_t cols, size_t ld);
 /* Rounds x[i] to the nearest bf16 value, in place (a reference for tests). */

@@ -806,7 +806,7 @@ static void wire_unpack(ffn_grad_sync *s)
 {
     for (size_t i = 0; i < s->wire_count; i++) {
         size_t lo = s->wire_ranges[2 * i], hi = s->wire_ranges[2 * i + 1];
-        for (size_t k = lo; k < hi; k++) s->grads[k] = ffn_float_from_bf16(s->wire[k]);
+        ffn_floats_from_bf16(s->grads + lo, s->wire + lo, hi - lo);
     }
     s->wire_count = 0;
 }
@@ -1011,7 +1011,7 @@ static int hierarchical_exchange(ffn_grad_sync *s)
         size_t lo = s->plan[2 * i], hi = s->plan[2 * i + 1], a, z;
         ffn_partition(hi - lo, (size_t)r, (size_t)p, &a, &z);
         if (s->wire)
-            for (size_t k = lo + a; k < lo + z; k++) first[k] = ffn_float_from_bf16(s->wire[k]);
+            ffn_floats_from_bf16(first + lo + a, s->wire + lo + a, z - a);
         for (int q = 1; q < p; q++) memcpy(b->peers[q] + lo + a, first + lo + a, (z - a) * sizeof *first);
     }
     s->planned = 0;
