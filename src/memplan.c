@@ -420,7 +420,7 @@ static int try_recompute(ffn_mem_inputs *in, trial *t, char *text, size_t cap)
 {
     size_t blocks = 0;
     for (size_t i = 0; i < in->layer_count; i++)
-        blocks += in->layers[i].kind == FFN_LAYER_FFN || in->layers[i].kind == FFN_LAYER_SWIGLU;
+        blocks += ffn_layer_kind_recomputes(in->layers[i].kind);
     if (in->recompute || blocks == 0) return -1;
     in->recompute = 1;
     snprintf(text, cap, "--recompute");

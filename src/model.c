@@ -302,11 +302,10 @@ static void refresh_bf16_copy(ffn_model *m)
     m->bf16_stale = 0;
 }
 
+int ffn_layer_kind_recomputes(ffn_layer_kind kind) { return kind == FFN_LAYER_FFN || kind == FFN_LAYER_SWIGLU; }
+
 /* --recompute: the residual blocks (ffn, swiglu) give up their cache. */
-static int recomputed(int recompute, const ffn_layer *l)
-{
-    return recompute && (l->spec.kind == FFN_LAYER_FFN || l->spec.kind == FFN_LAYER_SWIGLU);
-}
+static int recomputed(int recompute, const ffn_layer *l) { return recompute && ffn_layer_kind_recomputes(l->spec.kind); }
 
 ffn_status ffn_model_set_recompute(ffn_model *m, int on)
 {

@@ -83,10 +83,8 @@ void ffn_run_print_banner(const ffn_run *r)
            (unsigned long long)r->steps_per_epoch, (unsigned long long)r->total_steps);
     if (cfg->recompute) {
         size_t blocks = 0;
-        for (size_t i = 0; i < ffn_model_layer_count(r->model); i++) {
-            ffn_layer_kind k = ffn_model_layer_const(r->model, i)->spec.kind;
-            blocks += k == FFN_LAYER_FFN || k == FFN_LAYER_SWIGLU;
-        }
+        for (size_t i = 0; i < ffn_model_layer_count(r->model); i++)
+            blocks += ffn_layer_kind_recomputes(ffn_model_layer_const(r->model, i)->spec.kind);
         printf("recompute: %zu block%s keep only their input; their caches are recomputed in backward\n", blocks,
                blocks == 1 ? "" : "s");
     }

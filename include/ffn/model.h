@@ -192,6 +192,8 @@ void ffn_model_bf16_set_current(ffn_model *m);
  * caches (the bulk of the activations of a deep model) held once instead of
  * once per block. Gradients are bitwise those of a run without it. */
 ffn_status ffn_model_set_recompute(ffn_model *m, int on);
+/* Whether --recompute applies to layers of this kind (the residual blocks). */
+int ffn_layer_kind_recomputes(ffn_layer_kind kind);
 int ffn_model_recompute(const ffn_model *m);
 /* The GEMM backend and kernel that run, for the banner (into buf). */
 const char *ffn_model_gemm_name(const ffn_model *m, char *buf, size_t cap);
