@@ -1,4 +1,5 @@
 /* ffn — MPI: setup, error agreement, broadcasts, reductions, bucketed gradient allreduce. */
+#define _GNU_SOURCE /* sched_getaffinity */
 #include "ffn/comm.h"
 
 #include <errno.h>
@@ -11,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "bf16.h"
 #include "clock.h"
@@ -314,6 +316,17 @@ int ffn_comm_rank(const ffn_comm *c) { return c->rank; }
 int ffn_comm_size(const ffn_comm *c) { return c->size; }
 int ffn_comm_local_rank(const ffn_comm *c) { return c->local_rank; }
 int ffn_comm_local_size(const ffn_comm *c) { return c->local_size; }
+
+int ffn_comm_default_threads(const ffn_comm *c)
+{
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    if (cores < 1) cores = 1;
+    int threads = (int)(cores / c->local_size);
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    if (sched_getaffinity(0, sizeof set, &set) == 0 && threads > CPU_COUNT(&set)) threads = CPU_COUNT(&set);
+    return threads > 0 ? threads : 1;
+}
 
 ffn_status ffn_comm_agree(ffn_comm *c, ffn_status local)
 {

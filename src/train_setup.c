@@ -1,9 +1,7 @@
 /* ffn — a run's setup: datasets, the model (fresh, resumed or fine-tuned
  * from a checkpoint, with a replaced head, frozen layers or LoRA adapters),
  * the teacher, pruning masks, threads, the step and the loader. */
-#define _GNU_SOURCE /* sched_getaffinity */
 #include <cblas.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -96,28 +94,15 @@ static ffn_status check_metadata(ffn_run *r)
     return ffn_comm_agree(r->comm, st);
 }
 
-static int cpus_available(void)
-{
-    cpu_set_t set;
-    CPU_ZERO(&set);
-    if (sched_getaffinity(0, sizeof set, &set) == 0) return CPU_COUNT(&set);
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (int)n : 1;
-}
-
-/* BLAS threads per rank: the node's cores shared among the ranks on it, and
- * never more than the CPUs this rank may run on. */
+/* BLAS threads per rank: --threads, or by default the node's cores shared among
+ * the ranks on it (ffn_comm_default_threads). */
 static int choose_threads(ffn_run *r)
 {
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    if (cores < 1) cores = 1;
     int local = ffn_comm_local_size(r->comm);
-    int allowed = cpus_available();
     int threads = r->cfg->threads;
     if (threads == 0) {
-        threads = (int)(cores / local);
-        if (threads > allowed) threads = allowed;
-        if (threads < 1) threads = 1;
+        threads = ffn_comm_default_threads(r->comm);
     } else if ((long)threads * local > cores && r->print) {
         fprintf(stderr,
                 "ffn-train: warning: --threads %d x %d ranks on this node exceeds its %ld cores "

@@ -28,6 +28,9 @@ int ffn_comm_size(const ffn_comm *c);
 /* Ranks sharing this node (MPI_Comm_split_type SHARED) and this rank's place among them. */
 int ffn_comm_local_rank(const ffn_comm *c);
 int ffn_comm_local_size(const ffn_comm *c);
+/* Threads for each rank's products by default: the node's cores shared among
+ * its ranks, never more than the CPUs this rank may run on (at least 1). */
+int ffn_comm_default_threads(const ffn_comm *c);
 
 /* Stall detection: a rank that has not reached the gradient exchange after
  * `seconds` (0: wait forever) makes the exchange return FFN_ERR_STALLED on

@@ -26,7 +26,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <cjson/cJSON.h>
 
@@ -534,9 +533,7 @@ int main(int argc, char **argv)
     }
     /* The node's cores shared among its ranks, for OpenBLAS and oneDNN alike
      * (as ffn-train's default): ranks never oversubscribe the node. */
-    long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    long threads = (cores > 0 ? cores : 1) / ffn_comm_local_size(comm);
-    ffn_gemm_set_threads(threads > 0 ? (int)threads : 1);
+    ffn_gemm_set_threads(ffn_comm_default_threads(comm));
     int rc = run(comm, argc, argv);
     ffn_comm_finalize(comm);
     return rc;
