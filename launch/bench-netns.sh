@@ -99,32 +99,35 @@ run() { # ALGORITHM: samples/s and gradient wait of one run, or "failed"
     --seed 1 --threads 1 2>&1) || { echo "failed"; return; }
   sed -n 's/^done: .* steps in .* s, \([0-9]*\) samples\/s, .*gradient wait \([0-9.]*\)%.*/\1 \2/p' <<<"$out" | tail -1
 }
+step_result() { # ARGS...: the RESULT line of one ffn-bench step across the namespaces (FFN_EXCHANGE_THREAD passed on)
+  FFN_EXCHANGE_THREAD=${FFN_EXCHANGE_THREAD:-1} \
+    FFN_MPIRUN_ARGS="--mca plm_rsh_agent $work/rsh.sh --bind-to none -x FFN_EXCHANGE_THREAD" FFN_BIN=$build/ffn-bench \
+    timeout -k 5 600 ip netns exec "$NSA" "$here/launch/mpirun-hosts.sh" -f hosts -N 1 -t 1 -i $NET.0/24 -- \
+    step --threads 1 --seconds "$seconds" "$@" 2>&1 | grep '^RESULT step' | tail -1 || true
+}
 bench() { # MODEL THREAD: "step_ms wait_ms exchange_ms" of one ffn-bench step run, or "failed"
-  local out
-  out=$(FFN_EXCHANGE_THREAD=$2 FFN_MPIRUN_ARGS="--mca plm_rsh_agent $work/rsh.sh --bind-to none -x FFN_EXCHANGE_THREAD" \
-    FFN_BIN=$build/ffn-bench timeout -k 5 600 ip netns exec "$NSA" "$here/launch/mpirun-hosts.sh" -f hosts -N 1 -t 1 \
-    -i $NET.0/24 -- step --model "$1" --input 1024 --loss mse --batch 256 --threads 1 --seconds "$seconds" 2>&1) ||
-    { echo "failed"; return; }
-  sed -n 's/^RESULT step .* step_ms=\([0-9.]*\) .* exchange_ms=\([0-9.]*\) .* wait_ms=\([0-9.]*\) .*/\1 \3 \2/p' <<<"$out" | tail -1
+  local line
+  line=$(FFN_EXCHANGE_THREAD=$2 step_result --model "$1" --input 1024 --loss mse --batch 256)
+  sed -n 's/^RESULT step .* step_ms=\([0-9.]*\) .* exchange_ms=\([0-9.]*\) .* wait_ms=\([0-9.]*\) .*/\1 \3 \2/p' <<<"$line" |
+    grep . || echo failed
+}
+ffn_step() { # ARGS...: samples/s of ffn-bench step on the two namespaces, or "failed"
+  sed -n 's/^RESULT step .* samples_per_s=\([0-9.]*\) .*/\1/p' <<<"$(step_result "$@")" | grep . || echo failed
+}
+torch_rank() { # NS DEVICE CORE RANK PORT ARGS...: one DDP rank of launch/bench_torch.py in namespace NS
+  local ns=$1 dev=$2 core=$3 rank=$4 port=$5
+  shift 5
+  ip netns exec "$ns" env OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 GLOO_SOCKET_IFNAME="$dev" \
+    taskset -c "$core" timeout -k 5 300 "$PY" "$here/launch/bench_torch.py" --threads 1 --seconds "$seconds" \
+    --dist-rank "$rank" --dist-world 2 --dist-init "tcp://$NET.1:$port" "$@"
 }
 ddp() { # ARGS...: samples/s of PyTorch DDP gloo, one rank per namespace, or "failed"
   local port=$((29500 + RANDOM % 1000)) out
-  ip netns exec "$NSB" env OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 GLOO_SOCKET_IFNAME="$VB" \
-    taskset -c "$core_b" timeout -k 5 300 "$PY" "$here/launch/bench_torch.py" --threads 1 --seconds "$seconds" \
-    --dist-rank 1 --dist-world 2 --dist-init "tcp://$NET.1:$port" "$@" >/dev/null 2>&1 &
+  torch_rank "$NSB" "$VB" "$core_b" 1 $port "$@" >/dev/null 2>&1 &
   local peer=$!
-  out=$(ip netns exec "$NSA" env OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1 MKL_NUM_THREADS=1 GLOO_SOCKET_IFNAME="$VA" \
-    taskset -c 0 timeout -k 5 300 "$PY" "$here/launch/bench_torch.py" --threads 1 --seconds "$seconds" \
-    --dist-rank 0 --dist-world 2 --dist-init "tcp://$NET.1:$port" "$@" 2>&1) || true
+  out=$(torch_rank "$NSA" "$VA" 0 0 $port "$@" 2>&1) || true
   wait "$peer" || true
   sed -n 's/^RESULT torch .* samples_per_s=\([0-9.]*\) .*/\1/p' <<<"$out" | tail -1 | grep . || echo failed
-}
-ffn_step() { # ARGS...: samples/s of ffn-bench step on the two namespaces, or "failed"
-  local out
-  out=$(FFN_MPIRUN_ARGS="--mca plm_rsh_agent $work/rsh.sh --bind-to none" FFN_BIN=$build/ffn-bench \
-    timeout -k 5 600 ip netns exec "$NSA" "$here/launch/mpirun-hosts.sh" -f hosts -N 1 -t 1 -i $NET.0/24 -- \
-    step --threads 1 --seconds "$seconds" "$@" 2>&1) || { echo failed; return; }
-  sed -n 's/^RESULT step .* samples_per_s=\([0-9.]*\) .*/\1/p' <<<"$out" | tail -1 | grep . || echo failed
 }
 if ((peers)); then
   PY=${PYTHON:-/usr/bin/python3}
