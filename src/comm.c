@@ -474,22 +474,50 @@ ffn_status ffn_comm_allgather_slices(ffn_comm *c, float *buf, size_t n, size_t f
 ffn_status ffn_comm_gather_slices(ffn_comm *c, const float *slice, float *full, size_t n, int root,
                                   size_t bucket_bytes)
 {
+    return ffn_comm_gather_range(c, slice, n, 0, n, full, root, bucket_bytes);
+}
+
+ffn_status ffn_comm_gather_range(ffn_comm *c, const float *slice, size_t n, size_t from, size_t to, float *out,
+                                 int root, size_t bucket_bytes)
+{
     size_t own_lo, own_hi;
     ffn_comm_slice(c, n, c->rank, &own_lo, &own_hi);
+    if (to > n) to = n;
     if (c->size == 1) {
-        memcpy(full, slice, n * sizeof *full);
+        if (to > from) memcpy(out, slice + from, (to - from) * sizeof *out);
         return FFN_OK;
     }
     size_t per = chunk_floats(bucket_bytes);
-    for (size_t lo = 0; lo < n; lo += per) {
-        size_t hi = n - lo < per ? n : lo + per;
+    for (size_t lo = from; lo < to; lo += per) {
+        size_t hi = to - lo < per ? to : lo + per;
         chunk_layout(c, n, lo, hi, c->counts, c->displs);
-        size_t from = own_lo > lo ? own_lo : lo;
-        if (from > own_hi) from = own_hi;
-        int rc = MPI_Gatherv(slice + (from - own_lo), c->counts[c->rank], MPI_FLOAT,
-                             c->rank == root ? full + lo : NULL, c->counts, c->displs, MPI_FLOAT, root,
+        size_t at = own_lo > lo ? own_lo : lo;
+        if (at > own_hi) at = own_hi;
+        int rc = MPI_Gatherv(slice + (at - own_lo), c->counts[c->rank], MPI_FLOAT,
+                             c->rank == root ? out + (lo - from) : NULL, c->counts, c->displs, MPI_FLOAT, root,
                              c->world);
-        if (rc != MPI_SUCCESS) return mpi_error(rc, "MPI_Gatherv (optimizer state slices)");
+        if (rc != MPI_SUCCESS) return mpi_error(rc, "MPI_Gatherv (slices to one rank)");
+    }
+    return FFN_OK;
+}
+
+ffn_status ffn_comm_reduce_scatter_range(ffn_comm *c, float *buf, size_t n, size_t from, size_t to, float *tmp,
+                                         size_t bucket_bytes)
+{
+    if (c->size == 1 || from >= to) return FFN_OK;
+    if (to > n) to = n;
+    size_t own_lo, own_hi;
+    ffn_comm_slice(c, n, c->rank, &own_lo, &own_hi);
+    size_t per = chunk_floats(bucket_bytes);
+    for (size_t lo = from; lo < to; lo += per) {
+        size_t hi = to - lo < per ? to : lo + per;
+        chunk_layout(c, n, lo, hi, c->counts, c->displs);
+        /* The slices of a chunk are contiguous in rank order, as
+         * MPI_Reduce_scatter lays them out; this rank's sum lands in tmp and
+         * goes back into its own place. */
+        int rc = MPI_Reduce_scatter(buf + lo, tmp, c->counts, MPI_FLOAT, MPI_SUM, c->world);
+        if (rc != MPI_SUCCESS) return mpi_error(rc, "MPI_Reduce_scatter (gradient slices)");
+        if (c->counts[c->rank]) memcpy(buf + lo + c->displs[c->rank], tmp, (size_t)c->counts[c->rank] * sizeof *buf);
     }
     return FFN_OK;
 }

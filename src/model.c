@@ -122,8 +122,8 @@ ffn_status ffn_model_create(ffn_model **out, const ffn_layer_spec *layers, size_
     free(decl);
     free(ndecl);
     if (st == FFN_OK) {
-        m->params = ffn_alloc_floats(offset);
-        m->grads = ffn_alloc_floats(offset);
+        m->params = ffn_alloc_pages(offset * sizeof(float));
+        m->grads = ffn_alloc_pages(offset * sizeof(float));
         if (!m->params || !m->grads) st = ffn_fail(FFN_ERR_NOMEM, "out of memory for %zu parameters", offset);
     }
     if (st != FFN_OK) {
@@ -158,9 +158,9 @@ void ffn_model_free(ffn_model *m)
 {
     if (!m) return;
     ffn_gemm_free(m->gemm);
-    ffn_free(m->params_bf16);
-    ffn_free(m->params);
-    if (!m->grads_borrowed) ffn_free(m->grads);
+    ffn_free_pages(m->params_bf16, m->param_count * sizeof *m->params_bf16);
+    ffn_free_pages(m->params, m->param_count * sizeof(float));
+    if (!m->grads_borrowed) ffn_free_pages(m->grads, m->param_count * sizeof(float));
     ffn_free(m->activations);
     ffn_free(m->work);
     ffn_free(m->scratch[0]);
@@ -182,13 +182,14 @@ float *ffn_model_params(ffn_model *m)
     m->bf16_stale = 1;
     return m->params;
 }
+const float *ffn_model_params_const(const ffn_model *m) { return m->params; }
 void ffn_model_params_changed(ffn_model *m) { m->bf16_stale = 1; }
 float *ffn_model_grads(ffn_model *m) { return m->grads; }
 
 void ffn_model_use_grad_buffer(ffn_model *m, float *grads)
 {
     memcpy(grads, m->grads, m->param_count * sizeof *grads);
-    if (!m->grads_borrowed) ffn_free(m->grads);
+    if (!m->grads_borrowed) ffn_free_pages(m->grads, m->param_count * sizeof(float));
     m->grads = grads;
     m->grads_borrowed = 1;
     for (size_t t = 0; t < m->tensor_count; t++) m->tensors[t].grad = m->grads + m->tensors[t].offset;
@@ -258,14 +259,14 @@ ffn_status ffn_model_set_compute(ffn_model *m, ffn_precision p, ffn_gemm_backend
         if (st != FFN_OK) return st;
     }
     if (p == FFN_PRECISION_BF16) {
-        if (!(copy = ffn_alloc(m->param_count ? m->param_count : 1, sizeof *copy))) {
+        if (!(copy = ffn_alloc_pages(m->param_count * sizeof *copy))) {
             ffn_gemm_free(g);
             return ffn_fail(FFN_ERR_NOMEM, "out of memory for the bf16 copy of %zu parameters", m->param_count);
         }
         ffn_gemm_set_bf16_copy(g, m->params, copy, m->param_count);
     }
     ffn_gemm_free(m->gemm);
-    ffn_free(m->params_bf16);
+    ffn_free_pages(m->params_bf16, m->param_count * sizeof *m->params_bf16);
     m->gemm = g;
     m->params_bf16 = copy;
     m->bf16_stale = 1;

@@ -20,6 +20,7 @@ struct ffn_step {
     ffn_comm *comm;
     ffn_optim *optim;         /* state over [own_lo, own_hi) of the parameters */
     ffn_grad_sync *sync;
+    ffn_shard shard;          /* the larger of cfg.shard and cfg.shard_optimizer */
     size_t own_lo, own_hi;    /* the parameters this rank updates: all, or its ZeRO slice */
     float *grad_slice;        /* [own_hi - own_lo] sharded: the summed gradients of the slice; else NULL */
     float *dout;              /* [max_rows, output_dim] gradient w.r.t. the model's output */
@@ -46,7 +47,10 @@ ffn_status ffn_step_create(ffn_step **out, ffn_model *model, ffn_comm *comm, con
         s->out_dim = ffn_model_output_dim(model);
         s->own_lo = 0;
         s->own_hi = nparams;
-        if (cfg->shard_optimizer) {
+        s->shard = cfg->shard > (cfg->shard_optimizer ? FFN_SHARD_OPTIMIZER : FFN_SHARD_NONE)
+                       ? cfg->shard
+                       : (cfg->shard_optimizer ? FFN_SHARD_OPTIMIZER : FFN_SHARD_NONE);
+        if (s->shard == FFN_SHARD_OPTIMIZER) {
             ffn_comm_slice(comm, nparams, ffn_comm_rank(comm), &s->own_lo, &s->own_hi);
             s->grad_slice = ffn_alloc_floats(s->own_hi > s->own_lo ? s->own_hi - s->own_lo : 1);
             if (!s->grad_slice) st = ffn_fail(FFN_ERR_NOMEM, "out of memory for the gradient slice");
@@ -103,6 +107,26 @@ void ffn_step_owned_range(const ffn_step *s, size_t *lo, size_t *hi)
 {
     *lo = s->own_lo;
     *hi = s->own_hi;
+}
+
+static const char *const shard_names[] = {"none", "optimizer", "grads", "params"};
+const ffn_names ffn_shard_names = FFN_NAMES_OF_ARRAY(shard_names);
+
+ffn_shard ffn_step_shard(const ffn_step *s) { return s->shard; }
+
+ffn_status ffn_step_gather_range(ffn_step *s, int buffer, size_t lo, size_t count, float *out, int root)
+{
+    const size_t n = ffn_model_param_count(s->model);
+    if (lo > n || count > n - lo) return ffn_fail(FFN_ERR_ARG, "gather of [%zu, +%zu) beyond %zu parameters", lo, count, n);
+    /* Held whole by every rank: the root copies its own. */
+    const int sharded = buffer < 0 ? s->shard >= FFN_SHARD_PARAMS : s->own_hi - s->own_lo < n;
+    const float *src = buffer < 0 ? ffn_model_params_const(s->model) : ffn_optim_state(s->optim, (size_t)buffer);
+    if (!sharded) {
+        if (ffn_comm_rank(s->comm) == root && count) memcpy(out, src + (buffer < 0 ? lo : lo - s->own_lo), count * sizeof *out);
+        return FFN_OK;
+    }
+    if (buffer < 0) src += s->own_lo; /* the owned slice of the flat buffer */
+    return ffn_comm_gather_range(s->comm, src, n, lo, lo + count, out, root, s->cfg.bucket_bytes);
 }
 
 ffn_status ffn_step_gather_state(ffn_step *s, size_t i, float *full, int root)

@@ -75,6 +75,17 @@ ffn_status ffn_comm_allgather_slices(ffn_comm *c, float *buf, size_t n, size_t f
 ffn_status ffn_comm_gather_slices(ffn_comm *c, const float *slice, float *full, size_t n, int root,
                                   size_t bucket_bytes);
 
+/* Rank root receives into out [to - from] the part of [from, to) each rank
+ * holds in its slice [hi - lo] of a buffer of n (others pass out = NULL). */
+ffn_status ffn_comm_gather_range(ffn_comm *c, const float *slice, size_t n, size_t from, size_t to, float *out,
+                                 int root, size_t bucket_bytes);
+/* buf [n]: [from, to) is summed over the ranks, and each rank's own slice of
+ * it (ffn_comm_slice) holds the sum afterwards; the rest of [from, to) is left
+ * as it was. tmp holds at least min(bucket_bytes, slice) floats. In calls of at
+ * most bucket_bytes (MPI_Reduce_scatter). */
+ffn_status ffn_comm_reduce_scatter_range(ffn_comm *c, float *buf, size_t n, size_t from, size_t to, float *tmp,
+                                         size_t bucket_bytes);
+
 /* Collective: rank root receives every rank's send [n] (n may differ between
  * ranks; below 2^31) concatenated in rank order into recv (others pass NULL). */
 ffn_status ffn_comm_gather_floats(ffn_comm *c, const float *send, size_t n, float *recv, int root);

@@ -130,6 +130,8 @@ size_t ffn_model_param_count(const ffn_model *m);
 /* The parameters, writable: taking them marks the bf16 copy of the weights
  * (--precision bf16) stale, so the next forward converts them again. */
 float *ffn_model_params(ffn_model *m);
+/* The same, to read only (the bf16 copy stays current). */
+const float *ffn_model_params_const(const ffn_model *m);
 /* The same mark, for writes through a tensor's data or a layer's W. */
 void ffn_model_params_changed(ffn_model *m);
 float *ffn_model_grads(ffn_model *m);

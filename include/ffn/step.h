@@ -26,6 +26,7 @@
 #include "ffn/comm.h"
 #include "ffn/loss.h"
 #include "ffn/model.h"
+#include "ffn/names.h"
 #include "ffn/optim.h"
 #include "ffn/prune.h"
 #include "ffn/status.h"
@@ -37,11 +38,25 @@ typedef struct {
     ffn_prune_scope scope;
 } ffn_prune_plan;
 
+/* What each rank keeps of the training state (ZeRO's stages). Every mode
+ * trains the same model: the sums are the same, only where they live changes. */
+typedef enum {
+    FFN_SHARD_NONE = 0,    /* every rank holds everything: 16 B per parameter with Adam */
+    FFN_SHARD_OPTIMIZER,   /* ZeRO-1: 1/N of the optimizer state (gradients reduce-scattered,
+                              parameters all-gathered after the update) */
+    FFN_SHARD_GRADS,       /* ZeRO-2: also 1/N of the gradients (each layer's reduce-scattered as
+                              backward produces them; no full gradient buffer) */
+    FFN_SHARD_PARAMS,      /* ZeRO-3: also 1/N of the parameters (each layer's all-gathered just
+                              before its forward and again before its backward, then given back) */
+} ffn_shard;
+extern const ffn_names ffn_shard_names; /* "none", "optimizer", "grads", "params" */
+
 typedef struct {
     ffn_loss loss;
     ffn_optim_config optim;
     float clip_norm;          /* clip the global gradient L2 norm to this; 0 = off */
-    int shard_optimizer;      /* ZeRO-1: each rank keeps and updates 1/N of the optimizer state */
+    int shard_optimizer;      /* ZeRO-1 (the same as shard = FFN_SHARD_OPTIMIZER) */
+    ffn_shard shard;          /* what each rank keeps; the larger of this and shard_optimizer holds */
     int grad_bf16;            /* --grad-dtype bf16: gradients cross nodes in bf16 (ffn_grad_sync_set_wire_bf16) */
     size_t bucket_bytes;      /* gradient exchange buckets */
     size_t max_rows;          /* the most rows one micro-batch has on this rank */
@@ -107,6 +122,15 @@ void ffn_step_owned_range(const ffn_step *s, size_t *lo, size_t *hi);
 /* Collective: state buffer i over all the parameters in full [param_count]
  * on rank root (others pass NULL). Unsharded, rank root copies its own. */
 ffn_status ffn_step_gather_state(ffn_step *s, size_t i, float *full, int root);
+/* The sharding in force. */
+ffn_shard ffn_step_shard(const ffn_step *s);
+/* Collective (every rank, the same arguments): elements [lo, lo + count) of
+ * the parameters (buffer -1) or of optimizer state buffer i (buffer i >= 0),
+ * in the flat parameter order, into out [count] on rank root (others pass
+ * NULL), whatever the sharding: from the ranks that hold them. Checkpoints
+ * are written slice by slice through this, so no rank ever holds a whole
+ * sharded buffer. */
+ffn_status ffn_step_gather_range(ffn_step *s, int buffer, size_t lo, size_t count, float *out, int root);
 /* The gradient exchange (its counters; ffn-bench's measure of it alone). */
 ffn_grad_sync *ffn_step_grad_sync(ffn_step *s);
 /* Measurement only (ffn-bench's compute-only step): with exchange 0 the
