@@ -11,9 +11,10 @@
 
 #include "ffn/ckpt.h"
 #include "ffn/prune.h"
+#include "ffn/step.h"
 
 /* T_LOSS .. T_PROGRESS: an int named by one of the names in named_types. */
-typedef enum { T_STR, T_U64, T_INT, T_FLOAT, T_DOUBLE, T_FLAG, T_LOSS, T_OPT, T_LR, T_PRECISION, T_GEMM, T_GRAD_DTYPE, T_PROGRESS } value_type;
+typedef enum { T_STR, T_U64, T_INT, T_FLOAT, T_DOUBLE, T_FLAG, T_LOSS, T_OPT, T_LR, T_PRECISION, T_GEMM, T_GRAD_DTYPE, T_SHARD, T_PROGRESS } value_type;
 typedef enum { ANY, POSITIVE, NONNEG, OPEN_UNIT } range;
 
 typedef struct {
@@ -124,9 +125,11 @@ static const flag flags[] = {
     {"accumulate", T_U64, F(accumulate), POSITIVE, "K",
      "gradient accumulation: each optimizer step sums the gradients of K consecutive global batches of "
      "--batch-size (effective batch K x --batch-size; one gradient exchange per step)"},
-    {"shard-optimizer", T_FLAG, F(shard_optimizer), ANY, NULL,
-     "ZeRO stage 1: each rank keeps 1/N of the optimizer state; gradients are reduce-scattered and "
-     "parameters all-gathered"},
+    {"shard", T_SHARD, F(shard), ANY, "none|optimizer|grads|params",
+     "what each rank keeps 1/N of (ZeRO): the optimizer state (stage 1; parameters all-gathered after the update), "
+     "also the gradients (stage 2; each layer's reduce-scattered as backward makes them), also the parameters "
+     "(stage 3; each layer's all-gathered before its forward and backward, then given back)"},
+    {"shard-optimizer", T_FLAG, F(shard_optimizer), ANY, NULL, "the same as --shard optimizer"},
     {"recompute", T_FLAG, F(recompute), ANY, NULL,
      "activation checkpointing: the ffn and swiglu blocks keep only their input and recompute their cache in "
      "backward (about one more forward of the blocks a step; the same gradients, bit for bit)"},
@@ -204,6 +207,7 @@ static const ffn_names *const named_types[] = {
     [T_PRECISION] = &ffn_precision_names,
     [T_GEMM] = &ffn_gemm_backend_names,
     [T_GRAD_DTYPE] = &ffn_precision_names, /* 0 fp32, 1 bf16 */
+    [T_SHARD] = &ffn_shard_names,
     [T_PROGRESS] = &progress_table,
 };
 
@@ -275,6 +279,7 @@ static ffn_status set_value(ffn_train_config *cfg, const flag *f, const char *va
     case T_PRECISION:
     case T_GEMM:
     case T_GRAD_DTYPE:
+    case T_SHARD:
     case T_PROGRESS: {
         const ffn_names *names = named_types[f->type];
         char list[FFN_NAMES_LIST_MAX];
@@ -376,6 +381,7 @@ static const char *json_expected(const flag *f, char *out, size_t cap)
     case T_PRECISION:
     case T_GEMM:
     case T_GRAD_DTYPE:
+    case T_SHARD:
     case T_PROGRESS:
         snprintf(out, cap, "a string: %s", ffn_names_list(named_types[f->type], list, sizeof list));
         break;
@@ -403,6 +409,7 @@ static ffn_status apply_json_value(ffn_train_config *cfg, const flag *f, const c
     case T_PRECISION:
     case T_GEMM:
     case T_GRAD_DTYPE:
+    case T_SHARD:
     case T_PROGRESS: type_ok = cJSON_IsString(item); break;
     case T_U64: type_ok = cJSON_IsNumber(item) || cJSON_IsString(item); break; /* string: beyond 2^53 */
     default: type_ok = cJSON_IsNumber(item); break;
@@ -740,6 +747,14 @@ ffn_status ffn_config_validate(ffn_train_config *cfg)
     if (cfg->teacher && cfg->loss != FFN_LOSS_SOFTMAX_CE)
         return ffn_fail(FFN_ERR_ARG, "--teacher: distillation needs --loss softmax_ce (got %s)",
                         ffn_loss_name((ffn_loss)cfg->loss));
+    /* --shard-optimizer is --shard optimizer; a larger --shard includes it. */
+    if (cfg->shard_optimizer && cfg->shard < FFN_SHARD_OPTIMIZER) cfg->shard = FFN_SHARD_OPTIMIZER;
+    if (cfg->shard >= FFN_SHARD_OPTIMIZER) cfg->shard_optimizer = 1;
+    if (cfg->shard >= FFN_SHARD_GRADS && (cfg->prune > 0 || cfg->grad_dtype == 1))
+        return ffn_fail(FFN_ERR_ARG, "--shard %s: not with %s (use --shard optimizer)",
+                        ffn_names_name(&ffn_shard_names, cfg->shard), cfg->prune > 0 ? "--prune" : "--grad-dtype bf16");
+    if (cfg->shard >= FFN_SHARD_PARAMS && cfg->check_replicas)
+        return ffn_fail(FFN_ERR_ARG, "--check-replicas: with --shard params no two ranks hold the same parameters");
     if (!(cfg->prune < 1))
         return ffn_fail(FFN_ERR_ARG, "--prune: expected a sparsity in [0, 1), got %g", (double)cfg->prune);
     cfg->prune_scope_kind = ffn_prune_scope_from_name(cfg->prune_scope);
@@ -805,7 +820,8 @@ static void format_value(const ffn_train_config *cfg, const flag *f, char *out, 
     case T_LR:
     case T_PRECISION:
     case T_GEMM:
-    case T_GRAD_DTYPE: snprintf(out, cap, "%s", ffn_names_name(named_types[f->type], *(const int *)field)); break;
+    case T_GRAD_DTYPE:
+    case T_SHARD: snprintf(out, cap, "%s", ffn_names_name(named_types[f->type], *(const int *)field)); break;
     case T_PROGRESS: snprintf(out, cap, "%s", progress_name(*(const int *)field)); break;
     }
 }

@@ -108,11 +108,20 @@ ffn_status ffn_evaluate(ffn_evaluator *e, ffn_dataset *ds, ffn_comm *comm, ffn_e
     if (comm) ffn_partition(info->rows, (size_t)ffn_comm_rank(comm), (size_t)ffn_comm_size(comm), &lo, &hi);
     double sums[4] = {0, 0, 0, 0}; /* error, loss, correct, rows */
     ffn_status st = FFN_OK;
-    for (size_t at = lo; at < hi && st == FFN_OK; at += e->batch_rows) {
+    /* Every rank runs as many forwards as the rank with the most rows (a
+     * forward of the sharded step gathers parameters collectively): the
+     * others, and a rank whose read failed, run the rest without rows. */
+    const size_t most = comm ? (info->rows + (size_t)ffn_comm_size(comm) - 1) / (size_t)ffn_comm_size(comm) : hi - lo;
+    const size_t batches = (most + e->batch_rows - 1) / e->batch_rows;
+    for (size_t b = 0, at = lo; b < batches; b++, at += e->batch_rows) {
+        if (at >= hi || st != FFN_OK) {
+            ffn_model_forward_without_rows(e->model);
+            continue;
+        }
         size_t n = hi - at < e->batch_rows ? hi - at : e->batch_rows;
         int32_t *labels = info->has_labels ? e->labels : NULL;
         st = ffn_dataset_read_range(ds, at, n, e->x, labels, labels ? NULL : e->values);
-        if (st != FFN_OK) break;
+        if (st != FFN_OK) continue;
         const float *y = ffn_model_forward(e->model, e->x, n);
         ffn_targets t = {labels, e->values};
         sums[1] += ffn_loss_forward(e->loss, y, t, n, e->out_dim);

@@ -9,6 +9,7 @@
 #include <sys/resource.h>
 
 #include "ffn/sampler.h"
+#include "ffn/step.h"
 
 static const char *const part_names[FFN_MEM_PART_COUNT] = {
     [FFN_MEM_BASE] = "base",         [FFN_MEM_PARAMS] = "params",  [FFN_MEM_GRADS] = "grads",
@@ -45,14 +46,21 @@ ffn_status ffn_memplan_compute(const ffn_mem_inputs *in, ffn_mem_plan *out)
     const uint64_t P = params, F = sizeof(float);
     uint64_t *part = out->part;
     part[FFN_MEM_BASE] = FFN_MEM_BASE_BYTES;
-    part[FFN_MEM_PARAMS] = P * F;
-    part[FFN_MEM_GRADS] = P * F;
-    /* ZeRO-1: rank r owns a slice of at most ceil(P / N) parameters (ffn_comm_slice). */
-    const uint64_t own = in->shard_optimizer ? (P + (uint64_t)ranks - 1) / (uint64_t)ranks : P;
-    part[FFN_MEM_OPTIM] = (uint64_t)in->state_buffers * own * F + (in->shard_optimizer ? own * F : 0);
+    /* ZeRO: rank r owns a slice of at most ceil(P / N) parameters (ffn_comm_slice). */
+    const int shard = in->shard > (in->shard_optimizer ? FFN_SHARD_OPTIMIZER : FFN_SHARD_NONE)
+                          ? in->shard : (in->shard_optimizer ? FFN_SHARD_OPTIMIZER : FFN_SHARD_NONE);
+    const uint64_t own = shard >= FFN_SHARD_OPTIMIZER ? (P + (uint64_t)ranks - 1) / (uint64_t)ranks : P;
+    size_t largest = 0; /* --shard grads/params: one layer's gradients (and parameters) besides the slice */
+    if (shard >= FFN_SHARD_GRADS &&
+        (st = ffn_model_plan_largest_layer(in->layers, in->layer_count, in->input_dim, &largest)) != FFN_OK)
+        return st;
+    const uint64_t layer = ranks > 1 ? (uint64_t)largest : 0, page = 2 * 4096; /* a partial page at either end */
+    part[FFN_MEM_PARAMS] = shard >= FFN_SHARD_PARAMS ? (own + layer) * F + page : P * F;
+    part[FFN_MEM_GRADS] = shard >= FFN_SHARD_GRADS ? (own + layer) * F + page : P * F;
+    part[FFN_MEM_OPTIM] = (uint64_t)in->state_buffers * own * F + (shard == FFN_SHARD_OPTIMIZER ? own * F : 0);
     part[FFN_MEM_ACTIVATIONS] = (uint64_t)act * F + (uint64_t)max_rows * out_dim * F;
     /* bf16: the weights' copy (the whole parameter buffer's size) and the engine's two operand buffers. */
-    part[FFN_MEM_BF16] = in->bf16 ? P * 2 + 2 * (uint64_t)operand * 2 : 0;
+    part[FFN_MEM_BF16] = in->bf16 ? (shard >= FFN_SHARD_PARAMS ? layer + page : P) * 2 + 2 * (uint64_t)operand * 2 : 0;
     /* Two loader slots (row ids, x, targets), the sampler's order, labels held since open, the evaluator. */
     const uint64_t y_row = in->target_cols ? (uint64_t)in->target_cols * F : sizeof(int32_t);
     uint64_t data = 2 * (uint64_t)max_rows * (sizeof(uint64_t) + (uint64_t)in->features * F + y_row);
@@ -70,7 +78,7 @@ ffn_status ffn_memplan_compute(const ffn_mem_inputs *in, ffn_mem_plan *out)
     /* Short-lived: the model's own gradients until they move into node-shared
      * memory (ffn_step_create), or rank 0's whole optimizer state gathered to
      * write a sharded checkpoint. */
-    out->grads_shared = ranks > 1 && local == ranks;
+    out->grads_shared = ranks > 1 && local == ranks && shard < FFN_SHARD_GRADS;
     const uint64_t move = out->grads_shared ? P * F : 0;
     const uint64_t gather = in->shard_optimizer && in->writes_checkpoints && in->rank == 0 && ranks > 1
                                 ? (uint64_t)in->state_buffers * P * F : 0;
@@ -335,12 +343,22 @@ static int fits(const ffn_mem_inputs *in, trial *t)
     return p.total <= ffn_memplan_rank_limit(t->limits, in->local_ranks, p.address_extra, which, sizeof which);
 }
 
-static int try_shard_optimizer(ffn_mem_inputs *in, trial *t, char *text, size_t cap)
+/* The least sharding that fits: the optimizer state, then also the
+ * gradients, then also the parameters (each costs more communication). */
+static int try_shard(ffn_mem_inputs *in, trial *t, char *text, size_t cap)
 {
-    if (in->shard_optimizer || in->ranks < 2 || !in->state_buffers) return -1;
-    in->shard_optimizer = 1;
-    snprintf(text, cap, "--shard-optimizer");
-    return fits(in, t);
+    int now = in->shard > (in->shard_optimizer ? FFN_SHARD_OPTIMIZER : FFN_SHARD_NONE)
+                  ? in->shard : (in->shard_optimizer ? FFN_SHARD_OPTIMIZER : FFN_SHARD_NONE);
+    if (now >= FFN_SHARD_PARAMS || in->ranks < 2) return -1;
+    int ok = 0;
+    for (int mode = now + 1; !ok && mode <= FFN_SHARD_PARAMS; mode++) {
+        if (mode == FFN_SHARD_OPTIMIZER && !in->state_buffers) continue;
+        in->shard = mode;
+        in->shard_optimizer = 1;
+        ok = fits(in, t);
+    }
+    snprintf(text, cap, "--shard %s", ffn_names_name(&ffn_shard_names, in->shard));
+    return ok;
 }
 
 /* The largest --eval-batch-size (halving, down to the training rows per rank)
@@ -403,7 +421,7 @@ static int try_more_nodes(ffn_mem_inputs *in, trial *t, char *text, size_t cap)
 {
     if (!in->state_buffers) return -1;
     const int local = in->local_ranks > 0 ? in->local_ranks : 1, nodes = (in->ranks + local - 1) / local;
-    const char *shard = in->shard_optimizer ? "" : "--shard-optimizer on ";
+    const char *shard = in->shard_optimizer || in->shard ? "" : "--shard optimizer on ";
     in->shard_optimizer = 1;
     int ok = 0, n = nodes;
     while (!ok && n < 1024) {
@@ -428,7 +446,7 @@ static int try_recompute(ffn_mem_inputs *in, trial *t, char *text, size_t cap)
 }
 
 static int (*const suggestions[])(ffn_mem_inputs *in, trial *t, char *text, size_t cap) = {
-    try_shard_optimizer, try_recompute, try_eval_batch, try_smaller_batch, try_no_cache, try_fewer_per_node,
+    try_shard, try_recompute, try_eval_batch, try_smaller_batch, try_no_cache, try_fewer_per_node,
     try_more_nodes,
 };
 #define SUGGESTION_COUNT (sizeof suggestions / sizeof suggestions[0])

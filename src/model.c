@@ -4,6 +4,7 @@
 #include "ffn/model.h"
 
 #include <cblas.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,7 @@ struct ffn_model {
     int recompute;        /* blocks keep no cache: backward recomputes it (ffn_model_set_recompute) */
     float *block_cache;   /* recompute: the one cache every block shares, [max_batch, largest block cache] */
     size_t cache_owner;   /* recompute: the layer whose cache block_cache holds (layer_count: none) */
+    ffn_layer_hooks hooks;/* around each layer's passes (--shard params); zero: none */
     /* backward under way: where a layer's final parameter gradients are reported */
     ffn_grad_ready_fn ready;
     void *ready_user;
@@ -241,6 +243,54 @@ void ffn_model_init_params(ffn_model *m, uint64_t seed)
     for (size_t i = 0; i < m->layer_count; i++) ffn_model_init_layer(m, i, seed);
 }
 
+void ffn_model_init_params_slice(ffn_model *m, uint64_t seed, size_t lo, size_t hi)
+{
+    for (size_t i = 0; i < m->layer_count; i++) {
+        const ffn_layer *l = &m->layers[i];
+        ffn_model_init_layer(m, i, seed);
+        size_t a = l->param_offset, b = a + l->param_count;
+        if (a < lo) ffn_model_release_params(m, a, b < lo ? b : lo);
+        if (b > hi) ffn_model_release_params(m, a > hi ? a : hi, b);
+    }
+}
+
+void ffn_model_release_params(ffn_model *m, size_t from, size_t to)
+{
+    if (to <= from) return;
+    ffn_pages_release(m->params + from, (to - from) * sizeof(float));
+    if (m->params_bf16) ffn_pages_release(m->params_bf16 + from, (to - from) * sizeof *m->params_bf16);
+}
+
+void ffn_model_clear_grads(ffn_model *m, size_t from, size_t to)
+{
+    if (to <= from) return;
+    const size_t page = ffn_page_size() / sizeof(float);
+    float *lo = m->grads + from, *hi = m->grads + to;
+    /* The partial pages at both ends by hand, the whole ones in between given back (they read 0). */
+    size_t head = (size_t)(((uintptr_t)lo / sizeof(float)) % page);
+    head = head ? page - head : 0;
+    if (head > to - from) head = to - from;
+    memset(lo, 0, head * sizeof(float));
+    size_t tail = (size_t)(((uintptr_t)hi / sizeof(float)) % page);
+    if (tail > to - from - head) tail = to - from - head;
+    memset(hi - tail, 0, tail * sizeof(float));
+    ffn_pages_release(lo, (to - from) * sizeof(float));
+}
+
+void ffn_model_set_layer_hooks(ffn_model *m, const ffn_layer_hooks *hooks)
+{
+    m->hooks = hooks ? *hooks : (ffn_layer_hooks){0};
+}
+
+static void hook_before(ffn_model *m, size_t i, ffn_pass pass)
+{
+    if (m->hooks.before) m->hooks.before(m->hooks.user, i, pass);
+}
+static void hook_after(ffn_model *m, size_t i, ffn_pass pass)
+{
+    if (m->hooks.after) m->hooks.after(m->hooks.user, i, pass);
+}
+
 /* ---- precision ------------------------------------------------------------ */
 
 ffn_status ffn_model_set_precision(ffn_model *m, ffn_precision p)
@@ -291,11 +341,21 @@ void ffn_model_bf16_refresh_range(ffn_model *m, size_t offset, size_t count)
 
 void ffn_model_bf16_set_current(ffn_model *m) { m->bf16_stale = 0; }
 
+void ffn_model_bf16_refresh_layer(ffn_model *m, size_t i)
+{
+    if (!m->params_bf16) return;
+    const ffn_layer *l = &m->layers[i];
+    for (size_t k = 0; k < l->tensor_count; k++)
+        if (l->tensors[k].ndim == 2)
+            ffn_bf16_from_floats(m->params_bf16 + l->tensors[k].offset, l->tensors[k].data, l->tensors[k].count);
+}
+
 /* The weights' bf16 copy, converted when the parameters changed: once per
- * optimizer step in training (the products of forward and backward share it). */
+ * optimizer step in training (the products of forward and backward share it).
+ * With layer hooks (--shard params) each layer's is converted as it is gathered. */
 static void refresh_bf16_copy(ffn_model *m)
 {
-    if (!m->params_bf16 || !m->bf16_stale) return;
+    if (!m->params_bf16 || !m->bf16_stale || m->hooks.before) return;
     for (size_t k = 0; k < m->tensor_count; k++) {
         const ffn_tensor *t = &m->tensors[k];
         if (t->ndim == 2) ffn_bf16_from_floats(m->params_bf16 + t->offset, t->data, t->count);
@@ -366,6 +426,43 @@ static ffn_status arena_sizes(const ffn_layer *layers, size_t count, size_t inpu
     return FFN_OK;
 }
 
+/* Layer i of a plan: its spec, widths and parameter count (ls[i] set up). */
+static ffn_status plan_layer(ffn_layer *ls, const ffn_layer_spec *layers, size_t i, size_t in, size_t *params)
+{
+    const ffn_layer_ops *ops = ffn_layer_ops_of(layers[i].kind);
+    if (!ops) return ffn_fail(FFN_ERR_ARG, "model spec item %zu: unknown layer kind %d", i + 1, (int)layers[i].kind);
+    ffn_tensor_decl decl[FFN_LAYER_MAX_TENSORS];
+    ls[i].spec = layers[i];
+    ls[i].in = in;
+    int n = ops->setup(&ls[i].spec, in, &ls[i].out, decl);
+    if (n < 0) return FFN_ERR_ARG;
+    size_t total = 0;
+    for (int j = 0; j < n; j++) {
+        size_t c = decl[j].shape[0];
+        if ((decl[j].ndim == 2 && ffn_size_mul(decl[j].shape[0], decl[j].shape[1], &c) != 0) ||
+            ffn_size_add(total, c, &total) != 0)
+            return ffn_fail(FFN_ERR_NOMEM, "model spec item %zu: parameter count overflows", i + 1);
+    }
+    *params = total;
+    return FFN_OK;
+}
+
+ffn_status ffn_model_plan_largest_layer(const ffn_layer_spec *layers, size_t count, size_t input_dim, size_t *largest)
+{
+    *largest = 0;
+    ffn_layer *ls = calloc(count ? count : 1, sizeof *ls);
+    if (!ls) return ffn_fail(FFN_ERR_NOMEM, "out of memory planning the model");
+    ffn_status st = FFN_OK;
+    size_t in = input_dim;
+    for (size_t i = 0; i < count && st == FFN_OK; i++) {
+        size_t n = 0;
+        if ((st = plan_layer(ls, layers, i, in, &n)) == FFN_OK && n > *largest) *largest = n;
+        in = ls[i].out;
+    }
+    free(ls);
+    return st;
+}
+
 ffn_status ffn_model_plan(const ffn_layer_spec *layers, size_t count, size_t input_dim, size_t max_batch,
                           int recompute, size_t *params, size_t *activation_floats, size_t *operand_floats)
 {
@@ -377,25 +474,9 @@ ffn_status ffn_model_plan(const ffn_layer_spec *layers, size_t count, size_t inp
     ffn_status st = FFN_OK;
     size_t in = input_dim, total = 0;
     for (size_t i = 0; i < count && st == FFN_OK; i++) {
-        const ffn_layer_ops *ops = ffn_layer_ops_of(layers[i].kind);
-        if (!ops) {
-            st = ffn_fail(FFN_ERR_ARG, "model spec item %zu: unknown layer kind %d", i + 1, (int)layers[i].kind);
-            break;
-        }
-        ffn_tensor_decl decl[FFN_LAYER_MAX_TENSORS];
-        ls[i].spec = layers[i];
-        ls[i].in = in;
-        int n = ops->setup(&ls[i].spec, in, &ls[i].out, decl);
-        if (n < 0) {
-            st = FFN_ERR_ARG;
-            break;
-        }
-        for (int j = 0; j < n; j++) {
-            size_t c = decl[j].shape[0];
-            if ((decl[j].ndim == 2 && ffn_size_mul(decl[j].shape[0], decl[j].shape[1], &c) != 0) ||
-                ffn_size_add(total, c, &total) != 0)
-                st = ffn_fail(FFN_ERR_NOMEM, "model spec item %zu: parameter count overflows", i + 1);
-        }
+        size_t n = 0;
+        if ((st = plan_layer(ls, layers, i, in, &n)) == FFN_OK && ffn_size_add(total, n, &total) != 0)
+            st = ffn_fail(FFN_ERR_NOMEM, "model spec item %zu: parameter count overflows", i + 1);
         in = ls[i].out;
     }
     size_t arena = 0, work = 0, scratch = 0, shared = 0, operand = 0, floats = 0;
@@ -471,7 +552,9 @@ static const float *forward(ffn_model *m, const float *x, size_t batch)
     for (size_t i = 0; i < m->layer_count; i++) {
         ffn_layer *l = &m->layers[i];
         m->ctx.layer = i;
+        hook_before(m, i, FFN_PASS_FORWARD);
         ffn_layer_ops_of(l->spec.kind)->forward(l, in, batch, &m->ctx);
+        hook_after(m, i, FFN_PASS_FORWARD);
         if (recomputed(m->recompute, l)) m->cache_owner = i;
         in = l->y;
     }
@@ -497,6 +580,15 @@ static int layer_trains(const ffn_layer *l)
         if (l->tensors[k].trainable) return 1;
     return 0;
 }
+
+/* The lowest layer backward visits without dx: the lowest that trains. */
+static size_t lowest_trained(const ffn_model *m)
+{
+    for (size_t i = 0; i < m->layer_count; i++)
+        if (layer_trains(&m->layers[i])) return i;
+    return m->layer_count;
+}
+
 
 /* Each run of adjacent trainable tensors of l, highest first. */
 static void report_ready(const ffn_layer *l, ffn_grad_ready_fn ready, void *user)
@@ -526,12 +618,7 @@ void ffn_model_backward_dx(ffn_model *m, const float *x, size_t batch, float *do
     m->ready_user = user;
     m->ctx.grads_final = ready ? layer_grads_final : NULL;
     m->ctx.grads_final_user = m;
-    size_t lowest = dx_out ? 0 : m->layer_count;
-    for (size_t i = 0; i < m->layer_count && !dx_out; i++)
-        if (layer_trains(&m->layers[i])) {
-            lowest = i;
-            break;
-        }
+    const size_t lowest = dx_out ? 0 : lowest_trained(m);
     float *dy = dout;
     for (size_t i = m->layer_count; i-- > 0 && i >= lowest;) {
         ffn_layer *l = &m->layers[i];
@@ -540,6 +627,7 @@ void ffn_model_backward_dx(ffn_model *m, const float *x, size_t batch, float *do
         float *dx = i > lowest ? m->scratch[(i - 1) & 1] : i == 0 ? dx_out : NULL;
         m->ctx.layer = i;
         const ffn_layer_ops *ops = ffn_layer_ops_of(l->spec.kind);
+        hook_before(m, i, FFN_PASS_BACKWARD);
         if (recomputed(m->recompute, l) && m->cache_owner != i) {
             /* Its forward again, from its kept input: the same values into the
              * shared cache (and y, unchanged), so the gradients are bitwise
@@ -550,7 +638,27 @@ void ffn_model_backward_dx(ffn_model *m, const float *x, size_t batch, float *do
         m->reported = 0;
         ops->backward(l, dx, dy, in, batch, accumulate, m->work, &m->ctx);
         if (ready && !m->reported) report_ready(l, ready, user);
+        hook_after(m, i, FFN_PASS_BACKWARD);
         dy = dx;
+    }
+}
+
+void ffn_model_forward_without_rows(ffn_model *m)
+{
+    for (size_t i = 0; i < m->layer_count; i++) {
+        hook_before(m, i, FFN_PASS_FORWARD);
+        hook_after(m, i, FFN_PASS_FORWARD);
+    }
+}
+
+void ffn_model_pass_without_rows(ffn_model *m, ffn_grad_ready_fn ready, void *user)
+{
+    ffn_model_forward_without_rows(m);
+    const size_t lowest = lowest_trained(m);
+    for (size_t i = m->layer_count; i-- > 0 && i >= lowest;) {
+        hook_before(m, i, FFN_PASS_BACKWARD);
+        if (ready) report_ready(&m->layers[i], ready, user);
+        hook_after(m, i, FFN_PASS_BACKWARD);
     }
 }
 

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "ffn/distill.h"
 #include "ffn/mem.h"
 
@@ -22,7 +23,12 @@ struct ffn_step {
     ffn_grad_sync *sync;
     ffn_shard shard;          /* the larger of cfg.shard and cfg.shard_optimizer */
     size_t own_lo, own_hi;    /* the parameters this rank updates: all, or its ZeRO slice */
-    float *grad_slice;        /* [own_hi - own_lo] sharded: the summed gradients of the slice; else NULL */
+    float *grad_slice;        /* [own_hi - own_lo] ZeRO-1: the summed gradients of the slice; else NULL */
+    float *scatter_tmp;       /* --shard grads/params: a reduce-scatter's landing place */
+    size_t resident;          /* --shard params: the layer whose parameters are gathered (layer count: none) */
+    ffn_status shard_status;  /* the first failed gather or reduce-scatter of the step */
+    double shard_seconds;     /* in those collectives, over the run */
+    double shard_bytes;       /* what they move per rank, (N-1)/N of each range, over the run */
     float *dout;              /* [max_rows, output_dim] gradient w.r.t. the model's output */
     size_t out_dim;
     /* The step under way. */
@@ -33,6 +39,92 @@ struct ffn_step {
     ffn_status batch_status;  /* the first failed read among this step's micro-batches */
     char batch_message[512];
 };
+
+/* ---- --shard grads and --shard params ------------------------------------------
+ *
+ * No all-reduce: as backward hands over a layer's gradients they are
+ * reduce-scattered (each rank receives the sum of its own slice of them, the
+ * rest of the layer's gradients is cleared and its pages given back), so a
+ * rank holds its slice of the summed gradients and at most one layer's
+ * worth besides. Micro-batches accumulate into the slice: each one's
+ * gradients are added to it before the reduce-scatter on the rank that owns
+ * it, and are zero on the others. With --shard params the parameters outside
+ * the slice are given back too, and each layer's are all-gathered just before
+ * its forward and its backward and given back after (the last layer stays
+ * from its forward to its backward). Every rank makes the same calls in the
+ * same order, with or without rows. */
+
+/* The time and the bytes of one collective over count floats. */
+static void count_collective(ffn_step *s, double t0, size_t count)
+{
+    const int n = ffn_comm_size(s->comm);
+    s->shard_seconds += ffn_clock_seconds() - t0;
+    s->shard_bytes += (double)count * sizeof(float) * (double)(n - 1) / (double)n;
+}
+
+static void shard_ready(void *user, size_t offset, size_t count)
+{
+    ffn_step *s = user;
+    const size_t n = ffn_model_param_count(s->model);
+    const double t0 = ffn_clock_seconds();
+    if (s->shard_status == FFN_OK)
+        s->shard_status = ffn_comm_reduce_scatter_range(s->comm, ffn_model_grads(s->model), n, offset, offset + count,
+                                                        s->scatter_tmp, s->cfg.bucket_bytes);
+    count_collective(s, t0, count);
+    size_t hi = offset + count;
+    ffn_model_clear_grads(s->model, offset, hi < s->own_lo ? hi : s->own_lo);
+    ffn_model_clear_grads(s->model, offset > s->own_hi ? offset : s->own_hi, hi);
+}
+
+static void release_layer(ffn_step *s, size_t i)
+{
+    const ffn_layer *l = ffn_model_layer_const(s->model, i);
+    size_t a = l->param_offset, b = a + l->param_count;
+    ffn_model_release_params(s->model, a, b < s->own_lo ? b : s->own_lo);
+    ffn_model_release_params(s->model, a > s->own_hi ? a : s->own_hi, b);
+    s->resident = ffn_model_layer_count(s->model);
+}
+
+static void gather_layer(void *user, size_t i, ffn_pass pass)
+{
+    (void)pass;
+    ffn_step *s = user;
+    if (s->resident == i) return;
+    if (s->resident < ffn_model_layer_count(s->model)) release_layer(s, s->resident);
+    const ffn_layer *l = ffn_model_layer_const(s->model, i);
+    float *params = (float *)ffn_model_params_const(s->model);
+    const double t0 = ffn_clock_seconds();
+    if (s->shard_status == FFN_OK)
+        s->shard_status = ffn_comm_allgather_slices(s->comm, params, ffn_model_param_count(s->model), l->param_offset,
+                                                    l->param_offset + l->param_count, s->cfg.bucket_bytes);
+    count_collective(s, t0, l->param_count);
+    ffn_model_bf16_refresh_layer(s->model, i);
+    s->resident = i;
+}
+
+static void after_layer(void *user, size_t i, ffn_pass pass)
+{
+    ffn_step *s = user;
+    /* The last layer's backward comes right after its forward. */
+    if (pass == FFN_PASS_FORWARD && i + 1 == ffn_model_layer_count(s->model)) return;
+    release_layer(s, i);
+}
+
+static ffn_status create_sharded(ffn_step *s)
+{
+    if (s->cfg.pruner) return ffn_fail(FFN_ERR_ARG, "--shard %s does not prune yet: use --shard optimizer with --prune",
+                                       ffn_names_name(&ffn_shard_names, (int)s->shard));
+    if (s->cfg.grad_bf16)
+        return ffn_fail(FFN_ERR_ARG, "--grad-dtype bf16 runs with the all-reduce exchange; --shard %s reduce-scatters "
+                                     "in fp32", ffn_names_name(&ffn_shard_names, (int)s->shard));
+    if (s->shard == FFN_SHARD_PARAMS) {
+        const ffn_layer_hooks hooks = {gather_layer, after_layer, s};
+        ffn_model_set_layer_hooks(s->model, &hooks);
+        /* Only the slice stays; the rest comes back layer by layer. */
+        for (size_t i = 0; i < ffn_model_layer_count(s->model); i++) release_layer(s, i);
+    }
+    return FFN_OK;
+}
 
 ffn_status ffn_step_create(ffn_step **out, ffn_model *model, ffn_comm *comm, const ffn_step_config *cfg)
 {
@@ -50,17 +142,22 @@ ffn_status ffn_step_create(ffn_step **out, ffn_model *model, ffn_comm *comm, con
         s->shard = cfg->shard > (cfg->shard_optimizer ? FFN_SHARD_OPTIMIZER : FFN_SHARD_NONE)
                        ? cfg->shard
                        : (cfg->shard_optimizer ? FFN_SHARD_OPTIMIZER : FFN_SHARD_NONE);
-        if (s->shard == FFN_SHARD_OPTIMIZER) {
-            ffn_comm_slice(comm, nparams, ffn_comm_rank(comm), &s->own_lo, &s->own_hi);
-            s->grad_slice = ffn_alloc_floats(s->own_hi > s->own_lo ? s->own_hi - s->own_lo : 1);
-            if (!s->grad_slice) st = ffn_fail(FFN_ERR_NOMEM, "out of memory for the gradient slice");
-        }
+        if (s->shard >= FFN_SHARD_OPTIMIZER) ffn_comm_slice(comm, nparams, ffn_comm_rank(comm), &s->own_lo, &s->own_hi);
+        const size_t own = s->own_hi > s->own_lo ? s->own_hi - s->own_lo : 1;
+        if (s->shard == FFN_SHARD_OPTIMIZER && !(s->grad_slice = ffn_alloc_floats(own)))
+            st = ffn_fail(FFN_ERR_NOMEM, "out of memory for the gradient slice");
+        const size_t per = cfg->bucket_bytes / sizeof(float) ? cfg->bucket_bytes / sizeof(float) : 1;
+        if (s->shard >= FFN_SHARD_GRADS && !(s->scatter_tmp = ffn_alloc_floats(per < own ? per : own)))
+            st = ffn_fail(FFN_ERR_NOMEM, "out of memory for the gradient reduce-scatter");
+        s->resident = ffn_model_layer_count(model);
     }
     if (st == FFN_OK && !(s->dout = ffn_alloc(cfg->max_rows ? cfg->max_rows : 1, s->out_dim * sizeof(float))))
         st = ffn_fail(FFN_ERR_NOMEM, "out of memory for the output gradient");
     if (st == FFN_OK && !(s->optim = ffn_optim_create(&cfg->optim, s->own_hi - s->own_lo)))
         st = ffn_fail(FFN_ERR_ARG, "optimizer: %s", ffn_last_error());
-    if (st == FFN_OK)
+    if (st == FFN_OK && s->shard >= FFN_SHARD_GRADS)
+        st = create_sharded(s); /* no all-reduce exchange: each layer's gradients reduce-scattered */
+    else if (st == FFN_OK)
         st = s->grad_slice ? ffn_grad_sync_create_sharded(&s->sync, comm, ffn_model_grads(model), nparams,
                                                           cfg->bucket_bytes, s->grad_slice)
                            : ffn_grad_sync_create(&s->sync, comm, ffn_model_grads(model), nparams,
@@ -70,20 +167,22 @@ ffn_status ffn_step_create(ffn_step **out, ffn_model *model, ffn_comm *comm, con
         ffn_step_free(s);
         return st;
     }
-    /* Several ranks on one node: the gradients move into node-shared memory,
-     * where the exchange sums them in place instead of copying them through
-     * MPI (ffn_comm_alloc_shared_floats); with several such nodes the exchange
-     * becomes hierarchical (sums within each node, slices across). Elsewhere
-     * nothing changes. */
-    float *shared = ffn_comm_alloc_shared_floats(comm, nparams);
-    if (shared) {
-        ffn_model_use_grad_buffer(model, shared);
-        ffn_grad_sync_use_buffer(s->sync, shared);
-    }
-    st = ffn_comm_agree(comm, cfg->grad_bf16 ? ffn_grad_sync_set_wire_bf16(s->sync) : FFN_OK);
-    if (st != FFN_OK) {
-        ffn_step_free(s);
-        return st;
+    if (s->shard < FFN_SHARD_GRADS) {
+        /* Several ranks on one node: the gradients move into node-shared memory,
+         * where the exchange sums them in place instead of copying them through
+         * MPI (ffn_comm_alloc_shared_floats); with several such nodes the exchange
+         * becomes hierarchical (sums within each node, slices across). Elsewhere
+         * nothing changes. */
+        float *shared = ffn_comm_alloc_shared_floats(comm, nparams);
+        if (shared) {
+            ffn_model_use_grad_buffer(model, shared);
+            ffn_grad_sync_use_buffer(s->sync, shared);
+        }
+        st = ffn_comm_agree(comm, cfg->grad_bf16 ? ffn_grad_sync_set_wire_bf16(s->sync) : FFN_OK);
+        if (st != FFN_OK) {
+            ffn_step_free(s);
+            return st;
+        }
     }
     *out = s;
     return FFN_OK;
@@ -92,9 +191,11 @@ ffn_status ffn_step_create(ffn_step **out, ffn_model *model, ffn_comm *comm, con
 void ffn_step_free(ffn_step *s)
 {
     if (!s) return;
+    if (s->shard >= FFN_SHARD_GRADS) ffn_model_set_layer_hooks(s->model, NULL);
     ffn_grad_sync_free(s->sync);
     ffn_optim_free(s->optim);
     ffn_free(s->grad_slice);
+    ffn_free(s->scatter_tmp);
     ffn_free(s->dout);
     free(s);
 }
@@ -113,6 +214,13 @@ static const char *const shard_names[] = {"none", "optimizer", "grads", "params"
 const ffn_names ffn_shard_names = FFN_NAMES_OF_ARRAY(shard_names);
 
 ffn_shard ffn_step_shard(const ffn_step *s) { return s->shard; }
+
+double ffn_step_comm_wait_seconds(const ffn_step *s)
+{
+    return s->sync ? ffn_grad_sync_wait_seconds(s->sync) : s->shard_seconds;
+}
+
+double ffn_step_comm_bytes(const ffn_step *s) { return s->sync ? (double)ffn_grad_sync_bytes(s->sync) : s->shard_bytes; }
 
 ffn_status ffn_step_gather_range(ffn_step *s, int buffer, size_t lo, size_t count, float *out, int root)
 {
@@ -165,12 +273,29 @@ void ffn_step_begin(ffn_step *s, uint64_t step, size_t step_rows)
     memset(s->sums, 0, sizeof s->sums);
     s->have_grads = 0;
     s->batch_status = FFN_OK;
-    if (!s->no_exchange) ffn_grad_sync_begin(s->sync, step + 1);
+    s->shard_status = FFN_OK;
+    if (!s->no_exchange && s->sync) ffn_grad_sync_begin(s->sync, step + 1);
 }
 
 static ffn_grad_ready_fn ready_fn(const ffn_step *s, int last)
 {
-    return last && !s->no_exchange ? ffn_grad_sync_ready : NULL;
+    if (s->no_exchange) return NULL;
+    if (s->shard >= FFN_SHARD_GRADS) return shard_ready; /* every micro-batch: the slice accumulates */
+    return last ? ffn_grad_sync_ready : NULL;
+}
+
+static void *ready_user(ffn_step *s) { return s->shard >= FFN_SHARD_GRADS ? (void *)s : (void *)s->sync; }
+
+/* --shard grads/params, a micro-batch without rows: this rank adds nothing,
+ * but its slice must hold the step's sum so far (zero at the step's start),
+ * and it makes every collective the others make. */
+static void sharded_without_rows(ffn_step *s)
+{
+    if (!s->have_grads) {
+        ffn_model_clear_grads(s->model, s->own_lo, s->own_hi);
+        s->have_grads = 1;
+    }
+    ffn_model_pass_without_rows(s->model, s->no_exchange ? NULL : shard_ready, s);
 }
 
 /* A rank without rows in the step's last micro-batch still hands the exchange
@@ -184,10 +309,19 @@ static void report_without_rows(ffn_step *s)
         ffn_model_zero_grads(s->model, ready_fn(s, 1), s->sync);
 }
 
+/* This rank has nothing for a micro-batch. */
+static void micro_without_rows(ffn_step *s, int last)
+{
+    if (s->shard >= FFN_SHARD_GRADS)
+        sharded_without_rows(s);
+    else if (last)
+        report_without_rows(s);
+}
+
 void ffn_step_micro(ffn_step *s, const ffn_step_batch *b, int last)
 {
     if (b->rows == 0) {
-        if (last) report_without_rows(s);
+        micro_without_rows(s, last);
         return;
     }
     const ffn_step_config *c = &s->cfg;
@@ -205,7 +339,7 @@ void ffn_step_micro(ffn_step *s, const ffn_step_batch *b, int last)
     }
     s->sums[SUM_ROWS] += (double)b->rows;
     /* Only the last micro-batch's backward hands gradients to the exchange. */
-    ffn_model_backward(s->model, b->x, b->rows, s->dout, s->have_grads, ready_fn(s, last), s->sync);
+    ffn_model_backward(s->model, b->x, b->rows, s->dout, s->have_grads, ready_fn(s, last), ready_user(s));
     s->have_grads = 1;
 }
 
@@ -216,7 +350,7 @@ void ffn_step_micro_failed(ffn_step *s, ffn_status status, const char *message, 
         snprintf(s->batch_message, sizeof s->batch_message, "%s", message ? message : "read failed");
         s->sums[SUM_ERROR] = 1;
     }
-    if (last) report_without_rows(s);
+    micro_without_rows(s, last);
 }
 
 /* ---- the update ------------------------------------------------------------ */
@@ -279,18 +413,19 @@ static ffn_status update(ffn_step *s, float lr)
     ffn_model *m = s->model;
     /* Before ffn_model_params, which marks the copy stale: only a copy that was
      * current can be kept current chunk by chunk. */
-    const int fuse = ffn_model_bf16_current(m) && !s->grad_slice && !s->cfg.pruner;
+    const int fuse = ffn_model_bf16_current(m) && s->shard == FFN_SHARD_NONE && !s->cfg.pruner;
     float *params = ffn_model_params(m);
     const size_t own = s->own_hi - s->own_lo;
     float *w = params + s->own_lo;
-    float *g = s->grad_slice ? s->grad_slice : ffn_model_grads(m);
+    float *g = s->grad_slice ? s->grad_slice : ffn_model_grads(m) + (s->shard >= FFN_SHARD_GRADS ? s->own_lo : 0);
+    if (s->resident < ffn_model_layer_count(m)) release_layer(s, s->resident); /* about to change */
     ffn_pruner *pruner = s->cfg.pruner;
     ffn_status st = FFN_OK;
     /* A pruned weight gets no gradient: it neither counts in the norm nor moves the optimizer state. */
     if (pruner) ffn_pruner_apply_range(pruner, g, s->own_lo, s->own_hi);
     if (s->cfg.clip_norm > 0) {
         double norm = ffn_grad_norm(g, own); /* frozen layers hold zeros */
-        if (s->grad_slice) { /* the global norm from the slices' squared norms */
+        if (s->shard >= FFN_SHARD_OPTIMIZER) { /* the global norm from the slices' squared norms */
             double sq = norm * norm;
             if ((st = ffn_comm_sum_doubles(s->comm, &sq, 1)) != FFN_OK) return st;
             norm = sqrt(sq);
@@ -310,9 +445,10 @@ static ffn_status update(ffn_step *s, float lr)
         if (t->trainable) update_owned(s, lr, w, g, t->offset, t->count, t->decay);
     }
     if (pruner) ffn_pruner_apply_range(pruner, w, s->own_lo, s->own_hi); /* pruned weights stay exactly 0 */
-    /* Sharded: every rank gets every slice back, of the trainable tensors only
+    /* ZeRO-1/2: every rank gets every slice back, of the trainable tensors only
      * (each run of adjacent ones in one go; fixed tensors never changed). */
-    for (size_t k = 0; s->grad_slice && k < nt && st == FFN_OK;) {
+    const int gather = s->shard == FFN_SHARD_OPTIMIZER || s->shard == FFN_SHARD_GRADS;
+    for (size_t k = 0; gather && k < nt && st == FFN_OK;) {
         const ffn_tensor *t = ffn_model_tensor(m, k++);
         if (!t->trainable) continue;
         size_t lo = t->offset, hi = t->offset + t->count;
@@ -328,8 +464,9 @@ ffn_status ffn_step_finish(ffn_step *s, uint64_t step, uint64_t epoch, float lr,
 {
     s->sums[SUM_STOP] = stop_requested != 0;
     /* The gradients, and the step's sums riding on the same exchange. */
-    ffn_status st = s->no_exchange ? ffn_comm_sum_doubles(s->comm, s->sums, SUM_COUNT)
-                                       : ffn_grad_sync_finish_sum(s->sync, s->sums, SUM_COUNT);
+    ffn_status st = s->no_exchange || !s->sync ? ffn_comm_sum_doubles(s->comm, s->sums, SUM_COUNT)
+                                                : ffn_grad_sync_finish_sum(s->sync, s->sums, SUM_COUNT);
+    if (st == FFN_OK && s->shard >= FFN_SHARD_GRADS) st = ffn_comm_agree(s->comm, s->shard_status);
     if (st != FFN_OK) return st;
     *stats = (ffn_step_stats){.loss_sum = s->sums[SUM_LOSS], .correct = s->sums[SUM_CORRECT],
                               .rows = s->sums[SUM_ROWS], .kl_sum = s->sums[SUM_KL],

@@ -282,7 +282,7 @@ static ffn_status finish_run(ffn_run *r, ffn_train_result *res)
     res->samples_per_second = res->seconds > 0 ? res->samples / res->seconds : 0;
     res->data_wait_fraction = res->seconds > 0 ? ffn_loader_wait_seconds(r->loader) / res->seconds : 0;
     res->comm_wait_fraction =
-        res->seconds > 0 ? ffn_grad_sync_wait_seconds(ffn_step_grad_sync(r->step)) / res->seconds : 0;
+        res->seconds > 0 ? ffn_step_comm_wait_seconds(r->step) / res->seconds : 0;
     ffn_dataset *final = r->test ? r->test : r->val;
     if (final) {
         ffn_eval_result e;

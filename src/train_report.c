@@ -98,9 +98,17 @@ void ffn_run_print_banner(const ffn_run *r)
     size_t trainable = ffn_model_trainable_count(r->model);
     char sent[32];
     format_bytes(sent, sizeof sent, (double)trainable * sizeof(float));
-    printf("trainable: %zu of %zu parameters (%.2f%%); gradient exchange %zu bytes (%s) per step (%s)\n",
-           trainable, nparams, 100.0 * (double)trainable / (double)nparams, trainable * sizeof(float), sent,
-           ffn_grad_sync_method(ffn_step_grad_sync(r->step)));
+    const ffn_shard shard = ffn_step_shard(r->step);
+    if (shard >= FFN_SHARD_GRADS)
+        printf("trainable: %zu of %zu parameters (%.2f%%); gradients %zu bytes (%s) per step, each layer's "
+               "reduce-scattered as backward makes it (MPI_Reduce_scatter)%s\n",
+               trainable, nparams, 100.0 * (double)trainable / (double)nparams, trainable * sizeof(float), sent,
+               shard >= FFN_SHARD_PARAMS ? "; parameters all-gathered layer by layer before forward and backward "
+                                           "(MPI_Allgatherv)" : "; parameters all-gathered after the update");
+    else
+        printf("trainable: %zu of %zu parameters (%.2f%%); gradient exchange %zu bytes (%s) per step (%s)\n",
+               trainable, nparams, 100.0 * (double)trainable / (double)nparams, trainable * sizeof(float), sent,
+               ffn_grad_sync_method(ffn_step_grad_sync(r->step)));
     size_t lo, hi;
     ffn_step_owned_range(r->step, &lo, &hi);
     char own[32], all[32];
@@ -108,8 +116,9 @@ void ffn_run_print_banner(const ffn_run *r)
     format_bytes(all, sizeof all, (double)nstate * (double)nparams * sizeof(float));
     if (cfg->shard_optimizer)
         printf("optimizer state: %s per rank (rank 0: %zu of %zu parameters x %zu buffers; %s unsharded), "
-               "--shard-optimizer over %d rank%s\n",
-               own, hi - lo, nparams, nstate, all, r->size, r->size == 1 ? "" : "s");
+               "--shard %s over %d rank%s\n",
+               own, hi - lo, nparams, nstate, all, ffn_names_name(&ffn_shard_names, shard), r->size,
+               r->size == 1 ? "" : "s");
     else
         printf("optimizer state: %s per rank (%zu parameters x %zu buffers)\n", all, nparams, nstate);
     char plan[1024], limit[32];
@@ -214,8 +223,9 @@ void ffn_run_print_summary(ffn_run *r, const ffn_train_result *res)
                (unsigned long long)res->steps, res->seconds, res->samples_per_second, 100 * res->data_wait_fraction,
                100 * res->comm_wait_fraction);
         if (r->size > 1 && res->steps)
-            printf("gradient exchange: %.0f bytes per step measured (sent by each rank)\n",
-                   (double)ffn_grad_sync_bytes(ffn_step_grad_sync(r->step)) / (double)res->steps);
+            printf("%s: %.0f bytes per step measured (sent by each rank)\n",
+                   ffn_step_shard(r->step) >= FFN_SHARD_GRADS ? "gathers and reduce-scatters" : "gradient exchange",
+                   ffn_step_comm_bytes(r->step) / (double)res->steps);
         char measured[32], predicted[32];
         ffn_memplan_format_bytes(measured, sizeof measured, (double)peak);
         ffn_memplan_format_bytes(predicted, sizeof predicted, (double)r->mem_plan.total);

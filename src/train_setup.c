@@ -251,7 +251,14 @@ static ffn_status build_model(ffn_run *r, size_t input_dim)
         free(lora);
         return st;
     }
-    ffn_model_init_params(r->model, r->seed);
+    if (cfg->shard >= FFN_SHARD_PARAMS) {
+        /* Each rank draws the same values but keeps only its slice (ffn_step_create's). */
+        size_t lo, hi;
+        ffn_comm_slice(r->comm, ffn_model_param_count(r->model), r->rank, &lo, &hi);
+        ffn_model_init_params_slice(r->model, r->seed, lo, hi);
+    } else {
+        ffn_model_init_params(r->model, r->seed);
+    }
 
     if (ck && cfg->resume) {
         char *text = ffn_model_spec_text(r->model);
@@ -561,7 +568,7 @@ static ffn_status plan_memory(ffn_run *r, const ffn_dataset_info *info)
         .local_ranks = local, .rank = r->rank, .batch_size = cfg->batch_size, .accumulate = cfg->accumulate,
         .eval_batch_size = cfg->eval_batch_size, .evaluates = r->val || r->test,
         .state_buffers = ffn_optim_state_buffers(&oc), .shard_optimizer = cfg->shard_optimizer,
-        .recompute = cfg->recompute, .bf16 = cfg->precision == FFN_PRECISION_BF16,
+        .shard = cfg->shard, .recompute = cfg->recompute, .bf16 = cfg->precision == FFN_PRECISION_BF16,
         .writes_checkpoints = cfg->checkpoint_dir != NULL, .pruning = cfg->prune > 0 || (ck && ck->mask),
         .rows = info->rows, .x_row_bytes = info->features * (info->x_is_uint8 ? 1 : sizeof(float)),
         .features = info->features, .target_cols = info->has_labels ? 0 : info->target_cols, .cache_budget = budget,
@@ -582,7 +589,9 @@ static ffn_status plan_memory(ffn_run *r, const ffn_dataset_info *info)
         st = ffn_fail(FFN_ERR_NOMEM,
                       "memory: the run needs %s per rank (predicted: %zu parameters, %s%s), more than the %s this "
                       "rank may have (%s); %s%s; --memory-limit MiB|off overrides the check",
-                      want, r->mem_plan.params, cfg->shard_optimizer ? "optimizer state sharded" : "replicated",
+                      want, r->mem_plan.params, cfg->shard >= FFN_SHARD_PARAMS ? "parameters, gradients and optimizer state sharded"
+                                               : cfg->shard >= FFN_SHARD_GRADS ? "gradients and optimizer state sharded"
+                                               : cfg->shard_optimizer ? "optimizer state sharded" : "replicated",
                       r->mem_plan.grads_shared ? ", gradients node-shared" : "", have, r->mem_which,
                       fits[0] ? "would fit: " : "no flag of today brings it under (parameters and gradients alone "
                                                 "take 8 B per parameter on every rank)",
@@ -654,12 +663,15 @@ ffn_status ffn_run_setup(ffn_run *r)
 ffn_status ffn_run_start(ffn_run *r)
 {
     const ffn_train_config *cfg = r->cfg;
-    /* Same seed gives the same weights everywhere; the broadcast makes it certain. */
-    ffn_status st = ffn_comm_bcast_floats(r->comm, ffn_model_params(r->model), ffn_model_param_count(r->model), 0);
+    /* Same seed gives the same weights everywhere; the broadcast makes it
+     * certain (sharded parameters: each rank keeps only its own slice). */
+    ffn_status st = cfg->shard >= FFN_SHARD_PARAMS
+                        ? FFN_OK
+                        : ffn_comm_bcast_floats(r->comm, ffn_model_params(r->model), ffn_model_param_count(r->model), 0);
     if (st != FFN_OK) return st;
     ffn_step_config sc = {
         .loss = (ffn_loss)cfg->loss, .optim = ffn_config_optim(cfg), .clip_norm = cfg->clip_norm,
-        .shard_optimizer = cfg->shard_optimizer, .grad_bf16 = cfg->grad_dtype == 1, .bucket_bytes = (size_t)(cfg->bucket_mb * 1048576.0),
+        .shard_optimizer = cfg->shard_optimizer, .shard = (ffn_shard)cfg->shard, .grad_bf16 = cfg->grad_dtype == 1, .bucket_bytes = (size_t)(cfg->bucket_mb * 1048576.0),
         .max_rows = r->max_local, .seed = r->seed, .teacher = r->teacher,
         .distill_temperature = cfg->distill_temperature, .distill_alpha = cfg->distill_alpha, .pruner = r->pruner,
         .prune = {.sparsity = cfg->prune, .start = cfg->prune_start_step, .end = cfg->prune_end_step,

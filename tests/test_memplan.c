@@ -221,11 +221,11 @@ static void test_suggestions(void)
     ffn_mem_limits l = {.override_bytes = (rep.total + sh.total) / 2};
     char out[2048];
     ffn_memplan_suggest(&in, &l, out, sizeof out);
-    CHECK_MSG(strncmp(out, "--shard-optimizer (", 19) == 0, "%s", out);
+    CHECK_MSG(strncmp(out, "--shard optimizer (", 19) == 0, "%s", out);
     /* A limit below what sharding over 2 ranks gives: only more ranks do. */
     l.override_bytes = sh.total - (sh.part[FFN_MEM_OPTIM] / 4);
     ffn_memplan_suggest(&in, &l, out, sizeof out);
-    CHECK_MSG(strstr(out, "--shard-optimizer on ") && strstr(out, "nodes of 1"), "%s", out);
+    CHECK_MSG(strstr(out, "--shard optimizer on ") && strstr(out, "nodes of 1"), "%s", out);
     /* The evaluation batch: an arena reserved for 4096 rows. */
     in.eval_batch_size = 4096;
     CHECK(ffn_memplan_compute(&in, &rep) == FFN_OK);

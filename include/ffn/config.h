@@ -66,7 +66,8 @@ typedef struct {
     const char *lora_layers;   /* layers given adapters; NULL = every dense layer but a replaced head */
     /* scale and compression */
     uint64_t accumulate;       /* micro-batches (of batch_size) summed per optimizer step */
-    int shard_optimizer;       /* ZeRO stage 1: optimizer state split across ranks */
+    int shard_optimizer;       /* ZeRO stage 1: optimizer state split across ranks (set by any --shard) */
+    int shard;                 /* ffn_shard (step.h): none, optimizer, grads, params */
     int recompute;             /* the blocks' caches recomputed in backward */
     const char *teacher;       /* checkpoint whose model teaches (distillation) */
     float distill_temperature, distill_alpha;

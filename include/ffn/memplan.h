@@ -65,6 +65,7 @@ typedef struct {
     int evaluates;          /* --val or --test: the evaluator's buffers */
     size_t state_buffers;   /* optimizer state floats per parameter (ffn_optim_state_buffers) */
     int shard_optimizer;
+    int shard;              /* ffn_shard (step.h); the larger of this and shard_optimizer holds */
     int recompute;          /* --recompute: the blocks share one cache */
     int bf16;               /* --precision bf16 */
     int writes_checkpoints; /* --checkpoint-dir */

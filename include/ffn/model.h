@@ -155,6 +155,10 @@ size_t ffn_model_trainable_count(const ffn_model *m);
  * spec's init=, else Xavier uniform (He uniform for ReLU/GELU layers before
  * issue 19, so a seed draws other weights than it did then). */
 void ffn_model_init_params(ffn_model *m, uint64_t seed);
+/* The same values, layer by layer, keeping only [lo, hi) of the flat
+ * parameters: the pages of each layer outside it are given back as soon as the
+ * layer is drawn (--shard params: never the whole model in one rank). */
+void ffn_model_init_params_slice(ffn_model *m, uint64_t seed, size_t lo, size_t hi);
 /* Re-draws one layer only (a replaced head). */
 void ffn_model_init_layer(ffn_model *m, size_t layer, uint64_t seed);
 
@@ -171,6 +175,9 @@ size_t ffn_model_max_batch(const ffn_model *m);
  * (the memory plan, ffn/memplan.h). */
 ffn_status ffn_model_plan(const ffn_layer_spec *layers, size_t count, size_t input_dim, size_t max_batch,
                           int recompute, size_t *params, size_t *activation_floats, size_t *operand_floats);
+/* The parameter count of the model's largest layer (what --shard params
+ * gathers at once). */
+ffn_status ffn_model_plan_largest_layer(const ffn_layer_spec *layers, size_t count, size_t input_dim, size_t *largest);
 
 /* Sets the precision of the matrix products (FFN_PRECISION_FP32 at creation).
  * bf16 keeps a bf16 copy of the weights (2 bytes per parameter) and fails,
@@ -236,6 +243,32 @@ void ffn_model_zero_grads(ffn_model *m, ffn_grad_ready_fn ready, void *user);
 /* Reports the trainable ranges as backward would, without computing anything
  * (gradients accumulated earlier are ready to send). */
 void ffn_model_report_grads(const ffn_model *m, ffn_grad_ready_fn ready, void *user);
+
+/* Around each layer's forward and backward (also the forward a recomputed
+ * block repeats inside its backward, which before(BACKWARD) covers): with
+ * --shard params the step gathers the layer's parameters in before() and
+ * gives their pages back in after(). NULL hooks (the default): none. */
+typedef enum { FFN_PASS_FORWARD, FFN_PASS_BACKWARD } ffn_pass;
+typedef struct {
+    void (*before)(void *user, size_t layer, ffn_pass pass);
+    void (*after)(void *user, size_t layer, ffn_pass pass);
+    void *user;
+} ffn_layer_hooks;
+void ffn_model_set_layer_hooks(ffn_model *m, const ffn_layer_hooks *hooks);
+/* A forward and backward's hooks and gradient reports, in their order, with
+ * nothing computed and no gradient written: a rank without rows still makes
+ * the collectives the others make. */
+void ffn_model_pass_without_rows(ffn_model *m, ffn_grad_ready_fn ready, void *user);
+/* An evaluation forward's hooks alone (a rank with fewer evaluation batches). */
+void ffn_model_forward_without_rows(ffn_model *m);
+/* The bf16 copy of layer i's weights converted from the parameters (the
+ * sharded step, right after it gathered them). */
+void ffn_model_bf16_refresh_layer(ffn_model *m, size_t i);
+/* Gives back the pages of the parameters (and their bf16 copy) in [from, to):
+ * the sharded step after a layer ran, outside the slice this rank keeps. */
+void ffn_model_release_params(ffn_model *m, size_t from, size_t to);
+/* The gradients in [from, to) set to zero, their whole pages given back. */
+void ffn_model_clear_grads(ffn_model *m, size_t from, size_t to);
 
 /* Freezes a layer (no tensor trains) or restores its kind's default (every
  * tensor trains, except W and b of a dense layer with an adapter). */

@@ -131,7 +131,12 @@ ffn_shard ffn_step_shard(const ffn_step *s);
  * are written slice by slice through this, so no rank ever holds a whole
  * sharded buffer. */
 ffn_status ffn_step_gather_range(ffn_step *s, int buffer, size_t lo, size_t count, float *out, int root);
-/* The gradient exchange (its counters; ffn-bench's measure of it alone). */
+/* Over the run: seconds this rank waited on the gradient exchange (or, with
+ * --shard grads/params, spent in the gathers and reduce-scatters, which block)
+ * and the bytes it sent. */
+double ffn_step_comm_wait_seconds(const ffn_step *s);
+double ffn_step_comm_bytes(const ffn_step *s);
+/* The gradient exchange (NULL with --shard grads/params; its counters; ffn-bench's measure of it alone). */
 ffn_grad_sync *ffn_step_grad_sync(ffn_step *s);
 /* Measurement only (ffn-bench's compute-only step): with exchange 0 the
  * gradients are not summed across ranks (the step's sums still are), so the
