@@ -501,13 +501,11 @@ ffn_status ffn_comm_gather_range(ffn_comm *c, const float *slice, size_t n, size
     return FFN_OK;
 }
 
-ffn_status ffn_comm_reduce_scatter_range(ffn_comm *c, float *buf, size_t n, size_t from, size_t to, float *tmp,
+ffn_status ffn_comm_reduce_scatter_range(ffn_comm *c, float *range, size_t n, size_t from, size_t to, float *tmp,
                                          size_t bucket_bytes)
 {
     if (c->size == 1 || from >= to) return FFN_OK;
     if (to > n) to = n;
-    size_t own_lo, own_hi;
-    ffn_comm_slice(c, n, c->rank, &own_lo, &own_hi);
     size_t per = chunk_floats(bucket_bytes);
     for (size_t lo = from; lo < to; lo += per) {
         size_t hi = to - lo < per ? to : lo + per;
@@ -515,9 +513,10 @@ ffn_status ffn_comm_reduce_scatter_range(ffn_comm *c, float *buf, size_t n, size
         /* The slices of a chunk are contiguous in rank order, as
          * MPI_Reduce_scatter lays them out; this rank's sum lands in tmp and
          * goes back into its own place. */
-        int rc = MPI_Reduce_scatter(buf + lo, tmp, c->counts, MPI_FLOAT, MPI_SUM, c->world);
+        float *chunk = range + (lo - from);
+        int rc = MPI_Reduce_scatter(chunk, tmp, c->counts, MPI_FLOAT, MPI_SUM, c->world);
         if (rc != MPI_SUCCESS) return mpi_error(rc, "MPI_Reduce_scatter (gradient slices)");
-        if (c->counts[c->rank]) memcpy(buf + lo + c->displs[c->rank], tmp, (size_t)c->counts[c->rank] * sizeof *buf);
+        if (c->counts[c->rank]) memcpy(chunk + c->displs[c->rank], tmp, (size_t)c->counts[c->rank] * sizeof *chunk);
     }
     return FFN_OK;
 }
@@ -546,6 +545,40 @@ ffn_status ffn_comm_gather_floats(ffn_comm *c, const float *send, size_t n, floa
 }
 
 /* ---- node-shared buffers ------------------------------------------------------ */
+
+/* The node barrier's slots, once (collective: every rank is here). */
+static void ensure_slots(ffn_comm *c)
+{
+    if (c->slots) return;
+    MPI_Info info;
+    int ok, all_ok = 0, rc;
+    node_slot *mine = NULL;
+    c->slots = calloc((size_t)c->local_size, sizeof *c->slots);
+    ok = c->slots != NULL;
+    MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, c->world);
+    if (all_ok) {
+        MPI_Info_create(&info);
+        MPI_Info_set(info, "alloc_shared_noncontig", "true");
+        rc = MPI_Win_allocate_shared(64, 1, info, c->node, &mine, &c->slots_win);
+        MPI_Info_free(&info);
+        ok = rc == MPI_SUCCESS;
+        MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, c->world);
+        if (!all_ok && ok) MPI_Win_free(&c->slots_win);
+    }
+    if (!all_ok) {
+        free(c->slots);
+        c->slots = NULL;
+    } else {
+        for (int q = 0; q < c->local_size; q++) {
+            MPI_Aint size;
+            int unit;
+            MPI_Win_shared_query(c->slots_win, q, &size, &unit, &c->slots[q]);
+        }
+        MPI_Win_lock_all(MPI_MODE_NOCHECK, c->slots_win);
+        memset(mine, 0, sizeof *mine);
+        MPI_Barrier(c->world); /* every slot zeroed before any barrier uses it */
+    }
+}
 
 float *ffn_comm_alloc_shared_floats(ffn_comm *c, size_t n)
 {
@@ -584,34 +617,7 @@ float *ffn_comm_alloc_shared_floats(ffn_comm *c, size_t n)
     MPI_Win_lock_all(MPI_MODE_NOCHECK, b.win); /* passive target, synced at each exchange */
     memset(b.mine, 0, bytes);
     c->shared[c->shared_count++] = b;
-    if (!c->slots) { /* the node barrier's slots, once (every rank is here) */
-        node_slot *mine = NULL;
-        c->slots = calloc((size_t)c->local_size, sizeof *c->slots);
-        ok = c->slots != NULL;
-        MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, c->world);
-        if (all_ok) {
-            MPI_Info_create(&info);
-            MPI_Info_set(info, "alloc_shared_noncontig", "true");
-            rc = MPI_Win_allocate_shared(64, 1, info, c->node, &mine, &c->slots_win);
-            MPI_Info_free(&info);
-            ok = rc == MPI_SUCCESS;
-            MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, c->world);
-            if (!all_ok && ok) MPI_Win_free(&c->slots_win);
-        }
-        if (!all_ok) {
-            free(c->slots);
-            c->slots = NULL;
-        } else {
-            for (int q = 0; q < c->local_size; q++) {
-                MPI_Aint size;
-                int unit;
-                MPI_Win_shared_query(c->slots_win, q, &size, &unit, &c->slots[q]);
-            }
-            MPI_Win_lock_all(MPI_MODE_NOCHECK, c->slots_win);
-            memset(mine, 0, sizeof *mine);
-            MPI_Barrier(c->world); /* every slot zeroed before any barrier uses it */
-        }
-    }
+    ensure_slots(c);
     return b.mine;
 }
 
@@ -671,6 +677,101 @@ static const shared_buffer *find_shared(const ffn_comm *c, const float *p, size_
     for (size_t i = 0; i < c->shared_count; i++)
         if (c->shared[i].mine == p && n <= c->shared[i].n) return &c->shared[i];
     return NULL;
+}
+
+/* ---- node-shared slices (--shard grads/params on one node) ---------------- */
+
+float *ffn_comm_alloc_node_slices(ffn_comm *c, size_t n)
+{
+    if (c->size == 1 || n == 0 || c->local_size != c->size) return NULL;
+    size_t lo, hi;
+    ffn_comm_slice(c, n, c->rank, &lo, &hi);
+    shared_buffer b = {.n = hi - lo};
+    shared_buffer *grown = realloc(c->shared, (c->shared_count + 1) * sizeof *grown);
+    if (grown) c->shared = grown;
+    b.peers = calloc((size_t)c->local_size, sizeof *b.peers);
+    int ok = grown && b.peers, all_ok = 0;
+    MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, c->world);
+    if (!all_ok) {
+        free(b.peers);
+        return NULL;
+    }
+    /* One contiguous window (the default layout): rank q's segment is its
+     * slice, so the node holds the buffer once and every rank reads all of it. */
+    int rc = MPI_Win_allocate_shared((MPI_Aint)((hi - lo) * sizeof(float)), sizeof(float), MPI_INFO_NULL, c->node,
+                                     &b.mine, &b.win);
+    ok = rc == MPI_SUCCESS;
+    MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, c->world);
+    if (!all_ok) {
+        if (ok) MPI_Win_free(&b.win);
+        free(b.peers);
+        return NULL;
+    }
+    for (int q = 0; q < c->local_size; q++) {
+        MPI_Aint size;
+        int unit;
+        MPI_Win_shared_query(b.win, q, &size, &unit, &b.peers[q]);
+    }
+    /* The node's rank q is world rank node_ranks[q]: its segment must sit at its slice. */
+    ok = 1;
+    for (int q = 0; q < c->local_size && ok; q++) {
+        size_t qlo, qhi;
+        ffn_comm_slice(c, n, c->node_ranks[q], &qlo, &qhi);
+        ok = qhi == qlo || b.peers[q] == b.peers[0] + qlo;
+        if (c->node_ranks[q] == 0) ok = ok && qlo == 0;
+    }
+    ensure_slots(c);
+    ok = ok && c->slots;
+    MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, c->world);
+    if (!all_ok) {
+        MPI_Win_free(&b.win);
+        free(b.peers);
+        return NULL;
+    }
+    MPI_Win_lock_all(MPI_MODE_NOCHECK, b.win);
+    c->shared[c->shared_count++] = b;
+    float *base = b.peers[0];
+    for (int q = 0; q < c->local_size; q++)
+        if (c->node_ranks[q] == 0) base = b.peers[q];
+    return base;
+}
+
+ffn_status ffn_comm_node_sync(ffn_comm *c)
+{
+    if (c->size == 1) return FFN_OK;
+    if (!c->slots) return ffn_fail(FFN_ERR_ARG, "node barrier without node-shared memory");
+    return node_barrier(c) == 0 ? FFN_OK : FFN_ERR_STALLED;
+}
+
+ffn_status ffn_comm_reduce_scatter_shared(ffn_comm *c, float *scratch, const float *range, size_t n, size_t from,
+                                          size_t to, float *slice, int add)
+{
+    const shared_buffer *b = find_shared(c, scratch, 1);
+    if (!b || !c->slots) return ffn_fail(FFN_ERR_ARG, "reduce-scatter through a buffer that is not node-shared");
+    size_t own_lo, own_hi;
+    ffn_comm_slice(c, n, c->rank, &own_lo, &own_hi);
+    const size_t per = b->n;
+    for (size_t lo = from; lo < to; lo += per) {
+        const size_t hi = to - lo < per ? to : lo + per;
+        memcpy(b->mine, range + (lo - from), (hi - lo) * sizeof *range);
+        if (node_barrier(c) != 0) return FFN_ERR_STALLED; /* every rank's chunk is in */
+        const size_t a = lo > own_lo ? lo : own_lo, z = hi < own_hi ? hi : own_hi;
+        if (a < z) {
+            /* This rank's part, summed over the node's ranks in rank order: the
+             * same order whoever sums it. */
+            float *out = slice + (a - own_lo);
+            const size_t len = z - a;
+            for (int q = 0; q < c->local_size; q++) {
+                const float *in = b->peers[q] + (a - lo);
+                if (q == 0 && !add)
+                    memcpy(out, in, len * sizeof *out);
+                else
+                    for (size_t i = 0; i < len; i++) out[i] += in[i];
+            }
+        }
+        if (node_barrier(c) != 0) return FFN_ERR_STALLED; /* read before the next chunk overwrites */
+    }
+    return FFN_OK;
 }
 
 /* ---- bucketed gradient exchange ----------------------------------------- */

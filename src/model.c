@@ -22,6 +22,7 @@ struct ffn_model {
     size_t param_count;
     float *params, *grads; /* [param_count] each */
     int grads_borrowed;   /* grads is the caller's (ffn_model_use_grad_buffer) */
+    int params_borrowed;  /* params is the caller's (ffn_model_use_param_buffer) */
     size_t max_batch;
     float *activations;   /* every layer's y, z and cache, one arena */
     float *work;          /* backward's per-layer temporaries, [max_batch, widest need] */
@@ -161,7 +162,7 @@ void ffn_model_free(ffn_model *m)
     if (!m) return;
     ffn_gemm_free(m->gemm);
     ffn_free_pages(m->params_bf16, m->param_count * sizeof *m->params_bf16);
-    ffn_free_pages(m->params, m->param_count * sizeof(float));
+    if (!m->params_borrowed) ffn_free_pages(m->params, m->param_count * sizeof(float));
     if (!m->grads_borrowed) ffn_free_pages(m->grads, m->param_count * sizeof(float));
     ffn_free(m->activations);
     ffn_free(m->work);
@@ -197,6 +198,18 @@ void ffn_model_use_grad_buffer(ffn_model *m, float *grads)
     for (size_t t = 0; t < m->tensor_count; t++) m->tensors[t].grad = m->grads + m->tensors[t].offset;
     for (size_t i = 0; i < m->layer_count; i++) bind_layer(&m->layers[i]);
 }
+void ffn_model_use_param_buffer(ffn_model *m, float *params, size_t lo, size_t hi)
+{
+    if (hi > lo) memcpy(params + lo, m->params + lo, (hi - lo) * sizeof *params);
+    if (!m->params_borrowed) ffn_free_pages(m->params, m->param_count * sizeof(float));
+    m->params = params;
+    m->params_borrowed = 1;
+    m->bf16_stale = 1;
+    for (size_t t = 0; t < m->tensor_count; t++) m->tensors[t].data = m->params + m->tensors[t].offset;
+    for (size_t i = 0; i < m->layer_count; i++) bind_layer(&m->layers[i]);
+    if (m->params_bf16) ffn_gemm_set_bf16_copy(m->gemm, m->params, m->params_bf16, m->param_count);
+}
+
 size_t ffn_model_max_batch(const ffn_model *m) { return m->max_batch; }
 size_t ffn_model_tensor_count(const ffn_model *m) { return m->tensor_count; }
 const ffn_tensor *ffn_model_tensor(const ffn_model *m, size_t k) { return &m->tensors[k]; }
@@ -275,6 +288,14 @@ void ffn_model_clear_grads(ffn_model *m, size_t from, size_t to)
     if (tail > to - from - head) tail = to - from - head;
     memset(hi - tail, 0, tail * sizeof(float));
     ffn_pages_release(lo, (to - from) * sizeof(float));
+}
+
+void ffn_model_set_layer_grads(ffn_model *m, size_t i, float *buf)
+{
+    ffn_layer *l = &m->layers[i];
+    for (size_t k = 0; k < l->tensor_count; k++)
+        l->tensors[k].grad = buf ? buf + (l->tensors[k].offset - l->param_offset) : m->grads + l->tensors[k].offset;
+    bind_layer(l);
 }
 
 void ffn_model_set_layer_hooks(ffn_model *m, const ffn_layer_hooks *hooks)

@@ -23,8 +23,15 @@ struct ffn_step {
     ffn_grad_sync *sync;
     ffn_shard shard;          /* the larger of cfg.shard and cfg.shard_optimizer */
     size_t own_lo, own_hi;    /* the parameters this rank updates: all, or its ZeRO slice */
-    float *grad_slice;        /* [own_hi - own_lo] ZeRO-1: the summed gradients of the slice; else NULL */
-    float *scatter_tmp;       /* --shard grads/params: a reduce-scatter's landing place */
+    float *grad_slice;        /* [own_hi - own_lo] sharded: the summed gradients of the slice; else NULL */
+    float *scatter_tmp;       /* --shard grads/params across nodes: a reduce-scatter's landing place */
+    float *scatter_shared;    /* --shard grads/params on one node: the node-shared chunk of each rank */
+    int params_shared;        /* --shard params on one node: the parameters live once, in node-shared memory */
+    int micro;                /* micro-batches of the step done so far (the first writes the slice, the rest add) */
+    float *layer_grads;       /* --shard grads/params: the gradients of the layer in backward, [largest layer] */
+    size_t grads_layer;       /* the layer whose gradients layer_grads holds */
+    int gathers;              /* --shard params across nodes: each layer's parameters all-gathered */
+    int without_rows;         /* the pass under way computes nothing (its gradients are zero) */
     size_t resident;          /* --shard params: the layer whose parameters are gathered (layer count: none) */
     ffn_status shard_status;  /* the first failed gather or reduce-scatter of the step */
     double shard_seconds;     /* in those collectives, over the run */
@@ -43,16 +50,19 @@ struct ffn_step {
 /* ---- --shard grads and --shard params ------------------------------------------
  *
  * No all-reduce: as backward hands over a layer's gradients they are
- * reduce-scattered (each rank receives the sum of its own slice of them, the
- * rest of the layer's gradients is cleared and its pages given back), so a
- * rank holds its slice of the summed gradients and at most one layer's
- * worth besides. Micro-batches accumulate into the slice: each one's
- * gradients are added to it before the reduce-scatter on the rank that owns
- * it, and are zero on the others. With --shard params the parameters outside
- * the slice are given back too, and each layer's are all-gathered just before
- * its forward and its backward and given back after (the last layer stays
- * from its forward to its backward). Every rank makes the same calls in the
- * same order, with or without rows. */
+ * reduce-scattered into each rank's slice (grad_slice: written by the step's
+ * first micro-batch, added to by the others), and the layer's gradient pages
+ * are cleared and given back, so a rank holds its slice of the summed
+ * gradients and at most one layer's worth besides. On one node the sum runs
+ * through node-shared memory (each rank's chunk copied into the window, each
+ * rank sums its part of everyone's: no MPI call); across nodes through
+ * MPI_Reduce_scatter. With --shard params, on one node the parameters live
+ * once in a node-shared window, each rank updating its slice in place and
+ * reading every layer from it (a node barrier after the update); across
+ * nodes, the parameters outside the slice are given back and each layer's are
+ * all-gathered just before its forward and its backward and given back after
+ * (the last layer stays from its forward to its backward). Every rank makes
+ * the same calls in the same order, with or without rows. */
 
 /* The time and the bytes of one collective over count floats. */
 static void count_collective(ffn_step *s, double t0, size_t count)
@@ -62,18 +72,33 @@ static void count_collective(ffn_step *s, double t0, size_t count)
     s->shard_bytes += (double)count * sizeof(float) * (double)(n - 1) / (double)n;
 }
 
+/* The summed [offset, offset + count) (range holds it) of the rank's slice into grad_slice, through MPI. */
+static ffn_status reduce_scatter_mpi(ffn_step *s, float *range, size_t offset, size_t count)
+{
+    const size_t n = ffn_model_param_count(s->model);
+    ffn_status st = ffn_comm_reduce_scatter_range(s->comm, range, n, offset, offset + count, s->scatter_tmp,
+                                                  s->cfg.bucket_bytes);
+    const size_t a = offset > s->own_lo ? offset : s->own_lo;
+    const size_t z = offset + count < s->own_hi ? offset + count : s->own_hi;
+    float *out = s->grad_slice + (a - s->own_lo);
+    const float *sum = range + (a - offset);
+    for (size_t i = 0; a < z && i < z - a; i++) out[i] = s->micro ? out[i] + sum[i] : sum[i];
+    return st;
+}
+
 static void shard_ready(void *user, size_t offset, size_t count)
 {
     ffn_step *s = user;
-    const size_t n = ffn_model_param_count(s->model);
+    const ffn_layer *l = ffn_model_layer_const(s->model, s->grads_layer);
+    float *range = s->layer_grads + (offset - l->param_offset);
     const double t0 = ffn_clock_seconds();
     if (s->shard_status == FFN_OK)
-        s->shard_status = ffn_comm_reduce_scatter_range(s->comm, ffn_model_grads(s->model), n, offset, offset + count,
-                                                        s->scatter_tmp, s->cfg.bucket_bytes);
+        s->shard_status = s->scatter_shared
+                              ? ffn_comm_reduce_scatter_shared(s->comm, s->scatter_shared, range,
+                                                               ffn_model_param_count(s->model), offset, offset + count,
+                                                               s->grad_slice, s->micro > 0)
+                              : reduce_scatter_mpi(s, range, offset, count);
     count_collective(s, t0, count);
-    size_t hi = offset + count;
-    ffn_model_clear_grads(s->model, offset, hi < s->own_lo ? hi : s->own_lo);
-    ffn_model_clear_grads(s->model, offset > s->own_hi ? offset : s->own_hi, hi);
 }
 
 static void release_layer(ffn_step *s, size_t i)
@@ -85,10 +110,8 @@ static void release_layer(ffn_step *s, size_t i)
     s->resident = ffn_model_layer_count(s->model);
 }
 
-static void gather_layer(void *user, size_t i, ffn_pass pass)
+static void gather_layer(ffn_step *s, size_t i)
 {
-    (void)pass;
-    ffn_step *s = user;
     if (s->resident == i) return;
     if (s->resident < ffn_model_layer_count(s->model)) release_layer(s, s->resident);
     const ffn_layer *l = ffn_model_layer_const(s->model, i);
@@ -102,11 +125,23 @@ static void gather_layer(void *user, size_t i, ffn_pass pass)
     s->resident = i;
 }
 
+static void before_layer(void *user, size_t i, ffn_pass pass)
+{
+    ffn_step *s = user;
+    if (s->gathers) gather_layer(s, i);
+    if (pass != FFN_PASS_BACKWARD) return;
+    /* Backward writes the layer's gradients into the one layer buffer (zeros for a pass without rows). */
+    ffn_model_set_layer_grads(s->model, i, s->layer_grads);
+    s->grads_layer = i;
+    if (s->without_rows) memset(s->layer_grads, 0, ffn_model_layer_const(s->model, i)->param_count * sizeof(float));
+}
+
 static void after_layer(void *user, size_t i, ffn_pass pass)
 {
     ffn_step *s = user;
+    if (pass == FFN_PASS_BACKWARD) ffn_model_set_layer_grads(s->model, i, NULL);
     /* The last layer's backward comes right after its forward. */
-    if (pass == FFN_PASS_FORWARD && i + 1 == ffn_model_layer_count(s->model)) return;
+    if (!s->gathers || (pass == FFN_PASS_FORWARD && i + 1 == ffn_model_layer_count(s->model))) return;
     release_layer(s, i);
 }
 
@@ -117,12 +152,32 @@ static ffn_status create_sharded(ffn_step *s)
     if (s->cfg.grad_bf16)
         return ffn_fail(FFN_ERR_ARG, "--grad-dtype bf16 runs with the all-reduce exchange; --shard %s reduce-scatters "
                                      "in fp32", ffn_names_name(&ffn_shard_names, (int)s->shard));
-    if (s->shard == FFN_SHARD_PARAMS) {
-        const ffn_layer_hooks hooks = {gather_layer, after_layer, s};
-        ffn_model_set_layer_hooks(s->model, &hooks);
-        /* Only the slice stays; the rest comes back layer by layer. */
-        for (size_t i = 0; i < ffn_model_layer_count(s->model); i++) release_layer(s, i);
+    const size_t own = s->own_hi > s->own_lo ? s->own_hi - s->own_lo : 1;
+    size_t largest = 1;
+    for (size_t i = 0; i < ffn_model_layer_count(s->model); i++)
+        if (ffn_model_layer_const(s->model, i)->param_count > largest)
+            largest = ffn_model_layer_const(s->model, i)->param_count;
+    if (!(s->grad_slice = ffn_alloc_floats(own)) || !(s->layer_grads = ffn_alloc_floats(largest)))
+        return ffn_fail(FFN_ERR_NOMEM, "out of memory for the gradient slice");
+    /* Collective from here: every rank gets as far (agreed by the caller before). */
+    const size_t per = s->cfg.bucket_bytes / sizeof(float) ? s->cfg.bucket_bytes / sizeof(float) : 1;
+    s->scatter_shared = ffn_comm_alloc_shared_floats(s->comm, per);
+    if (!s->scatter_shared && ffn_comm_size(s->comm) > 1 && !(s->scatter_tmp = ffn_alloc_floats(per < own ? per : own)))
+        return ffn_fail(FFN_ERR_NOMEM, "out of memory for the gradient reduce-scatter");
+    const ffn_layer_hooks hooks = {before_layer, after_layer, s};
+    ffn_model_set_layer_hooks(s->model, &hooks);
+    if (s->shard < FFN_SHARD_PARAMS) return FFN_OK;
+    const size_t n = ffn_model_param_count(s->model);
+    float *window = s->scatter_shared ? ffn_comm_alloc_node_slices(s->comm, n) : NULL;
+    if (window) {
+        ffn_model_use_param_buffer(s->model, window, s->own_lo, s->own_hi);
+        s->params_shared = 1;
+        return ffn_comm_node_sync(s->comm); /* every slice is in */
     }
+    if (ffn_comm_size(s->comm) == 1) return FFN_OK;
+    /* Only the slice stays; the rest comes back layer by layer. */
+    s->gathers = 1;
+    for (size_t i = 0; i < ffn_model_layer_count(s->model); i++) release_layer(s, i);
     return FFN_OK;
 }
 
@@ -146,15 +201,13 @@ ffn_status ffn_step_create(ffn_step **out, ffn_model *model, ffn_comm *comm, con
         const size_t own = s->own_hi > s->own_lo ? s->own_hi - s->own_lo : 1;
         if (s->shard == FFN_SHARD_OPTIMIZER && !(s->grad_slice = ffn_alloc_floats(own)))
             st = ffn_fail(FFN_ERR_NOMEM, "out of memory for the gradient slice");
-        const size_t per = cfg->bucket_bytes / sizeof(float) ? cfg->bucket_bytes / sizeof(float) : 1;
-        if (s->shard >= FFN_SHARD_GRADS && !(s->scatter_tmp = ffn_alloc_floats(per < own ? per : own)))
-            st = ffn_fail(FFN_ERR_NOMEM, "out of memory for the gradient reduce-scatter");
         s->resident = ffn_model_layer_count(model);
     }
     if (st == FFN_OK && !(s->dout = ffn_alloc(cfg->max_rows ? cfg->max_rows : 1, s->out_dim * sizeof(float))))
         st = ffn_fail(FFN_ERR_NOMEM, "out of memory for the output gradient");
     if (st == FFN_OK && !(s->optim = ffn_optim_create(&cfg->optim, s->own_hi - s->own_lo)))
         st = ffn_fail(FFN_ERR_ARG, "optimizer: %s", ffn_last_error());
+    st = ffn_comm_agree(comm, st);
     if (st == FFN_OK && s->shard >= FFN_SHARD_GRADS)
         st = create_sharded(s); /* no all-reduce exchange: each layer's gradients reduce-scattered */
     else if (st == FFN_OK)
@@ -196,6 +249,7 @@ void ffn_step_free(ffn_step *s)
     ffn_optim_free(s->optim);
     ffn_free(s->grad_slice);
     ffn_free(s->scatter_tmp);
+    ffn_free(s->layer_grads);
     ffn_free(s->dout);
     free(s);
 }
@@ -214,6 +268,27 @@ static const char *const shard_names[] = {"none", "optimizer", "grads", "params"
 const ffn_names ffn_shard_names = FFN_NAMES_OF_ARRAY(shard_names);
 
 ffn_shard ffn_step_shard(const ffn_step *s) { return s->shard; }
+
+const char *ffn_step_shard_method(const ffn_step *s)
+{
+    if (s->shard < FFN_SHARD_GRADS) return "";
+    if (ffn_comm_size(s->comm) == 1) return "one rank: nothing to exchange";
+    if (s->shard == FFN_SHARD_GRADS)
+        return s->scatter_shared ? "each layer's gradients reduce-scattered through node-shared memory as backward "
+                                   "makes them; parameters all-gathered after the update"
+                                 : "each layer's gradients reduce-scattered (MPI_Reduce_scatter) as backward makes "
+                                   "them; parameters all-gathered after the update";
+    return s->params_shared ? "each layer's gradients reduce-scattered through node-shared memory as backward makes "
+                              "them; parameters held once per node in node-shared memory, each rank updating its "
+                              "slice"
+           : s->scatter_shared ? "each layer's gradients reduce-scattered through node-shared memory; parameters "
+                                 "all-gathered layer by layer before forward and backward (MPI_Allgatherv)"
+                               : "each layer's gradients reduce-scattered (MPI_Reduce_scatter) as backward makes "
+                                 "them; parameters all-gathered layer by layer before forward and backward "
+                                 "(MPI_Allgatherv)";
+}
+
+int ffn_step_params_node_shared(const ffn_step *s) { return s->params_shared; }
 
 double ffn_step_comm_wait_seconds(const ffn_step *s)
 {
@@ -274,6 +349,7 @@ void ffn_step_begin(ffn_step *s, uint64_t step, size_t step_rows)
     s->have_grads = 0;
     s->batch_status = FFN_OK;
     s->shard_status = FFN_OK;
+    s->micro = 0;
     if (!s->no_exchange && s->sync) ffn_grad_sync_begin(s->sync, step + 1);
 }
 
@@ -286,16 +362,14 @@ static ffn_grad_ready_fn ready_fn(const ffn_step *s, int last)
 
 static void *ready_user(ffn_step *s) { return s->shard >= FFN_SHARD_GRADS ? (void *)s : (void *)s->sync; }
 
-/* --shard grads/params, a micro-batch without rows: this rank adds nothing,
- * but its slice must hold the step's sum so far (zero at the step's start),
- * and it makes every collective the others make. */
+/* --shard grads/params, a micro-batch without rows: this rank adds nothing
+ * (its gradient pages are clear) but makes every collective the others make. */
 static void sharded_without_rows(ffn_step *s)
 {
-    if (!s->have_grads) {
-        ffn_model_clear_grads(s->model, s->own_lo, s->own_hi);
-        s->have_grads = 1;
-    }
+    s->without_rows = 1;
     ffn_model_pass_without_rows(s->model, s->no_exchange ? NULL : shard_ready, s);
+    s->without_rows = 0;
+    s->micro++;
 }
 
 /* A rank without rows in the step's last micro-batch still hands the exchange
@@ -339,8 +413,11 @@ void ffn_step_micro(ffn_step *s, const ffn_step_batch *b, int last)
     }
     s->sums[SUM_ROWS] += (double)b->rows;
     /* Only the last micro-batch's backward hands gradients to the exchange. */
-    ffn_model_backward(s->model, b->x, b->rows, s->dout, s->have_grads, ready_fn(s, last), ready_user(s));
+    /* Sharded grads: each micro-batch's own gradients, summed into the slice. */
+    const int sharded = s->shard >= FFN_SHARD_GRADS;
+    ffn_model_backward(s->model, b->x, b->rows, s->dout, s->have_grads && !sharded, ready_fn(s, last), ready_user(s));
     s->have_grads = 1;
+    s->micro++;
 }
 
 void ffn_step_micro_failed(ffn_step *s, ffn_status status, const char *message, int last)
@@ -417,7 +494,7 @@ static ffn_status update(ffn_step *s, float lr)
     float *params = ffn_model_params(m);
     const size_t own = s->own_hi - s->own_lo;
     float *w = params + s->own_lo;
-    float *g = s->grad_slice ? s->grad_slice : ffn_model_grads(m) + (s->shard >= FFN_SHARD_GRADS ? s->own_lo : 0);
+    float *g = s->grad_slice ? s->grad_slice : ffn_model_grads(m);
     if (s->resident < ffn_model_layer_count(m)) release_layer(s, s->resident); /* about to change */
     ffn_pruner *pruner = s->cfg.pruner;
     ffn_status st = FFN_OK;
@@ -445,6 +522,8 @@ static ffn_status update(ffn_step *s, float lr)
         if (t->trainable) update_owned(s, lr, w, g, t->offset, t->count, t->decay);
     }
     if (pruner) ffn_pruner_apply_range(pruner, w, s->own_lo, s->own_hi); /* pruned weights stay exactly 0 */
+    /* Node-shared parameters: nobody reads them for the next forward before every slice is written. */
+    if (s->params_shared) return ffn_comm_node_sync(s->comm);
     /* ZeRO-1/2: every rank gets every slice back, of the trainable tensors only
      * (each run of adjacent ones in one go; fixed tensors never changed). */
     const int gather = s->shard == FFN_SHARD_OPTIMIZER || s->shard == FFN_SHARD_GRADS;

@@ -100,11 +100,9 @@ void ffn_run_print_banner(const ffn_run *r)
     format_bytes(sent, sizeof sent, (double)trainable * sizeof(float));
     const ffn_shard shard = ffn_step_shard(r->step);
     if (shard >= FFN_SHARD_GRADS)
-        printf("trainable: %zu of %zu parameters (%.2f%%); gradients %zu bytes (%s) per step, each layer's "
-               "reduce-scattered as backward makes it (MPI_Reduce_scatter)%s\n",
+        printf("trainable: %zu of %zu parameters (%.2f%%); gradients %zu bytes (%s) per step: %s\n",
                trainable, nparams, 100.0 * (double)trainable / (double)nparams, trainable * sizeof(float), sent,
-               shard >= FFN_SHARD_PARAMS ? "; parameters all-gathered layer by layer before forward and backward "
-                                           "(MPI_Allgatherv)" : "; parameters all-gathered after the update");
+               ffn_step_shard_method(r->step));
     else
         printf("trainable: %zu of %zu parameters (%.2f%%); gradient exchange %zu bytes (%s) per step (%s)\n",
                trainable, nparams, 100.0 * (double)trainable / (double)nparams, trainable * sizeof(float), sent,

@@ -79,12 +79,28 @@ ffn_status ffn_comm_gather_slices(ffn_comm *c, const float *slice, float *full, 
  * holds in its slice [hi - lo] of a buffer of n (others pass out = NULL). */
 ffn_status ffn_comm_gather_range(ffn_comm *c, const float *slice, size_t n, size_t from, size_t to, float *out,
                                  int root, size_t bucket_bytes);
-/* buf [n]: [from, to) is summed over the ranks, and each rank's own slice of
- * it (ffn_comm_slice) holds the sum afterwards; the rest of [from, to) is left
- * as it was. tmp holds at least min(bucket_bytes, slice) floats. In calls of at
- * most bucket_bytes (MPI_Reduce_scatter). */
-ffn_status ffn_comm_reduce_scatter_range(ffn_comm *c, float *buf, size_t n, size_t from, size_t to, float *tmp,
+/* range [to - from]: elements [from, to) of a buffer of n, summed over the
+ * ranks; afterwards each rank's own slice of it (ffn_comm_slice) holds the
+ * sum, the rest is left as it was. tmp holds at least min(bucket_bytes, slice)
+ * floats. In calls of at most bucket_bytes (MPI_Reduce_scatter). */
+ffn_status ffn_comm_reduce_scatter_range(ffn_comm *c, float *range, size_t n, size_t from, size_t to, float *tmp,
                                          size_t bucket_bytes);
+
+/* Collective, one node only (else NULL on every rank): n floats in one
+ * node-shared window, laid out so that rank r's segment is its slice
+ * ffn_comm_slice(n, r): the node holds the buffer once, each rank writes its
+ * slice and reads all of it. Returns the start of the whole buffer. Zeroed;
+ * freed by ffn_comm_finalize. */
+float *ffn_comm_alloc_node_slices(ffn_comm *c, size_t n);
+/* Collective over the node: a barrier through shared memory (after a node-shared
+ * allocation); everything written before it is visible after it. */
+ffn_status ffn_comm_node_sync(ffn_comm *c);
+/* One node: range [to - from], elements [from, to) of a buffer of n, summed over the ranks; this rank's slice
+ * (ffn_comm_slice) of it written (add 0) or added (add 1) to slice [hi - lo],
+ * through scratch, a buffer from ffn_comm_alloc_shared_floats (its length
+ * is the chunk). */
+ffn_status ffn_comm_reduce_scatter_shared(ffn_comm *c, float *scratch, const float *range, size_t n, size_t from,
+                                          size_t to, float *slice, int add);
 
 /* Collective: rank root receives every rank's send [n] (n may differ between
  * ranks; below 2^31) concatenated in rank order into recv (others pass NULL). */

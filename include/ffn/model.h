@@ -139,6 +139,11 @@ float *ffn_model_grads(ffn_model *m);
  * outliving the model, e.g. node-shared memory from ffn_comm_alloc_shared_floats):
  * the current values are copied, the model's own buffer freed, every view re-pointed. */
 void ffn_model_use_grad_buffer(ffn_model *m, float *grads);
+/* Moves the parameters into params (param_count floats, the caller's and
+ * outliving the model: --shard params on one node, a node-shared buffer each
+ * rank holds a slice of): only [lo, hi) is copied over (the caller's slice;
+ * the other ranks write theirs), every view re-pointed. */
+void ffn_model_use_param_buffer(ffn_model *m, float *params, size_t lo, size_t hi);
 char *ffn_model_spec_text(const ffn_model *m); /* malloc'd canonical spec */
 
 /* Every tensor of every layer, in buffer order (k from 0). */
@@ -267,6 +272,10 @@ void ffn_model_bf16_refresh_layer(ffn_model *m, size_t i);
 /* Gives back the pages of the parameters (and their bf16 copy) in [from, to):
  * the sharded step after a layer ran, outside the slice this rank keeps. */
 void ffn_model_release_params(ffn_model *m, size_t from, size_t to);
+/* Layer i's gradient views into buf (its param_count floats: the sharded
+ * step's one layer buffer, so the flat gradient buffer is never touched), or
+ * back into the flat buffer (NULL). */
+void ffn_model_set_layer_grads(ffn_model *m, size_t i, float *buf);
 /* The gradients in [from, to) set to zero, their whole pages given back. */
 void ffn_model_clear_grads(ffn_model *m, size_t from, size_t to);
 

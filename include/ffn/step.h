@@ -131,6 +131,10 @@ ffn_shard ffn_step_shard(const ffn_step *s);
  * are written slice by slice through this, so no rank ever holds a whole
  * sharded buffer. */
 ffn_status ffn_step_gather_range(ffn_step *s, int buffer, size_t lo, size_t count, float *out, int root);
+/* --shard grads/params: how the gradients and parameters travel, for the banner ("" otherwise). */
+const char *ffn_step_shard_method(const ffn_step *s);
+/* --shard params on one node: the parameters are one node-shared buffer. */
+int ffn_step_params_node_shared(const ffn_step *s);
 /* Over the run: seconds this rank waited on the gradient exchange (or, with
  * --shard grads/params, spent in the gathers and reduce-scatters, which block)
  * and the bytes it sent. */
