@@ -4,7 +4,8 @@
 # same model and batch.
 #
 #   launch/bench-shard.sh [--quick] [--model SPEC] [--input N] [--batch B] [--steps N]
-#                         [--ranks "1 2 4"] [--modes "none optimizer grads params"] [--keep DIR]
+#                         [--ranks "1 2 4"] [--modes "none optimizer grads params"] [--repeats N]
+#                         [--keep DIR]
 #
 # For each rank count (default 1, 2 and 4; more ranks than cores run
 # --oversubscribe) and each mode, runs ffn-train --shard MODE for --steps steps
@@ -12,7 +13,8 @@
 # reads from its output the predicted memory per rank (the 'memory: ... predicted'
 # banner), the measured peak RSS per rank (the largest of the ranks, printed at
 # the end) and the step time (the fastest of the --log-every intervals after the
-# first, from its --metrics file). A build whose ffn-train has no --shard runs
+# first, from its --metrics file; with --repeats N the fastest of N runs, and the
+# largest peak RSS of them). A build whose ffn-train has no --shard runs
 # 'none' without the flag and 'optimizer' as --shard-optimizer; a mode ffn-train
 # rejects is skipped with its message. Then launch/bench_torch.py runs DDP,
 # DDP + ZeroRedundancyOptimizer (ZeRO-1) and FSDP on 2 ranks, gloo, 1 thread each
@@ -32,7 +34,7 @@
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
 cd "$here"
-quick=0 keep="" spec=dense:4096:gelu,dense:4096:gelu,dense:1024 input=1024 batch=64 steps="" ranks="" modes="none optimizer grads params"
+quick=0 keep="" repeats=1 spec=dense:4096:gelu,dense:4096:gelu,dense:1024 input=1024 batch=64 steps="" ranks="" modes="none optimizer grads params"
 while (($#)); do
   case $1 in
     --quick) quick=1 ;;
@@ -42,13 +44,14 @@ while (($#)); do
     --steps) steps=$2; shift ;;
     --ranks) ranks=$2; shift ;;
     --modes) modes=$2; shift ;;
+    --repeats) repeats=$2; shift ;;
     --keep) keep=$2; shift ;;
     -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench-shard.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
   shift
 done
-for v in "$input" "$batch" ${steps:+"$steps"} $ranks; do
+for v in "$input" "$batch" "$repeats" ${steps:+"$steps"} $ranks; do
   [[ $v =~ ^[1-9][0-9]*$ ]] || { echo "bench-shard.sh: '$v' is not a positive number" >&2; exit 2; }
 done
 for m in $modes; do
@@ -96,6 +99,25 @@ best_step_ms() {
     END { if (best != "") printf "%.1f", best }' "$1" 2>/dev/null || true
 }
 
+# parse_run OUT METRICS: "predicted RSS working-set step-ms" in MiB and ms ("-" where missing);
+# sets params from the model line
+parse_run() {
+  local banner pred state ws rss p ms sps
+  banner=$(grep -m1 '^memory: .* per rank predicted' "$1" || true)
+  pred=$(sed -n 's/^memory: \([0-9.]*\) \([KMGT]*i*B\) per rank predicted.*/\1 \2/p' <<<"$banner")
+  pred=$([[ -n $pred ]] && mib $pred || true)
+  state=$(awk -v a="$(part "$banner" params)" -v b="$(part "$banner" grads)" -v c="$(part "$banner" optimizer)" 'BEGIN{printf "%.2f", a + b + c}')
+  ws=$([[ -n $pred ]] && awk -v t="$pred" -v s="$state" 'BEGIN{printf "%.2f", t - s}' || true)
+  rss=$(sed -n 's/^memory: peak RSS \([0-9.]*\) \([KMGT]*i*B\) per rank.*/\1 \2/p' "$1" | head -1)
+  rss=$([[ -n $rss ]] && mib $rss || true)
+  ms=$(best_step_ms "$2")
+  if [[ -z $ms ]]; then # no metrics: the whole run's rate, its first steps included
+    sps=$(sed -n 's/^done: .*, \([0-9.]*\) samples\/s,.*/\1/p' "$1")
+    ms=$([[ -n $sps ]] && awk -v b="$batch" -v s="$sps" 'BEGIN{if (s > 0) printf "%.1f", 1000 * b / s}' || true)
+  fi
+  echo "${pred:--} ${rss:--} ${ws:--} ${ms:--}"
+}
+
 # ---- the ffn-train runs: one line per (mode, ranks) in $work/ffn.txt
 : >"$work/ffn.txt"
 params=""
@@ -115,34 +137,33 @@ for n in $ranks; do
     fi
     tag=$m-$n
     cmd=("${launcher[@]}" "$TRAIN" --train "$data" --model "$spec" --loss mse --optimizer adam --lr 1e-4
-         --batch-size "$batch" --max-steps "$steps" --progress off --log-every $every --metrics "$work/$tag.csv"
+         --batch-size "$batch" --max-steps "$steps" --progress off --log-every $every
          "${flag[@]}")
     echo "+ ${cmd[*]}" >>"$work/commands.txt"
     echo "bench-shard.sh: $m, $n rank(s)" >&2
-    rm -f "$work/$tag.csv"
-    rc=0
-    "${LIMIT[@]}" "${cmd[@]}" >"$work/$tag.out" 2>&1 || rc=$?
-    if ((rc)) || ! grep -q '^done:' "$work/$tag.out"; then
-      why=$(grep -m1 -i 'error\|unknown\|invalid\|not \|cannot\|needs' "$work/$tag.out" || tail -1 "$work/$tag.out")
+    best="" rc=0
+    for ((r = 1; r <= repeats; r++)); do
+      rm -f "$work/$tag.$r.csv"
+      "${LIMIT[@]}" "${cmd[@]}" --metrics "$work/$tag.$r.csv" >"$work/$tag.$r.out" 2>&1 || rc=$?
+      if ((rc)) || ! grep -q '^done:' "$work/$tag.$r.out"; then break; fi
+      read -r pred rss ws ms <<<"$(parse_run "$work/$tag.$r.out" "$work/$tag.$r.csv")"
+      # the fastest run's step time; the memory of the run that used the most
+      if [[ -z $best ]]; then best="$pred $rss $ws $ms"; continue; fi
+      read -r bp br bw bm <<<"$best"
+      awk -v a="$ms" -v b="$bm" 'BEGIN{exit !(a != "-" && (b == "-" || a < b))}' && bm=$ms
+      awk -v a="$rss" -v b="$br" 'BEGIN{exit !(a != "-" && (b == "-" || a > b))}' && br=$rss
+      best="$bp $br $bw $bm"
+    done
+    if [[ -z $best ]]; then
+      out1=$work/$tag.$r.out
+      why=$(grep -m1 -i 'error\|unknown\|invalid\|not \|cannot\|needs' "$out1" || tail -1 "$out1")
       ((rc == 124 || rc == 137)) && why="timed out after ${LIMIT[2]} s"
       echo "$m $n skip ffn-train exit $rc: ${why:-no output}" >>"$work/ffn.txt"
       continue
     fi
-    banner=$(grep -m1 '^memory: .* per rank predicted' "$work/$tag.out" || true)
-    pred=$(sed -n 's/^memory: \([0-9.]*\) \([KMGT]*i*B\) per rank predicted.*/\1 \2/p' <<<"$banner")
-    pred=$([[ -n $pred ]] && mib $pred || true)
-    state=$(awk -v a="$(part "$banner" params)" -v b="$(part "$banner" grads)" -v c="$(part "$banner" optimizer)" 'BEGIN{printf "%.2f", a + b + c}')
-    ws=$([[ -n $pred ]] && awk -v t="$pred" -v s="$state" 'BEGIN{printf "%.2f", t - s}' || true)
-    rss=$(sed -n 's/^memory: peak RSS \([0-9.]*\) \([KMGT]*i*B\) per rank.*/\1 \2/p' "$work/$tag.out" | head -1)
-    rss=$([[ -n $rss ]] && mib $rss || true)
-    p=$(sed -n 's/^model: .*, \([0-9]*\) parameters,.*/\1/p' "$work/$tag.out" | head -1)
+    p=$(sed -n 's/^model: .*, \([0-9]*\) parameters,.*/\1/p' "$work/$tag.1.out" | head -1)
     [[ -n $p ]] && params=$p
-    ms=$(best_step_ms "$work/$tag.csv")
-    if [[ -z $ms ]]; then # no metrics: the whole run's rate, its first steps included
-      sps=$(sed -n 's/^done: .*, \([0-9.]*\) samples\/s,.*/\1/p' "$work/$tag.out")
-      ms=$([[ -n $sps ]] && awk -v b="$batch" -v s="$sps" 'BEGIN{if (s > 0) printf "%.1f", 1000 * b / s}' || true)
-    fi
-    echo "$m $n ok ${pred:--} ${rss:--} ${ws:--} ${ms:--}" >>"$work/ffn.txt"
+    echo "$m $n ok $best" >>"$work/ffn.txt"
   done
 done
 
@@ -188,7 +209,7 @@ echo
 echo "ffn sharding: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')); load average $(cut -d' ' -f1-3 /proc/loadavg) at the end"
 echo "model: $input -> $spec, ${params:-?} parameters (16 B x P = $(fmt "$(state_mib none 1)" 1) MiB), MSE, Adam, fp32; global batch $batch, $steps steps a run"
 echo "ffn-train: $($TRAIN --version 2>/dev/null | head -1); $( ((has_shard)) && echo "--shard MODE" || echo "no --shard MODE here: none without the flag, optimizer as --shard-optimizer")"
-echo "step ms: ffn-train the fastest $every-step interval after the first; PyTorch the fastest of 5 timed repeats (2 ranks x 1 thread, gloo)"
+echo "step ms: ffn-train the fastest $every-step interval after the first (best of $repeats run(s)); PyTorch the fastest of 5 timed repeats (2 ranks x 1 thread, gloo)"
 echo
 row "mode" "ranks" "predicted MiB/rank" "peak RSS MiB/rank" "16 B x P / N MiB" "working set MiB" "RSS / (16BxP/N + ws)" "RSS / (mode's state + ws)" "step ms" "step vs none"
 row "---" "---:" "---:" "---:" "---:" "---:" "---:" "---:" "---:" "---:"
@@ -230,4 +251,4 @@ else
   done <"$work/torch.txt"
 fi
 echo
-echo "(16 B x P / N: the target of --shard params is RSS <= 1.2 x (16 B x P / N + working set); mode's state: none 16P, optimizer 8P + 8P/N, grads 4P + 12P/N, params 16P/N bytes; every run's output is in $work when --keep is given)"
+echo "(16 B x P / N: the target of --shard params is RSS <= 1.2 x (16 B x P / N + working set); mode's state: none 16P, optimizer 8P + 8P/N, grads 4P + 12P/N, params 16P/N bytes; $([[ -n $keep ]] && echo "every run's output and command: $keep" || echo "--keep DIR keeps every run's output and command"))"
