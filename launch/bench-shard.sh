@@ -26,8 +26,8 @@
 # optimizer parts: activations, data, buffers, runtime base), measured / (16 B x
 # P / N + working set) (the target of --shard params: <= 1.2), measured / (the
 # mode's own model state + working set), and step time against mode none at the
-# same rank count. About 4-8 minutes on 2 cores; --quick (10 steps, ranks 1 and
-# 2, a short PyTorch run) about one.
+# same rank count. About 2-3 minutes on 2 cores (more under load); --quick (10 steps, ranks 1 and
+# 2, a short PyTorch run) about 1.5.
 #
 # Environment: FFN_BUILD_DIR (default build; built by launch/setup.sh when
 # ffn-train is missing), PYTHON (default /usr/bin/python3, Debian's).
