@@ -45,6 +45,7 @@ Rates come from the fastest of five timed repeats (the slowest rank's time in
 each), as in ffn-bench. Prints one line: RESULT torch name=... key=value ..."""
 import argparse
 import os
+import re
 import sys
 import time
 
@@ -69,8 +70,9 @@ def parse():
                    help="with --ranks >= 2: none (DDP), optimizer (DDP + ZeroRedundancyOptimizer), "
                         "fsdp (FullyShardedDataParallel)")
     a = p.parse_args()
-    if a.model not in ("mlp", "ffn") and not a.model.startswith("dense:"):
-        p.error("--model: mlp, ffn or a SPEC of dense layers (dense:N[:ACT],...)")
+    layer = r"dense:[1-9][0-9]*(:(relu|gelu|tanh|sigmoid|none))?"
+    if a.model not in ("mlp", "ffn") and not re.fullmatch(f"{layer}(,{layer})*", a.model):
+        p.error("--model: mlp, ffn or a SPEC of dense layers, dense:N[:relu|gelu|tanh|sigmoid|none],...")
     return a
 
 
