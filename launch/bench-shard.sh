@@ -137,7 +137,7 @@ for n in $ranks; do
     fi
     tag=$m-$n
     cmd=("${launcher[@]}" "$TRAIN" --train "$data" --model "$spec" --loss mse --optimizer adam --lr 1e-4
-         --batch-size "$batch" --max-steps "$steps" --progress off --log-every $every
+         --batch-size "$batch" --max-steps "$steps" --progress off --log-every "$every"
          "${flag[@]}")
     echo "+ ${cmd[*]}" >>"$work/commands.txt"
     echo "bench-shard.sh: $m, $n rank(s)" >&2
@@ -180,7 +180,7 @@ else
   for m in none optimizer fsdp; do
     echo "bench-shard.sh: PyTorch --shard $m, 2 ranks" >&2
     cmd=("$PY" launch/bench_torch.py --model "$spec" --data "$data" --batch "$batch" --threads 1 --ranks 2
-         --seconds $((quick ? 1 : 3)) --shard $m --name torch-$m)
+         --seconds $((quick ? 1 : 3)) --shard "$m" --name "torch-$m")
     echo "+ ${cmd[*]}" >>"$work/commands.txt"
     line=$("${LIMIT[@]}" "${cmd[@]}" 2>>"$work/torch-stderr.txt" | grep '^RESULT' | tail -1) || true
     echo "${line:-RESULT torch name=torch-$m shard=$m status=failed reason=\"no RESULT line; see $work/torch-stderr.txt\"}" >>"$work/torch.txt"
