@@ -71,8 +71,10 @@ static void print_pruning(const ffn_run *r)
 static void print_frozen_sharing(const ffn_run *r)
 {
     const ffn_share_info *sh = &r->share;
+    const size_t fixed = ffn_model_param_count(r->model) - ffn_model_trainable_count(r->model);
+    if (!fixed) return;
     char bytes[32], mapped[32];
-    format_bytes(bytes, sizeof bytes, (double)sh->fixed_bytes);
+    format_bytes(bytes, sizeof bytes, (double)fixed * sizeof(float));
     format_bytes(mapped, sizeof mapped, (double)sh->mapped_bytes);
     if (sh->ranks)
         printf("frozen base: %s held once per node in shared memory (%d rank%s on %d node%s; %s of pages mapped "

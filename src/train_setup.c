@@ -534,16 +534,16 @@ static uint64_t cgroup_key(const char *file)
     return h | 1; /* never 0: 0 stands for "no cgroup limit" */
 }
 
-/* Whether the fixed tensors are to be held once per node (ffn/share.h; the
- * memory plan counts them so): not with pruning, whose masks zero weights of
- * every layer, fixed ones too, nor when FFN_SHARE_FROZEN=0.
- * TODO(--shard params): not with cfg->shard == FFN_SHARD_PARAMS either, which
+/* Why the fixed tensors are not to be held once per node (ffn/share.h), or
+ * NULL: pruning's masks zero weights of every layer, fixed ones too.
+ * TODO(--shard params): refuse cfg->shard == FFN_SHARD_PARAMS too, which
  * releases and re-gathers the parameters' pages itself (that flag is being
  * added alongside). */
-static int share_frozen_wanted(const ffn_run *r)
+static const char *share_frozen_refused(const ffn_run *r)
 {
     const ffn_checkpoint *ck = r->have_ckpt ? &r->ckpt : NULL;
-    return !(r->cfg->prune > 0 || (ck && ck->mask)) && ffn_share_enabled();
+    if (r->cfg->prune > 0 || (ck && ck->mask)) return "pruning may zero fixed weights";
+    return NULL;
 }
 
 /* The memory plan (ffn/memplan.h): the peak memory this rank will use,
@@ -608,7 +608,7 @@ static ffn_status plan_memory(ffn_run *r, const ffn_dataset_info *info)
         /* The checkpoint started from stays loaded: its model (parameters and gradients), state and masks. */
         .held_bytes = ck ? (uint64_t)ck->param_count * (sizeof(float) * (2 + ck->state_count) + (ck->mask ? 1 : 0))
                          : 0,
-        .frozen_layers = frozen, .share_frozen = share_frozen_wanted(r),
+        .frozen_layers = frozen, .share_frozen = !share_frozen_refused(r) && ffn_share_enabled(),
         .teacher_layers = teacher, .teacher_layer_count = teacher_count,
         .teacher_state_buffers = r->have_teacher_ckpt ? r->teacher_ckpt.state_count : 0};
     if (st == FFN_OK && (st = ffn_memplan_compute(&in, &r->mem_plan)) == FFN_ERR_NOMEM)
@@ -705,7 +705,9 @@ ffn_status ffn_run_start(ffn_run *r)
                         : ffn_comm_bcast_floats(r->comm, ffn_model_params(r->model), ffn_model_param_count(r->model), 0);
     if (st != FFN_OK) return st;
     /* That was the last write to a fixed tensor: from here they may be read-only, once per node. */
-    if (share_frozen_wanted(r) && (st = ffn_model_share_frozen(r->model, r->comm, &r->share)) != FFN_OK) return st;
+    const char *refused = share_frozen_refused(r);
+    if (refused) snprintf(r->share.why_not, sizeof r->share.why_not, "%s", refused);
+    else if ((st = ffn_model_share_frozen(r->model, r->comm, &r->share)) != FFN_OK) return st;
     ffn_step_config sc = {
         .loss = (ffn_loss)cfg->loss, .optim = ffn_config_optim(cfg), .clip_norm = cfg->clip_norm,
         .shard_optimizer = cfg->shard_optimizer, .shard = (ffn_shard)cfg->shard, .grad_bf16 = cfg->grad_dtype == 1, .bucket_bytes = (size_t)(cfg->bucket_mb * 1048576.0),
