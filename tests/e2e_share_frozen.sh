@@ -6,7 +6,14 @@
 #     ranks' proportional set sizes (Pss, which divides a shared page among the
 #     processes mapping it) summed are smaller by about one copy of the base;
 #  3. nothing is left in /dev/shm; pruning keeps per-rank copies and says why.
+# Before that, tests/test_share.c on two ranks: the pages are one read-only
+# shared mapping and writing one faults.
 source "$(dirname "$0")/lib/common.sh"
+
+# The mechanism alone: tests/test_share.c on two ranks (read-only shared pages, a write faults).
+mpi 2 "$BUILD/tests/test_share" >unit.txt 2>&1 || { cat unit.txt; fail "test_share on 2 ranks"; }
+[[ $(grep -c "checks, 0 failed" unit.txt) -eq 2 ]] || { cat unit.txt; fail "not every rank of test_share passed"; }
+pass "test_share on 2 ranks: $(grep -m1 -o '[0-9]* checks' unit.txt) on each"
 
 "$FFN_DATA" synth blobs --rows 600 --features 64 --classes 4 --noise 2 --seed 41 --out train.h5 >/dev/null
 # The base: 64 -> 2048 -> 2048 -> 2048 -> 4, about 8.5M parameters (32 MiB), after one step.
