@@ -133,7 +133,13 @@ ffn_status ffn_model_share_frozen(ffn_model *m, ffn_comm *c, ffn_share_info *inf
         n = plan_segments(&runs, params, sizeof(float), segs, 0, &size);
         if (bf16) n = plan_segments(&runs, bf16, 2, segs, n, &size);
     }
-    /* The same model on every rank: the whole node goes on or stops here alike. */
+    /* One rank out of memory must not leave the others of its node in the broadcast below. */
+    if ((st = ffn_comm_agree(c, st)) != FFN_OK) {
+        free(segs);
+        free(runs.runs);
+        return st;
+    }
+    /* The same model on every rank: the whole node goes on or skips alike. */
     const int local = ffn_comm_local_rank(c), first_rank = local == 0;
     int mapped = 0, fd = -1;
     char name[64] = "";
