@@ -88,10 +88,11 @@ ffn_status ffn_memplan_compute(const ffn_mem_inputs *in, ffn_mem_plan *out)
     const uint64_t xb = (uint64_t)in->rows * in->x_row_bytes, yb = (uint64_t)in->rows * y_row;
     if (xb + yb <= in->cache_budget) part[FFN_MEM_CACHE] = xb + (labels_held ? 0 : yb);
     part[FFN_MEM_CHECKPOINT] = in->held_bytes;
-    part[FFN_MEM_PRUNE] = in->pruning ? P * (1 + F) : 0;
-    /* Fixed tensors once per node: each rank's share of their whole pages. */
+    part[FFN_MEM_PRUNE] = in->pruning ? P * (1 + F) : 0; /* a byte of mask, a float of scratch per weight (at most) */
+    /* Fixed tensors once per node: each rank's share of their whole pages
+     * (not with --shard params, where each rank holds a slice of its own). */
     shared_pages frozen = {.bf16_on = in->bf16};
-    if (in->share_frozen && local > 1 &&
+    if (in->share_frozen && local > 1 && shard < FFN_SHARD_PARAMS &&
         (st = ffn_model_plan_fixed_runs(in->layers, in->layer_count, in->input_dim, in->frozen_layers,
                                         count_shared_run, &frozen)) != FFN_OK)
         return st;
@@ -99,7 +100,7 @@ ffn_status ffn_memplan_compute(const ffn_mem_inputs *in, ffn_mem_plan *out)
     part[FFN_MEM_BF16] -= frozen.bf16 - frozen.bf16 / (uint64_t)local;
     out->frozen_shared = frozen.params + frozen.bf16;
     /* Until a rank maps the node's copy it holds its own. */
-    const uint64_t unshared = out->frozen_shared - out->frozen_shared / (uint64_t)local; /* a byte of mask, a float of scratch per weight (at most) */
+    const uint64_t unshared = out->frozen_shared - out->frozen_shared / (uint64_t)local;
     /* Short-lived: the model's own gradients until they move into node-shared
      * memory (ffn_step_create), or rank 0's whole optimizer state gathered to
      * write a sharded checkpoint. */

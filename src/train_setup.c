@@ -535,14 +535,14 @@ static uint64_t cgroup_key(const char *file)
 }
 
 /* Why the fixed tensors are not to be held once per node (ffn/share.h), or
- * NULL: pruning's masks zero weights of every layer, fixed ones too.
- * TODO(--shard params): refuse cfg->shard == FFN_SHARD_PARAMS too, which
- * releases and re-gathers the parameters' pages itself (that flag is being
- * added alongside). */
+ * NULL: pruning's masks zero weights of every layer, fixed ones too; --shard
+ * params gives each rank a slice of the parameters, whose other pages it
+ * releases and re-gathers itself. */
 static const char *share_frozen_refused(const ffn_run *r)
 {
     const ffn_checkpoint *ck = r->have_ckpt ? &r->ckpt : NULL;
     if (r->cfg->prune > 0 || (ck && ck->mask)) return "pruning may zero fixed weights";
+    if (r->cfg->shard >= FFN_SHARD_PARAMS) return "--shard params keeps a slice of every tensor per rank";
     return NULL;
 }
 

@@ -5,7 +5,8 @@
 #  2. the banner says the base is held once per node in shared memory, and the
 #     ranks' proportional set sizes (Pss, which divides a shared page among the
 #     processes mapping it) summed are smaller by about one copy of the base;
-#  3. nothing is left in /dev/shm; pruning keeps per-rank copies and says why.
+#  3. --shard grads shares too; --shard params and pruning keep per-rank copies
+#     and say why; nothing is left in /dev/shm.
 # Before that, tests/test_share.c on two ranks: the pages are one read-only
 # shared mapping and writing one faults.
 source "$(dirname "$0")/lib/common.sh"
@@ -64,6 +65,16 @@ if "$FFN_TRAIN" --train train.h5 --model dense:8,dense:4 --epochs 1 --max-steps 
 else
   echo "skip: no native bf16 here"
 fi
+
+# --shard grads (fixed tensors never gathered) shares too, bitwise; --shard params keeps slices.
+run sharded 1 --shard grads
+run sharded0 0 --shard grads
+same_params sharded/ckpt-0000000008.h5 sharded0/ckpt-0000000008.h5 || fail "--shard grads: sharing changed the result"
+grep -q "^frozen base: .* held once per node in shared memory" sharded.txt || fail "--shard grads: $(grep frozen sharded.txt)"
+run sliced 1 --shard params
+grep -q "^frozen base: .* held by every rank (not shared: --shard params" sliced.txt ||
+  fail "--shard params: $(grep -E 'frozen|error' sliced.txt)"
+pass "--shard grads: shared and bitwise the same; --shard params keeps its slices (said in the banner)"
 
 # Pruning may zero fixed weights: no sharing, and the banner says so.
 run pruned 1 --prune 0.5 --prune-start-step 2

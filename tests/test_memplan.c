@@ -12,6 +12,7 @@
 #include "ffn/mem.h"
 #include "ffn/model.h"
 #include "ffn/share.h"
+#include "ffn/step.h"
 #include "check.h"
 #include "fixtures.h"
 
@@ -212,6 +213,9 @@ static void test_frozen_shared(void)
     CHECK(ffn_memplan_compute(&in, &shared) == FFN_OK);
     CHECK_MSG(strcmp(shared.transient, "frozen base before sharing") == 0 &&
               shared.part[FFN_MEM_TRANSIENT] == pages - pages / 2, "%s", shared.transient);
+    /* --shard params: each rank holds a slice of its own, nothing shared. */
+    in.shard = FFN_SHARD_PARAMS;
+    CHECK(ffn_memplan_compute(&in, &shared) == FFN_OK && shared.frozen_shared == 0);
     /* One rank a node: nothing shared. */
     in = inputs(s, n, 2, 1);
     in.frozen_layers = frozen;
