@@ -660,6 +660,20 @@ ffn_status ffn_checkpoint_read_config(const char *path, char **json)
     return st;
 }
 
+void ffn_checkpoint_free_tensors(ffn_checkpoint *c)
+{
+    if (c->model) ffn_model_free(c->model); /* owns params */
+    else ffn_free(c->params);
+    c->model = NULL;
+    c->params = NULL;
+    ffn_free(c->mask);
+    c->mask = NULL;
+    for (int i = 0; i < FFN_OPTIM_MAX_STATE; i++) {
+        ffn_free(c->state[i]);
+        c->state[i] = NULL;
+    }
+}
+
 void ffn_checkpoint_free(ffn_checkpoint *c)
 {
     free(c->model_spec);

@@ -371,6 +371,14 @@ ffn_status ffn_comm_bcast_bytes(ffn_comm *c, void *buf, size_t n, int root)
     return FFN_OK;
 }
 
+ffn_status ffn_comm_node_bcast_bytes(ffn_comm *c, void *buf, size_t n)
+{
+    if (c->local_size == 1) return FFN_OK;
+    if (n > MAX_CHUNK_BYTES) return ffn_fail(FFN_ERR_ARG, "node broadcast of %zu bytes: too large", n);
+    int rc = MPI_Bcast(buf, (int)n, MPI_BYTE, 0, c->node);
+    return rc == MPI_SUCCESS ? FFN_OK : mpi_error(rc, "MPI_Bcast");
+}
+
 ffn_status ffn_comm_bcast_floats(ffn_comm *c, float *buf, size_t n, int root)
 {
     return ffn_comm_bcast_bytes(c, buf, n * sizeof *buf, root);

@@ -60,6 +60,14 @@ void ffn_free_pages(void *p, size_t bytes)
     if (p) munmap(p, bytes ? bytes : 1);
 }
 
+void ffn_pages_within(size_t lo, size_t hi, size_t *first, size_t *end)
+{
+    const size_t page = ffn_page_size();
+    *first = lo / page * page + (lo % page ? page : 0);
+    *end = hi / page * page;
+    if (*end < *first) *end = *first;
+}
+
 void ffn_pages_release(void *p, size_t bytes)
 {
     const uintptr_t page = ffn_page_size();

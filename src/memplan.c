@@ -9,6 +9,7 @@
 #include <sys/resource.h>
 
 #include "ffn/sampler.h"
+#include "ffn/share.h"
 #include "ffn/step.h"
 
 static const char *const part_names[FFN_MEM_PART_COUNT] = {
@@ -26,6 +27,19 @@ const char *ffn_mem_part_name(ffn_mem_part part)
 
 /* The loader's labels rule (data.c): labels up to 64 MiB are held from open. */
 #define LABELS_HELD_MAX ((uint64_t)64 << 20)
+
+/* The whole pages of the fixed runs, in the parameters and the bf16 copy (ffn/share.h). */
+typedef struct {
+    uint64_t params, bf16;
+    int bf16_on;
+} shared_pages;
+
+static void count_shared_run(void *user, size_t offset, size_t count)
+{
+    shared_pages *p = user;
+    p->params += ffn_share_run_bytes(offset, count, sizeof(float));
+    if (p->bf16_on) p->bf16 += ffn_share_run_bytes(offset, count, 2);
+}
 
 ffn_status ffn_memplan_compute(const ffn_mem_inputs *in, ffn_mem_plan *out)
 {
@@ -75,6 +89,18 @@ ffn_status ffn_memplan_compute(const ffn_mem_inputs *in, ffn_mem_plan *out)
     if (xb + yb <= in->cache_budget) part[FFN_MEM_CACHE] = xb + (labels_held ? 0 : yb);
     part[FFN_MEM_CHECKPOINT] = in->held_bytes;
     part[FFN_MEM_PRUNE] = in->pruning ? P * (1 + F) : 0; /* a byte of mask, a float of scratch per weight (at most) */
+    /* Fixed tensors once per node: each rank's share of their whole pages
+     * (not with --shard params, where each rank holds a slice of its own). */
+    shared_pages frozen = {.bf16_on = in->bf16};
+    if (in->share_frozen && local > 1 && shard < FFN_SHARD_PARAMS &&
+        (st = ffn_model_plan_fixed_runs(in->layers, in->layer_count, in->input_dim, in->frozen_layers,
+                                        count_shared_run, &frozen)) != FFN_OK)
+        return st;
+    part[FFN_MEM_PARAMS] -= frozen.params - frozen.params / (uint64_t)local;
+    part[FFN_MEM_BF16] -= frozen.bf16 - frozen.bf16 / (uint64_t)local;
+    out->frozen_shared = frozen.params + frozen.bf16;
+    /* Until a rank maps the node's copy it holds its own. */
+    const uint64_t unshared = out->frozen_shared - out->frozen_shared / (uint64_t)local;
     /* Short-lived: the model's own gradients until they move into node-shared
      * memory (ffn_step_create), or rank 0's whole optimizer state gathered to
      * write a sharded checkpoint. */
@@ -95,9 +121,10 @@ ffn_status ffn_memplan_compute(const ffn_mem_inputs *in, ffn_mem_plan *out)
         teacher_load = (2 + (uint64_t)in->teacher_state_buffers) * tp * F;
     }
     const uint64_t most = move > gather ? move : gather;
-    part[FFN_MEM_TRANSIENT] = most > teacher_load ? most : teacher_load;
-    out->transient = !part[FFN_MEM_TRANSIENT] ? "" : teacher_load > most ? "teacher load"
-                     : gather > move ? "checkpoint gather" : "grads move";
+    const uint64_t most3 = most > teacher_load ? most : teacher_load;
+    part[FFN_MEM_TRANSIENT] = most3 > unshared ? most3 : unshared;
+    out->transient = !part[FFN_MEM_TRANSIENT] ? "" : unshared > most3 ? "frozen base before sharing"
+                     : teacher_load > most ? "teacher load" : gather > move ? "checkpoint gather" : "grads move";
     /* MPI_Win_allocate_shared maps every segment of the node's window into every rank. */
     out->address_extra = out->grads_shared ? (uint64_t)(local - 1) * P * F : 0;
     for (int i = 0; i < FFN_MEM_PART_COUNT; i++) out->total += part[i];
@@ -312,6 +339,7 @@ void ffn_memplan_describe(const ffn_mem_plan *p, char *out, size_t cap)
         if (!p->part[i]) continue;
         ffn_memplan_format_bytes(v, sizeof v, (double)p->part[i]);
         const char *note = i == FFN_MEM_GRADS && p->grads_shared ? "node-shared"
+                           : (i == FFN_MEM_PARAMS || i == FFN_MEM_BF16) && p->frozen_shared ? "frozen part node-shared"
                            : i == FFN_MEM_TRANSIENT && p->transient ? p->transient : "";
         n += (size_t)snprintf(out + n, cap - n, "%s%s %s%s%s", sep, part_names[i], v, *note ? " " : "", note);
         sep = ", ";
@@ -482,6 +510,22 @@ void ffn_memplan_suggest(const ffn_mem_inputs *in, const ffn_mem_limits *l, char
 }
 
 /* ---- what was used ---- */
+
+/* A "Name: N kB" line of /proc/self/smaps_rollup, in bytes (0: missing). */
+static uint64_t smaps_rollup_field(const char *name)
+{
+    FILE *f = fopen("/proc/self/smaps_rollup", "r");
+    char line[256];
+    size_t len = strlen(name);
+    unsigned long long kib = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, name, len) == 0 && line[len] == ':' && sscanf(line + len + 1, "%llu", &kib) == 1) break;
+    if (f) fclose(f);
+    return (uint64_t)kib << 10;
+}
+
+uint64_t ffn_memplan_pss(void) { return smaps_rollup_field("Pss"); }
+uint64_t ffn_memplan_rss(void) { return smaps_rollup_field("Rss"); }
 
 uint64_t ffn_memplan_peak_rss(void)
 {

@@ -31,6 +31,7 @@ struct ffn_model {
     ffn_gemm_engine *gemm;       /* the matrix products' engine (NULL: OpenBLAS fp32) */
     ffn_bf16 *params_bf16;/* --precision bf16: the weights (2-D tensors) in bf16, [param_count] */
     int bf16_stale;       /* params changed since params_bf16 was converted */
+    int bf16_fixed_final; /* the fixed weights' part of params_bf16 never changes (ffn_model_bf16_fix) */
     int recompute;        /* blocks keep no cache: backward recomputes it (ffn_model_set_recompute) */
     float *block_cache;   /* recompute: the one cache every block shares, [max_batch, largest block cache] */
     size_t cache_owner;   /* recompute: the layer whose cache block_cache holds (layer_count: none) */
@@ -233,6 +234,68 @@ void ffn_model_set_frozen(ffn_model *m, size_t layer, int frozen)
     set_layer_trainable(&m->layers[layer]);
 }
 
+/* Adjacent fixed tensors merged into runs, handed to each as they close. */
+typedef struct {
+    ffn_range_fn each;
+    void *user;
+    size_t lo, hi; /* the open run (empty: lo == hi) */
+} fixed_run;
+
+static void fixed_run_close(fixed_run *r)
+{
+    if (r->hi > r->lo) r->each(r->user, r->lo, r->hi - r->lo);
+    r->lo = r->hi = 0;
+}
+
+static void fixed_run_add(fixed_run *r, size_t offset, size_t count)
+{
+    if (!count) return;
+    if (r->hi > r->lo && r->hi != offset) fixed_run_close(r);
+    if (r->hi == r->lo) r->lo = offset;
+    r->hi = offset + count;
+}
+
+void ffn_model_fixed_runs(const ffn_model *m, ffn_range_fn each, void *user)
+{
+    fixed_run r = {.each = each, .user = user};
+    for (size_t k = 0; k < m->tensor_count; k++) {
+        const ffn_tensor *t = &m->tensors[k];
+        if (t->trainable) fixed_run_close(&r);
+        else fixed_run_add(&r, t->offset, t->count);
+    }
+    fixed_run_close(&r);
+}
+
+ffn_status ffn_model_plan_fixed_runs(const ffn_layer_spec *layers, size_t count, size_t input_dim,
+                                     const int *frozen, ffn_range_fn each, void *user)
+{
+    fixed_run r = {.each = each, .user = user};
+    size_t in = input_dim, offset = 0;
+    for (size_t i = 0; i < count; i++) {
+        const ffn_layer_ops *ops = ffn_layer_ops_of(layers[i].kind);
+        if (!ops) return ffn_fail(FFN_ERR_ARG, "model spec item %zu: unknown layer kind %d", i + 1, (int)layers[i].kind);
+        ffn_tensor_decl decl[FFN_LAYER_MAX_TENSORS];
+        ffn_layer_spec spec = layers[i];
+        size_t out;
+        int n = ops->setup(&spec, in, &out, decl);
+        if (n < 0) return FFN_ERR_ARG;
+        for (int j = 0; j < n; j++) {
+            size_t c = decl[j].shape[0];
+            if (decl[j].ndim == 2 && ffn_size_mul(decl[j].shape[0], decl[j].shape[1], &c) != 0)
+                return ffn_fail(FFN_ERR_NOMEM, "model spec item %zu: parameter count overflows", i + 1);
+            /* The rule of set_layer_trainable. */
+            int trains = !(frozen && frozen[i]) && (!ops->default_trainable || ops->default_trainable(&spec, decl[j].name));
+            if (trains) fixed_run_close(&r);
+            else fixed_run_add(&r, offset, c);
+            if (ffn_size_add(offset, c, &offset) != 0)
+                return ffn_fail(FFN_ERR_NOMEM, "model spec item %zu: parameter count overflows", i + 1);
+        }
+        in = out;
+    }
+    fixed_run_close(&r);
+    return FFN_OK;
+}
+
 char *ffn_model_spec_text(const ffn_model *m)
 {
     ffn_layer_spec *specs = malloc(m->layer_count * sizeof *specs);
@@ -341,6 +404,7 @@ ffn_status ffn_model_set_compute(ffn_model *m, ffn_precision p, ffn_gemm_backend
     m->gemm = g;
     m->params_bf16 = copy;
     m->bf16_stale = 1;
+    m->bf16_fixed_final = 0;
     size_t max_batch = m->max_batch;
     m->max_batch = 0; /* sizes the new engine's scratch */
     return max_batch ? ffn_model_reserve(m, max_batch) : FFN_OK;
@@ -379,9 +443,27 @@ static void refresh_bf16_copy(ffn_model *m)
     if (!m->params_bf16 || !m->bf16_stale || m->hooks.before) return;
     for (size_t k = 0; k < m->tensor_count; k++) {
         const ffn_tensor *t = &m->tensors[k];
-        if (t->ndim == 2) ffn_bf16_from_floats(m->params_bf16 + t->offset, t->data, t->count);
+        /* A fixed weight's copy may be a read-only node-shared page: it is final. */
+        if (t->ndim == 2 && (t->trainable || !m->bf16_fixed_final))
+            ffn_bf16_from_floats(m->params_bf16 + t->offset, t->data, t->count);
     }
     m->bf16_stale = 0;
+}
+
+void ffn_model_bf16_fix(ffn_model *m, int convert)
+{
+    if (!m->params_bf16) return;
+    for (size_t k = 0; k < m->tensor_count && convert; k++) {
+        const ffn_tensor *t = &m->tensors[k];
+        if (t->ndim == 2 && !t->trainable) ffn_bf16_from_floats(m->params_bf16 + t->offset, t->data, t->count);
+    }
+    m->bf16_fixed_final = 1;
+}
+
+void ffn_model_page_buffers(ffn_model *m, float **params, void **bf16)
+{
+    *params = m->params;
+    *bf16 = m->params_bf16;
 }
 
 int ffn_layer_kind_recomputes(ffn_layer_kind kind) { return kind == FFN_LAYER_FFN || kind == FFN_LAYER_SWIGLU; }

@@ -61,7 +61,14 @@ static void maybe_perturb(ffn_run *r, uint64_t step)
     static int done;
     const char *env = getenv("FFN_DEBUG_PERTURB_RANK");
     if (done || !env || step != 1 || atoi(env) != r->rank) return;
-    ffn_model_params(r->model)[0] += 1e-3f;
+    /* A trainable one: fixed tensors may be read-only node-shared pages (ffn/share.h). */
+    for (size_t k = 0; k < ffn_model_tensor_count(r->model); k++) {
+        const ffn_tensor *t = ffn_model_tensor(r->model, k);
+        if (t->trainable && t->count) {
+            ffn_model_params(r->model)[t->offset] += 1e-3f;
+            break;
+        }
+    }
     done = 1;
 }
 

@@ -67,6 +67,23 @@ static void print_pruning(const ffn_run *r)
                ffn_pruner_pruned_total(r->pruner), ffn_pruner_prunable(r->pruner));
 }
 
+/* --lora / --freeze: where the fixed tensors live (ffn/share.h). */
+static void print_frozen_sharing(const ffn_run *r)
+{
+    const ffn_share_info *sh = &r->share;
+    const size_t fixed = ffn_model_param_count(r->model) - ffn_model_trainable_count(r->model);
+    if (!fixed) return;
+    char bytes[32], mapped[32];
+    format_bytes(bytes, sizeof bytes, (double)fixed * sizeof(float));
+    format_bytes(mapped, sizeof mapped, (double)sh->mapped_bytes);
+    if (sh->ranks)
+        printf("frozen base: %s held once per node in shared memory (%d rank%s on %d node%s; %s of pages mapped "
+               "read-only in each rank)\n", bytes, sh->ranks, sh->ranks == 1 ? "" : "s", sh->nodes,
+               sh->nodes == 1 ? "" : "s", mapped);
+    else if (sh->why_not[0])
+        printf("frozen base: %s held by every rank (not shared: %s)\n", bytes, sh->why_not);
+}
+
 void ffn_run_print_banner(const ffn_run *r)
 {
     const ffn_train_config *cfg = r->cfg;
@@ -119,6 +136,7 @@ void ffn_run_print_banner(const ffn_run *r)
                r->size == 1 ? "" : "s");
     else
         printf("optimizer state: %s per rank (%zu parameters x %zu buffers)\n", all, nparams, nstate);
+    print_frozen_sharing(r);
     char plan[1024], limit[32];
     ffn_memplan_describe(&r->mem_plan, plan, sizeof plan);
     ffn_memplan_format_bytes(limit, sizeof limit, (double)r->mem_limit);
@@ -216,6 +234,10 @@ void ffn_run_print_summary(ffn_run *r, const ffn_train_result *res)
     /* Every rank is here (the run ended well everywhere): the largest peak of them. */
     uint64_t peak = ffn_memplan_peak_rss();
     int over_ranks = r->size > 1 && ffn_comm_max_u64(r->comm, &peak, 1) == FFN_OK;
+    /* RSS counts a node-shared page in every rank; Pss, summed, counts it once. */
+    double pss[3] = {(double)ffn_memplan_pss(), (double)ffn_memplan_rss(), 0};
+    pss[2] = pss[0];
+    if (r->size > 1 && ffn_comm_sum_doubles(r->comm, pss, 2) != FFN_OK) pss[0] = 0;
     if (r->print) {
         printf("done: %llu steps in %.1f s, %.0f samples/s, data wait %.1f%%, gradient wait %.1f%%\n",
                (unsigned long long)res->steps, res->seconds, res->samples_per_second, 100 * res->data_wait_fraction,
@@ -230,6 +252,14 @@ void ffn_run_print_summary(ffn_run *r, const ffn_train_result *res)
         printf("memory: peak RSS %s per rank (VmHWM%s; predicted %s, measured/predicted %.2f)\n", measured,
                over_ranks ? ", the largest of the ranks" : "", predicted,
                r->mem_plan.total ? (double)peak / (double)r->mem_plan.total : 0.0);
+        if (pss[0] > 0) {
+            char mine[32], all[32], rss_all[32];
+            ffn_memplan_format_bytes(mine, sizeof mine, pss[2]);
+            ffn_memplan_format_bytes(all, sizeof all, pss[0]);
+            ffn_memplan_format_bytes(rss_all, sizeof rss_all, pss[1]);
+            printf("memory: Pss now %s on rank 0, %s summed over the ranks (RSS summed %s; Pss divides a "
+                   "shared page among the processes mapping it)\n", mine, all, rss_all);
+        }
         if (r->pruner) {
             size_t pruned = ffn_pruner_pruned_total(r->pruner), all = ffn_pruner_prunable(r->pruner);
             printf("pruned: %zu of %zu weights are 0 (sparsity %.4f)\n", pruned, all,

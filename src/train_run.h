@@ -21,6 +21,7 @@
 #include "ffn/model.h"
 #include "ffn/optim.h"
 #include "ffn/prune.h"
+#include "ffn/share.h"
 #include "ffn/step.h"
 #include "ffn/train.h"
 
@@ -71,6 +72,7 @@ typedef struct {
     /* The memory plan (train_setup.c: plan_memory): the prediction, the limit
      * it was checked against and that limit's source. */
     ffn_mem_plan mem_plan;
+    ffn_share_info share;         /* the fixed tensors held once per node (ffn_run_start) */
     ffn_mem_limits mem_limits;
     uint64_t mem_limit;
     char mem_which[700];

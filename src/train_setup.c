@@ -234,6 +234,36 @@ static ffn_status model_layers(const ffn_run *r, ffn_layer_spec **out, size_t *o
     return FFN_OK;
 }
 
+/* Which layers are frozen (frozen [count]): a resumed run's as in its
+ * checkpoint (a --freeze or --lora run resumes as it ran), --lora's base
+ * (every layer without an adapter, but a replaced head), and --freeze's list.
+ * The model (build_model) and the memory plan (plan_memory) both follow it. */
+static ffn_status choose_frozen(const ffn_run *r, size_t count, const int *lora, int *frozen)
+{
+    const ffn_train_config *cfg = r->cfg;
+    const ffn_checkpoint *ck = r->have_ckpt ? &r->ckpt : NULL;
+    for (size_t i = 0; i < count; i++) {
+        frozen[i] = 0;
+        if (ck && cfg->resume)
+            frozen[i] = i < ffn_model_layer_count(ck->model) && ffn_model_layer_const(ck->model, i)->frozen;
+        else if (ck && cfg->lora && lora)
+            frozen[i] = !lora[i] && !(cfg->replace_head && i + 1 == count);
+    }
+    if (!cfg->freeze) return FFN_OK;
+    int *listed = calloc(count, sizeof *listed);
+    if (!listed) return ffn_fail(FFN_ERR_NOMEM, "out of memory");
+    ffn_status st = ffn_config_parse_layers(cfg->freeze, count, listed);
+    size_t count_listed = 0;
+    for (size_t i = 0; st == FFN_OK && i < count; i++) {
+        frozen[i] |= listed[i] != 0;
+        count_listed += listed[i] != 0;
+    }
+    free(listed);
+    if (st == FFN_OK && count_listed == count)
+        st = ffn_fail(FFN_ERR_ARG, "--freeze %s: every layer is frozen; nothing would train", cfg->freeze);
+    return st;
+}
+
 /* Builds the model of model_layers, fills it and marks what trains. */
 static ffn_status build_model(ffn_run *r, size_t input_dim)
 {
@@ -259,8 +289,10 @@ static ffn_status build_model(ffn_run *r, size_t input_dim)
     } else {
         ffn_model_init_params(r->model, r->seed);
     }
+    int *frozen = calloc(count, sizeof *frozen);
+    if (!frozen) st = ffn_fail(FFN_ERR_NOMEM, "out of memory");
 
-    if (ck && cfg->resume) {
+    if (st == FFN_OK && ck && cfg->resume) {
         char *text = ffn_model_spec_text(r->model);
         int same = text && strcmp(text, ck->model_spec) == 0 && ck->input_dim == input_dim;
         if (!same)
@@ -269,32 +301,15 @@ static ffn_status build_model(ffn_run *r, size_t input_dim)
                           "run keeps its model; use --init-from to start a new run from its weights)",
                           input_dim, text ? text : "?", ck->input_dim, ck->model_spec);
         free(text);
-        if (st == FFN_OK) {
-            memcpy(ffn_model_params(r->model), ck->params, ck->param_count * sizeof(float));
-            /* What was frozen stays frozen (a --freeze or --lora run resumes as it ran). */
-            for (size_t i = 0; i < count; i++)
-                if (ffn_model_layer_const(ck->model, i)->frozen) ffn_model_set_frozen(r->model, i, 1);
-        }
-    } else if (ck) {
+        if (st == FFN_OK) memcpy(ffn_model_params(r->model), ck->params, ck->param_count * sizeof(float));
+    } else if (st == FFN_OK && ck) {
         st = copy_init_tensors(r, ck);
-        /* --lora: every base tensor stays fixed but a replaced head. */
-        for (size_t i = 0; st == FFN_OK && cfg->lora && i < count; i++)
-            if (!lora[i] && !(cfg->replace_head && i + 1 == count)) ffn_model_set_frozen(r->model, i, 1);
     }
+    if (st == FFN_OK) st = choose_frozen(r, count, lora, frozen);
+    for (size_t i = 0; st == FFN_OK && i < count; i++)
+        if (frozen[i]) ffn_model_set_frozen(r->model, i, 1);
+    free(frozen);
     free(lora);
-    if (st == FFN_OK && cfg->freeze) {
-        int *frozen = calloc(count, sizeof *frozen);
-        if (!frozen) return ffn_fail(FFN_ERR_NOMEM, "out of memory");
-        st = ffn_config_parse_layers(cfg->freeze, count, frozen);
-        size_t count_frozen = 0;
-        for (size_t i = 0; st == FFN_OK && i < count; i++) {
-            if (frozen[i]) ffn_model_set_frozen(r->model, i, 1);
-            count_frozen += frozen[i] != 0;
-        }
-        free(frozen);
-        if (st == FFN_OK && count_frozen == count)
-            st = ffn_fail(FFN_ERR_ARG, "--freeze %s: every layer is frozen; nothing would train", cfg->freeze);
-    }
     if (st == FFN_OK && ffn_model_trainable_count(r->model) == 0)
         st = ffn_fail(FFN_ERR_ARG, "--model: no parameter would train (every layer frozen or without parameters)");
     return st;
@@ -519,6 +534,18 @@ static uint64_t cgroup_key(const char *file)
     return h | 1; /* never 0: 0 stands for "no cgroup limit" */
 }
 
+/* Why the fixed tensors are not to be held once per node (ffn/share.h), or
+ * NULL: pruning's masks zero weights of every layer, fixed ones too; --shard
+ * params gives each rank a slice of the parameters, whose other pages it
+ * releases and re-gathers itself. */
+static const char *share_frozen_refused(const ffn_run *r)
+{
+    const ffn_checkpoint *ck = r->have_ckpt ? &r->ckpt : NULL;
+    if (r->cfg->prune > 0 || (ck && ck->mask)) return "pruning may zero fixed weights";
+    if (r->cfg->shard >= FFN_SHARD_PARAMS) return "--shard params keeps a slice of every tensor per rank";
+    return NULL;
+}
+
 /* The memory plan (ffn/memplan.h): the peak memory this rank will use,
  * predicted from the model's spec before the model exists, against what the
  * rank may have. A run that would not fit is refused here, with the flags that
@@ -529,8 +556,14 @@ static ffn_status plan_memory(ffn_run *r, const ffn_dataset_info *info)
     const ffn_train_config *cfg = r->cfg;
     ffn_layer_spec *layers;
     size_t count;
-    ffn_status st = model_layers(r, &layers, &count, NULL);
+    int *lora;
+    ffn_status st = model_layers(r, &layers, &count, &lora);
     if (st != FFN_OK) return st;
+    int *frozen = calloc(count, sizeof *frozen);
+    if (!frozen) st = ffn_fail(FFN_ERR_NOMEM, "out of memory");
+    else if (choose_frozen(r, count, lora, frozen) != FFN_OK) /* build_model says why */
+        memset(frozen, 0, count * sizeof *frozen);
+    free(lora);
     /* --teacher: its checkpoint is read here (load_teacher builds the model from it), for its size. */
     ffn_layer_spec *teacher = NULL;
     size_t teacher_count = 0;
@@ -575,6 +608,7 @@ static ffn_status plan_memory(ffn_run *r, const ffn_dataset_info *info)
         /* The checkpoint started from stays loaded: its model (parameters and gradients), state and masks. */
         .held_bytes = ck ? (uint64_t)ck->param_count * (sizeof(float) * (2 + ck->state_count) + (ck->mask ? 1 : 0))
                          : 0,
+        .frozen_layers = frozen, .share_frozen = !share_frozen_refused(r) && ffn_share_enabled(),
         .teacher_layers = teacher, .teacher_layer_count = teacher_count,
         .teacher_state_buffers = r->have_teacher_ckpt ? r->teacher_ckpt.state_count : 0};
     if (st == FFN_OK && (st = ffn_memplan_compute(&in, &r->mem_plan)) == FFN_ERR_NOMEM)
@@ -608,6 +642,7 @@ static ffn_status plan_memory(ffn_run *r, const ffn_dataset_info *info)
                 local == 1 ? "" : "s");
     }
     free(layers);
+    free(frozen);
     free(teacher);
     return ffn_comm_agree(r->comm, st);
 }
@@ -669,6 +704,10 @@ ffn_status ffn_run_start(ffn_run *r)
                         ? FFN_OK
                         : ffn_comm_bcast_floats(r->comm, ffn_model_params(r->model), ffn_model_param_count(r->model), 0);
     if (st != FFN_OK) return st;
+    /* That was the last write to a fixed tensor: from here they may be read-only, once per node. */
+    const char *refused = share_frozen_refused(r);
+    if (refused) snprintf(r->share.why_not, sizeof r->share.why_not, "%s", refused);
+    else if ((st = ffn_model_share_frozen(r->model, r->comm, &r->share)) != FFN_OK) return st;
     ffn_step_config sc = {
         .loss = (ffn_loss)cfg->loss, .optim = ffn_config_optim(cfg), .clip_norm = cfg->clip_norm,
         .shard_optimizer = cfg->shard_optimizer, .shard = (ffn_shard)cfg->shard, .grad_bf16 = cfg->grad_dtype == 1, .bucket_bytes = (size_t)(cfg->bucket_mb * 1048576.0),
@@ -678,7 +717,11 @@ ffn_status ffn_run_start(ffn_run *r)
                   .every = cfg->prune_every, .scope = (ffn_prune_scope)cfg->prune_scope_kind}};
     if ((st = ffn_step_create(&r->step, r->model, r->comm, &sc)) != FFN_OK) return st;
     ffn_comm_set_stall_timeout(r->comm, cfg->stall_timeout);
-    return ffn_comm_agree(r->comm, cfg->resume ? ffn_run_restore_optimizer(r) : FFN_OK);
+    if ((st = ffn_comm_agree(r->comm, cfg->resume ? ffn_run_restore_optimizer(r) : FFN_OK)) != FFN_OK) return st;
+    /* The start checkpoint's tensors served setup only: a private copy of the
+     * base per rank otherwise, besides the node-shared one. */
+    ffn_checkpoint_free_tensors(&r->ckpt);
+    return FFN_OK;
 }
 
 void ffn_run_teardown(ffn_run *r)

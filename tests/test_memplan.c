@@ -9,7 +9,10 @@
 #include <sys/stat.h>
 
 #include "ffn/memplan.h"
+#include "ffn/mem.h"
 #include "ffn/model.h"
+#include "ffn/share.h"
+#include "ffn/step.h"
 #include "check.h"
 #include "fixtures.h"
 
@@ -135,6 +138,92 @@ static void test_transients(void)
     free(s);
 }
 
+/* Runs of fixed tensors, [offset, count] each, up to 16. */
+typedef struct {
+    size_t runs[16][2];
+    size_t count;
+} runs_seen;
+
+static void note_run(void *user, size_t offset, size_t count)
+{
+    runs_seen *r = user;
+    if (r->count < 16) {
+        r->runs[r->count][0] = offset;
+        r->runs[r->count][1] = count;
+    }
+    r->count++;
+}
+
+/* Fixed tensors held once per node (ffn/share.h): the plan finds the runs the
+ * model has, and each rank counts half of their whole pages at 2 ranks a
+ * node, so a LoRA run that fits only thanks to sharing is not refused. */
+static void test_frozen_shared(void)
+{
+    size_t n;
+    /* A LoRA'd layer (W, b fixed; adapters train), a frozen layer, a trained head. */
+    ffn_layer_spec *s = parse("dense:1000:relu:lora=4,dense:1000:relu,dense:10", &n);
+    const int frozen[3] = {0, 1, 0};
+    ffn_model *m = NULL;
+    CHECK(ffn_model_create(&m, s, n, 100) == FFN_OK);
+    ffn_model_set_frozen(m, 1, 1);
+    runs_seen built = {0}, planned = {0};
+    ffn_model_fixed_runs(m, note_run, &built);
+    CHECK(ffn_model_plan_fixed_runs(s, n, 100, frozen, note_run, &planned) == FFN_OK);
+    /* Two runs: layer 0's W and b, then layer 1 whole (the adapters between them train). */
+    CHECK_MSG(built.count == 2 && planned.count == 2 && memcmp(built.runs, planned.runs, sizeof built.runs) == 0,
+              "runs: model %zu, plan %zu", built.count, planned.count);
+    CHECK(built.runs[0][0] == 0 && built.runs[0][1] == 100 * 1000 + 1000);
+    CHECK(built.runs[1][1] == 1000 * 1000 + 1000);
+    uint64_t pages = 0, pages_bf16 = 0;
+    for (size_t i = 0; i < built.count; i++) {
+        pages += ffn_share_run_bytes(built.runs[i][0], built.runs[i][1], 4);
+        pages_bf16 += ffn_share_run_bytes(built.runs[i][0], built.runs[i][1], 2);
+    }
+    const uint64_t page = ffn_page_size();
+    CHECK(pages % page == 0 && pages > 4 * (uint64_t)(101000 + 1001000) - 4 * page);
+    ffn_model_free(m);
+
+    ffn_mem_plan alone, shared;
+    ffn_mem_inputs in = inputs(s, n, 2, 2);
+    in.frozen_layers = frozen;
+    CHECK(ffn_memplan_compute(&in, &alone) == FFN_OK && alone.frozen_shared == 0);
+    in.share_frozen = 1;
+    CHECK(ffn_memplan_compute(&in, &shared) == FFN_OK);
+    CHECK(shared.frozen_shared == pages);
+    CHECK(shared.part[FFN_MEM_PARAMS] == alone.part[FFN_MEM_PARAMS] - (pages - pages / 2));
+    CHECK(shared.total == alone.total - (pages - pages / 2)); /* the grads move stays the largest transient */
+    char line[1024];
+    ffn_memplan_describe(&shared, line, sizeof line);
+    CHECK_MSG(strstr(line, "frozen part node-shared"), "%s", line);
+    /* A limit between the two: refused alone, fits shared. */
+    ffn_mem_limits lim = {.override_bytes = alone.total - (pages - pages / 2) / 2, .threads = 1};
+    char which[256];
+    uint64_t limit = ffn_memplan_rank_limit(&lim, 2, shared.address_extra, which, sizeof which);
+    CHECK(alone.total > limit && shared.total <= limit);
+    /* bf16: the fixed weights' copy too. */
+    in.bf16 = 1;
+    CHECK(ffn_memplan_compute(&in, &shared) == FFN_OK && shared.frozen_shared == pages + pages_bf16);
+    in.share_frozen = 0;
+    CHECK(ffn_memplan_compute(&in, &alone) == FFN_OK);
+    CHECK(shared.part[FFN_MEM_BF16] == alone.part[FFN_MEM_BF16] - (pages_bf16 - pages_bf16 / 2));
+    /* Across nodes (gradients not node-shared): the private copy before the mapping is the transient. */
+    in = inputs(s, n, 4, 2);
+    in.frozen_layers = frozen;
+    in.share_frozen = 1;
+    CHECK(ffn_memplan_compute(&in, &shared) == FFN_OK);
+    CHECK_MSG(strcmp(shared.transient, "frozen base before sharing") == 0 &&
+              shared.part[FFN_MEM_TRANSIENT] == pages - pages / 2, "%s", shared.transient);
+    /* --shard params: each rank holds a slice of its own, nothing shared. */
+    in.shard = FFN_SHARD_PARAMS;
+    CHECK(ffn_memplan_compute(&in, &shared) == FFN_OK && shared.frozen_shared == 0);
+    /* One rank a node: nothing shared. */
+    in = inputs(s, n, 2, 1);
+    in.frozen_layers = frozen;
+    in.share_frozen = 1;
+    CHECK(ffn_memplan_compute(&in, &shared) == FFN_OK && shared.frozen_shared == 0);
+    free(s);
+}
+
 /* A fake hierarchy: the smallest limit up the process's cgroup wins, "max"
  * and v1's 2^63-ish are none; a v1 mount whose root is a container's cgroup. */
 static void test_cgroup(void)
@@ -245,6 +334,7 @@ int main(void)
     test_plan_matches_model();
     test_bytes_per_param();
     test_transients();
+    test_frozen_shared();
     test_cgroup();
     test_limits();
     test_suggestions();

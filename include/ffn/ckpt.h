@@ -89,6 +89,10 @@ typedef struct {
  * field). Free with ffn_checkpoint_free. */
 ffn_status ffn_checkpoint_load(ffn_checkpoint *out, const char *path);
 void ffn_checkpoint_free(ffn_checkpoint *c);
+/* Frees the tensors only (the model and params, optimizer state, mask; set
+ * to NULL, their counts kept), keeping the metadata: a checkpoint that seeded
+ * a run once its values are copied. ffn_checkpoint_free still frees the rest. */
+void ffn_checkpoint_free_tensors(ffn_checkpoint *c);
 /* Only the config_json attribute (malloc'd; free() it), without reading the
  * tensors: for ffn-train --config CKPT.h5. */
 ffn_status ffn_checkpoint_read_config(const char *path, char **json);

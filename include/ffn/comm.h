@@ -50,6 +50,9 @@ ffn_status ffn_comm_agree(ffn_comm *c, ffn_status local);
 
 void ffn_comm_barrier(ffn_comm *c);
 ffn_status ffn_comm_bcast_floats(ffn_comm *c, float *buf, size_t n, int root);
+/* Collective over this rank's node only: the node's first rank (local rank 0)
+ * sends buf [n] (a few bytes: a name) to the others of its node. */
+ffn_status ffn_comm_node_bcast_bytes(ffn_comm *c, void *buf, size_t n);
 ffn_status ffn_comm_bcast_bytes(ffn_comm *c, void *buf, size_t n, int root);
 /* In-place sums, split into calls of at most bucket_bytes. */
 ffn_status ffn_comm_sum_floats(ffn_comm *c, float *buf, size_t n);

@@ -26,5 +26,8 @@ void ffn_free_pages(void *p, size_t bytes);
 void ffn_pages_release(void *p, size_t bytes);
 /* The system's page size in bytes. */
 size_t ffn_page_size(void);
+/* The whole pages inside bytes [lo, hi) of a page-aligned buffer, as byte
+ * offsets [*first, *end) (*first == *end: none). */
+void ffn_pages_within(size_t lo, size_t hi, size_t *first, size_t *end);
 
 #endif

@@ -74,8 +74,14 @@ typedef struct {
     size_t rows, x_row_bytes; /* x_row_bytes: one row of /x as stored (features x 1 or 4 B) */
     size_t features, target_cols; /* target_cols: 0 for int labels */
     size_t cache_budget;    /* bytes of dataset the loader may hold per rank (ffn_loader_cache_budget) */
-    /* a start checkpoint held through the run (bytes) */
+    /* a start checkpoint held through setup (bytes; counted throughout: the
+     * setup's peak holds it beside the model) */
     uint64_t held_bytes;
+    /* layer i frozen where frozen_layers[i] (--freeze, --lora's base, a
+     * resumed run's; NULL: none); share_frozen: the fixed tensors are held
+     * once per node (ffn/share.h) when the node holds several ranks */
+    const int *frozen_layers;
+    int share_frozen;
     /* --teacher: its layers (on input_dim features) and the state buffers its
      * checkpoint holds while it loads; teacher_layers NULL: none */
     const ffn_layer_spec *teacher_layers;
@@ -87,13 +93,19 @@ typedef struct {
     uint64_t total;
     size_t params, max_rows;
     int grads_shared;       /* the gradient buffer lives in node-shared memory */
+    uint64_t frozen_shared; /* bytes of fixed tensors (and their bf16 copy) held once per node, each rank
+                               counting its share of them in params (and bf16 copies) */
     uint64_t address_extra; /* address space mapped but not touched: the node's other ranks' gradient segments */
     const char *transient;  /* what the transient part is: "grads move", "checkpoint gather", "teacher load" */
 } ffn_mem_plan;
 
-/* The peak resident memory of one rank: the sum of every part. The transient
- * part is the largest of the model's own gradient buffer, alive until the
- * gradients move to node-shared memory (ranks sharing one node); on rank 0
+/* The peak resident memory of one rank: the sum of every part. Fixed tensors
+ * held once per node (share_frozen) count 1/local_ranks of their whole pages
+ * in each rank (proportional set size: the node's memory divided among its
+ * ranks, which is what the limit is). The transient part is the largest of
+ * the model's own gradient buffer, alive until the gradients move to
+ * node-shared memory (ranks sharing one node); the private copy of the fixed
+ * tensors each rank holds until it maps the node's; on rank 0
  * with --shard-optimizer and checkpoints, the whole optimizer state gathered
  * to write a checkpoint; and a --teacher's checkpoint while it loads. */
 ffn_status ffn_memplan_compute(const ffn_mem_inputs *in, ffn_mem_plan *out);
@@ -145,5 +157,11 @@ void ffn_memplan_suggest(const ffn_mem_inputs *in, const ffn_mem_limits *l, char
 /* The peak resident set of this process so far: VmHWM from /proc/self/status
  * (getrusage's ru_maxrss where that is missing), in bytes. */
 uint64_t ffn_memplan_peak_rss(void);
+/* This process's proportional set size now (Pss of /proc/self/smaps_rollup:
+ * each shared page divided among the processes mapping it), in bytes; 0 where
+ * the kernel does not say. */
+uint64_t ffn_memplan_pss(void);
+/* This process's resident set size now (Rss of /proc/self/smaps_rollup), in bytes; 0 likewise. */
+uint64_t ffn_memplan_rss(void);
 
 #endif

@@ -283,6 +283,30 @@ void ffn_model_clear_grads(ffn_model *m, size_t from, size_t to);
  * tensor trains, except W and b of a dense layer with an adapter). */
 void ffn_model_set_frozen(ffn_model *m, size_t layer, int frozen);
 
+/* ---- fixed tensors (those that do not train: --freeze, --lora's base) ----
+ * They never change once training starts, so ffn/share.h can map their pages
+ * read-only from one node-shared copy. */
+
+/* Called with each run [offset, offset + count) of adjacent fixed tensors, in
+ * buffer order (runs may span layers). */
+typedef void (*ffn_range_fn)(void *user, size_t offset, size_t count);
+void ffn_model_fixed_runs(const ffn_model *m, ffn_range_fn each, void *user);
+/* The same runs for a model not built yet (the memory plan): layers [count]
+ * on input_dim features with layer i frozen where frozen[i] (NULL: none), each
+ * tensor otherwise training as its kind's default (ffn_model_set_frozen). */
+ffn_status ffn_model_plan_fixed_runs(const ffn_layer_spec *layers, size_t count, size_t input_dim,
+                                     const int *frozen, ffn_range_fn each, void *user);
+/* The page-mapped buffers themselves, for ffn/share.h to remap pages in
+ * place (the addresses stay): the parameters and, with --precision bf16, the
+ * weights' bf16 copy (2 bytes per parameter; NULL without one). Nothing is
+ * marked stale. */
+void ffn_model_page_buffers(ffn_model *m, float **params, void **bf16);
+/* --precision bf16: the fixed weights' bf16 copy is final from now on (convert:
+ * made now from the parameters; 0: already in place, e.g. mapped from a copy
+ * another rank made); later conversions cover the trainable weights only, so
+ * the fixed ones' pages may be read-only. Undone by ffn_model_set_compute. */
+void ffn_model_bf16_fix(ffn_model *m, int convert);
+
 /* A new model in which every dense layer's adapter is merged into its
  * weights, W += (alpha / rank)·lora_B·lora_A, and removed from the spec; the
  * other tensors are copied. Frozen flags are not carried over. */
