@@ -276,8 +276,10 @@ ffn_optim *ffn_optim_create(const ffn_optim_config *cfg, size_t n)
     opt->n = n;
     opt->nstate = ffn_optim_state_buffers(cfg);
     for (size_t i = 0; i < opt->nstate; i++) {
-        /* Zeroed: a zero momentum buffer gives PyTorch's buf = g on the first step. */
-        opt->state[i] = ffn_alloc_floats(n);
+        /* Zeroed: a zero momentum buffer gives PyTorch's buf = g on the first step.
+         * Page-mapped: the state of parameters that never train (a frozen base)
+         * is never written, so it takes no memory. */
+        opt->state[i] = ffn_alloc_pages(n * sizeof(float));
         if (!opt->state[i]) {
             ffn_optim_free(opt);
             return NULL;
@@ -290,7 +292,7 @@ ffn_optim *ffn_optim_create(const ffn_optim_config *cfg, size_t n)
 void ffn_optim_free(ffn_optim *opt)
 {
     if (!opt) return;
-    for (size_t i = 0; i < FFN_OPTIM_MAX_STATE; i++) ffn_free(opt->state[i]);
+    for (size_t i = 0; i < FFN_OPTIM_MAX_STATE; i++) ffn_free_pages(opt->state[i], opt->n * sizeof(float));
     ffn_free(opt);
 }
 

@@ -157,11 +157,14 @@ static ffn_status create_sharded(ffn_step *s)
     for (size_t i = 0; i < ffn_model_layer_count(s->model); i++)
         if (ffn_model_layer_const(s->model, i)->param_count > largest)
             largest = ffn_model_layer_const(s->model, i)->param_count;
-    if (!(s->grad_slice = ffn_alloc_floats(own)) || !(s->layer_grads = ffn_alloc_floats(largest)))
+    /* The slice page-mapped: a frozen base's part of it is never written, so takes no memory. */
+    if (!(s->grad_slice = ffn_alloc_pages(own * sizeof(float))) || !(s->layer_grads = ffn_alloc_floats(largest)))
         return ffn_fail(FFN_ERR_NOMEM, "out of memory for the gradient slice");
     /* Collective from here: every rank gets as far (agreed by the caller before). */
     const size_t per = s->cfg.bucket_bytes / sizeof(float) ? s->cfg.bucket_bytes / sizeof(float) : 1;
-    s->scatter_shared = ffn_comm_alloc_shared_floats(s->comm, per);
+    /* FFN_SHARD_NODE_SHARED=0: MPI collectives even on one node (the path across nodes, for tests and measures). */
+    const char *node_shared = getenv("FFN_SHARD_NODE_SHARED");
+    s->scatter_shared = node_shared && strcmp(node_shared, "0") == 0 ? NULL : ffn_comm_alloc_shared_floats(s->comm, per);
     if (!s->scatter_shared && ffn_comm_size(s->comm) > 1 && !(s->scatter_tmp = ffn_alloc_floats(per < own ? per : own)))
         return ffn_fail(FFN_ERR_NOMEM, "out of memory for the gradient reduce-scatter");
     const ffn_layer_hooks hooks = {before_layer, after_layer, s};
@@ -247,7 +250,10 @@ void ffn_step_free(ffn_step *s)
     if (s->shard >= FFN_SHARD_GRADS) ffn_model_set_layer_hooks(s->model, NULL);
     ffn_grad_sync_free(s->sync);
     ffn_optim_free(s->optim);
-    ffn_free(s->grad_slice);
+    if (s->shard >= FFN_SHARD_GRADS)
+        ffn_free_pages(s->grad_slice, (s->own_hi > s->own_lo ? s->own_hi - s->own_lo : 1) * sizeof(float));
+    else
+        ffn_free(s->grad_slice);
     ffn_free(s->scatter_tmp);
     ffn_free(s->layer_grads);
     ffn_free(s->dout);

@@ -73,7 +73,7 @@ grep -q '^memory: .*; not checked (--memory-limit off)$' rep.txt || fail "$(grep
 rep=$(predicted_mib rep.txt) shard=$(predicted_mib shard.txt)
 [[ $shard -lt $rep ]] || fail "sharded plan $shard MiB not below the replicated $rep MiB"
 limit=$(( (rep + shard + 1) / 2 ))
-check_case "--memory-limit between the plans" 1 "would fit: --shard-optimizer (" -- \
+check_case "--memory-limit between the plans" 1 "would fit: --shard optimizer (" -- \
   "$MPIRUN" -np 2 "$FFN_TRAIN" "${BASE[@]}" --model $MID --max-steps 1 --memory-limit $limit
 grep -q "more than the .* this rank may have (--memory-limit $limit MiB)" err.txt || fail "$(cat err.txt)"
 mpi 2 "$FFN_TRAIN" "${BASE[@]}" --model $MID --max-steps 1 --memory-limit $limit --shard-optimizer >ok.txt ||
