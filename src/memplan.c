@@ -69,12 +69,15 @@ ffn_status ffn_memplan_compute(const ffn_mem_inputs *in, ffn_mem_plan *out)
         (st = ffn_model_plan_largest_layer(in->layers, in->layer_count, in->input_dim, &largest)) != FFN_OK)
         return st;
     const uint64_t layer = ranks > 1 ? (uint64_t)largest : 0, page = 2 * 4096; /* a partial page at either end */
-    part[FFN_MEM_PARAMS] = shard >= FFN_SHARD_PARAMS ? (own + layer) * F + page : P * F;
+    /* --shard params on one node: the node holds the parameters once, each rank its slice's share. */
+    const int params_node_shared = shard >= FFN_SHARD_PARAMS && ranks > 1 && local == ranks;
+    part[FFN_MEM_PARAMS] = shard >= FFN_SHARD_PARAMS ? (own + (params_node_shared ? 0 : layer)) * F + page : P * F;
     part[FFN_MEM_GRADS] = shard >= FFN_SHARD_GRADS ? (own + layer) * F + page : P * F;
     part[FFN_MEM_OPTIM] = (uint64_t)in->state_buffers * own * F + (shard == FFN_SHARD_OPTIMIZER ? own * F : 0);
     part[FFN_MEM_ACTIVATIONS] = (uint64_t)act * F + (uint64_t)max_rows * out_dim * F;
     /* bf16: the weights' copy (the whole parameter buffer's size) and the engine's two operand buffers. */
-    part[FFN_MEM_BF16] = in->bf16 ? (shard >= FFN_SHARD_PARAMS ? layer + page : P) * 2 + 2 * (uint64_t)operand * 2 : 0;
+    part[FFN_MEM_BF16] = in->bf16 ? (shard >= FFN_SHARD_PARAMS && !params_node_shared ? layer + page : P) * 2 +
+                                        2 * (uint64_t)operand * 2 : 0;
     /* Two loader slots (row ids, x, targets), the sampler's order, labels held since open, the evaluator. */
     const uint64_t y_row = in->target_cols ? (uint64_t)in->target_cols * F : sizeof(int32_t);
     uint64_t data = 2 * (uint64_t)max_rows * (sizeof(uint64_t) + (uint64_t)in->features * F + y_row);

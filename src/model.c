@@ -35,7 +35,8 @@ struct ffn_model {
     int recompute;        /* blocks keep no cache: backward recomputes it (ffn_model_set_recompute) */
     float *block_cache;   /* recompute: the one cache every block shares, [max_batch, largest block cache] */
     size_t cache_owner;   /* recompute: the layer whose cache block_cache holds (layer_count: none) */
-    ffn_layer_hooks hooks;/* around each layer's passes (--shard params); zero: none */
+    ffn_layer_hooks hooks;/* around each layer's passes (--shard grads/params); zero: none */
+    int bf16_by_layer;    /* the bf16 copy is converted layer by layer by the hooks (ffn_model_set_bf16_by_layer) */
     /* backward under way: where a layer's final parameter gradients are reported */
     ffn_grad_ready_fn ready;
     void *ready_user;
@@ -361,6 +362,8 @@ void ffn_model_set_layer_grads(ffn_model *m, size_t i, float *buf)
     bind_layer(l);
 }
 
+void ffn_model_set_bf16_by_layer(ffn_model *m, int on) { m->bf16_by_layer = on; }
+
 void ffn_model_set_layer_hooks(ffn_model *m, const ffn_layer_hooks *hooks)
 {
     m->hooks = hooks ? *hooks : (ffn_layer_hooks){0};
@@ -440,7 +443,7 @@ void ffn_model_bf16_refresh_layer(ffn_model *m, size_t i)
  * With layer hooks (--shard params) each layer's is converted as it is gathered. */
 static void refresh_bf16_copy(ffn_model *m)
 {
-    if (!m->params_bf16 || !m->bf16_stale || m->hooks.before) return;
+    if (!m->params_bf16 || !m->bf16_stale || m->bf16_by_layer) return;
     for (size_t k = 0; k < m->tensor_count; k++) {
         const ffn_tensor *t = &m->tensors[k];
         /* A fixed weight's copy may be a read-only node-shared page: it is final. */

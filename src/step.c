@@ -180,6 +180,7 @@ static ffn_status create_sharded(ffn_step *s)
     if (ffn_comm_size(s->comm) == 1) return FFN_OK;
     /* Only the slice stays; the rest comes back layer by layer. */
     s->gathers = 1;
+    ffn_model_set_bf16_by_layer(s->model, 1);
     for (size_t i = 0; i < ffn_model_layer_count(s->model); i++) release_layer(s, i);
     return FFN_OK;
 }
@@ -247,7 +248,10 @@ ffn_status ffn_step_create(ffn_step **out, ffn_model *model, ffn_comm *comm, con
 void ffn_step_free(ffn_step *s)
 {
     if (!s) return;
-    if (s->shard >= FFN_SHARD_GRADS) ffn_model_set_layer_hooks(s->model, NULL);
+    if (s->shard >= FFN_SHARD_GRADS) {
+        ffn_model_set_layer_hooks(s->model, NULL);
+        ffn_model_set_bf16_by_layer(s->model, 0);
+    }
     ffn_grad_sync_free(s->sync);
     ffn_optim_free(s->optim);
     if (s->shard >= FFN_SHARD_GRADS)

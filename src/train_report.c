@@ -232,10 +232,19 @@ void ffn_run_print_early_stop(const ffn_run *r, uint64_t epoch)
 void ffn_run_print_summary(ffn_run *r, const ffn_train_result *res)
 {
     /* Every rank is here (the run ended well everywhere): the largest peak of them. */
-    uint64_t peak = ffn_memplan_peak_rss();
-    int over_ranks = r->size > 1 && ffn_comm_max_u64(r->comm, &peak, 1) == FFN_OK;
+    const uint64_t pss_now = ffn_memplan_pss(), rss_now = ffn_memplan_rss(), hwm = ffn_memplan_peak_rss();
+    /* RSS counts a node-shared page in every rank that maps it. What the plan
+     * predicts is the rank's part: the node-shared parameters (--shard params)
+     * and fixed base, every page of which each rank reads, divided among the
+     * node's ranks. */
+    const int local = ffn_comm_local_size(r->comm);
+    double shared = r->share.mapped_bytes;
+    if (ffn_step_params_node_shared(r->step)) shared += (double)ffn_model_param_count(r->model) * sizeof(float);
+    const double others = local > 1 ? shared * (double)(local - 1) / (double)local : 0;
+    uint64_t peak[2] = {hwm, (double)hwm > others ? hwm - (uint64_t)others : hwm};
+    int over_ranks = r->size > 1 && ffn_comm_max_u64(r->comm, peak, 2) == FFN_OK;
     /* RSS counts a node-shared page in every rank; Pss, summed, counts it once. */
-    double pss[3] = {(double)ffn_memplan_pss(), (double)ffn_memplan_rss(), 0};
+    double pss[3] = {(double)pss_now, (double)rss_now, 0};
     pss[2] = pss[0];
     if (r->size > 1 && ffn_comm_sum_doubles(r->comm, pss, 2) != FFN_OK) pss[0] = 0;
     if (r->print) {
@@ -246,12 +255,17 @@ void ffn_run_print_summary(ffn_run *r, const ffn_train_result *res)
             printf("%s: %.0f bytes per step measured (sent by each rank)\n",
                    ffn_step_shard(r->step) >= FFN_SHARD_GRADS ? "gathers and reduce-scatters" : "gradient exchange",
                    ffn_step_comm_bytes(r->step) / (double)res->steps);
-        char measured[32], predicted[32];
-        ffn_memplan_format_bytes(measured, sizeof measured, (double)peak);
+        char measured[32], predicted[32], own[96] = "";
+        ffn_memplan_format_bytes(measured, sizeof measured, (double)peak[0]);
         ffn_memplan_format_bytes(predicted, sizeof predicted, (double)r->mem_plan.total);
-        printf("memory: peak RSS %s per rank (VmHWM%s; predicted %s, measured/predicted %.2f)\n", measured,
-               over_ranks ? ", the largest of the ranks" : "", predicted,
-               r->mem_plan.total ? (double)peak / (double)r->mem_plan.total : 0.0);
+        if ((double)peak[1] < 0.99 * (double)peak[0]) {
+            char part[32];
+            ffn_memplan_format_bytes(part, sizeof part, (double)peak[1]);
+            snprintf(own, sizeof own, "; %s with node-shared pages divided among their ranks", part);
+        }
+        printf("memory: peak RSS %s per rank (VmHWM%s%s; predicted %s, measured/predicted %.2f)\n", measured,
+               over_ranks ? ", the largest of the ranks" : "", own, predicted,
+               r->mem_plan.total ? (double)peak[1] / (double)r->mem_plan.total : 0.0);
         if (pss[0] > 0) {
             char mine[32], all[32], rss_all[32];
             ffn_memplan_format_bytes(mine, sizeof mine, pss[2]);

@@ -266,6 +266,10 @@ void ffn_model_set_layer_hooks(ffn_model *m, const ffn_layer_hooks *hooks);
 void ffn_model_pass_without_rows(ffn_model *m, ffn_grad_ready_fn ready, void *user);
 /* An evaluation forward's hooks alone (a rank with fewer evaluation batches). */
 void ffn_model_forward_without_rows(ffn_model *m);
+/* on: the forward no longer converts the whole bf16 copy when the parameters
+ * changed; the caller converts each layer's (ffn_model_bf16_refresh_layer)
+ * right after it gathered them (--shard params across nodes). */
+void ffn_model_set_bf16_by_layer(ffn_model *m, int on);
 /* The bf16 copy of layer i's weights converted from the parameters (the
  * sharded step, right after it gathered them). */
 void ffn_model_bf16_refresh_layer(ffn_model *m, size_t i);
