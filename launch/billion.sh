@@ -1,0 +1,113 @@
+#!/usr/bin/env bash
+# A model of more than a billion parameters trained on one 24 GiB machine at
+# two ranks (issue 17): 784 -> dense:4096:relu, 8 x swiglu:11008, dense:10 on
+# Fashion-MNIST, 1.085 G parameters, 17.4 GB of replicated fp32 training state
+# (16 B a parameter with Adam) per rank.
+#
+#   launch/billion.sh [--where node|cgroup|netns] [--steps N] [--batch B] [--lr X]
+#                     [--blocks K] [--cgroup-mib M] [--keep DIR]
+#
+# First the replicated run at -np 2, which the memory check must refuse within
+# seconds (naming what would fit); then the sharded run, --shard params:
+#   node    both ranks on this machine: the parameters live once in node-shared
+#           memory, gradients reduce-scattered through it (default)
+#   cgroup  the same inside a cgroup v2 memory limit of --cgroup-mib MiB (default
+#           22528, 22 GiB: how Slurm's --mem confines a job)
+#   netns   two network namespaces joined by a veth pair ("two nodes"), one rank
+#           in each on its own core: parameters all-gathered layer by layer and
+#           gradients reduce-scattered through MPI over TCP
+# Prints the run's log head, the loss of every step and the memory lines (peak
+# RSS, the rank's share, the prediction). Needs root for cgroup and netns.
+# Environment: FFN_BUILD_DIR (default build), FFN_DATA_DIR (default
+# data/fashion-mnist, made by datasets/fashion-mnist.sh when missing).
+set -euo pipefail
+here=$(cd "$(dirname "$0")/.." && pwd)
+where=node steps=30 batch=32 lr=1e-5 blocks=8 cgroup_mib=22528 keep=""
+while (($#)); do
+  case $1 in
+    --where) where=$2; shift ;;
+    --steps) steps=$2; shift ;;
+    --batch) batch=$2; shift ;;
+    --lr) lr=$2; shift ;;
+    --blocks) blocks=$2; shift ;;
+    --cgroup-mib) cgroup_mib=$2; shift ;;
+    --keep) keep=$2; shift ;;
+    -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "billion.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+  esac
+  shift
+done
+[[ $where =~ ^(node|cgroup|netns)$ ]] || { echo "billion.sh: --where node, cgroup or netns, got '$where'" >&2; exit 2; }
+build=${FFN_BUILD_DIR:-$here/build}
+[[ $build = /* ]] || build=$here/$build
+data=${FFN_DATA_DIR:-$here/data/fashion-mnist}
+[[ -s $data/train.h5 ]] || bash "$here/datasets/fashion-mnist.sh" "$data" "$build/ffn-data" >/dev/null
+export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+work=${keep:-$(mktemp -d /tmp/ffn-billion.XXXXXX)}
+mkdir -p "$work"
+cleanup() { :; }
+trap 'cleanup; [[ -n $keep ]] || rm -rf "$work"' EXIT
+
+model="dense:4096:relu"
+for ((i = 0; i < blocks; i++)); do model+=",swiglu:11008"; done
+model+=",dense:10"
+args=(--train "$data/train.h5" --model "$model" --batch-size "$batch" --max-steps "$steps" --seed 1 --lr "$lr"
+      --clip-norm 1 --threads 1 --log-every 1 --metrics "$work/loss.csv")
+echo "billion.sh: $(date -u +%FT%TZ), commit $(git -C "$here" rev-parse --short HEAD 2>/dev/null || echo '?'), load $(cut -d' ' -f1-3 /proc/loadavg), where=$where"
+
+# 1. Replicated: refused before allocating anything.
+t0=$(date +%s.%N)
+set +e
+timeout -k 5 120 mpirun -np 2 "$build/ffn-train" "${args[@]}" >"$work/replicated.txt" 2>&1
+rc=$?
+set -e
+secs=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+echo "replicated at -np 2: exit $rc after $secs s: $(grep -m1 'error' "$work/replicated.txt" || tail -1 "$work/replicated.txt")"
+
+# 2. Sharded.
+run_cmd=(mpirun -np 2)
+case $where in
+  cgroup)
+    cg=/sys/fs/cgroup/ffn-billion-$$
+    mkdir "$cg"
+    echo $((cgroup_mib << 20)) >"$cg/memory.max"
+    cleanup() { [[ -d $cg ]] && rmdir "$cg" 2>/dev/null || true; }
+    echo "cgroup $cg: memory.max $(cat "$cg/memory.max") bytes"
+    run_cmd=(bash -c 'echo $$ >"$0/cgroup.procs" && exec "$@"' "$cg" mpirun -np 2) ;;
+  netns)
+    source "$here/launch/netns-pair.sh"
+    NSA=ffnbA$$ NSB=ffnbB$$ VA=vbA$$ VB=vbB$$ NET=10.213.$(($$ % 200 + 20))
+    cleanup() { netns_pair_down "$NSA" "$NSB" "$VA"; }
+    netns_pair_up "$NSA" "$NSB" "$VA" "$VB" "$NET"
+    # mpirun's "ssh": the host names a namespace; each rank on its own core.
+    cat >"$work/rsh.sh" <<EOF
+#!/bin/sh
+while [ "\${1#-}" != "\$1" ]; do shift; done
+host=\$1; shift
+case \$host in
+  $NET.1) ns=$NSA core=0 ;;
+  $NET.2) ns=$NSB core=$(($(nproc) > 1 ? 1 : 0)) ;;
+  *) exit 255 ;;
+esac
+exec ip netns exec "\$ns" taskset -c \$core /bin/sh -c "\$*"
+EOF
+    chmod +x "$work/rsh.sh"
+    printf '%s slots=1\n%s slots=1\n' "$NET.1" "$NET.2" >"$work/hosts"
+    run_cmd=(ip netns exec "$NSA" mpirun -np 2 --hostfile "$work/hosts" --mca plm_rsh_agent "$work/rsh.sh"
+             --bind-to none --mca btl self,tcp --mca btl_tcp_if_include "$NET.0/24"
+             --mca oob_tcp_if_include "$NET.0/24") ;;
+esac
+timeout -k 5 3600 "${run_cmd[@]}" "$build/ffn-train" "${args[@]}" --shard params >"$work/sharded.txt" 2>&1 ||
+  { cat "$work/sharded.txt"; echo "billion.sh: the sharded run failed" >&2; exit 1; }
+echo "--- the sharded run's log (head)"
+head -8 "$work/sharded.txt"
+echo "--- loss of each step"
+awk -F, '$1 == "step" { printf "%s %s\n", $3, $4 }' "$work/loss.csv" | paste -sd' ' | fold -w 120
+echo "--- the end"
+grep -E '^(done|memory: peak|memory: Pss|gathers)' "$work/sharded.txt"
+"${PYTHON:-/usr/bin/python3}" - "$work/loss.csv" <<'PY' || true
+import csv, sys
+l = [float(r["loss"]) for r in csv.DictReader(open(sys.argv[1])) if r["kind"] == "step"]
+k = max(1, len(l) // 3)
+print(f"mean loss of the first {k} steps {sum(l[:k]) / k:.4f}, of the last {k} {sum(l[-k:]) / k:.4f}")
+PY
