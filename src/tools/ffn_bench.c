@@ -7,7 +7,7 @@
  *       fsync'd write; prints one table row per measure
  *   ffn-bench step --model SPEC --input D --loss L --batch B [--threads N]
  *                  [--data FILE] [--seconds S] [--bucket-mb X] [--precision fp32|bf16]
- *                  [--gemm auto|openblas|onednn] [--grad-dtype fp32|bf16]
+ *                  [--gemm auto|openblas|onednn] [--grad-dtype fp32|bf16] [--shard MODE]
  *       one model: samples/s, GFLOP/s (6 x params x samples), sgemm bound and,
  *       with more than one rank, the gradient exchange
  *   ffn-bench ckpt --model SPEC --input D [--dir DIR]
@@ -220,6 +220,7 @@ typedef struct {
     ffn_precision precision;
     ffn_gemm_backend gemm;
     int grad_bf16; /* --grad-dtype bf16 */
+    ffn_shard shard; /* --shard MODE */
 } step_args;
 
 /* Loads the in-memory pool: this rank's share of the first rows of --data,
@@ -295,6 +296,7 @@ static step_result run_step(const step_args *a, int quiet)
     fill_pool(&s, a);
     /* As ffn-train runs it: Adam, and on one node the gradients in node-shared memory. */
     ffn_step_config sc = {.loss = s.loss, .optim = ffn_optim_defaults(FFN_OPT_ADAM), .grad_bf16 = a->grad_bf16,
+                          .shard = a->shard,
                           .bucket_bytes = (size_t)(a->bucket_mb * 1048576.0), .max_rows = s.local, .seed = 1};
     if (ffn_step_create(&s.step, s.model, comm, &sc) != FFN_OK) die("training step");
     size_t bucket = sc.bucket_bytes;
@@ -338,12 +340,16 @@ static step_result run_step(const step_args *a, int quiet)
     if (!isfinite(s.loss_sum)) die("the benchmark's training loss is not finite");
 
     if (nranks > 1) {
-        double w0 = ffn_grad_sync_wait_seconds(sync);
+        double w0 = ffn_step_comm_wait_seconds(s.step);
         for (int i = 0; i < 5; i++) train_step(&s);
-        r.wait_s = max_over_ranks((ffn_grad_sync_wait_seconds(sync) - w0) / 5.0);
+        r.wait_s = max_over_ranks((ffn_step_comm_wait_seconds(s.step) - w0) / 5.0);
         ffn_step_set_exchange(s.step, 0);
         r.nosync_s = time_per_call(train_step, &s, a->seconds * 0.5, 3);
         ffn_step_set_exchange(s.step, 1);
+    }
+    if (nranks > 1 && !sync) { /* --shard grads/params: no all-reduce exchange to time alone */
+        r.exchange_s = r.bare_s = NAN;
+    } else if (nranks > 1) {
         r.exchange_s = time_per_call(exchange_alone, &s, a->seconds * 0.5, 3);
         allreduce_ctx ac = {ffn_model_grads(s.model), ffn_model_param_count(s.model),
                             bucket / sizeof(float) ? bucket / sizeof(float) : 1};
@@ -368,14 +374,15 @@ static step_result run_step(const step_args *a, int quiet)
                    1e3 * r.nosync_s, 1e3 * r.exchange_s, 1e3 * (r.step_s - r.nosync_s), 1e3 * r.bare_s,
                    1e3 * r.wait_s, r.exchange_s / r.bare_s,
                    fmax(0.0, fmin(1.0, 1.0 - (r.step_s - r.nosync_s) / r.exchange_s)),
-                   r.params * 4.0 / 1048576.0, ffn_grad_sync_method(sync));
+                   r.params * 4.0 / 1048576.0, sync ? ffn_grad_sync_method(sync) : "sharded");
         char gemm[160];
         ffn_model_gemm_name(s.model, gemm, sizeof gemm);
         for (char *c = gemm; *c; c++)
             if (*c == ' ') *c = '_'; /* one key=value token */
-        printf(" cpu_step_ms=%.4f cpu_bound_ms=%.4f kernels=%s corename=%s precision=%s gemm=%s\n", 1e3 * r.cpu_s,
-               1e3 * r.bound_cpu_s, ffn_act_kernels(), openblas_get_corename(),
-               ffn_names_name(&ffn_precision_names, (int)a->precision), gemm);
+        printf(" cpu_step_ms=%.4f cpu_bound_ms=%.4f kernels=%s corename=%s precision=%s gemm=%s shard=%s\n",
+               1e3 * r.cpu_s, 1e3 * r.bound_cpu_s, ffn_act_kernels(), openblas_get_corename(),
+               ffn_names_name(&ffn_precision_names, (int)a->precision), gemm,
+               ffn_names_name(&ffn_shard_names, (int)a->shard));
         fflush(stdout);
     }
     ffn_gemm_free(s.gemm);
@@ -576,9 +583,9 @@ static int suite(int quick, int threads, const char *dir)
         printf("| measure | ffn | reference | ratio |\n|---|---:|---:|---:|\n");
     }
     step_args runs[3] = {
-        {"mlp-b32", "dense:128:relu,dense:10", "softmax_ce", NULL, 784, 32, threads, sec, 4, FFN_PRECISION_FP32, FFN_GEMM_AUTO, 0},
-        {"mlp-b256", "dense:128:relu,dense:10", "softmax_ce", NULL, 784, 256, threads, sec, 4, FFN_PRECISION_FP32, FFN_GEMM_AUTO, 0},
-        {"ffn-b256", "dense:4096:gelu,dense:1024", "mse", NULL, 1024, 256, threads, sec, 4, FFN_PRECISION_FP32, FFN_GEMM_AUTO, 0},
+        {"mlp-b32", "dense:128:relu,dense:10", "softmax_ce", NULL, 784, 32, threads, sec, 4, FFN_PRECISION_FP32, FFN_GEMM_AUTO, 0, FFN_SHARD_NONE},
+        {"mlp-b256", "dense:128:relu,dense:10", "softmax_ce", NULL, 784, 256, threads, sec, 4, FFN_PRECISION_FP32, FFN_GEMM_AUTO, 0, FFN_SHARD_NONE},
+        {"ffn-b256", "dense:4096:gelu,dense:1024", "mse", NULL, 1024, 256, threads, sec, 4, FFN_PRECISION_FP32, FFN_GEMM_AUTO, 0, FFN_SHARD_NONE},
     };
     int bad = 0;
     for (int i = 0; i < 3; i++) {
@@ -657,7 +664,7 @@ int main(int argc, char **argv)
                    "       ffn-bench --version\n"
                    "       ffn-bench step --model SPEC --input D --loss L --batch B [--threads N] [--data FILE]\n"
                    "                      [--seconds S] [--bucket-mb X] [--name NAME] [--precision fp32|bf16] [--gemm auto|openblas|onednn]\n"
-                   "                      [--grad-dtype fp32|bf16]\n"
+                   "                      [--grad-dtype fp32|bf16] [--shard none|optimizer|grads|params]\n"
                    "       ffn-bench ckpt --model SPEC --input D [--dir DIR]\n"
                    "       ffn-bench train FFN-TRAIN-FLAGS...\n"
                    "(synthetic datasets: ffn-data synth)\n");
@@ -668,11 +675,13 @@ int main(int argc, char **argv)
                        strtoull(flag_value(argc, argv, "--batch", "32"), NULL, 10),
                        atoi(flag_value(argc, argv, "--threads", "1")),
                        atof(flag_value(argc, argv, "--seconds", "3")),
-                       atof(flag_value(argc, argv, "--bucket-mb", "4")), FFN_PRECISION_FP32, FFN_GEMM_AUTO, 0};
+                       atof(flag_value(argc, argv, "--bucket-mb", "4")), FFN_PRECISION_FP32, FFN_GEMM_AUTO, 0, FFN_SHARD_NONE};
         int precision = named_flag(argc, argv, "--precision", "fp32", &ffn_precision_names);
         int grad_dtype = named_flag(argc, argv, "--grad-dtype", "fp32", &ffn_precision_names);
         int gemm = named_flag(argc, argv, "--gemm", "auto", &ffn_gemm_backend_names);
-        if (precision < 0 || grad_dtype < 0 || gemm < 0) a.model = NULL;
+        int shard = named_flag(argc, argv, "--shard", "none", &ffn_shard_names);
+        if (precision < 0 || grad_dtype < 0 || gemm < 0 || shard < 0) a.model = NULL;
+        a.shard = shard < 0 ? FFN_SHARD_NONE : (ffn_shard)shard;
         a.precision = precision < 0 ? FFN_PRECISION_FP32 : (ffn_precision)precision;
         a.grad_bf16 = grad_dtype == FFN_PRECISION_BF16;
         a.gemm = gemm < 0 ? FFN_GEMM_AUTO : (ffn_gemm_backend)gemm;
