@@ -289,6 +289,16 @@ static int write_metadata(hid_t f, const ffn_checkpoint *c, const ffn_model *m)
     return bad ? -1 : 0;
 }
 
+/* Test hook: FFN_DEBUG_FAIL_SAVE_SLICE=K makes the writer's K-th slice write
+ * (counted over the process's saves, from 1) fail as a full disk would, to
+ * show that a write failing midway ends the save on every rank. */
+static int debug_fail_this_slice(void)
+{
+    static long slices;
+    const char *hook = getenv("FFN_DEBUG_FAIL_SAVE_SLICE");
+    return hook && ++slices == atol(hook);
+}
+
 /* One float dataset of `count` values at flat offset `base` of buffer (-1
  * the parameters, i optimizer state i), created by the writer in loc as
  * name, then written a slice at a time. Every rank walks the same slices:
@@ -321,7 +331,9 @@ static ffn_status write_sliced(const saver *s, hid_t loc, const char *name, cons
         if (s->writer && st == FFN_OK && c->check_finite) st = check_finite(v, n, s->path, what, at);
         if (s->writer && st == FFN_OK) {
             errno = 0;
-            if (transfer_flat_range(d, rank, cols, at, at + n, (float *)v, 1) != 0) st = write_failed(s->path, errno);
+            if (debug_fail_this_slice()) st = write_failed(s->path, ENOSPC);
+            else if (transfer_flat_range(d, rank, cols, at, at + n, (float *)v, 1) != 0)
+                st = write_failed(s->path, errno);
         }
         if ((st = agree(s, st)) != FFN_OK) break;
     }
