@@ -102,13 +102,17 @@ static int write_mask(hid_t loc, const char *name, const uint8_t *data, const hs
 }
 
 /* Selects elements [from, to) (from < to) of a dataset's row-major order in
- * its space: rows of cols, so a partial row at either end and the whole rows
- * between (HDF5 walks the union in that same order). */
-static int select_flat_range(hid_t space, int rank, hsize_t cols, hsize_t from, hsize_t to)
+ * its space: rows of cols, so the partial rows at either end and the whole
+ * rows between, as few blocks as that takes (HDF5 walks the union in that
+ * same order). Returns the number of blocks (-1: failed), and the first
+ * block's shape in one_block [2]. */
+static int select_flat_range(hid_t space, int rank, hsize_t cols, hsize_t from, hsize_t to, hsize_t *one_block)
 {
+    one_block[0] = to - from;
+    one_block[1] = 1;
     if (rank == 1) {
         hsize_t start = from, count = to - from;
-        return H5Sselect_hyperslab(space, H5S_SELECT_SET, &start, NULL, &count, NULL) < 0 ? -1 : 0;
+        return H5Sselect_hyperslab(space, H5S_SELECT_SET, &start, NULL, &count, NULL) < 0 ? -1 : 1;
     }
     const hsize_t r0 = from / cols, c0 = from % cols, r1 = (to - 1) / cols, c1 = (to - 1) % cols;
     hsize_t blocks[3][4]; /* row, col, rows, cols */
@@ -116,23 +120,29 @@ static int select_flat_range(hid_t space, int rank, hsize_t cols, hsize_t from, 
     if (r0 == r1) {
         memcpy(blocks[n++], (hsize_t[4]){r0, c0, 1, c1 - c0 + 1}, sizeof blocks[0]);
     } else {
-        memcpy(blocks[n++], (hsize_t[4]){r0, c0, 1, cols - c0}, sizeof blocks[0]);
-        if (r1 > r0 + 1) memcpy(blocks[n++], (hsize_t[4]){r0 + 1, 0, r1 - r0 - 1, cols}, sizeof blocks[0]);
-        memcpy(blocks[n++], (hsize_t[4]){r1, 0, 1, c1 + 1}, sizeof blocks[0]);
+        const hsize_t whole_from = c0 ? r0 + 1 : r0, whole_to = c1 + 1 == cols ? r1 + 1 : r1;
+        if (c0) memcpy(blocks[n++], (hsize_t[4]){r0, c0, 1, cols - c0}, sizeof blocks[0]);
+        if (whole_to > whole_from) memcpy(blocks[n++], (hsize_t[4]){whole_from, 0, whole_to - whole_from, cols}, sizeof blocks[0]);
+        if (c1 + 1 != cols) memcpy(blocks[n++], (hsize_t[4]){r1, 0, 1, c1 + 1}, sizeof blocks[0]);
     }
     for (int i = 0; i < n; i++)
         if (H5Sselect_hyperslab(space, i ? H5S_SELECT_OR : H5S_SELECT_SET, blocks[i], NULL, blocks[i] + 2, NULL) < 0)
             return -1;
-    return 0;
+    memcpy(one_block, blocks[0] + 2, 2 * sizeof *one_block);
+    return n;
 }
 
 /* Elements [from, to) of dataset d (rank, cols per row) written from or read
- * into buf [to - from]. */
+ * into buf [to - from]. One block is described to HDF5 in its own shape in
+ * memory too: HDF5 then moves it whole (a flat memory space against a 2-D
+ * block goes element run by run, 2-3 times slower). */
 static int transfer_flat_range(hid_t d, int rank, hsize_t cols, size_t from, size_t to, float *buf, int write)
 {
-    hsize_t n = to - from;
-    hid_t fspace = H5Dget_space(d), mspace = H5Screate_simple(1, &n, NULL);
-    int ok = fspace >= 0 && mspace >= 0 && select_flat_range(fspace, rank, cols, from, to) == 0 &&
+    hsize_t n = to - from, block[2];
+    hid_t fspace = H5Dget_space(d);
+    int blocks = fspace >= 0 ? select_flat_range(fspace, rank, cols, from, to, block) : -1;
+    hid_t mspace = blocks == 1 ? H5Screate_simple(rank, block, NULL) : H5Screate_simple(1, &n, NULL);
+    int ok = blocks > 0 && mspace >= 0 &&
              (write ? H5Dwrite(d, H5T_NATIVE_FLOAT, mspace, fspace, H5P_DEFAULT, buf)
                     : H5Dread(d, H5T_NATIVE_FLOAT, mspace, fspace, H5P_DEFAULT, buf)) >= 0;
     if (mspace >= 0) H5Sclose(mspace);
