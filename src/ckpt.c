@@ -372,8 +372,9 @@ static ffn_status write_values(const saver *s, hid_t f)
     hid_t g = s->writer && states ? H5Gopen2(f, "optimizer", H5P_DEFAULT) : -1;
     hsize_t n[1] = {c->param_count};
     for (size_t i = 0; i < states && st == FFN_OK; i++) {
-        snprintf(where, sizeof where, "/optimizer/%s", c->state_names[i]);
-        st = write_sliced(s, g, c->state_names[i], where, (int)i, 0, 1, n);
+        const char *name = s->writer ? c->state_names[i] : ""; /* only the writer needs the names */
+        snprintf(where, sizeof where, "/optimizer/%s", name);
+        st = write_sliced(s, g, name, where, (int)i, 0, 1, n);
     }
     if (g >= 0) H5Gclose(g);
     return st;

@@ -142,7 +142,8 @@ ffn_status ffn_checkpoint_save(const ffn_checkpoint *c, const char *path);
 /* Collective over comm: rank 0 writes path as ffn_checkpoint_save does, the
  * parameters and optimizer state slice by slice through c->fetch, which every
  * rank calls in the same order (c on the other ranks needs only the model or
- * spec, param_count, state_count and fetch). The ranks agree after each slice,
+ * spec, param_count, optimizer, state_count and fetch, and params and state
+ * NULL as on rank 0). The ranks agree after each slice,
  * so a failure anywhere (a full disk on rank 0, a failed gather) ends the save
  * on every rank with the same status and message, PATH.tmp removed. */
 ffn_status ffn_checkpoint_save_collective(const ffn_checkpoint *c, const char *path, ffn_comm *comm);
