@@ -183,7 +183,6 @@ static ffn_status copy_init_tensor(const ffn_run *r, const ffn_checkpoint *ck, c
 static ffn_status copy_init_tensors(ffn_run *r, const ffn_checkpoint *ck)
 {
     const ffn_train_config *cfg = r->cfg;
-    ffn_status st;
     const ffn_model *cm = ck->model;
     size_t n = ffn_model_layer_count(r->model), cn = ffn_model_layer_count(cm);
     for (size_t i = 0; i < n; i++) {
@@ -217,7 +216,7 @@ static ffn_status copy_init_tensors(ffn_run *r, const ffn_checkpoint *ck)
                                 "checkpoint%s", cfg->init_from, i, t->name, a, b,
                                 i + 1 == n ? " (use --replace-head K for a new output layer)" : "");
             }
-            st = copy_init_tensor(r, ck, t, ct);
+            ffn_status st = copy_init_tensor(r, ck, t, ct);
             if (st != FFN_OK) return st;
         }
     }
