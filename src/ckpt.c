@@ -24,6 +24,19 @@
 #include "ffn/model.h"
 #include "ffn/version.h"
 
+size_t ffn_checkpoint_slice_floats(void)
+{
+    size_t bytes = FFN_CKPT_SLICE_BYTES;
+    const char *env = getenv("FFN_CKPT_SLICE_BYTES");
+    if (env && *env) {
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(env, &end, 10);
+        if (!errno && !*end && v > 0) bytes = (size_t)v;
+    }
+    return bytes >= sizeof(float) ? bytes / sizeof(float) : 1;
+}
+
 /* ---- small HDF5 helpers --------------------------------------------------- */
 
 static hid_t string_type(void)
@@ -52,38 +65,89 @@ static int write_double_attr(hid_t loc, const char *name, double value)
     return h5_write_scalar_attr(loc, name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, &value) < 0 ? -1 : 0;
 }
 
-/* One tensor: chunked by rows (at most ~1 MiB a chunk) with the Fletcher32
- * checksum filter; every element is written, so no zero-fill pass. */
-static int write_chunked(hid_t loc, const char *name, hid_t file_type, hid_t mem_type, size_t elem_bytes,
-                         const void *data, int rank, const hsize_t *dims)
+/* Rows of a dataset's chunk: at most ~1 MiB, whole rows. */
+static hsize_t chunk_rows(int rank, const hsize_t *dims, size_t elem_bytes)
 {
     hsize_t row = rank == 2 && dims[1] ? dims[1] : 1, max_rows = ((hsize_t)1 << 20) / elem_bytes / row;
-    hsize_t chunk[2] = {dims[0], row};
+    hsize_t rows = dims[0];
     if (max_rows == 0) max_rows = 1;
-    if (chunk[0] > max_rows) chunk[0] = max_rows;
-    if (chunk[0] == 0) chunk[0] = 1;
+    if (rows > max_rows) rows = max_rows;
+    return rows ? rows : 1;
+}
+
+/* One tensor's dataset: chunked by rows with the Fletcher32 checksum filter;
+ * every element is written, so no zero-fill pass. -1 on failure. */
+static hid_t create_chunked(hid_t loc, const char *name, hid_t file_type, size_t elem_bytes, int rank,
+                           const hsize_t *dims)
+{
+    hsize_t chunk[2] = {chunk_rows(rank, dims, elem_bytes), rank == 2 && dims[1] ? dims[1] : 1};
     hid_t space = H5Screate_simple(rank, dims, NULL);
     hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
     H5Pset_chunk(dcpl, rank, chunk);
     H5Pset_fletcher32(dcpl);
     H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER);
     hid_t d = H5Dcreate2(loc, name, file_type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
-    int ok = d >= 0 && H5Dwrite(d, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0;
-    if (d >= 0) H5Dclose(d);
     H5Pclose(dcpl);
     H5Sclose(space);
+    return d;
+}
+
+/* A pruning mask: uint8 [out, in], written whole. */
+static int write_mask(hid_t loc, const char *name, const uint8_t *data, const hsize_t *dims)
+{
+    hid_t d = create_chunked(loc, name, H5T_STD_U8LE, 1, 2, dims);
+    int ok = d >= 0 && H5Dwrite(d, H5T_NATIVE_UINT8, H5S_ALL, H5S_ALL, H5P_DEFAULT, data) >= 0;
+    if (d >= 0) H5Dclose(d);
     return ok ? 0 : -1;
 }
 
-static int write_floats(hid_t loc, const char *name, const float *data, int rank, const hsize_t *dims)
+/* Selects elements [from, to) (from < to) of a dataset's row-major order in
+ * its space: rows of cols, so the partial rows at either end and the whole
+ * rows between, as few blocks as that takes (HDF5 walks the union in that
+ * same order). Returns the number of blocks (-1: failed), and the first
+ * block's shape in one_block [2]. */
+static int select_flat_range(hid_t space, int rank, hsize_t cols, hsize_t from, hsize_t to, hsize_t *one_block)
 {
-    return write_chunked(loc, name, H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, sizeof(float), data, rank, dims);
+    one_block[0] = to - from;
+    one_block[1] = 1;
+    if (rank == 1) {
+        hsize_t start = from, count = to - from;
+        return H5Sselect_hyperslab(space, H5S_SELECT_SET, &start, NULL, &count, NULL) < 0 ? -1 : 1;
+    }
+    const hsize_t r0 = from / cols, c0 = from % cols, r1 = (to - 1) / cols, c1 = (to - 1) % cols;
+    hsize_t blocks[3][4]; /* row, col, rows, cols */
+    int n = 0;
+    if (r0 == r1) {
+        memcpy(blocks[n++], (hsize_t[4]){r0, c0, 1, c1 - c0 + 1}, sizeof blocks[0]);
+    } else {
+        const hsize_t whole_from = c0 ? r0 + 1 : r0, whole_to = c1 + 1 == cols ? r1 + 1 : r1;
+        if (c0) memcpy(blocks[n++], (hsize_t[4]){r0, c0, 1, cols - c0}, sizeof blocks[0]);
+        if (whole_to > whole_from) memcpy(blocks[n++], (hsize_t[4]){whole_from, 0, whole_to - whole_from, cols}, sizeof blocks[0]);
+        if (c1 + 1 != cols) memcpy(blocks[n++], (hsize_t[4]){r1, 0, 1, c1 + 1}, sizeof blocks[0]);
+    }
+    for (int i = 0; i < n; i++)
+        if (H5Sselect_hyperslab(space, i ? H5S_SELECT_OR : H5S_SELECT_SET, blocks[i], NULL, blocks[i] + 2, NULL) < 0)
+            return -1;
+    memcpy(one_block, blocks[0] + 2, 2 * sizeof *one_block);
+    return n;
 }
 
-/* A pruning mask: uint8 [out, in]. */
-static int write_mask(hid_t loc, const char *name, const uint8_t *data, const hsize_t *dims)
+/* Elements [from, to) of dataset d (rank, cols per row) written from or read
+ * into buf [to - from]. One block is described to HDF5 in its own shape in
+ * memory too: HDF5 then moves it whole (a flat memory space against a 2-D
+ * block goes element run by run, 2-3 times slower). */
+static int transfer_flat_range(hid_t d, int rank, hsize_t cols, size_t from, size_t to, float *buf, int write)
 {
-    return write_chunked(loc, name, H5T_STD_U8LE, H5T_NATIVE_UINT8, 1, data, 2, dims);
+    hsize_t n = to - from, block[2];
+    hid_t fspace = H5Dget_space(d);
+    int blocks = fspace >= 0 ? select_flat_range(fspace, rank, cols, from, to, block) : -1;
+    hid_t mspace = blocks == 1 ? H5Screate_simple(rank, block, NULL) : H5Screate_simple(1, &n, NULL);
+    int ok = blocks > 0 && mspace >= 0 &&
+             (write ? H5Dwrite(d, H5T_NATIVE_FLOAT, mspace, fspace, H5P_DEFAULT, buf)
+                    : H5Dread(d, H5T_NATIVE_FLOAT, mspace, fspace, H5P_DEFAULT, buf)) >= 0;
+    if (mspace >= 0) H5Sclose(mspace);
+    if (fspace >= 0) H5Sclose(fspace);
+    return ok ? 0 : -1;
 }
 
 static int fsync_path(const char *path, int directory)
@@ -121,6 +185,15 @@ static void close_failed_file(hid_t f, const char *tmp)
     H5Fclose(f);
 }
 
+static ffn_status check_finite(const float *v, size_t n, const char *path, const char *what, size_t first_index)
+{
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(v[i]))
+            return ffn_fail(FFN_ERR_NUMERIC, "checkpoint %s: %s holds a non-finite value (%g at index %zu)", path, what,
+                            (double)v[i], first_index + i);
+    return FFN_OK;
+}
+
 /* ---- save ----------------------------------------------------------------- */
 
 /* The dense weight tensor of layer i whose pruning mask is stored, or NULL. */
@@ -130,7 +203,34 @@ static const ffn_tensor *mask_tensor(const ffn_model *m, size_t i)
     return l->spec.kind == FFN_LAYER_DENSE ? ffn_model_find_tensor(m, i, "W") : NULL;
 }
 
-static int write_contents(hid_t f, const ffn_checkpoint *c, const ffn_model *m)
+/* One save, on the writer (rank 0, or the only process) and on the ranks
+ * that only feed it. */
+typedef struct {
+    const ffn_checkpoint *c;
+    const ffn_model *m;       /* the tensor layout */
+    const char *path;
+    ffn_comm *comm;           /* NULL: one process, nothing to agree on */
+    int writer;
+    size_t slice_floats;
+    float *slice;             /* writer: [slice_floats] for fetched values; NULL when all are held */
+} saver;
+
+static ffn_status agree(const saver *s, ffn_status st)
+{
+    return s->comm ? ffn_comm_agree(s->comm, st) : st;
+}
+
+/* The message of a write that failed with errno e (0: HDF5 did not say). */
+static ffn_status write_failed(const char *path, int e)
+{
+    if (!e) e = EIO;
+    return ffn_fail(FFN_ERR_IO, "checkpoint %s: write failed (%s); the previous checkpoint is kept", path,
+                    e == ENOSPC ? "disk full" : strerror(e));
+}
+
+/* Everything but the values of the parameter and optimizer state datasets:
+ * attributes, groups, pruning masks, /train and /data (writer only). */
+static int write_metadata(hid_t f, const ffn_checkpoint *c, const ffn_model *m)
 {
     if (write_string_attr(f, "format", "ffn-checkpoint") || write_u64_attr(f, "format_version", FFN_CKPT_FORMAT_VERSION) ||
         write_string_attr(f, "ffn_version", ffn_version()) ||
@@ -138,26 +238,16 @@ static int write_contents(hid_t f, const ffn_checkpoint *c, const ffn_model *m)
         write_string_attr(f, "loss", c->loss ? c->loss : "") ||
         write_string_attr(f, "config_json", c->config_json ? c->config_json : "{}"))
         return -1;
-    /* /model/<i>/<tensor>: every tensor of every layer, shaped as the spec says. */
+    /* /model/<i>: one group per layer; its tensors come slice by slice (write_values). */
     hid_t model = H5Gcreate2(f, "model", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
     if (model < 0) return -1;
     int bad = 0;
     for (size_t i = 0; i < ffn_model_layer_count(m) && !bad; i++) {
-        const ffn_layer *l = ffn_model_layer_const(m, i);
         char name[32];
         snprintf(name, sizeof name, "%zu", i);
         hid_t g = H5Gcreate2(model, name, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
-        if (g < 0) {
-            bad = 1;
-            break;
-        }
-        bad = write_u64_attr(g, "frozen", (uint64_t)(l->frozen != 0));
-        for (size_t k = 0; k < l->tensor_count && !bad; k++) {
-            const ffn_tensor *t = &l->tensors[k];
-            hsize_t dims[2] = {t->shape[0], t->shape[1]};
-            bad = write_floats(g, t->name, c->params + t->offset, t->ndim, dims);
-        }
-        H5Gclose(g);
+        bad = g < 0 || write_u64_attr(g, "frozen", (uint64_t)(ffn_model_layer_const(m, i)->frozen != 0));
+        if (g >= 0) H5Gclose(g);
     }
     H5Gclose(model);
     if (bad) return -1;
@@ -182,10 +272,7 @@ static int write_contents(hid_t f, const ffn_checkpoint *c, const ffn_model *m)
     if (c->optimizer) {
         hid_t g = H5Gcreate2(f, "optimizer", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
         if (g < 0) return -1;
-        hsize_t n[1] = {c->param_count};
         bad = write_string_attr(g, "kind", c->optimizer) || write_u64_attr(g, "step_count", c->optimizer_steps);
-        for (size_t i = 0; i < c->state_count && !bad; i++)
-            bad = write_floats(g, c->state_names[i], c->state[i], 1, n);
         H5Gclose(g);
         if (bad) return -1;
     }
@@ -212,58 +299,138 @@ static int write_contents(hid_t f, const ffn_checkpoint *c, const ffn_model *m)
     return bad ? -1 : 0;
 }
 
-ffn_status ffn_checkpoint_save(const ffn_checkpoint *c, const char *path)
+/* Test hook: FFN_DEBUG_FAIL_SAVE_SLICE=K makes the writer's K-th slice write
+ * (counted over the process's saves, from 1) fail as a full disk would, to
+ * show that a write failing midway ends the save on every rank. */
+static int debug_fail_this_slice(void)
 {
-    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
-    /* The tensor layout: the caller's model, or one built from the spec. */
-    ffn_model *own = NULL;
-    const ffn_model *m = c->model;
-    if (!m && ffn_model_create_from_text(&own, c->model_spec, c->input_dim) != FFN_OK)
-        return ffn_fail(FFN_ERR_ARG, "checkpoint %s: model_spec: %s", path, ffn_last_error());
-    if (!m) m = own;
-    if (ffn_model_param_count(m) != c->param_count) {
-        ffn_model_free(own);
-        return ffn_fail(FFN_ERR_ARG, "checkpoint %s: the model has %zu parameters, the buffer given %zu", path,
-                        ffn_model_param_count(m), c->param_count);
+    static long slices;
+    const char *hook = getenv("FFN_DEBUG_FAIL_SAVE_SLICE");
+    return hook && ++slices == atol(hook);
+}
+
+/* One float dataset of `count` values at flat offset `base` of buffer (-1
+ * the parameters, i optimizer state i), created by the writer in loc as
+ * name, then written a slice at a time. Every rank walks the same slices:
+ * fetch (a collective gather when the values are not held), write, agree; a
+ * slice holds whole chunks when one fits, so that no chunk is written twice. */
+static ffn_status write_sliced(const saver *s, hid_t loc, const char *name, const char *what, int buffer,
+                               size_t base, int rank, const hsize_t *dims)
+{
+    const ffn_checkpoint *c = s->c;
+    const hsize_t cols = rank == 2 ? dims[1] : 1;
+    const size_t count = (size_t)(dims[0] * cols), chunk = (size_t)(chunk_rows(rank, dims, sizeof(float)) * cols);
+    const size_t per = s->slice_floats >= chunk ? s->slice_floats / chunk * chunk : s->slice_floats;
+    const float *held = buffer < 0 ? c->params : c->state[buffer];
+    ffn_status st = FFN_OK;
+    hid_t d = -1;
+    if (s->writer) {
+        errno = 0;
+        if ((d = create_chunked(loc, name, H5T_IEEE_F32LE, sizeof(float), rank, dims)) < 0)
+            st = write_failed(s->path, errno);
     }
-    size_t len = strlen(path);
-    char *tmp = malloc(len + 5);
-    if (!tmp) {
-        ffn_model_free(own);
-        return ffn_fail(FFN_ERR_NOMEM, "out of memory");
+    for (size_t at = 0; at < count; at += per) {
+        const size_t n = count - at < per ? count - at : per;
+        const float *v = held ? held + base + at : s->slice;
+        if (!held) {
+            ffn_status got = c->fetch ? c->fetch(c->fetch_user, buffer, base + at, n, s->writer ? s->slice : NULL)
+                                      : ffn_fail(FFN_ERR_ARG, "checkpoint %s: %s: no values and no source", s->path,
+                                                 what);
+            if (st == FFN_OK) st = got;
+        }
+        if (s->writer && st == FFN_OK && c->check_finite) st = check_finite(v, n, s->path, what, at);
+        if (s->writer && st == FFN_OK) {
+            errno = 0;
+            if (debug_fail_this_slice()) st = write_failed(s->path, ENOSPC);
+            else if (transfer_flat_range(d, rank, cols, at, at + n, (float *)v, 1) != 0)
+                st = write_failed(s->path, errno);
+        }
+        if ((st = agree(s, st)) != FFN_OK) break;
     }
-    memcpy(tmp, path, len);
-    memcpy(tmp + len, ".tmp", 5);
+    if (d >= 0) H5Dclose(d);
+    return st;
+}
+
+/* The parameter tensors (/model/<i>/<t>), then the optimizer state buffers,
+ * each slice by slice; the same walk on every rank. */
+static ffn_status write_values(const saver *s, hid_t f)
+{
+    const ffn_checkpoint *c = s->c;
+    const ffn_model *m = s->m;
+    ffn_status st = FFN_OK;
+    char where[96];
+    for (size_t k = 0; k < ffn_model_tensor_count(m) && st == FFN_OK; k++) {
+        const ffn_tensor *t = ffn_model_tensor(m, k);
+        hsize_t dims[2] = {t->shape[0], t->shape[1]};
+        snprintf(where, sizeof where, "model/%zu", t->layer);
+        hid_t g = s->writer ? H5Gopen2(f, where, H5P_DEFAULT) : -1;
+        snprintf(where, sizeof where, "/model/%zu/%s", t->layer, t->name);
+        st = write_sliced(s, g, t->name, where, -1, t->offset, t->ndim, dims);
+        if (g >= 0) H5Gclose(g);
+    }
+    const size_t states = c->optimizer ? c->state_count : 0;
+    hid_t g = s->writer && states ? H5Gopen2(f, "optimizer", H5P_DEFAULT) : -1;
+    hsize_t n[1] = {c->param_count};
+    for (size_t i = 0; i < states && st == FFN_OK; i++) {
+        const char *name = s->writer ? c->state_names[i] : ""; /* only the writer needs the names */
+        snprintf(where, sizeof where, "/optimizer/%s", name);
+        st = write_sliced(s, g, name, where, (int)i, 0, 1, n);
+    }
+    if (g >= 0) H5Gclose(g);
+    return st;
+}
+
+/* The writer: PATH.tmp created, its bytes reserved and everything but the
+ * tensors' values written. On failure nothing is left (*f -1). */
+static ffn_status begin_file(const saver *s, const char *tmp, hid_t *f)
+{
+    const ffn_checkpoint *c = s->c;
     /* HDF5 writes the file under its temporary name (sec2 driver: plain
      * write()s into the page cache; an in-memory image first cost three passes
-     * of page faults over the checkpoint's bytes); then fsync, rename, and
-     * fsync the directory. A failure at any point (disk full, I/O error)
-     * removes the temporary file and keeps the previous checkpoint. errno is
-     * read right after the failing call: HDF5's sec2 driver leaves write()'s
-     * error there. */
+     * of page faults over the checkpoint's bytes). errno is read right after
+     * the failing call: HDF5's sec2 driver leaves write()'s error there. */
     hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
     H5Pset_fapl_sec2(fapl);
     errno = 0;
-    hid_t f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
+    *f = H5Fcreate(tmp, H5F_ACC_TRUNC, H5P_DEFAULT, fapl);
     H5Pclose(fapl);
-    if (f < 0) {
+    if (*f < 0) {
         int e = errno;
-        ffn_status st = ffn_fail(FFN_ERR_IO, "checkpoint %s: cannot create %s: %s", path, tmp,
+        ffn_status st = ffn_fail(FFN_ERR_IO, "checkpoint %s: cannot create %s: %s", s->path, tmp,
                                  e ? strerror(e) : "HDF5 error");
         unlink(tmp);
-        free(tmp);
-        ffn_model_free(own);
         return st;
     }
     /* Tensors, optimizer state and masks, plus Fletcher32 and chunk index
      * overhead (about 1%), attributes and object headers. */
     size_t bytes = c->param_count * sizeof(float) * (1 + c->state_count) + (c->mask ? c->param_count : 0);
     bytes += bytes / 32 + (c->config_json ? strlen(c->config_json) : 0) + ((size_t)64 << 10);
-    int err = reserve_space(f, tmp, bytes);
-    if (!err && (write_contents(f, c, m) || H5Fflush(f, H5F_SCOPE_GLOBAL) < 0)) err = errno ? errno : EIO;
-    if (err) close_failed_file(f, tmp);
-    else if (H5Fclose(f) < 0) err = errno ? errno : EIO;
-    ffn_model_free(own);
+    int err = reserve_space(*f, tmp, bytes);
+    if (!err) {
+        errno = 0;
+        if (write_metadata(*f, c, s->m)) err = errno ? errno : EIO;
+    }
+    if (!err) return FFN_OK;
+    close_failed_file(*f, tmp);
+    unlink(tmp);
+    *f = -1;
+    return write_failed(s->path, err);
+}
+
+/* The writer, once every value is in: flush, close, fsync, rename onto path
+ * and fsync the directory. A failure removes PATH.tmp and keeps the previous
+ * checkpoint. */
+static ffn_status finish_file(const saver *s, const char *tmp, hid_t f)
+{
+    const char *path = s->path;
+    int err = 0;
+    errno = 0;
+    if (H5Fflush(f, H5F_SCOPE_GLOBAL) < 0) {
+        err = errno ? errno : EIO;
+        close_failed_file(f, tmp);
+    } else if (H5Fclose(f) < 0) {
+        err = errno ? errno : EIO;
+    }
     /* Test hook: FFN_DEBUG_KILL_IN_SAVE=K kills the process during its K-th
      * checkpoint, with the temporary file torn in half. */
     static int saves;
@@ -279,18 +446,13 @@ ffn_status ffn_checkpoint_save(const ffn_checkpoint *c, const char *path)
     }
     if (err) {
         unlink(tmp);
-        ffn_status st = ffn_fail(FFN_ERR_IO, "checkpoint %s: write failed (%s); the previous checkpoint is kept",
-                                 path, err == ENOSPC ? "disk full" : strerror(err));
-        free(tmp);
-        return st;
+        return write_failed(path, err);
     }
     if (rename(tmp, path) != 0) {
         ffn_status st = ffn_fail(FFN_ERR_IO, "checkpoint %s: cannot rename %s onto it: %s", path, tmp, strerror(errno));
         unlink(tmp);
-        free(tmp);
         return st;
     }
-    free(tmp);
     /* The rename itself must reach the disk. */
     char *dir = strdup(path);
     if (dir) {
@@ -304,6 +466,64 @@ ffn_status ffn_checkpoint_save(const ffn_checkpoint *c, const char *path)
         free(dir);
     }
     return FFN_OK;
+}
+
+/* ffn_checkpoint_save (comm NULL) and its collective form: one walk. */
+static ffn_status save(const ffn_checkpoint *c, const char *path, ffn_comm *comm)
+{
+    H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+    saver s = {.c = c, .path = path, .comm = comm, .writer = !comm || ffn_comm_rank(comm) == 0,
+               .slice_floats = ffn_checkpoint_slice_floats(), .m = c->model};
+    /* The tensor layout: the caller's model, or one built from the spec. */
+    ffn_model *own = NULL;
+    ffn_status st = FFN_OK;
+    if (!s.m && ffn_model_create_from_text(&own, c->model_spec, c->input_dim) != FFN_OK)
+        st = ffn_fail(FFN_ERR_ARG, "checkpoint %s: model_spec: %s", path, ffn_last_error());
+    if (!s.m) s.m = own;
+    if (st == FFN_OK && ffn_model_param_count(s.m) != c->param_count)
+        st = ffn_fail(FFN_ERR_ARG, "checkpoint %s: the model has %zu parameters, the buffer given %zu", path,
+                      ffn_model_param_count(s.m), c->param_count);
+    int fetches = !c->params;
+    for (size_t i = 0; c->optimizer && i < c->state_count; i++) fetches |= !c->state[i];
+    if (st == FFN_OK && s.writer && fetches) { /* no slice is longer than its dataset */
+        size_t cap = s.slice_floats < c->param_count ? s.slice_floats : c->param_count;
+        if (!(s.slice = ffn_alloc_floats(cap ? cap : 1)))
+            st = ffn_fail(FFN_ERR_NOMEM, "checkpoint %s: out of memory for a slice of %zu values", path, cap);
+    }
+    char *tmp = NULL;
+    hid_t f = -1;
+    if (st == FFN_OK && s.writer) {
+        size_t len = strlen(path);
+        if (!(tmp = malloc(len + 5))) st = ffn_fail(FFN_ERR_NOMEM, "out of memory");
+        else {
+            memcpy(tmp, path, len);
+            memcpy(tmp + len, ".tmp", 5);
+            st = begin_file(&s, tmp, &f);
+        }
+    }
+    if ((st = agree(&s, st)) == FFN_OK) st = write_values(&s, f);
+    if (s.writer && f >= 0) {
+        if (st == FFN_OK) {
+            st = finish_file(&s, tmp, f);
+        } else { /* the agreed failure, from this rank or another: no half file stays */
+            close_failed_file(f, tmp);
+            unlink(tmp);
+        }
+    }
+    free(tmp);
+    ffn_free(s.slice);
+    ffn_model_free(own);
+    return agree(&s, st);
+}
+
+ffn_status ffn_checkpoint_save(const ffn_checkpoint *c, const char *path)
+{
+    return save(c, path, NULL);
+}
+
+ffn_status ffn_checkpoint_save_collective(const ffn_checkpoint *c, const char *path, ffn_comm *comm)
+{
+    return save(c, path, comm);
 }
 
 /* ---- load ----------------------------------------------------------------- */
@@ -380,15 +600,17 @@ static ffn_status read_double_attr(hid_t loc, const char *name, const char *path
     return read_scalar_attr(loc, name, path, H5T_FLOAT, H5T_NATIVE_DOUBLE, out, "one number");
 }
 
-/* Reads a float dataset whose shape must be exactly dims. */
-static ffn_status read_floats(hid_t loc, const char *name, const char *path, const char *where,
-                              float *out, int rank, const hsize_t *dims)
+/* Opens the float dataset where/name, whose shape must be exactly dims
+ * (close *d with H5Dclose). */
+static ffn_status open_floats(hid_t loc, const char *name, const char *path, const char *where, int rank,
+                              const hsize_t *dims, hid_t *d)
 {
+    *d = -1;
     if (H5Lexists(loc, name, H5P_DEFAULT) <= 0)
         return ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: dataset %s/%s is missing", path, where, name);
-    hid_t d = H5Dopen2(loc, name, H5P_DEFAULT);
-    if (d < 0) return ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: %s/%s is not a dataset", path, where, name);
-    hid_t s = H5Dget_space(d), t = H5Dget_type(d);
+    hid_t ds = H5Dopen2(loc, name, H5P_DEFAULT);
+    if (ds < 0) return ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: %s/%s is not a dataset", path, where, name);
+    hid_t s = H5Dget_space(ds), t = H5Dget_type(ds);
     hsize_t got[2] = {0, 0};
     int r = H5Sget_simple_extent_ndims(s);
     if (r == rank) H5Sget_simple_extent_dims(s, got, NULL);
@@ -403,13 +625,79 @@ static ffn_status read_floats(hid_t loc, const char *name, const char *path, con
         else
             st = ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: %s/%s has %d dims / %llu rows, expected [%llu]",
                           path, where, name, r, (unsigned long long)got[0], (unsigned long long)dims[0]);
-    } else if (H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0)
-        st = ffn_fail(FFN_ERR_FORMAT,
-                      "checkpoint %s: %s/%s failed its checksum or could not be read (file corrupted)",
-                      path, where, name);
+    }
     H5Tclose(t);
     H5Sclose(s);
+    if (st == FFN_OK) *d = ds;
+    else H5Dclose(ds);
+    return st;
+}
+
+static ffn_status read_failed(const char *path, const char *where, const char *name)
+{
+    return ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: %s/%s failed its checksum or could not be read (file corrupted)",
+                    path, where, name);
+}
+
+/* Reads a float dataset whose shape must be exactly dims. */
+static ffn_status read_floats(hid_t loc, const char *name, const char *path, const char *where,
+                              float *out, int rank, const hsize_t *dims)
+{
+    hid_t d;
+    ffn_status st = open_floats(loc, name, path, where, rank, dims, &d);
+    if (st != FFN_OK) return st;
+    if (H5Dread(d, H5T_NATIVE_FLOAT, H5S_ALL, H5S_ALL, H5P_DEFAULT, out) < 0) st = read_failed(path, where, name);
     H5Dclose(d);
+    return st;
+}
+
+/* Elements [from, to) of the float dataset where/name (shaped dims) into out
+ * [to - from], each checked finite. */
+static ffn_status read_flat_range(hid_t loc, const char *name, const char *path, const char *where, int rank,
+                                  const hsize_t *dims, size_t from, size_t to, float *out)
+{
+    if (from >= to) return FFN_OK;
+    hid_t d;
+    ffn_status st = open_floats(loc, name, path, where, rank, dims, &d);
+    if (st != FFN_OK) return st;
+    if (transfer_flat_range(d, rank, rank == 2 ? dims[1] : 1, from, to, out, 0) != 0)
+        st = read_failed(path, where, name);
+    H5Dclose(d);
+    char what[96];
+    snprintf(what, sizeof what, "%s/%s", where, name);
+    return st == FFN_OK ? check_finite(out, to - from, path, what, from) : st;
+}
+
+/* Elements [lo, hi) of the flat parameter order (the tensors of model m)
+ * into out [hi - lo]: from each tensor its part of the range. */
+static ffn_status read_param_range(hid_t f, const ffn_model *m, const char *path, size_t lo, size_t hi, float *out)
+{
+    ffn_status st = FFN_OK;
+    for (size_t k = 0; k < ffn_model_tensor_count(m) && st == FFN_OK; k++) {
+        const ffn_tensor *t = ffn_model_tensor(m, k);
+        size_t from = t->offset > lo ? t->offset : lo, to = t->offset + t->count < hi ? t->offset + t->count : hi;
+        if (from >= to) continue;
+        char where[48];
+        snprintf(where, sizeof where, "/model/%zu", t->layer);
+        hid_t g = H5Gopen2(f, where, H5P_DEFAULT);
+        if (g < 0) return ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: group %s is missing", path, where);
+        hsize_t dims[2] = {t->shape[0], t->shape[1]};
+        st = read_flat_range(g, t->name, path, where, t->ndim, dims, from - t->offset, to - t->offset,
+                             out + (from - lo));
+        H5Gclose(g);
+    }
+    return st;
+}
+
+/* Elements [lo, hi) of /optimizer/<name> (param_count values) into out [hi - lo]. */
+static ffn_status read_state_range(hid_t f, const char *name, size_t param_count, const char *path, size_t lo,
+                                   size_t hi, float *out)
+{
+    hid_t g = H5Lexists(f, "optimizer", H5P_DEFAULT) > 0 ? H5Gopen2(f, "optimizer", H5P_DEFAULT) : -1;
+    if (g < 0) return ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: group /optimizer is missing", path);
+    hsize_t n[1] = {param_count};
+    ffn_status st = read_flat_range(g, name, path, "/optimizer", 1, n, lo, hi, out);
+    H5Gclose(g);
     return st;
 }
 
@@ -469,8 +757,9 @@ static int state_name_seen(const char *name, int kind)
 }
 
 /* Every state buffer of /optimizer (g) named as some optimizer kind names
- * one; whoever restores them checks that they are the kind's. */
-static ffn_status load_optimizer_state(hid_t g, ffn_checkpoint *c, const char *path)
+ * one (with values: read; without: only checked); whoever restores them
+ * checks that they are the kind's. */
+static ffn_status load_optimizer_state(hid_t g, ffn_checkpoint *c, const char *path, int values)
 {
     hsize_t n[1] = {c->param_count};
     for (int kind = 0; kind < FFN_OPT_COUNT; kind++) {
@@ -481,16 +770,21 @@ static ffn_status load_optimizer_state(hid_t g, ffn_checkpoint *c, const char *p
                 return ffn_fail(FFN_ERR_FORMAT, "checkpoint %s: /optimizer holds too many state buffers", path);
             size_t i = c->state_count++;
             c->state_names[i] = strdup(name);
-            c->state[i] = ffn_alloc_floats(c->param_count);
-            if (!c->state_names[i] || !c->state[i]) return ffn_fail(FFN_ERR_NOMEM, "out of memory");
-            ffn_status st = read_floats(g, name, path, "/optimizer", c->state[i], 1, n);
+            if (values) c->state[i] = ffn_alloc_floats(c->param_count);
+            if (!c->state_names[i] || (values && !c->state[i])) return ffn_fail(FFN_ERR_NOMEM, "out of memory");
+            hid_t d;
+            ffn_status st = values ? read_floats(g, name, path, "/optimizer", c->state[i], 1, n)
+                                   : open_floats(g, name, path, "/optimizer", 1, n, &d);
             if (st != FFN_OK) return st;
+            if (!values) H5Dclose(d);
         }
     }
     return FFN_OK;
 }
 
-static ffn_status load_contents(hid_t f, ffn_checkpoint *c, const char *path)
+/* The whole file (values 1), or all but the values of the parameter and
+ * optimizer state datasets (values 0: their names, types and shapes checked). */
+static ffn_status load_contents(hid_t f, ffn_checkpoint *c, const char *path, int values)
 {
     ffn_status st;
     char *format = NULL;
@@ -524,7 +818,7 @@ static ffn_status load_contents(hid_t f, ffn_checkpoint *c, const char *path)
     ffn_model *m = c->model;
     c->layer_count = ffn_model_layer_count(m);
     c->param_count = ffn_model_param_count(m);
-    c->params = ffn_model_params(m);
+    c->params = values ? ffn_model_params(m) : NULL;
     c->layer_in = calloc(c->layer_count, sizeof *c->layer_in);
     c->layer_out = calloc(c->layer_count, sizeof *c->layer_out);
     for (size_t i = 0; c->layer_in && c->layer_out && i < c->layer_count; i++) {
@@ -552,7 +846,9 @@ static ffn_status load_contents(hid_t f, ffn_checkpoint *c, const char *path)
         for (size_t k = 0; k < l->tensor_count && st == FFN_OK; k++) {
             const ffn_tensor *t = &l->tensors[k];
             hsize_t dims[2] = {t->shape[0], t->shape[1]};
-            st = read_floats(g, t->name, path, where, c->params + t->offset, t->ndim, dims);
+            hid_t d;
+            if (values) st = read_floats(g, t->name, path, where, c->params + t->offset, t->ndim, dims);
+            else if ((st = open_floats(g, t->name, path, where, t->ndim, dims, &d)) == FFN_OK) H5Dclose(d);
         }
         H5Gclose(g);
     }
@@ -565,7 +861,7 @@ static ffn_status load_contents(hid_t f, ffn_checkpoint *c, const char *path)
         hid_t g = H5Gopen2(f, "optimizer", H5P_DEFAULT);
         st = read_string_attr(g, "kind", path, &c->optimizer);
         if (st == FFN_OK) st = read_u64_attr(g, "step_count", path, &c->optimizer_steps);
-        if (st == FFN_OK) st = load_optimizer_state(g, c, path);
+        if (st == FFN_OK) st = load_optimizer_state(g, c, path, values);
         H5Gclose(g);
         if (st != FFN_OK) return st;
     }
@@ -635,9 +931,77 @@ ffn_status ffn_checkpoint_load(ffn_checkpoint *c, const char *path)
     ffn_watchdog *guard;
     ffn_status st = open_guarded(path, "loading the checkpoint", &f, &guard);
     if (st != FFN_OK) return st;
-    st = load_contents(f, c, path);
+    st = load_contents(f, c, path, 1);
     close_guarded(f, guard);
     if (st != FFN_OK) ffn_checkpoint_free(c);
+    return st;
+}
+
+ffn_status ffn_checkpoint_load_header(ffn_checkpoint *c, const char *path)
+{
+    memset(c, 0, sizeof *c);
+    hid_t f;
+    ffn_watchdog *guard;
+    ffn_status st = open_guarded(path, "loading the checkpoint", &f, &guard);
+    if (st != FFN_OK) return st;
+    st = load_contents(f, c, path, 0);
+    close_guarded(f, guard);
+    if (st != FFN_OK) ffn_checkpoint_free(c);
+    return st;
+}
+
+/* Elements [lo, hi) of the parameters (buffer -1) or of state buffer i of
+ * path (header c) into out. */
+static ffn_status read_range(const ffn_checkpoint *c, const char *path, int buffer, size_t lo, size_t hi, float *out)
+{
+    if (lo > hi || hi > c->param_count)
+        return ffn_fail(FFN_ERR_ARG, "checkpoint %s: range [%zu, %zu) beyond its %zu parameters", path, lo, hi,
+                        c->param_count);
+    if (buffer >= 0 && (size_t)buffer >= c->state_count)
+        return ffn_fail(FFN_ERR_ARG, "checkpoint %s: no optimizer state buffer %d", path, buffer);
+    if (lo == hi) return FFN_OK;
+    hid_t f;
+    ffn_watchdog *guard;
+    ffn_status st = open_guarded(path, "reading the checkpoint", &f, &guard);
+    if (st != FFN_OK) return st;
+    st = buffer < 0 ? read_param_range(f, c->model, path, lo, hi, out)
+                    : read_state_range(f, c->state_names[buffer], c->param_count, path, lo, hi, out);
+    close_guarded(f, guard);
+    return st;
+}
+
+ffn_status ffn_checkpoint_read_params(const ffn_checkpoint *c, const char *path, size_t lo, size_t hi, float *out)
+{
+    return read_range(c, path, -1, lo, hi, out);
+}
+
+ffn_status ffn_checkpoint_read_state(const ffn_checkpoint *c, const char *path, size_t i, size_t lo, size_t hi,
+                                     float *out)
+{
+    return read_range(c, path, (int)i, lo, hi, out);
+}
+
+ffn_status ffn_checkpoint_verify(const char *path)
+{
+    ffn_checkpoint c;
+    memset(&c, 0, sizeof c);
+    hid_t f;
+    ffn_watchdog *guard;
+    ffn_status st = open_guarded(path, "checking the checkpoint", &f, &guard);
+    if (st != FFN_OK) return st;
+    st = load_contents(f, &c, path, 0);
+    const size_t per = ffn_checkpoint_slice_floats(), P = c.param_count;
+    float *slice = st == FFN_OK ? ffn_alloc_floats(per < P ? per : P ? P : 1) : NULL;
+    if (st == FFN_OK && !slice) st = ffn_fail(FFN_ERR_NOMEM, "checkpoint %s: out of memory for a slice", path);
+    for (size_t lo = 0; lo < P && st == FFN_OK; lo += per) {
+        size_t hi = P - lo < per ? P : lo + per;
+        st = read_param_range(f, c.model, path, lo, hi, slice);
+        for (size_t i = 0; i < c.state_count && st == FFN_OK; i++)
+            st = read_state_range(f, c.state_names[i], P, path, lo, hi, slice);
+    }
+    close_guarded(f, guard);
+    ffn_free(slice);
+    ffn_checkpoint_free(&c);
     return st;
 }
 
@@ -776,28 +1140,19 @@ ffn_status ffn_checkpoint_prune(const char *dir, size_t keep, const char *protec
     return FFN_OK;
 }
 
-static ffn_status check_finite(const float *v, size_t n, const char *path, const char *what)
-{
-    for (size_t i = 0; i < n; i++)
-        if (!isfinite(v[i]))
-            return ffn_fail(FFN_ERR_NUMERIC, "checkpoint %s: %s holds a non-finite value (%g at index %zu)", path, what,
-                            (double)v[i], i);
-    return FFN_OK;
-}
-
 ffn_status ffn_checkpoint_check_finite(const ffn_checkpoint *c, const char *path)
 {
     char what[96];
     for (size_t k = 0; c->model && k < ffn_model_tensor_count(c->model); k++) {
         const ffn_tensor *t = ffn_model_tensor(c->model, k);
         snprintf(what, sizeof what, "/model/%zu/%s", t->layer, t->name);
-        ffn_status st = check_finite(c->params + t->offset, t->count, path, what);
+        ffn_status st = c->params ? check_finite(c->params + t->offset, t->count, path, what, 0) : FFN_OK;
         if (st != FFN_OK) return st;
     }
     for (size_t i = 0; i < c->state_count; i++) {
         if (!c->state[i]) continue;
         snprintf(what, sizeof what, "/optimizer/%s", c->state_names[i]);
-        ffn_status st = check_finite(c->state[i], c->param_count, path, what);
+        ffn_status st = check_finite(c->state[i], c->param_count, path, what, 0);
         if (st != FFN_OK) return st;
     }
     return FFN_OK;

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <sys/resource.h>
 
+#include "ffn/ckpt.h"
 #include "ffn/sampler.h"
 #include "ffn/share.h"
 #include "ffn/step.h"
@@ -105,12 +106,13 @@ ffn_status ffn_memplan_compute(const ffn_mem_inputs *in, ffn_mem_plan *out)
     /* Until a rank maps the node's copy it holds its own. */
     const uint64_t unshared = out->frozen_shared - out->frozen_shared / (uint64_t)local;
     /* Short-lived: the model's own gradients until they move into node-shared
-     * memory (ffn_step_create), or rank 0's whole optimizer state gathered to
-     * write a sharded checkpoint. */
+     * memory (ffn_step_create), or the slice rank 0 writes a checkpoint through
+     * (parameters and optimizer state come a slice at a time, whatever the
+     * sharding: ffn_checkpoint_slice_floats, 64 MiB). */
     out->grads_shared = ranks > 1 && local == ranks && shard < FFN_SHARD_GRADS;
     const uint64_t move = out->grads_shared ? P * F : 0;
-    const uint64_t gather = in->shard_optimizer && in->writes_checkpoints && in->rank == 0 && ranks > 1
-                                ? (uint64_t)in->state_buffers * P * F : 0;
+    const uint64_t slice = ffn_checkpoint_slice_floats();
+    const uint64_t gather = in->writes_checkpoints && in->rank == 0 ? (P < slice ? P : slice) * F : 0;
     /* The teacher: its model and an arena for a training batch; while it
      * loads, its checkpoint's model (parameters and gradients) and state too. */
     uint64_t teacher_load = 0;
@@ -127,7 +129,7 @@ ffn_status ffn_memplan_compute(const ffn_mem_inputs *in, ffn_mem_plan *out)
     const uint64_t most3 = most > teacher_load ? most : teacher_load;
     part[FFN_MEM_TRANSIENT] = most3 > unshared ? most3 : unshared;
     out->transient = !part[FFN_MEM_TRANSIENT] ? "" : unshared > most3 ? "frozen base before sharing"
-                     : teacher_load > most ? "teacher load" : gather > move ? "checkpoint gather" : "grads move";
+                     : teacher_load > most ? "teacher load" : gather > move ? "checkpoint slice" : "grads move";
     /* MPI_Win_allocate_shared maps every segment of the node's window into every rank. */
     out->address_extra = out->grads_shared ? (uint64_t)(local - 1) * P * F : 0;
     for (int i = 0; i < FFN_MEM_PART_COUNT; i++) out->total += part[i];

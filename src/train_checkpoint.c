@@ -12,7 +12,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "ffn/mem.h"
 #include "ffn/weights.h"
 #include "train_run.h"
 
@@ -27,16 +26,9 @@ static uint64_t checkpoint_accumulate(const ffn_checkpoint *ck)
     return k;
 }
 
-/* Loads path and checks that every value is finite. */
-static ffn_status load_usable(ffn_checkpoint *ck, const char *path)
-{
-    ffn_status st = ffn_checkpoint_load(ck, path);
-    if (st == FFN_OK && (st = ffn_checkpoint_check_finite(ck, path)) != FFN_OK) ffn_checkpoint_free(ck);
-    return st;
-}
-
 /* --resume latest, on rank 0: the newest checkpoint of dir that loads and
- * holds finite values (kept loaded in r->ckpt). Newer ones that do not are
+ * holds finite values, read through slice by slice (its header kept in
+ * r->ckpt; every rank reads its values later). Newer ones that do not are
  * moved aside to NAME.bad, saying why, so that neither `latest` nor pruning
  * ever counts them again; their bytes are kept for a post-mortem. */
 static ffn_status choose_latest(ffn_run *r, uint64_t *chosen)
@@ -48,7 +40,7 @@ static ffn_status choose_latest(ffn_run *r, uint64_t *chosen)
     char path[4096], aside[4200];
     for (size_t i = 0; i < n && st != FFN_OK; i++) {
         ffn_checkpoint_name(path, sizeof path, dir, steps[i]);
-        if ((st = load_usable(&r->ckpt, path)) == FFN_OK) {
+        if ((st = ffn_checkpoint_verify(path)) == FFN_OK && (st = ffn_checkpoint_load_header(&r->ckpt, path)) == FFN_OK) {
             r->have_ckpt = 1;
             *chosen = steps[i];
             break;
@@ -192,13 +184,15 @@ ffn_status ffn_run_load_start_checkpoint(ffn_run *r)
     else if (!(r->start_path = strdup(cfg->init_from))) st = ffn_fail(FFN_ERR_NOMEM, "out of memory");
     if (st != FFN_OK) return st;
     const char *path = r->start_path;
-    /* Every rank reads the file (checkpoints live on a filesystem all ranks see). */
+    /* Every rank reads the file (checkpoints live on a filesystem all ranks
+     * see): here its header, later the values it keeps (build_model, the
+     * optimizer's restore), checked finite as they are read. */
     if (!r->have_ckpt) {
         /* --init-from FILE.npz|.safetensors: weights only (no optimizer, position or /train);
          * its model is the file's ffn spec, else --model. */
         int weights = !cfg->resume && ffn_weights_format_of(path) != FFN_WEIGHTS_NONE;
         st = weights ? ffn_weights_load(&r->ckpt, path, cfg->model_spec, ffn_loss_name((ffn_loss)cfg->loss))
-                     : load_usable(&r->ckpt, path);
+                     : ffn_checkpoint_load_header(&r->ckpt, path);
         if (st != FFN_OK) return st;
         r->have_ckpt = 1;
     }
@@ -243,6 +237,8 @@ ffn_status ffn_run_restore_optimizer(ffn_run *r)
     if (strcmp(ck->optimizer, kind) != 0)
         return ffn_fail(FFN_ERR_ARG, "--resume: the checkpoint's optimizer is %s, but --optimizer is %s",
                         ck->optimizer, kind);
+    /* Each rank reads only the state of the parameters it updates: all of
+     * them, or its ZeRO slice (a hyperslab of /optimizer/<name>). */
     size_t lo, hi;
     ffn_step_owned_range(r->step, &lo, &hi);
     for (size_t i = 0; i < ffn_optim_state_count(optim); i++) {
@@ -251,14 +247,10 @@ ffn_status ffn_run_restore_optimizer(ffn_run *r)
         while (k < ck->state_count && strcmp(ck->state_names[k], name) != 0) k++;
         if (k == ck->state_count)
             return ffn_fail(FFN_ERR_FORMAT, "--resume: the checkpoint lacks optimizer state /optimizer/%s", name);
-        memcpy(ffn_optim_state(optim, i), ck->state[k] + lo, (hi - lo) * sizeof(float));
+        ffn_status st = ffn_checkpoint_read_state(ck, r->start_path, k, lo, hi, ffn_optim_state(optim, i));
+        if (st != FFN_OK) return st;
     }
     ffn_optim_set_step_count(optim, ck->optimizer_steps);
-    /* The full state was only needed for this rank's slice (ZeRO keeps 1/N). */
-    for (size_t k = 0; k < ck->state_count; k++) {
-        ffn_free(ck->state[k]);
-        r->ckpt.state[k] = NULL;
-    }
     return FFN_OK;
 }
 
@@ -328,6 +320,13 @@ ffn_status ffn_run_prepare_checkpoint_dir(ffn_run *r)
     return st;
 }
 
+/* ffn_checkpoint_fetch over the step: a slice of the parameters or of an
+ * optimizer state buffer to rank 0, from the ranks that hold it. */
+static ffn_status gather_for_checkpoint(void *step, int buffer, size_t lo, size_t count, float *out)
+{
+    return ffn_step_gather_range(step, buffer, lo, count, out, 0);
+}
+
 /* Collective: rank 0 writes ckpt-<step>.h5 (then prunes to --keep), or with
  * best ckpt-best.h5; all agree. */
 static ffn_status save_checkpoint(ffn_run *r, int best, uint64_t step, uint64_t epoch, uint64_t step_in_epoch)
@@ -343,53 +342,38 @@ static ffn_status save_checkpoint(ffn_run *r, int best, uint64_t step, uint64_t 
                         : ffn_fail(FFN_ERR_NUMERIC, "checkpoint at step %llu: the optimizer has taken %llu steps; "
                                    "not written", (unsigned long long)step,
                                    (unsigned long long)ffn_optim_step_count(optim));
-    const size_t nstate = ffn_optim_state_count(optim), nparams = ffn_model_param_count(r->model);
-    /* ZeRO: rank 0 gathers the whole optimizer state, so that the file does
-     * not depend on the rank count. */
-    const int sharded = r->cfg->shard_optimizer;
-    float *full_state[FFN_OPTIM_MAX_STATE] = {NULL};
-    if (sharded) {
-        for (size_t i = 0; i < nstate && r->rank == 0 && st == FFN_OK; i++)
-            if (!(full_state[i] = ffn_alloc_floats(nparams)))
-                st = ffn_fail(FFN_ERR_NOMEM, "checkpoint: out of memory gathering the optimizer state");
-        st = ffn_comm_agree(r->comm, st);
-        for (size_t i = 0; i < nstate && st == FFN_OK; i++) st = ffn_step_gather_state(r->step, i, full_state[i], 0);
-        if (st != FFN_OK) {
-            for (size_t i = 0; i < nstate; i++) ffn_free(full_state[i]);
-            return st;
-        }
-    }
-    if (r->rank == 0) {
-        const ffn_dataset_info *info = ffn_dataset_get_info(r->train);
-        char path[4096];
-        if (best) snprintf(path, sizeof path, "%s/ckpt-best.h5", r->cfg->checkpoint_dir);
-        else ffn_checkpoint_name(path, sizeof path, r->cfg->checkpoint_dir, step);
-        ffn_checkpoint c = {
-            .format_version = FFN_CKPT_FORMAT_VERSION, .model_spec = r->spec_text,
-            .input_dim = ffn_model_input_dim(r->model), .loss = (char *)ffn_loss_name((ffn_loss)r->cfg->loss),
-            .config_json = r->config_json, .model = r->model, .layer_count = ffn_model_layer_count(r->model),
-            .layer_in = r->layer_in, .layer_out = r->layer_out, .param_count = nparams,
-            .params = ffn_model_params(r->model), .optimizer = (char *)ffn_opt_name((ffn_opt_kind)r->cfg->optimizer),
-            .optimizer_steps = ffn_optim_step_count(optim), .state_count = nstate, .step = step, .epoch = epoch,
-            .step_in_epoch = step_in_epoch, .seed = r->seed, .mask = r->pruner ? ffn_pruner_mask(r->pruner) : NULL,
-            .data_rows = info->rows, .data_features = info->features,
-            .data_classes = info->has_labels ? info->num_classes : 0, .has_best = r->has_best,
-            .best_metric = r->best_metric, .best_step = r->best_step, .best_epoch = r->best_epoch,
-            .stale_epochs = r->stale_epochs, .meta = r->train_meta};
-        for (size_t i = 0; i < nstate; i++) {
-            c.state_names[i] = (char *)ffn_optim_state_name(optim, i);
-            c.state[i] = full_state[i] ? full_state[i] : ffn_optim_state(optim, i);
-        }
-        /* Never a checkpoint that cannot be resumed from: non-finite values stop the run. */
-        if (st == FFN_OK && (st = ffn_checkpoint_check_finite(&c, path)) != FFN_OK)
-            st = ffn_fail(FFN_ERR_NUMERIC, "step %llu: %s; it is not written (the newest checkpoint written "
-                          "before it is kept); lower --lr or set --clip-norm", (unsigned long long)step,
-                          ffn_last_error());
-        if (st == FFN_OK) st = ffn_checkpoint_save(&c, path);
-        if (st == FFN_OK && !best) ffn_checkpoint_prune(r->cfg->checkpoint_dir, r->cfg->keep, r->start_path);
-    }
-    for (size_t i = 0; i < nstate; i++) ffn_free(full_state[i]);
-    return ffn_comm_agree(r->comm, st);
+    const size_t nstate = ffn_optim_state_count(optim);
+    const ffn_dataset_info *info = ffn_dataset_get_info(r->train);
+    char path[4096];
+    if (best) snprintf(path, sizeof path, "%s/ckpt-best.h5", r->cfg->checkpoint_dir);
+    else ffn_checkpoint_name(path, sizeof path, r->cfg->checkpoint_dir, step);
+    /* Rank 0 writes; the parameters and optimizer state reach it a slice at a
+     * time (gather_for_checkpoint) from whichever ranks hold them, so the file
+     * is the same whatever the rank count or sharding, and no rank ever holds
+     * a whole sharded buffer. Every rank walks the same slices. */
+    ffn_checkpoint c = {
+        .format_version = FFN_CKPT_FORMAT_VERSION, .model_spec = r->spec_text,
+        .input_dim = ffn_model_input_dim(r->model), .loss = (char *)ffn_loss_name((ffn_loss)r->cfg->loss),
+        .config_json = r->config_json, .model = r->model, .layer_count = ffn_model_layer_count(r->model),
+        .layer_in = r->layer_in, .layer_out = r->layer_out, .param_count = ffn_model_param_count(r->model),
+        .fetch = gather_for_checkpoint, .fetch_user = r->step, .check_finite = 1,
+        .optimizer = (char *)ffn_opt_name((ffn_opt_kind)r->cfg->optimizer),
+        .optimizer_steps = ffn_optim_step_count(optim), .state_count = nstate, .step = step, .epoch = epoch,
+        .step_in_epoch = step_in_epoch, .seed = r->seed, .mask = r->pruner ? ffn_pruner_mask(r->pruner) : NULL,
+        .data_rows = info->rows, .data_features = info->features,
+        .data_classes = info->has_labels ? info->num_classes : 0, .has_best = r->has_best,
+        .best_metric = r->best_metric, .best_step = r->best_step, .best_epoch = r->best_epoch,
+        .stale_epochs = r->stale_epochs, .meta = r->train_meta};
+    for (size_t i = 0; i < nstate; i++) c.state_names[i] = (char *)ffn_optim_state_name(optim, i);
+    st = ffn_comm_agree(r->comm, st);
+    /* Never a checkpoint that cannot be resumed from: non-finite values stop the run. */
+    if (st == FFN_OK && (st = ffn_checkpoint_save_collective(&c, path, r->comm)) == FFN_ERR_NUMERIC)
+        st = ffn_fail(FFN_ERR_NUMERIC, "step %llu: %s; it is not written (the newest checkpoint written "
+                      "before it is kept); lower --lr or set --clip-norm", (unsigned long long)step,
+                      ffn_last_error());
+    if (st == FFN_OK && !best && r->rank == 0)
+        ffn_checkpoint_prune(r->cfg->checkpoint_dir, r->cfg->keep, r->start_path);
+    return st;
 }
 
 ffn_status ffn_run_save_checkpoint(ffn_run *r, uint64_t step, uint64_t epoch, uint64_t step_in_epoch)

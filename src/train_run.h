@@ -85,12 +85,21 @@ ffn_status ffn_run_setup(ffn_run *r);
  * step and restores its optimizer state when resuming. */
 ffn_status ffn_run_start(ffn_run *r);
 void ffn_run_teardown(ffn_run *r);
+/* What each rank keeps of the training state (the step's ffn_shard), known
+ * before the step exists. */
+ffn_shard ffn_run_shard(const ffn_run *r);
+/* The parameters this rank keeps, [lo, hi) of the flat order: all of them, or
+ * with --shard params its slice, cut as ffn_step_create cuts it. A resumed or
+ * fine-tuned run reads only these from its checkpoint. */
+void ffn_run_kept_params(const ffn_run *r, size_t *lo, size_t *hi);
 
 /* train_checkpoint.c */
 ffn_status ffn_run_load_start_checkpoint(ffn_run *r);
 /* --resume, once the model is built: the settings that decide what trains and
  * which rows make a step, and the training set's shape, match the checkpoint's. */
 ffn_status ffn_run_check_resume(ffn_run *r);
+/* Collective once the step exists: each rank reads the optimizer state of
+ * the parameters it updates (ffn_step_owned_range) from the checkpoint. */
 ffn_status ffn_run_restore_optimizer(ffn_run *r);
 /* Rank 0 creates --checkpoint-dir, proves it writable and locks it for this
  * run: a second run into the same directory is refused, naming the holder.

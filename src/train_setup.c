@@ -94,6 +94,19 @@ static ffn_status check_metadata(ffn_run *r)
     return ffn_comm_agree(r->comm, st);
 }
 
+ffn_shard ffn_run_shard(const ffn_run *r)
+{
+    return (ffn_shard)r->cfg->shard; /* --shard-optimizer folded in by the configuration */
+}
+
+void ffn_run_kept_params(const ffn_run *r, size_t *lo, size_t *hi)
+{
+    const size_t n = ffn_model_param_count(r->model);
+    *lo = 0;
+    *hi = n;
+    if (ffn_run_shard(r) >= FFN_SHARD_PARAMS) ffn_comm_slice(r->comm, n, r->rank, lo, hi);
+}
+
 /* BLAS threads per rank: --threads, or by default the node's cores shared among
  * the ranks on it (ffn_comm_default_threads). */
 static int choose_threads(ffn_run *r)
@@ -146,6 +159,23 @@ static void format_shape(char *out, size_t cap, const ffn_tensor *t)
     else snprintf(out, cap, "[%zu]", t->shape[0]);
 }
 
+/* --init-from: tensor t of the model from the checkpoint's ct: from memory
+ * (a weights file), or read from the file, only the part this rank keeps. */
+static ffn_status copy_init_tensor(const ffn_run *r, const ffn_checkpoint *ck, const ffn_tensor *t,
+                                   const ffn_tensor *ct)
+{
+    if (ck->params) {
+        memcpy(t->data, ck->params + ct->offset, t->count * sizeof(float));
+        return FFN_OK;
+    }
+    size_t lo, hi;
+    ffn_run_kept_params(r, &lo, &hi);
+    size_t from = t->offset > lo ? t->offset : lo, to = t->offset + t->count < hi ? t->offset + t->count : hi;
+    if (from >= to) return FFN_OK;
+    return ffn_checkpoint_read_params(ck, r->start_path, ct->offset + (from - t->offset),
+                                      ct->offset + (to - t->offset), t->data + (from - t->offset));
+}
+
 /* --init-from: every tensor of the model from the checkpoint's tensor of the
  * same layer and name. A replaced head keeps its fresh values, and so do
  * adapters the checkpoint lacks; anything else missing or shaped otherwise is
@@ -186,7 +216,8 @@ static ffn_status copy_init_tensors(ffn_run *r, const ffn_checkpoint *ck)
                                 "checkpoint%s", cfg->init_from, i, t->name, a, b,
                                 i + 1 == n ? " (use --replace-head K for a new output layer)" : "");
             }
-            memcpy(t->data, ck->params + ct->offset, t->count * sizeof(float));
+            ffn_status st = copy_init_tensor(r, ck, t, ct);
+            if (st != FFN_OK) return st;
         }
     }
     ffn_model_params_changed(r->model);
@@ -281,13 +312,15 @@ static ffn_status build_model(ffn_run *r, size_t input_dim)
         free(lora);
         return st;
     }
-    if (cfg->shard >= FFN_SHARD_PARAMS) {
-        /* Each rank draws the same values but keeps only its slice (ffn_step_create's). */
-        size_t lo, hi;
-        ffn_comm_slice(r->comm, ffn_model_param_count(r->model), r->rank, &lo, &hi);
-        ffn_model_init_params_slice(r->model, r->seed, lo, hi);
-    } else {
-        ffn_model_init_params(r->model, r->seed);
+    /* Each rank draws the same values, but with --shard params keeps only its
+     * slice (ffn_step_create's). A resumed model comes whole from its
+     * checkpoint: nothing to draw, and the pages of other ranks' slices stay
+     * untouched. */
+    size_t kept_lo, kept_hi;
+    ffn_run_kept_params(r, &kept_lo, &kept_hi);
+    if (!(ck && cfg->resume)) {
+        if (ffn_run_shard(r) >= FFN_SHARD_PARAMS) ffn_model_init_params_slice(r->model, r->seed, kept_lo, kept_hi);
+        else ffn_model_init_params(r->model, r->seed);
     }
     int *frozen = calloc(count, sizeof *frozen);
     if (!frozen) st = ffn_fail(FFN_ERR_NOMEM, "out of memory");
@@ -301,7 +334,11 @@ static ffn_status build_model(ffn_run *r, size_t input_dim)
                           "run keeps its model; use --init-from to start a new run from its weights)",
                           input_dim, text ? text : "?", ck->input_dim, ck->model_spec);
         free(text);
-        if (st == FFN_OK) memcpy(ffn_model_params(r->model), ck->params, ck->param_count * sizeof(float));
+        if (st == FFN_OK) {
+            /* Only the parameters this rank keeps, straight into the model's buffer. */
+            st = ffn_checkpoint_read_params(ck, r->start_path, kept_lo, kept_hi, ffn_model_params(r->model) + kept_lo);
+            ffn_model_params_changed(r->model);
+        }
     } else if (st == FFN_OK && ck) {
         st = copy_init_tensors(r, ck);
     }
@@ -605,8 +642,9 @@ static ffn_status plan_memory(ffn_run *r, const ffn_dataset_info *info)
         .writes_checkpoints = cfg->checkpoint_dir != NULL, .pruning = cfg->prune > 0 || (ck && ck->mask),
         .rows = info->rows, .x_row_bytes = info->features * (info->x_is_uint8 ? 1 : sizeof(float)),
         .features = info->features, .target_cols = info->has_labels ? 0 : info->target_cols, .cache_budget = budget,
-        /* The checkpoint started from stays loaded: its model (parameters and gradients), state and masks. */
-        .held_bytes = ck ? (uint64_t)ck->param_count * (sizeof(float) * (2 + ck->state_count) + (ck->mask ? 1 : 0))
+        /* What stays loaded of the checkpoint started from: its masks, and a weights file's model
+         * (parameters and gradients); a checkpoint's values are read straight into place. */
+        .held_bytes = ck ? (uint64_t)ck->param_count * ((ck->params ? 2 * sizeof(float) : 0) + (ck->mask ? 1 : 0))
                          : 0,
         .frozen_layers = frozen, .share_frozen = !share_frozen_refused(r) && ffn_share_enabled(),
         .teacher_layers = teacher, .teacher_layer_count = teacher_count,
@@ -699,8 +737,8 @@ ffn_status ffn_run_start(ffn_run *r)
 {
     const ffn_train_config *cfg = r->cfg;
     /* Same seed gives the same weights everywhere; the broadcast makes it
-     * certain (sharded parameters: each rank keeps only its own slice). */
-    ffn_status st = cfg->shard >= FFN_SHARD_PARAMS
+     * certain (not with --shard params: each rank keeps only its own). */
+    ffn_status st = ffn_run_shard(r) >= FFN_SHARD_PARAMS
                         ? FFN_OK
                         : ffn_comm_bcast_floats(r->comm, ffn_model_params(r->model), ffn_model_param_count(r->model), 0);
     if (st != FFN_OK) return st;
@@ -710,7 +748,7 @@ ffn_status ffn_run_start(ffn_run *r)
     else if ((st = ffn_model_share_frozen(r->model, r->comm, &r->share)) != FFN_OK) return st;
     ffn_step_config sc = {
         .loss = (ffn_loss)cfg->loss, .optim = ffn_config_optim(cfg), .clip_norm = cfg->clip_norm,
-        .shard_optimizer = cfg->shard_optimizer, .shard = (ffn_shard)cfg->shard, .grad_bf16 = cfg->grad_dtype == 1, .bucket_bytes = (size_t)(cfg->bucket_mb * 1048576.0),
+        .shard_optimizer = cfg->shard_optimizer, .shard = ffn_run_shard(r), .grad_bf16 = cfg->grad_dtype == 1, .bucket_bytes = (size_t)(cfg->bucket_mb * 1048576.0),
         .max_rows = r->max_local, .seed = r->seed, .teacher = r->teacher,
         .distill_temperature = cfg->distill_temperature, .distill_alpha = cfg->distill_alpha, .pruner = r->pruner,
         .prune = {.sparsity = cfg->prune, .start = cfg->prune_start_step, .end = cfg->prune_end_step,

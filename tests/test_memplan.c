@@ -94,8 +94,8 @@ static void test_bytes_per_param(void)
 }
 
 /* Ranks sharing one node: the gradients move into node-shared memory (the
- * model's own buffer is alive until then); rank 0 of a sharded run that writes
- * checkpoints gathers the whole state. */
+ * model's own buffer is alive until then); rank 0 of a run that writes
+ * checkpoints holds one slice of them at a time, sharded or not. */
 static void test_transients(void)
 {
     size_t n;
@@ -107,11 +107,27 @@ static void test_transients(void)
     CHECK(p.address_extra == 4 * (uint64_t)p.params); /* the peer's segment is mapped */
     in.shard_optimizer = 1;
     in.writes_checkpoints = 1;
+    /* A model under one slice (64 MiB): the slice is the whole parameter count, as large as the move. */
     CHECK(ffn_memplan_compute(&in, &p) == FFN_OK);
-    CHECK(strcmp(p.transient, "checkpoint gather") == 0 && p.part[FFN_MEM_TRANSIENT] == 8 * (uint64_t)p.params);
+    CHECK(p.part[FFN_MEM_TRANSIENT] == 4 * (uint64_t)p.params);
+    /* One rank a node: no move, only the slice; never the whole optimizer state (8 B per parameter here). */
+    ffn_mem_inputs alone = inputs(s, n, 2, 1);
+    alone.shard_optimizer = 1;
+    alone.writes_checkpoints = 1;
+    CHECK(ffn_memplan_compute(&alone, &p) == FFN_OK);
+    CHECK(strcmp(p.transient, "checkpoint slice") == 0 && p.part[FFN_MEM_TRANSIENT] == 4 * (uint64_t)p.params);
+    /* Slices smaller than the model (FFN_CKPT_SLICE_BYTES): the plan holds one slice. */
+    setenv("FFN_CKPT_SLICE_BYTES", "65536", 1);
+    CHECK(ffn_memplan_compute(&alone, &p) == FFN_OK);
+    CHECK(strcmp(p.transient, "checkpoint slice") == 0 && p.part[FFN_MEM_TRANSIENT] == 65536);
+    alone.shard_optimizer = 0; /* the same slice unsharded: one path */
+    CHECK(ffn_memplan_compute(&alone, &p) == FFN_OK && p.part[FFN_MEM_TRANSIENT] == 65536);
+    unsetenv("FFN_CKPT_SLICE_BYTES");
     in.rank = 1;
     CHECK(ffn_memplan_compute(&in, &p) == FFN_OK);
     CHECK(strcmp(p.transient, "grads move") == 0 && p.part[FFN_MEM_TRANSIENT] == 4 * (uint64_t)p.params);
+    alone.rank = 1; /* only rank 0 writes */
+    CHECK(ffn_memplan_compute(&alone, &p) == FFN_OK && p.part[FFN_MEM_TRANSIENT] == 0);
     /* A teacher (dense:50:relu,dense:10 on the 100 inputs: 5560 parameters): its model and arena for the
      * 64 rows per rank, and its checkpoint with Adam's state while it loads (16 B per parameter). */
     size_t tn, tp, tact;

@@ -96,7 +96,7 @@ typedef struct {
     uint64_t frozen_shared; /* bytes of fixed tensors (and their bf16 copy) held once per node, each rank
                                counting its share of them in params (and bf16 copies) */
     uint64_t address_extra; /* address space mapped but not touched: the node's other ranks' gradient segments */
-    const char *transient;  /* what the transient part is: "grads move", "checkpoint gather", "teacher load" */
+    const char *transient;  /* what the transient part is: "grads move", "checkpoint slice", "teacher load" */
 } ffn_mem_plan;
 
 /* The peak resident memory of one rank: the sum of every part. Fixed tensors
@@ -105,9 +105,10 @@ typedef struct {
  * ranks, which is what the limit is). The transient part is the largest of
  * the model's own gradient buffer, alive until the gradients move to
  * node-shared memory (ranks sharing one node); the private copy of the fixed
- * tensors each rank holds until it maps the node's; on rank 0
- * with --shard-optimizer and checkpoints, the whole optimizer state gathered
- * to write a checkpoint; and a --teacher's checkpoint while it loads. */
+ * tensors each rank holds until it maps the node's; on rank 0 writing
+ * checkpoints, the one slice of parameters or optimizer state it writes at a
+ * time (at most 64 MiB, ffn_checkpoint_slice_floats); and a --teacher's
+ * checkpoint while it loads. */
 ffn_status ffn_memplan_compute(const ffn_mem_inputs *in, ffn_mem_plan *out);
 
 /* ---- what a rank may have ---- */
