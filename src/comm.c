@@ -758,11 +758,14 @@ ffn_status ffn_comm_reduce_scatter_shared(ffn_comm *c, float *scratch, const flo
     if (!b || !c->slots) return ffn_fail(FFN_ERR_ARG, "reduce-scatter through a buffer that is not node-shared");
     size_t own_lo, own_hi;
     ffn_comm_slice(c, n, c->rank, &own_lo, &own_hi);
-    const size_t per = b->n;
+    /* range inside this rank's segment: every rank's is at the same place of its
+     * own (no copy, one round); elsewhere it goes through the segment in chunks. */
+    const int in_place = range >= b->mine && range + (to - from) <= b->mine + b->n;
+    const size_t per = in_place ? to - from : b->n, at = in_place ? (size_t)(range - b->mine) : 0;
     for (size_t lo = from; lo < to; lo += per) {
         const size_t hi = to - lo < per ? to : lo + per;
-        memcpy(b->mine, range + (lo - from), (hi - lo) * sizeof *range);
-        if (node_barrier(c) != 0) return FFN_ERR_STALLED; /* every rank's chunk is in */
+        if (!in_place) memcpy(b->mine, range + (lo - from), (hi - lo) * sizeof *range);
+        if (node_barrier(c) != 0) return FFN_ERR_STALLED; /* every rank's part is in */
         const size_t a = lo > own_lo ? lo : own_lo, z = hi < own_hi ? hi : own_hi;
         if (a < z) {
             /* This rank's part, summed over the node's ranks in rank order: the
@@ -770,14 +773,14 @@ ffn_status ffn_comm_reduce_scatter_shared(ffn_comm *c, float *scratch, const flo
             float *out = slice + (a - own_lo);
             const size_t len = z - a;
             for (int q = 0; q < c->local_size; q++) {
-                const float *in = b->peers[q] + (a - lo);
+                const float *in = b->peers[q] + at + (a - lo);
                 if (q == 0 && !add)
                     memcpy(out, in, len * sizeof *out);
                 else
                     for (size_t i = 0; i < len; i++) out[i] += in[i];
             }
         }
-        if (node_barrier(c) != 0) return FFN_ERR_STALLED; /* read before the next chunk overwrites */
+        if (node_barrier(c) != 0) return FFN_ERR_STALLED; /* read before anyone writes there again */
     }
     return FFN_OK;
 }

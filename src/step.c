@@ -25,7 +25,7 @@ struct ffn_step {
     size_t own_lo, own_hi;    /* the parameters this rank updates: all, or its ZeRO slice */
     float *grad_slice;        /* [own_hi - own_lo] sharded: the summed gradients of the slice; else NULL */
     float *scatter_tmp;       /* --shard grads/params across nodes: a reduce-scatter's landing place */
-    float *scatter_shared;    /* --shard grads/params on one node: the node-shared chunk of each rank */
+    float *scatter_shared;    /* --shard grads/params on one node: layer_grads, node-shared (each rank's segment) */
     int params_shared;        /* --shard params on one node: the parameters live once, in node-shared memory */
     int micro;                /* micro-batches of the step done so far (the first writes the slice, the rest add) */
     float *layer_grads;       /* --shard grads/params: the gradients of the layer in backward, [largest layer] */
@@ -158,13 +158,19 @@ static ffn_status create_sharded(ffn_step *s)
         if (ffn_model_layer_const(s->model, i)->param_count > largest)
             largest = ffn_model_layer_const(s->model, i)->param_count;
     /* The slice page-mapped: a frozen base's part of it is never written, so takes no memory. */
-    if (!(s->grad_slice = ffn_alloc_pages(own * sizeof(float))) || !(s->layer_grads = ffn_alloc_floats(largest)))
+    if (!(s->grad_slice = ffn_alloc_pages(own * sizeof(float))))
         return ffn_fail(FFN_ERR_NOMEM, "out of memory for the gradient slice");
-    /* Collective from here: every rank gets as far (agreed by the caller before). */
-    const size_t per = s->cfg.bucket_bytes / sizeof(float) ? s->cfg.bucket_bytes / sizeof(float) : 1;
-    /* FFN_SHARD_NODE_SHARED=0: MPI collectives even on one node (the path across nodes, for tests and measures). */
+    /* Collective from here: every rank gets as far (agreed by the caller before).
+     * On one node the layer buffer itself is node-shared: backward writes each
+     * rank's segment and every rank sums its part of all of them in place.
+     * FFN_SHARD_NODE_SHARED=0: MPI collectives even on one node (the path
+     * across nodes, for tests and measures). */
     const char *node_shared = getenv("FFN_SHARD_NODE_SHARED");
-    s->scatter_shared = node_shared && strcmp(node_shared, "0") == 0 ? NULL : ffn_comm_alloc_shared_floats(s->comm, per);
+    s->scatter_shared = node_shared && strcmp(node_shared, "0") == 0 ? NULL : ffn_comm_alloc_shared_floats(s->comm, largest);
+    s->layer_grads = s->scatter_shared;
+    const size_t per = s->cfg.bucket_bytes / sizeof(float) ? s->cfg.bucket_bytes / sizeof(float) : 1;
+    if (!s->layer_grads && !(s->layer_grads = ffn_alloc_floats(largest)))
+        return ffn_fail(FFN_ERR_NOMEM, "out of memory for a layer's gradients");
     if (!s->scatter_shared && ffn_comm_size(s->comm) > 1 && !(s->scatter_tmp = ffn_alloc_floats(per < own ? per : own)))
         return ffn_fail(FFN_ERR_NOMEM, "out of memory for the gradient reduce-scatter");
     const ffn_layer_hooks hooks = {before_layer, after_layer, s};
@@ -259,7 +265,7 @@ void ffn_step_free(ffn_step *s)
     else
         ffn_free(s->grad_slice);
     ffn_free(s->scatter_tmp);
-    ffn_free(s->layer_grads);
+    if (s->layer_grads != s->scatter_shared) ffn_free(s->layer_grads); /* a node-shared one goes with the comm */
     ffn_free(s->dout);
     free(s);
 }

@@ -100,8 +100,9 @@ float *ffn_comm_alloc_node_slices(ffn_comm *c, size_t n);
 ffn_status ffn_comm_node_sync(ffn_comm *c);
 /* One node: range [to - from], elements [from, to) of a buffer of n, summed over the ranks; this rank's slice
  * (ffn_comm_slice) of it written (add 0) or added (add 1) to slice [hi - lo],
- * through scratch, a buffer from ffn_comm_alloc_shared_floats (its length
- * is the chunk). */
+ * through scratch, a buffer from ffn_comm_alloc_shared_floats: in place when
+ * range lies in this rank's segment of it (every rank's at the same place of
+ * its own: no copy), else copied through the segment in chunks of its length. */
 ffn_status ffn_comm_reduce_scatter_shared(ffn_comm *c, float *scratch, const float *range, size_t n, size_t from,
                                           size_t to, float *slice, int add);
 
