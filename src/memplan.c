@@ -9,6 +9,7 @@
 #include <sys/resource.h>
 
 #include "ffn/ckpt.h"
+#include "ffn/partition.h"
 #include "ffn/sampler.h"
 #include "ffn/share.h"
 #include "ffn/step.h"
@@ -42,6 +43,20 @@ static void count_shared_run(void *user, size_t offset, size_t count)
     if (p->bf16_on) p->bf16 += ffn_share_run_bytes(offset, count, 2);
 }
 
+/* The fixed parameters inside [lo, hi): the optimizer state (and a sharded
+ * gradient slice) of those is page-mapped and never written, so takes no memory. */
+typedef struct {
+    size_t lo, hi;
+    uint64_t fixed;
+} fixed_in_slice;
+
+static void count_fixed_in_slice(void *user, size_t offset, size_t count)
+{
+    fixed_in_slice *f = user;
+    size_t a = offset > f->lo ? offset : f->lo, b = offset + count < f->hi ? offset + count : f->hi;
+    if (a < b) f->fixed += b - a;
+}
+
 ffn_status ffn_memplan_compute(const ffn_mem_inputs *in, ffn_mem_plan *out)
 {
     memset(out, 0, sizeof *out);
@@ -73,8 +88,16 @@ ffn_status ffn_memplan_compute(const ffn_mem_inputs *in, ffn_mem_plan *out)
     /* --shard params on one node: the node holds the parameters once, each rank its slice's share. */
     const int params_node_shared = shard >= FFN_SHARD_PARAMS && ranks > 1 && local == ranks;
     part[FFN_MEM_PARAMS] = shard >= FFN_SHARD_PARAMS ? (own + (params_node_shared ? 0 : layer)) * F + page : P * F;
-    part[FFN_MEM_GRADS] = shard >= FFN_SHARD_GRADS ? (own + layer) * F + page : P * F;
-    part[FFN_MEM_OPTIM] = (uint64_t)in->state_buffers * own * F + (shard == FFN_SHARD_OPTIMIZER ? own * F : 0);
+    /* This rank's slice (ffn_comm_slice) and the fixed parameters in it. */
+    fixed_in_slice fixed = {0, P, 0};
+    if (shard >= FFN_SHARD_OPTIMIZER) ffn_partition(P, (size_t)(in->rank > 0 ? in->rank : 0), (size_t)ranks, &fixed.lo, &fixed.hi);
+    if (in->frozen_layers &&
+        (st = ffn_model_plan_fixed_runs(in->layers, in->layer_count, in->input_dim, in->frozen_layers,
+                                        count_fixed_in_slice, &fixed)) != FFN_OK)
+        return st;
+    const uint64_t own_trained = own > fixed.fixed ? own - fixed.fixed : 0;
+    part[FFN_MEM_GRADS] = shard >= FFN_SHARD_GRADS ? (own_trained + layer) * F + page : P * F;
+    part[FFN_MEM_OPTIM] = (uint64_t)in->state_buffers * own_trained * F + (shard == FFN_SHARD_OPTIMIZER ? own * F : 0);
     part[FFN_MEM_ACTIVATIONS] = (uint64_t)act * F + (uint64_t)max_rows * out_dim * F;
     /* bf16: the weights' copy (the whole parameter buffer's size) and the engine's two operand buffers. */
     part[FFN_MEM_BF16] = in->bf16 ? (shard >= FFN_SHARD_PARAMS && !params_node_shared ? layer + page : P) * 2 +
@@ -103,8 +126,10 @@ ffn_status ffn_memplan_compute(const ffn_mem_inputs *in, ffn_mem_plan *out)
     part[FFN_MEM_PARAMS] -= frozen.params - frozen.params / (uint64_t)local;
     part[FFN_MEM_BF16] -= frozen.bf16 - frozen.bf16 / (uint64_t)local;
     out->frozen_shared = frozen.params + frozen.bf16;
-    /* Until a rank maps the node's copy it holds its own. */
-    const uint64_t unshared = out->frozen_shared - out->frozen_shared / (uint64_t)local;
+    /* Until a rank maps the node's copy it holds its own, whole, beside its
+     * share of the node's (measured: a LoRA run on a 4 GiB base at 2 ranks
+     * peaked 2 GiB above the plan that counted only the other half). */
+    const uint64_t unshared = out->frozen_shared;
     /* Short-lived: the model's own gradients until they move into node-shared
      * memory (ffn_step_create), or the slice rank 0 writes a checkpoint through
      * (parameters and optimizer state come a slice at a time, whatever the
