@@ -12,7 +12,8 @@
 # (default 30; Adam, MSE) on a synthetic regression set made with ffn-data, and
 # reads from its output the predicted memory per rank (the 'memory: ... predicted'
 # banner), the measured peak RSS per rank (the largest of the ranks, printed at
-# the end) and the step time (the fastest of the --log-every intervals after the
+# the end; node-shared pages that other ranks hold divided among them, as the run
+# prints it) and the step time (the fastest of the --log-every intervals after the
 # first, from its --metrics file; with --repeats N the fastest of N runs, and the
 # largest peak RSS of them). A build whose ffn-train has no --shard runs
 # 'none' without the flag and 'optimizer' as --shard-optimizer; a mode ffn-train
@@ -22,8 +23,9 @@
 #
 # The table: mode, ranks, predicted and measured MiB per rank, 16 B x P / N (the
 # model state, fp32 parameters + gradients + Adam's two moments, spread over N
-# ranks), the working set (the prediction less its parameters, gradients and
-# optimizer parts: activations, data, buffers, runtime base), measured / (16 B x
+# ranks), the working set (the prediction less the mode's model state below:
+# activations, data, buffers, runtime base, and with --shard grads/params the one
+# layer's gradients and parameters in flight), measured / (16 B x
 # P / N + working set) (the target of --shard params: <= 1.2), measured / (the
 # mode's own model state + working set), and step time against mode none at the
 # same rank count. About 2-3 minutes on 2 cores (more under load); --quick (10 steps, ranks 1 and
@@ -108,7 +110,9 @@ parse_run() {
   pred=$([[ -n $pred ]] && mib $pred || true)
   state=$(awk -v a="$(part "$banner" params)" -v b="$(part "$banner" grads)" -v c="$(part "$banner" optimizer)" 'BEGIN{printf "%.2f", a + b + c}')
   ws=$([[ -n $pred ]] && awk -v t="$pred" -v s="$state" 'BEGIN{printf "%.2f", t - s}' || true)
-  rss=$(sed -n 's/^memory: peak RSS \([0-9.]*\) \([KMGT]*i*B\) per rank.*/\1 \2/p' "$1" | head -1)
+  # The rank's own part: node-shared pages other ranks hold divided among them, when the run says so.
+  rss=$(sed -n 's/^memory: peak RSS .*; \([0-9.]*\) \([KMGT]*i*B\) with node-shared pages divided.*/\1 \2/p' "$1" | head -1)
+  [[ -n $rss ]] || rss=$(sed -n 's/^memory: peak RSS \([0-9.]*\) \([KMGT]*i*B\) per rank.*/\1 \2/p' "$1" | head -1)
   rss=$([[ -n $rss ]] && mib $rss || true)
   ms=$(best_step_ms "$2")
   if [[ -z $ms ]]; then # no metrics: the whole run's rate, its first steps included
@@ -219,9 +223,12 @@ while read -r m n st rest; do
     continue
   fi
   read -r pred rss ws ms <<<"$rest"
+  st_m=$(state_mib "$m" "$n")
+  # The working set: the prediction less the mode's model state (activations, data, the runtime,
+  # and with --shard grads/params the one layer's gradients and parameters in flight).
+  num "$pred" && num "$st_m" && ws=$(awk -v t="$pred" -v s="$st_m" 'BEGIN{printf "%.2f", t - s}')
   s16=$(awk -v p="${params:-0}" -v n="$n" 'BEGIN{printf "%.2f", 16 * p / n / 1048576}')
   r16=$(num "$ws" && div "$rss" "$(awk -v a="$s16" -v b="$ws" 'BEGIN{print a + b}')" || echo -)
-  st_m=$(state_mib "$m" "$n")
   rm_=$(num "$ws" && num "$st_m" && div "$rss" "$(awk -v a="$st_m" -v b="$ws" 'BEGIN{print a + b}')" || echo -)
   row "$m" "$n" "$(fmt "$pred" 1)" "$(fmt "$rss" 1)" "$(fmt "$s16" 1)" "$(fmt "$ws" 1)" "$r16" "$rm_" "$(fmt "$ms" 1)" "$(div "$ms" "${none_ms[$n]:-}")"
 done <"$work/ffn.txt"

@@ -77,8 +77,9 @@ ffn_status ffn_memplan_compute(const ffn_mem_inputs *in, ffn_mem_plan *out)
     uint64_t *part = out->part;
     part[FFN_MEM_BASE] = FFN_MEM_BASE_BYTES;
     /* ZeRO: rank r owns a slice of at most ceil(P / N) parameters (ffn_comm_slice). */
-    const int shard = in->shard > (in->shard_optimizer ? FFN_SHARD_OPTIMIZER : FFN_SHARD_NONE)
+    const int asked = in->shard > (in->shard_optimizer ? FFN_SHARD_OPTIMIZER : FFN_SHARD_NONE)
                           ? in->shard : (in->shard_optimizer ? FFN_SHARD_OPTIMIZER : FFN_SHARD_NONE);
+    const int shard = ranks > 1 ? asked : FFN_SHARD_NONE; /* one rank: nothing to split (ffn_step_create) */
     const uint64_t own = shard >= FFN_SHARD_OPTIMIZER ? (P + (uint64_t)ranks - 1) / (uint64_t)ranks : P;
     size_t largest = 0; /* --shard grads/params: one layer's gradients (and parameters) besides the slice */
     if (shard >= FFN_SHARD_GRADS &&

@@ -207,6 +207,7 @@ ffn_status ffn_step_create(ffn_step **out, ffn_model *model, ffn_comm *comm, con
         s->shard = cfg->shard > (cfg->shard_optimizer ? FFN_SHARD_OPTIMIZER : FFN_SHARD_NONE)
                        ? cfg->shard
                        : (cfg->shard_optimizer ? FFN_SHARD_OPTIMIZER : FFN_SHARD_NONE);
+        if (ffn_comm_size(comm) == 1) s->shard = FFN_SHARD_NONE; /* one rank: nothing to split, nothing to send */
         if (s->shard >= FFN_SHARD_OPTIMIZER) ffn_comm_slice(comm, nparams, ffn_comm_rank(comm), &s->own_lo, &s->own_hi);
         const size_t own = s->own_hi > s->own_lo ? s->own_hi - s->own_lo : 1;
         if (s->shard == FFN_SHARD_OPTIMIZER && !(s->grad_slice = ffn_alloc_floats(own)))
@@ -305,6 +306,22 @@ const char *ffn_step_shard_method(const ffn_step *s)
 }
 
 int ffn_step_params_node_shared(const ffn_step *s) { return s->params_shared; }
+
+double ffn_step_others_shared_bytes(const ffn_step *s)
+{
+    const int n = ffn_comm_local_size(s->comm);
+    if (n < 2) return 0;
+    double bytes = 0; /* every rank reads all of the parameters' window, and 1/N of each other rank's layer segment */
+    if (s->params_shared) bytes += (double)ffn_model_param_count(s->model) * sizeof(float) * (double)(n - 1) / n;
+    if (s->scatter_shared) {
+        size_t largest = 0;
+        for (size_t i = 0; i < ffn_model_layer_count(s->model); i++)
+            if (ffn_model_layer_const(s->model, i)->param_count > largest)
+                largest = ffn_model_layer_const(s->model, i)->param_count;
+        bytes += (double)largest * sizeof(float) * (double)(n - 1) / n;
+    }
+    return bytes;
+}
 
 double ffn_step_comm_wait_seconds(const ffn_step *s)
 {

@@ -238,9 +238,8 @@ void ffn_run_print_summary(ffn_run *r, const ffn_train_result *res)
      * and fixed base, every page of which each rank reads, divided among the
      * node's ranks. */
     const int local = ffn_comm_local_size(r->comm);
-    double shared = r->share.mapped_bytes;
-    if (ffn_step_params_node_shared(r->step)) shared += (double)ffn_model_param_count(r->model) * sizeof(float);
-    const double others = local > 1 ? shared * (double)(local - 1) / (double)local : 0;
+    const double others = (local > 1 ? (double)r->share.mapped_bytes * (double)(local - 1) / (double)local : 0) +
+                          ffn_step_others_shared_bytes(r->step);
     uint64_t peak[2] = {hwm, (double)hwm > others ? hwm - (uint64_t)others : hwm};
     int over_ranks = r->size > 1 && ffn_comm_max_u64(r->comm, peak, 2) == FFN_OK;
     /* RSS counts a node-shared page in every rank; Pss, summed, counts it once. */

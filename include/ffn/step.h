@@ -122,7 +122,7 @@ void ffn_step_owned_range(const ffn_step *s, size_t *lo, size_t *hi);
 /* Collective: state buffer i over all the parameters in full [param_count]
  * on rank root (others pass NULL). Unsharded, rank root copies its own. */
 ffn_status ffn_step_gather_state(ffn_step *s, size_t i, float *full, int root);
-/* The sharding in force. */
+/* The sharding in force (none with one rank, whatever was asked). */
 ffn_shard ffn_step_shard(const ffn_step *s);
 /* Collective (every rank, the same arguments): elements [lo, lo + count) of
  * the parameters (buffer -1) or of optimizer state buffer i (buffer i >= 0),
@@ -135,6 +135,10 @@ ffn_status ffn_step_gather_range(ffn_step *s, int buffer, size_t lo, size_t coun
 const char *ffn_step_shard_method(const ffn_step *s);
 /* --shard params on one node: the parameters are one node-shared buffer. */
 int ffn_step_params_node_shared(const ffn_step *s);
+/* Bytes of node-shared buffers that other ranks of the node hold and this
+ * one reads (counted in its RSS): the parameters' window, its read of the
+ * others' layer gradients. */
+double ffn_step_others_shared_bytes(const ffn_step *s);
 /* Over the run: seconds this rank waited on the gradient exchange (or, with
  * --shard grads/params, spent in the gathers and reduce-scatters, which block)
  * and the bytes it sent. */
