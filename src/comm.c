@@ -316,6 +316,7 @@ int ffn_comm_rank(const ffn_comm *c) { return c->rank; }
 int ffn_comm_size(const ffn_comm *c) { return c->size; }
 int ffn_comm_local_rank(const ffn_comm *c) { return c->local_rank; }
 int ffn_comm_local_size(const ffn_comm *c) { return c->local_size; }
+int ffn_comm_threads_serialized(const ffn_comm *c) { return c->thread_level >= MPI_THREAD_SERIALIZED; }
 
 int ffn_comm_default_threads(const ffn_comm *c)
 {

@@ -88,7 +88,10 @@ ffn_status ffn_memplan_compute(const ffn_mem_inputs *in, ffn_mem_plan *out)
     const uint64_t layer = ranks > 1 ? (uint64_t)largest : 0, page = 2 * 4096; /* a partial page at either end */
     /* --shard params on one node: the node holds the parameters once, each rank its slice's share. */
     const int params_node_shared = shard >= FFN_SHARD_PARAMS && ranks > 1 && local == ranks;
-    part[FFN_MEM_PARAMS] = shard >= FFN_SHARD_PARAMS ? (own + (params_node_shared ? 0 : layer)) * F + page : P * F;
+    /* Across nodes the next layer's parameters come, and the last one's gradients travel, while one
+     * computes (the step's communication thread): two layers in flight. */
+    const uint64_t in_flight = shard >= FFN_SHARD_PARAMS && !params_node_shared ? 2 * layer : layer;
+    part[FFN_MEM_PARAMS] = shard >= FFN_SHARD_PARAMS ? (own + (params_node_shared ? 0 : in_flight)) * F + page : P * F;
     /* This rank's slice (ffn_comm_slice) and the fixed parameters in it. */
     fixed_in_slice fixed = {0, P, 0};
     if (shard >= FFN_SHARD_OPTIMIZER) ffn_partition(P, (size_t)(in->rank > 0 ? in->rank : 0), (size_t)ranks, &fixed.lo, &fixed.hi);
@@ -97,11 +100,11 @@ ffn_status ffn_memplan_compute(const ffn_mem_inputs *in, ffn_mem_plan *out)
                                         count_fixed_in_slice, &fixed)) != FFN_OK)
         return st;
     const uint64_t own_trained = own > fixed.fixed ? own - fixed.fixed : 0;
-    part[FFN_MEM_GRADS] = shard >= FFN_SHARD_GRADS ? (own_trained + layer) * F + page : P * F;
+    part[FFN_MEM_GRADS] = shard >= FFN_SHARD_GRADS ? (own_trained + in_flight) * F + page : P * F;
     part[FFN_MEM_OPTIM] = (uint64_t)in->state_buffers * own_trained * F + (shard == FFN_SHARD_OPTIMIZER ? own * F : 0);
     part[FFN_MEM_ACTIVATIONS] = (uint64_t)act * F + (uint64_t)max_rows * out_dim * F;
     /* bf16: the weights' copy (the whole parameter buffer's size) and the engine's two operand buffers. */
-    part[FFN_MEM_BF16] = in->bf16 ? (shard >= FFN_SHARD_PARAMS && !params_node_shared ? layer + page : P) * 2 +
+    part[FFN_MEM_BF16] = in->bf16 ? (shard >= FFN_SHARD_PARAMS && !params_node_shared ? in_flight + page : P) * 2 +
                                         2 * (uint64_t)operand * 2 : 0;
     /* Two loader slots (row ids, x, targets), the sampler's order, labels held since open, the evaluator. */
     const uint64_t y_row = in->target_cols ? (uint64_t)in->target_cols * F : sizeof(int32_t);

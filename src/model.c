@@ -749,6 +749,8 @@ void ffn_model_backward_dx(ffn_model *m, const float *x, size_t batch, float *do
     }
 }
 
+size_t ffn_model_lowest_trained(const ffn_model *m) { return lowest_trained(m); }
+
 void ffn_model_forward_without_rows(ffn_model *m)
 {
     for (size_t i = 0; i < m->layer_count; i++) {

@@ -9,6 +9,7 @@
 
 #include "clock.h"
 #include "ffn/distill.h"
+#include "worker.h"
 #include "ffn/mem.h"
 
 /* The step's sums, in the order they ride on the exchange. */
@@ -32,7 +33,14 @@ struct ffn_step {
     size_t grads_layer;       /* the layer whose gradients layer_grads holds */
     int gathers;              /* --shard params across nodes: each layer's parameters all-gathered */
     int without_rows;         /* the pass under way computes nothing (its gradients are zero) */
-    size_t resident;          /* --shard params: the layer whose parameters are gathered (layer count: none) */
+    unsigned char *gathered;  /* --shard params across nodes: each layer's parameters NOT_HERE, COMING or HERE */
+    uint64_t *gather_ticket;  /* of the worker's job gathering each COMING layer */
+    ffn_worker *worker;       /* the communication thread prefetching layers (NULL: gathers on this thread) */
+    float *grads_buf[2];      /* across nodes with the worker: layers alternate, one's sums travel while the next computes */
+    uint64_t grads_ticket[2]; /* the worker's last job reading each buffer (grads_busy: one is pending) */
+    int grads_busy[2];
+    ffn_status worker_status; /* the first failure of the worker's collectives (read after a drain) */
+    size_t lowest_trained;    /* backward stops there: no prefetch below */
     ffn_status shard_status;  /* the first failed gather or reduce-scatter of the step */
     double shard_seconds;     /* in those collectives, over the run */
     double shard_bytes;       /* what they move per rank, (N-1)/N of each range, over the run */
@@ -73,7 +81,7 @@ static void count_collective(ffn_step *s, double t0, size_t count)
 }
 
 /* The summed [offset, offset + count) (range holds it) of the rank's slice into grad_slice, through MPI. */
-static ffn_status reduce_scatter_mpi(ffn_step *s, float *range, size_t offset, size_t count)
+static ffn_status reduce_scatter_mpi(ffn_step *s, float *range, size_t offset, size_t count, int micro)
 {
     const size_t n = ffn_model_param_count(s->model);
     ffn_status st = ffn_comm_reduce_scatter_range(s->comm, range, n, offset, offset + count, s->scatter_tmp,
@@ -82,8 +90,48 @@ static ffn_status reduce_scatter_mpi(ffn_step *s, float *range, size_t offset, s
     const size_t z = offset + count < s->own_hi ? offset + count : s->own_hi;
     float *out = s->grad_slice + (a - s->own_lo);
     const float *sum = range + (a - offset);
-    for (size_t i = 0; a < z && i < z - a; i++) out[i] = s->micro ? out[i] + sum[i] : sum[i];
+    for (size_t i = 0; a < z && i < z - a; i++) out[i] = micro ? out[i] + sum[i] : sum[i];
     return st;
+}
+
+/* The worker's jobs: a layer's parameters gathered, a range of gradients reduce-scattered. */
+typedef struct {
+    ffn_step *s;
+    size_t layer;
+} gather_job;
+typedef struct {
+    ffn_step *s;
+    float *range;
+    size_t offset, count;
+    int micro;
+} scatter_job;
+
+static void run_gather(ffn_step *s, size_t i, ffn_status *status)
+{
+    const ffn_layer *l = ffn_model_layer_const(s->model, i);
+    float *params = (float *)ffn_model_params_const(s->model);
+    if (*status == FFN_OK)
+        *status = ffn_comm_allgather_slices(s->comm, params, ffn_model_param_count(s->model), l->param_offset,
+                                            l->param_offset + l->param_count, s->cfg.bucket_bytes);
+    ffn_model_bf16_refresh_layer(s->model, i);
+    const int n = ffn_comm_size(s->comm);
+    s->shard_bytes += (double)l->param_count * sizeof(float) * (double)(n - 1) / (double)n;
+}
+
+static void gather_job_run(void *payload)
+{
+    gather_job *j = payload;
+    run_gather(j->s, j->layer, &j->s->worker_status);
+}
+
+static void scatter_job_run(void *payload)
+{
+    scatter_job *j = payload;
+    ffn_step *s = j->s;
+    ffn_status st = reduce_scatter_mpi(s, j->range, j->offset, j->count, j->micro);
+    if (s->worker_status == FFN_OK) s->worker_status = st;
+    const int n = ffn_comm_size(s->comm);
+    s->shard_bytes += (double)j->count * sizeof(float) * (double)(n - 1) / (double)n;
 }
 
 static void shard_ready(void *user, size_t offset, size_t count)
@@ -91,46 +139,85 @@ static void shard_ready(void *user, size_t offset, size_t count)
     ffn_step *s = user;
     const ffn_layer *l = ffn_model_layer_const(s->model, s->grads_layer);
     float *range = s->layer_grads + (offset - l->param_offset);
+    if (s->worker) { /* travels while the next layer's backward computes (into the other buffer) */
+        const scatter_job j = {s, range, offset, count, s->micro > 0};
+        const int b = s->layer_grads == s->grads_buf[1];
+        s->grads_ticket[b] = ffn_worker_post(s->worker, scatter_job_run, &j, sizeof j);
+        s->grads_busy[b] = 1;
+        return;
+    }
     const double t0 = ffn_clock_seconds();
     if (s->shard_status == FFN_OK)
         s->shard_status = s->scatter_shared
                               ? ffn_comm_reduce_scatter_shared(s->comm, s->scatter_shared, range,
                                                                ffn_model_param_count(s->model), offset, offset + count,
                                                                s->grad_slice, s->micro > 0)
-                              : reduce_scatter_mpi(s, range, offset, count);
+                              : reduce_scatter_mpi(s, range, offset, count, s->micro > 0);
     count_collective(s, t0, count);
 }
 
+enum { NOT_HERE, COMING, HERE };
+
+/* Layer i's parameters outside the slice given back (it is here: nothing writes them). */
 static void release_layer(ffn_step *s, size_t i)
 {
     const ffn_layer *l = ffn_model_layer_const(s->model, i);
     size_t a = l->param_offset, b = a + l->param_count;
     ffn_model_release_params(s->model, a, b < s->own_lo ? b : s->own_lo);
     ffn_model_release_params(s->model, a > s->own_hi ? a : s->own_hi, b);
-    s->resident = ffn_model_layer_count(s->model);
+    s->gathered[i] = NOT_HERE;
+}
+
+/* Every job done, every gathered layer given back (the parameters are about to change). */
+static void release_all(ffn_step *s)
+{
+    if (!s->gathers) return;
+    if (s->worker) ffn_worker_drain(s->worker);
+    s->grads_busy[0] = s->grads_busy[1] = 0;
+    for (size_t i = 0; i < ffn_model_layer_count(s->model); i++)
+        if (s->gathered[i] != NOT_HERE) release_layer(s, i);
+}
+
+/* Layer i's parameters gathered (on the worker, ahead of need: prefetch). */
+static void prefetch_layer(ffn_step *s, size_t i)
+{
+    if (!s->worker || i >= ffn_model_layer_count(s->model) || s->gathered[i] != NOT_HERE) return;
+    const gather_job j = {s, i};
+    s->gather_ticket[i] = ffn_worker_post(s->worker, gather_job_run, &j, sizeof j);
+    s->gathered[i] = COMING;
 }
 
 static void gather_layer(ffn_step *s, size_t i)
 {
-    if (s->resident == i) return;
-    if (s->resident < ffn_model_layer_count(s->model)) release_layer(s, s->resident);
-    const ffn_layer *l = ffn_model_layer_const(s->model, i);
-    float *params = (float *)ffn_model_params_const(s->model);
-    const double t0 = ffn_clock_seconds();
-    if (s->shard_status == FFN_OK)
-        s->shard_status = ffn_comm_allgather_slices(s->comm, params, ffn_model_param_count(s->model), l->param_offset,
-                                                    l->param_offset + l->param_count, s->cfg.bucket_bytes);
-    count_collective(s, t0, l->param_count);
-    ffn_model_bf16_refresh_layer(s->model, i);
-    s->resident = i;
+    if (s->gathered[i] == NOT_HERE && s->worker) prefetch_layer(s, i);
+    if (s->gathered[i] == COMING) {
+        ffn_worker_wait(s->worker, s->gather_ticket[i]);
+    } else if (s->gathered[i] == NOT_HERE) {
+        const double t0 = ffn_clock_seconds();
+        run_gather(s, i, &s->shard_status);
+        s->shard_seconds += ffn_clock_seconds() - t0;
+    }
+    s->gathered[i] = HERE;
 }
 
 static void before_layer(void *user, size_t i, ffn_pass pass)
 {
     ffn_step *s = user;
-    if (s->gathers) gather_layer(s, i);
+    if (s->gathers) {
+        gather_layer(s, i);
+        /* The next layer's comes while this one computes. */
+        if (pass == FFN_PASS_FORWARD) prefetch_layer(s, i + 1);
+        else if (i > s->lowest_trained) prefetch_layer(s, i - 1);
+    }
     if (pass != FFN_PASS_BACKWARD) return;
-    /* Backward writes the layer's gradients into the one layer buffer (zeros for a pass without rows). */
+    /* Backward writes the layer's gradients into a layer buffer (zeros for a pass without rows):
+     * with the worker, layers alternate between two, the other's sums still travelling. */
+    if (s->worker) {
+        const int b = (int)(i & 1);
+        if (s->grads_busy[b]) ffn_worker_wait(s->worker, s->grads_ticket[b]);
+        s->grads_busy[b] = 0;
+        s->layer_grads = s->grads_buf[b];
+    }
     ffn_model_set_layer_grads(s->model, i, s->layer_grads);
     s->grads_layer = i;
     if (s->without_rows) memset(s->layer_grads, 0, ffn_model_layer_const(s->model, i)->param_count * sizeof(float));
@@ -185,9 +272,25 @@ static ffn_status create_sharded(ffn_step *s)
     }
     if (ffn_comm_size(s->comm) == 1) return FFN_OK;
     /* Only the slice stays; the rest comes back layer by layer. */
+    const size_t layers = ffn_model_layer_count(s->model);
+    if (!(s->gathered = calloc(layers, 1)) || !(s->gather_ticket = calloc(layers, sizeof *s->gather_ticket)))
+        return ffn_fail(FFN_ERR_NOMEM, "out of memory");
     s->gathers = 1;
+    s->lowest_trained = ffn_model_lowest_trained(s->model);
     ffn_model_set_bf16_by_layer(s->model, 1);
-    for (size_t i = 0; i < ffn_model_layer_count(s->model); i++) release_layer(s, i);
+    for (size_t i = 0; i < layers; i++) release_layer(s, i);
+    /* The communication thread (FFN_SHARD_PREFETCH=0: none): gathers ahead and
+     * reduce-scatters behind while this thread computes; MPI must allow a
+     * thread of its own (every rank decides alike: the same library). */
+    const char *prefetch = getenv("FFN_SHARD_PREFETCH");
+    if ((prefetch && strcmp(prefetch, "0") == 0) || !ffn_comm_threads_serialized(s->comm)) return FFN_OK;
+    s->grads_buf[0] = s->layer_grads;
+    if (!(s->grads_buf[1] = ffn_alloc_floats(largest)))
+        return ffn_fail(FFN_ERR_NOMEM, "out of memory for a second layer's gradients");
+    if (!(s->worker = ffn_worker_start())) {
+        ffn_free(s->grads_buf[1]);
+        s->grads_buf[1] = NULL;
+    }
     return FFN_OK;
 }
 
@@ -212,7 +315,6 @@ ffn_status ffn_step_create(ffn_step **out, ffn_model *model, ffn_comm *comm, con
         const size_t own = s->own_hi > s->own_lo ? s->own_hi - s->own_lo : 1;
         if (s->shard == FFN_SHARD_OPTIMIZER && !(s->grad_slice = ffn_alloc_floats(own)))
             st = ffn_fail(FFN_ERR_NOMEM, "out of memory for the gradient slice");
-        s->resident = ffn_model_layer_count(model);
     }
     if (st == FFN_OK && !(s->dout = ffn_alloc(cfg->max_rows ? cfg->max_rows : 1, s->out_dim * sizeof(float))))
         st = ffn_fail(FFN_ERR_NOMEM, "out of memory for the output gradient");
@@ -255,6 +357,9 @@ ffn_status ffn_step_create(ffn_step **out, ffn_model *model, ffn_comm *comm, con
 void ffn_step_free(ffn_step *s)
 {
     if (!s) return;
+    ffn_worker_stop(s->worker); /* its jobs done first */
+    free(s->gathered);
+    free(s->gather_ticket);
     if (s->shard >= FFN_SHARD_GRADS) {
         ffn_model_set_layer_hooks(s->model, NULL);
         ffn_model_set_bf16_by_layer(s->model, 0);
@@ -266,7 +371,12 @@ void ffn_step_free(ffn_step *s)
     else
         ffn_free(s->grad_slice);
     ffn_free(s->scatter_tmp);
-    if (s->layer_grads != s->scatter_shared) ffn_free(s->layer_grads); /* a node-shared one goes with the comm */
+    if (s->grads_buf[1]) { /* the worker's two (layer_grads is one of them) */
+        ffn_free(s->grads_buf[0]);
+        ffn_free(s->grads_buf[1]);
+    } else if (s->layer_grads != s->scatter_shared) {
+        ffn_free(s->layer_grads); /* a node-shared one goes with the comm */
+    }
     ffn_free(s->dout);
     free(s);
 }
@@ -300,9 +410,13 @@ const char *ffn_step_shard_method(const ffn_step *s)
                               "slice"
            : s->scatter_shared ? "each layer's gradients reduce-scattered through node-shared memory; parameters "
                                  "all-gathered layer by layer before forward and backward (MPI_Allgatherv)"
-                               : "each layer's gradients reduce-scattered (MPI_Reduce_scatter) as backward makes "
-                                 "them; parameters all-gathered layer by layer before forward and backward "
-                                 "(MPI_Allgatherv)";
+                               : s->worker ? "each layer's gradients reduce-scattered (MPI_Reduce_scatter) while the next "
+                                             "layer's backward computes; parameters all-gathered layer by layer "
+                                             "(MPI_Allgatherv), the next layer's while one computes: a communication "
+                                             "thread"
+                                           : "each layer's gradients reduce-scattered (MPI_Reduce_scatter) as backward "
+                                             "makes them; parameters all-gathered layer by layer before forward and "
+                                             "backward (MPI_Allgatherv)";
 }
 
 int ffn_step_params_node_shared(const ffn_step *s) { return s->params_shared; }
@@ -325,7 +439,8 @@ double ffn_step_others_shared_bytes(const ffn_step *s)
 
 double ffn_step_comm_wait_seconds(const ffn_step *s)
 {
-    return s->sync ? ffn_grad_sync_wait_seconds(s->sync) : s->shard_seconds;
+    if (s->sync) return ffn_grad_sync_wait_seconds(s->sync);
+    return s->shard_seconds + (s->worker ? ffn_worker_wait_seconds(s->worker) : 0);
 }
 
 double ffn_step_comm_bytes(const ffn_step *s) { return s->sync ? (double)ffn_grad_sync_bytes(s->sync) : s->shard_bytes; }
@@ -381,7 +496,7 @@ void ffn_step_begin(ffn_step *s, uint64_t step, size_t step_rows)
     memset(s->sums, 0, sizeof s->sums);
     s->have_grads = 0;
     s->batch_status = FFN_OK;
-    s->shard_status = FFN_OK;
+    s->shard_status = s->worker_status = FFN_OK; /* the worker is idle between steps */
     s->micro = 0;
     if (!s->no_exchange && s->sync) ffn_grad_sync_begin(s->sync, step + 1);
 }
@@ -528,7 +643,7 @@ static ffn_status update(ffn_step *s, float lr)
     const size_t own = s->own_hi - s->own_lo;
     float *w = params + s->own_lo;
     float *g = s->grad_slice ? s->grad_slice : ffn_model_grads(m);
-    if (s->resident < ffn_model_layer_count(m)) release_layer(s, s->resident); /* about to change */
+    release_all(s); /* the parameters are about to change */
     ffn_pruner *pruner = s->cfg.pruner;
     ffn_status st = FFN_OK;
     /* A pruned weight gets no gradient: it neither counts in the norm nor moves the optimizer state. */
@@ -575,6 +690,12 @@ ffn_status ffn_step_finish(ffn_step *s, uint64_t step, uint64_t epoch, float lr,
                            ffn_step_stats *stats)
 {
     s->sums[SUM_STOP] = stop_requested != 0;
+    /* The worker's collectives done before this thread's (one MPI caller at a time). */
+    if (s->worker) {
+        ffn_worker_drain(s->worker);
+        s->grads_busy[0] = s->grads_busy[1] = 0;
+        if (s->shard_status == FFN_OK) s->shard_status = s->worker_status;
+    }
     /* The gradients, and the step's sums riding on the same exchange. */
     ffn_status st = s->no_exchange || !s->sync ? ffn_comm_sum_doubles(s->comm, s->sums, SUM_COUNT)
                                                 : ffn_grad_sync_finish_sum(s->sync, s->sums, SUM_COUNT);

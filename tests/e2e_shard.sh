@@ -5,7 +5,8 @@
 # block and a validation set whose batches differ between ranks) every step's
 # loss is within 1e-6 (relative) of the unsharded run's, on one node through
 # node-shared memory and through MPI collectives (FFN_SHARD_NODE_SHARED=0, the
-# path across nodes). The memory plan predicts each mode's peak within 20%,
+# path across nodes; with the communication thread prefetching and without,
+# FFN_SHARD_PREFETCH=0). The memory plan predicts each mode's peak within 20%,
 # and the sharded modes hold less; the flags they cannot run with are refused.
 source "$(dirname "$0")/lib/common.sh"
 
@@ -44,7 +45,11 @@ for np in 1 2 4; do
   done
   if ((np > 1)); then
     FFN_SHARD_NODE_SHARED=0 run params-mpi$np $np --shard params
-    grep -q "MPI_Allgatherv" params-mpi$np.out || { cat params-mpi$np.out; fail "the MPI path did not run"; }
+    grep -q "a communication thread" params-mpi$np.out || { cat params-mpi$np.out; fail "the MPI path's prefetch did not run"; }
+    FFN_SHARD_NODE_SHARED=0 FFN_SHARD_PREFETCH=0 run params-mpi-sync$np $np --shard params
+    grep -q "before forward and backward (MPI_Allgatherv)" params-mpi-sync$np.out || { cat params-mpi-sync$np.out; fail "the MPI path without prefetch did not run"; }
+    worst=$(close params-mpi-sync$np none$np 1e-6)
+    pass "--shard params through MPI, gathers on this thread, at -np $np: losses within $worst"
     grep -q "node-shared memory, each rank updating" params$np.out || { cat params$np.out; fail "the node-shared path did not run"; }
     worst=$(close params-mpi$np none$np 1e-6)
     pass "--shard params through MPI at -np $np: losses within $worst"

@@ -25,6 +25,9 @@ void ffn_comm_abort(ffn_comm *c, int code);
 
 int ffn_comm_rank(const ffn_comm *c);
 int ffn_comm_size(const ffn_comm *c);
+/* Whether MPI lets one thread other than the main one make this rank's calls
+ * (MPI_THREAD_SERIALIZED provided), one at a time. */
+int ffn_comm_threads_serialized(const ffn_comm *c);
 /* Ranks sharing this node (MPI_Comm_split_type SHARED) and this rank's place among them. */
 int ffn_comm_local_rank(const ffn_comm *c);
 int ffn_comm_local_size(const ffn_comm *c);

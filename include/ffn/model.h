@@ -264,6 +264,8 @@ void ffn_model_set_layer_hooks(ffn_model *m, const ffn_layer_hooks *hooks);
  * nothing computed and no gradient written: a rank without rows still makes
  * the collectives the others make. */
 void ffn_model_pass_without_rows(ffn_model *m, ffn_grad_ready_fn ready, void *user);
+/* The lowest layer backward reaches (the lowest with a trainable tensor; the layer count: none). */
+size_t ffn_model_lowest_trained(const ffn_model *m);
 /* An evaluation forward's hooks alone (a rank with fewer evaluation batches). */
 void ffn_model_forward_without_rows(ffn_model *m);
 /* on: the forward no longer converts the whole bf16 copy when the parameters
