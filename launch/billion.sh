@@ -99,7 +99,11 @@ EOF
     printf '%s slots=1\n%s slots=1\n' "$NET.1" "$NET.2" >"$work/hosts"
     run_cmd=(ip netns exec "$NSA" mpirun -np 2 --hostfile "$work/hosts" --mca plm_rsh_agent "$work/rsh.sh"
              --bind-to none --mca btl self,tcp --mca btl_tcp_if_include "$NET.0/24"
-             --mca oob_tcp_if_include "$NET.0/24") ;;
+             --mca oob_tcp_if_include "$NET.0/24")
+    # Each namespace looks like a node of its own, but both share this machine's memory: each rank
+    # gets half of it (a real node would give each its own MemTotal).
+    args+=(--memory-limit $(($(awk '/^MemTotal/ { print $2 }' /proc/meminfo) / 1024 / 2)))
+    echo "two namespaces share this machine's memory: --memory-limit ${args[-1]} (MiB, half of MemTotal) for each rank" ;;
 esac
 
 if ((lora)); then
