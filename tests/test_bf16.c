@@ -124,6 +124,70 @@ static void check_product(ffn_gemm_engine *g, int ta, int tb, size_t m, size_t n
     free(copy);
 }
 
+/* ffn_gemm_typed: A and/or B given already in bf16 (read as they are), C
+ * written in bf16 (rounded once from the fp32 sum), against the reference on
+ * the bf16 operands; on engine g, or on OpenBLAS's fallback (g NULL, which
+ * widens bf16 operands exactly). Padding between rows is left alone. */
+static void check_typed(ffn_gemm_engine *g, int ta, int tb, size_t m, size_t n, size_t k, float alpha, float beta,
+                        int a16, int b16, int c16)
+{
+    const size_t pad = 2;
+    size_t arows = ta ? k : m, acols = ta ? m : k, brows = tb ? n : k, bcols = tb ? k : n;
+    size_t lda = acols + pad, ldb = bcols + pad, ldc = n + pad;
+    size_t na = arows * lda, nb = brows * ldb;
+    float *A = malloc(na * sizeof *A), *B = malloc(nb * sizeof *B), *C = malloc(m * ldc * sizeof *C);
+    ffn_bf16 *A16 = malloc(na * sizeof *A16), *B16 = malloc(nb * sizeof *B16), *C16 = malloc(m * ldc * sizeof *C16);
+    double *R = malloc(m * ldc * sizeof *R);
+    ffn_rng rng = ffn_rng_make(4, m * 131 + n * 7 + k);
+    ffn_rng_fill_uniform(&rng, A, na, -1, 1);
+    ffn_rng_fill_uniform(&rng, B, nb, -1, 1);
+    ffn_rng_fill_uniform(&rng, C, m * ldc, -1, 1);
+    /* Without a bf16 engine the fp32 operands are not rounded: make them bf16 values. */
+    ffn_bf16_round_floats(A, na);
+    ffn_bf16_round_floats(B, nb);
+    ffn_bf16_from_floats(A16, A, na);
+    ffn_bf16_from_floats(B16, B, nb);
+    for (size_t i = 0; i < m * ldc; i++) C16[i] = 0x7fc1; /* a NaN marker: written or padding */
+    for (size_t i = 0; i < m * ldc; i++) R[i] = c16 ? 0.0 : C[i];
+    float eff_beta = c16 ? 0.0f : beta;
+    ffn_gemm_typed(g, ta, tb, m, n, k, alpha, a16 ? (const void *)A16 : A, a16, lda, b16 ? (const void *)B16 : B, b16,
+                   ldb, beta, c16 ? (void *)C16 : C, c16, ldc);
+    ref_gemm(ta, tb, m, n, k, alpha, A, lda, B, ldb, eff_beta, R, ldc);
+    double worst = 0, tol = 1e-6 * (double)k + 1e-6;
+    int pad_kept = 1;
+    for (size_t i = 0; i < m; i++) {
+        for (size_t j = 0; j < n; j++) {
+            double got = c16 ? ffn_float_from_bf16(C16[i * ldc + j]) : C[i * ldc + j];
+            double allowed = tol + (c16 ? fabs(R[i * ldc + j]) * 0x1p-8 : 0);
+            worst = fmax(worst, fabs(got - R[i * ldc + j]) / allowed);
+        }
+        for (size_t j = n; j < ldc; j++)
+            pad_kept &= c16 ? C16[i * ldc + j] == 0x7fc1 : C[i * ldc + j] == (float)R[i * ldc + j];
+    }
+    CHECK_MSG(worst <= 1, "typed gemm %s ta%d tb%d %zux%zux%zu A%s B%s C%s: error %g of its bound", g ? "bf16" : "fallback",
+              ta, tb, m, n, k, a16 ? "16" : "32", b16 ? "16" : "32", c16 ? "16" : "32", worst);
+    CHECK_MSG(pad_kept, "typed gemm wrote outside C's rows");
+    free(A), free(B), free(C), free(A16), free(B16), free(C16), free(R);
+}
+
+static void test_gemm_typed(void)
+{
+    ffn_gemm_engine *g = NULL;
+    CHECK(ffn_gemm_create(&g, FFN_PRECISION_BF16, FFN_GEMM_AUTO) == FFN_OK);
+    if (!g) return;
+    static const size_t shapes[][3] = {{1, 1, 1}, {7, 5, 3}, {33, 17, 65}};
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++)
+            for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+                for (int types = 1; types < 8; types++) {
+                    int a16 = types & 1, b16 = (types >> 1) & 1, c16 = (types >> 2) & 1;
+                    float beta = (types + s) & 1 ? 1.0f : 0.0f;
+                    check_typed(g, ta, tb, shapes[s][0], shapes[s][1], shapes[s][2], 0.5f, beta, a16, b16, c16);
+                    check_typed(NULL, ta, tb, shapes[s][0], shapes[s][1], shapes[s][2], 0.5f, beta, a16, b16, c16);
+                }
+    ffn_gemm_free(g);
+}
+
 static void test_gemm(void)
 {
     ffn_gemm_engine *g = NULL;
@@ -288,6 +352,7 @@ int main(void)
         return check_failures ? 1 : 77;
     }
     test_gemm();
+    test_gemm_typed();
     test_layers();
     test_weights_follow();
     return check_done("test_bf16");
