@@ -27,6 +27,10 @@ typedef struct {
     const uint64_t *rows; /* training: global row ids of the batch [batch], or NULL (0, 1, ...) */
     size_t layer;         /* index of the layer being run */
     ffn_gemm_engine *gemm;       /* the model's GEMM engine: every product goes through ffn_gemm(gemm, ...) */
+    /* Backward's work area (work_per_row floats a row), free while a forward
+     * runs: a block that keeps its cache in bf16 computes its fp32 hidden
+     * values there before rounding them. NULL outside a model. */
+    float *work;
     /* Backward: a layer whose parameter gradients are final before it has
      * computed dx (a dense layer: dW, db, then dx = dz·W) calls
      * ffn_layer_grads_final(ctx) then, so the exchange can send them while dx
@@ -86,7 +90,8 @@ typedef struct {
      * only the adapter). Optional: every tensor trains. */
     int (*default_trainable)(const ffn_layer_spec *s, const char *tensor);
     /* Floats per batch row of the layer's cache (kept from forward to backward)
-     * and of backward's work area; both times max_batch are reserved. Optional: 0. */
+     * and of backward's work area; both times max_batch are reserved. A cache
+     * with l->cache_bf16 counts two bf16 values a float. Optional: 0. */
     size_t (*cache_per_row)(const ffn_layer *l);
     size_t (*work_per_row)(const ffn_layer *l);
     /* Whether y needs a separate z buffer. Optional: no. */

@@ -7,11 +7,16 @@
  *   dW2 = dyᵀ·p, dp = dy·W2, dg = dp ⊙ silu(a),
  *   da = dp ⊙ g ⊙ σ·(1 + a·(1 - σ)), dW1 = daᵀ·n, dW3 = dgᵀ·n,
  *   dn = da·W1 + dg·W3, dx = dy + LN'(dn).
- * Cache: xhat, n [batch, in], rstd [batch], a, g, p [batch, hidden].
+ * Cache: xhat, n [batch, in], rstd [batch], a, g, p [batch, hidden]; in a
+ * bf16 model (l->cache_bf16) a, g and p, the bulk of it, are kept in bf16: p
+ * only feeds products (bf16 operands anyway) and a, g only the elementwise
+ * derivative, whose inputs bf16 rounds by 2^-9 at most. The norm's xhat,
+ * rstd and n stay fp32.
  * Work: da, dg [batch, hidden], dn [batch, in]. */
 #include <math.h>
 #include <string.h>
 
+#include "bf16.h"
 #include "layer.h"
 
 enum { T_GAMMA, T_BETA, T_W1, T_W3, T_W2 };
@@ -28,7 +33,11 @@ static int swiglu_setup(const ffn_layer_spec *s, size_t in, size_t *out, ffn_ten
     return 5;
 }
 
-static size_t swiglu_cache_per_row(const ffn_layer *l) { return 2 * l->in + 1 + 3 * l->spec.units; }
+static size_t swiglu_cache_per_row(const ffn_layer *l)
+{
+    size_t hidden = 3 * l->spec.units;
+    return 2 * l->in + 1 + (l->cache_bf16 ? (hidden + 1) / 2 : hidden); /* bf16: two a float */
+}
 static size_t swiglu_work_per_row(const ffn_layer *l) { return 2 * l->spec.units + l->in; }
 
 static void swiglu_init(ffn_layer *l, ffn_rng *rng)
@@ -47,19 +56,26 @@ static void swiglu_init(ffn_layer *l, ffn_rng *rng)
 typedef struct {
     float *xhat, *n;  /* [batch, in] */
     float *rstd;      /* [batch] */
-    float *a, *g, *p; /* [batch, H] */
+    float *a, *g, *p; /* [batch, H] (fp32 cache) */
+    ffn_bf16 *a16, *g16, *p16; /* [batch, H] (bf16 cache) */
 } swiglu_parts;
 
 static swiglu_parts parts_of(const ffn_layer *l, size_t batch)
 {
-    swiglu_parts p;
+    swiglu_parts p = {0};
     size_t h = batch * l->spec.units;
     p.xhat = l->cache;
     p.n = p.xhat + batch * l->in;
     p.rstd = p.n + batch * l->in;
-    p.a = p.rstd + batch;
-    p.g = p.a + h;
-    p.p = p.g + h;
+    if (l->cache_bf16) {
+        p.a16 = (ffn_bf16 *)(p.rstd + batch);
+        p.g16 = p.a16 + h;
+        p.p16 = p.g16 + h;
+    } else {
+        p.a = p.rstd + batch;
+        p.g = p.a + h;
+        p.p = p.g + h;
+    }
     return p;
 }
 
@@ -78,11 +94,23 @@ static void swiglu_forward(ffn_layer *l, const float *x, size_t batch, const ffn
     ffn_layernorm_rows_forward(p.n, p.xhat, p.rstd, x, t[T_GAMMA].data, t[T_BETA].data, batch, l->in);
     if (batch == 0) return;
     int b = (int)batch, in = (int)l->in, h = (int)l->spec.units;
+    size_t total = batch * l->spec.units;
+    memcpy(l->y, x, batch * l->in * sizeof *x);
+    if (l->cache_bf16) {
+        /* a and g rounded once from the products' fp32 sums, p from fp32 arithmetic
+         * on them; p goes to the output product as it is kept. */
+        ffn_gemm_typed(ctx->gemm, 0, 1, b, h, in, 1.0f, p.n, 0, in, t[T_W1].data, 0, in, 0.0f, p.a16, 1, h);
+        ffn_gemm_typed(ctx->gemm, 0, 1, b, h, in, 1.0f, p.n, 0, in, t[T_W3].data, 0, in, 0.0f, p.g16, 1, h);
+        for (size_t i = 0; i < total; i++) {
+            float a = ffn_float_from_bf16(p.a16[i]);
+            p.p16[i] = ffn_bf16_from_float(a * sigmoidf(a) * ffn_float_from_bf16(p.g16[i]));
+        }
+        ffn_gemm_typed(ctx->gemm, 0, 1, b, in, h, 1.0f, p.p16, 1, h, t[T_W2].data, 0, h, 1.0f, l->y, 0, in);
+        return;
+    }
     ffn_gemm(ctx->gemm, 0, 1, b, h, in, 1.0f, p.n, in, t[T_W1].data, in, 0.0f, p.a, h);
     ffn_gemm(ctx->gemm, 0, 1, b, h, in, 1.0f, p.n, in, t[T_W3].data, in, 0.0f, p.g, h);
-    size_t total = batch * l->spec.units;
     for (size_t i = 0; i < total; i++) p.p[i] = p.a[i] * sigmoidf(p.a[i]) * p.g[i];
-    memcpy(l->y, x, batch * l->in * sizeof *x);
     ffn_gemm(ctx->gemm, 0, 1, b, in, h, 1.0f, p.p, h, t[T_W2].data, h, 1.0f, l->y, in);
 }
 
@@ -102,16 +130,20 @@ static void swiglu_backward(ffn_layer *l, float *dx, float *dy, const float *x, 
     }
     int b = (int)batch, in = (int)l->in, h = (int)l->spec.units;
     float beta = accumulate ? 1.0f : 0.0f;
+    const int bf16 = l->cache_bf16;
     if (t[T_W2].trainable) /* dW2 [in, h] = dyᵀ·p */
-        ffn_gemm(ctx->gemm, 1, 0, in, h, b, 1.0f, dy, in, p.p, h, beta, t[T_W2].grad, h);
+        ffn_gemm_typed(ctx->gemm, 1, 0, in, h, b, 1.0f, dy, 0, in, bf16 ? (const void *)p.p16 : p.p, bf16, h, beta,
+                       t[T_W2].grad, 0, h);
     if (need_dp) {
         /* dp [b, h] = dy·W2, into da; then split into da and dg in place. */
         ffn_gemm(ctx->gemm, 0, 0, b, h, in, 1.0f, dy, in, t[T_W2].data, h, 0.0f, da, h);
         size_t total = batch * l->spec.units;
         for (size_t i = 0; i < total; i++) {
-            float a = p.a[i], s = sigmoidf(a), dp = da[i];
+            float a = bf16 ? ffn_float_from_bf16(p.a16[i]) : p.a[i];
+            float g = bf16 ? ffn_float_from_bf16(p.g16[i]) : p.g[i];
+            float s = sigmoidf(a), dp = da[i];
             dg[i] = dp * a * s;
-            da[i] = dp * p.g[i] * s * (1.0f + a * (1.0f - s));
+            da[i] = dp * g * s * (1.0f + a * (1.0f - s));
         }
         if (t[T_W1].trainable)
             ffn_gemm(ctx->gemm, 1, 0, h, in, b, 1.0f, da, h, p.n, in, beta, t[T_W1].grad, in);

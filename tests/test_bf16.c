@@ -316,6 +316,90 @@ static void test_layers(void)
     layer_check("layernorm,dropout:0.3,ffn:20,swiglu:16,dense:7", 0.03);
 }
 
+/* One bf16 forward and backward of spec with the blocks' caches in bf16 or
+ * fp32 (bf16_caches) and with or without --recompute: output, dx and
+ * gradients concatenated into a malloc'd array of *n floats. */
+static float *bf16_run(const char *spec, int bf16_caches, int recompute, size_t *n)
+{
+    ffn_model *m = NULL;
+    *n = 0;
+    CHECK_MSG(ffn_model_create_from_text(&m, spec, IN) == FFN_OK, "%s: %s", spec, ffn_last_error());
+    if (!m) return NULL;
+    CHECK(ffn_model_set_recompute(m, recompute) == FFN_OK);
+    CHECK(ffn_model_set_bf16_caches(m, bf16_caches) == FFN_OK);
+    CHECK(ffn_model_set_precision(m, FFN_PRECISION_BF16) == FFN_OK);
+    CHECK(ffn_model_reserve(m, BATCH) == FFN_OK);
+    CHECK(ffn_model_bf16_caches(m) == bf16_caches);
+    ffn_model_init_params(m, 5);
+    ffn_rng rng = ffn_rng_make(9, 10);
+    for (size_t k = 0; k < ffn_model_tensor_count(m); k++) {
+        const ffn_tensor *t = ffn_model_tensor(m, k);
+        int gain = strstr(t->name, "gamma") != NULL;
+        ffn_rng_fill_uniform(&rng, t->data, t->count, gain ? 0.5f : -0.5f, gain ? 1.5f : 0.5f);
+    }
+    ffn_model_params_changed(m);
+    size_t out = ffn_model_output_dim(m), np = ffn_model_param_count(m);
+    float x[BATCH * IN], dout[BATCH * 64];
+    ffn_rng_fill_uniform(&rng, x, BATCH * IN, -2, 2);
+    ffn_rng_fill_uniform(&rng, dout, BATCH * out, -1, 1);
+    *n = BATCH * out + BATCH * IN + np;
+    float *r = malloc(*n * sizeof *r);
+    memcpy(r, ffn_model_forward_train(m, x, BATCH, 3, 1, NULL), BATCH * out * sizeof *r);
+    ffn_model_backward_dx(m, x, BATCH, dout, 0, NULL, NULL, r + BATCH * out);
+    memcpy(r + BATCH * out + BATCH * IN, ffn_model_grads(m), np * sizeof *r);
+    ffn_model_free(m);
+    return r;
+}
+
+/* The blocks' hidden caches in bf16: their activation memory halves (the
+ * plan says so, value for value), results stay within bf16's tolerance of
+ * fp32 caches (and differ: the rounding happened), and --recompute refills
+ * the bf16 cache with the same bits. */
+static void test_bf16_caches(void)
+{
+    static const char *const specs[] = {"ffn:32", "ffn:32:sigmoid", "swiglu:40", "ffn:20,swiglu:16,dense:7",
+                                        "dense:8:relu,ffn:16:tanh,swiglu:9,ffn:7,dense:4:lora=2"};
+    for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
+        size_t n32, n16, nre;
+        float *f32 = bf16_run(specs[i], 0, 0, &n32), *b16 = bf16_run(specs[i], 1, 0, &n16);
+        float *re = bf16_run(specs[i], 1, 1, &nre);
+        if (f32 && b16 && re && n32 == n16 && n16 == nre) {
+            double e = rel_err(f32, b16, n32);
+            CHECK_MSG(e < 0.02 && e > 0, "%s: bf16 caches vs fp32 caches: relative L2 %g", specs[i], e);
+            CHECK_MSG(memcmp(b16, re, n16 * sizeof *re) == 0, "%s: --recompute with bf16 caches differs", specs[i]);
+        }
+        free(f32), free(b16), free(re);
+    }
+    /* swiglu:H keeps a, g, p [batch, H]: 3H floats a row in fp32, 3H/2 in bf16;
+     * ffn:H:gelu keeps z and h (2H -> H), ffn:H:tanh h only (H -> H/2). */
+    enum { H = 64, B = 10, D = 12 };
+    static const struct {
+        const char *spec;
+        size_t saved;
+    } plans[] = {{"swiglu:64", B * 3 * H / 2}, {"swiglu:64,swiglu:64", 2 * B * 3 * H / 2},
+                 {"ffn:64", B * H}, {"ffn:64,ffn:64", 2 * B * H}, {"ffn:64:tanh", B * H / 2}};
+    for (size_t i = 0; i < sizeof plans / sizeof plans[0]; i++) {
+        ffn_layer_spec *ls = NULL;
+        size_t count = 0, params, a32, a16;
+        CHECK(ffn_spec_parse(plans[i].spec, &ls, &count) == FFN_OK);
+        CHECK(ffn_model_plan(ls, count, D, B, 0, 0, &params, &a32, NULL) == FFN_OK);
+        CHECK(ffn_model_plan(ls, count, D, B, 0, 1, &params, &a16, NULL) == FFN_OK);
+        CHECK_MSG(a32 - a16 == plans[i].saved, "%s: bf16 caches save %zu floats, expected %zu", plans[i].spec,
+                  a32 - a16, plans[i].saved);
+        /* The model allocates what the plan says. */
+        ffn_model *m = NULL;
+        CHECK(ffn_model_create_from_text(&m, plans[i].spec, D) == FFN_OK);
+        if (m) {
+            CHECK(ffn_model_set_precision(m, FFN_PRECISION_BF16) == FFN_OK);
+            CHECK(ffn_model_reserve(m, B) == FFN_OK);
+            const ffn_layer *first = ffn_model_layer_const(m, 0);
+            CHECK(first->cache_bf16 == 1);
+            ffn_model_free(m);
+        }
+        free(ls);
+    }
+}
+
 /* Writing parameters between forwards is seen by the next forward: the bf16
  * copy of the weights follows ffn_model_params. */
 static void test_weights_follow(void)
@@ -354,6 +438,7 @@ int main(void)
     test_gemm();
     test_gemm_typed();
     test_layers();
+    test_bf16_caches();
     test_weights_follow();
     return check_done("test_bf16");
 }
