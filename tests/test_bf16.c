@@ -351,10 +351,10 @@ static float *bf16_run(const char *spec, int bf16_caches, int recompute, size_t 
     return r;
 }
 
-/* The blocks' hidden caches in bf16: their activation memory halves (the
- * plan says so, value for value), results stay within bf16's tolerance of
- * fp32 caches (and differ: the rounding happened), and --recompute refills
- * the bf16 cache with the same bits. */
+/* The blocks' caches in bf16: their activation memory halves (the plan says
+ * so, value for value), results stay within bf16's tolerance of fp32 caches
+ * (and differ: the rounding happened), and --recompute refills the bf16
+ * cache with the same bits. */
 static void test_bf16_caches(void)
 {
     static const char *const specs[] = {"ffn:32", "ffn:32:sigmoid", "swiglu:40", "ffn:20,swiglu:16,dense:7",
@@ -370,14 +370,19 @@ static void test_bf16_caches(void)
         }
         free(f32), free(b16), free(re);
     }
-    /* swiglu:H keeps a, g, p [batch, H]: 3H floats a row in fp32, 3H/2 in bf16;
-     * ffn:H:gelu keeps z and h (2H -> H), ffn:H:tanh h only (H -> H/2). */
+    /* A block keeps xhat, n [batch, D] and its hidden values [batch, H]
+     * (swiglu a, g, p; ffn:gelu z, h; ffn:tanh h): 2D + kH floats a row in
+     * fp32, half that in bf16 (rstd stays fp32). Backward's work area, one for
+     * every layer, grows by D a row (xhat widened). */
     enum { H = 64, B = 10, D = 12 };
     static const struct {
         const char *spec;
         size_t saved;
-    } plans[] = {{"swiglu:64", B * 3 * H / 2}, {"swiglu:64,swiglu:64", 2 * B * 3 * H / 2},
-                 {"ffn:64", B * H}, {"ffn:64,ffn:64", 2 * B * H}, {"ffn:64:tanh", B * H / 2}};
+    } plans[] = {{"swiglu:64", B * ((2 * D + 3 * H) / 2 - D)},
+                 {"swiglu:64,swiglu:64", B * (2 * ((2 * D + 3 * H) / 2) - D)},
+                 {"ffn:64", B * ((2 * D + 2 * H) / 2 - D)},
+                 {"ffn:64,ffn:64", B * (2 * ((2 * D + 2 * H) / 2) - D)},
+                 {"ffn:64:tanh", B * ((2 * D + H) / 2 - D)}};
     for (size_t i = 0; i < sizeof plans / sizeof plans[0]; i++) {
         ffn_layer_spec *ls = NULL;
         size_t count = 0, params, a32, a16;
