@@ -134,8 +134,8 @@ static const flag flags[] = {
      "activation checkpointing: the ffn and swiglu blocks keep only their input and recompute their cache in "
      "backward (about one more forward of the blocks a step; the same gradients, bit for bit)"},
     {"fp32-caches", T_FLAG, F(fp32_caches), ANY, NULL,
-     "with --precision bf16: keep the ffn and swiglu blocks' hidden activations for backward in fp32 (twice "
-     "their memory; by default bf16 keeps them in bf16), to measure what that rounding costs"},
+     "with --precision bf16: keep what the ffn and swiglu blocks keep for backward (hidden activations, norm "
+     "values) in fp32, twice its memory (by default bf16 keeps it in bf16), to measure what that rounding costs"},
     {"teacher", T_STR, F(teacher), ANY, "FILE",
      "distillation: a checkpoint whose model (forward only) teaches the one trained; softmax_ce only"},
     {"distill-temperature", T_FLOAT, F(distill_temperature), POSITIVE, "T",
