@@ -133,6 +133,9 @@ static const flag flags[] = {
     {"recompute", T_FLAG, F(recompute), ANY, NULL,
      "activation checkpointing: the ffn and swiglu blocks keep only their input and recompute their cache in "
      "backward (about one more forward of the blocks a step; the same gradients, bit for bit)"},
+    {"fp32-caches", T_FLAG, F(fp32_caches), ANY, NULL,
+     "with --precision bf16: keep what the ffn and swiglu blocks keep for backward (hidden activations, norm "
+     "values) in fp32, twice its memory (by default bf16 keeps it in bf16), to measure what that rounding costs"},
     {"teacher", T_STR, F(teacher), ANY, "FILE",
      "distillation: a checkpoint whose model (forward only) teaches the one trained; softmax_ce only"},
     {"distill-temperature", T_FLOAT, F(distill_temperature), POSITIVE, "T",

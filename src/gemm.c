@@ -22,7 +22,8 @@ typedef struct {
     int ta, tb;
     size_t m, n, k, lda, ldb, ldc;
     float alpha, beta;
-    int bf16; /* operands bf16 (else f32) */
+    int bf16;   /* operands bf16 (else f32) */
+    int c_bf16; /* the output written in bf16 (a cache kept for backward) */
     dnnl_primitive_t prim;
     dnnl_memory_t a, b, c, scratch;
 } plan;
@@ -133,7 +134,7 @@ static dnnl_status_t plan_make(ffn_gemm_engine *g, plan *p, char *kernel, size_t
     dnnl_data_type_t type = p->bf16 ? dnnl_bf16 : dnnl_f32;
     if ((s = operand_desc(&a, p->m, p->k, p->ta, p->lda, type)) != dnnl_success ||
         (s = operand_desc(&b, p->k, p->n, p->tb, p->ldb, type)) != dnnl_success ||
-        (s = operand_desc(&c, p->m, p->n, 0, p->ldc, dnnl_f32)) != dnnl_success)
+        (s = operand_desc(&c, p->m, p->n, 0, p->ldc, p->c_bf16 ? dnnl_bf16 : dnnl_f32)) != dnnl_success)
         return s;
     dnnl_matmul_desc_t desc;
     if ((s = dnnl_matmul_desc_init(&desc, &a, &b, NULL, &c)) != dnnl_success) return s;
@@ -178,13 +179,14 @@ static dnnl_status_t plan_make(ffn_gemm_engine *g, plan *p, char *kernel, size_t
 }
 
 static plan *plan_for(ffn_gemm_engine *g, int ta, int tb, size_t m, size_t n, size_t k, size_t lda, size_t ldb,
-                      size_t ldc, float alpha, float beta)
+                      size_t ldc, float alpha, float beta, int c_bf16)
 {
     const int bf16 = g->precision == FFN_PRECISION_BF16;
     for (size_t i = 0; i < g->plan_count; i++) {
         plan *p = &g->plans[i];
         if (p->ta == ta && p->tb == tb && p->m == m && p->n == n && p->k == k && p->lda == lda &&
-            p->ldb == ldb && p->ldc == ldc && p->alpha == alpha && p->beta == beta && p->bf16 == bf16)
+            p->ldb == ldb && p->ldc == ldc && p->alpha == alpha && p->beta == beta && p->bf16 == bf16 &&
+            p->c_bf16 == c_bf16)
             return p;
     }
     plan *p;
@@ -197,7 +199,7 @@ static plan *plan_for(ffn_gemm_engine *g, int ta, int tb, size_t m, size_t n, si
         plan_destroy(p);
     }
     *p = (plan){.ta = ta, .tb = tb, .m = m, .n = n, .k = k, .lda = lda, .ldb = ldb, .ldc = ldc,
-                .alpha = alpha, .beta = beta, .bf16 = bf16};
+                .alpha = alpha, .beta = beta, .bf16 = bf16, .c_bf16 = c_bf16};
     char kernel[64];
     if (plan_make(g, p, kernel, sizeof kernel) != dnnl_success) {
         /* p is zeroed (m = 0 matches no product); an appended slot is given back */
@@ -207,12 +209,17 @@ static plan *plan_for(ffn_gemm_engine *g, int ta, int tb, size_t m, size_t n, si
     return p;
 }
 
-/* The bf16 form of op(X) [rows, cols] with leading dimension ld: the kept copy
- * when X lies in it, else converted into scratch `which` (sized by the caller;
- * then *ld_out is packed). */
-static const ffn_bf16 *bf16_operand(ffn_gemm_engine *g, int which, const float *X, int trans, size_t rows, size_t cols,
-                                    size_t ld, size_t *ld_out)
+/* The bf16 form of op(X) [rows, cols] with leading dimension ld: X itself when
+ * it is already bf16 (x_bf16), the kept copy when X lies in it, else converted
+ * into scratch `which` (sized by the caller; then *ld_out is packed). */
+static const ffn_bf16 *bf16_operand(ffn_gemm_engine *g, int which, const void *Xv, int x_bf16, int trans, size_t rows,
+                                    size_t cols, size_t ld, size_t *ld_out)
 {
+    const float *X = Xv;
+    if (x_bf16) {
+        *ld_out = ld;
+        return Xv;
+    }
     if (g->copy_bf16 && X >= g->copy_f32 && X < g->copy_f32 + g->copy_n) {
         *ld_out = ld;
         return g->copy_bf16 + (X - g->copy_f32);
@@ -225,8 +232,9 @@ static const ffn_bf16 *bf16_operand(ffn_gemm_engine *g, int which, const float *
 
 /* One product on oneDNN: bf16 operands (converted or kept) or the f32 ones as
  * they are. 0, or -1 (C untouched), or -2 (C already multiplied by beta). */
-static int gemm_onednn(ffn_gemm_engine *g, int ta, int tb, size_t m, size_t n, size_t k, float alpha, const float *A,
-                       size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc)
+static int gemm_onednn(ffn_gemm_engine *g, int ta, int tb, size_t m, size_t n, size_t k, float alpha, const void *A,
+                       int a_bf16, size_t lda, const void *B, int b_bf16, size_t ldb, float beta, void *C, int c_bf16,
+                       size_t ldc)
 {
     size_t la = lda, lb = ldb;
     const void *a = A, *b = B;
@@ -234,16 +242,16 @@ static int gemm_onednn(ffn_gemm_engine *g, int ta, int tb, size_t m, size_t n, s
         /* Both scratch buffers sized before either is filled (growing frees them). */
         size_t need = m * k > k * n ? m * k : k * n;
         if (need > g->scratch_cap && ffn_gemm_reserve(g, need) != FFN_OK) return -1;
-        a = bf16_operand(g, 0, A, ta, m, k, lda, &la);
-        b = bf16_operand(g, 1, B, tb, k, n, ldb, &lb);
+        a = bf16_operand(g, 0, A, a_bf16, ta, m, k, lda, &la);
+        b = bf16_operand(g, 1, B, b_bf16, tb, k, n, ldb, &lb);
     }
     float sum = beta == 0.0f ? 0.0f : 1.0f;
-    plan *p = plan_for(g, ta, tb, m, n, k, la, lb, ldc, alpha, sum);
+    plan *p = plan_for(g, ta, tb, m, n, k, la, lb, ldc, alpha, sum, c_bf16);
     if (!p) return -1;
     int scaled = beta != 0.0f && beta != 1.0f;
-    if (scaled)
+    if (scaled) /* c_bf16 has beta 0 (ffn_gemm_typed) */
         for (size_t i = 0; i < m; i++)
-            for (size_t j = 0; j < n; j++) C[i * ldc + j] *= beta;
+            for (size_t j = 0; j < n; j++) ((float *)C)[i * ldc + j] *= beta;
     dnnl_memory_set_data_handle(p->a, (void *)a);
     dnnl_memory_set_data_handle(p->b, (void *)b);
     dnnl_memory_set_data_handle(p->c, C);
@@ -345,22 +353,71 @@ ffn_status ffn_gemm_reserve(ffn_gemm_engine *g, size_t floats)
     return FFN_OK;
 }
 
-void ffn_gemm(ffn_gemm_engine *g, int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha,
-              const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc)
+/* The floats of a bf16 matrix [rows, cols] of row stride ld (packed), malloc'd:
+ * only on the fallback after a failed oneDNN product, never in a normal step. */
+static float *floats_of_bf16(const ffn_bf16 *X, size_t rows, size_t cols, size_t ld)
+{
+    float *f = malloc(rows * cols * sizeof *f);
+    if (f)
+        for (size_t r = 0; r < rows; r++) ffn_floats_from_bf16(f + r * cols, X + r * ld, cols);
+    return f;
+}
+
+/* OpenBLAS in fp32 on any operand types: bf16 ones widened (exactly), a bf16
+ * output rounded. The fallback of a failed oneDNN product. */
+static void gemm_openblas_typed(int ta, int tb, size_t m, size_t n, size_t k, float alpha, const void *A, int a_bf16,
+                                size_t lda, const void *B, int b_bf16, size_t ldb, float beta, void *C, int c_bf16,
+                                size_t ldc)
+{
+    float *a = a_bf16 ? floats_of_bf16(A, ta ? k : m, ta ? m : k, lda) : NULL;
+    float *b = b_bf16 ? floats_of_bf16(B, tb ? n : k, tb ? k : n, ldb) : NULL;
+    float *c = c_bf16 ? calloc(m * n, sizeof *c) : NULL;
+    if ((a_bf16 && !a) || (b_bf16 && !b) || (c_bf16 && !c)) {
+        fprintf(stderr, "ffn: error: out of memory for a product of %zux%zux%zu; its output is zero\n", m, n, k);
+        if (c_bf16) memset(C, 0, m * ldc * sizeof(ffn_bf16));
+        free(a), free(b), free(c);
+        return;
+    }
+    if (a) lda = ta ? m : k;
+    if (b) ldb = tb ? k : n;
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans, (int)m, (int)n, (int)k,
+                alpha, a ? a : A, (int)lda, b ? b : B, (int)ldb, c ? 0.0f : beta, c ? c : C, (int)(c ? n : ldc));
+    if (c)
+        for (size_t r = 0; r < m; r++) ffn_bf16_from_floats((ffn_bf16 *)C + r * ldc, c + r * n, n);
+    free(a), free(b), free(c);
+}
+
+void ffn_gemm_typed(ffn_gemm_engine *g, int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha,
+                    const void *A, int a_bf16, size_t lda, const void *B, int b_bf16, size_t ldb, float beta, void *C,
+                    int c_bf16, size_t ldc)
 {
     if (m == 0 || n == 0) return;
+    if (c_bf16) beta = 0.0f; /* a bf16 output is written, never summed into */
 #ifdef FFN_HAVE_ONEDNN
-    if (g && g->onednn && k > 0) {
-        int r = gemm_onednn(g, trans_a, trans_b, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc);
+    int typed = a_bf16 || b_bf16 || c_bf16;
+    if (g && g->onednn && k > 0 && (!typed || g->precision == FFN_PRECISION_BF16)) {
+        int r = gemm_onednn(g, trans_a, trans_b, m, n, k, alpha, A, a_bf16, lda, B, b_bf16, ldb, beta, C, c_bf16, ldc);
         if (r == 0) return;
         if (r == -2) beta = 1.0f;
         if (!g->failed++)
             fprintf(stderr, "ffn: warning: a product of %zux%zux%zu failed in oneDNN (out of memory?); "
                             "it and any like it run on OpenBLAS in fp32\n", m, n, k);
     }
+#else
+    (void)g;
 #endif
+    if (a_bf16 || b_bf16 || c_bf16) {
+        gemm_openblas_typed(trans_a, trans_b, m, n, k, alpha, A, a_bf16, lda, B, b_bf16, ldb, beta, C, c_bf16, ldc);
+        return;
+    }
     cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, trans_b ? CblasTrans : CblasNoTrans, (int)m,
                 (int)n, (int)k, alpha, A, (int)lda, B, (int)ldb, beta, C, (int)ldc);
+}
+
+void ffn_gemm(ffn_gemm_engine *g, int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha,
+              const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc)
+{
+    ffn_gemm_typed(g, trans_a, trans_b, m, n, k, alpha, A, 0, lda, B, 0, ldb, beta, C, 0, ldc);
 }
 
 const char *ffn_gemm_describe(const ffn_gemm_engine *g, char *buf, size_t cap)

@@ -40,6 +40,14 @@ ffn_status ffn_gemm_reserve(ffn_gemm_engine *g, size_t floats);
 
 void ffn_gemm(ffn_gemm_engine *g, int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha,
               const float *A, size_t lda, const float *B, size_t ldb, float beta, float *C, size_t ldc);
+/* ffn_gemm with operands that may already be bf16 (a_bf16, b_bf16: A or B is
+ * ffn_bf16 data, given to oneDNN as it is, no conversion) and an output that
+ * may be written in bf16 (c_bf16: rounded once from the fp32 accumulation;
+ * beta is then taken as 0). Only a bf16 engine is given bf16 data: the caches
+ * a layer keeps in bf16 (ffn_layer.cache_bf16). Any flag 0 is ffn_gemm. */
+void ffn_gemm_typed(ffn_gemm_engine *g, int trans_a, int trans_b, size_t m, size_t n, size_t k, float alpha,
+                    const void *A, int a_bf16, size_t lda, const void *B, int b_bf16, size_t ldb, float beta, void *C,
+                    int c_bf16, size_t ldc);
 
 /* "OpenBLAS 0.3.21 sgemm (Haswell)" or "oneDNN 2.6.3 bf16 matmul (brg:avx512_core_bf16)". */
 const char *ffn_gemm_describe(const ffn_gemm_engine *g, char *buf, size_t cap);

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "act_internal.h"
+#include "bf16.h"
 #include "layer.h"
 
 void ffn_layernorm_rows_forward(float *y, float *xhat, float *rstd, const float *x,
@@ -62,6 +63,23 @@ void ffn_layernorm_rows_backward(float *dx, float *dgamma, float *dbeta, const f
         else
             for (size_t c = 0; c < n; c++) xr[c] = rs * (dr[c] * gamma[c] - mean_g - hr[c] * mean_gh);
     }
+}
+
+void ffn_layernorm_rows_forward_bf16(ffn_bf16 *y, ffn_bf16 *xhat, float *rstd, const float *x, const float *gamma,
+                                     const float *beta, size_t rows, size_t n, float *temp)
+{
+    float *y32 = temp, *xhat32 = temp + rows * n;
+    ffn_layernorm_rows_forward(y32, xhat32, rstd, x, gamma, beta, rows, n);
+    ffn_bf16_from_floats(y, y32, rows * n);
+    ffn_bf16_from_floats(xhat, xhat32, rows * n);
+}
+
+void ffn_layernorm_rows_backward_bf16(float *dx, float *dgamma, float *dbeta, const float *dy, const ffn_bf16 *xhat,
+                                      const float *rstd, const float *gamma, size_t rows, size_t n, int accumulate,
+                                      int add_dx, float *temp)
+{
+    ffn_floats_from_bf16(temp, xhat, rows * n);
+    ffn_layernorm_rows_backward(dx, dgamma, dbeta, dy, temp, rstd, gamma, rows, n, accumulate, add_dx);
 }
 
 static int ln_setup(const ffn_layer_spec *s, size_t in, size_t *out, ffn_tensor_decl *d)

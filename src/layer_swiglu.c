@@ -7,11 +7,17 @@
  *   dW2 = dyᵀ·p, dp = dy·W2, dg = dp ⊙ silu(a),
  *   da = dp ⊙ g ⊙ σ·(1 + a·(1 - σ)), dW1 = daᵀ·n, dW3 = dgᵀ·n,
  *   dn = da·W1 + dg·W3, dx = dy + LN'(dn).
- * Cache: xhat, n [batch, in], rstd [batch], a, g, p [batch, hidden].
- * Work: da, dg [batch, hidden], dn [batch, in]. */
+ * Cache: xhat, n [batch, in], rstd [batch], a, g, p [batch, hidden]; in a
+ * bf16 model (l->cache_bf16) all but rstd are kept in bf16: p and n only feed
+ * products (bf16 operands anyway), a and g only the elementwise derivative and
+ * xhat only the norm's backward, whose inputs bf16 rounds by 2^-9 at most
+ * (measured: layer.h).
+ * Work: da, dg [batch, hidden], dn [batch, in]; with the bf16 cache and xhat's
+ * widened copy [batch, in] after them (forward's fp32 norm values before that). */
 #include <math.h>
 #include <string.h>
 
+#include "bf16.h"
 #include "layer.h"
 
 enum { T_GAMMA, T_BETA, T_W1, T_W3, T_W2 };
@@ -28,8 +34,12 @@ static int swiglu_setup(const ffn_layer_spec *s, size_t in, size_t *out, ffn_ten
     return 5;
 }
 
-static size_t swiglu_cache_per_row(const ffn_layer *l) { return 2 * l->in + 1 + 3 * l->spec.units; }
-static size_t swiglu_work_per_row(const ffn_layer *l) { return 2 * l->spec.units + l->in; }
+static size_t swiglu_cache_per_row(const ffn_layer *l)
+{
+    size_t kept = 2 * l->in + 3 * l->spec.units; /* xhat, n, a, g, p */
+    return 1 + (l->cache_bf16 ? (kept + 1) / 2 : kept); /* rstd; bf16: two values a float */
+}
+static size_t swiglu_work_per_row(const ffn_layer *l) { return 2 * l->spec.units + l->in * (l->cache_bf16 ? 2 : 1); }
 
 static void swiglu_init(ffn_layer *l, ffn_rng *rng)
 {
@@ -45,21 +55,31 @@ static void swiglu_init(ffn_layer *l, ffn_rng *rng)
 
 /* The cache's parts for a batch of `batch` rows (H = spec.units). */
 typedef struct {
-    float *xhat, *n;  /* [batch, in] */
+    float *xhat, *n;  /* [batch, in] (fp32 cache) */
     float *rstd;      /* [batch] */
-    float *a, *g, *p; /* [batch, H] */
+    float *a, *g, *p; /* [batch, H] (fp32 cache) */
+    ffn_bf16 *xhat16, *n16, *a16, *g16, *p16; /* the same in bf16 (bf16 cache) */
 } swiglu_parts;
 
 static swiglu_parts parts_of(const ffn_layer *l, size_t batch)
 {
-    swiglu_parts p;
-    size_t h = batch * l->spec.units;
-    p.xhat = l->cache;
-    p.n = p.xhat + batch * l->in;
-    p.rstd = p.n + batch * l->in;
-    p.a = p.rstd + batch;
-    p.g = p.a + h;
-    p.p = p.g + h;
+    swiglu_parts p = {0};
+    size_t h = batch * l->spec.units, norm_count = batch * l->in;
+    if (l->cache_bf16) {
+        p.rstd = l->cache;
+        p.xhat16 = (ffn_bf16 *)(p.rstd + batch);
+        p.n16 = p.xhat16 + norm_count;
+        p.a16 = p.n16 + norm_count;
+        p.g16 = p.a16 + h;
+        p.p16 = p.g16 + h;
+    } else {
+        p.xhat = l->cache;
+        p.n = p.xhat + norm_count;
+        p.rstd = p.n + norm_count;
+        p.a = p.rstd + batch;
+        p.g = p.a + h;
+        p.p = p.g + h;
+    }
     return p;
 }
 
@@ -75,14 +95,30 @@ static void swiglu_forward(ffn_layer *l, const float *x, size_t batch, const ffn
 {
     const ffn_tensor *t = l->tensors;
     swiglu_parts p = parts_of(l, batch);
-    ffn_layernorm_rows_forward(p.n, p.xhat, p.rstd, x, t[T_GAMMA].data, t[T_BETA].data, batch, l->in);
+    if (l->cache_bf16)
+        ffn_layernorm_rows_forward_bf16(p.n16, p.xhat16, p.rstd, x, t[T_GAMMA].data, t[T_BETA].data, batch, l->in,
+                                        ctx->work);
+    else
+        ffn_layernorm_rows_forward(p.n, p.xhat, p.rstd, x, t[T_GAMMA].data, t[T_BETA].data, batch, l->in);
     if (batch == 0) return;
     int b = (int)batch, in = (int)l->in, h = (int)l->spec.units;
+    size_t total = batch * l->spec.units;
+    memcpy(l->y, x, batch * l->in * sizeof *x);
+    if (l->cache_bf16) {
+        /* a and g rounded once from the products' fp32 sums, p from fp32 arithmetic
+         * on them; n and p go to the products as they are kept. */
+        ffn_gemm_typed(ctx->gemm, 0, 1, b, h, in, 1.0f, p.n16, 1, in, t[T_W1].data, 0, in, 0.0f, p.a16, 1, h);
+        ffn_gemm_typed(ctx->gemm, 0, 1, b, h, in, 1.0f, p.n16, 1, in, t[T_W3].data, 0, in, 0.0f, p.g16, 1, h);
+        for (size_t i = 0; i < total; i++) {
+            float a = ffn_float_from_bf16(p.a16[i]);
+            p.p16[i] = ffn_bf16_from_float(a * sigmoidf(a) * ffn_float_from_bf16(p.g16[i]));
+        }
+        ffn_gemm_typed(ctx->gemm, 0, 1, b, in, h, 1.0f, p.p16, 1, h, t[T_W2].data, 0, h, 1.0f, l->y, 0, in);
+        return;
+    }
     ffn_gemm(ctx->gemm, 0, 1, b, h, in, 1.0f, p.n, in, t[T_W1].data, in, 0.0f, p.a, h);
     ffn_gemm(ctx->gemm, 0, 1, b, h, in, 1.0f, p.n, in, t[T_W3].data, in, 0.0f, p.g, h);
-    size_t total = batch * l->spec.units;
     for (size_t i = 0; i < total; i++) p.p[i] = p.a[i] * sigmoidf(p.a[i]) * p.g[i];
-    memcpy(l->y, x, batch * l->in * sizeof *x);
     ffn_gemm(ctx->gemm, 0, 1, b, in, h, 1.0f, p.p, h, t[T_W2].data, h, 1.0f, l->y, in);
 }
 
@@ -102,29 +138,38 @@ static void swiglu_backward(ffn_layer *l, float *dx, float *dy, const float *x, 
     }
     int b = (int)batch, in = (int)l->in, h = (int)l->spec.units;
     float beta = accumulate ? 1.0f : 0.0f;
+    const int bf16 = l->cache_bf16;
     if (t[T_W2].trainable) /* dW2 [in, h] = dyᵀ·p */
-        ffn_gemm(ctx->gemm, 1, 0, in, h, b, 1.0f, dy, in, p.p, h, beta, t[T_W2].grad, h);
+        ffn_gemm_typed(ctx->gemm, 1, 0, in, h, b, 1.0f, dy, 0, in, bf16 ? (const void *)p.p16 : p.p, bf16, h, beta,
+                       t[T_W2].grad, 0, h);
     if (need_dp) {
         /* dp [b, h] = dy·W2, into da; then split into da and dg in place. */
         ffn_gemm(ctx->gemm, 0, 0, b, h, in, 1.0f, dy, in, t[T_W2].data, h, 0.0f, da, h);
         size_t total = batch * l->spec.units;
         for (size_t i = 0; i < total; i++) {
-            float a = p.a[i], s = sigmoidf(a), dp = da[i];
+            float a = bf16 ? ffn_float_from_bf16(p.a16[i]) : p.a[i];
+            float g = bf16 ? ffn_float_from_bf16(p.g16[i]) : p.g[i];
+            float s = sigmoidf(a), dp = da[i];
             dg[i] = dp * a * s;
-            da[i] = dp * p.g[i] * s * (1.0f + a * (1.0f - s));
+            da[i] = dp * g * s * (1.0f + a * (1.0f - s));
         }
+        const void *n = bf16 ? (const void *)p.n16 : p.n;
         if (t[T_W1].trainable)
-            ffn_gemm(ctx->gemm, 1, 0, h, in, b, 1.0f, da, h, p.n, in, beta, t[T_W1].grad, in);
+            ffn_gemm_typed(ctx->gemm, 1, 0, h, in, b, 1.0f, da, 0, h, n, bf16, in, beta, t[T_W1].grad, 0, in);
         if (t[T_W3].trainable)
-            ffn_gemm(ctx->gemm, 1, 0, h, in, b, 1.0f, dg, h, p.n, in, beta, t[T_W3].grad, in);
+            ffn_gemm_typed(ctx->gemm, 1, 0, h, in, b, 1.0f, dg, 0, h, n, bf16, in, beta, t[T_W3].grad, 0, in);
     }
     if (dx) memcpy(dx, dy, batch * l->in * sizeof *dx); /* the residual path */
     if (need_dn) {
         ffn_gemm(ctx->gemm, 0, 0, b, in, h, 1.0f, da, h, t[T_W1].data, in, 0.0f, dn, in);
         ffn_gemm(ctx->gemm, 0, 0, b, in, h, 1.0f, dg, h, t[T_W3].data, in, 1.0f, dn, in);
-        ffn_layernorm_rows_backward(dx, t[T_GAMMA].trainable ? t[T_GAMMA].grad : NULL,
-                                    t[T_BETA].trainable ? t[T_BETA].grad : NULL, dn, p.xhat, p.rstd,
-                                    t[T_GAMMA].data, batch, l->in, accumulate, 1);
+        float *dgamma = t[T_GAMMA].trainable ? t[T_GAMMA].grad : NULL, *dbeta = t[T_BETA].trainable ? t[T_BETA].grad : NULL;
+        if (bf16)
+            ffn_layernorm_rows_backward_bf16(dx, dgamma, dbeta, dn, p.xhat16, p.rstd, t[T_GAMMA].data, batch, l->in,
+                                             accumulate, 1, dn + batch * l->in);
+        else
+            ffn_layernorm_rows_backward(dx, dgamma, dbeta, dn, p.xhat, p.rstd, t[T_GAMMA].data, batch, l->in,
+                                        accumulate, 1);
     }
 }
 

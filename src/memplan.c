@@ -66,8 +66,8 @@ ffn_status ffn_memplan_compute(const ffn_mem_inputs *in, ffn_mem_plan *out)
     if (max_rows == 0) max_rows = 1;
     const size_t arena_rows = max_rows > in->eval_batch_size ? max_rows : in->eval_batch_size;
     size_t params, act, operand;
-    ffn_status st = ffn_model_plan(in->layers, in->layer_count, in->input_dim, arena_rows, in->recompute, &params,
-                                   &act, &operand);
+    ffn_status st = ffn_model_plan(in->layers, in->layer_count, in->input_dim, arena_rows, in->recompute,
+                                   in->bf16 && !in->fp32_caches, &params, &act, &operand);
     if (st != FFN_OK) return st;
     /* The output width: dense layers set it, every other kind keeps its input's. */
     size_t out_dim = in->input_dim;
@@ -147,8 +147,8 @@ ffn_status ffn_memplan_compute(const ffn_mem_inputs *in, ffn_mem_plan *out)
     uint64_t teacher_load = 0;
     if (in->teacher_layers) {
         size_t tp, tact, top;
-        st = ffn_model_plan(in->teacher_layers, in->teacher_layer_count, in->input_dim, max_rows, in->recompute, &tp,
-                            &tact, &top);
+        st = ffn_model_plan(in->teacher_layers, in->teacher_layer_count, in->input_dim, max_rows, in->recompute,
+                            in->bf16 && !in->fp32_caches, &tp, &tact, &top);
         if (st != FFN_OK) return st;
         /* The teacher computes as the student: its own bf16 copies too. */
         part[FFN_MEM_TEACHER] = 2 * (uint64_t)tp * F + (uint64_t)tact * F + (in->bf16 ? tp * 2 + 4 * (uint64_t)top : 0);

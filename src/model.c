@@ -33,6 +33,7 @@ struct ffn_model {
     int bf16_stale;       /* params changed since params_bf16 was converted */
     int bf16_fixed_final; /* the fixed weights' part of params_bf16 never changes (ffn_model_bf16_fix) */
     int recompute;        /* blocks keep no cache: backward recomputes it (ffn_model_set_recompute) */
+    int fp32_caches;      /* bf16 precision, but the caches all fp32 (ffn_model_set_bf16_caches off) */
     float *block_cache;   /* recompute: the one cache every block shares, [max_batch, largest block cache] */
     size_t cache_owner;   /* recompute: the layer whose cache block_cache holds (layer_count: none) */
     ffn_layer_hooks hooks;/* around each layer's passes (--shard grads/params); zero: none */
@@ -485,6 +486,20 @@ ffn_status ffn_model_set_recompute(ffn_model *m, int on)
 
 int ffn_model_recompute(const ffn_model *m) { return m->recompute; }
 
+ffn_status ffn_model_set_bf16_caches(ffn_model *m, int on)
+{
+    if (m->fp32_caches == !on) return FFN_OK;
+    m->fp32_caches = !on;
+    size_t max_batch = m->max_batch;
+    m->max_batch = 0; /* the arena's layout changes */
+    return max_batch ? ffn_model_reserve(m, max_batch) : FFN_OK;
+}
+
+int ffn_model_bf16_caches(const ffn_model *m)
+{
+    return ffn_model_precision(m) == FFN_PRECISION_BF16 && !m->fp32_caches;
+}
+
 /* The optional sizes of a kind (a missing hook: none). */
 static size_t cache_per_row(const ffn_layer_ops *ops, const ffn_layer *l)
 {
@@ -570,7 +585,8 @@ ffn_status ffn_model_plan_largest_layer(const ffn_layer_spec *layers, size_t cou
 }
 
 ffn_status ffn_model_plan(const ffn_layer_spec *layers, size_t count, size_t input_dim, size_t max_batch,
-                          int recompute, size_t *params, size_t *activation_floats, size_t *operand_floats)
+                          int recompute, int bf16_caches, size_t *params, size_t *activation_floats,
+                          size_t *operand_floats)
 {
     *params = *activation_floats = 0;
     if (operand_floats) *operand_floats = 0;
@@ -585,6 +601,7 @@ ffn_status ffn_model_plan(const ffn_layer_spec *layers, size_t count, size_t inp
             st = ffn_fail(FFN_ERR_NOMEM, "model spec item %zu: parameter count overflows", i + 1);
         in = ls[i].out;
     }
+    for (size_t i = 0; i < count; i++) ls[i].cache_bf16 = bf16_caches != 0;
     size_t arena = 0, work = 0, scratch = 0, shared = 0, operand = 0, floats = 0;
     if (st == FFN_OK)
         st = arena_sizes(ls, count, input_dim, max_batch, recompute, &arena, &work, &scratch, &shared, &operand);
@@ -610,6 +627,8 @@ ffn_status ffn_model_reserve(ffn_model *m, size_t max_batch)
     m->activations = m->work = m->scratch[0] = m->scratch[1] = m->block_cache = NULL;
     m->max_batch = 0;
     m->cache_owner = m->layer_count;
+    /* The caches' layout follows the precision (ffn_model_set_compute reserves again). */
+    for (size_t i = 0; i < m->layer_count; i++) m->layers[i].cache_bf16 = ffn_model_bf16_caches(m);
     size_t total, work, scratch, shared, operand;
     ffn_status st = arena_sizes(m->layers, m->layer_count, m->input_dim, max_batch, m->recompute, &total, &work,
                                 &scratch, &shared, &operand);
@@ -669,14 +688,14 @@ static const float *forward(ffn_model *m, const float *x, size_t batch)
 
 const float *ffn_model_forward(ffn_model *m, const float *x, size_t batch)
 {
-    m->ctx = (ffn_forward_ctx){.gemm = m->gemm};
+    m->ctx = (ffn_forward_ctx){.gemm = m->gemm, .work = m->work};
     return forward(m, x, batch);
 }
 
 const float *ffn_model_forward_train(ffn_model *m, const float *x, size_t batch, uint64_t seed,
                                      uint64_t step, const uint64_t *rows)
 {
-    m->ctx = (ffn_forward_ctx){.train = 1, .seed = seed, .step = step, .rows = rows, .gemm = m->gemm};
+    m->ctx = (ffn_forward_ctx){.train = 1, .seed = seed, .step = step, .rows = rows, .gemm = m->gemm, .work = m->work};
     return forward(m, x, batch);
 }
 

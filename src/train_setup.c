@@ -385,6 +385,7 @@ static ffn_status load_teacher(ffn_run *r, size_t input_dim, size_t max_batch)
         /* The teacher computes as the student does: a student that is the
          * teacher sees exactly the teacher's outputs (KL 0). */
         st = ffn_model_set_compute(r->teacher, (ffn_precision)r->cfg->precision, (ffn_gemm_backend)r->cfg->gemm);
+        if (st == FFN_OK) st = ffn_model_set_bf16_caches(r->teacher, !r->cfg->fp32_caches);
         if (st == FFN_OK) st = ffn_model_reserve(r->teacher, max_batch);
     }
     ffn_checkpoint_free(&ck);
@@ -639,6 +640,7 @@ static ffn_status plan_memory(ffn_run *r, const ffn_dataset_info *info)
         .eval_batch_size = cfg->eval_batch_size, .evaluates = r->val || r->test,
         .state_buffers = ffn_optim_state_buffers(&oc), .shard_optimizer = cfg->shard_optimizer,
         .shard = cfg->shard, .recompute = cfg->recompute, .bf16 = cfg->precision == FFN_PRECISION_BF16,
+        .fp32_caches = cfg->fp32_caches,
         .writes_checkpoints = cfg->checkpoint_dir != NULL, .pruning = cfg->prune > 0 || (ck && ck->mask),
         .rows = info->rows, .x_row_bytes = info->features * (info->x_is_uint8 ? 1 : sizeof(float)),
         .features = info->features, .target_cols = info->has_labels ? 0 : info->target_cols, .cache_budget = budget,
@@ -712,6 +714,7 @@ ffn_status ffn_run_setup(ffn_run *r)
     if (r->max_local > info->rows) r->max_local = info->rows;
     size_t eval_rows = cfg->eval_batch_size;
     if ((st = ffn_model_set_recompute(r->model, cfg->recompute)) != FFN_OK) return st;
+    if ((st = ffn_model_set_bf16_caches(r->model, !cfg->fp32_caches)) != FFN_OK) return st;
     if ((st = ffn_model_set_compute(r->model, (ffn_precision)cfg->precision, (ffn_gemm_backend)cfg->gemm)) != FFN_OK) return st;
     if ((st = ffn_model_reserve(r->model, r->max_local > eval_rows ? r->max_local : eval_rows)) != FFN_OK) return st;
     if ((r->val || r->test) &&

@@ -124,6 +124,70 @@ static void check_product(ffn_gemm_engine *g, int ta, int tb, size_t m, size_t n
     free(copy);
 }
 
+/* ffn_gemm_typed: A and/or B given already in bf16 (read as they are), C
+ * written in bf16 (rounded once from the fp32 sum), against the reference on
+ * the bf16 operands; on engine g, or on OpenBLAS's fallback (g NULL, which
+ * widens bf16 operands exactly). Padding between rows is left alone. */
+static void check_typed(ffn_gemm_engine *g, int ta, int tb, size_t m, size_t n, size_t k, float alpha, float beta,
+                        int a16, int b16, int c16)
+{
+    const size_t pad = 2;
+    size_t arows = ta ? k : m, acols = ta ? m : k, brows = tb ? n : k, bcols = tb ? k : n;
+    size_t lda = acols + pad, ldb = bcols + pad, ldc = n + pad;
+    size_t na = arows * lda, nb = brows * ldb;
+    float *A = malloc(na * sizeof *A), *B = malloc(nb * sizeof *B), *C = malloc(m * ldc * sizeof *C);
+    ffn_bf16 *A16 = malloc(na * sizeof *A16), *B16 = malloc(nb * sizeof *B16), *C16 = malloc(m * ldc * sizeof *C16);
+    double *R = malloc(m * ldc * sizeof *R);
+    ffn_rng rng = ffn_rng_make(4, m * 131 + n * 7 + k);
+    ffn_rng_fill_uniform(&rng, A, na, -1, 1);
+    ffn_rng_fill_uniform(&rng, B, nb, -1, 1);
+    ffn_rng_fill_uniform(&rng, C, m * ldc, -1, 1);
+    /* Without a bf16 engine the fp32 operands are not rounded: make them bf16 values. */
+    ffn_bf16_round_floats(A, na);
+    ffn_bf16_round_floats(B, nb);
+    ffn_bf16_from_floats(A16, A, na);
+    ffn_bf16_from_floats(B16, B, nb);
+    for (size_t i = 0; i < m * ldc; i++) C16[i] = 0x7fc1; /* a NaN marker: written or padding */
+    for (size_t i = 0; i < m * ldc; i++) R[i] = c16 ? 0.0 : C[i];
+    float eff_beta = c16 ? 0.0f : beta;
+    ffn_gemm_typed(g, ta, tb, m, n, k, alpha, a16 ? (const void *)A16 : A, a16, lda, b16 ? (const void *)B16 : B, b16,
+                   ldb, beta, c16 ? (void *)C16 : C, c16, ldc);
+    ref_gemm(ta, tb, m, n, k, alpha, A, lda, B, ldb, eff_beta, R, ldc);
+    double worst = 0, tol = 1e-6 * (double)k + 1e-6;
+    int pad_kept = 1;
+    for (size_t i = 0; i < m; i++) {
+        for (size_t j = 0; j < n; j++) {
+            double got = c16 ? ffn_float_from_bf16(C16[i * ldc + j]) : C[i * ldc + j];
+            double allowed = tol + (c16 ? fabs(R[i * ldc + j]) * 0x1p-8 : 0);
+            worst = fmax(worst, fabs(got - R[i * ldc + j]) / allowed);
+        }
+        for (size_t j = n; j < ldc; j++)
+            pad_kept &= c16 ? C16[i * ldc + j] == 0x7fc1 : C[i * ldc + j] == (float)R[i * ldc + j];
+    }
+    CHECK_MSG(worst <= 1, "typed gemm %s ta%d tb%d %zux%zux%zu A%s B%s C%s: error %g of its bound", g ? "bf16" : "fallback",
+              ta, tb, m, n, k, a16 ? "16" : "32", b16 ? "16" : "32", c16 ? "16" : "32", worst);
+    CHECK_MSG(pad_kept, "typed gemm wrote outside C's rows");
+    free(A), free(B), free(C), free(A16), free(B16), free(C16), free(R);
+}
+
+static void test_gemm_typed(void)
+{
+    ffn_gemm_engine *g = NULL;
+    CHECK(ffn_gemm_create(&g, FFN_PRECISION_BF16, FFN_GEMM_AUTO) == FFN_OK);
+    if (!g) return;
+    static const size_t shapes[][3] = {{1, 1, 1}, {7, 5, 3}, {33, 17, 65}};
+    for (int ta = 0; ta < 2; ta++)
+        for (int tb = 0; tb < 2; tb++)
+            for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++)
+                for (int types = 1; types < 8; types++) {
+                    int a16 = types & 1, b16 = (types >> 1) & 1, c16 = (types >> 2) & 1;
+                    float beta = (types + s) & 1 ? 1.0f : 0.0f;
+                    check_typed(g, ta, tb, shapes[s][0], shapes[s][1], shapes[s][2], 0.5f, beta, a16, b16, c16);
+                    check_typed(NULL, ta, tb, shapes[s][0], shapes[s][1], shapes[s][2], 0.5f, beta, a16, b16, c16);
+                }
+    ffn_gemm_free(g);
+}
+
 static void test_gemm(void)
 {
     ffn_gemm_engine *g = NULL;
@@ -252,6 +316,95 @@ static void test_layers(void)
     layer_check("layernorm,dropout:0.3,ffn:20,swiglu:16,dense:7", 0.03);
 }
 
+/* One bf16 forward and backward of spec with the blocks' caches in bf16 or
+ * fp32 (bf16_caches) and with or without --recompute: output, dx and
+ * gradients concatenated into a malloc'd array of *n floats. */
+static float *bf16_run(const char *spec, int bf16_caches, int recompute, size_t *n)
+{
+    ffn_model *m = NULL;
+    *n = 0;
+    CHECK_MSG(ffn_model_create_from_text(&m, spec, IN) == FFN_OK, "%s: %s", spec, ffn_last_error());
+    if (!m) return NULL;
+    CHECK(ffn_model_set_recompute(m, recompute) == FFN_OK);
+    CHECK(ffn_model_set_bf16_caches(m, bf16_caches) == FFN_OK);
+    CHECK(ffn_model_set_precision(m, FFN_PRECISION_BF16) == FFN_OK);
+    CHECK(ffn_model_reserve(m, BATCH) == FFN_OK);
+    CHECK(ffn_model_bf16_caches(m) == bf16_caches);
+    ffn_model_init_params(m, 5);
+    ffn_rng rng = ffn_rng_make(9, 10);
+    for (size_t k = 0; k < ffn_model_tensor_count(m); k++) {
+        const ffn_tensor *t = ffn_model_tensor(m, k);
+        int gain = strstr(t->name, "gamma") != NULL;
+        ffn_rng_fill_uniform(&rng, t->data, t->count, gain ? 0.5f : -0.5f, gain ? 1.5f : 0.5f);
+    }
+    ffn_model_params_changed(m);
+    size_t out = ffn_model_output_dim(m), np = ffn_model_param_count(m);
+    float x[BATCH * IN], dout[BATCH * 64];
+    ffn_rng_fill_uniform(&rng, x, BATCH * IN, -2, 2);
+    ffn_rng_fill_uniform(&rng, dout, BATCH * out, -1, 1);
+    *n = BATCH * out + BATCH * IN + np;
+    float *r = malloc(*n * sizeof *r);
+    memcpy(r, ffn_model_forward_train(m, x, BATCH, 3, 1, NULL), BATCH * out * sizeof *r);
+    ffn_model_backward_dx(m, x, BATCH, dout, 0, NULL, NULL, r + BATCH * out);
+    memcpy(r + BATCH * out + BATCH * IN, ffn_model_grads(m), np * sizeof *r);
+    ffn_model_free(m);
+    return r;
+}
+
+/* The blocks' caches in bf16: their activation memory halves (the plan says
+ * so, value for value), results stay within bf16's tolerance of fp32 caches
+ * (and differ: the rounding happened), and --recompute refills the bf16
+ * cache with the same bits. */
+static void test_bf16_caches(void)
+{
+    static const char *const specs[] = {"ffn:32", "ffn:32:sigmoid", "swiglu:40", "ffn:20,swiglu:16,dense:7",
+                                        "dense:8:relu,ffn:16:tanh,swiglu:9,ffn:7,dense:4:lora=2"};
+    for (size_t i = 0; i < sizeof specs / sizeof specs[0]; i++) {
+        size_t n32, n16, nre;
+        float *f32 = bf16_run(specs[i], 0, 0, &n32), *b16 = bf16_run(specs[i], 1, 0, &n16);
+        float *re = bf16_run(specs[i], 1, 1, &nre);
+        if (f32 && b16 && re && n32 == n16 && n16 == nre) {
+            double e = rel_err(f32, b16, n32);
+            CHECK_MSG(e < 0.02 && e > 0, "%s: bf16 caches vs fp32 caches: relative L2 %g", specs[i], e);
+            CHECK_MSG(memcmp(b16, re, n16 * sizeof *re) == 0, "%s: --recompute with bf16 caches differs", specs[i]);
+        }
+        free(f32), free(b16), free(re);
+    }
+    /* A block keeps xhat, n [batch, D] and its hidden values [batch, H]
+     * (swiglu a, g, p; ffn:gelu z, h; ffn:tanh h): 2D + kH floats a row in
+     * fp32, half that in bf16 (rstd stays fp32). Backward's work area, one for
+     * every layer, grows by D a row (xhat widened). */
+    enum { H = 64, B = 10, D = 12 };
+    static const struct {
+        const char *spec;
+        size_t saved;
+    } plans[] = {{"swiglu:64", B * ((2 * D + 3 * H) / 2 - D)},
+                 {"swiglu:64,swiglu:64", B * (2 * ((2 * D + 3 * H) / 2) - D)},
+                 {"ffn:64", B * ((2 * D + 2 * H) / 2 - D)},
+                 {"ffn:64,ffn:64", B * (2 * ((2 * D + 2 * H) / 2) - D)},
+                 {"ffn:64:tanh", B * ((2 * D + H) / 2 - D)}};
+    for (size_t i = 0; i < sizeof plans / sizeof plans[0]; i++) {
+        ffn_layer_spec *ls = NULL;
+        size_t count = 0, params, a32, a16;
+        CHECK(ffn_spec_parse(plans[i].spec, &ls, &count) == FFN_OK);
+        CHECK(ffn_model_plan(ls, count, D, B, 0, 0, &params, &a32, NULL) == FFN_OK);
+        CHECK(ffn_model_plan(ls, count, D, B, 0, 1, &params, &a16, NULL) == FFN_OK);
+        CHECK_MSG(a32 - a16 == plans[i].saved, "%s: bf16 caches save %zu floats, expected %zu", plans[i].spec,
+                  a32 - a16, plans[i].saved);
+        /* The model allocates what the plan says. */
+        ffn_model *m = NULL;
+        CHECK(ffn_model_create_from_text(&m, plans[i].spec, D) == FFN_OK);
+        if (m) {
+            CHECK(ffn_model_set_precision(m, FFN_PRECISION_BF16) == FFN_OK);
+            CHECK(ffn_model_reserve(m, B) == FFN_OK);
+            const ffn_layer *first = ffn_model_layer_const(m, 0);
+            CHECK(first->cache_bf16 == 1);
+            ffn_model_free(m);
+        }
+        free(ls);
+    }
+}
+
 /* Writing parameters between forwards is seen by the next forward: the bf16
  * copy of the weights follows ffn_model_params. */
 static void test_weights_follow(void)
@@ -288,7 +441,9 @@ int main(void)
         return check_failures ? 1 : 77;
     }
     test_gemm();
+    test_gemm_typed();
     test_layers();
+    test_bf16_caches();
     test_weights_follow();
     return check_done("test_bf16");
 }

@@ -33,7 +33,7 @@ static void test_plan_matches_model(void)
         ffn_layer_spec *s = parse(specs[i], &n);
         ffn_model *m = NULL;
         CHECK(ffn_model_create(&m, s, n, 20) == FFN_OK);
-        CHECK(ffn_model_plan(s, n, 20, 8, 0, &params, &act, NULL) == FFN_OK);
+        CHECK(ffn_model_plan(s, n, 20, 8, 0, 0, &params, &act, NULL) == FFN_OK);
         CHECK_MSG(m && params == ffn_model_param_count(m), "%s: plan %zu, model %zu", specs[i], params,
                   m ? ffn_model_param_count(m) : 0);
         ffn_model_free(m);
@@ -43,15 +43,15 @@ static void test_plan_matches_model(void)
      * the work area is at least one float. */
     size_t n, params, a0, a10, a20;
     ffn_layer_spec *s = parse("dense:8:relu,dense:3", &n);
-    CHECK(ffn_model_plan(s, n, 4, 0, 0, &params, &a0, NULL) == FFN_OK);
-    CHECK(ffn_model_plan(s, n, 4, 10, 0, &params, &a10, NULL) == FFN_OK);
-    CHECK(ffn_model_plan(s, n, 4, 20, 0, &params, &a20, NULL) == FFN_OK);
+    CHECK(ffn_model_plan(s, n, 4, 0, 0, 0, &params, &a0, NULL) == FFN_OK);
+    CHECK(ffn_model_plan(s, n, 4, 10, 0, 0, &params, &a10, NULL) == FFN_OK);
+    CHECK(ffn_model_plan(s, n, 4, 20, 0, 0, &params, &a20, NULL) == FFN_OK);
     CHECK(params == 4 * 8 + 8 + 8 * 3 + 3);
     CHECK(a0 == 1 && a10 == 1 + 10 * 27 && a20 == 1 + 20 * 27);
     free(s);
     /* A spec whose parameters overflow is an error, not a wrong size. */
     s = parse("dense:2147483648,dense:2147483648,dense:2147483648", &n);
-    CHECK(ffn_model_plan(s, n, (size_t)1 << 40, 1, 0, &params, &a0, NULL) != FFN_OK);
+    CHECK(ffn_model_plan(s, n, (size_t)1 << 40, 1, 0, 0, &params, &a0, NULL) != FFN_OK);
     free(s);
 }
 
@@ -132,7 +132,7 @@ static void test_transients(void)
      * 64 rows per rank, and its checkpoint with Adam's state while it loads (16 B per parameter). */
     size_t tn, tp, tact;
     ffn_layer_spec *t = parse("dense:50:relu,dense:10", &tn);
-    CHECK(ffn_model_plan(t, tn, 100, 64, 0, &tp, &tact, NULL) == FFN_OK && tp == 5560);
+    CHECK(ffn_model_plan(t, tn, 100, 64, 0, 0, &tp, &tact, NULL) == FFN_OK && tp == 5560);
     in = inputs(s, n, 1, 1);
     in.teacher_layers = t;
     in.teacher_layer_count = tn;

@@ -69,6 +69,7 @@ typedef struct {
     int shard_optimizer;       /* ZeRO stage 1: optimizer state split across ranks (set by any --shard) */
     int shard;                 /* ffn_shard (step.h): none, optimizer, grads, params */
     int recompute;             /* the blocks' caches recomputed in backward */
+    int fp32_caches;           /* bf16: the blocks' caches kept in fp32 */
     const char *teacher;       /* checkpoint whose model teaches (distillation) */
     float distill_temperature, distill_alpha;
     float prune;               /* target sparsity of the weights; 0 = off */

@@ -67,6 +67,7 @@ typedef struct {
     int shard_optimizer;
     int shard;              /* ffn_shard (step.h); the larger of this and shard_optimizer holds */
     int recompute;          /* --recompute: the blocks share one cache */
+    int fp32_caches;        /* --fp32-caches: with bf16, the blocks' caches stay 4 bytes a value */
     int bf16;               /* --precision bf16 */
     int writes_checkpoints; /* --checkpoint-dir */
     int pruning;            /* --prune or inherited masks */

@@ -88,6 +88,9 @@ typedef struct {
     float *z, *y;               /* activations [max_batch, out]; z == y unless needed */
     float *cache;               /* kind-specific values kept from forward for backward,
                                    [max_batch, the kind's cache_per_row] (NULL when that is 0) */
+    int cache_bf16;             /* the model computes in bf16: the kind keeps the parts of its cache
+                                   that only feed products or safe derivatives in bf16 (the blocks'
+                                   hidden activations and norm values); set before cache_per_row */
 } ffn_layer;
 
 typedef struct ffn_model ffn_model;
@@ -172,14 +175,16 @@ void ffn_model_init_layer(ffn_model *m, size_t layer, uint64_t seed);
 ffn_status ffn_model_reserve(ffn_model *m, size_t max_batch);
 size_t ffn_model_max_batch(const ffn_model *m);
 /* What ffn_model_create and ffn_model_reserve(max_batch) would allocate for
- * this spec on input_dim features (with --recompute when recompute), without
+ * this spec on input_dim features (with --recompute when recompute; with the
+ * blocks' caches at 2 bytes a value when bf16_caches), without
  * allocating it: *params floats of parameters (and as many of gradients),
  * *activation_floats for the activations, caches, backward's work area and
  * scratch, and, unless operand_floats is NULL, the widest operand of a
  * product (bf16: the size of each of the engine's two conversion buffers)
  * (the memory plan, ffn/memplan.h). */
 ffn_status ffn_model_plan(const ffn_layer_spec *layers, size_t count, size_t input_dim, size_t max_batch,
-                          int recompute, size_t *params, size_t *activation_floats, size_t *operand_floats);
+                          int recompute, int bf16_caches, size_t *params, size_t *activation_floats,
+                          size_t *operand_floats);
 /* The parameter count of the model's largest layer (what --shard params
  * gathers at once). */
 ffn_status ffn_model_plan_largest_layer(const ffn_layer_spec *layers, size_t count, size_t input_dim, size_t *largest);
@@ -209,6 +214,13 @@ ffn_status ffn_model_set_recompute(ffn_model *m, int on);
 /* Whether --recompute applies to layers of this kind (the residual blocks). */
 int ffn_layer_kind_recomputes(ffn_layer_kind kind);
 int ffn_model_recompute(const ffn_model *m);
+/* At bf16 precision the blocks keep their caches for backward (hidden
+ * activations, norm values) in bf16 (on, the default: half their memory);
+ * off keeps them in fp32 (what
+ * --fp32-caches asks, to measure what the rounding costs). Reserves again. */
+ffn_status ffn_model_set_bf16_caches(ffn_model *m, int on);
+/* Whether the model's caches hold bf16 parts now (bf16 precision and on). */
+int ffn_model_bf16_caches(const ffn_model *m);
 /* The GEMM backend and kernel that run, for the banner (into buf). */
 const char *ffn_model_gemm_name(const ffn_model *m, char *buf, size_t cap);
 
