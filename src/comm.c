@@ -589,6 +589,35 @@ static void ensure_slots(ffn_comm *c)
     }
 }
 
+/* Collective over the node: b's window of bytes on this rank (each segment on
+ * pages of its own when noncontig, else one contiguous window) and every
+ * rank's segment in b->peers. 1 on every rank, or 0 on every rank with
+ * b->peers freed. */
+static int allocate_window(ffn_comm *c, size_t bytes, int noncontig, shared_buffer *b)
+{
+    MPI_Info info = MPI_INFO_NULL;
+    if (noncontig) {
+        MPI_Info_create(&info);
+        MPI_Info_set(info, "alloc_shared_noncontig", "true");
+    }
+    int rc = MPI_Win_allocate_shared((MPI_Aint)bytes, sizeof(float), info, c->node, &b->mine, &b->win);
+    if (noncontig) MPI_Info_free(&info);
+    int ok = rc == MPI_SUCCESS, all_ok = 0;
+    MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, c->world);
+    if (!all_ok) {
+        if (ok) MPI_Win_free(&b->win);
+        free(b->peers);
+        b->peers = NULL;
+        return 0;
+    }
+    for (int q = 0; q < c->local_size; q++) {
+        MPI_Aint size;
+        int unit;
+        MPI_Win_shared_query(b->win, q, &size, &unit, &b->peers[q]);
+    }
+    return 1;
+}
+
 float *ffn_comm_alloc_shared_floats(ffn_comm *c, size_t n)
 {
     if (c->size == 1 || n == 0 || (c->local_size != c->size && c->cross == MPI_COMM_NULL)) return NULL;
@@ -606,23 +635,7 @@ float *ffn_comm_alloc_shared_floats(ffn_comm *c, size_t n)
         free(b.peers);
         return NULL;
     }
-    MPI_Info info;
-    MPI_Info_create(&info);
-    MPI_Info_set(info, "alloc_shared_noncontig", "true"); /* each segment on its own pages */
-    int rc = MPI_Win_allocate_shared((MPI_Aint)bytes, sizeof(float), info, c->node, &b.mine, &b.win);
-    MPI_Info_free(&info);
-    ok = rc == MPI_SUCCESS;
-    MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, c->world);
-    if (!all_ok) {
-        if (ok) MPI_Win_free(&b.win);
-        free(b.peers);
-        return NULL;
-    }
-    for (int q = 0; q < c->local_size; q++) {
-        MPI_Aint size;
-        int unit;
-        MPI_Win_shared_query(b.win, q, &size, &unit, &b.peers[q]);
-    }
+    if (!allocate_window(c, bytes, 1, &b)) return NULL; /* each segment on its own pages */
     MPI_Win_lock_all(MPI_MODE_NOCHECK, b.win); /* passive target, synced at each exchange */
     memset(b.mine, 0, bytes);
     c->shared[c->shared_count++] = b;
@@ -707,20 +720,7 @@ float *ffn_comm_alloc_node_slices(ffn_comm *c, size_t n)
     }
     /* One contiguous window (the default layout): rank q's segment is its
      * slice, so the node holds the buffer once and every rank reads all of it. */
-    int rc = MPI_Win_allocate_shared((MPI_Aint)((hi - lo) * sizeof(float)), sizeof(float), MPI_INFO_NULL, c->node,
-                                     &b.mine, &b.win);
-    ok = rc == MPI_SUCCESS;
-    MPI_Allreduce(&ok, &all_ok, 1, MPI_INT, MPI_MIN, c->world);
-    if (!all_ok) {
-        if (ok) MPI_Win_free(&b.win);
-        free(b.peers);
-        return NULL;
-    }
-    for (int q = 0; q < c->local_size; q++) {
-        MPI_Aint size;
-        int unit;
-        MPI_Win_shared_query(b.win, q, &size, &unit, &b.peers[q]);
-    }
+    if (!allocate_window(c, (hi - lo) * sizeof(float), 0, &b)) return NULL;
     /* The node's rank q is world rank node_ranks[q]: its segment must sit at its slice. */
     ok = 1;
     for (int q = 0; q < c->local_size && ok; q++) {

@@ -232,6 +232,15 @@ static void after_layer(void *user, size_t i, ffn_pass pass)
     release_layer(s, i);
 }
 
+/* The parameter count of the model's largest layer: one layer's buffer. */
+static size_t largest_layer(const ffn_model *m)
+{
+    size_t largest = 0;
+    for (size_t i = 0; i < ffn_model_layer_count(m); i++)
+        if (ffn_model_layer_const(m, i)->param_count > largest) largest = ffn_model_layer_const(m, i)->param_count;
+    return largest;
+}
+
 static ffn_status create_sharded(ffn_step *s)
 {
     if (s->cfg.pruner) return ffn_fail(FFN_ERR_ARG, "--shard %s does not prune yet: use --shard optimizer with --prune",
@@ -240,10 +249,7 @@ static ffn_status create_sharded(ffn_step *s)
         return ffn_fail(FFN_ERR_ARG, "--grad-dtype bf16 runs with the all-reduce exchange; --shard %s reduce-scatters "
                                      "in fp32", ffn_names_name(&ffn_shard_names, (int)s->shard));
     const size_t own = s->own_hi > s->own_lo ? s->own_hi - s->own_lo : 1;
-    size_t largest = 1;
-    for (size_t i = 0; i < ffn_model_layer_count(s->model); i++)
-        if (ffn_model_layer_const(s->model, i)->param_count > largest)
-            largest = ffn_model_layer_const(s->model, i)->param_count;
+    const size_t largest = largest_layer(s->model) ? largest_layer(s->model) : 1;
     /* The slice page-mapped: a frozen base's part of it is never written, so takes no memory. */
     if (!(s->grad_slice = ffn_alloc_pages(own * sizeof(float))))
         return ffn_fail(FFN_ERR_NOMEM, "out of memory for the gradient slice");
@@ -428,11 +434,7 @@ double ffn_step_others_shared_bytes(const ffn_step *s)
     double bytes = 0; /* every rank reads all of the parameters' window, and 1/N of each other rank's layer segment */
     if (s->params_shared) bytes += (double)ffn_model_param_count(s->model) * sizeof(float) * (double)(n - 1) / n;
     if (s->scatter_shared) {
-        size_t largest = 0;
-        for (size_t i = 0; i < ffn_model_layer_count(s->model); i++)
-            if (ffn_model_layer_const(s->model, i)->param_count > largest)
-                largest = ffn_model_layer_const(s->model, i)->param_count;
-        bytes += (double)largest * sizeof(float) * (double)(n - 1) / n;
+        bytes += (double)largest_layer(s->model) * sizeof(float) * (double)(n - 1) / n;
     }
     return bytes;
 }
