@@ -324,12 +324,17 @@ void ffn_model_init_params(ffn_model *m, uint64_t seed)
 void ffn_model_init_params_slice(ffn_model *m, uint64_t seed, size_t lo, size_t hi)
 {
     for (size_t i = 0; i < m->layer_count; i++) {
-        const ffn_layer *l = &m->layers[i];
         ffn_model_init_layer(m, i, seed);
-        size_t a = l->param_offset, b = a + l->param_count;
-        if (a < lo) ffn_model_release_params(m, a, b < lo ? b : lo);
-        if (b > hi) ffn_model_release_params(m, a > hi ? a : hi, b);
+        ffn_model_release_layer(m, i, lo, hi);
     }
+}
+
+void ffn_model_release_layer(ffn_model *m, size_t i, size_t keep_lo, size_t keep_hi)
+{
+    const ffn_layer *l = &m->layers[i];
+    const size_t a = l->param_offset, b = a + l->param_count;
+    ffn_model_release_params(m, a, b < keep_lo ? b : keep_lo);
+    ffn_model_release_params(m, a > keep_hi ? a : keep_hi, b);
 }
 
 void ffn_model_release_params(ffn_model *m, size_t from, size_t to)
@@ -337,22 +342,6 @@ void ffn_model_release_params(ffn_model *m, size_t from, size_t to)
     if (to <= from) return;
     ffn_pages_release(m->params + from, (to - from) * sizeof(float));
     if (m->params_bf16) ffn_pages_release(m->params_bf16 + from, (to - from) * sizeof *m->params_bf16);
-}
-
-void ffn_model_clear_grads(ffn_model *m, size_t from, size_t to)
-{
-    if (to <= from) return;
-    const size_t page = ffn_page_size() / sizeof(float);
-    float *lo = m->grads + from, *hi = m->grads + to;
-    /* The partial pages at both ends by hand, the whole ones in between given back (they read 0). */
-    size_t head = (size_t)(((uintptr_t)lo / sizeof(float)) % page);
-    head = head ? page - head : 0;
-    if (head > to - from) head = to - from;
-    memset(lo, 0, head * sizeof(float));
-    size_t tail = (size_t)(((uintptr_t)hi / sizeof(float)) % page);
-    if (tail > to - from - head) tail = to - from - head;
-    memset(hi - tail, 0, tail * sizeof(float));
-    ffn_pages_release(lo, (to - from) * sizeof(float));
 }
 
 void ffn_model_set_layer_grads(ffn_model *m, size_t i, float *buf)

@@ -57,27 +57,34 @@ struct ffn_step {
 
 /* ---- --shard grads and --shard params ------------------------------------------
  *
- * No all-reduce: as backward hands over a layer's gradients they are
- * reduce-scattered into each rank's slice (grad_slice: written by the step's
- * first micro-batch, added to by the others), and the layer's gradient pages
- * are cleared and given back, so a rank holds its slice of the summed
- * gradients and at most one layer's worth besides. On one node the sum runs
- * through node-shared memory (each rank's chunk copied into the window, each
- * rank sums its part of everyone's: no MPI call); across nodes through
+ * No all-reduce: backward writes each layer's gradients into a layer buffer,
+ * and as it hands them over they are reduce-scattered into each rank's slice
+ * (grad_slice: written by the step's first micro-batch, added to by the
+ * others), so a rank holds its slice of the summed gradients and one layer's
+ * worth besides (two across nodes, where they alternate). On one node the
+ * layer buffer is each rank's segment of a node-shared window and each rank
+ * sums its part of everyone's in place (no MPI call); across nodes through
  * MPI_Reduce_scatter. With --shard params, on one node the parameters live
  * once in a node-shared window, each rank updating its slice in place and
  * reading every layer from it (a node barrier after the update); across
  * nodes, the parameters outside the slice are given back and each layer's are
- * all-gathered just before its forward and its backward and given back after
- * (the last layer stays from its forward to its backward). Every rank makes
+ * all-gathered before its forward and its backward and given back after (the
+ * last layer stays from its forward to its backward), on a communication
+ * thread that fetches the next layer's while one computes. Every rank makes
  * the same calls in the same order, with or without rows. */
+
+/* What one collective over count floats moves per rank: (N-1)/N of it. */
+static void count_bytes(ffn_step *s, size_t count)
+{
+    const int n = ffn_comm_size(s->comm);
+    s->shard_bytes += (double)count * sizeof(float) * (double)(n - 1) / (double)n;
+}
 
 /* The time and the bytes of one collective over count floats. */
 static void count_collective(ffn_step *s, double t0, size_t count)
 {
-    const int n = ffn_comm_size(s->comm);
     s->shard_seconds += ffn_clock_seconds() - t0;
-    s->shard_bytes += (double)count * sizeof(float) * (double)(n - 1) / (double)n;
+    count_bytes(s, count);
 }
 
 /* The summed [offset, offset + count) (range holds it) of the rank's slice into grad_slice, through MPI. */
@@ -114,8 +121,7 @@ static void run_gather(ffn_step *s, size_t i, ffn_status *status)
         *status = ffn_comm_allgather_slices(s->comm, params, ffn_model_param_count(s->model), l->param_offset,
                                             l->param_offset + l->param_count, s->cfg.bucket_bytes);
     ffn_model_bf16_refresh_layer(s->model, i);
-    const int n = ffn_comm_size(s->comm);
-    s->shard_bytes += (double)l->param_count * sizeof(float) * (double)(n - 1) / (double)n;
+    count_bytes(s, l->param_count);
 }
 
 static void gather_job_run(void *payload)
@@ -130,8 +136,7 @@ static void scatter_job_run(void *payload)
     ffn_step *s = j->s;
     ffn_status st = reduce_scatter_mpi(s, j->range, j->offset, j->count, j->micro);
     if (s->worker_status == FFN_OK) s->worker_status = st;
-    const int n = ffn_comm_size(s->comm);
-    s->shard_bytes += (double)j->count * sizeof(float) * (double)(n - 1) / (double)n;
+    count_bytes(s, j->count);
 }
 
 static void shard_ready(void *user, size_t offset, size_t count)
@@ -161,10 +166,7 @@ enum { NOT_HERE, COMING, HERE };
 /* Layer i's parameters outside the slice given back (it is here: nothing writes them). */
 static void release_layer(ffn_step *s, size_t i)
 {
-    const ffn_layer *l = ffn_model_layer_const(s->model, i);
-    size_t a = l->param_offset, b = a + l->param_count;
-    ffn_model_release_params(s->model, a, b < s->own_lo ? b : s->own_lo);
-    ffn_model_release_params(s->model, a > s->own_hi ? a : s->own_hi, b);
+    ffn_model_release_layer(s->model, i, s->own_lo, s->own_hi);
     s->gathered[i] = NOT_HERE;
 }
 
@@ -464,8 +466,7 @@ ffn_status ffn_step_gather_range(ffn_step *s, int buffer, size_t lo, size_t coun
 
 ffn_status ffn_step_gather_state(ffn_step *s, size_t i, float *full, int root)
 {
-    return ffn_comm_gather_slices(s->comm, ffn_optim_state(s->optim, i), full, ffn_model_param_count(s->model),
-                                  root, s->cfg.bucket_bytes);
+    return ffn_step_gather_range(s, (int)i, 0, ffn_model_param_count(s->model), full, root);
 }
 
 /* ---- pruning ------------------------------------------------------------- */
@@ -513,7 +514,7 @@ static ffn_grad_ready_fn ready_fn(const ffn_step *s, int last)
 static void *ready_user(ffn_step *s) { return s->shard >= FFN_SHARD_GRADS ? (void *)s : (void *)s->sync; }
 
 /* --shard grads/params, a micro-batch without rows: this rank adds nothing
- * (its gradient pages are clear) but makes every collective the others make. */
+ * (before_layer zeroes each layer buffer) but makes every collective the others make. */
 static void sharded_without_rows(ffn_step *s)
 {
     s->without_rows = 1;
@@ -610,9 +611,6 @@ static void update_owned(ffn_step *s, float lr, float *w, const float *g, size_t
     if (lo < hi) ffn_optim_update(s->optim, lr, w, g, lo - s->own_lo, hi - lo, decay);
 }
 
-/* Every rank updates the parameters it owns (all of them, or its ZeRO slice,
- * whose summed gradients the reduce-scatter left in grad_slice); sharded
- * slices are then all-gathered. Collective when sharded. */
 /* bf16, one rank owning every parameter, no pruning: each chunk of a weight
  * tensor is converted to the model's bf16 copy right after the optimizer
  * wrote it, while it is still in cache, instead of in a pass of its own before
@@ -635,6 +633,9 @@ static void update_fused_bf16(ffn_step *s, float lr, float *w, const float *g)
     ffn_model_bf16_set_current(m);
 }
 
+/* Every rank updates the parameters it owns (all of them, or its ZeRO slice,
+ * whose summed gradients the reduce-scatter left in grad_slice); sharded
+ * slices are then all-gathered. Collective when sharded. */
 static ffn_status update(ffn_step *s, float lr)
 {
     ffn_model *m = s->model;

@@ -290,12 +290,12 @@ void ffn_model_bf16_refresh_layer(ffn_model *m, size_t i);
 /* Gives back the pages of the parameters (and their bf16 copy) in [from, to):
  * the sharded step after a layer ran, outside the slice this rank keeps. */
 void ffn_model_release_params(ffn_model *m, size_t from, size_t to);
+/* The same for layer i's parameters outside [keep_lo, keep_hi) (the rank's slice). */
+void ffn_model_release_layer(ffn_model *m, size_t i, size_t keep_lo, size_t keep_hi);
 /* Layer i's gradient views into buf (its param_count floats: the sharded
  * step's one layer buffer, so the flat gradient buffer is never touched), or
  * back into the flat buffer (NULL). */
 void ffn_model_set_layer_grads(ffn_model *m, size_t i, float *buf);
-/* The gradients in [from, to) set to zero, their whole pages given back. */
-void ffn_model_clear_grads(ffn_model *m, size_t from, size_t to);
 
 /* Freezes a layer (no tensor trains) or restores its kind's default (every
  * tensor trains, except W and b of a dense layer with an adapter). */
