@@ -924,31 +924,23 @@ static void close_guarded(hid_t f, ffn_watchdog *guard)
     ffn_watchdog_stop(guard);
 }
 
-ffn_status ffn_checkpoint_load(ffn_checkpoint *c, const char *path)
+/* The whole file (values 1) or everything but the parameter and state values. */
+static ffn_status load_file(ffn_checkpoint *c, const char *path, int values)
 {
     memset(c, 0, sizeof *c);
     hid_t f;
     ffn_watchdog *guard;
     ffn_status st = open_guarded(path, "loading the checkpoint", &f, &guard);
     if (st != FFN_OK) return st;
-    st = load_contents(f, c, path, 1);
+    st = load_contents(f, c, path, values);
     close_guarded(f, guard);
     if (st != FFN_OK) ffn_checkpoint_free(c);
     return st;
 }
 
-ffn_status ffn_checkpoint_load_header(ffn_checkpoint *c, const char *path)
-{
-    memset(c, 0, sizeof *c);
-    hid_t f;
-    ffn_watchdog *guard;
-    ffn_status st = open_guarded(path, "loading the checkpoint", &f, &guard);
-    if (st != FFN_OK) return st;
-    st = load_contents(f, c, path, 0);
-    close_guarded(f, guard);
-    if (st != FFN_OK) ffn_checkpoint_free(c);
-    return st;
-}
+ffn_status ffn_checkpoint_load(ffn_checkpoint *c, const char *path) { return load_file(c, path, 1); }
+
+ffn_status ffn_checkpoint_load_header(ffn_checkpoint *c, const char *path) { return load_file(c, path, 0); }
 
 /* Elements [lo, hi) of the parameters (buffer -1) or of state buffer i of
  * path (header c) into out. */
