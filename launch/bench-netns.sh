@@ -61,20 +61,7 @@ cleanup() {
 trap cleanup EXIT
 netns_pair_up "$NSA" "$NSB" "$VA" "$VB" $NET
 cd "$work"
-# mpirun's "ssh": the host names a namespace; each namespace's processes run on their own core
-# (mpirun binds every rank to core 0 there: each daemon thinks it owns the machine).
-cat >rsh.sh <<EOF
-#!/bin/sh
-while [ "\${1#-}" != "\$1" ]; do shift; done
-host=\$1; shift
-case \$host in
-  $NET.1) ns=$NSA core=0 ;;
-  $NET.2) ns=$NSB core=$(($(nproc) > 1 ? 1 : 0)) ;;
-  *) exit 255 ;;
-esac
-exec ip netns exec "\$ns" taskset -c \$core /bin/sh -c "\$*"
-EOF
-chmod +x rsh.sh
+netns_pair_rsh rsh.sh "$NET" "$NSA" "$NSB"
 printf '%s slots=1\n%s slots=1\n' $NET.1 $NET.2 >hosts
 ((overlap)) || "$build/ffn-data" synth regression --rows $((256 * steps)) --features 1024 --classes 1024 --seed 7 --out ffn.h5 >/dev/null
 

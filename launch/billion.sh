@@ -83,19 +83,7 @@ case $where in
     NSA=ffnbA$$ NSB=ffnbB$$ VA=vbA$$ VB=vbB$$ NET=10.213.$(($$ % 200 + 20))
     cleanup() { netns_pair_down "$NSA" "$NSB" "$VA"; }
     netns_pair_up "$NSA" "$NSB" "$VA" "$VB" "$NET"
-    # mpirun's "ssh": the host names a namespace; each rank on its own core.
-    cat >"$work/rsh.sh" <<EOF
-#!/bin/sh
-while [ "\${1#-}" != "\$1" ]; do shift; done
-host=\$1; shift
-case \$host in
-  $NET.1) ns=$NSA core=0 ;;
-  $NET.2) ns=$NSB core=$(($(nproc) > 1 ? 1 : 0)) ;;
-  *) exit 255 ;;
-esac
-exec ip netns exec "\$ns" taskset -c \$core /bin/sh -c "\$*"
-EOF
-    chmod +x "$work/rsh.sh"
+    netns_pair_rsh "$work/rsh.sh" "$NET" "$NSA" "$NSB"
     printf '%s slots=1\n%s slots=1\n' "$NET.1" "$NET.2" >"$work/hosts"
     run_cmd=(ip netns exec "$NSA" mpirun -np 2 --hostfile "$work/hosts" --mca plm_rsh_agent "$work/rsh.sh"
              --bind-to none --mca btl self,tcp --mca btl_tcp_if_include "$NET.0/24"

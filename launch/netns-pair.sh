@@ -3,6 +3,7 @@
 #
 #   netns_pair_up NS_A NS_B VETH_A VETH_B NET   # NET.1 in NS_A, NET.2 in NS_B (a /24), links up
 #   netns_pair_down NS_A NS_B VETH_A            # kills what runs inside, removes both and the pair
+#   netns_pair_rsh FILE NET NS_A NS_B           # writes mpirun's "ssh" (--mca plm_rsh_agent FILE)
 #
 # netns_pair_up stops at the first step that fails (status 1; ip's message on stderr).
 
@@ -24,4 +25,23 @@ netns_pair_down() {
   done
   ip link del "$3" 2>/dev/null
   return 0
+}
+
+# mpirun's "ssh" for the pair: the host (NET.1 or NET.2) names a namespace, and
+# each namespace's processes run on their own core (mpirun binds every rank to
+# core 0 there: each daemon thinks it owns the machine).
+netns_pair_rsh() {
+  local file=$1 net=$2 a=$3 b=$4
+  cat >"$file" <<AGENT
+#!/bin/sh
+while [ "\${1#-}" != "\$1" ]; do shift; done
+host=\$1; shift
+case \$host in
+  $net.1) ns=$a core=0 ;;
+  $net.2) ns=$b core=$(($(nproc) > 1 ? 1 : 0)) ;;
+  *) exit 255 ;;
+esac
+exec ip netns exec "\$ns" taskset -c \$core /bin/sh -c "\$*"
+AGENT
+  chmod +x "$file"
 }
