@@ -751,8 +751,8 @@ ffn_status ffn_config_validate(ffn_train_config *cfg)
         return ffn_fail(FFN_ERR_ARG, "--teacher: distillation needs --loss softmax_ce (got %s)",
                         ffn_loss_name((ffn_loss)cfg->loss));
     /* --shard-optimizer is --shard optimizer; a larger --shard includes it. */
-    if (cfg->shard_optimizer && cfg->shard < FFN_SHARD_OPTIMIZER) cfg->shard = FFN_SHARD_OPTIMIZER;
-    if (cfg->shard >= FFN_SHARD_OPTIMIZER) cfg->shard_optimizer = 1;
+    cfg->shard = ffn_shard_asked(cfg->shard, cfg->shard_optimizer);
+    cfg->shard_optimizer = cfg->shard >= FFN_SHARD_OPTIMIZER;
     if (cfg->shard >= FFN_SHARD_GRADS && (cfg->prune > 0 || cfg->grad_dtype == 1))
         return ffn_fail(FFN_ERR_ARG, "--shard %s: not with %s (use --shard optimizer)",
                         ffn_names_name(&ffn_shard_names, cfg->shard), cfg->prune > 0 ? "--prune" : "--grad-dtype bf16");

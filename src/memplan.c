@@ -77,8 +77,7 @@ ffn_status ffn_memplan_compute(const ffn_mem_inputs *in, ffn_mem_plan *out)
     uint64_t *part = out->part;
     part[FFN_MEM_BASE] = FFN_MEM_BASE_BYTES;
     /* ZeRO: rank r owns a slice of at most ceil(P / N) parameters (ffn_comm_slice). */
-    const int asked = in->shard > (in->shard_optimizer ? FFN_SHARD_OPTIMIZER : FFN_SHARD_NONE)
-                          ? in->shard : (in->shard_optimizer ? FFN_SHARD_OPTIMIZER : FFN_SHARD_NONE);
+    const int asked = ffn_shard_asked(in->shard, in->shard_optimizer);
     const int shard = ranks > 1 ? asked : FFN_SHARD_NONE; /* one rank: nothing to split (ffn_step_create) */
     const uint64_t own = shard >= FFN_SHARD_OPTIMIZER ? (P + (uint64_t)ranks - 1) / (uint64_t)ranks : P;
     size_t largest = 0; /* --shard grads/params: one layer's gradients (and parameters) besides the slice */
@@ -409,8 +408,7 @@ static int fits(const ffn_mem_inputs *in, trial *t)
  * gradients, then also the parameters (each costs more communication). */
 static int try_shard(ffn_mem_inputs *in, trial *t, char *text, size_t cap)
 {
-    int now = in->shard > (in->shard_optimizer ? FFN_SHARD_OPTIMIZER : FFN_SHARD_NONE)
-                  ? in->shard : (in->shard_optimizer ? FFN_SHARD_OPTIMIZER : FFN_SHARD_NONE);
+    const int now = ffn_shard_asked(in->shard, in->shard_optimizer);
     if (now >= FFN_SHARD_PARAMS || in->ranks < 2) return -1;
     int ok = 0;
     for (int mode = now + 1; !ok && mode <= FFN_SHARD_PARAMS; mode++) {

@@ -315,9 +315,7 @@ ffn_status ffn_step_create(ffn_step **out, ffn_model *model, ffn_comm *comm, con
         s->out_dim = ffn_model_output_dim(model);
         s->own_lo = 0;
         s->own_hi = nparams;
-        s->shard = cfg->shard > (cfg->shard_optimizer ? FFN_SHARD_OPTIMIZER : FFN_SHARD_NONE)
-                       ? cfg->shard
-                       : (cfg->shard_optimizer ? FFN_SHARD_OPTIMIZER : FFN_SHARD_NONE);
+        s->shard = ffn_shard_asked((int)cfg->shard, cfg->shard_optimizer);
         if (ffn_comm_size(comm) == 1) s->shard = FFN_SHARD_NONE; /* one rank: nothing to split, nothing to send */
         if (s->shard >= FFN_SHARD_OPTIMIZER) ffn_comm_slice(comm, nparams, ffn_comm_rank(comm), &s->own_lo, &s->own_hi);
         const size_t own = s->own_hi > s->own_lo ? s->own_hi - s->own_lo : 1;

@@ -50,6 +50,12 @@ typedef enum {
                               before its forward and again before its backward, then given back) */
 } ffn_shard;
 extern const ffn_names ffn_shard_names; /* "none", "optimizer", "grads", "params" */
+/* The sharding asked for by a mode and the --shard-optimizer flag: the larger. */
+static inline ffn_shard ffn_shard_asked(int shard, int shard_optimizer)
+{
+    const ffn_shard flag = shard_optimizer ? FFN_SHARD_OPTIMIZER : FFN_SHARD_NONE;
+    return (ffn_shard)shard > flag ? (ffn_shard)shard : flag;
+}
 
 typedef struct {
     ffn_loss loss;
