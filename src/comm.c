@@ -1199,7 +1199,7 @@ static ffn_status start_exchange_thread(ffn_grad_sync *s)
         return ffn_fail(FFN_ERR_ARG, "FFN_EXCHANGE_THREAD is '%s', expected 1 (a thread progresses the gradient "
                         "exchange across nodes while backward runs, the default) or 0 (only the main thread's MPI "
                         "calls do)", env);
-    if ((env && env[0] == '0') || s->comm->thread_level < MPI_THREAD_SERIALIZED) return FFN_OK;
+    if ((env && env[0] == '0') || !ffn_comm_threads_serialized(s->comm)) return FFN_OK;
     pthread_condattr_t attr;
     if (pthread_condattr_init(&attr) != 0) return FFN_OK;
     pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
