@@ -557,6 +557,7 @@ static uint64_t smaps_rollup_field(const char *name)
 }
 
 uint64_t ffn_memplan_pss(void) { return smaps_rollup_field("Pss"); }
+uint64_t ffn_memplan_pss_data(void) { return smaps_rollup_field("Pss_Anon") + smaps_rollup_field("Pss_Shmem"); }
 uint64_t ffn_memplan_rss(void) { return smaps_rollup_field("Rss"); }
 
 uint64_t ffn_memplan_peak_rss(void)

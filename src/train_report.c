@@ -243,9 +243,9 @@ void ffn_run_print_summary(ffn_run *r, const ffn_train_result *res)
     uint64_t peak[2] = {hwm, (double)hwm > others ? hwm - (uint64_t)others : hwm};
     int over_ranks = r->size > 1 && ffn_comm_max_u64(r->comm, peak, 2) == FFN_OK;
     /* RSS counts a node-shared page in every rank; Pss, summed, counts it once. */
-    double pss[3] = {(double)pss_now, (double)rss_now, 0};
-    pss[2] = pss[0];
-    if (r->size > 1 && ffn_comm_sum_doubles(r->comm, pss, 2) != FFN_OK) pss[0] = 0;
+    double pss[4] = {(double)pss_now, (double)rss_now, (double)ffn_memplan_pss_data(), 0};
+    pss[3] = pss[0];
+    if (r->size > 1 && ffn_comm_sum_doubles(r->comm, pss, 3) != FFN_OK) pss[0] = 0;
     if (r->print) {
         printf("done: %llu steps in %.1f s, %.0f samples/s, data wait %.1f%%, gradient wait %.1f%%\n",
                (unsigned long long)res->steps, res->seconds, res->samples_per_second, 100 * res->data_wait_fraction,
@@ -266,12 +266,14 @@ void ffn_run_print_summary(ffn_run *r, const ffn_train_result *res)
                over_ranks ? ", the largest of the ranks" : "", own, predicted,
                r->mem_plan.total ? (double)peak[1] / (double)r->mem_plan.total : 0.0);
         if (pss[0] > 0) {
-            char mine[32], all[32], rss_all[32];
-            ffn_memplan_format_bytes(mine, sizeof mine, pss[2]);
+            char mine[32], all[32], rss_all[32], data_all[32];
+            ffn_memplan_format_bytes(mine, sizeof mine, pss[3]);
             ffn_memplan_format_bytes(all, sizeof all, pss[0]);
             ffn_memplan_format_bytes(rss_all, sizeof rss_all, pss[1]);
-            printf("memory: Pss now %s on rank 0, %s summed over the ranks (RSS summed %s; Pss divides a "
-                   "shared page among the processes mapping it)\n", mine, all, rss_all);
+            ffn_memplan_format_bytes(data_all, sizeof data_all, pss[2]);
+            printf("memory: Pss now %s on rank 0, %s summed over the ranks (RSS summed %s; data %s summed: "
+                   "anonymous and shared memory, libraries aside; Pss divides a shared page among the "
+                   "processes mapping it)\n", mine, all, rss_all, data_all);
         }
         if (r->pruner) {
             size_t pruned = ffn_pruner_pruned_total(r->pruner), all = ffn_pruner_prunable(r->pruner);

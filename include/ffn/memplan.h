@@ -163,6 +163,10 @@ uint64_t ffn_memplan_peak_rss(void);
  * each shared page divided among the processes mapping it), in bytes; 0 where
  * the kernel does not say. */
 uint64_t ffn_memplan_pss(void);
+/* The part of it that is the process's data: anonymous and shared memory
+ * (Pss_Anon + Pss_Shmem), without the libraries' file pages, whose share
+ * moves with whatever else maps them; 0 where the kernel does not say. */
+uint64_t ffn_memplan_pss_data(void);
 /* This process's resident set size now (Rss of /proc/self/smaps_rollup), in bytes; 0 likewise. */
 uint64_t ffn_memplan_rss(void);
 
