@@ -41,6 +41,17 @@
 #undef KSUF
 #undef KATTR
 #undef KMADD
+/* The same loops on 16 lanes: GELU's polynomials are compute-bound, and a CPU
+ * with full-width AVX-512 runs them about twice as fast. Same FMAs in the same
+ * order: bit for bit the AVX2 set's results. */
+#define FFN_HAVE_AVX512_KERNELS 1
+#define KSUF _avx512
+#define KATTR FFN_KERNEL_OPT __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma,prefer-vector-width=512")))
+#define KMADD(a, b, c) __builtin_fmaf((a), (b), (c))
+#include "act_kernels.inc"
+#undef KSUF
+#undef KATTR
+#undef KMADD
 #endif
 
 typedef struct {
@@ -60,9 +71,13 @@ static const kernel_set kernels_base = {"portable", gelu_forward_base, gelu_back
 static const kernel_set kernels_avx2 = {"avx2+fma", gelu_forward_avx2, gelu_backward_avx2,
                                         relu_forward_avx2, relu_backward_avx2, bias_add_avx2,
                                         column_sums_avx2};
+static const kernel_set kernels_avx512 = {"avx512+fma", gelu_forward_avx512, gelu_backward_avx512,
+                                          relu_forward_avx512, relu_backward_avx512, bias_add_avx512,
+                                          column_sums_avx512};
 #endif
 
-/* AVX2 + FMA where the CPU has them, unless FFN_KERNELS=portable. Chosen once;
+/* AVX-512 where the CPU has it, else AVX2 + FMA where it has them; FFN_KERNELS=
+ * portable or avx2 holds it below. Chosen once;
  * two threads racing here store the same pointer. */
 static const kernel_set *kernels(void)
 {
@@ -76,6 +91,9 @@ static const kernel_set *kernels(void)
     if (!(env && strcmp(env, "portable") == 0) && __builtin_cpu_supports("avx2") &&
         __builtin_cpu_supports("fma"))
         k = &kernels_avx2;
+    if (k == &kernels_avx2 && !(env && strcmp(env, "avx2") == 0) && __builtin_cpu_supports("avx512f") &&
+        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
+        k = &kernels_avx512;
 #endif
     __atomic_store_n(&chosen, k, __ATOMIC_RELEASE);
     return k;

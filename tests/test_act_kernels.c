@@ -1,6 +1,7 @@
 /* The vectorised element-wise kernels (src/act_kernels.inc) against double
- * precision, on both kernel sets: this process checks the set the CPU gets
- * (AVX2 + FMA here), then runs itself again with FFN_KERNELS=portable.
+ * precision, on every kernel set: this process checks the set the CPU gets
+ * (AVX-512 here), then runs itself again with FFN_KERNELS=avx2 (whose GELU
+ * must give the same bits) and FFN_KERNELS=portable.
  *  - GELU forward on a fine grid over [-12, 12] and at the extremes:
  *    |error| <= 1e-6 (libm's erff-based form was 4.5e-7; ours is 4.7e-7);
  *  - GELU backward (Phi + z phi) within 2e-6 absolute + 1e-6 relative;
@@ -128,14 +129,57 @@ static void test_bias_grad(void)
     for (int c = 0; c < OUT; c++) CHECK_NEAR(db[c], 1.0 + want[c], 1e-5);
 }
 
+/* FNV-1a over the bits of GELU forward and backward on a grid (with bias):
+ * the AVX-512 and AVX2 sets must give the same bits (same FMAs, same order). */
+static unsigned long long gelu_bits_hash(void)
+{
+    enum { ROWS = 7, COLS = 1031 };
+    float *z = ffn_alloc_floats(ROWS * COLS), *y = ffn_alloc_floats(ROWS * COLS), *b = ffn_alloc_floats(COLS);
+    float *dz = ffn_alloc_floats(ROWS * COLS);
+    for (int i = 0; i < ROWS * COLS; i++) z[i] = -9.0f + 18.0f * (float)((i * 7919) % 10007) / 10007.0f;
+    for (int c = 0; c < COLS; c++) b[c] = 0.01f * (float)(c % 13) - 0.06f;
+    ffn_bias_act_forward(FFN_ACT_GELU, 0, b, z, y, ROWS, COLS);
+    for (int i = 0; i < ROWS * COLS; i++) dz[i] = 0.5f + 0.001f * (float)(i % 17);
+    ffn_act_backward(FFN_ACT_GELU, 0, z, y, dz, dz, ROWS, COLS);
+    unsigned long long h = 1469598103934665603ull;
+    const float *parts[] = {y, dz};
+    for (int p = 0; p < 2; p++)
+        for (int i = 0; i < ROWS * COLS; i++) {
+            unsigned int u;
+            memcpy(&u, &parts[p][i], sizeof u);
+            h = (h ^ u) * 1099511628211ull;
+        }
+    ffn_free(z);
+    ffn_free(y);
+    ffn_free(b);
+    ffn_free(dz);
+    return h;
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
     const char *kernels = ffn_act_kernels();
     printf("kernels: %s\n", kernels);
+    const unsigned long long hash = gelu_bits_hash();
+    printf("gelu bits: %016llx\n", hash);
     test_gelu();
     test_bias_act();
     test_bias_grad();
+    if (!getenv("FFN_KERNELS") && strcmp(kernels, "avx512+fma") == 0) {
+        /* The AVX2 set in a fresh process: the same bits as this one's. */
+        char cmd[4096], line[256];
+        snprintf(cmd, sizeof cmd, "FFN_KERNELS=avx2 '%s'", argv[0]);
+        FILE *child = popen(cmd, "r");
+        CHECK(child != NULL);
+        unsigned long long other = 0;
+        int found = 0;
+        while (child && fgets(line, sizeof line, child)) found |= sscanf(line, "gelu bits: %llx", &other) == 1;
+        int rc = child ? pclose(child) : -1;
+        CHECK_MSG(rc == 0, "the AVX2 kernels failed (exit %d)", rc);
+        CHECK_MSG(found && other == hash, "GELU on AVX2 gives other bits than on AVX-512 (%016llx vs %016llx)", other,
+                  hash);
+    }
     if (!getenv("FFN_KERNELS") && strcmp(kernels, "portable") != 0) {
         /* The other set, in a fresh process (the choice is made once). */
         char cmd[4096];

@@ -41,9 +41,10 @@ void ffn_act_backward(ffn_act a, float param, const float *z, const float *y,
 void ffn_bias_act_forward(ffn_act a, float param, const float *b, float *z, float *y,
                           size_t rows, size_t cols);
 
-/* Which element-wise kernels run: "avx2+fma" where the CPU has them, else
- * "portable" (the x86-64-v2 build); FFN_KERNELS=portable in the environment
- * forces the portable ones. GELU's erf and exp are vectorisable polynomials
+/* Which element-wise kernels run: "avx512+fma" where the CPU has AVX-512,
+ * "avx2+fma" where it has AVX2 and FMA (the two compute the same bits), else
+ * "portable" (the x86-64-v2 build); FFN_KERNELS=avx2 or portable in the
+ * environment holds the choice there. GELU's erf and exp are vectorisable polynomials
  * accurate to about 2 ulp, not libm's scalar erff/expf. */
 const char *ffn_act_kernels(void);
 
