@@ -703,12 +703,13 @@ static const shared_buffer *find_shared(const ffn_comm *c, const float *p, size_
 
 /* ---- node-shared slices (--shard grads/params on one node) ---------------- */
 
-float *ffn_comm_alloc_node_slices(ffn_comm *c, size_t n)
+/* ffn_comm_alloc_node_slices for n elements of elem bytes each. */
+static void *node_slices(ffn_comm *c, size_t n, size_t elem)
 {
     if (c->size == 1 || n == 0 || c->local_size != c->size) return NULL;
     size_t lo, hi;
     ffn_comm_slice(c, n, c->rank, &lo, &hi);
-    shared_buffer b = {.n = hi - lo};
+    shared_buffer b = {.n = (hi - lo) * elem / sizeof(float)};
     shared_buffer *grown = realloc(c->shared, (c->shared_count + 1) * sizeof *grown);
     if (grown) c->shared = grown;
     b.peers = calloc((size_t)c->local_size, sizeof *b.peers);
@@ -720,13 +721,13 @@ float *ffn_comm_alloc_node_slices(ffn_comm *c, size_t n)
     }
     /* One contiguous window (the default layout): rank q's segment is its
      * slice, so the node holds the buffer once and every rank reads all of it. */
-    if (!allocate_window(c, (hi - lo) * sizeof(float), 0, &b)) return NULL;
+    if (!allocate_window(c, (hi - lo) * elem, 0, &b)) return NULL;
     /* The node's rank q is world rank node_ranks[q]: its segment must sit at its slice. */
     ok = 1;
     for (int q = 0; q < c->local_size && ok; q++) {
         size_t qlo, qhi;
         ffn_comm_slice(c, n, c->node_ranks[q], &qlo, &qhi);
-        ok = qhi == qlo || b.peers[q] == b.peers[0] + qlo;
+        ok = qhi == qlo || (char *)b.peers[q] == (char *)b.peers[0] + qlo * elem;
         if (c->node_ranks[q] == 0) ok = ok && qlo == 0;
     }
     ensure_slots(c);
@@ -744,6 +745,10 @@ float *ffn_comm_alloc_node_slices(ffn_comm *c, size_t n)
         if (c->node_ranks[q] == 0) base = b.peers[q];
     return base;
 }
+
+float *ffn_comm_alloc_node_slices(ffn_comm *c, size_t n) { return node_slices(c, n, sizeof(float)); }
+
+uint16_t *ffn_comm_alloc_node_slices_u16(ffn_comm *c, size_t n) { return node_slices(c, n, sizeof(uint16_t)); }
 
 ffn_status ffn_comm_node_sync(ffn_comm *c)
 {

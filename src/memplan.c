@@ -85,12 +85,15 @@ ffn_status ffn_memplan_compute(const ffn_mem_inputs *in, ffn_mem_plan *out)
         (st = ffn_model_plan_largest_layer(in->layers, in->layer_count, in->input_dim, &largest)) != FFN_OK)
         return st;
     const uint64_t layer = ranks > 1 ? (uint64_t)largest : 0, page = 2 * 4096; /* a partial page at either end */
-    /* --shard params on one node: the node holds the parameters once, each rank its slice's share. */
-    const int params_node_shared = shard >= FFN_SHARD_PARAMS && ranks > 1 && local == ranks;
+    /* --shard optimizer (without pruning) or params on one node: the node holds the parameters
+     * (and in bf16 their copy) once, each rank its slice's share. */
+    const int params_node_shared = (shard >= FFN_SHARD_PARAMS || (shard == FFN_SHARD_OPTIMIZER && !in->pruning)) &&
+                                   ranks > 1 && local == ranks;
     /* Across nodes the next layer's parameters come, and the last one's gradients travel, while one
      * computes (the step's communication thread): two layers in flight. */
     const uint64_t in_flight = shard >= FFN_SHARD_PARAMS && !params_node_shared ? 2 * layer : layer;
-    part[FFN_MEM_PARAMS] = shard >= FFN_SHARD_PARAMS ? (own + (params_node_shared ? 0 : in_flight)) * F + page : P * F;
+    part[FFN_MEM_PARAMS] = params_node_shared ? own * F + page
+                           : shard >= FFN_SHARD_PARAMS ? (own + in_flight) * F + page : P * F;
     /* This rank's slice (ffn_comm_slice) and the fixed parameters in it. */
     fixed_in_slice fixed = {0, P, 0};
     if (shard >= FFN_SHARD_OPTIMIZER) ffn_partition(P, (size_t)(in->rank > 0 ? in->rank : 0), (size_t)ranks, &fixed.lo, &fixed.hi);
@@ -103,7 +106,7 @@ ffn_status ffn_memplan_compute(const ffn_mem_inputs *in, ffn_mem_plan *out)
     part[FFN_MEM_OPTIM] = (uint64_t)in->state_buffers * own_trained * F + (shard == FFN_SHARD_OPTIMIZER ? own * F : 0);
     part[FFN_MEM_ACTIVATIONS] = (uint64_t)act * F + (uint64_t)max_rows * out_dim * F;
     /* bf16: the weights' copy (the whole parameter buffer's size) and the engine's two operand buffers. */
-    part[FFN_MEM_BF16] = in->bf16 ? (shard >= FFN_SHARD_PARAMS && !params_node_shared ? in_flight + page : P) * 2 +
+    part[FFN_MEM_BF16] = in->bf16 ? (params_node_shared ? own + page : shard >= FFN_SHARD_PARAMS ? in_flight + page : P) * 2 +
                                         2 * (uint64_t)operand * 2 : 0;
     /* Two loader slots (row ids, x, targets), the sampler's order, labels held since open, the evaluator. */
     const uint64_t y_row = in->target_cols ? (uint64_t)in->target_cols * F : sizeof(int32_t);
@@ -122,7 +125,7 @@ ffn_status ffn_memplan_compute(const ffn_mem_inputs *in, ffn_mem_plan *out)
     /* Fixed tensors once per node: each rank's share of their whole pages
      * (not with --shard params, where each rank holds a slice of its own). */
     shared_pages frozen = {.bf16_on = in->bf16};
-    if (in->share_frozen && local > 1 && shard < FFN_SHARD_PARAMS &&
+    if (in->share_frozen && local > 1 && !params_node_shared && shard < FFN_SHARD_PARAMS &&
         (st = ffn_model_plan_fixed_runs(in->layers, in->layer_count, in->input_dim, in->frozen_layers,
                                         count_shared_run, &frozen)) != FFN_OK)
         return st;

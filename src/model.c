@@ -38,6 +38,7 @@ struct ffn_model {
     size_t cache_owner;   /* recompute: the layer whose cache block_cache holds (layer_count: none) */
     ffn_layer_hooks hooks;/* around each layer's passes (--shard grads/params); zero: none */
     int bf16_by_layer;    /* the bf16 copy is converted layer by layer by the hooks (ffn_model_set_bf16_by_layer) */
+    int bf16_borrowed;    /* params_bf16 is the caller's (ffn_model_use_bf16_buffer) */
     /* backward under way: where a layer's final parameter gradients are reported */
     ffn_grad_ready_fn ready;
     void *ready_user;
@@ -164,7 +165,7 @@ void ffn_model_free(ffn_model *m)
 {
     if (!m) return;
     ffn_gemm_free(m->gemm);
-    ffn_free_pages(m->params_bf16, m->param_count * sizeof *m->params_bf16);
+    if (!m->bf16_borrowed) ffn_free_pages(m->params_bf16, m->param_count * sizeof *m->params_bf16);
     if (!m->params_borrowed) ffn_free_pages(m->params, m->param_count * sizeof(float));
     if (!m->grads_borrowed) ffn_free_pages(m->grads, m->param_count * sizeof(float));
     ffn_free(m->activations);
@@ -341,7 +342,8 @@ void ffn_model_release_params(ffn_model *m, size_t from, size_t to)
 {
     if (to <= from) return;
     ffn_pages_release(m->params + from, (to - from) * sizeof(float));
-    if (m->params_bf16) ffn_pages_release(m->params_bf16 + from, (to - from) * sizeof *m->params_bf16);
+    if (m->params_bf16 && !m->bf16_borrowed)
+        ffn_pages_release(m->params_bf16 + from, (to - from) * sizeof *m->params_bf16);
 }
 
 void ffn_model_set_layer_grads(ffn_model *m, size_t i, float *buf)
@@ -393,9 +395,10 @@ ffn_status ffn_model_set_compute(ffn_model *m, ffn_precision p, ffn_gemm_backend
         ffn_gemm_set_bf16_copy(g, m->params, copy, m->param_count);
     }
     ffn_gemm_free(m->gemm);
-    ffn_free_pages(m->params_bf16, m->param_count * sizeof *m->params_bf16);
+    if (!m->bf16_borrowed) ffn_free_pages(m->params_bf16, m->param_count * sizeof *m->params_bf16);
     m->gemm = g;
     m->params_bf16 = copy;
+    m->bf16_borrowed = 0;
     m->bf16_stale = 1;
     m->bf16_fixed_final = 0;
     size_t max_batch = m->max_batch;
@@ -418,6 +421,26 @@ void ffn_model_bf16_refresh_range(ffn_model *m, size_t offset, size_t count)
 }
 
 void ffn_model_bf16_set_current(ffn_model *m) { m->bf16_stale = 0; }
+
+void ffn_model_bf16_refresh_slice(ffn_model *m, size_t lo, size_t hi)
+{
+    for (size_t k = 0; m->params_bf16 && k < m->tensor_count; k++) {
+        const ffn_tensor *t = &m->tensors[k];
+        const size_t a = t->offset > lo ? t->offset : lo;
+        const size_t z = t->offset + t->count < hi ? t->offset + t->count : hi;
+        if (t->ndim == 2 && a < z) ffn_bf16_from_floats(m->params_bf16 + a, m->params + a, z - a);
+    }
+}
+
+void ffn_model_use_bf16_buffer(ffn_model *m, uint16_t *copy)
+{
+    if (!m->params_bf16 || !copy) return;
+    if (!m->bf16_borrowed) ffn_free_pages(m->params_bf16, m->param_count * sizeof *m->params_bf16);
+    m->params_bf16 = (ffn_bf16 *)copy;
+    m->bf16_borrowed = 1;
+    m->bf16_stale = 1;
+    ffn_gemm_set_bf16_copy(m->gemm, m->params, m->params_bf16, m->param_count);
+}
 
 void ffn_model_bf16_refresh_layer(ffn_model *m, size_t i)
 {

@@ -8,6 +8,7 @@
 #include <math.h>
 #include <string.h>
 
+#include "bf16.h"
 #include "ffn/mem.h"
 #include "ffn/status.h"
 
@@ -43,6 +44,11 @@ struct optim_kind {
      * 0 where decay does not apply. */
     void (*update)(const ffn_optim *opt, float lr, float wd, float *w, const float *g, float *const *state,
                    size_t count);
+    /* Optional: the same update also writing the new weights in bf16 (w16
+     * [count], or NULL for update's work alone); kinds without it are
+     * converted after update. */
+    void (*update_bf16)(const ffn_optim *opt, float lr, float wd, float *w, const float *g, float *const *state,
+                        size_t count, ffn_bf16 *w16);
 };
 
 /* Bias corrections for step t; t == 0 (no begin_step yet) is treated as t == 1
@@ -99,18 +105,35 @@ static void sgd_nesterov(float *restrict w, const float *restrict g, float *rest
 #define FFN_VECTOR_CLONES
 #endif
 
+#define ADAM_ELEMENT(i)                                                                 \
+    float gi = g[i] + l2 * w[i];                                                        \
+    float mi = b1 * m[i] + one_minus_b1 * gi;                                           \
+    float vi = b2 * v[i] + one_minus_b2 * gi * gi;                                      \
+    m[i] = mi;                                                                          \
+    v[i] = vi;                                                                          \
+    const float wi = w[i] * shrink - step_size * mi / (sqrtf(vi) * inv_sqrt_bc2 + eps); \
+    w[i] = wi
+
 FFN_VECTOR_CLONES static void adam_loop(float *restrict w, const float *restrict g, float *restrict m,
                       float *restrict v, size_t count, float b1, float b2, float eps,
                       float l2, float shrink, float step_size, float inv_sqrt_bc2)
 {
     const float one_minus_b1 = 1.0f - b1, one_minus_b2 = 1.0f - b2;
     for (size_t i = 0; i < count; i++) {
-        float gi = g[i] + l2 * w[i];
-        float mi = b1 * m[i] + one_minus_b1 * gi;
-        float vi = b2 * v[i] + one_minus_b2 * gi * gi;
-        m[i] = mi;
-        v[i] = vi;
-        w[i] = w[i] * shrink - step_size * mi / (sqrtf(vi) * inv_sqrt_bc2 + eps);
+        ADAM_ELEMENT(i);
+    }
+}
+
+/* The same update, also writing each new weight's bf16 rounding (the copy the
+ * bf16 products read): one pass over memory instead of two. */
+FFN_VECTOR_CLONES static void adam_loop_bf16(float *restrict w, const float *restrict g, float *restrict m,
+                      float *restrict v, ffn_bf16 *restrict w16, size_t count, float b1, float b2,
+                      float eps, float l2, float shrink, float step_size, float inv_sqrt_bc2)
+{
+    const float one_minus_b1 = 1.0f - b1, one_minus_b2 = 1.0f - b2;
+    for (size_t i = 0; i < count; i++) {
+        ADAM_ELEMENT(i);
+        w16[i] = ffn_bf16_from_float(wi);
     }
 }
 
@@ -161,28 +184,45 @@ static ffn_status adam_check(const ffn_optim_config *c)
     return FFN_OK;
 }
 
-/* decoupled: adamw's w -= lr * wd * w, applied apart from the moments. */
+/* decoupled: adamw's w -= lr * wd * w, applied apart from the moments.
+ * w16: also the new weights in bf16, or NULL. */
 static void adam_step(const ffn_optim *opt, float lr, float wd, float *w, const float *g, float *const *state,
-                      size_t count, int decoupled)
+                      size_t count, int decoupled, ffn_bf16 *w16)
 {
     const ffn_optim_config *c = &opt->cfg;
     const float l2 = decoupled ? 0.0f : wd;
     const float shrink = decoupled ? (float)(1.0 - (double)lr * wd) : 1.0f;
     const float step_size = (float)((double)lr * opt->inv_bc1);
-    adam_loop(w, g, state[0], state[1], count, c->beta1, c->beta2, c->eps, l2, shrink, step_size,
-              (float)opt->inv_sqrt_bc2);
+    if (w16)
+        adam_loop_bf16(w, g, state[0], state[1], w16, count, c->beta1, c->beta2, c->eps, l2, shrink, step_size,
+                       (float)opt->inv_sqrt_bc2);
+    else
+        adam_loop(w, g, state[0], state[1], count, c->beta1, c->beta2, c->eps, l2, shrink, step_size,
+                  (float)opt->inv_sqrt_bc2);
 }
 
 static void adam_update(const ffn_optim *opt, float lr, float wd, float *w, const float *g, float *const *state,
-                        size_t count)
+                        size_t count, ffn_bf16 *w16)
 {
-    adam_step(opt, lr, wd, w, g, state, count, 0);
+    adam_step(opt, lr, wd, w, g, state, count, 0, w16);
 }
 
 static void adamw_update(const ffn_optim *opt, float lr, float wd, float *w, const float *g, float *const *state,
-                         size_t count)
+                         size_t count, ffn_bf16 *w16)
 {
-    adam_step(opt, lr, wd, w, g, state, count, 1);
+    adam_step(opt, lr, wd, w, g, state, count, 1, w16);
+}
+
+static void adam_plain(const ffn_optim *opt, float lr, float wd, float *w, const float *g, float *const *state,
+                       size_t count)
+{
+    adam_step(opt, lr, wd, w, g, state, count, 0, NULL);
+}
+
+static void adamw_plain(const ffn_optim *opt, float lr, float wd, float *w, const float *g, float *const *state,
+                        size_t count)
+{
+    adam_step(opt, lr, wd, w, g, state, count, 1, NULL);
 }
 
 static ffn_status rmsprop_check(const ffn_optim_config *c)
@@ -203,10 +243,10 @@ static void rmsprop_update(const ffn_optim *opt, float lr, float wd, float *w, c
 /* The registry: a new optimizer is its functions above plus one line here
  * (and its value in ffn_opt_kind). */
 static const optim_kind kinds[FFN_OPT_COUNT] = {
-    [FFN_OPT_SGD] = {"sgd", {"momentum"}, sgd_state_used, 0.0f, sgd_check, sgd_update},
-    [FFN_OPT_ADAM] = {"adam", {"m", "v"}, NULL, 0.0f, adam_check, adam_update},
-    [FFN_OPT_ADAMW] = {"adamw", {"m", "v"}, NULL, 0.01f, adam_check, adamw_update},
-    [FFN_OPT_RMSPROP] = {"rmsprop", {"square_avg"}, NULL, 0.0f, rmsprop_check, rmsprop_update},
+    [FFN_OPT_SGD] = {"sgd", {"momentum"}, sgd_state_used, 0.0f, sgd_check, sgd_update, NULL},
+    [FFN_OPT_ADAM] = {"adam", {"m", "v"}, NULL, 0.0f, adam_check, adam_plain, adam_update},
+    [FFN_OPT_ADAMW] = {"adamw", {"m", "v"}, NULL, 0.01f, adam_check, adamw_plain, adamw_update},
+    [FFN_OPT_RMSPROP] = {"rmsprop", {"square_avg"}, NULL, 0.0f, rmsprop_check, rmsprop_update, NULL},
 };
 
 const ffn_names ffn_opt_names = FFN_NAMES_OF_FIELD(kinds, name);
@@ -302,8 +342,8 @@ void ffn_optim_begin_step(ffn_optim *opt)
     compute_bias_corrections(opt);
 }
 
-void ffn_optim_update(ffn_optim *opt, float lr, float *params, const float *grads,
-                      size_t offset, size_t count, int decay)
+void ffn_optim_update_bf16(ffn_optim *opt, float lr, float *params, const float *grads, size_t offset,
+                           size_t count, int decay, uint16_t *params_bf16)
 {
     if (count == 0) return;
     if (offset > opt->n || count > opt->n - offset) {
@@ -314,8 +354,20 @@ void ffn_optim_update(ffn_optim *opt, float lr, float *params, const float *grad
     }
     float *state[FFN_OPTIM_MAX_STATE] = {NULL};
     for (size_t i = 0; i < opt->nstate; i++) state[i] = opt->state[i] + offset;
-    opt->kind->update(opt, lr, decay ? opt->cfg.weight_decay : 0.0f, params + offset, grads + offset, state,
-                      count);
+    const float wd = decay ? opt->cfg.weight_decay : 0.0f;
+    ffn_bf16 *w16 = params_bf16 ? (ffn_bf16 *)params_bf16 + offset : NULL;
+    if (w16 && opt->kind->update_bf16) {
+        opt->kind->update_bf16(opt, lr, wd, params + offset, grads + offset, state, count, w16);
+        return;
+    }
+    opt->kind->update(opt, lr, wd, params + offset, grads + offset, state, count);
+    if (w16) ffn_bf16_from_floats(w16, params + offset, count);
+}
+
+void ffn_optim_update(ffn_optim *opt, float lr, float *params, const float *grads,
+                      size_t offset, size_t count, int decay)
+{
+    ffn_optim_update_bf16(opt, lr, params, grads, offset, count, decay, NULL);
 }
 
 size_t ffn_optim_state_count(const ffn_optim *opt) { return opt->nstate; }

@@ -27,7 +27,8 @@ struct ffn_step {
     float *grad_slice;        /* [own_hi - own_lo] sharded: the summed gradients of the slice; else NULL */
     float *scatter_tmp;       /* --shard grads/params across nodes: a reduce-scatter's landing place */
     float *scatter_shared;    /* --shard grads/params on one node: layer_grads, node-shared (each rank's segment) */
-    int params_shared;        /* --shard params on one node: the parameters live once, in node-shared memory */
+    int params_shared;        /* --shard optimizer/params on one node: the parameters live once, in node-shared memory */
+    uint16_t *bf16_shared;    /* params_shared in bf16: their bf16 copy too (each rank writes its slice's) */
     int micro;                /* micro-batches of the step done so far (the first writes the slice, the rest add) */
     float *layer_grads;       /* --shard grads/params: the gradients of the layer in backward, [largest layer] */
     size_t grads_layer;       /* the layer whose gradients layer_grads holds */
@@ -243,6 +244,29 @@ static size_t largest_layer(const ffn_model *m)
     return largest;
 }
 
+/* One node, sharded: the parameters held once, in a node-shared window where
+ * each rank's slice is its own segment; each rank updates its slice in place
+ * and the others read it after a node barrier (no all-gather). In bf16 their
+ * bf16 copy too: each rank's optimizer writes its slice's, so no rank converts
+ * the whole model each step. Collective; across nodes (or where the window
+ * cannot be laid out by slices) nothing changes. */
+static ffn_status share_params_on_node(ffn_step *s)
+{
+    ffn_model *m = s->model;
+    const size_t n = ffn_model_param_count(m);
+    float *window = ffn_comm_alloc_node_slices(s->comm, n);
+    if (!window) return FFN_OK;
+    ffn_model_use_param_buffer(m, window, s->own_lo, s->own_hi);
+    s->params_shared = 1;
+    if (ffn_model_precision(m) == FFN_PRECISION_BF16 && (s->bf16_shared = ffn_comm_alloc_node_slices_u16(s->comm, n))) {
+        ffn_model_use_bf16_buffer(m, s->bf16_shared);
+        ffn_model_bf16_refresh_slice(m, s->own_lo, s->own_hi);
+    }
+    ffn_status st = ffn_comm_node_sync(s->comm); /* every slice is in */
+    if (s->bf16_shared) ffn_model_bf16_set_current(m);
+    return st;
+}
+
 static ffn_status create_sharded(ffn_step *s)
 {
     if (s->cfg.pruner) return ffn_fail(FFN_ERR_ARG, "--shard %s does not prune yet: use --shard optimizer with --prune",
@@ -271,12 +295,9 @@ static ffn_status create_sharded(ffn_step *s)
     const ffn_layer_hooks hooks = {before_layer, after_layer, s};
     ffn_model_set_layer_hooks(s->model, &hooks);
     if (s->shard < FFN_SHARD_PARAMS) return FFN_OK;
-    const size_t n = ffn_model_param_count(s->model);
-    float *window = s->scatter_shared ? ffn_comm_alloc_node_slices(s->comm, n) : NULL;
-    if (window) {
-        ffn_model_use_param_buffer(s->model, window, s->own_lo, s->own_hi);
-        s->params_shared = 1;
-        return ffn_comm_node_sync(s->comm); /* every slice is in */
+    if (s->scatter_shared) {
+        ffn_status st = share_params_on_node(s);
+        if (st != FFN_OK || s->params_shared) return st;
     }
     if (ffn_comm_size(s->comm) == 1) return FFN_OK;
     /* Only the slice stays; the rest comes back layer by layer. */
@@ -326,6 +347,11 @@ ffn_status ffn_step_create(ffn_step **out, ffn_model *model, ffn_comm *comm, con
         st = ffn_fail(FFN_ERR_NOMEM, "out of memory for the output gradient");
     if (st == FFN_OK && !(s->optim = ffn_optim_create(&cfg->optim, s->own_hi - s->own_lo)))
         st = ffn_fail(FFN_ERR_ARG, "optimizer: %s", ffn_last_error());
+    st = ffn_comm_agree(comm, st);
+    /* --shard optimizer on one node: the parameters once per node instead of
+     * all-gathered after each update (not with pruning, whose masks every
+     * rank applies to the whole model). */
+    if (st == FFN_OK && s->shard == FFN_SHARD_OPTIMIZER && !cfg->pruner) st = share_params_on_node(s);
     st = ffn_comm_agree(comm, st);
     if (st == FFN_OK && s->shard >= FFN_SHARD_GRADS)
         st = create_sharded(s); /* no all-reduce exchange: each layer's gradients reduce-scattered */
@@ -426,6 +452,7 @@ const char *ffn_step_shard_method(const ffn_step *s)
 }
 
 int ffn_step_params_node_shared(const ffn_step *s) { return s->params_shared; }
+int ffn_step_bf16_node_shared(const ffn_step *s) { return s->bf16_shared != NULL; }
 
 double ffn_step_others_shared_bytes(const ffn_step *s)
 {
@@ -433,6 +460,7 @@ double ffn_step_others_shared_bytes(const ffn_step *s)
     if (n < 2) return 0;
     double bytes = 0; /* every rank reads all of the parameters' window, and 1/N of each other rank's layer segment */
     if (s->params_shared) bytes += (double)ffn_model_param_count(s->model) * sizeof(float) * (double)(n - 1) / n;
+    if (s->bf16_shared) bytes += (double)ffn_model_param_count(s->model) * sizeof(uint16_t) * (double)(n - 1) / n;
     if (s->scatter_shared) {
         bytes += (double)largest_layer(s->model) * sizeof(float) * (double)(n - 1) / n;
     }
@@ -602,30 +630,34 @@ static void describe_nonfinite(const ffn_model *m, char *out, size_t cap)
 
 /* Updates the part of [offset, offset + count) that this rank owns; w and g
  * hold the owned range [own_lo, own_hi) from their index 0. */
-static void update_owned(ffn_step *s, float lr, float *w, const float *g, size_t offset, size_t count, int decay)
+static void update_owned(ffn_step *s, float lr, float *w, const float *g, const ffn_tensor *t)
 {
-    size_t lo = offset > s->own_lo ? offset : s->own_lo;
-    size_t hi = offset + count < s->own_hi ? offset + count : s->own_hi;
-    if (lo < hi) ffn_optim_update(s->optim, lr, w, g, lo - s->own_lo, hi - lo, decay);
+    size_t lo = t->offset > s->own_lo ? t->offset : s->own_lo;
+    size_t hi = t->offset + t->count < s->own_hi ? t->offset + t->count : s->own_hi;
+    /* A node-shared bf16 copy: this rank writes its slice's, as the optimizer writes the slice. */
+    uint16_t *copy = s->bf16_shared && t->ndim == 2 ? s->bf16_shared + s->own_lo : NULL;
+    if (lo < hi) ffn_optim_update_bf16(s->optim, lr, w, g, lo - s->own_lo, hi - lo, t->decay, copy);
 }
 
-/* bf16, one rank owning every parameter, no pruning: each chunk of a weight
- * tensor is converted to the model's bf16 copy right after the optimizer
- * wrote it, while it is still in cache, instead of in a pass of its own before
- * the next forward (which reads every weight from memory again). */
+/* bf16, one rank owning every parameter, no pruning: the optimizer writes the
+ * model's bf16 copy of each weight as it writes the weight (Adam in the same
+ * loop; other kinds chunk by chunk while the chunk is in cache), instead of in
+ * a pass of its own before the next forward (which reads every weight again). */
 enum { FUSED_CHUNK = 16384 }; /* floats: the chunk's weights, gradients and two Adam moments fit in L2 */
 
 static void update_fused_bf16(ffn_step *s, float lr, float *w, const float *g)
 {
     ffn_model *m = s->model;
+    float *params;
+    void *copy;
+    ffn_model_page_buffers(m, &params, &copy);
     const size_t nt = ffn_model_tensor_count(m);
     for (size_t k = 0; k < nt; k++) {
         const ffn_tensor *t = ffn_model_tensor(m, k);
         if (!t->trainable) continue;
         for (size_t done = 0; done < t->count; done += FUSED_CHUNK) {
             size_t n = t->count - done < FUSED_CHUNK ? t->count - done : FUSED_CHUNK;
-            ffn_optim_update(s->optim, lr, w, g, t->offset + done, n, t->decay);
-            if (t->ndim == 2) ffn_model_bf16_refresh_range(m, t->offset + done, n);
+            ffn_optim_update_bf16(s->optim, lr, w, g, t->offset + done, n, t->decay, t->ndim == 2 ? copy : NULL);
         }
     }
     ffn_model_bf16_set_current(m);
@@ -668,11 +700,15 @@ static ffn_status update(ffn_step *s, float lr)
     const size_t nt = ffn_model_tensor_count(m);
     for (size_t k = 0; k < nt; k++) {
         const ffn_tensor *t = ffn_model_tensor(m, k);
-        if (t->trainable) update_owned(s, lr, w, g, t->offset, t->count, t->decay);
+        if (t->trainable) update_owned(s, lr, w, g, t);
     }
     if (pruner) ffn_pruner_apply_range(pruner, w, s->own_lo, s->own_hi); /* pruned weights stay exactly 0 */
     /* Node-shared parameters: nobody reads them for the next forward before every slice is written. */
-    if (s->params_shared) return ffn_comm_node_sync(s->comm);
+    if (s->params_shared) {
+        st = ffn_comm_node_sync(s->comm);
+        if (s->bf16_shared) ffn_model_bf16_set_current(m);
+        return st;
+    }
     /* ZeRO-1/2: every rank gets every slice back, of the trainable tensors only
      * (each run of adjacent ones in one go; fixed tensors never changed). */
     const int gather = s->shard == FFN_SHARD_OPTIMIZER || s->shard == FFN_SHARD_GRADS;

@@ -136,6 +136,9 @@ void ffn_run_print_banner(const ffn_run *r)
                r->size == 1 ? "" : "s");
     else
         printf("optimizer state: %s per rank (%zu parameters x %zu buffers)\n", all, nparams, nstate);
+    if (shard == FFN_SHARD_OPTIMIZER && ffn_step_params_node_shared(r->step))
+        printf("parameters: once per node in node-shared memory%s, each rank updating its slice in place (no "
+               "all-gather)\n", ffn_step_bf16_node_shared(r->step) ? " with their bf16 copy" : "");
     print_frozen_sharing(r);
     char plan[1024], limit[32];
     ffn_memplan_describe(&r->mem_plan, plan, sizeof plan);

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# --shard grads and --shard params (ZeRO-2/3) train the same model as the
+# --shard optimizer, grads and params (ZeRO-1/2/3) train the same model as the
 # unsharded run: at 1, 2 and 4 ranks (4 oversubscribed, with ranks that have no
 # rows in some micro-batches, gradient accumulation, dropout, a recomputed
 # block and a validation set whose batches differ between ranks) each of 50
@@ -38,12 +38,14 @@ PY
 
 for np in 1 2 4; do
   run none$np $np
-  for mode in grads params; do
+  for mode in optimizer grads params; do
     run $mode$np $np --shard $mode
     worst=$(close $mode$np none$np 1e-6)
     pass "--shard $mode at -np $np: losses within $worst of unsharded"
   done
   if ((np > 1)); then
+    grep -q "parameters: once per node in node-shared memory, each rank updating its slice" optimizer$np.out ||
+      { cat optimizer$np.out; fail "--shard optimizer on one node did not hold the parameters once per node"; }
     FFN_SHARD_NODE_SHARED=0 run params-mpi$np $np --shard params
     grep -q "a communication thread" params-mpi$np.out || { cat params-mpi$np.out; fail "the MPI path's prefetch did not run"; }
     FFN_SHARD_NODE_SHARED=0 FFN_SHARD_PREFETCH=0 run params-mpi-sync$np $np --shard params
@@ -63,6 +65,11 @@ pass "--recompute --shard params: losses within $worst"
 
 if "$FFN_TRAIN" --train train.h5 --model "$MODEL" --precision bf16 --max-steps 1 --quiet >/dev/null 2>&1; then
   run bf16 2 --precision bf16
+  run bf16-optimizer 2 --precision bf16 --shard optimizer
+  grep -q "node-shared memory with their bf16 copy" bf16-optimizer.out ||
+    { cat bf16-optimizer.out; fail "bf16 --shard optimizer: the bf16 copy is not node-shared"; }
+  worst=$(close bf16-optimizer bf16 1e-6)
+  pass "bf16 --shard optimizer (parameters and their bf16 copy once per node): losses within $worst"
   run bf16-grads 2 --precision bf16 --shard grads
   run bf16-params 2 --precision bf16 --shard params
   FFN_SHARD_NODE_SHARED=0 run bf16-params-mpi 2 --precision bf16 --shard params

@@ -430,6 +430,57 @@ static void test_vector_loops_bitwise(void)
     }
 }
 
+/* Round to nearest even, the rule of the bf16 copy (NaN stays NaN). */
+static uint16_t bf16_bits(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40u);
+    return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
+}
+
+/* ffn_optim_update_bf16 (the bf16 runs' fused update): the parameters and the
+ * state bit for bit those of ffn_optim_update, and the copy each new
+ * parameter's bf16 rounding, for the kinds with a fused loop (adam, adamw) and
+ * without (sgd with momentum, rmsprop), over two segments at offsets. */
+static void test_update_bf16(void)
+{
+    enum { N = 1000 + 9, CUT = 517 };
+    static float w[N], wref[N], g[N];
+    static uint16_t w16[N];
+    const ffn_opt_kind kinds[] = {FFN_OPT_SGD, FFN_OPT_ADAM, FFN_OPT_ADAMW, FFN_OPT_RMSPROP};
+    for (size_t k = 0; k < sizeof kinds / sizeof *kinds; k++) {
+        ffn_optim_config c = ffn_optim_defaults(kinds[k]);
+        c.weight_decay = 0.01f;
+        c.momentum = 0.9f;
+        ffn_optim *plain = ffn_optim_create(&c, N), *fused = ffn_optim_create(&c, N);
+        CHECK(plain != NULL && fused != NULL);
+        for (int i = 0; i < N; i++) w[i] = wref[i] = 0.0013f * (float)((i * 41) % 97 - 48);
+        int differ = 0, copy_wrong = 0;
+        for (int t = 1; t <= 3; t++) {
+            for (int i = 0; i < N; i++) g[i] = 0.01f * (float)((i * 11 + t * 5) % 31 - 15) + 3e-4f * (float)t;
+            memset(w16, 0xff, sizeof w16);
+            ffn_optim_begin_step(plain);
+            ffn_optim_begin_step(fused);
+            ffn_optim_update(plain, 0.002f, wref, g, 0, N, 1);
+            ffn_optim_update_bf16(fused, 0.002f, w, g, 0, CUT, 1, w16);
+            ffn_optim_update_bf16(fused, 0.002f, w, g, CUT, N - CUT, 1, w16);
+            for (int i = 0; i < N; i++) {
+                differ += memcmp(&w[i], &wref[i], sizeof(float)) != 0;
+                copy_wrong += w16[i] != bf16_bits(w[i]);
+            }
+        }
+        for (size_t b = 0; b < ffn_optim_state_count(plain); b++)
+            differ += memcmp(ffn_optim_state(plain, b), ffn_optim_state(fused, b), N * sizeof(float)) != 0;
+        CHECK_MSG(differ == 0, "%s: the fused update differs from the plain one in %d places", ffn_opt_name(c.kind),
+                  differ);
+        CHECK_MSG(copy_wrong == 0, "%s: %d bf16 values are not the rounding of the new parameter",
+                  ffn_opt_name(c.kind), copy_wrong);
+        ffn_optim_free(plain);
+        ffn_optim_free(fused);
+    }
+}
+
 /* The state buffers each kind holds: counted from the config alone as the
  * optimizer made from it holds them, named as the kind names them. */
 static void test_state_buffers(void)
@@ -502,6 +553,7 @@ int main(void)
 {
     test_defaults_and_config();
     test_state_buffers();
+    test_update_bf16();
     test_config_optim();
     test_rules();
     test_state_and_resume();

@@ -98,6 +98,8 @@ ffn_status ffn_comm_reduce_scatter_range(ffn_comm *c, float *range, size_t n, si
  * slice and reads all of it. Returns the start of the whole buffer. Zeroed;
  * freed by ffn_comm_finalize. */
 float *ffn_comm_alloc_node_slices(ffn_comm *c, size_t n);
+/* The same for n 16-bit values (a bf16 copy laid out as the parameters). */
+uint16_t *ffn_comm_alloc_node_slices_u16(ffn_comm *c, size_t n);
 /* Collective over the node: a barrier through shared memory (after a node-shared
  * allocation); everything written before it is visible after it. */
 ffn_status ffn_comm_node_sync(ffn_comm *c);

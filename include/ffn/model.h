@@ -204,6 +204,14 @@ ffn_precision ffn_model_precision(const ffn_model *m);
 int ffn_model_bf16_current(const ffn_model *m);
 void ffn_model_bf16_refresh_range(ffn_model *m, size_t offset, size_t count);
 void ffn_model_bf16_set_current(ffn_model *m);
+/* The part [lo, hi) of the weights (2-D tensors) converted into the bf16 copy. */
+void ffn_model_bf16_refresh_slice(ffn_model *m, size_t lo, size_t hi);
+/* --precision bf16: the weights' bf16 copy moves into copy (param_count
+ * 16-bit values, the caller's and outliving the model: a node-shared buffer
+ * each rank writes a slice of, ffn_comm_alloc_node_slices_u16); nothing is
+ * converted (the copy is stale until the caller fills it and calls
+ * ffn_model_bf16_set_current). No-op in fp32. */
+void ffn_model_use_bf16_buffer(ffn_model *m, uint16_t *copy);
 /* Activation checkpointing per block: the residual blocks (ffn, swiglu) keep
  * only their input (the previous layer's output) and share one cache, which
  * backward refills by running the block's forward again just before its

@@ -60,6 +60,11 @@ void ffn_optim_begin_step(ffn_optim *opt);
  * decay: whether weight decay applies to this segment (weights yes, biases no). */
 void ffn_optim_update(ffn_optim *opt, float lr, float *params, const float *grads,
                       size_t offset, size_t count, int decay);
+/* The same, also writing each updated parameter rounded to bf16 (round to
+ * nearest even; the bits, uint16_t) into params_bf16 at the same offsets:
+ * Adam and AdamW in the same pass over memory, other kinds right after. */
+void ffn_optim_update_bf16(ffn_optim *opt, float lr, float *params, const float *grads, size_t offset,
+                           size_t count, int decay, uint16_t *params_bf16);
 
 /* State access for checkpoints: the number of state buffers (0 ..
  * FFN_OPTIM_MAX_STATE, as ffn_optim_state_buffers), each [n], and the step counter. */

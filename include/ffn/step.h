@@ -139,8 +139,10 @@ ffn_shard ffn_step_shard(const ffn_step *s);
 ffn_status ffn_step_gather_range(ffn_step *s, int buffer, size_t lo, size_t count, float *out, int root);
 /* --shard grads/params: how the gradients and parameters travel, for the banner ("" otherwise). */
 const char *ffn_step_shard_method(const ffn_step *s);
-/* --shard params on one node: the parameters are one node-shared buffer. */
+/* --shard optimizer/params on one node: the parameters are one node-shared buffer. */
 int ffn_step_params_node_shared(const ffn_step *s);
+/* ... and, in bf16, the weights' bf16 copy with them. */
+int ffn_step_bf16_node_shared(const ffn_step *s);
 /* Bytes of node-shared buffers that other ranks of the node hold and this
  * one reads (counted in its RSS): the parameters' window, its read of the
  * others' layer gradients. */
