@@ -813,6 +813,8 @@ struct ffn_grad_sync {
     size_t *plan;         /* [request_cap * 2]: the buckets' [lo, hi), in start order */
     size_t planned;
     const shared_buffer *shm; /* grads is a node-shared buffer: sum in place (below) */
+    int sum_by_caller;    /* sharded, shm: finish() only waits for every rank's gradients; the caller
+                           * sums its slice over the segments (ffn_grad_sync_leave_sum) */
     /* Across nodes, several ranks a node, grads node-shared: the hierarchical
      * exchange (hierarchical_exchange), buckets planned as in deferred mode. */
     const shared_buffer *hier;
@@ -1082,6 +1084,8 @@ static int send_bucket_now(ffn_grad_sync *s, size_t lo, size_t hi)
  * Each rank reads and writes each gradient byte about once, where Open MPI's
  * allreduce copies through its FIFOs several times: 33.6 MB on two ranks took
  * 2.8 ms here against 12.9 ms for MPI_Allreduce in 4 MB buckets. */
+enum { SUM_BLOCK = 2048 }; /* floats */
+
 static void shared_sum(ffn_grad_sync *s, size_t lo, size_t hi)
 {
     const shared_buffer *b = s->shm;
@@ -1091,10 +1095,15 @@ static void shared_sum(ffn_grad_sync *s, size_t lo, size_t hi)
         if (hi > s->own_hi) hi = s->own_hi;
         if (lo >= hi) return;
         float *out = s->slice - s->own_lo;
-        for (size_t i = lo; i < hi; i++) out[i] = b->peers[0][i];
-        for (int q = 1; q < p; q++) {
-            const float *g = b->peers[q];
-            for (size_t i = lo; i < hi; i++) out[i] += g[i];
+        /* In blocks that stay in L1 between the ranks' passes: each byte of
+         * the slice written to memory once. */
+        for (size_t at = lo; at < hi; at += SUM_BLOCK) {
+            const size_t end = hi - at < SUM_BLOCK ? hi : at + SUM_BLOCK;
+            memcpy(out + at, b->peers[0] + at, (end - at) * sizeof *out);
+            for (int q = 1; q < p; q++) {
+                const float *g = b->peers[q];
+                for (size_t i = at; i < end; i++) out[i] += g[i];
+            }
         }
         return;
     }
@@ -1103,7 +1112,7 @@ static void shared_sum(ffn_grad_sync *s, size_t lo, size_t hi)
     a += lo;
     z += lo;
     /* In blocks that stay in L1 between the summing pass and the writing one. */
-    enum { BLOCK = 2048 };
+    enum { BLOCK = SUM_BLOCK };
     for (size_t at = a; at < z; at += BLOCK) {
         size_t end = z - at < BLOCK ? z : at + BLOCK;
         float *first = b->peers[0];
@@ -1391,8 +1400,9 @@ ffn_status ffn_grad_sync_finish(ffn_grad_sync *s)
     if (s->shm && s->comm->slots) {
         double t0 = MPI_Wtime();
         if (node_barrier(s->comm) != 0) return FFN_ERR_STALLED; /* every rank's gradients written */
-        for (size_t i = 0; i < s->planned; i++) shared_sum(s, s->plan[2 * i], s->plan[2 * i + 1]);
-        if (node_barrier(s->comm) != 0) return FFN_ERR_STALLED; /* every sum written, every read done */
+        for (size_t i = 0; i < s->planned && !s->sum_by_caller; i++) shared_sum(s, s->plan[2 * i], s->plan[2 * i + 1]);
+        /* every sum written, every read done (the caller's barrier, when it sums) */
+        if (!s->sum_by_caller && node_barrier(s->comm) != 0) return FFN_ERR_STALLED;
         s->planned = 0;
         s->wait_seconds += MPI_Wtime() - t0;
         return s->error;
@@ -1452,6 +1462,13 @@ ffn_status ffn_grad_sync_finish_sum(ffn_grad_sync *s, double *stats, size_t k)
         for (int q = 0; q < c->local_size; q++) sum += c->slots[q]->stats[j];
         stats[j] = sum;
     }
+    /* The caller's node barrier after its sums is the second one: no slot or
+     * segment changes before it. */
+    if (s->sum_by_caller) {
+        s->planned = 0;
+        s->wait_seconds += MPI_Wtime() - t0;
+        return s->error;
+    }
     for (size_t i = 0; i < s->planned; i++) shared_sum(s, s->plan[2 * i], s->plan[2 * i + 1]);
     if (node_barrier(c) != 0) return FFN_ERR_STALLED;
     s->planned = 0;
@@ -1459,11 +1476,24 @@ ffn_status ffn_grad_sync_finish_sum(ffn_grad_sync *s, double *stats, size_t k)
     return s->error;
 }
 
+int ffn_grad_sync_leave_sum(ffn_grad_sync *s)
+{
+    s->sum_by_caller = s->slice && s->shm && s->comm->slots && s->comm->size > 1;
+    return s->sum_by_caller;
+}
+
+const float *const *ffn_grad_sync_node_segments(const ffn_grad_sync *s, int *count)
+{
+    *count = s->shm ? s->comm->local_size : 0;
+    return s->shm ? (const float *const *)s->shm->peers : NULL;
+}
+
 double ffn_grad_sync_wait_seconds(const ffn_grad_sync *s) { return s->wait_seconds; }
 
 const char *ffn_grad_sync_method(const ffn_grad_sync *s)
 {
     if (s->comm->size == 1) return "none (one rank)";
+    if (s->sum_by_caller) return "shared-memory: each rank's optimizer sums its slice over the node's gradients";
     if (s->shm) return s->wire_local_only ? "shared-memory; --grad-dtype bf16 applies across nodes only" : "shared-memory";
     if (s->hier) {
         static _Thread_local char hier_text[160];

@@ -44,11 +44,12 @@ struct optim_kind {
      * 0 where decay does not apply. */
     void (*update)(const ffn_optim *opt, float lr, float wd, float *w, const float *g, float *const *state,
                    size_t count);
-    /* Optional: the same update also writing the new weights in bf16 (w16
-     * [count], or NULL for update's work alone); kinds without it are
-     * converted after update. */
-    void (*update_bf16)(const ffn_optim *opt, float lr, float wd, float *w, const float *g, float *const *state,
-                        size_t count, ffn_bf16 *w16);
+    /* Optional: the same update in one pass from the gradient ga + gb (gb
+     * NULL: ga alone), also writing the new weights in bf16 (w16 [count], or
+     * NULL); kinds without it get gb summed in and their copy converted
+     * around update, a chunk at a time. */
+    void (*update_fused)(const ffn_optim *opt, float lr, float wd, float *w, const float *ga, const float *gb,
+                         float *const *state, size_t count, ffn_bf16 *w16);
 };
 
 /* Bias corrections for step t; t == 0 (no begin_step yet) is treated as t == 1
@@ -105,8 +106,8 @@ static void sgd_nesterov(float *restrict w, const float *restrict g, float *rest
 #define FFN_VECTOR_CLONES
 #endif
 
-#define ADAM_ELEMENT(i)                                                                 \
-    float gi = g[i] + l2 * w[i];                                                        \
+#define ADAM_ELEMENT(i, grad)                                                           \
+    float gi = (grad) + l2 * w[i];                                                      \
     float mi = b1 * m[i] + one_minus_b1 * gi;                                           \
     float vi = b2 * v[i] + one_minus_b2 * gi * gi;                                      \
     m[i] = mi;                                                                          \
@@ -114,28 +115,28 @@ static void sgd_nesterov(float *restrict w, const float *restrict g, float *rest
     const float wi = w[i] * shrink - step_size * mi / (sqrtf(vi) * inv_sqrt_bc2 + eps); \
     w[i] = wi
 
-FFN_VECTOR_CLONES static void adam_loop(float *restrict w, const float *restrict g, float *restrict m,
-                      float *restrict v, size_t count, float b1, float b2, float eps,
-                      float l2, float shrink, float step_size, float inv_sqrt_bc2)
-{
-    const float one_minus_b1 = 1.0f - b1, one_minus_b2 = 1.0f - b2;
-    for (size_t i = 0; i < count; i++) {
-        ADAM_ELEMENT(i);
+/* One Adam loop per combination, each a straight vectorisable loop: the
+ * gradient ga[i], or ga[i] + gb[i] (two ranks' gradients summed as they are
+ * read: the node's reduce-scatter inside the update), and the new weight's
+ * bf16 rounding written to w16 (the copy the bf16 products read) or not. */
+#define ADAM_LOOP(name, GRAD, BF16_STORE)                                                                  \
+    FFN_VECTOR_CLONES static void name(float *restrict w, const float *restrict ga, const float *restrict gb, \
+                                       float *restrict m, float *restrict v, ffn_bf16 *restrict w16,          \
+                                       size_t count, float b1, float b2, float eps, float l2, float shrink,    \
+                                       float step_size, float inv_sqrt_bc2)                                   \
+    {                                                                                                      \
+        const float one_minus_b1 = 1.0f - b1, one_minus_b2 = 1.0f - b2;                                    \
+        (void)gb;                                                                                          \
+        (void)w16;                                                                                         \
+        for (size_t i = 0; i < count; i++) {                                                               \
+            ADAM_ELEMENT(i, GRAD);                                                                         \
+            BF16_STORE;                                                                                    \
+        }                                                                                                  \
     }
-}
-
-/* The same update, also writing each new weight's bf16 rounding (the copy the
- * bf16 products read): one pass over memory instead of two. */
-FFN_VECTOR_CLONES static void adam_loop_bf16(float *restrict w, const float *restrict g, float *restrict m,
-                      float *restrict v, ffn_bf16 *restrict w16, size_t count, float b1, float b2,
-                      float eps, float l2, float shrink, float step_size, float inv_sqrt_bc2)
-{
-    const float one_minus_b1 = 1.0f - b1, one_minus_b2 = 1.0f - b2;
-    for (size_t i = 0; i < count; i++) {
-        ADAM_ELEMENT(i);
-        w16[i] = ffn_bf16_from_float(wi);
-    }
-}
+ADAM_LOOP(adam_loop, ga[i], (void)0)
+ADAM_LOOP(adam_loop_bf16, ga[i], w16[i] = ffn_bf16_from_float(wi))
+ADAM_LOOP(adam_loop_sum, ga[i] + gb[i], (void)0)
+ADAM_LOOP(adam_loop_sum_bf16, ga[i] + gb[i], w16[i] = ffn_bf16_from_float(wi))
 
 FFN_VECTOR_CLONES static void rmsprop_loop(float *restrict w, const float *restrict g, float *restrict sq,
                          size_t count, float lr, float wd, float alpha, float eps)
@@ -185,44 +186,43 @@ static ffn_status adam_check(const ffn_optim_config *c)
 }
 
 /* decoupled: adamw's w -= lr * wd * w, applied apart from the moments.
- * w16: also the new weights in bf16, or NULL. */
-static void adam_step(const ffn_optim *opt, float lr, float wd, float *w, const float *g, float *const *state,
-                      size_t count, int decoupled, ffn_bf16 *w16)
+ * The gradient is ga, or ga + gb; w16: also the new weights in bf16, or NULL. */
+static void adam_step(const ffn_optim *opt, float lr, float wd, float *w, const float *ga, const float *gb,
+                      float *const *state, size_t count, int decoupled, ffn_bf16 *w16)
 {
     const ffn_optim_config *c = &opt->cfg;
     const float l2 = decoupled ? 0.0f : wd;
     const float shrink = decoupled ? (float)(1.0 - (double)lr * wd) : 1.0f;
     const float step_size = (float)((double)lr * opt->inv_bc1);
-    if (w16)
-        adam_loop_bf16(w, g, state[0], state[1], w16, count, c->beta1, c->beta2, c->eps, l2, shrink, step_size,
-                       (float)opt->inv_sqrt_bc2);
-    else
-        adam_loop(w, g, state[0], state[1], count, c->beta1, c->beta2, c->eps, l2, shrink, step_size,
-                  (float)opt->inv_sqrt_bc2);
+    void (*loop)(float *restrict, const float *restrict, const float *restrict, float *restrict, float *restrict,
+                 ffn_bf16 *restrict, size_t, float, float, float, float, float, float, float) =
+        gb ? (w16 ? adam_loop_sum_bf16 : adam_loop_sum) : (w16 ? adam_loop_bf16 : adam_loop);
+    loop(w, ga, gb, state[0], state[1], w16, count, c->beta1, c->beta2, c->eps, l2, shrink, step_size,
+         (float)opt->inv_sqrt_bc2);
 }
 
-static void adam_update(const ffn_optim *opt, float lr, float wd, float *w, const float *g, float *const *state,
-                        size_t count, ffn_bf16 *w16)
+static void adam_update(const ffn_optim *opt, float lr, float wd, float *w, const float *ga, const float *gb,
+                        float *const *state, size_t count, ffn_bf16 *w16)
 {
-    adam_step(opt, lr, wd, w, g, state, count, 0, w16);
+    adam_step(opt, lr, wd, w, ga, gb, state, count, 0, w16);
 }
 
-static void adamw_update(const ffn_optim *opt, float lr, float wd, float *w, const float *g, float *const *state,
-                         size_t count, ffn_bf16 *w16)
+static void adamw_update(const ffn_optim *opt, float lr, float wd, float *w, const float *ga, const float *gb,
+                         float *const *state, size_t count, ffn_bf16 *w16)
 {
-    adam_step(opt, lr, wd, w, g, state, count, 1, w16);
+    adam_step(opt, lr, wd, w, ga, gb, state, count, 1, w16);
 }
 
 static void adam_plain(const ffn_optim *opt, float lr, float wd, float *w, const float *g, float *const *state,
                        size_t count)
 {
-    adam_step(opt, lr, wd, w, g, state, count, 0, NULL);
+    adam_step(opt, lr, wd, w, g, NULL, state, count, 0, NULL);
 }
 
 static void adamw_plain(const ffn_optim *opt, float lr, float wd, float *w, const float *g, float *const *state,
                         size_t count)
 {
-    adam_step(opt, lr, wd, w, g, state, count, 1, NULL);
+    adam_step(opt, lr, wd, w, g, NULL, state, count, 1, NULL);
 }
 
 static ffn_status rmsprop_check(const ffn_optim_config *c)
@@ -345,6 +345,12 @@ void ffn_optim_begin_step(ffn_optim *opt)
 void ffn_optim_update_bf16(ffn_optim *opt, float lr, float *params, const float *grads, size_t offset,
                            size_t count, int decay, uint16_t *params_bf16)
 {
+    ffn_optim_update_summed(opt, lr, params, offset, count, decay, grads + offset, NULL, params_bf16);
+}
+
+void ffn_optim_update_summed(ffn_optim *opt, float lr, float *params, size_t offset, size_t count, int decay,
+                             const float *grads_a, const float *grads_b, uint16_t *params_bf16)
+{
     if (count == 0) return;
     if (offset > opt->n || count > opt->n - offset) {
         /* A caller bug; touching memory past the state buffers would be worse. */
@@ -355,19 +361,34 @@ void ffn_optim_update_bf16(ffn_optim *opt, float lr, float *params, const float 
     float *state[FFN_OPTIM_MAX_STATE] = {NULL};
     for (size_t i = 0; i < opt->nstate; i++) state[i] = opt->state[i] + offset;
     const float wd = decay ? opt->cfg.weight_decay : 0.0f;
+    float *w = params + offset;
     ffn_bf16 *w16 = params_bf16 ? (ffn_bf16 *)params_bf16 + offset : NULL;
-    if (w16 && opt->kind->update_bf16) {
-        opt->kind->update_bf16(opt, lr, wd, params + offset, grads + offset, state, count, w16);
+    if (opt->kind->update_fused) {
+        opt->kind->update_fused(opt, lr, wd, w, grads_a, grads_b, state, count, w16);
         return;
     }
-    opt->kind->update(opt, lr, wd, params + offset, grads + offset, state, count);
-    if (w16) ffn_bf16_from_floats(w16, params + offset, count);
+    if (!grads_b) {
+        opt->kind->update(opt, lr, wd, w, grads_a, state, count);
+        if (w16) ffn_bf16_from_floats(w16, w, count);
+        return;
+    }
+    /* A chunk at a time: its summed gradients, then its update and copy, all in cache. */
+    enum { CHUNK = 2048 };
+    float sum[CHUNK];
+    for (size_t at = 0; at < count; at += CHUNK) {
+        const size_t n = count - at < CHUNK ? count - at : CHUNK;
+        for (size_t i = 0; i < n; i++) sum[i] = grads_a[at + i] + grads_b[at + i];
+        float *chunk_state[FFN_OPTIM_MAX_STATE] = {NULL};
+        for (size_t i = 0; i < opt->nstate; i++) chunk_state[i] = state[i] + at;
+        opt->kind->update(opt, lr, wd, w + at, sum, chunk_state, n);
+        if (w16) ffn_bf16_from_floats(w16 + at, w + at, n);
+    }
 }
 
 void ffn_optim_update(ffn_optim *opt, float lr, float *params, const float *grads,
                       size_t offset, size_t count, int decay)
 {
-    ffn_optim_update_bf16(opt, lr, params, grads, offset, count, decay, NULL);
+    ffn_optim_update_summed(opt, lr, params, offset, count, decay, grads + offset, NULL, NULL);
 }
 
 size_t ffn_optim_state_count(const ffn_optim *opt) { return opt->nstate; }

@@ -5,6 +5,7 @@
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "clock.h"
@@ -29,6 +30,9 @@ struct ffn_step {
     float *scatter_shared;    /* --shard grads/params on one node: layer_grads, node-shared (each rank's segment) */
     int params_shared;        /* --shard optimizer/params on one node: the parameters live once, in node-shared memory */
     uint16_t *bf16_shared;    /* params_shared in bf16: their bf16 copy too (each rank writes its slice's) */
+    int sum_in_update;        /* --shard optimizer on one node: the optimizer sums its slice over the node's
+                               * gradient segments itself, a chunk at a time (ffn_grad_sync_leave_sum) */
+    float sum_chunk[4096];    /* sum_in_update: one chunk's summed gradients (stays in L1/L2) */
     int micro;                /* micro-batches of the step done so far (the first writes the slice, the rest add) */
     float *layer_grads;       /* --shard grads/params: the gradients of the layer in backward, [largest layer] */
     size_t grads_layer;       /* the layer whose gradients layer_grads holds */
@@ -381,6 +385,10 @@ ffn_status ffn_step_create(ffn_step **out, ffn_model *model, ffn_comm *comm, con
             ffn_step_free(s);
             return st;
         }
+        /* --shard optimizer, parameters node-shared: no slice buffer written and read back, each
+         * rank's optimizer sums its slice over the node's segments as it goes (with --clip-norm
+         * the norm needs the sums first: the reduce-scatter stays). Every rank decides alike. */
+        if (s->params_shared && cfg->clip_norm <= 0) s->sum_in_update = ffn_grad_sync_leave_sum(s->sync);
     }
     *out = s;
     return FFN_OK;
@@ -639,6 +647,38 @@ static void update_owned(ffn_step *s, float lr, float *w, const float *g, const 
     if (lo < hi) ffn_optim_update_bf16(s->optim, lr, w, g, lo - s->own_lo, hi - lo, t->decay, copy);
 }
 
+/* sum_in_update: the slice's trainable tensors updated from their gradients
+ * summed over the node's segments in rank order (the reduce-scatter's order:
+ * the same bits), ((g0 + g1) + g2) + ...: all but the last rank's summed into
+ * sum_chunk a chunk at a time, the last one added as the optimizer reads it
+ * (two ranks: straight from both segments, in one pass). */
+static void update_summed(ffn_step *s, float lr, float *w)
+{
+    int p;
+    const float *const *seg = ffn_grad_sync_node_segments(s->sync, &p);
+    const size_t chunk = p > 2 ? sizeof s->sum_chunk / sizeof *s->sum_chunk : SIZE_MAX;
+    float *sum = s->sum_chunk;
+    for (size_t k = 0; k < ffn_model_tensor_count(s->model); k++) {
+        const ffn_tensor *t = ffn_model_tensor(s->model, k);
+        const size_t lo = t->offset > s->own_lo ? t->offset : s->own_lo;
+        const size_t hi = t->offset + t->count < s->own_hi ? t->offset + t->count : s->own_hi;
+        if (!t->trainable || lo >= hi) continue;
+        uint16_t *copy = s->bf16_shared && t->ndim == 2 ? s->bf16_shared + s->own_lo : NULL;
+        for (size_t at = lo; at < hi;) {
+            const size_t n = hi - at < chunk ? hi - at : chunk;
+            const float *first = seg[0] + at;
+            if (p > 2) {
+                memcpy(sum, first, n * sizeof *sum);
+                for (int q = 1; q < p - 1; q++)
+                    for (size_t i = 0; i < n; i++) sum[i] += seg[q][at + i];
+                first = sum;
+            }
+            ffn_optim_update_summed(s->optim, lr, w, at - s->own_lo, n, t->decay, first, seg[p - 1] + at, copy);
+            at += n;
+        }
+    }
+}
+
 /* bf16, one rank owning every parameter, no pruning: the optimizer writes the
  * model's bf16 copy of each weight as it writes the weight (Adam in the same
  * loop; other kinds chunk by chunk while the chunk is in cache), instead of in
@@ -692,6 +732,12 @@ static ffn_status update(ffn_step *s, float lr)
         if (scale != 1.0f) ffn_scale(g, own, scale);
     }
     ffn_optim_begin_step(s->optim);
+    if (s->sum_in_update) { /* no clipping, no pruning (see ffn_step_create) */
+        update_summed(s, lr, w);
+        st = ffn_comm_node_sync(s->comm); /* every slice written, every segment read */
+        if (s->bf16_shared) ffn_model_bf16_set_current(m);
+        return st;
+    }
     if (fuse) {
         update_fused_bf16(s, lr, w, g);
         return FFN_OK;

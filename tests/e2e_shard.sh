@@ -46,6 +46,14 @@ for np in 1 2 4; do
   if ((np > 1)); then
     grep -q "parameters: once per node in node-shared memory, each rank updating its slice" optimizer$np.out ||
       { cat optimizer$np.out; fail "--shard optimizer on one node did not hold the parameters once per node"; }
+    grep -q "each rank's optimizer sums its slice over the node's gradients" optimizer$np.out ||
+      { cat optimizer$np.out; fail "--shard optimizer on one node: the optimizer did not sum its slice"; }
+    # --clip-norm needs the slice's sums before the update: the reduce-scatter stays.
+    run clip$np $np --clip-norm 0.05
+    run optimizer-clip$np $np --clip-norm 0.05 --shard optimizer
+    grep -q "each rank's optimizer sums" optimizer-clip$np.out && { cat optimizer-clip$np.out; fail "--clip-norm: summed in the update"; }
+    worst=$(close optimizer-clip$np clip$np 1e-6)
+    pass "--shard optimizer --clip-norm at -np $np: losses within $worst of unsharded"
     FFN_SHARD_NODE_SHARED=0 run params-mpi$np $np --shard params
     grep -q "a communication thread" params-mpi$np.out || { cat params-mpi$np.out; fail "the MPI path's prefetch did not run"; }
     FFN_SHARD_NODE_SHARED=0 FFN_SHARD_PREFETCH=0 run params-mpi-sync$np $np --shard params

@@ -439,45 +439,61 @@ static uint16_t bf16_bits(float f)
     return (uint16_t)((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
 }
 
-/* ffn_optim_update_bf16 (the bf16 runs' fused update): the parameters and the
- * state bit for bit those of ffn_optim_update, and the copy each new
- * parameter's bf16 rounding, for the kinds with a fused loop (adam, adamw) and
- * without (sgd with momentum, rmsprop), over two segments at offsets. */
+/* ffn_optim_update_bf16 (the bf16 runs' fused update) and
+ * ffn_optim_update_summed (the gradient as two parts, summed as read): the
+ * parameters and the state bit for bit those of ffn_optim_update on the
+ * summed gradient, and the copy each new parameter's bf16 rounding, for the
+ * kinds with a fused loop (adam, adamw) and without (sgd with momentum,
+ * rmsprop), over two segments at offsets. */
 static void test_update_bf16(void)
 {
     enum { N = 1000 + 9, CUT = 517 };
-    static float w[N], wref[N], g[N];
-    static uint16_t w16[N];
+    static float w[N], wref[N], g[N], wsum[N], ga[N], gb[N];
+    static uint16_t w16[N], w16sum[N];
     const ffn_opt_kind kinds[] = {FFN_OPT_SGD, FFN_OPT_ADAM, FFN_OPT_ADAMW, FFN_OPT_RMSPROP};
     for (size_t k = 0; k < sizeof kinds / sizeof *kinds; k++) {
         ffn_optim_config c = ffn_optim_defaults(kinds[k]);
         c.weight_decay = 0.01f;
         c.momentum = 0.9f;
-        ffn_optim *plain = ffn_optim_create(&c, N), *fused = ffn_optim_create(&c, N);
-        CHECK(plain != NULL && fused != NULL);
-        for (int i = 0; i < N; i++) w[i] = wref[i] = 0.0013f * (float)((i * 41) % 97 - 48);
+        ffn_optim *plain = ffn_optim_create(&c, N), *fused = ffn_optim_create(&c, N), *summed = ffn_optim_create(&c, N);
+        CHECK(plain != NULL && fused != NULL && summed != NULL);
+        for (int i = 0; i < N; i++) w[i] = wref[i] = wsum[i] = 0.0013f * (float)((i * 41) % 97 - 48);
         int differ = 0, copy_wrong = 0;
         for (int t = 1; t <= 3; t++) {
-            for (int i = 0; i < N; i++) g[i] = 0.01f * (float)((i * 11 + t * 5) % 31 - 15) + 3e-4f * (float)t;
+            /* two ranks' parts, and their float sum for the plain update */
+            for (int i = 0; i < N; i++) {
+                ga[i] = 0.01f * (float)((i * 11 + t * 5) % 31 - 15) + 3e-4f * (float)t;
+                gb[i] = 0.007f * (float)((i * 5 + t * 3) % 23 - 11);
+                g[i] = ga[i] + gb[i];
+            }
             memset(w16, 0xff, sizeof w16);
+            memset(w16sum, 0xff, sizeof w16sum);
             ffn_optim_begin_step(plain);
             ffn_optim_begin_step(fused);
+            ffn_optim_begin_step(summed);
             ffn_optim_update(plain, 0.002f, wref, g, 0, N, 1);
             ffn_optim_update_bf16(fused, 0.002f, w, g, 0, CUT, 1, w16);
             ffn_optim_update_bf16(fused, 0.002f, w, g, CUT, N - CUT, 1, w16);
+            ffn_optim_update_summed(summed, 0.002f, wsum, 0, CUT, 1, ga, gb, w16sum);
+            ffn_optim_update_summed(summed, 0.002f, wsum, CUT, N - CUT, 1, ga + CUT, gb + CUT, w16sum);
             for (int i = 0; i < N; i++) {
                 differ += memcmp(&w[i], &wref[i], sizeof(float)) != 0;
+                differ += memcmp(&wsum[i], &wref[i], sizeof(float)) != 0;
                 copy_wrong += w16[i] != bf16_bits(w[i]);
+                copy_wrong += w16sum[i] != bf16_bits(wsum[i]);
             }
         }
-        for (size_t b = 0; b < ffn_optim_state_count(plain); b++)
+        for (size_t b = 0; b < ffn_optim_state_count(plain); b++) {
             differ += memcmp(ffn_optim_state(plain, b), ffn_optim_state(fused, b), N * sizeof(float)) != 0;
+            differ += memcmp(ffn_optim_state(plain, b), ffn_optim_state(summed, b), N * sizeof(float)) != 0;
+        }
         CHECK_MSG(differ == 0, "%s: the fused update differs from the plain one in %d places", ffn_opt_name(c.kind),
                   differ);
         CHECK_MSG(copy_wrong == 0, "%s: %d bf16 values are not the rounding of the new parameter",
                   ffn_opt_name(c.kind), copy_wrong);
         ffn_optim_free(plain);
         ffn_optim_free(fused);
+        ffn_optim_free(summed);
     }
 }
 

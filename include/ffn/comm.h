@@ -156,6 +156,16 @@ ffn_status ffn_grad_sync_create_sharded(ffn_grad_sync **out, ffn_comm *c, float 
 /* Points the exchange at another gradient buffer of the same length (after
  * ffn_model_use_grad_buffer moved the gradients, e.g. into shared memory). */
 void ffn_grad_sync_use_buffer(ffn_grad_sync *s, float *grads);
+/* The sharded exchange on one node, gradients node-shared: finish_sum()
+ * only waits until every rank's gradients are written (and sums the stats);
+ * the caller sums its slice over the node's segments itself
+ * (ffn_grad_sync_node_segments, in rank order), e.g. inside the optimizer's
+ * pass, then passes a node barrier (ffn_comm_node_sync) before any rank
+ * writes gradients again. Returns 1 when that is how this exchange runs, 0
+ * when it cannot (across nodes, not sharded, no shared memory): unchanged. */
+int ffn_grad_sync_leave_sum(ffn_grad_sync *s);
+/* The node's gradient segments, [count] (local rank order), or NULL. */
+const float *const *ffn_grad_sync_node_segments(const ffn_grad_sync *s, int *count);
 /* --grad-dtype bf16: across nodes the buckets are converted to bf16, all-reduced
  * and summed in bf16 (half the bytes on the network, each partial sum rounded
  * to bf16) and converted back; within one node nothing changes (the sum runs

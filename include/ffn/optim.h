@@ -65,6 +65,12 @@ void ffn_optim_update(ffn_optim *opt, float lr, float *params, const float *grad
  * Adam and AdamW in the same pass over memory, other kinds right after. */
 void ffn_optim_update_bf16(ffn_optim *opt, float lr, float *params, const float *grads, size_t offset,
                            size_t count, int decay, uint16_t *params_bf16);
+/* The same with the segment's gradients given apart, as the sum of two
+ * parts: grads_a[i] + grads_b[i] (grads_b NULL: grads_a alone), each [count],
+ * for params[offset .. offset+count); e.g. two ranks' gradients in node-shared
+ * memory, summed as the update reads them. params_bf16 may be NULL. */
+void ffn_optim_update_summed(ffn_optim *opt, float lr, float *params, size_t offset, size_t count, int decay,
+                             const float *grads_a, const float *grads_b, uint16_t *params_bf16);
 
 /* State access for checkpoints: the number of state buffers (0 ..
  * FFN_OPTIM_MAX_STATE, as ffn_optim_state_buffers), each [n], and the step counter. */
