@@ -9,6 +9,8 @@
 #   launch/bench-netns.sh [--rates "none 10gbit 1gbit"] [--algorithms "2 default 3"] [--steps N] [--repeats R]
 #   launch/bench-netns.sh --overlap [--rates "10gbit 1gbit"] [--models "SPEC;SPEC"] [--repeats R] [--seconds S]
 #   launch/bench-netns.sh --peers [--rates "10gbit 1gbit"] [--repeats R] [--seconds S]
+#   any of them with --mtu BYTES: the veth pair's MTU (default the kernel's 1500; 9000 are the
+#   jumbo frames of many cluster networks: a sixth of the packets for the same bytes)
 #
 # --peers: ffn against PyTorch DDP (gloo over TCP, one process a namespace on the same cores,
 # threads limited before torch loads), step from memory (ffn-bench step / launch/bench_torch.py),
@@ -31,7 +33,7 @@
 # FFN_BUILD_DIR: the build to run [build].
 set -euo pipefail
 here=$(cd "$(dirname "$0")/.." && pwd)
-rates="none 10gbit 1gbit" algorithms="2 default 3" steps=30 repeats=2 overlap=0 peers=0 seconds=6
+rates="none 10gbit 1gbit" algorithms="2 default 3" steps=30 repeats=2 overlap=0 peers=0 seconds=6 mtu=""
 models="dense:4096:gelu,dense:1024;dense:4096:gelu,dense:4096:gelu,dense:1024"
 while (($#)); do
   case $1 in
@@ -43,6 +45,7 @@ while (($#)); do
     --peers) peers=1; shift ;;
     --models) models=$2; shift 2 ;;
     --seconds) seconds=$2; shift 2 ;;
+    --mtu) mtu=$2; shift 2 ;;
     -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
     *) echo "bench-netns.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -60,6 +63,10 @@ cleanup() {
 }
 trap cleanup EXIT
 netns_pair_up "$NSA" "$NSB" "$VA" "$VB" $NET
+if [[ -n $mtu ]]; then
+  ip -n "$NSA" link set "$VA" mtu "$mtu" && ip -n "$NSB" link set "$VB" mtu "$mtu"
+fi
+echo "bench-netns.sh: veth MTU $(ip -n "$NSA" -o link show "$VA" | sed -n 's/.* mtu \([0-9]*\).*/\1/p')"
 cd "$work"
 netns_pair_rsh rsh.sh "$NET" "$NSA" "$NSB"
 printf '%s slots=1\n%s slots=1\n' $NET.1 $NET.2 >hosts

@@ -141,6 +141,9 @@ D_mlp256=$(torch_run --model mlp --data "$mlp_data" --batch 256 --threads 1 --ra
 R2_ffn=$(run "${MPIRUN[@]}" "$BENCH" step --name ffn-2r --model $FFN --input 1024 --loss mse --batch 256 --threads 1 --data "$ffn_data" --seconds $secs)
 D_ffn=$(torch_run --model ffn --data "$ffn_data" --batch 256 --threads 1 --ranks 2)
 [[ -n $bf16_why ]] || R2_ffnb=$(run "${MPIRUN[@]}" "$BENCH" step --name ffn-2r-bf16 --model $FFN --input 1024 --loss mse --batch 256 --threads 1 --data "$ffn_data" --seconds $secs --precision bf16)
+# ... and with --shard optimizer: on one node the parameters and their bf16 copy once, each rank updating half
+R2_ffnbo=""
+[[ -n $bf16_why ]] || R2_ffnbo=$(run "${MPIRUN[@]}" "$BENCH" step --name ffn-2r-bf16-shard --model $FFN --input 1024 --loss mse --batch 256 --threads 1 --data "$ffn_data" --seconds $secs --precision bf16 --shard optimizer)
 
 # ---- end to end: ffn-train's run from HDF5 (ffn-bench train = ffn_train_run + peak RSS)
 TR=(train --loss softmax_ce --optimizer adam --lr 1e-3 --model $MLP --train "$mlp_data" --progress off --quiet)
@@ -220,6 +223,8 @@ if [[ -z $bf16_why ]]; then
   row "  ffn bf16 vs ffn fp32; PyTorch bf16 vs PyTorch fp32 (samples/s ratios)" "$(div "$(get "$R_ffn1b" samples_per_s)" "$(get "$R_ffn1" samples_per_s)")" "$(div "$(get "$T_ffn1b" samples_per_s)" "$(get "$T_ffn1" samples_per_s)")" "-" "-" "-" ""
   r=$(div "$(get "$R2_ffnb" samples_per_s)" "$(get "$R_ffn1b" samples_per_s)")
   row "  bf16, 2 ranks x 1 thread vs 1 rank x 1 thread (step from memory)" "$(fmt "$(get "$R2_ffnb" samples_per_s)" 1)" "$(fmt "$(get "$R_ffn1b" samples_per_s)" 1)" "$r" "$(div "$(get "$R_ffn1b" cpu_step_ms)" "$(get "$R2_ffnb" cpu_step_ms)")" ">= 1.8" "$(met "$r" '>=' 1.8)"
+  r=$(div "$(get "$R2_ffnbo" samples_per_s)" "$(get "$R_ffn1b" samples_per_s)")
+  row "  the same with --shard optimizer (one node: parameters once, each rank updates half)" "$(fmt "$(get "$R2_ffnbo" samples_per_s)" 1)" "$(fmt "$(get "$R_ffn1b" samples_per_s)" 1)" "$r" "$(div "$(get "$R_ffn1b" cpu_step_ms)" "$(get "$R2_ffnbo" cpu_step_ms)")" ">= 1.8" "$(met "$r" '>=' 1.8)"
   r=$(div "$(get "$R_mlp32b" samples_per_s)" "$(get "$R_mlp32" samples_per_s)")
   row "MLP b32 bf16 vs fp32, 1 rank x 1 thread: step samples/s" "$(fmt "$(get "$R_mlp32b" samples_per_s)")" "$(fmt "$(get "$R_mlp32" samples_per_s)")" "$r" "$(cpu_ratio "$R_mlp32b" "$R_mlp32")" ">= 1" "$(met "$r" '>=' 1)"
   row "  PyTorch MLP b32 autocast bf16 vs its fp32" "$(fmt "$(get "$T_mlp32b" samples_per_s)")" "$(fmt "$(get "$T_mlp32" samples_per_s)")" "$(div "$(get "$T_mlp32b" samples_per_s)" "$(get "$T_mlp32" samples_per_s)")" "-" "-" ""
