@@ -76,7 +76,10 @@ static void print_frozen_sharing(const ffn_run *r)
     char bytes[32], mapped[32];
     format_bytes(bytes, sizeof bytes, (double)fixed * sizeof(float));
     format_bytes(mapped, sizeof mapped, (double)sh->mapped_bytes);
-    if (sh->ranks)
+    if (r->step && ffn_step_params_node_shared(r->step))
+        printf("frozen base: %s held once per node with the other parameters (node-shared, --shard %s)\n", bytes,
+               ffn_names_name(&ffn_shard_names, ffn_step_shard(r->step)));
+    else if (sh->ranks)
         printf("frozen base: %s held once per node in shared memory (%d rank%s on %d node%s; %s of pages mapped "
                "read-only in each rank)\n", bytes, sh->ranks, sh->ranks == 1 ? "" : "s", sh->nodes,
                sh->nodes == 1 ? "" : "s", mapped);

@@ -74,9 +74,14 @@ run sharded0 0 --shard grads
 same_params sharded/ckpt-0000000008.h5 sharded0/ckpt-0000000008.h5 || fail "--shard grads: sharing changed the result"
 grep -q "^frozen base: .* held once per node in shared memory" sharded.txt || fail "--shard grads: $(grep frozen sharded.txt)"
 run sliced 1 --shard params
-grep -q "^frozen base: .* held by every rank (not shared: --shard params" sliced.txt ||
+grep -q "^frozen base: .* held once per node with the other parameters (node-shared, --shard params)" sliced.txt ||
   fail "--shard params: $(grep -E 'frozen|error' sliced.txt)"
-pass "--shard grads: shared and bitwise the same; --shard params keeps its slices (said in the banner)"
+# --shard optimizer on one node holds every parameter once per node, the frozen ones with them.
+run zero1 1 --shard optimizer
+same_params zero1/ckpt-0000000008.h5 sharded0/ckpt-0000000008.h5 || fail "--shard optimizer: another result"
+grep -q "^frozen base: .* held once per node with the other parameters (node-shared, --shard optimizer)" zero1.txt ||
+  fail "--shard optimizer: $(grep -E 'frozen|error' zero1.txt)"
+pass "--shard grads: shared and bitwise the same; --shard optimizer and params hold the base once per node with the other parameters (said in the banner)"
 
 # Pruning may zero fixed weights: no sharing, and the banner says so.
 run pruned 1 --prune 0.5 --prune-start-step 2
