@@ -85,10 +85,8 @@ ffn_status ffn_memplan_compute(const ffn_mem_inputs *in, ffn_mem_plan *out)
         (st = ffn_model_plan_largest_layer(in->layers, in->layer_count, in->input_dim, &largest)) != FFN_OK)
         return st;
     const uint64_t layer = ranks > 1 ? (uint64_t)largest : 0, page = 2 * 4096; /* a partial page at either end */
-    /* --shard optimizer (without pruning) or params on one node: the node holds the parameters
-     * (and in bf16 their copy) once, each rank its slice's share. */
-    const int params_node_shared = (shard >= FFN_SHARD_PARAMS || (shard == FFN_SHARD_OPTIMIZER && !in->pruning)) &&
-                                   ranks > 1 && local == ranks;
+    /* The node holds the parameters (and in bf16 their copy) once, each rank its slice's share. */
+    const int params_node_shared = ffn_shard_params_once_per_node((ffn_shard)shard, in->pruning, ranks, local);
     /* Across nodes the next layer's parameters come, and the last one's gradients travel, while one
      * computes (the step's communication thread): two layers in flight. */
     const uint64_t in_flight = shard >= FFN_SHARD_PARAMS && !params_node_shared ? 2 * layer : layer;

@@ -636,15 +636,22 @@ static void describe_nonfinite(const ffn_model *m, char *out, size_t cap)
     snprintf(out, cap, "; parameters and gradients are still finite");
 }
 
-/* Updates the part of [offset, offset + count) that this rank owns; w and g
- * hold the owned range [own_lo, own_hi) from their index 0. */
-static void update_owned(ffn_step *s, float lr, float *w, const float *g, const ffn_tensor *t)
+/* [lo, hi): the part of tensor t in this rank's slice; 0 when there is none. */
+static int owned_part(const ffn_step *s, const ffn_tensor *t, size_t *lo, size_t *hi)
 {
-    size_t lo = t->offset > s->own_lo ? t->offset : s->own_lo;
-    size_t hi = t->offset + t->count < s->own_hi ? t->offset + t->count : s->own_hi;
-    /* A node-shared bf16 copy: this rank writes its slice's, as the optimizer writes the slice. */
-    uint16_t *copy = s->bf16_shared && t->ndim == 2 ? s->bf16_shared + s->own_lo : NULL;
-    if (lo < hi) ffn_optim_update_bf16(s->optim, lr, w, g, lo - s->own_lo, hi - lo, t->decay, copy);
+    *lo = t->offset > s->own_lo ? t->offset : s->own_lo;
+    *hi = t->offset + t->count < s->own_hi ? t->offset + t->count : s->own_hi;
+    return *lo < *hi;
+}
+
+/* The owned part of trainable tensor t updated; w and g hold the owned range
+ * [own_lo, own_hi) from their index 0, and so does copy, the bf16 copy the
+ * optimizer writes as it goes (NULL: none; only weights have one). */
+static void update_owned(ffn_step *s, float lr, float *w, const float *g, const ffn_tensor *t, uint16_t *copy)
+{
+    size_t lo, hi;
+    if (owned_part(s, t, &lo, &hi))
+        ffn_optim_update_bf16(s->optim, lr, w, g, lo - s->own_lo, hi - lo, t->decay, t->ndim == 2 ? copy : NULL);
 }
 
 /* sum_in_update: the slice's trainable tensors updated from their gradients
@@ -652,7 +659,7 @@ static void update_owned(ffn_step *s, float lr, float *w, const float *g, const 
  * the same bits), ((g0 + g1) + g2) + ...: all but the last rank's summed into
  * sum_chunk a chunk at a time, the last one added as the optimizer reads it
  * (two ranks: straight from both segments, in one pass). */
-static void update_summed(ffn_step *s, float lr, float *w)
+static void update_summed(ffn_step *s, float lr, float *w, uint16_t *copy)
 {
     int p;
     const float *const *seg = ffn_grad_sync_node_segments(s->sync, &p);
@@ -660,10 +667,8 @@ static void update_summed(ffn_step *s, float lr, float *w)
     float *sum = s->sum_chunk;
     for (size_t k = 0; k < ffn_model_tensor_count(s->model); k++) {
         const ffn_tensor *t = ffn_model_tensor(s->model, k);
-        const size_t lo = t->offset > s->own_lo ? t->offset : s->own_lo;
-        const size_t hi = t->offset + t->count < s->own_hi ? t->offset + t->count : s->own_hi;
-        if (!t->trainable || lo >= hi) continue;
-        uint16_t *copy = s->bf16_shared && t->ndim == 2 ? s->bf16_shared + s->own_lo : NULL;
+        size_t lo, hi;
+        if (!t->trainable || !owned_part(s, t, &lo, &hi)) continue;
         for (size_t at = lo; at < hi;) {
             const size_t n = hi - at < chunk ? hi - at : chunk;
             const float *first = seg[0] + at;
@@ -673,34 +678,11 @@ static void update_summed(ffn_step *s, float lr, float *w)
                     for (size_t i = 0; i < n; i++) sum[i] += seg[q][at + i];
                 first = sum;
             }
-            ffn_optim_update_summed(s->optim, lr, w, at - s->own_lo, n, t->decay, first, seg[p - 1] + at, copy);
+            ffn_optim_update_summed(s->optim, lr, w, at - s->own_lo, n, t->decay, first, seg[p - 1] + at,
+                                    t->ndim == 2 ? copy : NULL);
             at += n;
         }
     }
-}
-
-/* bf16, one rank owning every parameter, no pruning: the optimizer writes the
- * model's bf16 copy of each weight as it writes the weight (Adam in the same
- * loop; other kinds chunk by chunk while the chunk is in cache), instead of in
- * a pass of its own before the next forward (which reads every weight again). */
-enum { FUSED_CHUNK = 16384 }; /* floats: the chunk's weights, gradients and two Adam moments fit in L2 */
-
-static void update_fused_bf16(ffn_step *s, float lr, float *w, const float *g)
-{
-    ffn_model *m = s->model;
-    float *params;
-    void *copy;
-    ffn_model_page_buffers(m, &params, &copy);
-    const size_t nt = ffn_model_tensor_count(m);
-    for (size_t k = 0; k < nt; k++) {
-        const ffn_tensor *t = ffn_model_tensor(m, k);
-        if (!t->trainable) continue;
-        for (size_t done = 0; done < t->count; done += FUSED_CHUNK) {
-            size_t n = t->count - done < FUSED_CHUNK ? t->count - done : FUSED_CHUNK;
-            ffn_optim_update_bf16(s->optim, lr, w, g, t->offset + done, n, t->decay, t->ndim == 2 ? copy : NULL);
-        }
-    }
-    ffn_model_bf16_set_current(m);
 }
 
 /* Every rank updates the parameters it owns (all of them, or its ZeRO slice,
@@ -731,30 +713,34 @@ static ffn_status update(ffn_step *s, float lr)
         float scale = ffn_clip_scale(norm, s->cfg.clip_norm);
         if (scale != 1.0f) ffn_scale(g, own, scale);
     }
-    ffn_optim_begin_step(s->optim);
-    if (s->sum_in_update) { /* no clipping, no pruning (see ffn_step_create) */
-        update_summed(s, lr, w);
-        st = ffn_comm_node_sync(s->comm); /* every slice written, every segment read */
-        if (s->bf16_shared) ffn_model_bf16_set_current(m);
-        return st;
-    }
+    /* The bf16 copy the optimizer writes as it writes each weight (a chunk at
+     * a time, in cache), instead of a pass of its own before the next forward
+     * reads every weight again: the node-shared one (this rank's slice of it),
+     * or the model's own where this rank owns every parameter. */
+    uint16_t *copy = s->bf16_shared;
     if (fuse) {
-        update_fused_bf16(s, lr, w, g);
-        return FFN_OK;
+        float *unused;
+        void *own_copy;
+        ffn_model_page_buffers(m, &unused, &own_copy);
+        copy = own_copy;
     }
+    ffn_optim_begin_step(s->optim);
     /* Trainable tensors only; weight decay where the tensor says (weights, not biases or norms). */
     const size_t nt = ffn_model_tensor_count(m);
-    for (size_t k = 0; k < nt; k++) {
-        const ffn_tensor *t = ffn_model_tensor(m, k);
-        if (t->trainable) update_owned(s, lr, w, g, t);
+    if (s->sum_in_update) { /* no clipping, no pruning (see ffn_step_create) */
+        update_summed(s, lr, w, copy ? copy + s->own_lo : NULL);
+    } else {
+        for (size_t k = 0; k < nt; k++) {
+            const ffn_tensor *t = ffn_model_tensor(m, k);
+            if (t->trainable) update_owned(s, lr, w, g, t, copy ? copy + s->own_lo : NULL);
+        }
     }
     if (pruner) ffn_pruner_apply_range(pruner, w, s->own_lo, s->own_hi); /* pruned weights stay exactly 0 */
-    /* Node-shared parameters: nobody reads them for the next forward before every slice is written. */
-    if (s->params_shared) {
-        st = ffn_comm_node_sync(s->comm);
-        if (s->bf16_shared) ffn_model_bf16_set_current(m);
-        return st;
-    }
+    /* Node-shared parameters: nobody reads them for the next forward before
+     * every slice is written (nor writes gradients before every segment is read). */
+    if (s->params_shared) st = ffn_comm_node_sync(s->comm);
+    if (copy) ffn_model_bf16_set_current(m);
+    if (s->params_shared) return st;
     /* ZeRO-1/2: every rank gets every slice back, of the trainable tensors only
      * (each run of adjacent ones in one go; fixed tensors never changed). */
     const int gather = s->shard == FFN_SHARD_OPTIMIZER || s->shard == FFN_SHARD_GRADS;

@@ -581,7 +581,7 @@ static const char *share_frozen_refused(const ffn_run *r)
     const ffn_checkpoint *ck = r->have_ckpt ? &r->ckpt : NULL;
     if (r->cfg->prune > 0 || (ck && ck->mask)) return "pruning may zero fixed weights";
     if (r->cfg->shard >= FFN_SHARD_PARAMS) return "--shard params keeps a slice of every tensor per rank";
-    if (r->cfg->shard == FFN_SHARD_OPTIMIZER && r->size > 1 && ffn_comm_local_size(r->comm) == r->size)
+    if (ffn_shard_params_once_per_node((ffn_shard)r->cfg->shard, 0, r->size, ffn_comm_local_size(r->comm)))
         return "--shard optimizer on one node holds every parameter once per node already";
     return NULL;
 }

@@ -56,6 +56,16 @@ static inline ffn_shard ffn_shard_asked(int shard, int shard_optimizer)
     const ffn_shard flag = shard_optimizer ? FFN_SHARD_OPTIMIZER : FFN_SHARD_NONE;
     return (ffn_shard)shard > flag ? (ffn_shard)shard : flag;
 }
+/* Whether the parameters (and in bf16 their copy) are held once per node,
+ * each rank updating its slice in place: --shard optimizer without pruning,
+ * or --shard params, at several ranks all on one node. What ffn_step_create
+ * sets up where the node-shared windows can be had; the memory plan and the
+ * frozen-base sharing go by it. */
+static inline int ffn_shard_params_once_per_node(ffn_shard shard, int pruning, int ranks, int local_ranks)
+{
+    return (shard >= FFN_SHARD_PARAMS || (shard == FFN_SHARD_OPTIMIZER && !pruning)) && ranks > 1 &&
+           local_ranks == ranks;
+}
 
 typedef struct {
     ffn_loss loss;
