@@ -134,6 +134,42 @@ void ffn_layernorm_rows_backward(float *dx, float *dgamma, float *dbeta, const f
                                  const float *xhat, const float *rstd, const float *gamma,
                                  size_t rows, size_t n, int accumulate, int add_dx);
 
+/* A residual block's (ffn, swiglu) cache begins with its norm's part, laid
+ * out alike in both: with an fp32 cache xhat and n [rows, in], then rstd
+ * [rows]; with a bf16 cache rstd [rows] (fp32) first, then xhat and n in
+ * bf16. rest is where the block's own values begin: floats, or bf16 values
+ * with l->cache_bf16. */
+typedef struct {
+    float *xhat, *n, *rstd;  /* fp32 cache (rstd always) */
+    ffn_bf16 *xhat16, *n16;  /* bf16 cache */
+    void *rest;
+} ffn_block_norm_cache;
+
+static inline ffn_block_norm_cache ffn_block_norm_cache_of(const ffn_layer *l, size_t rows)
+{
+    ffn_block_norm_cache c = {0};
+    const size_t count = rows * l->in;
+    if (l->cache_bf16) {
+        c.rstd = l->cache;
+        c.xhat16 = (ffn_bf16 *)(c.rstd + rows);
+        c.n16 = c.xhat16 + count;
+        c.rest = c.n16 + count;
+    } else {
+        c.xhat = l->cache;
+        c.n = c.xhat + count;
+        c.rstd = c.n + count;
+        c.rest = c.rstd + rows;
+    }
+    return c;
+}
+
+/* Floats of a block's cache per row: its norm's part and `own` values of its own. */
+static inline size_t ffn_block_cache_per_row(const ffn_layer *l, size_t own)
+{
+    const size_t kept = 2 * l->in + own; /* xhat, n and the block's */
+    return 1 + (l->cache_bf16 ? (kept + 1) / 2 : kept); /* rstd; bf16: two values a float */
+}
+
 /* The same for a block keeping its norm's output y and xhat in bf16 (rstd
  * stays fp32): forward computes them in fp32 in temp (2·rows·n floats) and
  * rounds them once; backward widens xhat exactly into temp (rows·n floats).

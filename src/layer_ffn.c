@@ -42,8 +42,7 @@ static int hidden_needs_z(const ffn_layer *l) { return ffn_act_backward_needs_z(
 
 static size_t block_cache_per_row(const ffn_layer *l)
 {
-    size_t kept = 2 * l->in + l->spec.units * (hidden_needs_z(l) ? 2 : 1); /* xhat, n, z (and h) */
-    return 1 + (l->cache_bf16 ? (kept + 1) / 2 : kept); /* rstd; bf16: two values a float */
+    return ffn_block_cache_per_row(l, l->spec.units * (hidden_needs_z(l) ? 2 : 1)); /* z (and h) */
 }
 
 static size_t block_work_per_row(const ffn_layer *l)
@@ -89,19 +88,14 @@ typedef struct {
 
 static block_parts parts_of(const ffn_layer *l, size_t batch)
 {
-    block_parts p = {0};
-    size_t norm_count = batch * l->in, z_count = hidden_needs_z(l) ? batch * l->spec.units : 0;
+    const ffn_block_norm_cache c = ffn_block_norm_cache_of(l, batch);
+    block_parts p = {.xhat = c.xhat, .n = c.n, .rstd = c.rstd, .xhat16 = c.xhat16, .n16 = c.n16};
+    const size_t z_count = hidden_needs_z(l) ? batch * l->spec.units : 0;
     if (l->cache_bf16) {
-        p.rstd = l->cache;
-        p.xhat16 = (ffn_bf16 *)(p.rstd + batch);
-        p.n16 = p.xhat16 + norm_count;
-        p.z16 = p.n16 + norm_count;
+        p.z16 = c.rest;
         p.h16 = p.z16 + z_count;
     } else {
-        p.xhat = l->cache;
-        p.n = p.xhat + norm_count;
-        p.rstd = p.n + norm_count;
-        p.z = p.rstd + batch;
+        p.z = c.rest;
         p.h = p.z + z_count;
     }
     return p;

@@ -34,11 +34,7 @@ static int swiglu_setup(const ffn_layer_spec *s, size_t in, size_t *out, ffn_ten
     return 5;
 }
 
-static size_t swiglu_cache_per_row(const ffn_layer *l)
-{
-    size_t kept = 2 * l->in + 3 * l->spec.units; /* xhat, n, a, g, p */
-    return 1 + (l->cache_bf16 ? (kept + 1) / 2 : kept); /* rstd; bf16: two values a float */
-}
+static size_t swiglu_cache_per_row(const ffn_layer *l) { return ffn_block_cache_per_row(l, 3 * l->spec.units); /* a, g, p */ }
 static size_t swiglu_work_per_row(const ffn_layer *l) { return 2 * l->spec.units + l->in * (l->cache_bf16 ? 2 : 1); }
 
 static void swiglu_init(ffn_layer *l, ffn_rng *rng)
@@ -63,20 +59,15 @@ typedef struct {
 
 static swiglu_parts parts_of(const ffn_layer *l, size_t batch)
 {
-    swiglu_parts p = {0};
-    size_t h = batch * l->spec.units, norm_count = batch * l->in;
+    const ffn_block_norm_cache c = ffn_block_norm_cache_of(l, batch);
+    swiglu_parts p = {.xhat = c.xhat, .n = c.n, .rstd = c.rstd, .xhat16 = c.xhat16, .n16 = c.n16};
+    const size_t h = batch * l->spec.units;
     if (l->cache_bf16) {
-        p.rstd = l->cache;
-        p.xhat16 = (ffn_bf16 *)(p.rstd + batch);
-        p.n16 = p.xhat16 + norm_count;
-        p.a16 = p.n16 + norm_count;
+        p.a16 = c.rest;
         p.g16 = p.a16 + h;
         p.p16 = p.g16 + h;
     } else {
-        p.xhat = l->cache;
-        p.n = p.xhat + norm_count;
-        p.rstd = p.n + norm_count;
-        p.a = p.rstd + batch;
+        p.a = c.rest;
         p.g = p.a + h;
         p.p = p.g + h;
     }
