@@ -829,6 +829,7 @@ struct ffn_grad_sync {
     pthread_cond_t idle;  /* to finish(): the flush is done */
     size_t posted;
     int flush, quit;
+    int main_waits;       /* from the flush to the next begin(): the main thread owns MPI */
     double poll_seconds;  /* the thread's pause between progress calls while backward runs */
     /* --grad-dtype bf16 across nodes (ffn_grad_sync_set_wire_bf16): the buckets
      * travel and are summed in bf16; NULL: fp32. */
@@ -980,6 +981,7 @@ void ffn_grad_sync_begin(ffn_grad_sync *s, uint64_t step)
     s->request_count = 0;
     s->planned = 0;
     s->posted = 0;
+    s->main_waits = 0;
     s->error = FFN_OK;
     if (s->threaded) pthread_mutex_unlock(&s->lock);
 }
@@ -1197,11 +1199,13 @@ static int hierarchical_exchange(ffn_grad_sync *s)
  * and then calls MPI_Testall every poll_seconds while backward runs, sleeping
  * in between (a rank often has one core: a thread spinning in MPI would take
  * it from the GEMMs), so each libnbc round and each TCP fragment moves within
- * a fraction of a millisecond of being possible. finish() hands it the flush
- * and waits; the thread starts what is left and waits for it politely
- * (wait_all, with stall detection). MPI runs SERIALIZED: the main thread calls
- * MPI only outside [begin, finish], when the thread is idle, and every hand-
- * over goes through the mutex. FFN_EXCHANGE_THREAD=0 turns it off. */
+ * a fraction of a millisecond of being possible. finish() hands it the flush:
+ * the thread starts what is left and hands MPI back, and the main thread, idle
+ * anyway once backward is done, completes the buckets itself (wait_all, with
+ * stall detection) without a thread switch at each poll. MPI runs SERIALIZED:
+ * the main thread calls MPI only outside [begin, flush] (from the flush to the
+ * next begin() the thread makes none), and every handover goes through the
+ * mutex. FFN_EXCHANGE_THREAD=0 turns it off. */
 #define EXCHANGE_POLL_SECONDS 200e-6
 
 static void *exchange_thread_main(void *arg);
@@ -1243,13 +1247,11 @@ static void *exchange_thread_main(void *arg)
             pthread_mutex_unlock(&s->lock);
             post_bucket(s, lo, hi);
             pthread_mutex_lock(&s->lock);
-        } else if (s->flush) { /* finish() waits: complete everything */
-            pthread_mutex_unlock(&s->lock);
-            wait_all(s);
-            pthread_mutex_lock(&s->lock);
+        } else if (s->flush) { /* finish(): every bucket is started; the main thread completes them */
             s->flush = 0;
+            s->main_waits = 1;
             pthread_cond_signal(&s->idle);
-        } else if (s->request_count) { /* backward runs: progress, then pause */
+        } else if (s->request_count && !s->main_waits) { /* backward runs: progress, then pause */
             pthread_mutex_unlock(&s->lock);
             int done = 0;
             MPI_Testall((int)s->request_count, s->requests, &done, MPI_STATUSES_IGNORE);
@@ -1273,16 +1275,18 @@ static void *exchange_thread_main(void *arg)
     return NULL;
 }
 
+static void flush_thread(ffn_grad_sync *s);
+
 /* From ready() (the main thread): one more bucket for the thread to start. */
 static void queue_bucket(ffn_grad_sync *s, size_t lo, size_t hi)
 {
-    pthread_mutex_lock(&s->lock);
     if (s->planned == s->request_cap) { /* never expected: complete what is queued first */
-        s->flush = 1;
-        pthread_cond_signal(&s->wake);
-        while (s->flush) pthread_cond_wait(&s->idle, &s->lock);
-        s->planned = s->posted = 0;
+        flush_thread(s);
+        pthread_mutex_lock(&s->lock);
+        s->main_waits = 0; /* the thread progresses the next ones again */
+        pthread_mutex_unlock(&s->lock);
     }
+    pthread_mutex_lock(&s->lock);
     s->plan[2 * s->planned] = lo;
     s->plan[2 * s->planned + 1] = hi;
     s->planned++;
@@ -1291,7 +1295,8 @@ static void queue_bucket(ffn_grad_sync *s, size_t lo, size_t hi)
     s->bytes += (hi - lo) * (s->wire ? sizeof(ffn_bf16) : sizeof(float));
 }
 
-/* From finish(): the thread starts what is queued and completes it all. */
+/* From finish(): the thread starts what is queued and hands MPI back; this
+ * thread completes it all. */
 static void flush_thread(ffn_grad_sync *s)
 {
     pthread_mutex_lock(&s->lock);
@@ -1300,6 +1305,7 @@ static void flush_thread(ffn_grad_sync *s)
     while (s->flush) pthread_cond_wait(&s->idle, &s->lock);
     s->planned = s->posted = 0;
     pthread_mutex_unlock(&s->lock);
+    wait_all(s);
 }
 
 static void start_bucket(ffn_grad_sync *s, size_t lo, size_t hi)
@@ -1486,6 +1492,13 @@ const float *const *ffn_grad_sync_node_segments(const ffn_grad_sync *s, int *cou
 {
     *count = s->shm ? s->comm->local_size : 0;
     return s->shm ? (const float *const *)s->shm->peers : NULL;
+}
+
+size_t ffn_grad_sync_piece_floats(const ffn_grad_sync *s)
+{
+    /* One node and the hierarchical exchange send in finish(): pieces would gain nothing. */
+    if (s->comm->size == 1 || s->deferred || s->hier) return 0;
+    return 2 * s->bucket_floats;
 }
 
 double ffn_grad_sync_wait_seconds(const ffn_grad_sync *s) { return s->wait_seconds; }

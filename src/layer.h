@@ -35,15 +35,24 @@ typedef struct {
     /* Backward: a layer whose parameter gradients are final before it has
      * computed dx (a dense layer: dW, db, then dx = dz·W) calls
      * ffn_layer_grads_final(ctx) then, so the exchange can send them while dx
-     * computes; otherwise the model reports them after the layer's backward. */
-    void (*grads_final)(void *user, size_t layer);
-    void *grads_final_user;
+     * computes; otherwise the model reports them after the layer's backward.
+     * grads_from(user, layer, offset): those at flat offsets >= offset are
+     * final, the rest of the layer's not yet (reported from the top down). */
+    void (*grads_from)(void *user, size_t layer, size_t offset);
+    void *grads_from_user;
+    /* Backward, when the exchange sends gradients while backward computes
+     * (across nodes): a large weight's gradient may be computed and reported
+     * in pieces of about this many floats, top rows first, so the network
+     * starts on it before the whole product is done. 0: in one piece. */
+    size_t grad_piece;
 } ffn_forward_ctx;
 
-static inline void ffn_layer_grads_final(const ffn_forward_ctx *ctx)
+static inline void ffn_layer_grads_from(const ffn_forward_ctx *ctx, size_t offset)
 {
-    if (ctx->grads_final) ctx->grads_final(ctx->grads_final_user, ctx->layer);
+    if (ctx->grads_from) ctx->grads_from(ctx->grads_from_user, ctx->layer, offset);
 }
+
+static inline void ffn_layer_grads_final(const ffn_forward_ctx *ctx) { ffn_layer_grads_from(ctx, 0); }
 
 /* A tensor a layer declares in setup (offsets are assigned by the model). */
 typedef struct {

@@ -78,6 +78,41 @@ static void dense_forward(ffn_layer *l, const float *x, size_t batch, const ffn_
     ffn_bias_act_forward(s->act, s->act_param, l->b, l->z, l->y, batch, out);
 }
 
+/* Backward may compute dW [out, in] = dzᵀ·x in pieces of this many rows (0:
+ * in one product): ctx->grad_piece floats or so, rounded up to whole blocks
+ * of the GEMM kernels' rows, where the exchange sends gradients while
+ * backward computes, for a weight of two pieces or more (not under LoRA,
+ * whose W is frozen). */
+enum { PIECE_ALIGN = 64 };
+
+static size_t weight_grad_piece_rows(const ffn_layer *l, size_t batch, const ffn_forward_ctx *ctx)
+{
+    if (!ctx->grad_piece || !ctx->grads_from || !l->tensors[0].trainable || batch == 0 || l->spec.lora_rank) return 0;
+    size_t rows = (ctx->grad_piece + l->in - 1) / l->in;
+    rows = (rows + PIECE_ALIGN - 1) / PIECE_ALIGN * PIECE_ALIGN;
+    return 2 * rows <= l->out ? rows : 0;
+}
+
+/* dW in pieces of `rows` (cut from row 0 up, so the top piece may be short),
+ * the top rows first, each reported as soon as it is computed: across nodes
+ * the network starts on a large weight's gradients while the rest still
+ * compute (a 4096x4096 layer's dW alone is 64 MB). Each element is the same
+ * dot product over the batch as in one product; OpenBLAS may sum a few rows
+ * at a piece's edge in another order (last-bit differences, the same on
+ * every rank and every run). */
+static void dense_weight_grad_in_pieces(ffn_layer *l, const float *dz, const float *x, size_t batch, int accumulate,
+                                        size_t rows, const ffn_forward_ctx *ctx)
+{
+    const size_t in = l->in, out = l->out;
+    for (size_t hi = out; hi > 0;) {
+        const size_t lo = (hi - 1) / rows * rows;
+        ffn_gemm(ctx->gemm, 1, 0, hi - lo, in, batch, 1.0f, dz + lo, out, x, in, accumulate ? 1.0f : 0.0f,
+                 l->dW + lo * in, in);
+        ffn_layer_grads_from(ctx, l->tensors[0].offset + lo * in); /* the first: with the bias's, above W */
+        hi = lo;
+    }
+}
+
 static void dense_backward(ffn_layer *l, float *dx, float *dy, const float *x, size_t batch,
                            int accumulate, float *work, const ffn_forward_ctx *ctx)
 {
@@ -85,9 +120,12 @@ static void dense_backward(ffn_layer *l, float *dx, float *dy, const float *x, s
     ffn_tensor *tW = &l->tensors[0], *tb = &l->tensors[1];
     /* Activation, dW and db first (dy holds dz afterwards); dx = dz·W once the
      * parameter gradients are handed over (ffn_layer_grads_final), so the
-     * exchange sends them while dx computes. The same products either way. */
-    ffn_dense_backward_on(ctx->gemm, NULL, tW->trainable ? l->dW : NULL, tb->trainable ? l->db : NULL, dy, x, l->W,
-                          l->z, l->y, batch, l->in, l->out, s->act, s->act_param, accumulate);
+     * exchange sends them while dx computes. The same products either way.
+     * dW in pieces: after the activation and db. */
+    const size_t piece_rows = weight_grad_piece_rows(l, batch, ctx);
+    ffn_dense_backward_on(ctx->gemm, NULL, tW->trainable && !piece_rows ? l->dW : NULL, tb->trainable ? l->db : NULL,
+                          dy, x, l->W, l->z, l->y, batch, l->in, l->out, s->act, s->act_param, accumulate);
+    if (piece_rows) dense_weight_grad_in_pieces(l, dy, x, batch, accumulate, piece_rows, ctx);
     int b = (int)batch, in = (int)l->in, out = (int)l->out, R = (int)s->lora_rank;
     const float *dz = dy;
     float *du = work; /* [batch, R] = s·dz·B (LoRA) */

@@ -42,7 +42,8 @@ struct ffn_model {
     /* backward under way: where a layer's final parameter gradients are reported */
     ffn_grad_ready_fn ready;
     void *ready_user;
-    int reported;         /* the current layer's gradients are reported already */
+    size_t reported_lo;   /* the current layer's gradients from this flat offset up are reported */
+    size_t grad_piece;    /* ffn_model_set_grad_piece */
 };
 
 ffn_tensor *ffn_layer_tensor(ffn_layer *l, const char *name)
@@ -727,34 +728,44 @@ static size_t lowest_trained(const ffn_model *m)
 }
 
 
-/* Each run of adjacent trainable tensors of l, highest first. */
-static void report_ready(const ffn_layer *l, ffn_grad_ready_fn ready, void *user)
+/* Each run of adjacent trainable tensors of l within the flat range [lo, hi), highest first. */
+static void report_ready_within(const ffn_layer *l, size_t lo, size_t hi, ffn_grad_ready_fn ready, void *user)
 {
     for (size_t j = l->tensor_count; j-- > 0;) {
         if (!l->tensors[j].trainable) continue;
-        size_t hi = l->tensors[j].offset + l->tensors[j].count;
+        size_t top = l->tensors[j].offset + l->tensors[j].count;
         while (j > 0 && l->tensors[j - 1].trainable) j--;
-        ready(user, l->tensors[j].offset, hi - l->tensors[j].offset);
+        size_t a = l->tensors[j].offset > lo ? l->tensors[j].offset : lo, z = top < hi ? top : hi;
+        if (a < z) ready(user, a, z - a);
     }
 }
 
-/* ffn_forward_ctx.grads_final: the layer's parameter gradients are final
- * (before its dx): report them now rather than after its backward. */
-static void layer_grads_final(void *model, size_t layer)
+static void report_ready(const ffn_layer *l, ffn_grad_ready_fn ready, void *user)
+{
+    report_ready_within(l, 0, SIZE_MAX, ready, user);
+}
+
+/* ffn_forward_ctx.grads_from: the layer's parameter gradients from offset up
+ * are final (before its dx, or a weight's top rows before the rest): report
+ * what is new now rather than after its backward. */
+static void layer_grads_from(void *model, size_t layer, size_t offset)
 {
     ffn_model *m = model;
-    if (m->reported) return;
-    report_ready(&m->layers[layer], m->ready, m->ready_user);
-    m->reported = 1;
+    if (offset >= m->reported_lo) return;
+    report_ready_within(&m->layers[layer], offset, m->reported_lo, m->ready, m->ready_user);
+    m->reported_lo = offset;
 }
+
+void ffn_model_set_grad_piece(ffn_model *m, size_t floats) { m->grad_piece = floats; }
 
 void ffn_model_backward_dx(ffn_model *m, const float *x, size_t batch, float *dout, int accumulate,
                            ffn_grad_ready_fn ready, void *user, float *dx_out)
 {
     m->ready = ready;
     m->ready_user = user;
-    m->ctx.grads_final = ready ? layer_grads_final : NULL;
-    m->ctx.grads_final_user = m;
+    m->ctx.grads_from = ready ? layer_grads_from : NULL;
+    m->ctx.grads_from_user = m;
+    m->ctx.grad_piece = ready ? m->grad_piece : 0;
     const size_t lowest = dx_out ? 0 : lowest_trained(m);
     float *dy = dout;
     for (size_t i = m->layer_count; i-- > 0 && i >= lowest;) {
@@ -772,9 +783,9 @@ void ffn_model_backward_dx(ffn_model *m, const float *x, size_t batch, float *do
             ops->forward(l, in, batch, &m->ctx);
             m->cache_owner = i;
         }
-        m->reported = 0;
+        m->reported_lo = SIZE_MAX;
         ops->backward(l, dx, dy, in, batch, accumulate, m->work, &m->ctx);
-        if (ready && !m->reported) report_ready(l, ready, user);
+        if (ready) layer_grads_from(m, i, 0); /* what the layer did not report itself */
         hook_after(m, i, FFN_PASS_BACKWARD);
         dy = dx;
     }

@@ -389,6 +389,8 @@ ffn_status ffn_step_create(ffn_step **out, ffn_model *model, ffn_comm *comm, con
          * rank's optimizer sums its slice over the node's segments as it goes (with --clip-norm
          * the norm needs the sums first: the reduce-scatter stays). Every rank decides alike. */
         if (s->params_shared && cfg->clip_norm <= 0) s->sum_in_update = ffn_grad_sync_leave_sum(s->sync);
+        /* Across nodes the buckets leave during backward: a large weight's gradients go in pieces. */
+        ffn_model_set_grad_piece(model, ffn_grad_sync_piece_floats(s->sync));
     }
     *out = s;
     return FFN_OK;

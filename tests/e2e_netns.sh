@@ -151,9 +151,10 @@ pass "two-node (TCP over veth) fine-tuning, stopped and resumed, follows the loc
 
 # 4. The exchange thread (FFN_EXCHANGE_THREAD, the default across nodes) changes when the
 #    buckets move, not what they sum: the same two-node run with the buckets progressed only by
-#    the main thread ends with the same bits. Small buckets (1 KiB: two dozen a step, many in
-#    flight at once) and a 4-layer model exercise the thread's queue.
-EX=(--train five.h5 --model dense:64:relu,dense:48:gelu,dense:32:tanh,dense:5 --epochs 2 --batch-size 16
+#    the main thread ends with the same bits. Small buckets (1 KiB: three dozen a step, many in
+#    flight at once) and a 4-layer model exercise the thread's queue; the first layer's weight
+#    gradients go in pieces of 64 rows (ffn_grad_sync_piece_floats), each as soon as computed.
+EX=(--train five.h5 --model dense:192:relu,dense:48:gelu,dense:32:tanh,dense:5 --epochs 2 --batch-size 16
     --lr 0.003 --seed 9 --bucket-mb 0.001 --threads 1)
 for mode in 0 1; do
   FFN_EXCHANGE_THREAD=$mode FFN_MPIRUN_ARGS="--mca plm_rsh_agent $WORK/rsh.sh -x FFN_EXCHANGE_THREAD" \
@@ -170,16 +171,18 @@ a.visit(lambda n: names.append(n) if isinstance(a[n], h5py.Dataset) and n.starts
 assert names and all(np.array_equal(a[n][()], b[n][()]) for n in names), "differ"
 print(f"{len(names)} datasets bitwise equal")
 PY
-pass "two-node run with the exchange thread bitwise equal to the main thread's exchange (buckets of 1 KiB, two dozen a step)"
+pass "two-node run with the exchange thread bitwise equal to the main thread's exchange (buckets of 1 KiB, three dozen a step, a layer's gradients in pieces)"
 
 # 5. Two ranks in each namespace: the hierarchical exchange (each node sums in its shared window,
 #    local rank j all-reduces slice j with the other node's rank j, the sums come back through the
 #    window) against the flat exchange over all four ranks. The orders of summation differ
 #    ((g0+g1)+(g2+g3) against the ring's), so the runs agree within float tolerance, not bitwise;
 #    within each run every rank's parameters are identical after every step (--check-replicas 1).
+#    The flat exchange gets the first layer's weight gradients in pieces, the hierarchical one
+#    (which sends at the end of backward) in one product.
 printf '%s slots=2\n%s slots=2\n' $NET.1 $NET.2 >hosts2
-HI=(--train five.h5 --model dense:64:relu,dense:48:gelu,dense:32:tanh,dense:5 --epochs 2 --batch-size 32
-    --lr 0.003 --seed 9 --bucket-mb 0.004 --check-replicas 1 --log-every 1)
+HI=(--train five.h5 --model dense:192:relu,dense:48:gelu,dense:32:tanh,dense:5 --epochs 2 --batch-size 32
+    --lr 0.003 --seed 9 --bucket-mb 0.001 --check-replicas 1 --log-every 1)
 for h in 0 1; do
   FFN_EXCHANGE_HIERARCHY=$h FFN_MPIRUN_ARGS="--mca plm_rsh_agent $WORK/rsh.sh -x FFN_EXCHANGE_HIERARCHY" \
     timeout -k 5 180 ip netns exec "$NSA" "$LAUNCH/mpirun-hosts.sh" -f hosts2 -N 2 -t 1 -i $NET.0/24 -- \

@@ -517,6 +517,66 @@ static void test_grad_buffer_moves_views(void)
     free(mine);
 }
 
+/* ffn_model_set_grad_piece: a large weight's gradient in pieces, each reported
+ * as computed. The ranges stay contiguous and descending, cover what one
+ * piece a layer covers, and the gradients are the same dot products over the
+ * batch (within rounding), in fp32 and, where the CPU has it, bf16. Layers 1536x512 and 512x1536 at batch 64: products large enough for
+ * the GEMM libraries' own blocking. */
+static void test_grad_pieces(void)
+{
+    enum { PIECE_IN = 512, PIECE_BATCH = 64 };
+    for (int bf16 = 0; bf16 < 2; bf16++) {
+        ffn_model *m = NULL;
+        CHECK(ffn_model_create_from_text(&m, "dense:1536:gelu,dense:512", PIECE_IN) == FFN_OK);
+        if (!m) return;
+        if (bf16 && ffn_model_set_precision(m, FFN_PRECISION_BF16) != FFN_OK) { /* no bf16 on this CPU */
+            ffn_model_free(m);
+            break;
+        }
+        CHECK(ffn_model_reserve(m, PIECE_BATCH) == FFN_OK);
+        ffn_model_init_params(m, 77);
+        const size_t np = ffn_model_param_count(m);
+        float *x = malloc(PIECE_BATCH * PIECE_IN * sizeof *x), *dout = malloc(PIECE_BATCH * 512 * sizeof *dout);
+        float *whole = malloc(np * sizeof *whole);
+        ffn_rng rng = ffn_rng_make(5, 6);
+        ffn_rng_fill_uniform(&rng, x, PIECE_BATCH * PIECE_IN, -1, 1);
+        ready_log logs[2];
+        for (int pieces = 0; pieces < 2; pieces++) {
+            ffn_model_set_grad_piece(m, pieces ? 100000 : 0);
+            ffn_model_forward(m, x, PIECE_BATCH);
+            ffn_rng r2 = ffn_rng_make(7, 8);
+            ffn_rng_fill_uniform(&r2, dout, PIECE_BATCH * 512, -1, 1);
+            memset(&logs[pieces], 0, sizeof logs[pieces]);
+            ffn_model_backward(m, x, PIECE_BATCH, dout, 0, ready_log_add, &logs[pieces]);
+            if (!pieces) memcpy(whole, ffn_model_grads(m), np * sizeof *whole);
+        }
+        /* Within float rounding: OpenBLAS may sum a piece's edge rows in another order. */
+        double worst = 0, largest = 0;
+        for (size_t i = 0; i < np; i++) {
+            worst = fmax(worst, fabs((double)whole[i] - ffn_model_grads(m)[i]));
+            largest = fmax(largest, fabs((double)whole[i]));
+        }
+        CHECK_MSG(largest > 0 && worst <= 1e-5 * largest, "%s: gradients in pieces differ by %g (largest %g)",
+                  bf16 ? "bf16" : "fp32", worst, largest);
+        /* One range a layer; in pieces of 100000 floats or so, rows rounded up to 64: 4 of 128
+         * rows for layer 1 (1536 wide), 6 of 256 for layer 0 (512 wide). */
+        CHECK(logs[0].n == 2);
+        CHECK_MSG(logs[1].n == 10, "%zu ranges reported in pieces", logs[1].n);
+        size_t top = np, contiguous = logs[1].n <= READY_LOG_MAX;
+        for (size_t i = 0; i < logs[1].n && i < READY_LOG_MAX; i++) {
+            contiguous &= logs[1].offset[i] + logs[1].count[i] == top && logs[1].count[i] > 0;
+            top = logs[1].offset[i];
+        }
+        CHECK_MSG(contiguous && top == 0, "the pieces' ranges are not contiguous from the top down to 0");
+        /* The first piece carries the last layer's bias too. */
+        const ffn_layer *last = ffn_model_layer(m, 1);
+        CHECK(logs[1].offset[0] + logs[1].count[0] == last->param_offset + last->param_count &&
+              logs[1].count[0] == 128 * 1536 + 512);
+        ffn_model_free(m);
+        free(x), free(dout), free(whole);
+    }
+}
+
 int main(void)
 {
     test_spec_good();
@@ -528,5 +588,6 @@ int main(void)
     test_grad_buffer_moves_views();
     test_model_gradient();
     test_forward_matches_layers();
+    test_grad_pieces();
     return check_done("test_model");
 }

@@ -186,6 +186,10 @@ ffn_status ffn_grad_sync_finish_sum(ffn_grad_sync *s, double *stats, size_t k);
  * started during backward; by the exchange thread or the main thread), the
  * reduce-scatter variants when sharded, or "none (one rank)". */
 const char *ffn_grad_sync_method(const ffn_grad_sync *s);
+/* How finely backward should hand over a large weight's gradients
+ * (ffn_model_set_grad_piece): two buckets' floats where the exchange sends
+ * while backward computes (across nodes, not hierarchical), else 0. */
+size_t ffn_grad_sync_piece_floats(const ffn_grad_sync *s);
 /* Seconds spent blocked in finish() and the bytes sent, since creation. */
 double ffn_grad_sync_wait_seconds(const ffn_grad_sync *s);
 uint64_t ffn_grad_sync_bytes(const ffn_grad_sync *s);

@@ -262,6 +262,13 @@ void ffn_model_backward(ffn_model *m, const float *x, size_t batch, float *dout,
 void ffn_model_backward_dx(ffn_model *m, const float *x, size_t batch, float *dout, int accumulate,
                            ffn_grad_ready_fn ready, void *user, float *dx);
 
+/* Backward computes a large weight's gradient in pieces of about `floats`
+ * (its top rows first) and reports each as it is done, so that an exchange
+ * that sends while backward computes (across nodes) starts on it sooner; the
+ * same dot products either way (OpenBLAS may round a piece edge's rows in
+ * another order). 0 (the default): each layer's in one product. */
+void ffn_model_set_grad_piece(ffn_model *m, size_t floats);
+
 /* Zeroes every trainable gradient and reports the ranges as backward would
  * (a rank with no rows still joins the exchange). */
 void ffn_model_zero_grads(ffn_model *m, ffn_grad_ready_fn ready, void *user);
