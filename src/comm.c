@@ -1498,7 +1498,7 @@ size_t ffn_grad_sync_piece_floats(const ffn_grad_sync *s)
 {
     /* One node and the hierarchical exchange send in finish(): pieces would gain nothing. */
     if (s->comm->size == 1 || s->deferred || s->hier) return 0;
-    return 2 * s->bucket_floats;
+    return s->bucket_floats;
 }
 
 double ffn_grad_sync_wait_seconds(const ffn_grad_sync *s) { return s->wait_seconds; }
