@@ -24,10 +24,9 @@
 # exchange thread off (FFN_EXCHANGE_THREAD=0: buckets progress only in the main thread's MPI
 # calls) and on (the default): the step, the gradient wait (the exchange left exposed in finish,
 # the slower rank's), the exchange alone (on gradients already computed) against the ring's
-# bound S/B (two ranks) at the nominal rate and at the rate TCP gets through the pair just before,
-# each way at once (the emulated link shares the machine's cores and delivers less under load),
-# and the hidden share 1 - wait / exchange alone; the step and wait of the run with the fastest
-# step of --repeats, the fastest exchange alone.
+# bound S/B (two ranks) at the link's rate, and the hidden share 1 - wait / exchange alone; the
+# step and wait of the run with the fastest step of --repeats, the fastest exchange alone. The
+# emulated link shares the machine's two cores with the ranks: under load it delivers less.
 #
 # Algorithms: default = ffn's own choice (the ring for the gradient buckets, set through MPI_T;
 # the small reductions keep Open MPI's), or a number given to every call with mpirun's
@@ -123,33 +122,6 @@ bench() { # MODEL THREAD: "step_ms wait_ms exchange_ms grad_mib" of one ffn-benc
   sed -n 's/^RESULT step .* step_ms=\([0-9.]*\) .* exchange_ms=\([0-9.]*\) .* wait_ms=\([0-9.]*\) .* grad_mb=\([0-9.]*\) .*/\1 \3 \2 \4/p' <<<"$line" |
     grep . || echo failed
 }
-link_gbits() { # RATE: Gbit/s a TCP stream gets across the shaped pair now, each way while the other way also
-  # carries one (as an exchange's traffic does), the slower way; about 2 s of data, pinned as the ranks are
-  local bytes=$(($(burst_of "$1") * 2000)) port=$((31000 + RANDOM % 1000)) py=${PYTHON:-/usr/bin/python3}
-  local cb=$(($(nproc) > 1 ? 1 : 0)) rx=() out
-  ((bytes > 0)) || bytes=2000000000
-  local recv="
-import socket, sys
-s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((sys.argv[1], $port)); s.listen(1)
-c, _ = s.accept(); buf = bytearray(4 << 20)
-while c.recv_into(buf):
-    pass
-c.sendall(b'x')"
-  local send="
-import socket, sys, time
-s = socket.create_connection((sys.argv[1], $port)); buf = memoryview(bytes(4 << 20)); left = $bytes
-t = time.perf_counter()
-while left > 0:
-    left -= s.send(buf[:left])
-s.shutdown(socket.SHUT_WR); s.recv(1)
-print(f'{$bytes * 8 / (time.perf_counter() - t) / 1e9:.2f}')"
-  ip netns exec "$NSB" taskset -c $cb "$py" -c "$recv" $NET.2 & rx+=($!)
-  ip netns exec "$NSA" taskset -c 0 "$py" -c "$recv" $NET.1 & rx+=($!)
-  sleep 0.3
-  out=$( (ip netns exec "$NSA" taskset -c 0 "$py" -c "$send" $NET.2 & ip netns exec "$NSB" taskset -c $cb "$py" -c "$send" $NET.1 & wait) 2>/dev/null)
-  wait "${rx[@]}" 2>/dev/null || true
-  sort -n <<<"$out" | head -1 | grep . || echo 0
-}
 ffn_step() { # ARGS...: samples/s of ffn-bench step on the two namespaces, or "failed"
   sed -n 's/^RESULT step .* samples_per_s=\([0-9.]*\) .*/\1/p' <<<"$(step_result "$@")" | grep . || echo failed
 }
@@ -203,11 +175,9 @@ EOF2
   exit 0
 fi
 if ((overlap)); then
-  # The bound of the exchange alone: 2(N-1)/N S/B = S/B for two ranks, at the nominal rate and at
-  # what one TCP stream gets through the pair just before (the emulated link shares the machine's
-  # two cores: under load it delivers less than its rate).
+  # The bound of the exchange alone: 2(N-1)/N S/B = S/B for two ranks at the nominal rate.
   echo "load average: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores; ffn-bench step, 1 rank x 1 thread per namespace, global batch 256, best of $repeats (step and exchange alone each)"
-  echo "| link (one TCP stream measured) | model | exchange thread | step ms | gradient wait ms (% of step) | exchange alone ms | ring bound ms, nominal / measured link | exchange / bound, nominal / measured | hidden |"
+  echo "| link | model | exchange thread | step ms | gradient wait ms (% of step) | exchange alone ms | ring bound ms | exchange / bound | hidden |"
   echo "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
   IFS=';' read -r -a model_list <<<"$models"
   for rate in $rates; do
@@ -215,7 +185,6 @@ if ((overlap)); then
     nominal=$(awk -v b="$(burst_of "$rate")" 'BEGIN { printf "%.3f", b * 8 / 1e6 }') # Gbit/s (burst = 1 ms of it)
     for m in "${model_list[@]}"; do
       for t in 0 1; do
-        measured=$(link_gbits "$rate")
         best="" exbest=""
         for _ in $(seq "$repeats"); do
           read -r st wt ex mib <<<"$(bench "$m" $t)" || true
@@ -224,14 +193,13 @@ if ((overlap)); then
           if [[ -z $exbest ]] || awk "BEGIN{exit !($ex < $exbest)}"; then exbest=$ex; fi
         done
         read -r st wt mib <<<"${best:-- - -}"
-        awk -v r="$rate" -v m="$m" -v t="$t" -v st="$st" -v wt="$wt" -v ex="$exbest" -v mib="$mib" \
-          -v nom="$nominal" -v meas="$measured" 'BEGIN {
+        awk -v r="$rate" -v m="$m" -v t="$t" -v st="$st" -v wt="$wt" -v ex="$exbest" -v mib="$mib" -v nom="$nominal" 'BEGIN {
           if (st == "-") { printf "| %s | %s | %s | failed | | | | | |\n", r, m, t ? "on" : "off"; exit }
           h = 1 - wt / ex; if (h < 0) h = 0
-          bn = mib * 1048576 * 8 / (nom * 1e9) * 1e3; bm = 0; vs = "-"
-          if (meas > 0) { bm = mib * 1048576 * 8 / (meas * 1e9) * 1e3; vs = sprintf("%.2f", ex / bm) }
-          printf "| %s (%.2f Gbit/s) | %s | %s | %.1f | %.1f (%.0f%%) | %.1f | %.1f / %.1f | %.2f / %s | %.2f |\n", r, meas, m,
-            (t ? "on" : "off"), st, wt, 100 * wt / st, ex, bn, bm, ex / bn, vs, h }'
+          b = "-"; vs = "-" # unshaped: no rate, no bound
+          if (nom > 0) { bound = mib * 1048576 * 8 / (nom * 1e9) * 1e3; b = sprintf("%.1f", bound); vs = sprintf("%.2f", ex / bound) }
+          printf "| %s | %s | %s | %.1f | %.1f (%.0f%%) | %.1f | %s | %s | %.2f |\n", r, m, (t ? "on" : "off"), st, wt,
+            100 * wt / st, ex, b, vs, h }'
       done
     done
   done
