@@ -151,7 +151,7 @@ pass "two-node (TCP over veth) fine-tuning, stopped and resumed, follows the loc
 
 # 4. The exchange thread (FFN_EXCHANGE_THREAD, the default across nodes) changes when the
 #    buckets move, not what they sum: the same two-node run with the buckets progressed only by
-#    the main thread ends with the same bits. Small buckets (1 KiB: 56 a step, many in
+#    the main thread ends with the same bits. Small buckets (1 KiB: about 55 a step, many in
 #    flight at once) and a 4-layer model exercise the thread's queue; the first layer's weight
 #    gradients go in pieces of 64 rows (ffn_grad_sync_piece_floats), each as soon as computed.
 EX=(--train five.h5 --model dense:192:relu,dense:48:gelu,dense:32:tanh,dense:5 --epochs 2 --batch-size 16
@@ -171,7 +171,7 @@ a.visit(lambda n: names.append(n) if isinstance(a[n], h5py.Dataset) and n.starts
 assert names and all(np.array_equal(a[n][()], b[n][()]) for n in names), "differ"
 print(f"{len(names)} datasets bitwise equal")
 PY
-pass "two-node run with the exchange thread bitwise equal to the main thread's exchange (buckets of 1 KiB, 56 a step, a layer's gradients in pieces)"
+pass "two-node run with the exchange thread bitwise equal to the main thread's exchange (buckets of 1 KiB, about 55 a step, a layer's gradients in pieces)"
 
 # 5. Two ranks in each namespace: the hierarchical exchange (each node sums in its shared window,
 #    local rank j all-reduces slice j with the other node's rank j, the sums come back through the
