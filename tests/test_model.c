@@ -572,6 +572,17 @@ static void test_grad_pieces(void)
         const ffn_layer *last = ffn_model_layer(m, 1);
         CHECK(logs[1].offset[0] + logs[1].count[0] == last->param_offset + last->param_count &&
               logs[1].count[0] == 128 * 1536 + 512);
+        /* Accumulating (the last micro-batch of --accumulate K): every piece adds to what is
+         * there, so the same batch again doubles each gradient. */
+        ffn_model_forward(m, x, PIECE_BATCH);
+        ffn_rng r3 = ffn_rng_make(7, 8);
+        ffn_rng_fill_uniform(&r3, dout, PIECE_BATCH * 512, -1, 1);
+        ready_log acc_log = { 0 };
+        ffn_model_backward(m, x, PIECE_BATCH, dout, 1, ready_log_add, &acc_log);
+        worst = 0;
+        for (size_t i = 0; i < np; i++) worst = fmax(worst, fabs(2.0 * whole[i] - ffn_model_grads(m)[i]));
+        CHECK_MSG(worst <= 2e-5 * largest && acc_log.n == 10, "%s: accumulated in pieces: off by %g, %zu ranges",
+                  bf16 ? "bf16" : "fp32", worst, acc_log.n);
         ffn_model_free(m);
         free(x), free(dout), free(whole);
     }
