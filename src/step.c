@@ -726,15 +726,16 @@ static ffn_status update(ffn_step *s, float lr)
         ffn_model_page_buffers(m, &unused, &own_copy);
         copy = own_copy;
     }
+    uint16_t *slice_copy = copy ? copy + s->own_lo : NULL; /* indexed as w and g are */
     ffn_optim_begin_step(s->optim);
     /* Trainable tensors only; weight decay where the tensor says (weights, not biases or norms). */
     const size_t nt = ffn_model_tensor_count(m);
     if (s->sum_in_update) { /* no clipping, no pruning (see ffn_step_create) */
-        update_summed(s, lr, w, copy ? copy + s->own_lo : NULL);
+        update_summed(s, lr, w, slice_copy);
     } else {
         for (size_t k = 0; k < nt; k++) {
             const ffn_tensor *t = ffn_model_tensor(m, k);
-            if (t->trainable) update_owned(s, lr, w, g, t, copy ? copy + s->own_lo : NULL);
+            if (t->trainable) update_owned(s, lr, w, g, t, slice_copy);
         }
     }
     if (pruner) ffn_pruner_apply_range(pruner, w, s->own_lo, s->own_hi); /* pruned weights stay exactly 0 */
