@@ -76,27 +76,37 @@ static const kernel_set kernels_avx512 = {"avx512+fma", gelu_forward_avx512, gel
                                           column_sums_avx512};
 #endif
 
-/* AVX-512 where the CPU has it, else AVX2 + FMA where it has them; FFN_KERNELS=
- * portable or avx2 holds it below. Chosen once;
- * two threads racing here store the same pointer. */
-static const kernel_set *kernels(void)
+/* Chosen once; two threads racing here store the same value. */
+ffn_simd ffn_simd_level(void)
 {
-    static const kernel_set *chosen;
-    const kernel_set *k = __atomic_load_n(&chosen, __ATOMIC_ACQUIRE);
-    if (k) return k;
-    k = &kernels_base;
-#ifdef FFN_HAVE_AVX2_KERNELS
+    static int chosen = -1;
+    int level = __atomic_load_n(&chosen, __ATOMIC_ACQUIRE);
+    if (level >= 0) return (ffn_simd)level;
+    level = FFN_SIMD_PORTABLE;
+#if defined(__x86_64__) && defined(__GNUC__)
     const char *env = getenv("FFN_KERNELS");
     __builtin_cpu_init();
     if (!(env && strcmp(env, "portable") == 0) && __builtin_cpu_supports("avx2") &&
         __builtin_cpu_supports("fma"))
-        k = &kernels_avx2;
-    if (k == &kernels_avx2 && !(env && strcmp(env, "avx2") == 0) && __builtin_cpu_supports("avx512f") &&
+        level = FFN_SIMD_AVX2;
+    if (level == FFN_SIMD_AVX2 && !(env && strcmp(env, "avx2") == 0) && __builtin_cpu_supports("avx512f") &&
         __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl"))
-        k = &kernels_avx512;
+        level = FFN_SIMD_AVX512;
 #endif
-    __atomic_store_n(&chosen, k, __ATOMIC_RELEASE);
-    return k;
+    __atomic_store_n(&chosen, level, __ATOMIC_RELEASE);
+    return (ffn_simd)level;
+}
+
+static const kernel_set *kernels(void)
+{
+#ifdef FFN_HAVE_AVX2_KERNELS
+    switch (ffn_simd_level()) {
+    case FFN_SIMD_AVX512: return &kernels_avx512;
+    case FFN_SIMD_AVX2: return &kernels_avx2;
+    default: break;
+    }
+#endif
+    return &kernels_base;
 }
 
 const char *ffn_act_kernels(void) { return kernels()->name; }

@@ -3,6 +3,8 @@
  * no amsgrad), plus lr schedules, clipping and state/resume. */
 #include <math.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "ffn/config.h"
@@ -379,10 +381,11 @@ static void test_clipping(void)
     CHECK_NEAR(ffn_grad_norm(v, 2), 1.0, 1e-6);
 }
 
-/* The update loops run as an AVX2 clone where the CPU has one. Without FMA
+/* The update loops run on AVX-512 or AVX2 where the CPU has them. Without FMA
  * every element must round exactly as the same float expression does here
  * (this file is built for plain x86-64): bitwise, over enough elements to
- * cover the vector body and its tail, for Adam (L2 and decoupled) and RMSprop. */
+ * cover the vector body and its tail, for Adam (L2 and decoupled) and RMSprop.
+ * main runs this file again on each lower set (FFN_KERNELS). */
 static void test_vector_loops_bitwise(void)
 {
     enum { N = 1000 + 7 };
@@ -565,8 +568,9 @@ static void test_config_optim(void)
     CHECK(ffn_config_optim(&cfg).weight_decay == 0.0f); /* an explicit 0 wins over adamw's 0.01 */
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    (void)argc;
     test_defaults_and_config();
     test_state_buffers();
     test_update_bf16();
@@ -576,5 +580,16 @@ int main(void)
     test_schedules();
     test_clipping();
     test_vector_loops_bitwise();
+    if (!getenv("FFN_KERNELS")) {
+        /* Each lower set in a fresh process (the choice is made once); a set
+         * the CPU lacks falls back to the one below. */
+        static const char *const sets[] = {"avx2", "portable"};
+        for (int i = 0; i < 2; i++) {
+            char cmd[4096];
+            snprintf(cmd, sizeof cmd, "FFN_KERNELS=%s '%s' >/dev/null", sets[i], argv[0]);
+            int rc = system(cmd);
+            CHECK_MSG(rc == 0, "test_optim with FFN_KERNELS=%s failed (exit %d)", sets[i], rc);
+        }
+    }
     return check_done("test_optim");
 }
