@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "clock.h"
+#include "ffn/act.h"
 #include "ffn/sampler.h"
 #include "train_run.h"
 
@@ -93,8 +94,9 @@ void ffn_run_print_banner(const ffn_run *r)
     const ffn_dataset_info *info = ffn_dataset_get_info(r->train);
     const ffn_optim *optim = ffn_step_optim(r->step);
     char gemm[160];
-    printf("ffn-train: %d rank%s x %d thread%s; matrix products in %s\n", r->size, r->size == 1 ? "" : "s",
-           r->threads, r->threads == 1 ? "" : "s", ffn_model_gemm_name(r->model, gemm, sizeof gemm));
+    printf("ffn-train: %d rank%s x %d thread%s; matrix products in %s; element-wise loops on %s\n", r->size,
+           r->size == 1 ? "" : "s", r->threads, r->threads == 1 ? "" : "s",
+           ffn_model_gemm_name(r->model, gemm, sizeof gemm), ffn_act_kernels());
     printf("model: %zu -> %s, %zu parameters, loss %s, optimizer %s lr %g\n", ffn_model_input_dim(r->model),
            r->spec_text, ffn_model_param_count(r->model), ffn_loss_name((ffn_loss)cfg->loss),
            ffn_opt_name((ffn_opt_kind)cfg->optimizer), (double)cfg->lr);

@@ -45,6 +45,26 @@ cut -d, -f1-8 r1.csv >a; cut -d, -f1-8 r2.csv >b
 cmp -s a b || fail "two runs with the same seed differ"
 pass "same seed, same loss curve"
 
+# The vector sets (FFN_KERNELS): named on the banner, and every one of them
+# gives the same loss curve bit for bit (ReLU, bias sums and each optimizer's
+# update round alike on AVX-512, AVX2 and plain x86-64; GELU is test_act_kernels').
+for opt in "adam --weight-decay 0.01" "adamw" "sgd --momentum 0.9 --nesterov" "rmsprop"; do
+  "$FFN_TRAIN" --train blobs.h5 --model dense:8:relu,dense:3 --epochs 2 --seed 7 --optimizer $opt --lr 0.01 \
+    --metrics k0.csv --log-every 1 >k0.txt
+  want=$(head -1 k0.txt | sed -n 's/.*; element-wise loops on \(.*\)$/\1/p')
+  [[ -n $want ]] || fail "the banner does not name the vector set: $(head -1 k0.txt)"
+  cut -d, -f1-8 k0.csv >a
+  for set in avx2 portable; do
+    FFN_KERNELS=$set "$FFN_TRAIN" --train blobs.h5 --model dense:8:relu,dense:3 --epochs 2 --seed 7 \
+      --optimizer $opt --lr 0.01 --metrics k1.csv --log-every 1 >k1.txt
+    got=$(head -1 k1.txt | sed -n 's/.*; element-wise loops on \(.*\)$/\1/p')
+    [[ $set != portable || $got == portable ]] || fail "FFN_KERNELS=portable: the banner says '$got'"
+    cut -d, -f1-8 k1.csv >b
+    cmp -s a b || fail "--optimizer $opt: the loss curve on $got differs from $want's"
+  done
+done
+pass "the loss curves of adam, adamw, sgd and rmsprop bitwise equal on every vector set (here $want)"
+
 # --help documents every flag with its default.
 "$FFN_TRAIN" --help >help.txt
 for flag in train val test model loss optimizer lr batch-size epochs seed checkpoint-dir resume init-from \
