@@ -98,14 +98,25 @@ typedef void (*action_fn)(void *ctx);
  * rank's time counts. Every rank makes the same number of calls (fn may be
  * collective). The fastest repeat is the steadiest measure of the code on a
  * shared machine (timeit's advice); bench_torch.py does the same. The median
- * repeat is kept in g_median. */
+ * repeat is kept in g_median. A measure and its bound take turns
+ * (time_side_by_side). */
 enum { REPEATS = 5 };
 static double g_median; /* the last time_per_call's median repeat */
 static double g_cpu;    /* ... and its least process CPU time a call (this rank) */
 static int g_quick;     /* --quick: one warm-up call, one call a repeat at least */
 
-static double time_per_call(action_fn fn, void *ctx, double seconds, int min_calls)
+/* One measure in progress: fn's calls per repeat, and each repeat's time. */
+typedef struct {
+    action_fn fn;
+    void *ctx;
+    long calls;
+    double rep[REPEATS];
+    double cpu; /* the least process CPU time a call (this rank) */
+} timing;
+
+static void timing_start(timing *t, action_fn fn, void *ctx, double seconds, int min_calls)
 {
+    *t = (timing){.fn = fn, .ctx = ctx, .cpu = INFINITY};
     fn(ctx); /* warm up: first touch, BLAS buffers */
     if (!g_quick) fn(ctx);
     if (g_quick) min_calls = 1;
@@ -113,21 +124,48 @@ static double time_per_call(action_fn fn, void *ctx, double seconds, int min_cal
     fn(ctx);
     double one = max_over_ranks(ffn_clock_seconds() - t0);
     double per = one > 0 ? seconds / REPEATS / one : min_calls;
-    long calls = per < min_calls ? min_calls : per > 1e6 ? 1000000 : (long)per;
-    if (nranks > 1) MPI_Bcast(&calls, 1, MPI_LONG, 0, MPI_COMM_WORLD);
-    double rep[REPEATS];
-    g_cpu = INFINITY;
+    t->calls = per < min_calls ? min_calls : per > 1e6 ? 1000000 : (long)per;
+    if (nranks > 1) MPI_Bcast(&t->calls, 1, MPI_LONG, 0, MPI_COMM_WORLD);
+}
+
+static void timing_repeat(timing *t, int r)
+{
+    if (nranks > 1) MPI_Barrier(MPI_COMM_WORLD);
+    double s = ffn_clock_seconds(), c = ffn_clock_cpu_seconds();
+    for (long i = 0; i < t->calls; i++) t->fn(t->ctx);
+    double cpu = (ffn_clock_cpu_seconds() - c) / (double)t->calls;
+    t->rep[r] = max_over_ranks((ffn_clock_seconds() - s) / (double)t->calls);
+    if (cpu < t->cpu) t->cpu = cpu;
+}
+
+/* The fastest repeat; g_median and g_cpu set from this measure. */
+static double timing_best(timing *t)
+{
+    qsort(t->rep, REPEATS, sizeof t->rep[0], cmp_double);
+    g_median = t->rep[REPEATS / 2];
+    g_cpu = t->cpu;
+    return t->rep[0];
+}
+
+static double time_per_call(action_fn fn, void *ctx, double seconds, int min_calls)
+{
+    timing t;
+    timing_start(&t, fn, ctx, seconds, min_calls);
+    for (int r = 0; r < REPEATS; r++) timing_repeat(&t, r);
+    return timing_best(&t);
+}
+
+/* Two measures side by side: their repeats alternate (a b, b a, a b ...), so
+ * that a ratio of the two is taken under the same machine. A shared host's
+ * memory bandwidth and clock drift over seconds; measured one after the other,
+ * the bf16 step's ratio to its bound swung 0.74-0.86 between runs. */
+static void time_side_by_side(timing *a, timing *b)
+{
     for (int r = 0; r < REPEATS; r++) {
-        if (nranks > 1) MPI_Barrier(MPI_COMM_WORLD);
-        double s = ffn_clock_seconds(), c = ffn_clock_cpu_seconds();
-        for (long i = 0; i < calls; i++) fn(ctx);
-        double cpu = (ffn_clock_cpu_seconds() - c) / (double)calls;
-        rep[r] = max_over_ranks((ffn_clock_seconds() - s) / (double)calls);
-        if (cpu < g_cpu) g_cpu = cpu;
+        timing *first = r % 2 ? b : a, *second = r % 2 ? a : b;
+        timing_repeat(first, r);
+        timing_repeat(second, r);
     }
-    qsort(rep, REPEATS, sizeof rep[0], cmp_double);
-    g_median = rep[REPEATS / 2];
-    return rep[0];
 }
 
 /* ---- the training step: the library's own (ffn/step.h), one micro-batch a step ---- */
@@ -330,15 +368,18 @@ static step_result run_step(const step_args *a, int quiet)
         ffn_bf16_from_floats(bound_bf16, bound_buf, arena);
         ffn_gemm_set_bf16_copy(s.gemm, bound_buf, bound_bf16, arena);
     }
-    r.bound_s = time_per_call(sgemm_step, &s, a->seconds * 0.5, 3);
-    r.bound_cpu_s = g_cpu;
-    r.bound_gflops = flops / r.bound_s / 1e9;
-
     /* The gradient wait: its mean over every step timed (the slower rank's); a
      * few steps alone swing with the network's and the other rank's timing. */
     double w0 = nranks > 1 ? ffn_step_comm_wait_seconds(s.step) : 0;
     long steps0 = s.steps;
-    r.step_s = time_per_call(train_step, &s, a->seconds, 3);
+    timing bound_t, step_t;
+    timing_start(&bound_t, sgemm_step, &s, a->seconds * 0.5, 3);
+    timing_start(&step_t, train_step, &s, a->seconds, 3);
+    time_side_by_side(&bound_t, &step_t);
+    r.bound_s = timing_best(&bound_t);
+    r.bound_cpu_s = g_cpu;
+    r.bound_gflops = flops / r.bound_s / 1e9;
+    r.step_s = timing_best(&step_t);
     r.median_s = g_median;
     r.cpu_s = g_cpu;
     r.samples_s = (double)s.global / r.step_s;
