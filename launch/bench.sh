@@ -145,6 +145,27 @@ D_ffn=$(torch_run --model ffn --data "$ffn_data" --batch 256 --threads 1 --ranks
 R2_ffnbo=""
 [[ -n $bf16_why ]] || R2_ffnbo=$(run "${MPIRUN[@]}" "$BENCH" step --name ffn-2r-bf16-shard --model $FFN --input 1024 --loss mse --batch 256 --threads 1 --data "$ffn_data" --seconds $secs --precision bf16 --shard optimizer)
 
+# ---- two ranks against one: the same step runs again, 1 and 2 ranks taking turns, and each
+# side's fastest run counts. One run each swung the ratio 1.52-1.72 (this machine's memory
+# bandwidth is shared with other guests); alternating gives both sides the same spread.
+faster() { # faster LINE1 LINE2: the RESULT line with the higher samples_per_s (an empty one loses)
+  local a b
+  a=$(sed -n 's/.* samples_per_s=\([0-9.]*\).*/\1/p' <<<"$1")
+  b=$(sed -n 's/.* samples_per_s=\([0-9.]*\).*/\1/p' <<<"$2")
+  if [[ -n $b ]] && { [[ -z $a ]] || awk -v a="$a" -v b="$b" 'BEGIN{exit !(b > a)}'; }; then echo "$2"; else echo "$1"; fi
+}
+pairs=$((quick ? 1 : 3))
+S1_ffn=$R_ffn1 S2_ffn=$R2_ffn S1_ffnb=$R_ffn1b S2_ffnb=$R2_ffnb S2_ffnbo=$R2_ffnbo
+FS=(step --model $FFN --input 1024 --loss mse --batch 256 --threads 1 --data "$ffn_data" --seconds $secs)
+for ((i = 1; i < pairs; i++)); do
+  S1_ffn=$(faster "$S1_ffn" "$(run "$BENCH" "${FS[@]}" --name ffn-t1)")
+  S2_ffn=$(faster "$S2_ffn" "$(run "${MPIRUN[@]}" "$BENCH" "${FS[@]}" --name ffn-2r)")
+  [[ -n $bf16_why ]] && continue
+  S1_ffnb=$(faster "$S1_ffnb" "$(run "$BENCH" "${FS[@]}" --name ffn-t1-bf16 --precision bf16)")
+  S2_ffnb=$(faster "$S2_ffnb" "$(run "${MPIRUN[@]}" "$BENCH" "${FS[@]}" --name ffn-2r-bf16 --precision bf16)")
+  S2_ffnbo=$(faster "$S2_ffnbo" "$(run "${MPIRUN[@]}" "$BENCH" "${FS[@]}" --name ffn-2r-bf16-shard --precision bf16 --shard optimizer)")
+done
+
 # ---- end to end: ffn-train's run from HDF5 (ffn-bench train = ffn_train_run + peak RSS)
 TR=(train --loss softmax_ce --optimizer adam --lr 1e-3 --model $MLP --train "$mlp_data" --progress off --quiet)
 ep=(--epochs 1); ((quick)) && ep=(--max-steps 300)
@@ -221,10 +242,10 @@ if [[ -z $bf16_why ]]; then
   r=$(div "$(get "$R_ffn1b" samples_per_s)" "$(get "$T_ffn1b" samples_per_s)")
   row "  samples/s vs PyTorch autocast bf16 (1 thread)" "$(fmt "$(get "$R_ffn1b" samples_per_s)" 1)" "$(fmt "$(get "$T_ffn1b" samples_per_s)" 1)" "$r" "$(cpu_ratio "$R_ffn1b" "$T_ffn1b")" ">= 1.5" "$(met "$r" '>=' 1.5)"
   row "  ffn bf16 vs ffn fp32; PyTorch bf16 vs PyTorch fp32 (samples/s ratios)" "$(div "$(get "$R_ffn1b" samples_per_s)" "$(get "$R_ffn1" samples_per_s)")" "$(div "$(get "$T_ffn1b" samples_per_s)" "$(get "$T_ffn1" samples_per_s)")" "-" "-" "-" ""
-  r=$(div "$(get "$R2_ffnb" samples_per_s)" "$(get "$R_ffn1b" samples_per_s)")
-  row "  bf16, 2 ranks x 1 thread vs 1 rank x 1 thread (step from memory)" "$(fmt "$(get "$R2_ffnb" samples_per_s)" 1)" "$(fmt "$(get "$R_ffn1b" samples_per_s)" 1)" "$r" "$(div "$(get "$R_ffn1b" cpu_step_ms)" "$(get "$R2_ffnb" cpu_step_ms)")" ">= 1.8" "$(met "$r" '>=' 1.8)"
-  r=$(div "$(get "$R2_ffnbo" samples_per_s)" "$(get "$R_ffn1b" samples_per_s)")
-  row "  the same with --shard optimizer (one node: parameters once, each rank updates half)" "$(fmt "$(get "$R2_ffnbo" samples_per_s)" 1)" "$(fmt "$(get "$R_ffn1b" samples_per_s)" 1)" "$r" "$(div "$(get "$R_ffn1b" cpu_step_ms)" "$(get "$R2_ffnbo" cpu_step_ms)")" ">= 1.8" "$(met "$r" '>=' 1.8)"
+  r=$(div "$(get "$S2_ffnb" samples_per_s)" "$(get "$S1_ffnb" samples_per_s)")
+  row "  bf16, 2 ranks x 1 thread vs 1 rank x 1 thread (step from memory, fastest of $pairs alternated runs each)" "$(fmt "$(get "$S2_ffnb" samples_per_s)" 1)" "$(fmt "$(get "$S1_ffnb" samples_per_s)" 1)" "$r" "$(div "$(get "$S1_ffnb" cpu_step_ms)" "$(get "$S2_ffnb" cpu_step_ms)")" ">= 1.8" "$(met "$r" '>=' 1.8)"
+  r=$(div "$(get "$S2_ffnbo" samples_per_s)" "$(get "$S1_ffnb" samples_per_s)")
+  row "  the same with --shard optimizer (one node: parameters once, each rank updates half)" "$(fmt "$(get "$S2_ffnbo" samples_per_s)" 1)" "$(fmt "$(get "$S1_ffnb" samples_per_s)" 1)" "$r" "$(div "$(get "$S1_ffnb" cpu_step_ms)" "$(get "$S2_ffnbo" cpu_step_ms)")" ">= 1.8" "$(met "$r" '>=' 1.8)"
   r=$(div "$(get "$R_mlp32b" samples_per_s)" "$(get "$R_mlp32" samples_per_s)")
   row "MLP b32 bf16 vs fp32, 1 rank x 1 thread: step samples/s" "$(fmt "$(get "$R_mlp32b" samples_per_s)")" "$(fmt "$(get "$R_mlp32" samples_per_s)")" "$r" "$(cpu_ratio "$R_mlp32b" "$R_mlp32")" ">= 1" "$(met "$r" '>=' 1)"
   row "  PyTorch MLP b32 autocast bf16 vs its fp32" "$(fmt "$(get "$T_mlp32b" samples_per_s)")" "$(fmt "$(get "$T_mlp32" samples_per_s)")" "$(div "$(get "$T_mlp32b" samples_per_s)" "$(get "$T_mlp32" samples_per_s)")" "-" "-" ""
@@ -242,8 +263,8 @@ for b in 32 256; do
   r=$(div "$(get "${!M}" samples_per_s)" "$(get "${!D}" samples_per_s)")
   row "  step from memory (ffn-bench) vs PyTorch DDP gloo" "$(fmt "$(get "${!M}" samples_per_s)")" "$(fmt "$(get "${!D}" samples_per_s)")" "$r" "$(cpu_ratio "${!M}" "${!D}")" ">= 5" "$(met "$r" '>=' 5)"
 done
-r=$(div "$(get "$R2_ffn" samples_per_s)" "$(get "$R_ffn1" samples_per_s)")
-row "FFN b256: 2 ranks x 1 thread vs 1 rank x 1 thread (step from memory)" "$(fmt "$(get "$R2_ffn" samples_per_s)" 1)" "$(fmt "$(get "$R_ffn1" samples_per_s)" 1)" "$r" "$(div "$(get "$R_ffn1" cpu_step_ms)" "$(get "$R2_ffn" cpu_step_ms)")" ">= 1.8" "$(met "$r" '>=' 1.8)"
+r=$(div "$(get "$S2_ffn" samples_per_s)" "$(get "$S1_ffn" samples_per_s)")
+row "FFN b256: 2 ranks x 1 thread vs 1 rank x 1 thread (step from memory, fastest of $pairs alternated runs each)" "$(fmt "$(get "$S2_ffn" samples_per_s)" 1)" "$(fmt "$(get "$S1_ffn" samples_per_s)" 1)" "$r" "$(div "$(get "$S1_ffn" cpu_step_ms)" "$(get "$S2_ffn" cpu_step_ms)")" ">= 1.8" "$(met "$r" '>=' 1.8)"
 r=$(div "$(get "$E2_ffn" samples_per_s)" "$(get "$E_ffn1" samples_per_s)")
 row "  the same, ffn-train end to end" "$(fmt "$(get "$E2_ffn" samples_per_s)" 1)" "$(fmt "$(get "$E_ffn1" samples_per_s)" 1)" "$r" "-" ">= 1.8" "$(met "$r" '>=' 1.8)"
 row "  2 ranks x 1 thread vs 1 rank x 2 threads (the same two cores)" "$(fmt "$(get "$R2_ffn" samples_per_s)" 1)" "$(fmt "$(get "$R_ffn2" samples_per_s)" 1)" "$(div "$(get "$R2_ffn" samples_per_s)" "$(get "$R_ffn2" samples_per_s)")" "-" "-" ""
