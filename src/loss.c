@@ -175,12 +175,31 @@ double ffn_loss_backward(ffn_loss kind, const float *out, ffn_targets t, size_t 
 
 /* ---- accuracy */
 
-static inline size_t argmax(const float *v, size_t n)
+/* The first index of the largest value (NaNs never win; a NaN at 0 keeps 0):
+ * the largest value first, in 16 independent lanes that vectorise, then its
+ * first index. The same answer as one loop keeping the best index by `>`,
+ * twice as fast on a wide output (a 1024-wide regression's accuracy read
+ * 0.38 ms of a 35 ms step). */
+static size_t argmax(const float *v, size_t n)
 {
-    size_t best = 0;
-    for (size_t c = 1; c < n; c++)
-        if (v[c] > v[best]) best = c;
-    return best;
+    enum { LANES = 16 };
+    if (n < 2 * LANES || v[0] != v[0]) {
+        size_t best = 0;
+        for (size_t c = 1; c < n; c++)
+            if (v[c] > v[best]) best = c;
+        return best;
+    }
+    float lane[LANES];
+    for (size_t j = 0; j < LANES; j++) lane[j] = v[0];
+    size_t c = 0;
+    for (; c + LANES <= n; c += LANES)
+        for (size_t j = 0; j < LANES; j++) lane[j] = v[c + j] > lane[j] ? v[c + j] : lane[j];
+    float top = lane[0];
+    for (size_t j = 1; j < LANES; j++) top = lane[j] > top ? lane[j] : top;
+    for (; c < n; c++) top = v[c] > top ? v[c] : top;
+    size_t first = 0;
+    while (v[first] != top) first++; /* top is one of v's values, not NaN */
+    return first;
 }
 
 size_t ffn_count_correct(ffn_loss kind, const float *out, ffn_targets t, size_t rows,

@@ -371,6 +371,44 @@ static void test_count_correct(void)
     CHECK(ffn_count_correct(FFN_LOSS_MSE, pred, values_of(mt), 5, 1) == 3);
 }
 
+/* The first index of the largest value, as one loop keeping the best by `>`. */
+static size_t argmax_ref(const float *v, size_t n)
+{
+    size_t best = 0;
+    for (size_t c = 1; c < n; c++)
+        if (v[c] > v[best]) best = c;
+    return best;
+}
+
+/* Wide rows (the vectorised argmax, 16 lanes and a tail) full of ties, NaNs,
+ * signed zeros and infinities: the same count as the plain loop gives, for
+ * every width from 1 to 200 and for 1024. Each row is scored against a label
+ * placed at its reference argmax or one off it. */
+static void test_count_correct_wide(void)
+{
+    enum { NROWS = 8, MAXW = 1024 };
+    static float out[NROWS * MAXW];
+    int32_t labels[NROWS];
+    ffn_rng rng = ffn_rng_make(11, 5);
+    int mismatches = 0;
+    for (size_t w = 1; w <= MAXW; w = w == 200 ? MAXW : w + 1) {
+        for (size_t i = 0; i < NROWS * w; i++) {
+            uint32_t k = ffn_rng_below(&rng, 24);
+            out[i] = k == 0 ? NAN : k == 1 ? -0.0f : k == 2 ? 0.0f : k == 3 ? INFINITY : k == 4 ? -INFINITY
+                                                                                           : (float)k - 14.0f;
+        }
+        if (w > 3) out[0] = NAN; /* a NaN first: index 0 */
+        size_t want = 0;
+        for (size_t r = 0; r < NROWS; r++) {
+            size_t a = argmax_ref(out + r * w, w);
+            labels[r] = (int32_t)(r % 2 || w == 1 ? a : (a + 1) % w);
+            want += (size_t)labels[r] == a;
+        }
+        mismatches += ffn_count_correct(FFN_LOSS_SOFTMAX_CE, out, labels_of(labels), NROWS, w) != want;
+    }
+    CHECK_MSG(mismatches == 0, "argmax of wide rows: %d widths differ from the plain loop", mismatches);
+}
+
 static void test_names_and_act(void)
 {
     static const char *const names[FFN_LOSS_COUNT] = { "mse", "bce", "softmax_ce" };
@@ -405,6 +443,7 @@ int main(void)
     test_scale();
     test_stability();
     test_count_correct();
+    test_count_correct_wide();
     test_names_and_act();
     return check_done("test_loss");
 }
