@@ -52,3 +52,18 @@ else
   grep -q "precision bf16" bf.txt || fail "ffn-bench step --precision bf16 failed: $(cat bf.txt)"
   echo "note: bf16 not available here: $(cat bf.txt)"
 fi
+
+# memory: an optimizer update's bandwidth on every rank at once (the floor of
+# 26 bytes a parameter, and Adam as ffn runs it), finite on 1 and 2 ranks.
+for np in 1 2; do
+  mpi $np "$BENCH" memory --params 200000 --seconds 0.1 >mem.txt 2>&1 || { cat mem.txt; fail "ffn-bench memory on $np rank(s) failed"; }
+  line=$(grep '^RESULT memory' mem.txt) || fail "no RESULT line from ffn-bench memory on $np rank(s)"
+  grep -q " ranks=$np " <<<"$line" || fail "ffn-bench memory: ranks is not $np: $line"
+  for key in floor_ms floor_gbs adam_ms adam_gbs; do
+    v=$(sed -n "s/.* $key=\([^ ]*\).*/\1/p" <<<"$line")
+    awk -v v="$v" 'BEGIN { exit !(v == v + 0 && v > 0 && v < 1e300) }' || fail "memory $key is '$v' on $np rank(s)"
+  done
+done
+"$BENCH" memory --params 10 >bad.txt 2>&1 && fail "ffn-bench memory --params 10 was accepted"
+grep -q -- "--params must be >= 4096" bad.txt || fail "ffn-bench memory --params 10: $(cat bad.txt)"
+pass "ffn-bench memory reports the update's bandwidth on 1 and 2 ranks, and refuses a too small --params"

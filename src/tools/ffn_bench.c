@@ -23,6 +23,7 @@
 #include <fcntl.h>
 #include <math.h>
 #include <mpi.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,6 +36,7 @@
 
 #include "../clock.h" /* internal: the tools share the library's clocks */
 #include "../gemm.h"  /* internal: the bf16 bound runs on the library's GEMM engine */
+#include "ffn/act.h"
 #include "ffn/ckpt.h"
 #include "ffn/comm.h"
 #include "ffn/config.h"
@@ -616,6 +618,88 @@ static int run_train(int argc, char **argv)
     return 0;
 }
 
+/* ---- memory: the bandwidth an optimizer update can have -------------------------- */
+
+typedef struct {
+    float *w, *m, *v, *g;
+    uint16_t *copy;
+    size_t n;
+    ffn_optim *adam;
+} memory_ctx;
+
+/* The least traffic of an Adam update with fp32 master weights and moments
+ * that writes a bf16 copy, the gradient already in cache: w, m and v read and
+ * written, the copy written (26 bytes a parameter), with next to no arithmetic. */
+/* Built for the widest vectors the CPU has, so that it is a floor. */
+#if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
+__attribute__((target_clones("avx512f", "avx2", "default")))
+#endif
+static void update_floor(void *p)
+{
+    memory_ctx *c = p;
+    enum { CACHED = 4096 }; /* the gradient: 16 KiB read again and again */
+    for (size_t at = 0; at < c->n; at += CACHED) {
+        const size_t len = c->n - at < CACHED ? c->n - at : CACHED;
+        float *restrict w = c->w + at, *restrict m = c->m + at, *restrict v = c->v + at;
+        uint16_t *restrict copy = c->copy + at;
+        const float *restrict g = c->g;
+        for (size_t i = 0; i < len; i++) {
+            const float mi = 0.9f * m[i] + g[i], vi = 0.99f * v[i] + g[i];
+            m[i] = mi;
+            v[i] = vi;
+            const float wi = w[i] - 1e-9f * (mi + vi);
+            w[i] = wi;
+            union { float f; uint32_t u; } bits = {.f = wi};
+            copy[i] = (uint16_t)(bits.u >> 16);
+        }
+    }
+}
+
+/* ffn's own update as a bf16 run makes it: Adam, the gradient from memory, the
+ * copy written a chunk at a time (30 bytes a parameter). */
+static void update_adam(void *p)
+{
+    memory_ctx *c = p;
+    ffn_optim_begin_step(c->adam);
+    ffn_optim_update_bf16(c->adam, 1e-6f, c->w, c->g, 0, c->n, 1, c->copy);
+}
+
+/* Every rank at once, so that under mpirun the figures are what the ranks of
+ * a node get together: GB/s summed over the ranks. */
+static int run_memory(size_t n, double seconds)
+{
+    memory_ctx c = {.n = n};
+    c.w = ffn_alloc_floats(n);
+    c.m = ffn_alloc_floats(n);
+    c.v = ffn_alloc_floats(n);
+    c.g = ffn_alloc_floats(n);
+    c.copy = ffn_alloc(n, sizeof *c.copy);
+    ffn_optim_config oc = ffn_optim_defaults(FFN_OPT_ADAM);
+    c.adam = ffn_optim_create(&oc, n);
+    if (!c.w || !c.m || !c.v || !c.g || !c.copy || !c.adam) die("out of memory");
+    ffn_rng rng = ffn_rng_make(5, (uint64_t)rank);
+    ffn_rng_fill_uniform(&rng, c.w, n, -0.1f, 0.1f);
+    ffn_rng_fill_uniform(&rng, c.g, n, -0.01f, 0.01f);
+    timing floor_t, adam_t;
+    timing_start(&floor_t, update_floor, &c, seconds, 3);
+    timing_start(&adam_t, update_adam, &c, seconds, 3);
+    time_side_by_side(&floor_t, &adam_t);
+    const double floor_s = timing_best(&floor_t), adam_s = timing_best(&adam_t);
+    const double total = (double)n * nranks;
+    if (rank == 0)
+        printf("RESULT memory ranks=%d params_per_rank=%zu floor_ms=%.4f floor_gbs=%.2f adam_ms=%.4f adam_gbs=%.2f "
+               "kernels=%s\n",
+               nranks, n, 1e3 * floor_s, 26.0 * total / floor_s / 1e9, 1e3 * adam_s, 30.0 * total / adam_s / 1e9,
+               ffn_act_kernels());
+    ffn_optim_free(c.adam);
+    ffn_free(c.w);
+    ffn_free(c.m);
+    ffn_free(c.v);
+    ffn_free(c.g);
+    ffn_free(c.copy);
+    return 0;
+}
+
 /* ---- the suite ---------------------------------------------------------------- */
 
 static int finite_row(double v) { return isfinite(v) && v > 0; }
@@ -715,6 +799,7 @@ int main(int argc, char **argv)
                    "                      [--seconds S] [--bucket-mb X] [--name NAME] [--precision fp32|bf16] [--gemm auto|openblas|onednn]\n"
                    "                      [--grad-dtype fp32|bf16] [--shard none|optimizer|grads|params]\n"
                    "       ffn-bench ckpt --model SPEC --input D [--dir DIR]\n"
+                   "       ffn-bench memory [--params N] [--seconds S]   (an optimizer update's bandwidth, every rank at once)\n"
                    "       ffn-bench train FFN-TRAIN-FLAGS...\n"
                    "(synthetic datasets: ffn-data synth)\n");
     } else if (!strcmp(cmd, "step")) {
@@ -748,6 +833,15 @@ int main(int argc, char **argv)
             rc = 2;
         } else {
             run_ckpt(model, input, flag_value(argc, argv, "--dir", "."), 3, 0);
+        }
+    } else if (!strcmp(cmd, "memory")) {
+        long long n = atoll(flag_value(argc, argv, "--params", "8393728"));
+        double sec = atof(flag_value(argc, argv, "--seconds", "2"));
+        if (n < 4096 || !(sec > 0)) {
+            if (rank == 0) fprintf(stderr, "ffn-bench memory: --params must be >= 4096 and --seconds > 0\n");
+            rc = 2;
+        } else {
+            rc = run_memory((size_t)n, sec);
         }
     } else if (!strcmp(cmd, "train")) {
         rc = run_train(argc - 1, argv + 1);
