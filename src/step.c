@@ -48,6 +48,7 @@ struct ffn_step {
     size_t lowest_trained;    /* backward stops there: no prefetch below */
     ffn_status shard_status;  /* the first failed gather or reduce-scatter of the step */
     double shard_seconds;     /* in those collectives, over the run */
+    double update_seconds;    /* in the optimizer update (with its gathers), over the run */
     double shard_bytes;       /* what they move per rank, (N-1)/N of each range, over the run */
     float *dout;              /* [max_rows, output_dim] gradient w.r.t. the model's output */
     size_t out_dim;
@@ -483,6 +484,8 @@ double ffn_step_comm_wait_seconds(const ffn_step *s)
     return s->shard_seconds + (s->worker ? ffn_worker_wait_seconds(s->worker) : 0);
 }
 
+double ffn_step_update_seconds(const ffn_step *s) { return s->update_seconds; }
+
 double ffn_step_comm_bytes(const ffn_step *s) { return s->sync ? (double)ffn_grad_sync_bytes(s->sync) : s->shard_bytes; }
 
 ffn_status ffn_step_gather_range(ffn_step *s, int buffer, size_t lo, size_t count, float *out, int root)
@@ -790,7 +793,10 @@ ffn_status ffn_step_finish(ffn_step *s, uint64_t step, uint64_t epoch, float lr,
                         (unsigned long long)step + 1, (unsigned long long)epoch + 1, isnan(loss) ? "NaN" : "infinite",
                         where);
     }
-    if ((st = update(s, lr)) != FFN_OK) return st;
+    const double t0 = ffn_clock_seconds();
+    st = update(s, lr);
+    s->update_seconds += ffn_clock_seconds() - t0;
+    if (st != FFN_OK) return st;
     prune_after(s, step + 1);
     return FFN_OK;
 }

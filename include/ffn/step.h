@@ -162,6 +162,10 @@ double ffn_step_others_shared_bytes(const ffn_step *s);
  * and the bytes it sent. */
 double ffn_step_comm_wait_seconds(const ffn_step *s);
 double ffn_step_comm_bytes(const ffn_step *s);
+/* Over the run: seconds this rank spent in the optimizer update, from the
+ * summed gradients to the new parameters (with the bf16 copy, and the
+ * all-gather of ZeRO slices where there is one). */
+double ffn_step_update_seconds(const ffn_step *s);
 /* The gradient exchange (NULL with --shard grads/params; its counters; ffn-bench's measure of it alone). */
 ffn_grad_sync *ffn_step_grad_sync(ffn_step *s);
 /* Measurement only (ffn-bench's compute-only step): with exchange 0 the

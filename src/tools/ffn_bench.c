@@ -294,7 +294,7 @@ static void fill_pool(step_ctx *s, const step_args *a)
 
 typedef struct {
     double params, step_s, samples_s, gflops, bound_s, bound_gflops;
-    double nosync_s, bare_s, wait_s, median_s, cpu_s, bound_cpu_s, exchange_s;
+    double nosync_s, bare_s, wait_s, median_s, cpu_s, bound_cpu_s, exchange_s, update_s;
 } step_result;
 
 static step_result run_step(const step_args *a, int quiet)
@@ -376,7 +376,7 @@ static step_result run_step(const step_args *a, int quiet)
     }
     /* The gradient wait: its mean over every step timed (the slower rank's); a
      * few steps alone swing with the network's and the other rank's timing. */
-    double w0 = nranks > 1 ? ffn_step_comm_wait_seconds(s.step) : 0;
+    double w0 = nranks > 1 ? ffn_step_comm_wait_seconds(s.step) : 0, u0 = ffn_step_update_seconds(s.step);
     long steps0 = s.steps;
     timing bound_t, step_t;
     timing_start(&bound_t, sgemm_step, &s, a->seconds * 0.5, 3);
@@ -388,6 +388,7 @@ static step_result run_step(const step_args *a, int quiet)
     r.step_s = timing_best(&step_t);
     r.median_s = g_median;
     r.cpu_s = g_cpu;
+    r.update_s = max_over_ranks((ffn_step_update_seconds(s.step) - u0) / (double)(s.steps - steps0));
     r.samples_s = (double)s.global / r.step_s;
     r.gflops = flops / r.step_s / 1e9;
     if (!isfinite(s.loss_sum)) die("the benchmark's training loss is not finite");
@@ -413,10 +414,10 @@ static step_result run_step(const step_args *a, int quiet)
     if (rank == 0 && !quiet) {
         printf("RESULT step name=%s model=%s input=%zu loss=%s batch=%zu ranks=%d threads=%d "
                "params=%.0f step_ms=%.4f median_step_ms=%.4f samples_per_s=%.1f gflops=%.3f sgemm_bound_ms=%.4f "
-               "sgemm_gflops=%.3f of_bound=%.4f",
+               "sgemm_gflops=%.3f of_bound=%.4f update_ms=%.4f",
                a->name, a->model, a->input, a->loss, a->batch, nranks, a->threads, r.params,
                1e3 * r.step_s, 1e3 * r.median_s, r.samples_s, r.gflops, 1e3 * r.bound_s, r.bound_gflops,
-               r.bound_s / r.step_s);
+               r.bound_s / r.step_s, 1e3 * r.update_s);
         if (nranks > 1)
             /* exchange: on its own; exposed: what it adds to the step; hidden: the
              * part of it that ran while backward did. */
