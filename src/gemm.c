@@ -37,6 +37,8 @@ struct ffn_gemm_engine {
     size_t copy_n;
     ffn_bf16 *scratch[2]; /* converted A and B */
     size_t scratch_cap;   /* values each */
+    ffn_bf16 *kept;       /* ffn_gemm_keep_bf16's operand */
+    size_t kept_cap;
     int failed;           /* a bf16 product fell back to fp32 (reported once) */
 #ifdef FFN_HAVE_ONEDNN
     dnnl_engine_t engine;
@@ -328,6 +330,7 @@ void ffn_gemm_free(ffn_gemm_engine *g)
 #endif
     ffn_free(g->scratch[0]);
     ffn_free(g->scratch[1]);
+    ffn_free(g->kept);
     free(g);
 }
 
@@ -351,6 +354,21 @@ ffn_status ffn_gemm_reserve(ffn_gemm_engine *g, size_t floats)
     }
     g->scratch_cap = floats;
     return FFN_OK;
+}
+
+const ffn_bf16 *ffn_gemm_keep_bf16(ffn_gemm_engine *g, const float *X, size_t rows, size_t cols, size_t ld)
+{
+    if (!g || g->precision != FFN_PRECISION_BF16 || !g->onednn) return NULL;
+    size_t n = rows * cols;
+    if (n > g->kept_cap) { /* the first step only: a model's largest input to such a product */
+        ffn_bf16 *grown = ffn_alloc(n, sizeof(ffn_bf16));
+        if (!grown) return NULL;
+        ffn_free(g->kept);
+        g->kept = grown;
+        g->kept_cap = n;
+    }
+    ffn_bf16_from_float_rows(g->kept, X, rows, cols, ld);
+    return g->kept;
 }
 
 /* The floats of a bf16 matrix [rows, cols] of row stride ld (packed), malloc'd:

@@ -49,6 +49,12 @@ void ffn_gemm_typed(ffn_gemm_engine *g, int trans_a, int trans_b, size_t m, size
                     const void *A, int a_bf16, size_t lda, const void *B, int b_bf16, size_t ldb, float beta, void *C,
                     int c_bf16, size_t ldc);
 
+/* In bf16 on oneDNN: X [rows, cols] (row stride ld) converted once into a
+ * buffer the engine keeps, packed (stride cols), for several products that
+ * read the same operand (ffn_gemm_typed with its flag set); valid until the
+ * next call. NULL otherwise (fp32, or out of memory): pass X itself. */
+const ffn_bf16 *ffn_gemm_keep_bf16(ffn_gemm_engine *g, const float *X, size_t rows, size_t cols, size_t ld);
+
 /* "OpenBLAS 0.3.21 sgemm (Haswell)" or "oneDNN 2.6.3 bf16 matmul (brg:avx512_core_bf16)". */
 const char *ffn_gemm_describe(const ffn_gemm_engine *g, char *buf, size_t cap);
 /* Threads of every backend (OpenBLAS's and oneDNN's OpenMP). */

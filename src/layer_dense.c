@@ -104,10 +104,12 @@ static void dense_weight_grad_in_pieces(ffn_layer *l, const float *dz, const flo
                                         size_t rows, const ffn_forward_ctx *ctx)
 {
     const size_t in = l->in, out = l->out;
+    /* x is every piece's B: in bf16, rounded once for all of them, not once a piece. */
+    const ffn_bf16 *x16 = ffn_gemm_keep_bf16(ctx->gemm, x, batch, in, in);
     for (size_t hi = out; hi > 0;) {
         const size_t lo = (hi - 1) / rows * rows;
-        ffn_gemm(ctx->gemm, 1, 0, hi - lo, in, batch, 1.0f, dz + lo, out, x, in, accumulate ? 1.0f : 0.0f,
-                 l->dW + lo * in, in);
+        ffn_gemm_typed(ctx->gemm, 1, 0, hi - lo, in, batch, 1.0f, dz + lo, 0, out, x16 ? (const void *)x16 : x,
+                       x16 != NULL, in, accumulate ? 1.0f : 0.0f, l->dW + lo * in, 0, in);
         ffn_layer_grads_from(ctx, l->tensors[0].offset + lo * in); /* the first: with the bias's, above W */
         hi = lo;
     }
