@@ -22,6 +22,15 @@ check_row() {
   }' <<<"$line" || exit 1
 }
 
+# finite_keys WHAT MIN LINE KEY...: each KEY=value of a RESULT line is a finite number above MIN.
+finite_keys() {
+  local what=$1 min=$2 line=$3 key v; shift 3
+  for key in "$@"; do
+    v=$(sed -n "s/.* $key=\([^ ]*\).*/\1/p" <<<"$line")
+    awk -v v="$v" -v min="$min" 'BEGIN { exit !(v == v + 0 && v > min && v < 1e300) }' || fail "$what $key is '$v'"
+  done
+}
+
 timeout -k 5 240 "$BENCH" --quick --dir "$WORK" >out.txt 2>err.txt || { cat out.txt err.txt; fail "ffn-bench --quick exited with an error"; }
 grep -q "OpenBLAS" out.txt || fail "the header does not name the OpenBLAS kernel"
 for row in "mlp-b32 step" "mlp-b32 GFLOP/s" "mlp-b256 step" "mlp-b256 GFLOP/s" "ffn-b256 step" \
@@ -33,20 +42,14 @@ pass "ffn-bench --quick prints every row with finite numbers"
 mpi 2 "$BENCH" step --model dense:128:relu,dense:10 --input 784 --batch 32 --seconds 0.2 >step2.txt 2>&1 ||
   { cat step2.txt; fail "ffn-bench step on 2 ranks failed"; }
 line=$(grep '^RESULT step' step2.txt) || fail "no RESULT line from the 2-rank step"
-for key in samples_per_s gflops sgemm_gflops exchange_ms bare_allreduce_ms exchange_vs_bare; do
-  v=$(sed -n "s/.* $key=\([^ ]*\).*/\1/p" <<<"$line")
-  awk -v v="$v" 'BEGIN { exit !(v == v + 0 && v > -1e300 && v < 1e300) }' || fail "2-rank $key is '$v'"
-done
+finite_keys "2-rank" -1e300 "$line" samples_per_s gflops sgemm_gflops exchange_ms bare_allreduce_ms exchange_vs_bare
 pass "ffn-bench step on 2 ranks reports the exchange against a bare allreduce"
 
 # bf16, where this build and CPU run it: the step and its bound on oneDNN's bf16 matmul.
 if "$BUILD/ffn-bench" step --model dense:64:relu,dense:10 --input 784 --batch 32 --seconds 0.2 --precision bf16 >bf.txt 2>&1; then
   line=$(grep '^RESULT step' bf.txt) || fail "no RESULT line from the bf16 step"
   grep -q ' precision=bf16 gemm=bf16_operands' <<<"$line" || fail "bf16 step did not run on the bf16 engine: $line"
-  for key in samples_per_s gflops sgemm_gflops of_bound; do
-    v=$(sed -n "s/.* $key=\([^ ]*\).*/\1/p" <<<"$line")
-    awk -v v="$v" 'BEGIN { exit !(v == v + 0 && v > 0 && v < 1e300) }' || fail "bf16 $key is '$v'"
-  done
+  finite_keys "bf16" 0 "$line" samples_per_s gflops sgemm_gflops of_bound update_ms
   pass "ffn-bench step --precision bf16 reports the step against the bf16 matmul bound"
 else
   grep -q "precision bf16" bf.txt || fail "ffn-bench step --precision bf16 failed: $(cat bf.txt)"
@@ -59,10 +62,7 @@ for np in 1 2; do
   mpi $np "$BENCH" memory --params 200000 --seconds 0.1 >mem.txt 2>&1 || { cat mem.txt; fail "ffn-bench memory on $np rank(s) failed"; }
   line=$(grep '^RESULT memory' mem.txt) || fail "no RESULT line from ffn-bench memory on $np rank(s)"
   grep -q " ranks=$np " <<<"$line" || fail "ffn-bench memory: ranks is not $np: $line"
-  for key in floor_ms floor_gbs adam_ms adam_gbs; do
-    v=$(sed -n "s/.* $key=\([^ ]*\).*/\1/p" <<<"$line")
-    awk -v v="$v" 'BEGIN { exit !(v == v + 0 && v > 0 && v < 1e300) }' || fail "memory $key is '$v' on $np rank(s)"
-  done
+  finite_keys "memory on $np rank(s):" 0 "$line" floor_ms floor_gbs adam_ms adam_gbs
 done
 "$BENCH" memory --params 10 >bad.txt 2>&1 && fail "ffn-bench memory --params 10 was accepted"
 grep -q -- "--params must be >= 4096" bad.txt || fail "ffn-bench memory --params 10: $(cat bad.txt)"
