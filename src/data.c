@@ -667,6 +667,20 @@ static ffn_status check_finite(const ffn_dataset *ds, const char *field, const c
                     isnan(v[bad]) ? "NaN" : "infinite");
 }
 
+/* Rows this far ahead of the one being copied are requested from memory: a
+ * batch's rows are scattered over the cache, and each new row's first lines
+ * would otherwise stall on DRAM (the next batch's rows, requested one step
+ * ahead, are mostly evicted by the step's own traffic by then). Fashion-MNIST
+ * at batch 32, one rank: data wait 12.8-13.2% -> 6.7-7.9% of the step. */
+enum { GATHER_AHEAD = 4 };
+
+static void prefetch_cached_row(const ffn_dataset *ds, const uint64_t *idx, uint64_t start, size_t i, size_t xrow)
+{
+    const char *row = (const char *)ds->cache_x + (size_t)row_of(idx, start, i) * xrow;
+    for (size_t b = 0; b < xrow; b += 64) __builtin_prefetch(row + b, 0, 3);
+    __builtin_prefetch(row + xrow - 1, 0, 3);
+}
+
 /* read_common served from memory (ffn_dataset_cache): the same values and the
  * same checks and messages as a read from the file. */
 static ffn_status gather_cached(ffn_dataset *ds, const uint64_t *idx, uint64_t start, size_t n,
@@ -674,18 +688,23 @@ static ffn_status gather_cached(ffn_dataset *ds, const uint64_t *idx, uint64_t s
 {
     const ffn_dataset_info *in = &ds->info;
     const size_t d = in->features;
+    const size_t xrow = d * (in->x_is_uint8 ? 1 : sizeof(float));
     if (x) {
+        for (size_t i = 0; i < GATHER_AHEAD && i < n; i++) prefetch_cached_row(ds, idx, start, i, xrow);
         if (in->x_is_uint8) {
             const float scale = in->x_scale, offset = in->x_offset;
             for (size_t i = 0; i < n; i++) {
+                if (i + GATHER_AHEAD < n) prefetch_cached_row(ds, idx, start, i + GATHER_AHEAD, xrow);
                 const uint8_t *src = (const uint8_t *)ds->cache_x + (size_t)row_of(idx, start, i) * d;
                 float *dst = x + i * d;
                 for (size_t j = 0; j < d; j++) dst[j] = (float)src[j] * scale + offset;
             }
         } else {
-            for (size_t i = 0; i < n; i++)
+            for (size_t i = 0; i < n; i++) {
+                if (i + GATHER_AHEAD < n) prefetch_cached_row(ds, idx, start, i + GATHER_AHEAD, xrow);
                 memcpy(x + i * d, (const float *)ds->cache_x + (size_t)row_of(idx, start, i) * d,
                        d * sizeof *x);
+            }
             ffn_status st = check_finite(ds, "/x", "feature", x, n, d, idx, start);
             if (st != FFN_OK) return st;
         }
