@@ -60,7 +60,17 @@ size_t ffn_sampler_local(const ffn_sampler *s, size_t step, int rank, int nranks
     size_t lo, hi;
     ffn_partition(len, (size_t)rank, (size_t)nranks, &lo, &hi);
     for (size_t i = lo; i < hi; i++) idx[i - lo] = s->order[begin + i];
-    qsort(idx, hi - lo, sizeof *idx, compare_u64);
+    const size_t n = hi - lo;
+    if (n <= 64) { /* a rank's usual share: insertion sort, several times qsort's speed at this size */
+        for (size_t i = 1; i < n; i++) {
+            const uint64_t v = idx[i];
+            size_t j = i;
+            for (; j > 0 && idx[j - 1] > v; j--) idx[j] = idx[j - 1];
+            idx[j] = v;
+        }
+    } else {
+        qsort(idx, n, sizeof *idx, compare_u64);
+    }
     if (global_count) *global_count = len;
     return hi - lo;
 }

@@ -9,6 +9,7 @@
  *    ran from the start.
  *  - FFN_DATA_CACHE_MB: a whole number of MiB sets the budget; junk is refused
  *    by the budget and by ffn_loader_create, naming the variable. */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,7 @@
 
 #include "ffn/data.h"
 #include "ffn/loader.h"
+#include "ffn/sampler.h"
 #include "check.h"
 #include "fixtures.h"
 
@@ -172,8 +174,43 @@ static void test_cache_budget_setting(ffn_dataset *ds)
     ffn_loader_free(l);
 }
 
+/* ffn_sampler_local: each rank's share is the positions [len*r/R, len*(r+1)/R)
+ * of the global batch, sorted ascending, for shares below and above the size
+ * where the sort changes method (64), and the shares together are the batch. */
+static void test_sampler_shares_sorted(void)
+{
+    static const size_t batches[] = {7, 64, 65, 200, 1000};
+    for (size_t k = 0; k < sizeof batches / sizeof batches[0]; k++) {
+        ffn_sampler smp;
+        CHECK(ffn_sampler_init(&smp, 5000, batches[k], 42, 1) == FFN_OK);
+        ffn_sampler_set_epoch(&smp, 3);
+        for (int nranks = 1; nranks <= 3; nranks++) {
+            uint64_t idx[1000];
+            size_t global = 0, seen = 0, begin = 2 * batches[k];
+            int bad = 0;
+            for (int r = 0; r < nranks; r++) {
+                size_t n = ffn_sampler_local(&smp, 2, r, nranks, idx, &global);
+                for (size_t i = 1; i < n; i++) bad |= idx[i - 1] >= idx[i];
+                /* the same set as the order's positions for this rank */
+                size_t lo = global * (size_t)r / (size_t)nranks, hi = global * (size_t)(r + 1) / (size_t)nranks;
+                bad |= n != hi - lo;
+                for (size_t p = lo; p < hi && !bad; p++) {
+                    int found = 0;
+                    for (size_t i = 0; i < n; i++) found |= idx[i] == smp.order[begin + p];
+                    bad |= !found;
+                }
+                seen += n;
+            }
+            CHECK_MSG(!bad && seen == global && global == batches[k],
+                      "batch %zu on %d ranks: shares not sorted or not the batch's rows", batches[k], nranks);
+        }
+        ffn_sampler_free(&smp);
+    }
+}
+
 int main(void)
 {
+    test_sampler_shares_sorted();
     if (tmp_dir_make("loader") != 0) return 1;
     const char *path = tmp_path("rows.h5");
     CHECK(write_traceable_rows(path) == FFN_OK);
