@@ -46,7 +46,11 @@
  * order: bit for bit the AVX2 set's results. */
 #define FFN_HAVE_AVX512_KERNELS 1
 #define KSUF _avx512
+#ifdef __clang__ /* clang names the width apart from the target */
+#define KATTR FFN_KERNEL_OPT __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma"), min_vector_width(512)))
+#else
 #define KATTR FFN_KERNEL_OPT __attribute__((target("avx512f,avx512dq,avx512bw,avx512vl,avx2,fma,prefer-vector-width=512")))
+#endif
 #define KMADD(a, b, c) __builtin_fmaf((a), (b), (c))
 #include "act_kernels.inc"
 #undef KSUF
