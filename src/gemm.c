@@ -457,8 +457,13 @@ const char *ffn_gemm_describe(const ffn_gemm_engine *g, char *buf, size_t cap)
     return buf;
 }
 
+static int compute_threads = 1;
+
+int ffn_gemm_threads(void) { return __atomic_load_n(&compute_threads, __ATOMIC_RELAXED); }
+
 void ffn_gemm_set_threads(int threads)
 {
+    __atomic_store_n(&compute_threads, threads > 1 ? threads : 1, __ATOMIC_RELAXED);
     openblas_set_num_threads(threads);
 #ifdef FFN_HAVE_ONEDNN
     omp_set_num_threads(threads);

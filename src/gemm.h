@@ -57,7 +57,10 @@ const ffn_bf16 *ffn_gemm_keep_bf16(ffn_gemm_engine *g, const float *X, size_t ro
 
 /* "OpenBLAS 0.3.21 sgemm (Haswell)" or "oneDNN 2.6.3 bf16 matmul (brg:avx512_core_bf16)". */
 const char *ffn_gemm_describe(const ffn_gemm_engine *g, char *buf, size_t cap);
-/* Threads of every backend (OpenBLAS's and oneDNN's OpenMP). */
+/* Threads of every backend (OpenBLAS's and oneDNN's OpenMP), and of ffn's own
+ * loops that take them (the optimizer update); ffn_gemm_threads reads it back
+ * (1 until set: a library caller's ranks never oversubscribe by default). */
 void ffn_gemm_set_threads(int threads);
+int ffn_gemm_threads(void);
 
 #endif

@@ -10,6 +10,7 @@
 #include "ffn/config.h"
 #include "ffn/optim.h"
 #include "check.h"
+#include "../src/gemm.h" /* ffn_gemm_set_threads: the rank's threads */
 
 #ifndef M_PI
 #define M_PI 3.14159265358979323846
@@ -433,6 +434,51 @@ static void test_vector_loops_bitwise(void)
     }
 }
 
+/* A large update shared by the rank's threads (ffn_gemm_set_threads) gives
+ * the bits of one thread, for every kind, with and without the bf16 copy and
+ * the two-part gradient, over a length that is no multiple of the chunks. */
+static void test_update_threads(void)
+{
+    enum { N = 100000 + 13 };
+    static float w1[N], w4[N], ga[N], gb[N];
+    static uint16_t c1[N], c4[N];
+    const ffn_opt_kind kinds[] = {FFN_OPT_SGD, FFN_OPT_ADAM, FFN_OPT_ADAMW, FFN_OPT_RMSPROP};
+    for (size_t k = 0; k < sizeof kinds / sizeof *kinds; k++) {
+        ffn_optim_config c = ffn_optim_defaults(kinds[k]);
+        c.weight_decay = 0.01f;
+        c.momentum = 0.9f;
+        ffn_optim *one = ffn_optim_create(&c, N), *four = ffn_optim_create(&c, N);
+        CHECK(one != NULL && four != NULL);
+        for (int i = 0; i < N; i++) w1[i] = w4[i] = 0.0017f * (float)((i * 29) % 113 - 56);
+        int differ = 0;
+        for (int t = 1; t <= 3; t++) {
+            for (int i = 0; i < N; i++) {
+                ga[i] = 0.01f * (float)((i * 7 + t * 5) % 37 - 18);
+                gb[i] = 0.003f * (float)((i * 3 + t) % 19 - 9);
+            }
+            ffn_optim_begin_step(one);
+            ffn_optim_begin_step(four);
+            ffn_gemm_set_threads(1);
+            if (t == 1) ffn_optim_update(one, 0.003f, w1, ga, 0, N, 1);
+            if (t == 2) ffn_optim_update_bf16(one, 0.003f, w1, ga, 0, N, 1, c1);
+            if (t == 3) ffn_optim_update_summed(one, 0.003f, w1, 0, N, 1, ga, gb, c1);
+            ffn_gemm_set_threads(4);
+            if (t == 1) ffn_optim_update(four, 0.003f, w4, ga, 0, N, 1);
+            if (t == 2) ffn_optim_update_bf16(four, 0.003f, w4, ga, 0, N, 1, c4);
+            if (t == 3) ffn_optim_update_summed(four, 0.003f, w4, 0, N, 1, ga, gb, c4);
+            differ += memcmp(w1, w4, sizeof w1) != 0;
+            differ += t > 1 && memcmp(c1, c4, sizeof c1) != 0;
+        }
+        for (size_t b = 0; b < ffn_optim_state_count(one); b++)
+            differ += memcmp(ffn_optim_state(one, b), ffn_optim_state(four, b), N * sizeof(float)) != 0;
+        CHECK_MSG(differ == 0, "%s: the update on 4 threads differs from 1 thread's (%d buffers)",
+                  ffn_opt_name(c.kind), differ);
+        ffn_optim_free(one);
+        ffn_optim_free(four);
+    }
+    ffn_gemm_set_threads(1);
+}
+
 /* Round to nearest even, the rule of the bf16 copy (NaN stays NaN). */
 static uint16_t bf16_bits(float f)
 {
@@ -574,6 +620,7 @@ int main(int argc, char **argv)
     test_defaults_and_config();
     test_state_buffers();
     test_update_bf16();
+    test_update_threads();
     test_config_optim();
     test_rules();
     test_state_and_resume();
