@@ -434,6 +434,38 @@ static void test_vector_loops_bitwise(void)
     }
 }
 
+/* Every kind, with decay and momentum set, for the tests that run them all alike. */
+static const ffn_opt_kind every_kind[] = {FFN_OPT_SGD, FFN_OPT_ADAM, FFN_OPT_ADAMW, FFN_OPT_RMSPROP};
+enum { KIND_COUNT = sizeof every_kind / sizeof *every_kind };
+
+static ffn_optim_config decaying_config(ffn_opt_kind kind)
+{
+    ffn_optim_config c = ffn_optim_defaults(kind);
+    c.weight_decay = 0.01f;
+    c.momentum = 0.9f;
+    return c;
+}
+
+/* How many of the two optimizers' state buffers [n] differ in any bit. */
+static int states_differ(ffn_optim *a, ffn_optim *b, size_t n)
+{
+    int differ = 0;
+    for (size_t i = 0; i < ffn_optim_state_count(a); i++)
+        differ += memcmp(ffn_optim_state(a, i), ffn_optim_state(b, i), n * sizeof(float)) != 0;
+    return differ;
+}
+
+/* Step `variant` of test_update_threads on `threads` threads: the plain
+ * update (0), with the bf16 copy (1), from a two-part gradient (2). */
+static void update_variant(ffn_optim *opt, int threads, int variant, float *w, const float *ga, const float *gb,
+                           uint16_t *copy, size_t n)
+{
+    ffn_gemm_set_threads(threads);
+    if (variant == 0) ffn_optim_update(opt, 0.003f, w, ga, 0, n, 1);
+    if (variant == 1) ffn_optim_update_bf16(opt, 0.003f, w, ga, 0, n, 1, copy);
+    if (variant == 2) ffn_optim_update_summed(opt, 0.003f, w, 0, n, 1, ga, gb, copy);
+}
+
 /* A large update shared by the rank's threads (ffn_gemm_set_threads) gives
  * the bits of one thread, for every kind, with and without the bf16 copy and
  * the two-part gradient, over a length that is no multiple of the chunks. */
@@ -442,35 +474,25 @@ static void test_update_threads(void)
     enum { N = 100000 + 13 };
     static float w1[N], w4[N], ga[N], gb[N];
     static uint16_t c1[N], c4[N];
-    const ffn_opt_kind kinds[] = {FFN_OPT_SGD, FFN_OPT_ADAM, FFN_OPT_ADAMW, FFN_OPT_RMSPROP};
-    for (size_t k = 0; k < sizeof kinds / sizeof *kinds; k++) {
-        ffn_optim_config c = ffn_optim_defaults(kinds[k]);
-        c.weight_decay = 0.01f;
-        c.momentum = 0.9f;
+    for (size_t k = 0; k < KIND_COUNT; k++) {
+        ffn_optim_config c = decaying_config(every_kind[k]);
         ffn_optim *one = ffn_optim_create(&c, N), *four = ffn_optim_create(&c, N);
         CHECK(one != NULL && four != NULL);
         for (int i = 0; i < N; i++) w1[i] = w4[i] = 0.0017f * (float)((i * 29) % 113 - 56);
         int differ = 0;
-        for (int t = 1; t <= 3; t++) {
+        for (int t = 0; t < 3; t++) {
             for (int i = 0; i < N; i++) {
-                ga[i] = 0.01f * (float)((i * 7 + t * 5) % 37 - 18);
-                gb[i] = 0.003f * (float)((i * 3 + t) % 19 - 9);
+                ga[i] = 0.01f * (float)((i * 7 + (t + 1) * 5) % 37 - 18);
+                gb[i] = 0.003f * (float)((i * 3 + t + 1) % 19 - 9);
             }
             ffn_optim_begin_step(one);
             ffn_optim_begin_step(four);
-            ffn_gemm_set_threads(1);
-            if (t == 1) ffn_optim_update(one, 0.003f, w1, ga, 0, N, 1);
-            if (t == 2) ffn_optim_update_bf16(one, 0.003f, w1, ga, 0, N, 1, c1);
-            if (t == 3) ffn_optim_update_summed(one, 0.003f, w1, 0, N, 1, ga, gb, c1);
-            ffn_gemm_set_threads(4);
-            if (t == 1) ffn_optim_update(four, 0.003f, w4, ga, 0, N, 1);
-            if (t == 2) ffn_optim_update_bf16(four, 0.003f, w4, ga, 0, N, 1, c4);
-            if (t == 3) ffn_optim_update_summed(four, 0.003f, w4, 0, N, 1, ga, gb, c4);
+            update_variant(one, 1, t, w1, ga, gb, c1, N);
+            update_variant(four, 4, t, w4, ga, gb, c4, N);
             differ += memcmp(w1, w4, sizeof w1) != 0;
-            differ += t > 1 && memcmp(c1, c4, sizeof c1) != 0;
+            differ += t > 0 && memcmp(c1, c4, sizeof c1) != 0;
         }
-        for (size_t b = 0; b < ffn_optim_state_count(one); b++)
-            differ += memcmp(ffn_optim_state(one, b), ffn_optim_state(four, b), N * sizeof(float)) != 0;
+        differ += states_differ(one, four, N);
         CHECK_MSG(differ == 0, "%s: the update on 4 threads differs from 1 thread's (%d buffers)",
                   ffn_opt_name(c.kind), differ);
         ffn_optim_free(one);
@@ -499,11 +521,8 @@ static void test_update_bf16(void)
     enum { N = 1000 + 9, CUT = 517 };
     static float w[N], wref[N], g[N], wsum[N], ga[N], gb[N];
     static uint16_t w16[N], w16sum[N];
-    const ffn_opt_kind kinds[] = {FFN_OPT_SGD, FFN_OPT_ADAM, FFN_OPT_ADAMW, FFN_OPT_RMSPROP};
-    for (size_t k = 0; k < sizeof kinds / sizeof *kinds; k++) {
-        ffn_optim_config c = ffn_optim_defaults(kinds[k]);
-        c.weight_decay = 0.01f;
-        c.momentum = 0.9f;
+    for (size_t k = 0; k < KIND_COUNT; k++) {
+        ffn_optim_config c = decaying_config(every_kind[k]);
         ffn_optim *plain = ffn_optim_create(&c, N), *fused = ffn_optim_create(&c, N), *summed = ffn_optim_create(&c, N);
         CHECK(plain != NULL && fused != NULL && summed != NULL);
         for (int i = 0; i < N; i++) w[i] = wref[i] = wsum[i] = 0.0013f * (float)((i * 41) % 97 - 48);
@@ -532,10 +551,7 @@ static void test_update_bf16(void)
                 copy_wrong += w16sum[i] != bf16_bits(wsum[i]);
             }
         }
-        for (size_t b = 0; b < ffn_optim_state_count(plain); b++) {
-            differ += memcmp(ffn_optim_state(plain, b), ffn_optim_state(fused, b), N * sizeof(float)) != 0;
-            differ += memcmp(ffn_optim_state(plain, b), ffn_optim_state(summed, b), N * sizeof(float)) != 0;
-        }
+        differ += states_differ(plain, fused, N) + states_differ(plain, summed, N);
         CHECK_MSG(differ == 0, "%s: the fused update differs from the plain one in %d places", ffn_opt_name(c.kind),
                   differ);
         CHECK_MSG(copy_wrong == 0, "%s: %d bf16 values are not the rounding of the new parameter",

@@ -630,8 +630,8 @@ typedef struct {
 
 /* The least traffic of an Adam update with fp32 master weights and moments
  * that writes a bf16 copy, the gradient already in cache: w, m and v read and
- * written, the copy written (26 bytes a parameter), with next to no arithmetic. */
-/* Built for the widest vectors the CPU has, so that it is a floor. */
+ * written, the copy written (26 bytes a parameter), with next to no arithmetic,
+ * built for the widest vectors the CPU has, so that it is a floor. */
 #if defined(__GNUC__) && defined(__x86_64__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
 __attribute__((target_clones("avx512f", "avx2", "default")))
 #endif
