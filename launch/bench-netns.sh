@@ -22,11 +22,16 @@
 # --overlap: how much of the exchange hides behind backward. For each rate and model (input 1024,
 # mse, global batch 256; default the large FFN and 1024-4096-4096-1024), ffn-bench step with the
 # exchange thread off (FFN_EXCHANGE_THREAD=0: buckets progress only in the main thread's MPI
-# calls) and on (the default): the step, the gradient wait (the exchange left exposed in finish,
-# the slower rank's), the exchange alone (on gradients already computed) against the ring's
-# bound S/B (two ranks) at the link's rate, and the hidden share 1 - wait / exchange alone; the
-# step and wait of the run with the fastest step of --repeats, the fastest exchange alone. The
-# emulated link shares the machine's two cores with the ranks: under load it delivers less.
+# calls), on (the default), and on with the optimizer's update after the whole exchange
+# (FFN_UPDATE_PER_BUCKET=0; by default each bucket is updated as its sums arrive): the step; the
+# gradient wait (the time blocked in finish, the slower rank's); the exposed exchange (the step
+# less the same step without the exchange: it also counts what the exchange's TCP processing
+# takes from backward and the update on these shared cores, and what the per-bucket update
+# moves out of the wait into itself); the exchange alone (on gradients already computed) against
+# the ring's bound S/B (two ranks) at the link's rate; and the hidden share 1 - exposed /
+# exchange alone. The step, wait and exposed time of the run with the fastest step of --repeats,
+# the fastest exchange alone. The emulated link shares the machine's two cores with the ranks:
+# under load it delivers less.
 #
 # Algorithms: default = ffn's own choice (the ring for the gradient buckets, set through MPI_T;
 # the small reductions keep Open MPI's), or a number given to every call with mpirun's
@@ -110,16 +115,16 @@ run() { # ALGORITHM: samples/s and gradient wait of one run, or "failed"
     --seed 1 --threads 1 2>&1) || { echo "failed"; return; }
   sed -n 's/^done: .* steps in .* s, \([0-9]*\) samples\/s, .*gradient wait \([0-9.]*\)%.*/\1 \2/p' <<<"$out" | tail -1
 }
-step_result() { # ARGS...: the RESULT line of one ffn-bench step across the namespaces (FFN_EXCHANGE_THREAD passed on)
-  FFN_EXCHANGE_THREAD=${FFN_EXCHANGE_THREAD:-1} \
-    FFN_MPIRUN_ARGS="--mca plm_rsh_agent $work/rsh.sh --bind-to none -x FFN_EXCHANGE_THREAD" FFN_BIN=$build/ffn-bench \
+step_result() { # ARGS...: the RESULT line of one ffn-bench step across the namespaces (FFN_EXCHANGE_THREAD and FFN_UPDATE_PER_BUCKET passed on)
+  FFN_EXCHANGE_THREAD=${FFN_EXCHANGE_THREAD:-1} FFN_UPDATE_PER_BUCKET=${FFN_UPDATE_PER_BUCKET:-1} \
+    FFN_MPIRUN_ARGS="--mca plm_rsh_agent $work/rsh.sh --bind-to none -x FFN_EXCHANGE_THREAD -x FFN_UPDATE_PER_BUCKET" FFN_BIN=$build/ffn-bench \
     timeout -k 5 600 ip netns exec "$NSA" "$here/launch/mpirun-hosts.sh" -f hosts -N 1 -t 1 -i $NET.0/24 -- \
     step --threads 1 --seconds "$seconds" "$@" 2>&1 | grep '^RESULT step' | tail -1 || true
 }
-bench() { # MODEL THREAD: "step_ms wait_ms exchange_ms grad_mib" of one ffn-bench step run, or "failed"
+bench() { # MODEL THREAD PER_BUCKET: "step_ms wait_ms exchange_ms grad_mib exposed_ms" of one ffn-bench step run, or "failed"
   local line
-  line=$(FFN_EXCHANGE_THREAD=$2 step_result --model "$1" --input 1024 --loss mse --batch 256)
-  sed -n 's/^RESULT step .* step_ms=\([0-9.]*\) .* exchange_ms=\([0-9.]*\) .* wait_ms=\([0-9.]*\) .* grad_mb=\([0-9.]*\) .*/\1 \3 \2 \4/p' <<<"$line" |
+  line=$(FFN_EXCHANGE_THREAD=$2 FFN_UPDATE_PER_BUCKET=$3 step_result --model "$1" --input 1024 --loss mse --batch 256)
+  sed -n 's/^RESULT step .* step_ms=\([0-9.]*\) .* exchange_ms=\([0-9.]*\) exposed_ms=\([-0-9.]*\) .* wait_ms=\([0-9.]*\) .* grad_mb=\([0-9.]*\) .*/\1 \4 \2 \5 \3/p' <<<"$line" |
     grep . || echo failed
 }
 ffn_step() { # ARGS...: samples/s of ffn-bench step on the two namespaces, or "failed"
@@ -177,29 +182,32 @@ fi
 if ((overlap)); then
   # The bound of the exchange alone: 2(N-1)/N S/B = S/B for two ranks at the nominal rate.
   echo "load average: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores; ffn-bench step, 1 rank x 1 thread per namespace, global batch 256, best of $repeats (step and exchange alone each)"
-  echo "| link | model | exchange thread | step ms | gradient wait ms (% of step) | exchange alone ms | ring bound ms | exchange / bound | hidden |"
-  echo "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"
+  echo "| link | model | exchange thread | step ms | gradient wait ms (% of step) | exposed ms (% of step) | exchange alone ms | ring bound ms | exchange / bound | hidden |"
+  echo "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
   IFS=';' read -r -a model_list <<<"$models"
   for rate in $rates; do
     shape "$rate"
     nominal=$(awk -v b="$(burst_of "$rate")" 'BEGIN { printf "%.3f", b * 8 / 1e6 }') # Gbit/s (burst = 1 ms of it)
     for m in "${model_list[@]}"; do
-      for t in 0 1; do
+      for mode in off on after; do
+        t=$([[ $mode == off ]] && echo 0 || echo 1) per_bucket=$([[ $mode == after ]] && echo 0 || echo 1)
         best="" exbest=""
         for _ in $(seq "$repeats"); do
-          read -r st wt ex mib <<<"$(bench "$m" $t)" || true
+          read -r st wt ex mib xp <<<"$(bench "$m" $t $per_bucket)" || true
           [[ $st =~ ^[0-9.]+$ ]] || continue
-          if [[ -z $best ]] || awk "BEGIN{exit !($st < ${best%% *})}"; then best="$st $wt $mib"; fi
+          if [[ -z $best ]] || awk "BEGIN{exit !($st < ${best%% *})}"; then best="$st $wt $mib $xp"; fi
           if [[ -z $exbest ]] || awk "BEGIN{exit !($ex < $exbest)}"; then exbest=$ex; fi
         done
-        read -r st wt mib <<<"${best:-- - -}"
-        awk -v r="$rate" -v m="$m" -v t="$t" -v st="$st" -v wt="$wt" -v ex="$exbest" -v mib="$mib" -v nom="$nominal" 'BEGIN {
-          if (st == "-") { printf "| %s | %s | %s | failed | | | | | |\n", r, m, t ? "on" : "off"; exit }
-          h = 1 - wt / ex; if (h < 0) h = 0
+        read -r st wt mib xp <<<"${best:-- - - -}"
+        awk -v r="$rate" -v m="$m" -v mode="$mode" -v st="$st" -v wt="$wt" -v ex="$exbest" -v mib="$mib" -v xp="$xp" -v nom="$nominal" 'BEGIN {
+          label = mode == "after" ? "on, update after the exchange" : mode
+          if (st == "-") { printf "| %s | %s | %s | failed | | | | | | |\n", r, m, label; exit }
+          if (xp < 0) xp = 0
+          h = 1 - xp / ex; if (h < 0) h = 0
           b = "-"; vs = "-" # unshaped: no rate, no bound
           if (nom > 0) { bound = mib * 1048576 * 8 / (nom * 1e9) * 1e3; b = sprintf("%.1f", bound); vs = sprintf("%.2f", ex / bound) }
-          printf "| %s | %s | %s | %.1f | %.1f (%.0f%%) | %.1f | %s | %s | %.2f |\n", r, m, (t ? "on" : "off"), st, wt,
-            100 * wt / st, ex, b, vs, h }'
+          printf "| %s | %s | %s | %.1f | %.1f (%.0f%%) | %.1f (%.0f%%) | %.1f | %s | %s | %.2f |\n", r, m, label, st, wt,
+            100 * wt / st, xp, 100 * xp / st, ex, b, vs, h }'
       done
     done
   done

@@ -838,6 +838,12 @@ struct ffn_grad_sync {
     size_t *wire_ranges;  /* [request_cap * 2]: the flat exchange's buckets in flight, converted back once done */
     size_t wire_count;
     int wire_local_only;  /* asked for, but every rank is on one node: no network to save */
+    /* The flat all-reduce across nodes: every bucket started this step, [lo,
+     * hi) in start order, for ffn_grad_sync_finish_each. The first `retired`
+     * are complete; the rest are requests[0 .. request_count), in that order. */
+    size_t *ranges;       /* [request_cap * 2] */
+    size_t range_count, retired;
+    int ranges_lost;      /* more this step than ranges holds: finish_each reports [0, n) at the end */
 };
 
 static ffn_status start_exchange_thread(ffn_grad_sync *s);
@@ -858,9 +864,11 @@ ffn_status ffn_grad_sync_create(ffn_grad_sync **out, ffn_comm *c, float *grads, 
     s->request_cap = 2 * (n / s->bucket_floats + 1) + 256;
     s->requests = calloc(s->request_cap, sizeof *s->requests);
     s->plan = calloc(s->request_cap * 2, sizeof *s->plan);
-    if (!s->requests || !s->plan) {
+    s->ranges = calloc(s->request_cap * 2, sizeof *s->ranges);
+    if (!s->requests || !s->plan || !s->ranges) {
         free(s->requests);
         free(s->plan);
+        free(s->ranges);
         free(s);
         return ffn_fail(FFN_ERR_NOMEM, "out of memory");
     }
@@ -928,6 +936,7 @@ void ffn_grad_sync_free(ffn_grad_sync *s)
     free(s->counts);
     free(s->requests);
     free(s->plan);
+    free(s->ranges);
     free(s);
 }
 
@@ -979,6 +988,8 @@ void ffn_grad_sync_begin(ffn_grad_sync *s, uint64_t step)
     s->comm->stall_step = step;
     s->pending_lo = s->pending_hi = 0;
     s->request_count = 0;
+    s->range_count = s->retired = 0;
+    s->ranges_lost = 0;
     s->planned = 0;
     s->posted = 0;
     s->main_waits = 0;
@@ -1032,6 +1043,13 @@ static ffn_status name_the_missing(ffn_comm *c)
     return st;
 }
 
+/* Every request in flight has completed: its bucket's range is done. */
+static void retire_all(ffn_grad_sync *s)
+{
+    s->request_count = 0;
+    s->retired = s->range_count;
+}
+
 static void wait_all(ffn_grad_sync *s)
 {
     ffn_comm *c = s->comm;
@@ -1045,7 +1063,7 @@ static void wait_all(ffn_grad_sync *s)
         s->error = mpi_error(rc, "gradient allreduce");
     }
     if (!s->threaded) s->wait_seconds += MPI_Wtime() - t0; /* else finish() counts its own wait */
-    s->request_count = 0;
+    retire_all(s);
     if (s->wire) wire_unpack(s);
 }
 
@@ -1255,7 +1273,7 @@ static void *exchange_thread_main(void *arg)
             pthread_mutex_unlock(&s->lock);
             int done = 0;
             MPI_Testall((int)s->request_count, s->requests, &done, MPI_STATUSES_IGNORE);
-            if (done) s->request_count = 0;
+            if (done) retire_all(s);
             pthread_mutex_lock(&s->lock);
             if (s->request_count && s->posted == s->planned && !s->flush && !s->quit) {
                 struct timespec until;
@@ -1295,9 +1313,9 @@ static void queue_bucket(ffn_grad_sync *s, size_t lo, size_t hi)
     s->bytes += (hi - lo) * (s->wire ? sizeof(ffn_bf16) : sizeof(float));
 }
 
-/* From finish(): the thread starts what is queued and hands MPI back; this
- * thread completes it all. */
-static void flush_thread(ffn_grad_sync *s)
+/* From finish(): the thread starts what is queued and hands MPI back to
+ * this thread (no MPI call from the thread until the next begin()). */
+static void hand_back_mpi(ffn_grad_sync *s)
 {
     pthread_mutex_lock(&s->lock);
     s->flush = 1;
@@ -1305,6 +1323,12 @@ static void flush_thread(ffn_grad_sync *s)
     while (s->flush) pthread_cond_wait(&s->idle, &s->lock);
     s->planned = s->posted = 0;
     pthread_mutex_unlock(&s->lock);
+}
+
+/* The thread hands MPI back; this thread completes it all. */
+static void flush_thread(ffn_grad_sync *s)
+{
+    hand_back_mpi(s);
     wait_all(s);
 }
 
@@ -1364,6 +1388,15 @@ static void post_bucket(ffn_grad_sync *s, size_t lo, size_t hi)
         return;
     }
     s->request_count++;
+    if (!s->slice) {
+        if (s->range_count < s->request_cap) {
+            s->ranges[2 * s->range_count] = lo;
+            s->ranges[2 * s->range_count + 1] = hi;
+            s->range_count++;
+        } else {
+            s->ranges_lost = 1;
+        }
+    }
     if (!s->threaded) s->bytes += (hi - lo) * (s->wire ? sizeof(ffn_bf16) : sizeof(float)); /* else counted as queued */
 }
 
@@ -1392,7 +1425,7 @@ void ffn_grad_sync_ready(void *sync, size_t offset, size_t count)
     if (!s->threaded && s->request_count) {
         int done;
         MPI_Testall((int)s->request_count, s->requests, &done, MPI_STATUSES_IGNORE);
-        if (done) s->request_count = 0;
+        if (done) retire_all(s);
     }
 }
 
@@ -1446,6 +1479,67 @@ ffn_status ffn_grad_sync_finish(ffn_grad_sync *s)
         return s->error;
     }
     wait_all(s);
+    return s->error;
+}
+
+int ffn_grad_sync_streams(const ffn_grad_sync *s)
+{
+    return s->comm->size > 1 && !s->deferred && !s->hier && !s->slice && !s->shm;
+}
+
+ffn_status ffn_grad_sync_flush_sum(ffn_grad_sync *s, double *stats, size_t k)
+{
+    if (!ffn_grad_sync_streams(s)) return ffn_fail(FFN_ERR_ARG, "ffn_grad_sync_flush_sum: not a streamed exchange");
+    const double t0 = ffn_clock_seconds();
+    start_pending(s, 1);
+    if (s->threaded) hand_back_mpi(s);
+    /* Behind the buckets on the network: its time is the exchange's too. */
+    ffn_status st = s->error != FFN_OK ? s->error : ffn_comm_sum_doubles(s->comm, stats, k);
+    s->wait_seconds += ffn_clock_seconds() - t0;
+    return st;
+}
+
+void ffn_grad_sync_progress(ffn_grad_sync *s)
+{
+    int done;
+    /* Not retired here even when all are done: finish_each maps requests to ranges by position. */
+    if (s->request_count) MPI_Testall((int)s->request_count, s->requests, &done, MPI_STATUSES_IGNORE);
+}
+
+ffn_status ffn_grad_sync_finish_each(ffn_grad_sync *s, ffn_grad_done_fn done, void *ctx)
+{
+    ffn_comm *c = s->comm;
+    double t0 = MPI_Wtime(), waited = 0;
+    int arrivals = c->stall_seconds > 0 && c->arrivals ? exchange_arrive(c) : 0;
+    int rc = MPI_SUCCESS;
+    waited += MPI_Wtime() - t0;
+    /* The retired buckets first (complete already), then each in flight as it completes. */
+    for (size_t i = 0; i < s->range_count && !s->ranges_lost; i++) {
+        if (i >= s->retired) {
+            t0 = MPI_Wtime();
+            rc = polite_wait_for(1, &s->requests[i - s->retired], c->stall_seconds);
+            waited += MPI_Wtime() - t0;
+            if (rc != MPI_SUCCESS) break;
+        }
+        const size_t lo = s->ranges[2 * i], hi = s->ranges[2 * i + 1];
+        if (s->wire) ffn_floats_from_bf16(s->grads + lo, s->wire + lo, hi - lo);
+        if (done && s->error == FFN_OK) done(ctx, lo, hi);
+    }
+    t0 = MPI_Wtime();
+    if (rc == MPI_SUCCESS && s->ranges_lost) { /* never expected: all of it, then [0, n) */
+        wait_all(s);
+        if (done && s->error == FFN_OK) done(ctx, 0, s->n);
+    }
+    if (rc == MPI_SUCCESS && arrivals) rc = polite_wait_for(arrivals, c->arrivals, c->stall_seconds);
+    waited += MPI_Wtime() - t0;
+    if (rc == WAIT_STALLED) {
+        if (s->error == FFN_OK) s->error = name_the_missing(c);
+    } else if (rc != MPI_SUCCESS && s->error == FFN_OK) {
+        s->error = mpi_error(rc, "gradient allreduce");
+    }
+    s->wait_seconds += waited;
+    retire_all(s);
+    s->wire_count = 0;
     return s->error;
 }
 

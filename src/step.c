@@ -33,6 +33,7 @@ struct ffn_step {
     int sum_in_update;        /* --shard optimizer on one node: the optimizer sums its slice over the node's
                                * gradient segments itself, a chunk at a time (ffn_grad_sync_leave_sum) */
     float sum_chunk[4096];    /* sum_in_update: one chunk's summed gradients (stays in L1/L2) */
+    int update_per_bucket;    /* across nodes: each bucket updated as its sums arrive (ffn_grad_sync_finish_each) */
     int micro;                /* micro-batches of the step done so far (the first writes the slice, the rest add) */
     float *layer_grads;       /* --shard grads/params: the gradients of the layer in backward, [largest layer] */
     size_t grads_layer;       /* the layer whose gradients layer_grads holds */
@@ -392,6 +393,19 @@ ffn_status ffn_step_create(ffn_step **out, ffn_model *model, ffn_comm *comm, con
         if (s->params_shared && cfg->clip_norm <= 0) s->sum_in_update = ffn_grad_sync_leave_sum(s->sync);
         /* Across nodes the buckets leave during backward: a large weight's gradients go in pieces. */
         ffn_model_set_grad_piece(model, ffn_grad_sync_piece_floats(s->sync));
+        /* And the optimizer updates each bucket as soon as its sums arrive, while the ones behind
+         * are still on the network, where nothing needs every sum first (the norm of --clip-norm,
+         * the masks of pruning). Every rank decides alike. FFN_UPDATE_PER_BUCKET=0: after the
+         * whole exchange (for tests and measures; the same bits). */
+        const char *per_bucket = getenv("FFN_UPDATE_PER_BUCKET");
+        if (per_bucket && strcmp(per_bucket, "0") != 0 && strcmp(per_bucket, "1") != 0) {
+            ffn_step_free(s);
+            return ffn_fail(FFN_ERR_ARG, "FFN_UPDATE_PER_BUCKET is '%s', expected 1 (across nodes the optimizer "
+                            "updates each gradient bucket as its sums arrive, the default) or 0 (after the whole "
+                            "exchange)", per_bucket);
+        }
+        s->update_per_bucket = ffn_grad_sync_streams(s->sync) && s->shard == FFN_SHARD_NONE &&
+                               cfg->clip_norm <= 0 && !cfg->pruner && !(per_bucket && per_bucket[0] == '0');
     }
     *out = s;
     return FFN_OK;
@@ -426,6 +440,7 @@ void ffn_step_free(ffn_step *s)
 
 ffn_optim *ffn_step_optim(ffn_step *s) { return s->optim; }
 ffn_grad_sync *ffn_step_grad_sync(ffn_step *s) { return s->sync; }
+int ffn_step_updates_per_bucket(const ffn_step *s) { return s->update_per_bucket; }
 void ffn_step_set_exchange(ffn_step *s, int exchange) { s->no_exchange = !exchange; }
 
 void ffn_step_owned_range(const ffn_step *s, size_t *lo, size_t *hi)
@@ -693,17 +708,80 @@ static void update_summed(ffn_step *s, float lr, float *w, uint16_t *copy)
 /* Every rank updates the parameters it owns (all of them, or its ZeRO slice,
  * whose summed gradients the reduce-scatter left in grad_slice); sharded
  * slices are then all-gathered. Collective when sharded. */
-static ffn_status update(ffn_step *s, float lr)
+/* What one optimizer pass reads and writes: the owned parameters w and their
+ * gradients g (both indexed from own_lo), and the bf16 copy it keeps current
+ * as it goes (NULL: none; indexed as w is). */
+typedef struct {
+    ffn_step *s;
+    float lr;
+    float *w, *g;
+    uint16_t *copy;
+} update_pass;
+
+static update_pass update_begin(ffn_step *s, float lr)
 {
     ffn_model *m = s->model;
     /* Before ffn_model_params, which marks the copy stale: only a copy that was
      * current can be kept current chunk by chunk. */
     const int fuse = ffn_model_bf16_current(m) && s->shard == FFN_SHARD_NONE && !s->cfg.pruner;
     float *params = ffn_model_params(m);
-    const size_t own = s->own_hi - s->own_lo;
-    float *w = params + s->own_lo;
-    float *g = s->grad_slice ? s->grad_slice : ffn_model_grads(m);
+    update_pass u = {.s = s, .lr = lr, .w = params + s->own_lo,
+                     .g = s->grad_slice ? s->grad_slice : ffn_model_grads(m)};
     release_all(s); /* the parameters are about to change */
+    /* The bf16 copy the optimizer writes as it writes each weight (a chunk at
+     * a time, in cache), instead of a pass of its own before the next forward
+     * reads every weight again: the node-shared one (this rank's slice of it),
+     * or the model's own where this rank owns every parameter. */
+    uint16_t *copy = s->bf16_shared;
+    if (fuse) {
+        float *unused;
+        void *own_copy;
+        ffn_model_page_buffers(m, &unused, &own_copy);
+        copy = own_copy;
+    }
+    u.copy = copy ? copy + s->own_lo : NULL;
+    ffn_optim_begin_step(s->optim);
+    return u;
+}
+
+/* The bf16 copy is current again once every owned parameter is updated. */
+static void update_end(ffn_step *s, const update_pass *u)
+{
+    if (u->copy) ffn_model_bf16_set_current(s->model);
+}
+
+/* Per bucket (ffn_grad_done_fn): the trainable tensors' parts in [lo, hi)
+ * updated, in pieces with the exchange progressed between them so that the
+ * buckets behind keep moving. Element by element the same update as one
+ * pass over each tensor. */
+static void update_bucket(void *ctx, size_t lo, size_t hi)
+{
+    enum { PIECE = 1 << 17 }; /* floats: about 0.1 ms of Adam */
+    update_pass *u = ctx;
+    ffn_step *s = u->s;
+    const double t0 = ffn_clock_seconds();
+    for (size_t k = 0; k < ffn_model_tensor_count(s->model); k++) {
+        const ffn_tensor *t = ffn_model_tensor(s->model, k);
+        size_t a, z;
+        if (!t->trainable || !owned_part(s, t, &a, &z)) continue;
+        if (a < lo) a = lo;
+        if (z > hi) z = hi;
+        for (; a < z; a += PIECE) {
+            const size_t n = z - a < PIECE ? z - a : PIECE;
+            ffn_optim_update_bf16(s->optim, u->lr, u->w, u->g, a - s->own_lo, n, t->decay,
+                                  t->ndim == 2 ? u->copy : NULL);
+            ffn_grad_sync_progress(s->sync);
+        }
+    }
+    s->update_seconds += ffn_clock_seconds() - t0;
+}
+
+static ffn_status update(ffn_step *s, float lr)
+{
+    ffn_model *m = s->model;
+    update_pass u = update_begin(s, lr);
+    const size_t own = s->own_hi - s->own_lo;
+    float *w = u.w, *g = u.g;
     ffn_pruner *pruner = s->cfg.pruner;
     ffn_status st = FFN_OK;
     /* A pruned weight gets no gradient: it neither counts in the norm nor moves the optimizer state. */
@@ -718,19 +796,7 @@ static ffn_status update(ffn_step *s, float lr)
         float scale = ffn_clip_scale(norm, s->cfg.clip_norm);
         if (scale != 1.0f) ffn_scale(g, own, scale);
     }
-    /* The bf16 copy the optimizer writes as it writes each weight (a chunk at
-     * a time, in cache), instead of a pass of its own before the next forward
-     * reads every weight again: the node-shared one (this rank's slice of it),
-     * or the model's own where this rank owns every parameter. */
-    uint16_t *copy = s->bf16_shared;
-    if (fuse) {
-        float *unused;
-        void *own_copy;
-        ffn_model_page_buffers(m, &unused, &own_copy);
-        copy = own_copy;
-    }
-    uint16_t *slice_copy = copy ? copy + s->own_lo : NULL; /* indexed as w and g are */
-    ffn_optim_begin_step(s->optim);
+    uint16_t *slice_copy = u.copy;
     /* Trainable tensors only; weight decay where the tensor says (weights, not biases or norms). */
     const size_t nt = ffn_model_tensor_count(m);
     if (s->sum_in_update) { /* no clipping, no pruning (see ffn_step_create) */
@@ -745,7 +811,7 @@ static ffn_status update(ffn_step *s, float lr)
     /* Node-shared parameters: nobody reads them for the next forward before
      * every slice is written (nor writes gradients before every segment is read). */
     if (s->params_shared) st = ffn_comm_node_sync(s->comm);
-    if (copy) ffn_model_bf16_set_current(m);
+    update_end(s, &u);
     if (s->params_shared) return st;
     /* ZeRO-1/2: every rank gets every slice back, of the trainable tensors only
      * (each run of adjacent ones in one go; fixed tensors never changed). */
@@ -756,7 +822,8 @@ static ffn_status update(ffn_step *s, float lr)
         size_t lo = t->offset, hi = t->offset + t->count;
         for (; k < nt && ffn_model_tensor(m, k)->trainable && ffn_model_tensor(m, k)->offset == hi; k++)
             hi += ffn_model_tensor(m, k)->count;
-        st = ffn_comm_allgather_slices(s->comm, params, ffn_model_param_count(m), lo, hi, s->cfg.bucket_bytes);
+        st = ffn_comm_allgather_slices(s->comm, u.w - s->own_lo, ffn_model_param_count(m), lo, hi,
+                                       s->cfg.bucket_bytes);
     }
     return st;
 }
@@ -771,11 +838,23 @@ ffn_status ffn_step_finish(ffn_step *s, uint64_t step, uint64_t epoch, float lr,
         s->grads_busy[0] = s->grads_busy[1] = 0;
         if (s->shard_status == FFN_OK) s->shard_status = s->worker_status;
     }
-    /* The gradients, and the step's sums riding on the same exchange. */
-    ffn_status st = s->no_exchange || !s->sync ? ffn_comm_sum_doubles(s->comm, s->sums, SUM_COUNT)
-                                                : ffn_grad_sync_finish_sum(s->sync, s->sums, SUM_COUNT);
+    /* The gradients, and the step's sums riding on the same exchange; or,
+     * updating per bucket, every bucket started and the sums first, on their
+     * own (they say whether there is an update at all). */
+    const int per_bucket = s->update_per_bucket && !s->no_exchange;
+    ffn_status st;
+    if (per_bucket) {
+        st = ffn_grad_sync_flush_sum(s->sync, s->sums, SUM_COUNT);
+    } else {
+        st = s->no_exchange || !s->sync ? ffn_comm_sum_doubles(s->comm, s->sums, SUM_COUNT)
+                                        : ffn_grad_sync_finish_sum(s->sync, s->sums, SUM_COUNT);
+    }
     if (st == FFN_OK && s->shard >= FFN_SHARD_GRADS) st = ffn_comm_agree(s->comm, s->shard_status);
     if (st != FFN_OK) return st;
+    /* No update this step: the exchange completed all the same (nothing left in flight). */
+    if (per_bucket && (s->sums[SUM_ERROR] > 0 || !isfinite(s->sums[SUM_LOSS] / s->sums[SUM_ROWS])) &&
+        (st = ffn_grad_sync_finish_each(s->sync, NULL, NULL)) != FFN_OK)
+        return st;
     *stats = (ffn_step_stats){.loss_sum = s->sums[SUM_LOSS], .correct = s->sums[SUM_CORRECT],
                               .rows = s->sums[SUM_ROWS], .kl_sum = s->sums[SUM_KL],
                               .stop_requested = s->sums[SUM_STOP] > 0};
@@ -793,9 +872,15 @@ ffn_status ffn_step_finish(ffn_step *s, uint64_t step, uint64_t epoch, float lr,
                         (unsigned long long)step + 1, (unsigned long long)epoch + 1, isnan(loss) ? "NaN" : "infinite",
                         where);
     }
-    const double t0 = ffn_clock_seconds();
-    st = update(s, lr);
-    s->update_seconds += ffn_clock_seconds() - t0;
+    if (per_bucket) { /* update_bucket counts its own time, not the waits between buckets */
+        update_pass u = update_begin(s, lr);
+        st = ffn_grad_sync_finish_each(s->sync, update_bucket, &u);
+        update_end(s, &u);
+    } else {
+        const double t0 = ffn_clock_seconds();
+        st = update(s, lr);
+        s->update_seconds += ffn_clock_seconds() - t0;
+    }
     if (st != FFN_OK) return st;
     prune_after(s, step + 1);
     return FFN_OK;

@@ -126,9 +126,10 @@ void ffn_run_print_banner(const ffn_run *r)
                trainable, nparams, 100.0 * (double)trainable / (double)nparams, trainable * sizeof(float), sent,
                ffn_step_shard_method(r->step));
     else
-        printf("trainable: %zu of %zu parameters (%.2f%%); gradient exchange %zu bytes (%s) per step (%s)\n",
+        printf("trainable: %zu of %zu parameters (%.2f%%); gradient exchange %zu bytes (%s) per step (%s)%s\n",
                trainable, nparams, 100.0 * (double)trainable / (double)nparams, trainable * sizeof(float), sent,
-               ffn_grad_sync_method(ffn_step_grad_sync(r->step)));
+               ffn_grad_sync_method(ffn_step_grad_sync(r->step)),
+               ffn_step_updates_per_bucket(r->step) ? "; the optimizer updates each bucket as its sums arrive" : "");
     size_t lo, hi;
     ffn_step_owned_range(r->step, &lo, &hi);
     char own[32], all[32];

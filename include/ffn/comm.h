@@ -181,6 +181,23 @@ ffn_status ffn_grad_sync_finish(ffn_grad_sync *s);
  * would: with a node-shared gradient buffer the sums travel with the
  * exchange (no collective of their own, one rendezvous less a step). */
 ffn_status ffn_grad_sync_finish_sum(ffn_grad_sync *s, double *stats, size_t k);
+/* Across nodes on the flat all-reduce (not sharded, not hierarchical),
+ * finish can hand each bucket over as soon as its sums are in, so that the
+ * caller's work on it (the optimizer's update) runs while later buckets are
+ * still on the network: flush_sum() starts every bucket still pending and
+ * sums stats[0..k) over the ranks (ffn_comm_sum_doubles: the step's
+ * statistics, which say whether to update at all), and finish_each()
+ * completes the buckets in the order they started, calling done(ctx, lo,
+ * hi) on each complete range of the gradients; done may call progress()
+ * between pieces of its work so that the buckets behind keep moving. done
+ * NULL: finish_each just completes the exchange (e.g. when the step fails).
+ * The wait counts the time blocked in both, not the time in done. streams()
+ * says whether this exchange can run so; flush_sum() refuses otherwise. */
+typedef void (*ffn_grad_done_fn)(void *ctx, size_t lo, size_t hi);
+int ffn_grad_sync_streams(const ffn_grad_sync *s);
+ffn_status ffn_grad_sync_flush_sum(ffn_grad_sync *s, double *stats, size_t k);
+ffn_status ffn_grad_sync_finish_each(ffn_grad_sync *s, ffn_grad_done_fn done, void *ctx);
+void ffn_grad_sync_progress(ffn_grad_sync *s);
 /* How the sums travel: "shared-memory", "MPI_Allreduce" (one node, blocking
  * in finish), "MPI_Iallreduce, ALGORITHM, progressed by ..." (across nodes,
  * started during backward; by the exchange thread or the main thread), the

@@ -168,6 +168,11 @@ double ffn_step_comm_bytes(const ffn_step *s);
 double ffn_step_update_seconds(const ffn_step *s);
 /* The gradient exchange (NULL with --shard grads/params; its counters; ffn-bench's measure of it alone). */
 ffn_grad_sync *ffn_step_grad_sync(ffn_step *s);
+/* 1 where the optimizer updates each gradient bucket as soon as its sums
+ * arrive, while later buckets are still on the network (across nodes, the
+ * flat all-reduce, no --clip-norm and no pruning; FFN_UPDATE_PER_BUCKET=0
+ * turns it off); the same bits as one update after the whole exchange. */
+int ffn_step_updates_per_bucket(const ffn_step *s);
 /* Measurement only (ffn-bench's compute-only step): with exchange 0 the
  * gradients are not summed across ranks (the step's sums still are), so the
  * replicas drift apart. On by default. */
