@@ -1050,6 +1050,16 @@ static void retire_all(ffn_grad_sync *s)
     s->retired = s->range_count;
 }
 
+/* The exchange's error from a wait's result (the first one kept). */
+static void note_wait_result(ffn_grad_sync *s, int rc)
+{
+    if (rc == WAIT_STALLED) {
+        if (s->error == FFN_OK) s->error = name_the_missing(s->comm);
+    } else if (rc != MPI_SUCCESS && s->error == FFN_OK) {
+        s->error = mpi_error(rc, "gradient allreduce");
+    }
+}
+
 static void wait_all(ffn_grad_sync *s)
 {
     ffn_comm *c = s->comm;
@@ -1057,11 +1067,7 @@ static void wait_all(ffn_grad_sync *s)
     int arrivals = c->stall_seconds > 0 && c->arrivals ? exchange_arrive(c) : 0;
     int rc = s->request_count ? polite_wait_for((int)s->request_count, s->requests, c->stall_seconds) : MPI_SUCCESS;
     if (rc == MPI_SUCCESS && arrivals) rc = polite_wait_for(arrivals, c->arrivals, c->stall_seconds);
-    if (rc == WAIT_STALLED) {
-        if (s->error == FFN_OK) s->error = name_the_missing(c);
-    } else if (rc != MPI_SUCCESS && s->error == FFN_OK) {
-        s->error = mpi_error(rc, "gradient allreduce");
-    }
+    note_wait_result(s, rc);
     if (!s->threaded) s->wait_seconds += MPI_Wtime() - t0; /* else finish() counts its own wait */
     retire_all(s);
     if (s->wire) wire_unpack(s);
@@ -1484,7 +1490,7 @@ ffn_status ffn_grad_sync_finish(ffn_grad_sync *s)
 
 int ffn_grad_sync_streams(const ffn_grad_sync *s)
 {
-    return s->comm->size > 1 && !s->deferred && !s->hier && !s->slice && !s->shm;
+    return s->comm->size > 1 && !s->deferred && !s->hier && !s->slice; /* shm only ever when deferred */
 }
 
 ffn_status ffn_grad_sync_flush_sum(ffn_grad_sync *s, double *stats, size_t k)
@@ -1526,17 +1532,15 @@ ffn_status ffn_grad_sync_finish_each(ffn_grad_sync *s, ffn_grad_done_fn done, vo
         if (done && s->error == FFN_OK) done(ctx, lo, hi);
     }
     t0 = MPI_Wtime();
-    if (rc == MPI_SUCCESS && s->ranges_lost) { /* never expected: all of it, then [0, n) */
-        wait_all(s);
-        if (done && s->error == FFN_OK) done(ctx, 0, s->n);
-    }
+    if (s->ranges_lost && s->request_count) /* never expected: all of it, then [0, n) */
+        rc = polite_wait_for((int)s->request_count, s->requests, c->stall_seconds);
     if (rc == MPI_SUCCESS && arrivals) rc = polite_wait_for(arrivals, c->arrivals, c->stall_seconds);
     waited += MPI_Wtime() - t0;
-    if (rc == WAIT_STALLED) {
-        if (s->error == FFN_OK) s->error = name_the_missing(c);
-    } else if (rc != MPI_SUCCESS && s->error == FFN_OK) {
-        s->error = mpi_error(rc, "gradient allreduce");
+    if (rc == MPI_SUCCESS && s->ranges_lost) {
+        if (s->wire) wire_unpack(s);
+        if (done && s->error == FFN_OK) done(ctx, 0, s->n);
     }
+    note_wait_result(s, rc);
     s->wait_seconds += waited;
     retire_all(s);
     s->wire_count = 0;

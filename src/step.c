@@ -705,9 +705,6 @@ static void update_summed(ffn_step *s, float lr, float *w, uint16_t *copy)
     }
 }
 
-/* Every rank updates the parameters it owns (all of them, or its ZeRO slice,
- * whose summed gradients the reduce-scatter left in grad_slice); sharded
- * slices are then all-gathered. Collective when sharded. */
 /* What one optimizer pass reads and writes: the owned parameters w and their
  * gradients g (both indexed from own_lo), and the bf16 copy it keeps current
  * as it goes (NULL: none; indexed as w is). */
@@ -776,6 +773,9 @@ static void update_bucket(void *ctx, size_t lo, size_t hi)
     s->update_seconds += ffn_clock_seconds() - t0;
 }
 
+/* Every rank updates the parameters it owns (all of them, or its ZeRO slice,
+ * whose summed gradients the reduce-scatter left in grad_slice); sharded
+ * slices are then all-gathered. Collective when sharded. */
 static ffn_status update(ffn_step *s, float lr)
 {
     ffn_model *m = s->model;
@@ -851,19 +851,19 @@ ffn_status ffn_step_finish(ffn_step *s, uint64_t step, uint64_t epoch, float lr,
     }
     if (st == FFN_OK && s->shard >= FFN_SHARD_GRADS) st = ffn_comm_agree(s->comm, s->shard_status);
     if (st != FFN_OK) return st;
-    /* No update this step: the exchange completed all the same (nothing left in flight). */
-    if (per_bucket && (s->sums[SUM_ERROR] > 0 || !isfinite(s->sums[SUM_LOSS] / s->sums[SUM_ROWS])) &&
-        (st = ffn_grad_sync_finish_each(s->sync, NULL, NULL)) != FFN_OK)
-        return st;
     *stats = (ffn_step_stats){.loss_sum = s->sums[SUM_LOSS], .correct = s->sums[SUM_CORRECT],
                               .rows = s->sums[SUM_ROWS], .kl_sum = s->sums[SUM_KL],
                               .stop_requested = s->sums[SUM_STOP] > 0};
+    /* No update this step: updating per bucket, the exchange is completed all
+     * the same (nothing left in flight; the gradients summed for the message). */
     if (s->sums[SUM_ERROR] > 0) {
+        if (per_bucket && (st = ffn_grad_sync_finish_each(s->sync, NULL, NULL)) != FFN_OK) return st;
         if (s->batch_status != FFN_OK) ffn_fail(s->batch_status, "%s", s->batch_message);
         return ffn_comm_agree(s->comm, s->batch_status);
     }
     double loss = stats->loss_sum / stats->rows;
     if (!isfinite(loss)) {
+        if (per_bucket && (st = ffn_grad_sync_finish_each(s->sync, NULL, NULL)) != FFN_OK) return st;
         char where[128];
         describe_nonfinite(s->model, where, sizeof where);
         return ffn_fail(FFN_ERR_NUMERIC,
