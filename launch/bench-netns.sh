@@ -28,7 +28,10 @@
 # less the same step without the exchange: it also counts what the exchange's TCP processing
 # takes from backward and the update on these shared cores, and what the per-bucket update
 # moves out of the wait into itself); the exchange alone (on gradients already computed) against
-# the ring's bound S/B (two ranks) at the link's rate; and the hidden share 1 - exposed /
+# the ring's bound S/B (two ranks) at the link's rate; the ring's traffic alone (ring_traffic_ms:
+# the same bytes sent to the next rank and received from the one before, no sums, nothing
+# waiting on anything: what this link, TCP and the ranks' cores can move at best, the floor of
+# any ring whatever its algorithm) against the same bound; and the hidden share 1 - exposed /
 # exchange alone. The step, wait and exposed time of the run with the fastest step of --repeats,
 # the fastest exchange alone. The emulated link shares the machine's two cores with the ranks:
 # under load it delivers less.
@@ -121,10 +124,10 @@ step_result() { # ARGS...: the RESULT line of one ffn-bench step across the name
     timeout -k 5 600 ip netns exec "$NSA" "$here/launch/mpirun-hosts.sh" -f hosts -N 1 -t 1 -i $NET.0/24 -- \
     step --threads 1 --seconds "$seconds" "$@" 2>&1 | grep '^RESULT step' | tail -1 || true
 }
-bench() { # MODEL THREAD PER_BUCKET: "step_ms wait_ms exchange_ms grad_mib exposed_ms" of one ffn-bench step run, or "failed"
+bench() { # MODEL THREAD PER_BUCKET: "step_ms wait_ms exchange_ms grad_mib exposed_ms ring_traffic_ms" of one ffn-bench step run, or "failed"
   local line
   line=$(FFN_EXCHANGE_THREAD=$2 FFN_UPDATE_PER_BUCKET=$3 step_result --model "$1" --input 1024 --loss mse --batch 256)
-  sed -n 's/^RESULT step .* step_ms=\([0-9.]*\) .* exchange_ms=\([0-9.]*\) exposed_ms=\([-0-9.]*\) .* wait_ms=\([0-9.]*\) .* grad_mb=\([0-9.]*\) .*/\1 \4 \2 \5 \3/p' <<<"$line" |
+  sed -n 's/^RESULT step .* step_ms=\([0-9.]*\) .* exchange_ms=\([0-9.]*\) exposed_ms=\([-0-9.]*\) .* ring_traffic_ms=\([0-9.]*\) wait_ms=\([0-9.]*\) .* grad_mb=\([0-9.]*\) .*/\1 \5 \2 \6 \3 \4/p' <<<"$line" |
     grep . || echo failed
 }
 ffn_step() { # ARGS...: samples/s of ffn-bench step on the two namespaces, or "failed"
@@ -182,8 +185,8 @@ fi
 if ((overlap)); then
   # The bound of the exchange alone: 2(N-1)/N S/B = S/B for two ranks at the nominal rate.
   echo "load average: $(cut -d' ' -f1-3 /proc/loadavg); $(nproc) cores; ffn-bench step, 1 rank x 1 thread per namespace, global batch 256, best of $repeats (step and exchange alone each)"
-  echo "| link | model | exchange thread | step ms | gradient wait ms (% of step) | exposed ms (% of step) | exchange alone ms | ring bound ms | exchange / bound | hidden |"
-  echo "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+  echo "| link | model | exchange thread | step ms | gradient wait ms (% of step) | exposed ms (% of step) | exchange alone ms | ring bound ms | exchange / bound | ring traffic ms | traffic / bound | hidden |"
+  echo "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
   IFS=';' read -r -a model_list <<<"$models"
   for rate in $rates; do
     shape "$rate"
@@ -191,23 +194,27 @@ if ((overlap)); then
     for m in "${model_list[@]}"; do
       for mode in off on after; do
         t=$([[ $mode == off ]] && echo 0 || echo 1) per_bucket=$([[ $mode == after ]] && echo 0 || echo 1)
-        best="" exbest=""
+        best="" exbest="" trbest=""
         for _ in $(seq "$repeats"); do
-          read -r st wt ex mib xp <<<"$(bench "$m" $t $per_bucket)" || true
+          read -r st wt ex mib xp tr <<<"$(bench "$m" $t $per_bucket)" || true
           [[ $st =~ ^[0-9.]+$ ]] || continue
           if [[ -z $best ]] || awk "BEGIN{exit !($st < ${best%% *})}"; then best="$st $wt $mib $xp"; fi
           if [[ -z $exbest ]] || awk "BEGIN{exit !($ex < $exbest)}"; then exbest=$ex; fi
+          if [[ -z $trbest ]] || awk "BEGIN{exit !($tr < $trbest)}"; then trbest=$tr; fi
         done
         read -r st wt mib xp <<<"${best:-- - - -}"
-        awk -v r="$rate" -v m="$m" -v mode="$mode" -v st="$st" -v wt="$wt" -v ex="$exbest" -v mib="$mib" -v xp="$xp" -v nom="$nominal" 'BEGIN {
+        awk -v r="$rate" -v m="$m" -v mode="$mode" -v st="$st" -v wt="$wt" -v ex="$exbest" -v mib="$mib" -v xp="$xp" -v tr="$trbest" -v nom="$nominal" 'BEGIN {
           label = mode == "after" ? "on, update after the exchange" : mode
-          if (st == "-") { printf "| %s | %s | %s | failed | | | | | | |\n", r, m, label; exit }
+          if (st == "-") { printf "| %s | %s | %s | failed | | | | | | | | |\n", r, m, label; exit }
           if (xp < 0) xp = 0
           h = 1 - xp / ex; if (h < 0) h = 0
-          b = "-"; vs = "-" # unshaped: no rate, no bound
-          if (nom > 0) { bound = mib * 1048576 * 8 / (nom * 1e9) * 1e3; b = sprintf("%.1f", bound); vs = sprintf("%.2f", ex / bound) }
-          printf "| %s | %s | %s | %.1f | %.1f (%.0f%%) | %.1f (%.0f%%) | %.1f | %s | %s | %.2f |\n", r, m, label, st, wt,
-            100 * wt / st, xp, 100 * xp / st, ex, b, vs, h }'
+          b = "-"; vs = "-"; tvs = "-" # unshaped: no rate, no bound
+          if (nom > 0) {
+            bound = mib * 1048576 * 8 / (nom * 1e9) * 1e3; b = sprintf("%.1f", bound)
+            vs = sprintf("%.2f", ex / bound); tvs = sprintf("%.2f", tr / bound)
+          }
+          printf "| %s | %s | %s | %.1f | %.1f (%.0f%%) | %.1f (%.0f%%) | %.1f | %s | %s | %.1f | %s | %.2f |\n", r, m, label, st, wt,
+            100 * wt / st, xp, 100 * xp / st, ex, b, vs, tr, tvs, h }'
       done
     done
   done

@@ -9,7 +9,8 @@
  *                  [--data FILE] [--seconds S] [--bucket-mb X] [--precision fp32|bf16]
  *                  [--gemm auto|openblas|onednn] [--grad-dtype fp32|bf16] [--shard MODE]
  *       one model: samples/s, GFLOP/s (6 x params x samples), sgemm bound and,
- *       with more than one rank, the gradient exchange
+ *       with more than one rank, the gradient exchange (alone, beside a bare
+ *       MPI_Allreduce and the ring's traffic with no sums: the link's floor)
  *   ffn-bench ckpt --model SPEC --input D [--dir DIR]
  *       checkpoint write MB/s (Adam state included) vs raw write + fsync
  *   ffn-bench train FFN-TRAIN-FLAGS...
@@ -252,6 +253,37 @@ static void bare_allreduce_buckets(void *p)
     }
 }
 
+/* The ring's traffic with nothing else: every rank sends 2(N-1)/N of the
+ * gradient bytes to the next rank and receives as much from the one before,
+ * in bucket-sized messages all in flight at once, no sums, no dependencies
+ * between them. What the link, the transport and the ranks' cores can move:
+ * the floor of any ring or reduce-scatter + all-gather on this network, where
+ * S/B is the floor of the wire. Receives land in `scratch` (n floats), in
+ * waves where the bytes exceed it. */
+typedef struct {
+    float *buf, *scratch;
+    size_t n, bucket;
+    MPI_Request *requests; /* 2 per message of a wave */
+} ring_traffic_ctx;
+
+static void ring_traffic(void *p)
+{
+    ring_traffic_ctx *t = p;
+    int next = (rank + 1) % nranks, prev = (rank + nranks - 1) % nranks;
+    size_t total = 2 * (size_t)(nranks - 1) * t->n / (size_t)nranks;
+    for (size_t sent = 0; sent < total;) { /* one wave: at most n floats */
+        size_t wave = total - sent < t->n ? total - sent : t->n;
+        int k = 0;
+        for (size_t at = 0; at < wave; at += t->bucket) {
+            int len = (int)(wave - at < t->bucket ? wave - at : t->bucket);
+            MPI_Irecv(t->scratch + at, len, MPI_FLOAT, prev, 0, MPI_COMM_WORLD, &t->requests[k++]);
+            MPI_Isend(t->buf + at, len, MPI_FLOAT, next, 0, MPI_COMM_WORLD, &t->requests[k++]);
+        }
+        MPI_Waitall(k, t->requests, MPI_STATUSES_IGNORE);
+        sent += wave;
+    }
+}
+
 static void bare_allreduce_one(void *p)
 {
     allreduce_ctx *a = p;
@@ -294,7 +326,7 @@ static void fill_pool(step_ctx *s, const step_args *a)
 
 typedef struct {
     double params, step_s, samples_s, gflops, bound_s, bound_gflops;
-    double nosync_s, bare_s, wait_s, median_s, cpu_s, bound_cpu_s, exchange_s, update_s;
+    double nosync_s, bare_s, wait_s, median_s, cpu_s, bound_cpu_s, exchange_s, update_s, traffic_s;
 } step_result;
 
 static step_result run_step(const step_args *a, int quiet)
@@ -410,6 +442,16 @@ static step_result run_step(const step_args *a, int quiet)
                                              : bucketed;
         r.bare_s = bucketed < one ? bucketed : one; /* the faster is the baseline */
     }
+    r.traffic_s = NAN;
+    if (nranks > 1) {
+        size_t n = ffn_model_param_count(s.model), chunk = bucket / sizeof(float) ? bucket / sizeof(float) : 1;
+        ring_traffic_ctx t = {ffn_model_grads(s.model), ffn_alloc_floats(n), n, chunk,
+                              malloc(2 * ((n + chunk - 1) / chunk) * sizeof(MPI_Request))};
+        if (!t.scratch || !t.requests) die("out of memory");
+        r.traffic_s = time_per_call(ring_traffic, &t, a->seconds * 0.5, 3);
+        ffn_free(t.scratch);
+        free(t.requests);
+    }
 
     if (rank == 0 && !quiet) {
         printf("RESULT step name=%s model=%s input=%zu loss=%s batch=%zu ranks=%d threads=%d "
@@ -421,9 +463,9 @@ static step_result run_step(const step_args *a, int quiet)
         if (nranks > 1)
             /* exchange: on its own; exposed: what it adds to the step; hidden: the
              * part of it that ran while backward did. */
-            printf(" compute_only_ms=%.4f exchange_ms=%.4f exposed_ms=%.4f bare_allreduce_ms=%.4f "
+            printf(" compute_only_ms=%.4f exchange_ms=%.4f exposed_ms=%.4f bare_allreduce_ms=%.4f ring_traffic_ms=%.4f "
                    "wait_ms=%.4f exchange_vs_bare=%.4f hidden=%.4f grad_mb=%.3f exchange=%s",
-                   1e3 * r.nosync_s, 1e3 * r.exchange_s, 1e3 * (r.step_s - r.nosync_s), 1e3 * r.bare_s,
+                   1e3 * r.nosync_s, 1e3 * r.exchange_s, 1e3 * (r.step_s - r.nosync_s), 1e3 * r.bare_s, 1e3 * r.traffic_s,
                    1e3 * r.wait_s, r.exchange_s / r.bare_s,
                    fmax(0.0, fmin(1.0, 1.0 - (r.step_s - r.nosync_s) / r.exchange_s)),
                    r.params * 4.0 / 1048576.0, sync ? ffn_grad_sync_method(sync) : "sharded");
