@@ -258,11 +258,12 @@ static void bare_allreduce_buckets(void *p)
  * in bucket-sized messages all in flight at once, no sums, no dependencies
  * between them. What the link, the transport and the ranks' cores can move:
  * the floor of any ring or reduce-scatter + all-gather on this network, where
- * S/B is the floor of the wire. Receives land in `scratch` (n floats), in
- * waves where the bytes exceed it. */
+ * S/B is the floor of the wire. Receives land in `scratch` (`wave` floats, at
+ * most 256 MiB: a model that barely fits is not doubled), in waves where the
+ * bytes exceed it. */
 typedef struct {
     float *buf, *scratch;
-    size_t n, bucket;
+    size_t n, bucket, wave;
     MPI_Request *requests; /* 2 per message of a wave */
 } ring_traffic_ctx;
 
@@ -271,8 +272,8 @@ static void ring_traffic(void *p)
     ring_traffic_ctx *t = p;
     int next = (rank + 1) % nranks, prev = (rank + nranks - 1) % nranks;
     size_t total = 2 * (size_t)(nranks - 1) * t->n / (size_t)nranks;
-    for (size_t sent = 0; sent < total;) { /* one wave: at most n floats */
-        size_t wave = total - sent < t->n ? total - sent : t->n;
+    for (size_t sent = 0; sent < total;) { /* one wave: at most t->wave floats */
+        size_t wave = total - sent < t->wave ? total - sent : t->wave;
         int k = 0;
         for (size_t at = 0; at < wave; at += t->bucket) {
             int len = (int)(wave - at < t->bucket ? wave - at : t->bucket);
@@ -445,8 +446,9 @@ static step_result run_step(const step_args *a, int quiet)
     r.traffic_s = NAN;
     if (nranks > 1) {
         size_t n = ffn_model_param_count(s.model), chunk = bucket / sizeof(float) ? bucket / sizeof(float) : 1;
-        ring_traffic_ctx t = {ffn_model_grads(s.model), ffn_alloc_floats(n), n, chunk,
-                              malloc(2 * ((n + chunk - 1) / chunk) * sizeof(MPI_Request))};
+        size_t wave = n < ((size_t)1 << 26) ? n : (size_t)1 << 26;
+        ring_traffic_ctx t = {ffn_model_grads(s.model), ffn_alloc_floats(wave), n, chunk, wave,
+                              malloc(2 * ((wave + chunk - 1) / chunk) * sizeof(MPI_Request))};
         if (!t.scratch || !t.requests) die("out of memory");
         r.traffic_s = time_per_call(ring_traffic, &t, a->seconds * 0.5, 3);
         ffn_free(t.scratch);
