@@ -113,10 +113,36 @@ struct ffn_comm {
 #define SPIN_SECONDS 50e-6
 #define YIELD_SECONDS 2e-3
 
-/* One pause of a polite wait that began at t0 (MPI_Wtime). */
-static void back_off(double t0)
+/* How long a wait has lasted while this process ran. A gap between two polls
+ * longer than SUSPENDED_SECONDS means this rank itself was not running
+ * (stopped by SIGSTOP, swapped out, a paused VM): that time is not the peers'
+ * doing, so the stall clock starts again. Without it a rank stopped in a wait
+ * and then continued (Open MPI sends SIGCONT before SIGTERM as it ends the
+ * job) blamed the others at once: a second, wrong message beside the true one. */
+#define SUSPENDED_SECONDS 1.0
+
+typedef struct {
+    double start, last; /* MPI_Wtime */
+} wait_clock;
+
+static wait_clock wait_clock_start(void)
 {
-    double waited = MPI_Wtime() - t0;
+    double now = MPI_Wtime();
+    return (wait_clock){now, now};
+}
+
+/* Seconds waited so far; call it at every poll. */
+static double wait_clock_read(wait_clock *k)
+{
+    double now = MPI_Wtime();
+    if (now - k->last > SUSPENDED_SECONDS) k->start = now;
+    k->last = now;
+    return now - k->start;
+}
+
+/* One pause of a polite wait that has lasted `waited` seconds. */
+static void back_off(double waited)
+{
     if (waited < SPIN_SECONDS) return;
     if (waited < YIELD_SECONDS) {
         sched_yield();
@@ -132,14 +158,14 @@ static void back_off(double t0)
 /* Polls reqs until all complete, or until `stall` seconds (0: forever). */
 static int polite_wait_for(int n, MPI_Request *reqs, double stall)
 {
-    double t0 = 0;
-    for (unsigned polls = 0;; polls++) {
+    wait_clock clock = wait_clock_start();
+    for (;;) {
         int done = 0;
         int rc = MPI_Testall(n, reqs, &done, MPI_STATUSES_IGNORE);
         if (rc != MPI_SUCCESS || done) return rc;
-        if (polls == 0) t0 = MPI_Wtime();
-        if (stall > 0 && (polls & 255) == 0 && MPI_Wtime() - t0 > stall) return WAIT_STALLED;
-        back_off(t0);
+        double waited = wait_clock_read(&clock);
+        if (stall > 0 && waited > stall) return WAIT_STALLED;
+        back_off(waited);
     }
 }
 
@@ -672,13 +698,12 @@ static int node_barrier(ffn_comm *c)
 {
     uint64_t target = ++c->barriers;
     __atomic_store_n(&c->slots[c->local_rank]->arrived, target, __ATOMIC_RELEASE);
-    double t0 = 0;
-    unsigned polls = 0;
+    wait_clock clock = wait_clock_start();
     for (int q = 0; q < c->local_size; q++) {
         if (q == c->local_rank) continue;
         while (__atomic_load_n(&c->slots[q]->arrived, __ATOMIC_ACQUIRE) < target) {
-            if (t0 == 0) t0 = MPI_Wtime();
-            if (c->stall_seconds > 0 && (++polls & 255) == 0 && MPI_Wtime() - t0 > c->stall_seconds) {
+            double waited = wait_clock_read(&clock);
+            if (c->stall_seconds > 0 && waited > c->stall_seconds) {
                 int missing[64], count = 0, reporter = -1;
                 for (int k = 0; k < c->local_size; k++) {
                     int in = __atomic_load_n(&c->slots[k]->arrived, __ATOMIC_ACQUIRE) >= target;
@@ -688,7 +713,7 @@ static int node_barrier(ffn_comm *c)
                 stalled(c, missing, count, reporter);
                 return -1;
             }
-            back_off(t0);
+            back_off(waited);
         }
     }
     return 0;
