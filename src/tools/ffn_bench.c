@@ -378,7 +378,7 @@ static step_result run_step(const step_args *a, int quiet)
                           .shard = a->shard,
                           .bucket_bytes = (size_t)(a->bucket_mb * 1048576.0), .max_rows = s.local, .seed = 1};
     if (ffn_step_create(&s.step, s.model, comm, &sc) != FFN_OK) die("training step");
-    size_t bucket = sc.bucket_bytes;
+    const size_t bucket_floats = sc.bucket_bytes / sizeof(float) ? sc.bucket_bytes / sizeof(float) : 1;
     ffn_grad_sync *sync = ffn_step_grad_sync(s.step);
     r.params = (double)ffn_model_param_count(s.model);
     double flops = 6.0 * r.params * (double)s.local;
@@ -436,8 +436,7 @@ static step_result run_step(const step_args *a, int quiet)
         r.exchange_s = r.bare_s = NAN;
     } else if (nranks > 1) {
         r.exchange_s = time_per_call(exchange_alone, &s, a->seconds * 0.5, 3);
-        allreduce_ctx ac = {ffn_model_grads(s.model), ffn_model_param_count(s.model),
-                            bucket / sizeof(float) ? bucket / sizeof(float) : 1};
+        allreduce_ctx ac = {ffn_model_grads(s.model), ffn_model_param_count(s.model), bucket_floats};
         double bucketed = time_per_call(bare_allreduce_buckets, &ac, a->seconds * 0.5, 3);
         double one = ac.n <= (size_t)1 << 30 ? time_per_call(bare_allreduce_one, &ac, a->seconds * 0.5, 3)
                                              : bucketed;
@@ -445,10 +444,9 @@ static step_result run_step(const step_args *a, int quiet)
     }
     r.traffic_s = NAN;
     if (nranks > 1) {
-        size_t n = ffn_model_param_count(s.model), chunk = bucket / sizeof(float) ? bucket / sizeof(float) : 1;
-        size_t wave = n < ((size_t)1 << 26) ? n : (size_t)1 << 26;
-        ring_traffic_ctx t = {ffn_model_grads(s.model), ffn_alloc_floats(wave), n, chunk, wave,
-                              malloc(2 * ((wave + chunk - 1) / chunk) * sizeof(MPI_Request))};
+        size_t n = ffn_model_param_count(s.model), wave = n < ((size_t)1 << 26) ? n : (size_t)1 << 26;
+        ring_traffic_ctx t = {ffn_model_grads(s.model), ffn_alloc_floats(wave), n, bucket_floats, wave,
+                              malloc(2 * ((wave + bucket_floats - 1) / bucket_floats) * sizeof(MPI_Request))};
         if (!t.scratch || !t.requests) die("out of memory");
         r.traffic_s = time_per_call(ring_traffic, &t, a->seconds * 0.5, 3);
         ffn_free(t.scratch);
